@@ -1,0 +1,10 @@
+# The two commands of the README. Each does its own idempotent set-up first.
+.PHONY: setup dashboard test
+setup:
+	bash scripts/setup.sh
+
+dashboard: setup
+	HF_HUB_OFFLINE=1 .venv/bin/python -m streamlit run app/main.py
+
+test: setup
+	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest

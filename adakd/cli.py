@@ -1,0 +1,296 @@
+"""Command line: thin glue over adakd.trainer, adakd.sweep and adakd.evaluation.
+
+    python -m adakd train  --preset demo [--set key=value ...] [--run-dir DIR | --name NAME]
+    python -m adakd resume RUN                       (a run folder, or a name under the runs root)
+    python -m adakd list   [--root DIR]              runs with state, steps, final loss, ROUGE-L
+    python -m adakd sweep  --preset demo --grid idts_c=0.1,0.5 [--grid ...] [--set ...] [--name N]
+    python -m adakd eval   RUN [--data FILE ...] [--examples N] [--greedy]
+
+Data-parallel: `torchrun --nproc_per_node 2 -m adakd train --preset smoke --name ddp` (gloo on
+CPU, nccl on CUDA); only rank 0 writes the run directory.
+The runs root is ./runs, or $ADAKD_RUNS. Bad input prints one line saying what to fix and
+exits with code 2 before anything is written; a run that fails later exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from adakd.rundir import RunDir, check_run_name, runs_root
+
+log = logging.getLogger("adakd")
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit code 2."""
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _setup_logging(quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if _rank() != 0:
+        fmt = f"[rank {_rank()}] " + fmt
+    logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S", stream=sys.stderr)
+
+
+def _resolve_run(spec: str, root: Path | None = None) -> Path:
+    """A run folder path, or a run name under the runs root."""
+    path = Path(spec)
+    if path.is_dir():
+        return path
+    try:
+        candidate = (root or runs_root()) / check_run_name(spec)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if candidate.is_dir():
+        return candidate
+    raise UsageError(f"no run folder {spec!r} (looked in . and {root or runs_root()}/)")
+
+
+class _Progress:
+    """tqdm bar fed by the trainer's on_step callback (rank 0, a TTY, not --quiet)."""
+
+    def __init__(self, quiet: bool):
+        self.enabled = not quiet and sys.stderr.isatty() and _rank() == 0
+        self.bar = None
+
+    def __call__(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=record.get("total_steps"), initial=record["step"] - 1, unit="step",
+                            dynamic_ncols=True)
+        self.bar.update(record["step"] - self.bar.n)
+        tau = record.get("mean_tau")
+        self.bar.set_postfix(loss=f"{record['loss']:.4f}", r=f"{record['ratio']:.3f}",
+                             tau="-" if tau is None else f"{tau:.3f}",
+                             tok_s=f"{record.get('tokens_per_s') or 0:.0f}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _finish(path: Path) -> int:
+    status = RunDir(path).read_status() or {}
+    if _rank() == 0:
+        state = status.get("state")
+        if state == "stopped":
+            print(f"stopped at step {status.get('step')}: continue with  python -m adakd resume {path}")
+        else:
+            print(f"{state}: {path}")
+    return 0
+
+
+def _run_training(call, quiet: bool) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    progress = _Progress(quiet)
+    try:
+        with logging_redirect_tqdm():
+            path = call(progress)
+    finally:
+        progress.close()
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return _finish(path)
+
+
+def cmd_train(args) -> int:
+    from adakd.presets import resolve_preset
+    from adakd.runsetup import default_run_name, preflight
+    from adakd.trainer import train
+
+    try:
+        config = resolve_preset(args.preset, args.set)
+        preflight(config)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.run_dir:
+        path = Path(args.run_dir)
+    else:
+        root = Path(args.root) if args.root else runs_root()
+        try:
+            path = root / check_run_name(args.name or default_run_name(args.preset))
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    if _rank() == 0 and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"run directory {path} already exists: resume it, or choose another --name/--run-dir")
+    total = config.max_steps
+
+    def call(progress):
+        return train(config, path, name=path.name, preset=args.preset, command=[sys.executable, *sys.argv],
+                     on_step=lambda r: progress({**r, "total_steps": total}))
+
+    return _run_training(call, args.quiet)
+
+
+def cmd_resume(args) -> int:
+    from adakd.config import RunConfig
+    from adakd.trainer import resume
+
+    path = _resolve_run(args.run, Path(args.root) if args.root else None)
+    meta = RunDir(path).read_config() or {}
+    total = (meta.get("config") or {}).get("max_steps")
+
+    def call(progress):
+        return resume(path, on_step=lambda r: progress({**r, "total_steps": total}))
+
+    try:
+        RunConfig.from_dict(meta.get("config") or {})
+    except ValueError as err:
+        raise UsageError(f"{path}/config.json: {err}") from None
+    return _run_training(call, args.quiet)
+
+
+def _run_rows(root: Path) -> list[dict]:
+    rows = []
+    if not root.is_dir():
+        return rows
+    for child in sorted(root.iterdir()):
+        if not child.is_dir() or child.name.startswith("."):
+            continue
+        if (child / "sweep.json").exists():
+            rows += [{**r, "name": f"{child.name}/{r['name']}"} for r in _run_rows(child)]
+            continue
+        run = RunDir(child)
+        status, meta = run.read_status(), run.read_config()
+        if status is None and meta is None:
+            continue
+        metrics = run.read_metrics()
+        evals = [r for r in run.read_eval() if r.get("model") == "student"]
+        rows.append({"name": child.name, "state": run.effective_state(),
+                     "step": (status or {}).get("step"), "total": (status or {}).get("total_steps"),
+                     "loss": metrics[-1].get("loss") if metrics else None,
+                     "rouge_l": evals[-1].get("rouge_l_avg") if evals else None,
+                     "preset": (meta or {}).get("preset"), "started": (meta or {}).get("started_at")})
+    return rows
+
+
+def cmd_list(args) -> int:
+    root = Path(args.root) if args.root else runs_root()
+    rows = _run_rows(root)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no runs under {root}/")
+        return 0
+
+    def fmt(v, spec=""):
+        return "-" if v is None else format(v, spec)
+
+    table = [("NAME", "STATE", "STEP", "LOSS", "ROUGE-L", "PRESET", "STARTED")]
+    for r in rows:
+        table.append((r["name"], r["state"], f"{fmt(r['step'])}/{fmt(r['total'])}", fmt(r["loss"], ".4f"),
+                      fmt(r["rouge_l"], ".2f"), fmt(r["preset"]), fmt(r["started"])))
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from adakd.runsetup import default_run_name
+    from adakd.sweep import parse_grid, run_sweep
+
+    try:
+        grid = parse_grid(args.grid)
+        root = Path(args.root) if args.root else runs_root()
+        name = check_run_name(args.name or default_run_name(f"sweep-{args.preset or 'run'}"))
+        folder = run_sweep(args.preset, grid, args.set, root, name)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(f"sweep: {folder}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from adakd.evaluation import evaluate_run
+
+    path = _resolve_run(args.run, Path(args.root) if args.root else None)
+    for f in args.data or []:
+        if not Path(f).is_file():
+            raise UsageError(f"--data file {f!r} not found")
+    try:
+        result = evaluate_run(path, args.data or None, args.examples, args.greedy)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from adakd.presets import PRESETS
+
+    parser = argparse.ArgumentParser(prog="python -m adakd", description="AdaKD distillation runs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--root", help="runs root (default ./runs or $ADAKD_RUNS)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+
+    p = sub.add_parser("train", help="start a run")
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help="named config (default: RunConfig defaults)")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config fields, e.g. --set lr=1e-4 idts_c=0.3")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--run-dir", help="run folder path (must not exist or be empty)")
+    where.add_argument("--name", help="run name under the runs root (default <preset>-<time>)")
+    common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("resume", help="continue a stopped or crashed run from its last checkpoint")
+    p.add_argument("run", help="run folder, or run name under the runs root")
+    common(p)
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("list", help="list runs with state and headline numbers")
+    p.add_argument("--root", help="runs root (default ./runs or $ADAKD_RUNS)")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("sweep", help="run a grid of configs one after another")
+    p.add_argument("--preset", choices=list(PRESETS), default=None)
+    p.add_argument("--grid", action="append", default=[], required=True, metavar="KEY=V1,V2",
+                   help="an axis of the grid (repeatable), or a named grid such as 'ablation'")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
+    p.add_argument("--name", help="sweep folder name under the root")
+    common(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("eval", help="evaluate a run's latest checkpoint (ROUGE-L)")
+    p.add_argument("run", help="run folder, or run name under the runs root")
+    p.add_argument("--data", action="append", help="Dolly JSONL / Alpaca JSON file (repeatable)")
+    p.add_argument("--examples", type=int, default=None, help="examples per dataset")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    common(p)
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(getattr(args, "quiet", False))
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

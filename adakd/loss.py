@@ -1,0 +1,191 @@
+"""The AdaKD objective: a plug-and-play token-level distillation loss (METHOD.md §4).
+
+    L_KD = (1/k) · Σ_{i ∈ selected} τ_i² · D( softmax(z_T,i / τ_i), softmax(z_S,i / τ_i) )
+    loss = (1 − kd_ratio) · CE + kd_ratio · L_KD                    (loss = L_KD at kd_ratio = 1)
+
+over the valid tokens (``mask``), with difficulty s (Hellinger at τ = 1, no gradient), the
+top-k selection of LATF (k = max(1, floor(r·N)), pooled over the batch) and the IDTS
+temperatures τ_i over the selected tokens. With ``ratio=1, idts=False`` this is exactly plain
+token-level KD with D: mean over valid tokens of τ_base² · D at τ_base.
+
+Memory plan (V is large, so every ``[N, V]`` float32 tensor counts):
+1. gather the valid rows once (a view when every position is valid);
+2. score difficulty without gradient, in row chunks;
+3. select, then compute D with gradient only on the k selected rows at their τ.
+No ``[B, T, V]`` float32 softmax of the whole batch is ever built.
+
+Naive equivalent (what this computes, for reading; do not use — it builds everything at full
+size and lets gradient leak through s and τ unless detached)::
+
+    p, q = softmax(z_T), softmax(z_S)                               # [B, T, V]
+    s = sqrt(0.5 * ((p.sqrt() - q.sqrt())**2).sum(-1))[mask]       # [N]
+    sel = topk(s, k); tau = idts(s[sel])                            # [k]
+    loss = (tau**2 * D(z_S[mask][sel] / tau, z_T[mask][sel] / tau)).mean()
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .difficulty import INDICATORS, check_labels, score_tokens
+from .divergences import divergence as divergence_fn
+from .divergences import resolve_params
+from .idts import idts_temperatures
+from .latf import select_tokens, selection_count
+
+
+@dataclass
+class AdaKDOutput:
+    """Result of ``adakd_loss``. Per-token fields cover the valid tokens in row-major order of
+    ``mask`` (N = n_valid) and are detached.
+
+    loss: scalar, differentiable w.r.t. the student logits only.
+    kd: the AdaKD term L_KD (detached). ce: student cross-entropy on ``labels`` over all valid
+    tokens (detached; NaN without labels). difficulty [N], selected [N] bool, temperature [N]
+    (τ on selected tokens, NaN elsewhere). mean_temperature: mean τ over the selected tokens
+    (NaN when none).
+    """
+
+    loss: Tensor
+    kd: Tensor
+    ce: Tensor
+    difficulty: Tensor
+    selected: Tensor
+    temperature: Tensor
+    n_valid: int
+    n_selected: int
+    mean_temperature: float
+
+
+def adakd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, ratio: float = 1.0,
+               divergence: str = "rkl", c: float = 0.5, base_temperature: float = 1.0,
+               idts: bool = True, indicator: str = "hellinger", divergence_params: dict | None = None,
+               inverse: bool = False, labels: Tensor | None = None, kd_ratio: float = 1.0,
+               chunk_size: int | None = None) -> AdaKDOutput:
+    """AdaKD loss of one batch.
+
+    Args:
+        student_logits, teacher_logits: ``[B, T, V]`` (any leading shape ``[..., V]``), any
+            float dtype; the math runs in float32. The teacher is detached.
+        mask: ``[B, T]`` bool, True on the positions that count (response tokens).
+        ratio: LATF r ∈ (0, 1], the share of valid tokens kept (hardest first).
+        divergence, divergence_params: the base divergence D and its parameter overrides.
+        c, base_temperature, idts, inverse: IDTS strength, τ_base, on/off, and the inverse
+            ablation τ = τ_base·exp(+c·ŝ). ``idts=False`` uses τ_base for every token.
+        indicator: difficulty indicator (see ``token_difficulty``); ``ce`` uses ``labels``.
+        labels: ``[B, T]`` next-token targets already aligned with the logits (e.g. from
+            ``adakd.tokenize.next_token_targets``); read only where ``mask`` is True. With labels
+            the cross-entropy is always computed (for logging); it enters the loss when
+            ``kd_ratio < 1``.
+        kd_ratio: weight of the KD term; 1 = pure KD, 0 = pure SFT.
+        chunk_size: rows per difficulty-scoring chunk (default from the vocabulary size).
+
+    An all-masked batch gives loss 0 (connected to the graph, zero gradient), not NaN.
+
+    Note: the public release does not detach the difficulty and the temperatures; here both
+    are constants (as in the paper), so the gradient is exactly that of the formula above with
+    the selection and τ fixed.
+    """
+    _validate(student_logits, teacher_logits, mask, ratio, divergence, c, base_temperature,
+              indicator, labels, kd_ratio)
+    params = resolve_params(divergence, divergence_params)
+    vocab = student_logits.shape[-1]
+    mask = mask.bool()
+    all_valid = bool(mask.all())
+    if all_valid:  # a view: no copy of the logits at all
+        s_valid = student_logits.reshape(-1, vocab)
+        t_valid = teacher_logits.detach().reshape(-1, vocab)
+    else:
+        s_valid = student_logits[mask]
+        t_valid = teacher_logits.detach()[mask]
+    n_valid = s_valid.shape[0]
+    targets = None
+    if labels is not None:
+        targets = check_labels(labels.reshape(-1) if all_valid else labels[mask], torch.Size([n_valid]),
+                               vocab, "ce")
+
+    # At kd_ratio = 1 the cross-entropy is only logged: take it from the scoring pass for free.
+    log_ce_from_scores = targets is not None and kd_ratio == 1.0
+    difficulty, nll = score_tokens(s_valid, t_valid, indicator, targets, chunk_size=chunk_size,
+                                   with_nll=log_ce_from_scores)
+    if n_valid == 0:
+        return _empty_output(s_valid, difficulty, targets is not None)
+
+    selected = select_tokens(difficulty, ratio)
+    n_selected = selection_count(n_valid, ratio)
+    if n_selected == n_valid:
+        idx = None
+        s_sel, t_sel, d_sel = s_valid, t_valid, difficulty
+    else:
+        idx = selected.nonzero().squeeze(1)  # ascending: selected rows keep their order
+        s_sel, t_sel, d_sel = s_valid.index_select(0, idx), t_valid.index_select(0, idx), difficulty[idx]
+
+    if idts:
+        tau_sel = idts_temperatures(d_sel, base_temperature, c, inverse=inverse)
+        tau_arg, tau_sq = tau_sel, tau_sel.square()
+        mean_tau = float(tau_sel.mean())
+    else:
+        tau_sel = None
+        tau_arg, tau_sq = float(base_temperature), float(base_temperature) ** 2
+        mean_tau = float(base_temperature)
+
+    with torch.set_grad_enabled(torch.is_grad_enabled() and kd_ratio > 0):
+        kd = (tau_sq * divergence_fn(divergence, s_sel, t_sel, tau_arg, **params)).mean()
+
+    temperature = torch.full((n_valid,), math.nan, dtype=difficulty.dtype, device=difficulty.device)
+    if tau_sel is None:
+        temperature[selected] = float(base_temperature)
+    elif idx is None:
+        temperature = tau_sel.to(difficulty.dtype)
+    else:
+        temperature[idx] = tau_sel.to(difficulty.dtype)
+
+    if kd_ratio == 1.0:
+        loss = kd
+        ce = nll.mean() if nll is not None else kd.new_tensor(math.nan)
+    else:
+        ce = torch.nn.functional.cross_entropy(s_valid.to(kd.dtype), targets)
+        loss = (1.0 - kd_ratio) * ce + (kd_ratio * kd if kd_ratio > 0 else 0.0)
+    return AdaKDOutput(loss=loss, kd=kd.detach(), ce=ce.detach(), difficulty=difficulty,
+                       selected=selected, temperature=temperature, n_valid=n_valid,
+                       n_selected=n_selected, mean_temperature=mean_tau)
+
+
+def _empty_output(s_valid: Tensor, difficulty: Tensor, with_labels: bool) -> AdaKDOutput:
+    """No valid token: loss 0 that still backpropagates (zero gradient), never NaN."""
+    loss = s_valid.to(difficulty.dtype).sum() * 0.0  # sum over an empty [0, V] is exactly 0
+    zero = loss.detach().clone()
+    return AdaKDOutput(loss=loss, kd=zero, ce=zero.clone() if with_labels else zero.new_tensor(math.nan),
+                       difficulty=difficulty, selected=torch.zeros_like(difficulty, dtype=torch.bool),
+                       temperature=difficulty.clone(), n_valid=0, n_selected=0,
+                       mean_temperature=math.nan)
+
+
+def _validate(student_logits, teacher_logits, mask, ratio, divergence, c, base_temperature,
+              indicator, labels, kd_ratio) -> None:
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} must have the same shape [B, T, V]")
+    if mask.shape != student_logits.shape[:-1]:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; expected {tuple(student_logits.shape[:-1])} "
+                         "(the logits without V)")
+    if mask.dtype.is_floating_point:
+        raise ValueError(f"mask must be bool (or 0/1 integers), got dtype {mask.dtype}")
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1] (got {ratio})")
+    if not base_temperature > 0:
+        raise ValueError(f"base_temperature must be > 0 (got {base_temperature})")
+    if not c >= 0:
+        raise ValueError(f"IDTS strength c must be >= 0 (got {c})")
+    if indicator not in INDICATORS:
+        raise ValueError(f"unknown difficulty indicator {indicator!r}; valid: {', '.join(INDICATORS)}")
+    if not 0.0 <= kd_ratio <= 1.0:
+        raise ValueError(f"kd_ratio must be in [0, 1] (got {kd_ratio}); 1 = pure KD")
+    if labels is None and (kd_ratio < 1.0 or indicator == "ce"):
+        raise ValueError("labels are needed when kd_ratio < 1 or indicator='ce'")
+    if labels is not None and labels.shape != mask.shape:
+        raise ValueError(f"labels have shape {tuple(labels.shape)}; expected {tuple(mask.shape)} like mask")

@@ -1,0 +1,291 @@
+"""Probes: the per-token and per-group measurements behind the paper's figures.
+
+Two pure functions (models + batch in, tidy DataFrame out), called by the trainer every
+``probe_interval`` steps and at step 0:
+
+- :func:`probe_tokens` -> rows of ``tokens.parquet`` (Fig. 1 top, Fig. 4, the token explorer);
+- :func:`probe_gradient_groups` -> rows of ``gradients.parquet`` (Fig. 1 bottom).
+
+Column names and meanings are fixed by ``docs/contracts.md``; the definitions are
+``METHOD.md`` §5. Both functions leave the models' train/eval modes (of every submodule), the
+parameters' ``.grad`` and the torch RNG states exactly as they found them, so a run with probes
+is bit-identical to one without.
+
+Groups (both functions, one rule): with ``N`` valid tokens and ratio ``r``, the selected set is
+``adakd.select_tokens(difficulty, r)`` (the top ``k = max(1, floor(r·N))`` by Hellinger
+difficulty). Its ``ceil(k/2)`` most difficult tokens are **hard**, the other ``floor(k/2)``
+selected tokens are **mid**, the ``N − k`` unselected tokens are **easy** ("top r/2, next r/2,
+rest"; 25/25/50 at r = 0.5; at r = 1 there is no easy group; a single selected token is hard).
+Ties inside the selected set are broken by position (stable sort), so groups are deterministic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from adakd.difficulty import hellinger
+from adakd.divergences import divergence as base_divergence
+from adakd.idts import idts_temperatures
+from adakd.latf import select_tokens
+from adakd.tokenize import next_token_targets
+
+TOKEN_COLUMNS = {
+    "step": "int64", "example": "int64", "position": "int64", "token_index": "int64",
+    "token_id": "int64", "token_text": "str", "difficulty": "float64", "selected": "bool",
+    "group": "str", "tau": "float64", "tau_all": "float64", "hard": "bool",
+    "entropy_student": "float64", "entropy_student_idts": "float64", "entropy_teacher": "float64",
+    "p_label_teacher": "float64", "p_label_student": "float64", "top1_teacher": "str",
+    "top1_student": "str", "ratio": "float64",
+}
+GRADIENT_COLUMNS = {
+    "step": "int64", "split": "str", "ratio": "float64", "group": "str", "n_tokens": "int64",
+    "cos_sft": "float64", "cos_total": "float64", "norm_share": "float64", "grad_norm": "float64",
+}
+GROUPS = ("hard", "mid", "easy")
+PAPER_RATIO = 0.5  # the paper's fixed split for Fig. 1 (25/25/50), comparable across runs
+_ROW_CHUNK = 256  # rows of [N, V] processed at once by the per-token statistics
+
+
+# --------------------------------------------------------------------------- shared helpers
+@contextlib.contextmanager
+def untouched(*models: torch.nn.Module) -> Iterator[None]:
+    """Run a block with the models in eval mode and no RNG side effects.
+
+    Restores on exit: the ``training`` flag of every submodule (not just the top one, so a
+    partially frozen model comes back exactly as it was) and the CPU RNG plus the RNG of every
+    CUDA device the models live on.
+    """
+    flags = [(m, m.training) for model in models for m in model.modules()]
+    cuda_devices = sorted({p.device.index or 0 for model in models for p in model.parameters()
+                           if p.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=cuda_devices):
+            for model in models:
+                model.eval()
+            yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def group_labels(difficulty: torch.Tensor, ratio: float) -> tuple[torch.Tensor, np.ndarray]:
+    """Selection mask and hard/mid/easy label per token (see the module docstring).
+
+    difficulty: [N]. Returns (selected [N] bool tensor, labels [N] numpy array of str).
+    """
+    n = difficulty.numel()
+    labels = np.full(n, "easy", dtype=object)
+    if n == 0:
+        return torch.zeros(0, dtype=torch.bool, device=difficulty.device), labels
+    selected = select_tokens(difficulty, ratio)
+    chosen = torch.nonzero(selected, as_tuple=False).flatten()
+    order = torch.argsort(difficulty[chosen], descending=True, stable=True)
+    n_hard = math.ceil(chosen.numel() / 2)
+    ranked = chosen[order].cpu().numpy()
+    labels[ranked[:n_hard]] = "hard"
+    labels[ranked[n_hard:]] = "mid"
+    return selected, labels
+
+
+def _forward_valid(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   mask: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of the valid next-token positions: [N, V] (row-major order of mask)."""
+    device = next(model.parameters()).device
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+    return logits[:, :-1][mask.to(device)].float()
+
+
+def _valid_logits(student, teacher, batch: Mapping[str, torch.Tensor]):
+    """(student [N,V], teacher [N,V] on the student's device, targets [N], mask [B,T-1])."""
+    for key in ("input_ids", "attention_mask", "labels"):
+        if key not in batch:
+            raise ValueError(f"batch is missing {key!r}; pass the dict returned by adakd.tokenize.collate")
+    targets, mask = next_token_targets(batch["labels"])
+    with torch.no_grad():
+        s = _forward_valid(student, batch["input_ids"], batch["attention_mask"], mask)
+        t = _forward_valid(teacher, batch["input_ids"], batch["attention_mask"], mask).to(s.device)
+    if s.shape[-1] != t.shape[-1]:
+        raise ValueError(f"student vocabulary ({s.shape[-1]}) and teacher vocabulary ({t.shape[-1]}) "
+                         "differ; load the pair with adakd.models.load_model_pair, which checks them")
+    return s, t, targets[mask].to(s.device), mask
+
+
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    """H(softmax(z)) in nats, [N, V] -> [N]; entr(0) = 0 so masked (−inf) entries are safe."""
+    return torch.special.entr(torch.softmax(logits, dim=-1)).sum(-1)
+
+
+def _label_prob(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1).exp()
+
+
+def _decode_each(tokenizer, ids: np.ndarray) -> np.ndarray:
+    """Readable text of each single token id: ``tokenizer.decode([id])`` (special tokens kept)."""
+    unique = np.unique(ids)
+    texts = {int(i): tokenizer.decode([int(i)], skip_special_tokens=False,
+                                      clean_up_tokenization_spaces=False) for i in unique}
+    return np.array([texts[int(i)] for i in ids], dtype=object)
+
+
+def _frame(columns: dict[str, str], data: dict) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(data.get(name, []), dtype=dtype)
+                         for name, dtype in columns.items()})
+
+
+# --------------------------------------------------------------------------- tokens.parquet
+def probe_tokens(student: torch.nn.Module, teacher: torch.nn.Module, batch: Mapping[str, torch.Tensor],
+                 tokenizer, *, step: int, ratio: float, c: float, base_temperature: float,
+                 inverse: bool = False) -> pd.DataFrame:
+    """One ``tokens.parquet`` row per valid response token of the probe batch.
+
+    batch: ``collate()`` output for the **whole** fixed probe set (input_ids, attention_mask,
+    unshifted labels, all [B, T]); row ``b`` is probe example ``b``. Valid tokens are those of
+    ``next_token_targets(labels)``: logits at position t score the token at position t + 1, so
+    ``position`` is t + 1 (index in the full sequence) and ``token_index`` its 0-based index
+    within the response.
+
+    Per valid token i (all at τ = 1 unless stated, float32):
+      difficulty s_i = Hellinger(softmax z_S, softmax z_T);
+      selected / group: top k = max(1, floor(r·N)) pooled over the probe tokens, groups as in
+      the module docstring;
+      tau   = IDTS over the selected tokens only (median of the selected), NaN when unselected;
+      tau_all = IDTS with the median of all probe tokens (Fig. 4);
+      hard  = s_i > median(all s) (the lower median, as in IDTS, so hard ⇔ tau_all < τ_base
+              when c > 0);
+      entropy_student = H(softmax z_S), entropy_student_idts = H(softmax(z_S / tau_all)),
+      entropy_teacher = H(softmax z_T) (nats);
+      p_label_* = softmax(z)[label]; top1_* = decoded argmax token.
+
+    ``inverse=True`` gives the inverse-IDTS ablation τ = τ_base·exp(+c·ŝ); for a run with
+    IDTS off pass ``c=0`` (τ = τ_base everywhere, as the run trains).
+    Returns a DataFrame with exactly the contract columns and dtypes (empty when no token is valid).
+    """
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    with untouched(student, teacher), torch.no_grad():
+        s_logits, t_logits, targets, mask = _valid_logits(student, teacher, batch)
+        n = targets.numel()
+        if n == 0:
+            return _frame(TOKEN_COLUMNS, {})
+        difficulty = hellinger(s_logits, t_logits).float()
+        selected, groups = group_labels(difficulty, ratio)
+        tau = torch.full((n,), float("nan"), device=difficulty.device)
+        tau[selected] = idts_temperatures(difficulty[selected], base_temperature, c, inverse).float()
+        tau_all = idts_temperatures(difficulty, base_temperature, c, inverse).float()
+        hard = difficulty > difficulty.median()
+
+        stats = {k: [] for k in ("h_s", "h_si", "h_t", "p_t", "p_s", "top_t", "top_s")}
+        for lo in range(0, n, _ROW_CHUNK):
+            s, t, y = s_logits[lo:lo + _ROW_CHUNK], t_logits[lo:lo + _ROW_CHUNK], targets[lo:lo + _ROW_CHUNK]
+            stats["h_s"].append(_entropy(s))
+            stats["h_si"].append(_entropy(s / tau_all[lo:lo + _ROW_CHUNK, None]))
+            stats["h_t"].append(_entropy(t))
+            stats["p_s"].append(_label_prob(s, y))
+            stats["p_t"].append(_label_prob(t, y))
+            stats["top_s"].append(s.argmax(-1))
+            stats["top_t"].append(t.argmax(-1))
+        stats = {k: torch.cat(v).cpu().numpy() for k, v in stats.items()}
+
+    mask_cpu = mask.cpu()
+    rows, cols = torch.nonzero(mask_cpu, as_tuple=True)
+    token_index = (mask_cpu.long().cumsum(dim=1) - 1)[rows, cols]
+    token_ids = targets.cpu().numpy()
+    return _frame(TOKEN_COLUMNS, {
+        "step": np.full(n, step), "example": rows.numpy(), "position": (cols + 1).numpy(),
+        "token_index": token_index.numpy(), "token_id": token_ids,
+        "token_text": _decode_each(tokenizer, token_ids),
+        "difficulty": difficulty.cpu().numpy(), "selected": selected.cpu().numpy(), "group": groups,
+        "tau": tau.cpu().numpy(), "tau_all": tau_all.cpu().numpy(), "hard": hard.cpu().numpy(),
+        "entropy_student": stats["h_s"], "entropy_student_idts": stats["h_si"],
+        "entropy_teacher": stats["h_t"], "p_label_teacher": stats["p_t"],
+        "p_label_student": stats["p_s"], "top1_teacher": _decode_each(tokenizer, stats["top_t"]),
+        "top1_student": _decode_each(tokenizer, stats["top_s"]), "ratio": np.full(n, float(ratio)),
+    })
+
+
+# --------------------------------------------------------------------------- gradients.parquet
+def _row_gradients(z: torch.Tensor, per_token: torch.Tensor) -> torch.Tensor:
+    """Row i of the result is ∂ℓ_i/∂z_i for a per-token loss ℓ (one backward of Σ ℓ_i).
+
+    Because ℓ_i depends on row z_i only, ∇_z mean_{i∈G} ℓ_i is the matrix whose rows are
+    ∂ℓ_i/∂z_i / |G| for i ∈ G and 0 elsewhere, for every group G at once.
+    """
+    (grad,) = torch.autograd.grad(per_token.sum(), z)
+    return grad
+
+
+def _group_rows(step: int, split: str, ratio: float, groups: np.ndarray,
+                d_rows: torch.Tensor, s_rows: torch.Tensor) -> dict[str, list]:
+    """Rows of one split from per-token gradient rows D (divergence) and C (cross-entropy).
+
+    With g_d(G) = D_G/|G|, g_s(G) = C_G/|G|, g_full = D/N (Frobenius inner products over [N, V]):
+      cos_sft   = ⟨g_d(G), g_s(G)⟩ / (‖g_d(G)‖‖g_s(G)‖)
+      cos_total = ⟨g_d(G), g_full⟩ / (‖g_d(G)‖‖g_full‖)  (= ‖D_G‖/‖D‖ ≥ 0: disjoint supports)
+      norm_share = 100·‖g_d(G)‖ / Σ_G' ‖g_d(G')‖, grad_norm = ‖g_d(G)‖.
+    A zero gradient (e.g. student identical to teacher) gives NaN cosines/shares.
+    """
+    n = d_rows.shape[0]
+    d_sq = d_rows.double().pow(2).sum(-1)       # ‖D_i‖²  [N]
+    c_sq = s_rows.double().pow(2).sum(-1)       # ‖C_i‖²  [N]
+    dc = (d_rows.double() * s_rows.double()).sum(-1)  # ⟨D_i, C_i⟩  [N]
+    full_norm = d_sq.sum().sqrt() / n           # ‖g_full‖
+    out = {k: [] for k in GRADIENT_COLUMNS}
+    for name in GROUPS:
+        idx = torch.from_numpy(np.flatnonzero(groups == name)).to(d_rows.device)
+        if idx.numel() == 0:
+            continue
+        size = idx.numel()
+        g_norm = d_sq[idx].sum().sqrt() / size
+        s_norm = c_sq[idx].sum().sqrt() / size
+        cos_sft = (dc[idx].sum() / size**2) / (g_norm * s_norm)
+        cos_total = (d_sq[idx].sum() / (size * n)) / (g_norm * full_norm)
+        for key, value in (("step", step), ("split", split), ("ratio", ratio), ("group", name),
+                           ("n_tokens", size), ("cos_sft", cos_sft.item()),
+                           ("cos_total", cos_total.item()), ("grad_norm", g_norm.item())):
+            out[key].append(value)
+    total = sum(out["grad_norm"])
+    out["norm_share"] = [100.0 * g / total if total > 0 else float("nan") for g in out["grad_norm"]]
+    return out
+
+
+def probe_gradient_groups(student: torch.nn.Module, teacher: torch.nn.Module,
+                          batch: Mapping[str, torch.Tensor], *, step: int, ratio: float,
+                          divergence: str, divergence_params: dict | None = None) -> pd.DataFrame:
+    """``gradients.parquet`` rows (Fig. 1 bottom) for one batch: both splits, one row per group.
+
+    Gradients are taken with respect to the student **logits** of the valid tokens, z [N, V]
+    (a fresh leaf made from a no-grad forward; no parameter gradient is computed or touched):
+      g_d(G) = ∇_z mean_{i∈G} D_i(z)   (base divergence at τ = 1, ``adakd.divergence``)
+      g_s(G) = ∇_z mean_{i∈G} CE_i(z)  (cross-entropy against the labels, the "SFT gradient")
+      g_full = ∇_z mean_{i}   D_i(z)   (all valid tokens)
+    Groups G (hard/mid/easy by Hellinger difficulty) as in the module docstring, at
+    split "current" (r = ``ratio``) and split "paper" (r = 0.5: 25/25/50). Empty groups
+    (r = 1 has no easy tokens) give no row. Columns: see ``GRADIENT_COLUMNS`` / contracts.md.
+    Cost: two backward passes over [N, V] (per-token losses separate by row, so every group
+    gradient is a masked, rescaled copy of the same per-row gradients).
+    """
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    params = dict(divergence_params or {})
+    with untouched(student, teacher):
+        s_logits, t_logits, targets, _ = _valid_logits(student, teacher, batch)
+        if targets.numel() == 0:
+            return _frame(GRADIENT_COLUMNS, {})
+        difficulty = hellinger(s_logits, t_logits)
+        with torch.enable_grad():
+            z = s_logits.detach().clone().requires_grad_(True)
+            d_rows = _row_gradients(z, base_divergence(divergence, z, t_logits, 1.0, **params))
+            s_rows = _row_gradients(z, F.cross_entropy(z, targets, reduction="none"))
+        parts = []
+        for split, r in (("current", float(ratio)), ("paper", PAPER_RATIO)):
+            _, groups = group_labels(difficulty, r)
+            parts.append(_group_rows(step, split, r, groups, d_rows, s_rows))
+    data = {k: [v for part in parts for v in part[k]] for k in GRADIENT_COLUMNS}
+    return _frame(GRADIENT_COLUMNS, data)

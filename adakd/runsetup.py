@@ -1,0 +1,263 @@
+"""Set-up of a training run, kept apart from the loop in trainer.py.
+
+    preflight(config)          checks that need no model (paths, divergence parameters, device):
+                               called before the run directory is created, so bad input writes nothing
+    build_models(config, dev)  teacher (eval, frozen), student (train), tokenizer
+    prepare_data(config, tok)  encoded training examples, the fixed probe / gradient batches,
+                               the evaluation sets
+    DataOrder                  the seeded example order, a pure function of (seed, epoch, position)
+    build_optimizer / build_scheduler
+    run_metadata               the config.json document (docs/contracts.md)
+
+"tiny-random" as teacher or student names a tiny random Llama (adakd.models.tiny_random_llama)
+with the SmolLM2 tokenizer: the built-in models of the `smoke` preset and the tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adakd.config import RunConfig
+from adakd.device import choose_device_and_dtype, dtype_name
+from adakd.rundir import FORMAT, utc_now
+
+log = logging.getLogger(__name__)
+
+TINY = "tiny-random"
+TINY_TEACHER = {"layers": 2, "hidden": 64, "seed": 1234, "initializer_range": 0.3}  # fixed: every smoke run sees one teacher
+TINY_STUDENT = {"layers": 1, "hidden": 64}
+SPLIT_SEED = 0  # the train/val/test split does not move with the run seed: same test set for all runs
+
+
+# ---------------------------------------------------------------------- checks
+def _looks_local(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or name.endswith((".json", ".jsonl"))
+
+
+def preflight(config: RunConfig) -> None:
+    """Raise ValueError (with what to fix) for input that would fail after start-up."""
+    from adakd.divergences import resolve_params
+
+    if config.data != "chatterbot" and not Path(config.data).expanduser().is_file():
+        raise ValueError(f"data file {config.data!r} not found: pass --set data=/path/to/file "
+                         "(Dolly JSONL or Alpaca JSON) or data=chatterbot")
+    for path in config.eval_data:
+        if not Path(path).expanduser().is_file():
+            raise ValueError(f"eval_data file {path!r} not found")
+    for name in ("teacher", "student"):
+        value = getattr(config, name)
+        if _looks_local(value) and not Path(value).expanduser().exists():
+            raise ValueError(f"{name} path {value!r} does not exist")
+    if config.student == TINY and config.teacher != TINY:
+        raise ValueError("student = 'tiny-random' needs teacher = 'tiny-random' (the same tokenizer); "
+                         "use student=random for a small random student of a real teacher")
+    try:
+        resolve_params(config.divergence, config.divergence_params)
+    except ValueError as err:
+        raise ValueError(f"divergence_params: {err}") from None
+    choose_device_and_dtype(config)
+
+
+# ---------------------------------------------------------------------- models
+def build_models(config: RunConfig, device: torch.device):
+    """(teacher, student, tokenizer): teacher in eval mode with frozen parameters, student in
+    train mode, both float32 on `device` (bf16 only through autocast)."""
+    from adakd import models
+
+    if config.teacher == TINY:
+        from adakd.assets import default_teacher_dir
+
+        tokenizer = models.load_tokenizer(default_teacher_dir())
+        ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=tokenizer.pad_token_id)
+        teacher = models.tiny_random_llama(len(tokenizer), **TINY_TEACHER, **ids)
+        if config.student == TINY:
+            student = models.tiny_random_llama(len(tokenizer), seed=config.seed, **TINY_STUDENT, **ids)
+        else:
+            student = models.build_student(teacher, spec=config.student, layers=config.student_layers,
+                                           random_layers=config.random_layers,
+                                           random_hidden=config.random_hidden, seed=config.seed)
+    else:
+        pair = models.load_model_pair(config.teacher, config.student, student_layers=config.student_layers,
+                                      random_layers=config.random_layers, random_hidden=config.random_hidden,
+                                      device="cpu", dtype=torch.float32,
+                                      trust_remote_code=config.trust_remote_code, seed=config.seed)
+        teacher, student, tokenizer = pair.teacher, pair.student, pair.tokenizer
+    teacher = teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student = student.to(device=device, dtype=torch.float32).train()
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return teacher, student, tokenizer
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())  # parameters() yields tied weights once
+
+
+# ---------------------------------------------------------------------- data
+@dataclass
+class TrainData:
+    train: list[dict]  # encode_example outputs with at least one response token
+    probe_batch: dict[str, torch.Tensor]  # the fixed probe set (validation split), collated
+    gradient_batch: dict[str, torch.Tensor]  # the fixed gradient batch (training split), collated
+    eval_sets: dict[str, list] = field(default_factory=dict)  # dataset name -> Examples
+    pad_id: int = 0
+
+
+def pad_token_id(tokenizer) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _encode_all(examples, tokenizer, config: RunConfig) -> list[dict]:
+    from adakd.tokenize import encode_example
+
+    encoded = [encode_example(tokenizer, ex, config.max_prompt_length, config.max_length) for ex in examples]
+    # a response truncated away entirely has no target: it would only add an empty row
+    return [e for e in encoded if any(t != -100 for t in e["labels"][1:])]
+
+
+def spread(items: list, k: int) -> list:
+    """k items at evenly spaced indices (all when k >= len): the splits keep the source order
+    (chatterbot is grouped by category), so a prefix would cover one category only."""
+    n = len(items)
+    if k >= n:
+        return list(items)
+    return [items[i * n // k] for i in range(k)]
+
+
+def prepare_data(config: RunConfig, tokenizer) -> TrainData:
+    """Load, split (fixed split seed), encode; build the fixed probe/gradient batches."""
+    from adakd.data import load_examples, split_examples
+    from adakd.tokenize import collate
+
+    examples = load_examples(config.data)
+    train, val, test = split_examples(examples, seed=SPLIT_SEED)
+    if config.max_train_examples is not None:
+        train = spread(train, config.max_train_examples)
+    encoded = _encode_all(train, tokenizer, config)
+    if not encoded:
+        raise ValueError(f"no training example of {config.data!r} has a response token within "
+                         f"max_length={config.max_length}: raise max_length")
+    dropped = len(train) - len(encoded)
+    if dropped:
+        log.warning("%d of %d training examples have no response token within max_length=%d; dropped",
+                    dropped, len(train), config.max_length)
+    pad = pad_token_id(tokenizer)
+    probe = spread(_encode_all(val or train, tokenizer, config), config.probe_examples) or encoded[:1]
+    gradient = spread(encoded, config.gradient_batch_size)
+    if config.eval_data:
+        eval_sets = {Path(p).stem: spread(load_examples(p), config.eval_examples) for p in config.eval_data}
+    else:
+        name = "chatterbot" if config.data == "chatterbot" else Path(config.data).stem
+        eval_sets = {name: spread(test or val, config.eval_examples)}
+    eval_sets = {k: v for k, v in eval_sets.items() if v}
+    return TrainData(encoded, collate(probe, pad), collate(gradient, pad), eval_sets, pad)
+
+
+class DataOrder:
+    """Example order: epoch e is a permutation drawn from a generator seeded with (seed, e).
+
+    `index(position)` maps the global count of examples consumed so far to an example, so the
+    order (and a resume from any position) depends on nothing but the seed; the global RNG is
+    never touched.
+    """
+
+    def __init__(self, n: int, seed: int):
+        if n < 1:
+            raise ValueError("DataOrder needs at least one example")
+        self.n, self.seed = n, seed
+        self._epoch, self._perm = -1, None
+
+    def permutation(self, epoch: int) -> list[int]:
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g).tolist()
+        return self._perm
+
+    def index(self, position: int) -> int:
+        epoch, i = divmod(position, self.n)
+        return self.permutation(epoch)[i]
+
+
+# ---------------------------------------------------------------------- optimisation
+def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norm weights (1-D parameters), as is standard."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
+
+
+def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
+    """transformers' LR schedules: linear warm-up over warmup_ratio·max_steps, then
+    cosine / linear decay to 0, or constant."""
+    from transformers import get_scheduler
+
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.lr_schedule]
+    warmup = round(config.warmup_ratio * config.max_steps)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=config.max_steps)
+
+
+# ---------------------------------------------------------------------- config.json
+def _git_revision() -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        if not rev:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str | None]:
+    import transformers
+
+    import adakd
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "adakd": getattr(adakd, "__version__", None)}
+
+
+def run_metadata(config: RunConfig, *, name: str, preset: str | None, command: list[str],
+                 device: torch.device, dtype: torch.dtype, reason: str, teacher, student) -> dict[str, Any]:
+    """The config.json document (format 1)."""
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {
+        "format": FORMAT, "name": name, "preset": preset, "config": config.to_dict(), "seed": config.seed,
+        "device": device.type, "dtype": dtype_name(dtype), "device_reason": reason,
+        "versions": _versions(), "git_revision": _git_revision(),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "gpu": gpu},
+        "command": list(command), "started_at": utc_now(),
+        "num_parameters": {"teacher": count_parameters(teacher), "student": count_parameters(student)},
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+    }
+
+
+def default_run_name(preset: str | None) -> str:
+    """`<preset>-YYYYmmdd-HHMMSS` (UTC), a safe folder name."""
+    stamp = utc_now().replace("-", "").replace(":", "").replace("T", "-").rstrip("Z")
+    return re.sub(r"[^A-Za-z0-9._=+,@-]", "-", f"{preset or 'run'}-{stamp}")
+
+
+def command_line() -> list[str]:
+    return [sys.executable, *sys.argv]

@@ -1,0 +1,457 @@
+"""The training loop: `train(config, run_dir)` and `resume(run_dir)`.
+
+One optimiser step, read top to bottom in `_Run.step`:
+
+    for each of grad_accum micro-batches (the next examples of the seeded data order):
+        teacher forward   (eval mode, no grad)          z_T [B, T, V]
+        student forward   (train mode)                  z_S [B, T, V]
+        targets, mask = next_token_targets(labels)      logits[:, :-1] are scored
+        out = adakd_loss(z_S[:, :-1], z_T[:, :-1], mask, ratio=r, ...)
+        (out.loss / grad_accum).backward()
+    mean loss over micro-batches (and ranks); non-finite -> skip the update (event)
+    clip grad norm, AdamW step, LR scheduler step
+    r <- schedule.update(mean AdaKD loss)              once per optimiser step, same on all ranks
+
+The run directory (docs/contracts.md) is written by rank 0 only: config.json, status.json,
+metrics.jsonl, events.jsonl, tokens/gradients.parquet (probes), eval.jsonl, checkpoints/.
+SIGINT/SIGTERM finish the current step, checkpoint and mark the run `stopped`; an exception
+marks it `failed` and re-raises. Data-parallel: run the same command under
+`torchrun --nproc_per_node N python -m adakd train ...` (gloo on CPU, nccl on CUDA).
+Set-up (models, data, optimiser, config.json) is adakd/runsetup.py; probes and evaluation
+are adakd.probes / adakd.evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+from adakd import checkpoint as ckpt
+from adakd.config import RunConfig
+from adakd.device import Distributed, autocast, dtype_name, init_distributed
+from adakd.latf import make_ratio_schedule
+from adakd.loss import adakd_loss
+from adakd.regimes import make_regime
+from adakd.rundir import CONFIG, EVAL, GRADIENTS, METRICS, TOKENS, RunDir, utc_now
+from adakd.runsetup import (DataOrder, build_models, build_optimizer, build_scheduler, preflight,
+                            prepare_data, run_metadata)
+from adakd.tokenize import collate, next_token_targets
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[dict], None]
+STATUS_EVERY_S = 2.0  # status.json (an fsync'ed rewrite) at most this often while running
+
+
+def train(config: RunConfig, run_dir: str | os.PathLike, *, name: str | None = None,
+          preset: str | None = None, command: list[str] | None = None,
+          on_step: StepCallback | None = None) -> Path:
+    """Train a student as `config` says into the new run directory `run_dir`; return its path.
+
+    Validates everything checkable (paths, divergence parameters, device) before creating the
+    directory, so bad input writes nothing. `on_step(record)` is called on every rank after
+    each optimiser step with that step's metrics record (plus "rank"); the CLI draws its
+    progress bar from it.
+    """
+    preflight(config)
+    dist_info = init_distributed(config)
+    run = RunDir(run_dir)
+    if dist_info.rank == 0:
+        run.create()
+    session = _Run(config, run, dist_info, on_step=on_step)
+    return session.start(name=name or run.name, preset=preset, command=command or sys.argv)
+
+
+def resume(run_dir: str | os.PathLike, *, on_step: StepCallback | None = None) -> Path:
+    """Continue the run in `run_dir` from its latest complete checkpoint.
+
+    Restores weights, optimiser, scheduler, RNG states, data position and ratio-schedule state;
+    drops log lines written after that checkpoint so metrics/events have no duplicates.
+    Without any checkpoint the run restarts from step 0 (its set-up is deterministic).
+    """
+    run = RunDir(run_dir)
+    meta = run.read_config()
+    if not meta or "config" not in meta:
+        raise ValueError(f"{run.path} has no readable config.json: not a run directory")
+    config = RunConfig.from_dict(meta["config"])
+    status = run.read_status() or {}
+    state = run.effective_state()
+    if state == "running":
+        raise ValueError(f"{run.path} is still running (pid {status.get('pid')}): stop it first")
+    found = ckpt.latest_checkpoint(run.checkpoints)
+    if state == "finished" and found and found[0] >= config.max_steps:
+        raise ValueError(f"{run.path} already finished all {config.max_steps} steps; nothing to resume")
+    preflight(config)
+    dist_info = init_distributed(config)
+    session = _Run(config, run, dist_info, on_step=on_step)
+    return session.start_resumed(found)
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM handler: the first signal asks to stop after the current step; a second
+    SIGINT interrupts at once (KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("%s received: stopping after the current step", signal.Signals(signum).name)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class _Run:
+    """Everything one training process holds; `start`/`start_resumed` run it to the end."""
+
+    def __init__(self, config: RunConfig, run: RunDir, dist_info: Distributed, *,
+                 on_step: StepCallback | None) -> None:
+        self.config, self.run, self.dist = config, run, dist_info
+        self.main = dist_info.rank == 0
+        self.on_step = on_step
+        self.step = 0
+        self.position = 0
+        self.last_checkpoint: int | None = None
+        self.tokens_frame: pd.DataFrame | None = None
+        self.gradients_frame: pd.DataFrame | None = None
+        self.done_evals: set[tuple[int, str]] = set()
+        self.stop = _StopRequest()
+        self._status_written = -math.inf
+
+    # ------------------------------------------------------------------ set-up
+    def _setup(self) -> None:
+        c = self.config
+        torch.manual_seed(c.seed)
+        self.device, self.dtype = self.dist.device, self.dist.dtype
+        self.teacher, self.student, self.tokenizer = build_models(c, self.device)
+        self.data = prepare_data(c, self.tokenizer)
+        self.pad_id = self.data.pad_id
+        self.order = DataOrder(len(self.data.train), c.seed)
+        self.optimizer = build_optimizer(c, self.student)
+        self.scheduler = build_scheduler(c, self.optimizer)
+        self.schedule = make_ratio_schedule(
+            "adaptive" if c.latf == "adaptive" else c.latf, c.max_steps, start=c.ratio_start,
+            end=c.ratio_end, beta=c.latf_beta, eps=c.latf_eps, delta=c.latf_delta,
+            warmup=c.latf_warmup, min_ratio=c.latf_min_ratio)
+        # ground truth passes batches through; gkd / distillm swap in student samples
+        self.regime = make_regime(c, self.pad_id, tokenizer=self.tokenizer, rank=self.dist.rank,
+                                  device=self.device)
+        self.model = self.student
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.student, device_ids=ids)
+
+    def start(self, *, name: str, preset: str | None, command: list[str]) -> Path:
+        with self.stop:
+            try:
+                if self.main:
+                    self.run.set_status("running", step=0, total_steps=self.config.max_steps)
+                self._setup()
+                if self.main:
+                    meta = run_metadata(self.config, name=name, preset=preset, command=command,
+                                        device=self.device, dtype=self.dtype, reason=self.dist.reason,
+                                        teacher=self.teacher, student=self.student)
+                    self.run.write_json(CONFIG, meta)
+                log.info("run %s: %d steps on %s (%s): %s", self.run.path, self.config.max_steps, self.device,
+                         dtype_name(self.dtype), self.dist.reason)
+                if self.main:
+                    self.run.event(0, "start", f"training {name}: {self.config.max_steps} steps on "
+                                   f"{self.device} ({dtype_name(self.dtype)}); {self.dist.reason}")
+                return self._loop()
+            except BaseException as err:
+                self._fail(err)
+                raise
+
+    def start_resumed(self, found: tuple[int, Path] | None) -> Path:
+        with self.stop:
+            try:
+                self._setup()
+                self._restore(found)
+                return self._loop()
+            except BaseException as err:
+                self._fail(err)
+                raise
+
+    def _restore(self, found: tuple[int, Path] | None) -> None:
+        step = 0
+        if found is not None:
+            step, path = found
+            state = ckpt.load_checkpoint(path, self.student, self.optimizer, self.scheduler, self.device)
+            self.schedule.load_state_dict(state["schedule"])
+            self.position = int(state["data_position"])
+            self.regime.load_state_dict(state["regime"])
+            ckpt.set_rng_state(state["rng"])
+            self.last_checkpoint = step
+        self.step = step
+        if self.main:
+            self.run.truncate_after(step)
+            for name in (TOKENS, GRADIENTS):
+                frame = self.run.read_parquet(name)
+                if frame is not None:
+                    frame = frame[frame["step"] <= step].reset_index(drop=True)
+                    self.run.write_parquet(name, frame)
+                setattr(self, "tokens_frame" if name == TOKENS else "gradients_frame", frame)
+            self.done_evals = {(int(r["step"]), r["model"]) for r in self.run.read_eval()}
+            self.run.set_status("running", step=step, total_steps=self.config.max_steps,
+                                last_checkpoint=self.last_checkpoint)
+            where = f"checkpoint step {step}" if found else "the start (no checkpoint was written)"
+            self.run.event(step, "resume", f"resumed from {where}", checkpoint=found and str(found[1]))
+
+    def _fail(self, err: BaseException) -> None:
+        message = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+        log.error("run failed at step %d: %s", self.step, message)
+        if self.main and self.run.path.is_dir():
+            try:
+                self.run.set_status("failed", step=self.step, total_steps=self.config.max_steps,
+                                    error=message, last_checkpoint=self.last_checkpoint)
+                self.run.event(self.step, "failed", message, error=message)
+            except OSError:
+                log.exception("could not record the failure")
+
+    # ------------------------------------------------------------------ the loop
+    def _loop(self) -> Path:
+        c = self.config
+        if self.step == 0:
+            self._probe()
+            self._evaluate_initial()
+        while self.step < c.max_steps:
+            record = self._train_step()
+            if self.on_step is not None:
+                self.on_step({**record, "rank": self.dist.rank})
+            last = self.step == c.max_steps
+            if c.probe_interval and self.step % c.probe_interval == 0:
+                self._probe()
+            if c.regime == "distillm" and self.step % self._validation_interval() == 0:
+                self._feed_validation_loss()
+            # DDP: every rank stops at the step whose all-reduced flag says so; alone, a signal
+            # that arrived during on_step stops right here
+            if record["stop"] or (self.dist.world == 1 and self.stop.requested):
+                self._checkpoint()
+                if self.main:
+                    self.run.set_status("stopped", step=self.step, total_steps=c.max_steps,
+                                        last_checkpoint=self.last_checkpoint)
+                    self.run.event(self.step, "stopped", f"stopped on request after step {self.step}")
+                return self.run.path
+            if last or (c.checkpoint_interval and self.step % c.checkpoint_interval == 0):
+                self._checkpoint()
+            if not last and c.eval_interval and self.step % c.eval_interval == 0:
+                self._evaluate("student", self.student)
+        self._evaluate("student", self.student)
+        if self.main:
+            self.run.set_status("finished", step=self.step, total_steps=c.max_steps,
+                                last_checkpoint=self.last_checkpoint)
+            self.run.event(self.step, "finished", f"finished {c.max_steps} steps")
+        return self.run.path
+
+    def _micro_batch(self) -> dict[str, torch.Tensor]:
+        """The next `batch_size` examples of this rank: global positions are dealt out in
+        rank-sized slices, so the union over ranks is the single-process order."""
+        bs, world = self.config.batch_size, self.dist.world
+        start = self.position + self.dist.rank * bs
+        batch = collate([self.data.train[self.order.index(start + j)] for j in range(bs)], self.pad_id)
+        self.position += bs * world
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _train_step(self) -> dict[str, Any]:
+        c = self.config
+        started = time.perf_counter()
+        ratio = float(self.schedule.ratio)
+        self.student.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums = torch.zeros(9, dtype=torch.float64)
+        regime_info: dict[str, Any] = {}
+        for micro in range(c.grad_accum):
+            batch = self._micro_batch()
+            batch, info = self.regime.prepare(batch, step=self.step + 1, student=self.student,
+                                              tokenizer=self.tokenizer, micro=micro)
+            regime_info.update(info)
+            sync = nullcontext()
+            if self.dist.world > 1 and micro < c.grad_accum - 1:
+                sync = self.model.no_sync()  # all-reduce gradients once, after the last micro-batch
+            with torch.no_grad(), autocast(self.device, self.dtype):
+                teacher_logits = self.teacher(input_ids=batch["input_ids"],
+                                              attention_mask=batch["attention_mask"]).logits
+            with sync:
+                with autocast(self.device, self.dtype):
+                    student_logits = self.model(input_ids=batch["input_ids"],
+                                                attention_mask=batch["attention_mask"]).logits
+                targets, mask = next_token_targets(batch["labels"])
+                out = adakd_loss(student_logits[:, :-1], teacher_logits[:, :-1], mask, ratio=ratio,
+                                 divergence=c.divergence, c=c.idts_c, base_temperature=c.base_temperature,
+                                 idts=c.idts != "off", indicator=c.indicator,
+                                 divergence_params=c.divergence_params or None,
+                                 inverse=c.idts == "inverse", labels=targets, kd_ratio=c.kd_ratio)
+                # backward even for a non-finite loss: in DDP every rank must join the all-reduce
+                (out.loss / c.grad_accum).backward()
+            tau = out.temperature[out.selected]
+            sums += torch.tensor([out.loss.item(), out.kd.item(), out.ce.item(), tau.sum().item(),
+                                  float(out.selected.sum()), float(mask.sum()),
+                                  float(batch["attention_mask"].sum()), 0.0, 0.0], dtype=torch.float64)
+        sums[7] = float(self.stop.requested)
+        sums[8] = ratio
+        if self.dist.world > 1:
+            dist.all_reduce(sums)  # sum over ranks (gloo/nccl); r must agree on every rank
+            if abs(sums[8].item() - ratio * self.dist.world) > 1e-9 * self.dist.world:
+                raise RuntimeError(f"ranks disagree on the LATF ratio at step {self.step + 1}")
+        n_micro = c.grad_accum * self.dist.world
+        loss, kd, ce = (sums[i].item() / n_micro for i in range(3))
+        n_selected, n_valid, n_tokens = (int(sums[i].item()) for i in (4, 5, 6))
+        lr = self.optimizer.param_groups[0]["lr"]
+        max_norm = c.max_grad_norm if c.max_grad_norm > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), max_norm).item()
+        self.step += 1
+        skipped = not (math.isfinite(loss) and math.isfinite(grad_norm))
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+            reason = "non-finite loss" if not math.isfinite(loss) else "non-finite gradient norm"
+            log.warning("step %d skipped: %s (loss %s, grad norm %s)", self.step, reason, loss, grad_norm)
+            if self.main:
+                self.run.event(self.step, "skipped_step", f"{reason}; no update", reason=reason,
+                               loss=None, grad_norm=None if not math.isfinite(grad_norm) else grad_norm)
+        else:
+            self.optimizer.step()
+            self.schedule.update(kd)
+        self.scheduler.step()  # the LR follows the step count, skipped steps included
+        seconds = time.perf_counter() - started
+        next_ratio = float(self.schedule.ratio)
+        if self.main and next_ratio != ratio and c.latf == "adaptive":  # scheduled moves are in metrics
+            self.run.event(self.step, "ratio_change", f"r {ratio:.4f} -> {next_ratio:.4f}",
+                           old=ratio, new=next_ratio)
+        record = {"step": self.step, "loss": loss, "kd": kd, "ce": ce, "ratio": ratio,
+                  "next_ratio": next_ratio, "ema": getattr(self.schedule, "ema", None),
+                  "ref": getattr(self.schedule, "ref", None),
+                  "mean_tau": sums[3].item() / n_selected if n_selected else None,
+                  "n_valid": n_valid, "n_selected": n_selected, "lr": lr, "grad_norm": grad_norm,
+                  "tokens_per_s": n_tokens / seconds if seconds > 0 else None,
+                  "step_seconds": seconds, "time": utc_now(), **regime_info}
+        if self.main and not skipped:
+            if self.step % c.log_interval == 0 or self.step == c.max_steps:
+                self.run.append(METRICS, record)
+        if self.main and (self.step == 1 or self.step % max(c.log_interval, c.max_steps // 20) == 0):
+            log.info("step %d/%d loss %.4f r %.3f tau %.3f %.0f tok/s", self.step, c.max_steps, loss,
+                     ratio, record["mean_tau"] or float("nan"), record["tokens_per_s"] or 0.0)
+        if self.main and time.monotonic() - self._status_written >= STATUS_EVERY_S:
+            self._write_running_status()
+        return {**record, "skipped": skipped, "stop": sums[7].item() > 0}
+
+    def _write_running_status(self) -> None:
+        self.run.set_status("running", step=self.step, total_steps=self.config.max_steps,
+                            last_checkpoint=self.last_checkpoint)
+        self._status_written = time.monotonic()
+
+    def _validation_interval(self) -> int:
+        """DistiLLM adapts its student-data probability from a validation loss: measured at
+        the eval interval, else the probe interval, else ten times per run."""
+        c = self.config
+        return c.eval_interval or c.probe_interval or max(1, c.max_steps // 10)
+
+    @torch.no_grad()
+    def _feed_validation_loss(self) -> None:
+        """Plain KD loss (r = 1, no IDTS) of the student on the fixed validation probe batch."""
+        c = self.config
+        batch = {k: v.to(self.device) for k, v in self.data.probe_batch.items()}
+        was_training = self.student.training
+        self.student.eval()
+        with autocast(self.device, self.dtype):
+            t = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            s = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        self.student.train(was_training)
+        _, mask = next_token_targets(batch["labels"])
+        loss = adakd_loss(s[:, :-1], t[:, :-1], mask, ratio=1.0, divergence=c.divergence, idts=False,
+                          base_temperature=c.base_temperature,
+                          divergence_params=c.divergence_params or None).loss.detach().double().cpu()
+        if self.dist.world > 1:
+            dist.all_reduce(loss)
+            loss /= self.dist.world
+        self.regime.on_validation_loss(loss.item())
+        if self.main:
+            self.run.event(self.step, "validation", f"validation KD loss {loss.item():.4f}",
+                           loss=loss.item(), student_data_prob=getattr(self.regime, "student_data_prob", None))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self) -> None:
+        if not self.main:
+            return
+        state = {"schedule": self.schedule.state_dict(), "rng": ckpt.rng_state(),
+                 "data_position": self.position, "epoch": self.position // max(1, len(self.data.train)),
+                 "regime": self.regime.state_dict(),
+                 "world_size": self.dist.world, "time": utc_now()}
+        path = ckpt.save_checkpoint(self.run.checkpoints, self.step, self.student, self.optimizer,
+                                    self.scheduler, state)
+        self.last_checkpoint = self.step
+        removed = ckpt.prune_checkpoints(self.run.checkpoints, self.config.keep_checkpoints)
+        self.run.event(self.step, "checkpoint", f"saved {path.name}", path=str(path.relative_to(self.run.path)),
+                       pruned=[p.name for p in removed])
+        self._write_running_status()
+
+    # ------------------------------------------------------------------ probes and evaluation
+    def _probe(self) -> None:
+        """Rows for tokens.parquet / gradients.parquet on the fixed probe and gradient batches."""
+        if not self.main or not self.config.probe_interval:
+            return
+        if self.tokens_frame is not None and (self.tokens_frame["step"] == self.step).any():
+            return  # already probed (a resumed run)
+        from adakd.probes import probe_gradient_groups, probe_tokens
+
+        c = self.config
+        started = time.perf_counter()
+        ratio = float(self.schedule.ratio)
+        probe_batch = {k: v.to(self.device) for k, v in self.data.probe_batch.items()}
+        grad_batch = {k: v.to(self.device) for k, v in self.data.gradient_batch.items()}
+        tokens = probe_tokens(self.student, self.teacher, probe_batch, self.tokenizer, step=self.step,
+                              ratio=ratio, c=c.idts_c if c.idts != "off" else 0.0,
+                              base_temperature=c.base_temperature, inverse=c.idts == "inverse")
+        grads = probe_gradient_groups(self.student, self.teacher, grad_batch, step=self.step, ratio=ratio,
+                                      divergence=c.divergence, divergence_params=c.divergence_params or None)
+        self.tokens_frame = tokens if self.tokens_frame is None else pd.concat([self.tokens_frame, tokens],
+                                                                               ignore_index=True)
+        self.gradients_frame = grads if self.gradients_frame is None else pd.concat(
+            [self.gradients_frame, grads], ignore_index=True)
+        self.run.write_parquet(TOKENS, self.tokens_frame)
+        self.run.write_parquet(GRADIENTS, self.gradients_frame)
+        self.run.event(self.step, "probe", f"probed {len(tokens)} tokens in {time.perf_counter() - started:.1f}s")
+
+    def _evaluate_initial(self) -> None:
+        self._evaluate("teacher", self.teacher)
+        self._evaluate("student_init", self.student)
+
+    def _evaluate(self, model_name: str, model: torch.nn.Module) -> None:
+        c = self.config
+        if not self.main or c.eval_examples == 0 or (self.step, model_name) in self.done_evals:
+            return
+        from adakd.evaluation import evaluate_model
+
+        with autocast(self.device, self.dtype):
+            record = evaluate_model(model, self.tokenizer, self.data.eval_sets, step=self.step,
+                                    model_name=model_name, max_new_tokens=c.eval_max_new_tokens,
+                                    greedy=c.eval_greedy, seed=c.eval_seed,
+                                    max_prompt_length=c.max_prompt_length)
+        self.run.append(EVAL, record)
+        self.done_evals.add((self.step, model_name))
+        self.run.event(self.step, "eval", f"{model_name} ROUGE-L {record['rouge_l_avg']:.2f} "
+                       f"({record['seconds']:.0f}s)", model=model_name, rouge_l_avg=record["rouge_l_avg"])

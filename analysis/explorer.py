@@ -1,0 +1,365 @@
+"""Token explorer: how AdaKD would treat every response token of a custom prompt.
+
+    result = explore_prompt(teacher, student, tokenizer, "Name three colours.", ratio=0.5, c=0.5)
+    result.tokens        # one row per response token: difficulty, group, τ, entropies, divergences
+    result.topk          # each model's top-k next tokens per response token
+    explorer_tokens_figure(result)          # tokens as a coloured strip, hover = all details
+    topk_figure(result, token_index=3)      # teacher vs student top-k bars for one token
+
+The response is the given reference or, without one, the teacher's greedy reply (at most
+``max_new_tokens``). Both models score the same token sequence in one forward pass each; every
+per-token number follows METHOD.md and the run-time probes (``adakd.probes``) exactly:
+difficulty = Hellinger at τ = 1, groups = ``adakd.probes.group_labels`` at ratio r (hard = top
+r/2, mid = next r/2, easy = rest), ``tau`` = IDTS over the selected tokens (NaN elsewhere),
+``tau_all`` = IDTS with the median of all response tokens, ``entropy_student_idts`` =
+H(softmax(z_S / tau_all)). The student may be at initialisation or any checkpoint of a run:
+see :func:`load_student_checkpoint`. The figures live in :mod:`analysis.explorer_figures` and
+are re-exported here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import GenerationConfig
+
+from adakd.data import Example
+from adakd.difficulty import hellinger
+from adakd.divergences import DIVERGENCES, divergence_from_log_probs, log_probs
+from adakd.evaluation import stop_token_ids
+from adakd.idts import idts_temperatures
+from adakd.probes import group_labels, untouched
+from adakd.tokenize import encode_example, encode_prompt, format_prompt
+
+logger = logging.getLogger(__name__)
+
+MAX_PROMPT_TOKENS = 1024  # explorer bound on the formatted prompt (also capped by the model context)
+MAX_RESPONSE_TOKENS = 512  # bound on the scored reply: memory is ~2·N·V float32 logits (200 MB at V = 49k)
+INDICATORS = ("fkl", "rkl", "jsd", "ce", "entropy")  # the alternatives of adakd.token_difficulty
+DIVERGENCE_NAMES = tuple(DIVERGENCES)  # fkl, rkl, jsd, tvd, sfkl, srkl, ab, akl
+TOKEN_COLUMNS = (
+    "token_index", "position", "token_id", "token_text", "difficulty", *INDICATORS, "selected",
+    "group", "tau", "tau_all", "hard", "entropy_student", "entropy_student_idts", "entropy_teacher",
+    *(f"div_{name}" for name in DIVERGENCE_NAMES), "p_label_teacher", "p_label_student",
+    "top1_teacher", "top1_student",
+)
+TOPK_COLUMNS = ("token_index", "model", "rank", "token_id", "token_text", "prob", "is_label")
+
+
+@dataclass(frozen=True)
+class ExplorerResult:
+    """Output of :func:`explore_prompt` (frames described in the module docstring)."""
+
+    tokens: pd.DataFrame
+    topk: pd.DataFrame
+    response: str
+    response_source: str  # "reference" | "teacher_greedy"
+    prompt_text: str
+    prompt_ids: list[int] = field(repr=False)
+    response_ids: list[int] = field(repr=False)
+    ratio: float = 0.5
+    c: float = 0.5
+    base_temperature: float = 1.0
+
+
+def explore_prompt(teacher, student, tokenizer, prompt: str, reference: str | None = None, *,
+                   ratio: float = 0.5, c: float = 0.5, base_temperature: float = 1.0, top_k: int = 5,
+                   max_new_tokens: int = 64, context: str = "") -> ExplorerResult:
+    """Score every response token of ``prompt`` under teacher and student (no gradient).
+
+    The prompt is formatted as in training (``adakd.tokenize.format_prompt`` of an
+    ``Example(instruction=prompt, context=context, response=reference)``). Raises ValueError for
+    an empty prompt, bad r/c/τ/top_k, or a prompt past ``min(MAX_PROMPT_TOKENS, model context)``.
+    The models' train/eval modes and the RNG state are left as they were.
+    """
+    _check_args(prompt, ratio, c, base_temperature, top_k, max_new_tokens)
+    has_reference = bool(reference and reference.strip())
+    example = Example(instruction=prompt, context=context or "", response=reference if has_reference else "",
+                      category="explorer")
+    context_length = min(_context_length(teacher), _context_length(student))
+    prompt_text = format_prompt(tokenizer, example)
+    with untouched(teacher, student), torch.no_grad():
+        if has_reference:
+            prompt_ids, response_ids = reference_ids(tokenizer, example, context_length)
+            source = "reference"
+        else:
+            prompt_ids = checked_prompt_ids(tokenizer, example, context_length)
+            budget = min(max_new_tokens, context_length - len(prompt_ids))
+            response_ids = greedy_response_ids(teacher, tokenizer, prompt_ids, budget)
+            source = "teacher_greedy"
+        ids = prompt_ids + response_ids
+        t_logits = response_logits(teacher, ids, len(response_ids))
+        s_logits = response_logits(student, ids, len(response_ids)).to(t_logits.device)
+        labels = torch.tensor(response_ids, device=t_logits.device)
+        table = token_table(s_logits, t_logits, labels, ratio=ratio, c=c, base_temperature=base_temperature)
+        topk = topk_table(s_logits, t_logits, labels, top_k)
+    n = len(response_ids)
+    table.update(token_index=np.arange(n), position=np.arange(len(prompt_ids), len(ids)),
+                 token_id=np.asarray(response_ids, dtype=np.int64),
+                 token_text=decode_each(tokenizer, response_ids),
+                 top1_teacher=decode_each(tokenizer, table["top1_teacher"]),
+                 top1_student=decode_each(tokenizer, table["top1_student"]))
+    tokens = pd.DataFrame({name: table[name] for name in TOKEN_COLUMNS})
+    topk["token_text"] = decode_each(tokenizer, topk["token_id"])
+    return ExplorerResult(
+        tokens=tokens, topk=pd.DataFrame({name: topk[name] for name in TOPK_COLUMNS}),
+        response=tokenizer.decode(response_ids, skip_special_tokens=True), response_source=source,
+        prompt_text=prompt_text, prompt_ids=list(prompt_ids), response_ids=list(response_ids),
+        ratio=float(ratio), c=float(c), base_temperature=float(base_temperature))
+
+
+def _check_args(prompt, ratio, c, base_temperature, top_k, max_new_tokens) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("the prompt is empty: type an instruction or question")
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio r must be in (0, 1] (got {ratio})")
+    if not c >= 0:
+        raise ValueError(f"IDTS strength c must be >= 0 (got {c})")
+    if not base_temperature > 0:
+        raise ValueError(f"base temperature must be > 0 (got {base_temperature})")
+    if not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f"top_k must be a positive integer (got {top_k!r})")
+    if not (isinstance(max_new_tokens, int) and 1 <= max_new_tokens <= MAX_RESPONSE_TOKENS):
+        raise ValueError(f"max_new_tokens must be an integer in [1, {MAX_RESPONSE_TOKENS}] (got {max_new_tokens!r})")
+
+
+def checked_prompt_ids(tokenizer, example: Example, context_length: int) -> list[int]:
+    """The formatted prompt's ids exactly as training encodes them (``encode_prompt``, never
+    shortened here); ValueError past ``min(MAX_PROMPT_TOKENS, context_length − 1)``."""
+    ids = encode_prompt(tokenizer, example, max_prompt_length=1 << 30)
+    limit = min(MAX_PROMPT_TOKENS, context_length - 1)
+    if len(ids) > limit:
+        raise ValueError(f"the prompt is {len(ids)} tokens after formatting; the explorer takes at most "
+                         f"{limit} (bound {MAX_PROMPT_TOKENS}, model context {context_length}). "
+                         "Shorten the prompt or its context.")
+    return ids
+
+
+def reference_ids(tokenizer, example: Example, context_length: int) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids incl. the end token) as ``encode_example`` builds a training
+    example; ValueError when prompt + reference exceed the model's context."""
+    prompt_ids = checked_prompt_ids(tokenizer, example, context_length)
+    encoded = encode_example(tokenizer, example, max_prompt_length=1 << 30, max_length=1 << 30)
+    n_response = len(encoded["input_ids"]) - encoded["prompt_length"]
+    if n_response > MAX_RESPONSE_TOKENS:
+        raise ValueError(f"the reference is {n_response} tokens (with the end token); the explorer scores "
+                         f"at most {MAX_RESPONSE_TOKENS}. Shorten the reference.")
+    if len(encoded["input_ids"]) > context_length:
+        raise ValueError(f"prompt + reference are {len(encoded['input_ids'])} tokens, over the model's "
+                         f"context of {context_length}; shorten the reference.")
+    assert encoded["input_ids"][: len(prompt_ids)] == prompt_ids
+    return prompt_ids, encoded["input_ids"][encoded["prompt_length"]:]
+
+
+def greedy_response_ids(model, tokenizer, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+    """The model's greedy continuation, up to and including the first stop token (as training
+    labels include the end token), at most ``max_new_tokens``. Every decoding knob is explicit
+    so the model's own generation_config (sampling, penalties) cannot change the reply."""
+    if max_new_tokens < 1:
+        raise ValueError("the prompt fills the model's context: no room for a response")
+    stop = stop_token_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                              repetition_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=stop,
+                              pad_token_id=pad, use_cache=True)
+    input_ids = torch.tensor([prompt_ids], device=_device(model))
+    saved, model.generation_config = model.generation_config, GenerationConfig()
+    try:
+        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                             generation_config=config)
+    finally:
+        model.generation_config = saved
+    new = out[0, len(prompt_ids):].tolist()
+    cut = next((i + 1 for i, t in enumerate(new) if t in stop), len(new))
+    return new[:cut]
+
+
+def decode_each(tokenizer, ids) -> np.ndarray:
+    """Readable text of each single token id (special tokens kept), as the probes decode them."""
+    ids = [int(i) for i in ids]
+    texts = {i: tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+             for i in set(ids)}
+    return np.array([texts[i] for i in ids], dtype=object)
+
+
+def _context_length(model) -> int:
+    """The model's context window (max_position_embeddings / n_positions), or a large number."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1 << 30
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def response_logits(model, ids: list[int], n_response: int) -> torch.Tensor:
+    """Float32 logits ``[N, V]`` that score the last N = ``n_response`` tokens of ``ids``.
+
+    Position t predicts token t+1, so the rows are positions T−N−1 … T−2. Only N+1 positions
+    go through the LM head (``logits_to_keep``), which skips the [P, V] prompt logits.
+    """
+    input_ids = torch.tensor([ids], device=_device(model))
+    try:
+        logits = model(input_ids=input_ids, logits_to_keep=n_response + 1).logits
+    except TypeError:  # a model class without logits_to_keep
+        logits = model(input_ids=input_ids).logits
+    return logits[0, -(n_response + 1):-1].float()
+
+
+def token_table(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
+                ratio: float, c: float, base_temperature: float, chunk_rows: int = 128) -> dict[str, np.ndarray]:
+    """Per-token columns from logits ``[N, V]`` and the response token ids ``[N]`` (no gradient).
+
+    With q = softmax(z_S), p = softmax(z_T), all at τ = 1 unless stated:
+      difficulty = Hellinger(p, q) (``adakd.hellinger``, as training computes it);
+      fkl = KL(p‖q), rkl = KL(q‖p), jsd = symmetric JS (λ = ½), ce = −log q(label),
+        entropy = H(q): the alternative indicators of ``adakd.token_difficulty``;
+      selected/group at ``ratio`` (``adakd.probes.group_labels``); tau = IDTS over the selected
+        (NaN elsewhere); tau_all = IDTS over all tokens; hard = difficulty > lower median;
+      entropy_student = H(q), entropy_student_idts = H(softmax(z_S / tau_all)), entropy_teacher
+        = H(p), in nats; div_<name> = ``adakd.divergence(name)`` with its default parameters;
+      p_label_* = p(label), q(label); top1_* = argmax ids (decoded by the caller).
+    The vocabulary-wide statistics share one log-softmax per model and run over ``chunk_rows``
+    rows at a time, so only a few ``[chunk_rows, V]`` temporaries exist at once.
+    """
+    with torch.no_grad():
+        difficulty = hellinger(student_logits, teacher_logits).float()
+        selected, groups = group_labels(difficulty, ratio)
+        tau = torch.full_like(difficulty, float("nan"))
+        tau[selected] = idts_temperatures(difficulty[selected], base_temperature, c).float()
+        tau_all = idts_temperatures(difficulty, base_temperature, c).float()
+        out = {"difficulty": difficulty, "selected": selected, "tau": tau, "tau_all": tau_all,
+               "hard": difficulty > difficulty.median()}
+        chunks = [_row_statistics(student_logits[lo:lo + chunk_rows], teacher_logits[lo:lo + chunk_rows],
+                                  labels[lo:lo + chunk_rows], tau_all[lo:lo + chunk_rows])
+                  for lo in range(0, difficulty.numel(), chunk_rows)]
+        for key in chunks[0] if chunks else ():
+            out[key] = torch.cat([chunk[key] for chunk in chunks])
+    arrays = {k: v.cpu().numpy() for k, v in out.items()}
+    arrays = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in arrays.items()}
+    arrays["group"] = groups
+    return arrays
+
+
+def _row_statistics(s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
+                    tau_all: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The vocabulary-wide columns of :func:`token_table` for a chunk of rows ``[n, V]``."""
+    logq, logp = log_probs(s), log_probs(t)  # float32, −inf floored: finite everywhere
+    out = {f"div_{name}": divergence_from_log_probs(name, logq, logp) for name in DIVERGENCE_NAMES}
+    # Same formulas as adakd.token_difficulty's alternatives (tests compare the two).
+    out["fkl"], out["rkl"] = out["div_fkl"], out["div_rkl"]
+    out["jsd"] = divergence_from_log_probs("jsd", logq, logp, lam=0.5)
+    label_logq = logq.gather(-1, labels[:, None]).squeeze(-1)
+    out["ce"] = -label_logq
+    out["entropy_student"] = -(logq.exp() * logq).sum(-1)
+    out["entropy"] = out["entropy_student"]
+    out["entropy_teacher"] = -(logp.exp() * logp).sum(-1)
+    logq_idts = log_probs(s, tau_all)
+    out["entropy_student_idts"] = -(logq_idts.exp() * logq_idts).sum(-1)
+    out["p_label_student"] = label_logq.exp()
+    out["p_label_teacher"] = logp.gather(-1, labels[:, None]).squeeze(-1).exp()
+    out["top1_student"], out["top1_teacher"] = s.argmax(-1), t.argmax(-1)
+    return out
+
+
+def topk_table(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+               k: int) -> dict[str, np.ndarray]:
+    """Long-format top-k rows: token_index, model, rank 1..k, token_id, prob, is_label.
+
+    prob = exp(z_v − logsumexp(z)), the softmax probability, for the k largest logits."""
+    n, vocab = student_logits.shape
+    k = min(k, vocab)
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in ("token_index", "model", "rank", "token_id", "prob", "is_label")}
+    with torch.no_grad():
+        for who, z in (("teacher", teacher_logits), ("student", student_logits)):
+            top, ids = z.topk(k, dim=-1)
+            probs = (top - torch.logsumexp(z, dim=-1, keepdim=True)).exp()
+            parts["token_index"].append(np.repeat(np.arange(n), k))
+            parts["model"].append(np.full(n * k, who, dtype=object))
+            parts["rank"].append(np.tile(np.arange(1, k + 1), n))
+            parts["token_id"].append(ids.reshape(-1).cpu().numpy())
+            parts["prob"].append(probs.reshape(-1).cpu().numpy().astype(np.float64))
+            parts["is_label"].append((ids == labels[:, None]).reshape(-1).cpu().numpy())
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+# --------------------------------------------------------------------------- students of a run
+def run_checkpoints(run_dir: str | Path) -> list[int]:
+    """Steps of the complete checkpoints of a run, oldest first (0 = initialisation is always
+    available through :func:`load_student_checkpoint` even without a checkpoint)."""
+    from adakd.checkpoint import list_checkpoints
+
+    return [step for step, _ in list_checkpoints(Path(run_dir) / "checkpoints")]
+
+
+def load_student_checkpoint(run_dir: str | Path, step: int | None = None, teacher=None):
+    """The run's student, built as its config.json says, with the weights of checkpoint ``step``.
+
+    step: None = the latest checkpoint; 0 = the student at initialisation (a step-0 checkpoint
+    when there is one, else rebuilt from the config: the layer subset of the teacher, or the
+    random student with the run's seed); any other step must be a complete checkpoint.
+    teacher: the run's teacher when already loaded (a "subset" student is cut from it); None
+    loads it from the config. Weights are read from ``model.safetensors`` only (strict).
+    Returns the student in eval mode with gradients off, on the teacher's device.
+    """
+    from adakd.checkpoint import list_checkpoints, load_checkpoint
+    from adakd.config import RunConfig
+    from adakd.rundir import read_json
+
+    run = Path(run_dir)
+    document = read_json(run / "config.json")
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise ValueError(f"{run}: config.json is missing or unreadable, so the student cannot be rebuilt")
+    config = RunConfig.from_dict(document["config"])
+    found = dict(list_checkpoints(run / "checkpoints"))
+    if step is None:
+        if not found:
+            raise ValueError(f"{run} has no complete checkpoint yet; pass step=0 for the student at "
+                             "initialisation")
+        step = max(found)
+    elif step != 0 and step not in found:
+        available = ", ".join(str(s) for s in sorted(found)) or "none"
+        raise ValueError(f"{run} has no checkpoint for step {step}; available: {available} (0 = initialisation)")
+    if teacher is None:
+        teacher = _load_run_teacher(config)
+    student = _build_run_student(config, teacher)
+    if step in found:
+        load_checkpoint(found[step], student, device=_device(teacher))
+    logger.info("student of %s at step %d (%s)", run.name, step, "checkpoint" if step in found else "initialisation")
+    return student.eval().requires_grad_(False)
+
+
+def _load_run_teacher(config):
+    from adakd import models, runsetup
+
+    if config.teacher == runsetup.TINY:
+        tokenizer = models.load_tokenizer(models.default_teacher_dir())
+        return models.tiny_random_llama(len(tokenizer), **runsetup.TINY_TEACHER).eval().requires_grad_(False)
+    teacher, _ = models.load_teacher(config.teacher, trust_remote_code=config.trust_remote_code)
+    return teacher
+
+
+def _build_run_student(config, teacher):
+    """The student exactly as ``adakd.runsetup.build_models`` builds it for this config."""
+    from adakd import models, runsetup
+
+    if config.student == runsetup.TINY:
+        vocab = teacher.get_input_embeddings().num_embeddings
+        student = models.tiny_random_llama(vocab, seed=config.seed, **runsetup.TINY_STUDENT)
+    else:
+        student = models.build_student(teacher, spec=config.student, layers=config.student_layers,
+                                       random_layers=config.random_layers, random_hidden=config.random_hidden,
+                                       seed=config.seed, trust_remote_code=config.trust_remote_code)
+    return student.to(device=_device(teacher), dtype=torch.float32)
+
+
+from analysis.explorer_figures import COLOR_OPTIONS, explorer_tokens_figure, topk_figure  # noqa: E402,F401

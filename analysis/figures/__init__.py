@@ -1,0 +1,25 @@
+"""The paper's figures, one module each; every figure is a frame function (run(s) -> tidy
+DataFrame with documented columns) and a figure function (DataFrame -> go.Figure).
+
+    dynamics     Fig. 1 top (difficulty heat map, group bands), Fig. 3a (loss + LATF ratio)
+    gradients    Fig. 1 bottom (cos with SFT gradient, norm share, cos with total)
+    temperature  Fig. 4 (τ / entropy histogram grid, hard vs easy, early vs late)
+    compare      Fig. 3b (loss curves), Fig. 3c–d (c sweep), token-level diff of two runs
+"""
+
+from analysis.figures.compare import (c_sweep_figure, c_sweep_frame, loss_curves_figure,
+                                      loss_curves_frame, token_diff_figure, token_diff_frame)
+from analysis.figures.dynamics import (difficulty_heatmap_figure, difficulty_heatmap_frame,
+                                       group_difficulty_figure, group_difficulty_frame,
+                                       loss_ratio_figure, loss_ratio_frame)
+from analysis.figures.gradients import (gradient_cosine_figure, gradient_frame,
+                                        gradient_share_figure)
+from analysis.figures.temperature import histogram_frame, histogram_grid_figure
+
+__all__ = [
+    "difficulty_heatmap_frame", "difficulty_heatmap_figure", "group_difficulty_frame",
+    "group_difficulty_figure", "loss_ratio_frame", "loss_ratio_figure", "gradient_frame",
+    "gradient_cosine_figure", "gradient_share_figure", "histogram_frame",
+    "histogram_grid_figure", "loss_curves_frame", "loss_curves_figure", "c_sweep_frame",
+    "c_sweep_figure", "token_diff_frame", "token_diff_figure",
+]

@@ -1,0 +1,231 @@
+"""Comparing runs: paper Fig. 3b (loss curves of several runs), Fig. 3c–d (ROUGE-L against
+the IDTS strength c) and a token-level diff of two runs' probe tokens.
+
+    loss_curves_figure(loss_curves_frame(runs, smoothing=0.6))
+    c_sweep_figure(c_sweep_frame(sweep_runs))
+    token_diff_figure(token_diff_frame(plain_kd_run, adakd_run))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from analysis.runs import Run, method_label
+from analysis.style import (GROUP_COLORS, LABELS, apply_style, empty_figure, run_color,
+                            token_label)
+
+LOSS_CURVE_COLUMNS = ["run", "label", "legend", "seed", "metric", "step", "value", "smoothed"]
+C_SWEEP_COLUMNS = ["c", "dataset", "rouge_l_mean", "rouge_l_std", "n_seeds"]
+TOKEN_DIFF_COLUMNS = ["example", "token_index", "token_id", "token_text", "token_label", "step",
+                      "difficulty_a", "difficulty_b", "difference", "hard_a", "hard_b",
+                      "group_a", "group_b", "status", "run_a", "run_b"]
+STATUSES = ("hard in both", "hard only in A", "hard only in B", "easy in both")
+STATUS_COLORS = {"hard in both": GROUP_COLORS["hard"], "hard only in A": "#CC79A7",
+                 "hard only in B": "#009E73", "easy in both": "#bbbbbb"}
+
+
+# ---------------------------------------------------------------- Fig. 3b: loss curves
+
+def loss_curves_frame(runs: list[Run], metric: str = "kd", smoothing: float = 0.0) -> pd.DataFrame:
+    """One row per (run, logged step) of `metric` (a metrics.jsonl column).
+
+    smoothed: exponential moving average with weight w = `smoothing` in [0, 1):
+    s_0 = v_0, s_t = w·s_{t−1} + (1−w)·v_t (TensorBoard's smoothing; w = 0 leaves the values).
+    label: method_label of the run; legend: the label, or "label · run name" when several
+    runs share it. Runs that never logged the metric are left out.
+    """
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), not {smoothing}")
+    if runs and metric not in runs[0].metrics.columns:
+        raise ValueError(f"unknown metric {metric!r}; metrics columns: "
+                         f"{', '.join(runs[0].metrics.columns)}")
+    labels = [method_label(run.config) for run in runs]
+    parts = []
+    for run, label in zip(runs, labels):
+        rows = run.metrics[["step", metric]].dropna()
+        if rows.empty:
+            continue
+        legend = label if labels.count(label) == 1 else f"{label} · {run.name}"
+        values = rows[metric].to_numpy(dtype=float)
+        parts.append(pd.DataFrame({"run": run.name, "label": label, "legend": legend,
+                                   "seed": run.seed, "metric": metric,
+                                   "step": rows["step"].to_numpy(), "value": values,
+                                   "smoothed": ema(values, smoothing)}))
+    if not parts:
+        return pd.DataFrame(columns=LOSS_CURVE_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[LOSS_CURVE_COLUMNS]
+
+
+def ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """s_0 = v_0, s_t = weight·s_{t−1} + (1 − weight)·v_t over a 1-D array."""
+    out = np.empty(len(values), dtype=float)
+    for i, v in enumerate(values):
+        out[i] = v if i == 0 else weight * out[i - 1] + (1.0 - weight) * v
+    return out
+
+
+def loss_curves_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """One line per run (named by its `legend`) of the smoothed values; when smoothing is on,
+    the raw values as a faint line of the same colour (named "<legend> (raw)", no legend)."""
+    if df.empty:
+        return empty_figure("None of the selected runs logged this metric.", title)
+    fig = go.Figure()
+    for i, (legend, rows) in enumerate(df.groupby("legend", sort=False)):
+        color = run_color(i)
+        if not np.allclose(rows["smoothed"], rows["value"], equal_nan=True):
+            fig.add_trace(go.Scatter(x=rows["step"], y=rows["value"], mode="lines",
+                                     name=f"{legend} (raw)", legendgroup=legend, showlegend=False,
+                                     line={"color": color, "width": 1}, opacity=0.25,
+                                     hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=rows["step"], y=rows["smoothed"], mode="lines", name=legend,
+                                 legendgroup=legend, line={"color": color, "width": 2.2},
+                                 hovertemplate=f"{legend}<br>step %{{x}}: %{{y:.4f}}<extra></extra>"))
+    metric = str(df["metric"].iloc[0])
+    fig.update_xaxes(title_text=LABELS["step"])
+    fig.update_yaxes(title_text=LABELS.get(metric, metric))
+    return apply_style(fig, title)
+
+
+# ---------------------------------------------------------------- Fig. 3c–d: c sweep
+
+def c_sweep_frame(runs: list[Run], finished_only: bool = True) -> pd.DataFrame:
+    """ROUGE-L of the final student evaluation against c, per dataset and "average".
+
+    Uses the runs that apply IDTS (idts "on" or "inverse"; c = idts_c) and have a student
+    evaluation (finished ones only unless finished_only=False). Per (c, dataset): mean and
+    sample standard deviation (ddof = 1; NaN for one seed) over the runs, n_seeds = runs.
+    Sorted by dataset ("average" last) then c.
+    """
+    rows = []
+    for run in runs:
+        if run.config.get("idts", "on") not in ("on", "inverse"):
+            continue
+        if finished_only and run.state != "finished":
+            continue
+        final = run.final_eval("student")
+        c = run.config.get("idts_c", 0.5)
+        for dataset, score in zip(final["dataset"], final["rouge_l"]):
+            rows.append({"c": float(c), "dataset": dataset, "rouge_l": float(score)})
+    if not rows:
+        return pd.DataFrame(columns=C_SWEEP_COLUMNS)
+    scores = pd.DataFrame(rows)
+    frame = (scores.groupby(["dataset", "c"])["rouge_l"]
+             .agg(rouge_l_mean="mean", rouge_l_std="std", n_seeds="count").reset_index())
+    frame["_last"] = frame["dataset"] == "average"
+    frame = frame.sort_values(["_last", "dataset", "c"]).drop(columns="_last")
+    return frame[C_SWEEP_COLUMNS].reset_index(drop=True)
+
+
+def c_sweep_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Left: ROUGE-L against c, one line per dataset (Fig. 3c); right: the average (Fig. 3d).
+    Error bars = std over seeds where there are several. Traces: one per dataset + "average"."""
+    if df.empty:
+        return empty_figure("No finished runs with IDTS and a student evaluation.", title)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("per dataset", "average over datasets"))
+    datasets = [d for d in df["dataset"].unique() if d != "average"]
+    for i, dataset in enumerate([*datasets, "average"]):
+        rows = df[df["dataset"] == dataset].sort_values("c")
+        if rows.empty:
+            continue
+        color = "#222222" if dataset == "average" else run_color(i)
+        fig.add_trace(go.Scatter(
+            x=rows["c"], y=rows["rouge_l_mean"], mode="lines+markers", name=dataset,
+            line={"color": color, "width": 2.5}, customdata=rows["n_seeds"],
+            error_y={"type": "data", "array": rows["rouge_l_std"].fillna(0.0), "visible": True},
+            hovertemplate=f"{dataset}: c=%{{x}} ROUGE-L %{{y:.2f}} (%{{customdata}} seeds)"
+                          "<extra></extra>"),
+            row=1, col=2 if dataset == "average" else 1)
+    fig.update_xaxes(title_text=LABELS["c"])
+    fig.update_yaxes(title_text=LABELS["rouge_l"], col=1)
+    return apply_style(fig, title)
+
+
+# ---------------------------------------------------------------- token-level run diff
+
+def token_diff_frame(run_a: Run, run_b: Run, step: int | None = None) -> pd.DataFrame:
+    """Probe tokens of two runs side by side at one probe step (default: the last step
+    both runs probed).
+
+    Tokens are matched by (example, token_index) and must have the same token_id (the same
+    probe set); difference = difficulty_b − difficulty_a; hard_* = s above the median of
+    that run's probe tokens at the step; status: "hard in both" | "hard only in A" |
+    "hard only in B" | "easy in both". Columns TOKEN_DIFF_COLUMNS. Raises ValueError when
+    the runs share no probe step or no probe token.
+    """
+    steps_a, steps_b = set(run_a.probe_steps), set(run_b.probe_steps)
+    common = sorted(steps_a & steps_b)
+    if step is None:
+        if not common:
+            raise ValueError(f"{run_a.name} and {run_b.name} share no probe step "
+                             f"({_steps(steps_a)} vs {_steps(steps_b)})")
+        step = common[-1]
+    elif step not in common:
+        raise ValueError(f"step {step} is not a probe step of both runs (common: {_steps(common)})")
+    keep = ["example", "token_index", "token_id", "token_text", "difficulty", "hard", "group"]
+    a = run_a.tokens.loc[run_a.tokens["step"] == step, keep]
+    b = run_b.tokens.loc[run_b.tokens["step"] == step, keep]
+    merged = a.merge(b, on=["example", "token_index", "token_id"], suffixes=("_a", "_b"))
+    if merged.empty:
+        raise ValueError(f"{run_a.name} and {run_b.name} have no probe token in common at step "
+                         f"{step}: they were probed on different examples")
+    hard_a = merged["hard_a"].fillna(False).astype(bool).to_numpy()
+    hard_b = merged["hard_b"].fillna(False).astype(bool).to_numpy()
+    status = np.select([hard_a & hard_b, hard_a, hard_b], STATUSES[:3], default=STATUSES[3])
+    frame = pd.DataFrame({
+        "example": merged["example"], "token_index": merged["token_index"],
+        "token_id": merged["token_id"], "token_text": merged["token_text_a"],
+        "token_label": [f"ex {e} · {token_label(i, t)}" for e, i, t in
+                        zip(merged["example"], merged["token_index"], merged["token_text_a"])],
+        "step": step, "difficulty_a": merged["difficulty_a"], "difficulty_b": merged["difficulty_b"],
+        "difference": merged["difficulty_b"] - merged["difficulty_a"],
+        "hard_a": hard_a, "hard_b": hard_b, "group_a": merged["group_a"],
+        "group_b": merged["group_b"], "status": status, "run_a": run_a.name, "run_b": run_b.name,
+    })
+    return frame.sort_values(["example", "token_index"]).reset_index(drop=True)[TOKEN_DIFF_COLUMNS]
+
+
+def token_diff_figure(df: pd.DataFrame, top: int = 20, title: str | None = None) -> go.Figure:
+    """Left: difficulty in A (x) against B (y) per token, one trace per status present, with
+    the y = x diagonal; right: the `top` tokens with the largest |B − A| as horizontal bars
+    (trace "difficulty B − A"; sky blue = easier in B, vermilion = harder in B)."""
+    if df.empty:
+        return empty_figure("No probe tokens to compare.", title)
+    name_a, name_b = str(df["run_a"].iloc[0]), str(df["run_b"].iloc[0])
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.22,
+                        subplot_titles=(f"difficulty at step {int(df['step'].iloc[0])}",
+                                        f"largest changes (top {min(top, len(df))})"))
+    for status in STATUSES:
+        rows = df[df["status"] == status]
+        if rows.empty:
+            continue
+        fig.add_trace(go.Scatter(
+            x=rows["difficulty_a"], y=rows["difficulty_b"], mode="markers", name=status,
+            marker={"color": STATUS_COLORS[status], "size": 7, "line": {"width": 0.5,
+                                                                      "color": "#ffffff"}},
+            text=rows["token_label"],
+            hovertemplate="%{text}<br>A %{x:.3f} · B %{y:.3f}<extra>" + status + "</extra>"),
+            row=1, col=1)
+    fig.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line={"dash": "dash", "color": "#666666",
+                                                             "width": 1}, row=1, col=1)
+    largest = df.reindex(df["difference"].abs().sort_values(ascending=False).index).head(top)
+    largest = largest.iloc[::-1]  # largest at the top of a horizontal bar chart
+    fig.add_trace(go.Bar(x=largest["difference"], y=largest["token_label"], orientation="h",
+                         name="difficulty B − A", showlegend=False,
+                         marker={"color": np.where(largest["difference"] < 0, "#56B4E9",
+                                                   "#D55E00")},
+                         hovertemplate="%{y}: B − A = %{x:.3f}<extra></extra>"), row=1, col=2)
+    fig.add_vline(x=0.0, line_color="#444444", line_width=1, row=1, col=2)
+    fig.update_xaxes(title_text=f"difficulty in A: {name_a}", range=[-0.02, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text=f"difficulty in B: {name_b}", range=[-0.02, 1.02], row=1, col=1)
+    fig.update_xaxes(title_text="difficulty B − A", row=1, col=2)
+    fig.update_yaxes(type="category", row=1, col=2)
+    fig.update_layout(height=max(450, 22 * len(largest) + 160))
+    return apply_style(fig, title)
+
+
+def _steps(steps) -> str:
+    return ", ".join(map(str, sorted(steps))) or "none"

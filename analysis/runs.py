@@ -1,0 +1,331 @@
+"""Run directories -> typed DataFrames: `load_run`, `load_runs`, `find_runs`, `list_runs`.
+
+The run directory (docs/contracts.md, format 1) is the only thing that passes from training
+to analysis. `load_run` reads one into a `Run`: every file as a DataFrame with the documented
+columns (empty when the file is absent), the raw config and status, and a list of problems
+for what could not be read. A damaged or half-written run never raises; it loads what it can.
+
+`load_run` is cached by (path, identity of each file: mtime, size, inode), so calling it on
+every Streamlit rerun costs a few `stat` calls. The returned Run is shared between callers:
+treat its frames as read-only (copy before changing them).
+
+Usage:
+    from analysis.runs import default_roots, list_runs, load_run
+    table = list_runs(default_roots())
+    run = load_run(table.path[0])
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from adakd.rundir import effective_state
+from adakd.rundir import runs_root as _runs_root
+from analysis.labels import method_label
+from analysis.readers import (EVAL_COLUMNS, EVENT_COLUMNS, GRADIENT_COLUMNS, METRIC_COLUMNS,
+                              TOKEN_COLUMNS, checkpoint_steps, empty_frame, eval_frame,
+                              frame_from_rows, read_json, read_jsonl, read_parquet)
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_RUNS_DIR = REPO_ROOT / "sample_runs"
+
+RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "events.jsonl",
+             "tokens.parquet", "gradients.parquet", "eval.jsonl", "checkpoints")
+STATES = ("running", "finished", "stopped", "failed", "crashed", "unknown")
+
+
+@dataclass(eq=False)  # identity comparison: field-wise == on DataFrames is ambiguous
+class Run:
+    """One run directory, loaded.
+
+    config: the RunConfig fields (config.json["config"]); meta: the whole config.json;
+    status: status.json as written; state: running|finished|stopped|failed|crashed|unknown
+    ("crashed" = status says running but its process is gone).
+    metrics/events/tokens/gradients: the files as frames with the contract's columns,
+    sorted by step; metrics keeps the last line of a step logged twice (a resumed run).
+    evals: one row per (eval record, dataset) with columns step, model, dataset, rouge_l, n,
+    plus a row dataset="average" (rouge_l = rouge_l_avg, n = total n) per record.
+    eval_records: the eval.jsonl objects as written. problems: what could not be read.
+    checkpoints: steps of the complete checkpoints under checkpoints/.
+    """
+
+    path: Path
+    name: str
+    config: dict
+    meta: dict
+    status: dict
+    state: str
+    metrics: pd.DataFrame
+    events: pd.DataFrame
+    tokens: pd.DataFrame
+    gradients: pd.DataFrame
+    evals: pd.DataFrame
+    eval_records: list[dict]
+    problems: list[str]
+    is_sample: bool
+    checkpoints: list[int] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """Short method label, e.g. "rkl + AdaKD" (see `method_label`)."""
+        return method_label(self.config)
+
+    @property
+    def seed(self) -> int | None:
+        seed = self.meta.get("seed", self.config.get("seed"))
+        return int(seed) if isinstance(seed, (int, float)) else None
+
+    @property
+    def probe_steps(self) -> list[int]:
+        """Sorted steps that have rows in tokens.parquet."""
+        return sorted(int(s) for s in self.tokens["step"].dropna().unique())
+
+    def final_eval(self, model: str = "student") -> pd.DataFrame:
+        """The evals rows of the last evaluation of `model` (empty when there is none)."""
+        rows = self.evals[self.evals["model"] == model]
+        if rows.empty:
+            return rows
+        return rows[rows["step"] == rows["step"].max()]
+
+
+# ---------------------------------------------------------------- loading one run
+
+_CACHE: OrderedDict[Path, tuple[tuple, Run]] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 256
+
+
+def load_run(path: str | os.PathLike, is_sample: bool | None = None) -> Run:
+    """Load the run directory at `path` (cached until one of its files changes).
+
+    is_sample: None = decided by whether the path lies under the repository's sample_runs/.
+    Never raises for bad content; a path that is not a directory gives a Run in state
+    "unknown" with the problem stated.
+    """
+    path = Path(path).expanduser().resolve()
+    if is_sample is None:
+        is_sample = is_sample_path(path)
+    if not path.is_dir():
+        return _unreadable_run(path, is_sample, "run directory not found")
+    signature = (_file_signature(path), is_sample)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(path)
+        if cached is not None and cached[0] == signature and _state_still_valid(cached[1]):
+            _CACHE.move_to_end(path)
+            return cached[1]
+    run = _read_run(path, is_sample)
+    with _CACHE_LOCK:
+        _CACHE[path] = (signature, run)
+        _CACHE.move_to_end(path)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return run
+
+
+def load_runs(paths) -> list[Run]:
+    """`load_run` for each path, in order."""
+    return [load_run(p) for p in paths]
+
+
+def clear_cache() -> None:
+    """Forget every cached run (tests; the app's "reload" button)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def _file_signature(path: Path) -> tuple:
+    signature = []
+    for name in RUN_FILES:
+        try:
+            st = (path / name).stat()
+            signature.append((name, st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            signature.append((name, None))
+    return tuple(signature)
+
+
+def _state_still_valid(run: Run) -> bool:
+    """A cached "running" run must be re-checked: its process may have died since."""
+    if run.status.get("state") != "running":
+        return True
+    return run.state == _state_from_status(run.status)
+
+
+def _read_run(path: Path, is_sample: bool) -> Run:
+    problems: list[str] = []
+
+    meta, found = read_json(path / "config.json")
+    problems += found
+    if meta is None:
+        if not found:
+            problems.append("config.json missing: the run's settings are unknown")
+        meta = {}
+    elif meta.get("format", 1) != 1:
+        problems.append(f"config.json: format {meta.get('format')!r} is not 1; read as format 1")
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    if meta and not config:
+        problems.append('config.json: no "config" object with the run settings')
+
+    status, found = read_json(path / "status.json")
+    problems += found
+    if status is None:
+        if not found:
+            problems.append("status.json missing: the run's state is unknown")
+        status = {}
+
+    metric_rows, found = read_jsonl(path / "metrics.jsonl")
+    problems += found
+    metrics = frame_from_rows(metric_rows, METRIC_COLUMNS, "metrics.jsonl", problems)
+    metrics = metrics.drop_duplicates("step", keep="last").sort_values("step", kind="stable")
+
+    event_rows, found = read_jsonl(path / "events.jsonl")
+    problems += found
+    events = frame_from_rows(event_rows, EVENT_COLUMNS, "events.jsonl", problems)
+    events = events.sort_values("step", kind="stable")
+
+    tokens, found = read_parquet(path / "tokens.parquet", TOKEN_COLUMNS)
+    problems += found
+    tokens = tokens.sort_values(["step", "example", "token_index"], kind="stable")
+
+    gradients, found = read_parquet(path / "gradients.parquet", GRADIENT_COLUMNS)
+    problems += found
+    gradients = gradients.sort_values(["step", "split"], kind="stable")
+
+    eval_records, found = read_jsonl(path / "eval.jsonl")
+    problems += found
+    evals, eval_records = eval_frame(eval_records, problems)
+
+    return Run(
+        path=path, name=str(meta.get("name") or path.name), config=config, meta=meta,
+        status=status, state=_state_from_status(status), metrics=metrics.reset_index(drop=True),
+        events=events.reset_index(drop=True), tokens=tokens.reset_index(drop=True),
+        gradients=gradients.reset_index(drop=True), evals=evals, eval_records=eval_records,
+        problems=problems, is_sample=is_sample, checkpoints=checkpoint_steps(path),
+    )
+
+
+def _unreadable_run(path: Path, is_sample: bool, problem: str) -> Run:
+    frames = [empty_frame(c) for c in (METRIC_COLUMNS, EVENT_COLUMNS, TOKEN_COLUMNS,
+                                      GRADIENT_COLUMNS, EVAL_COLUMNS)]
+    return Run(path, path.name, {}, {}, {}, "unknown", *frames[:4], frames[4], [],
+               [problem], is_sample)
+
+
+# ---------------------------------------------------------------- state of a run
+
+def _state_from_status(status: dict) -> str:
+    """status.json's state, "crashed" for a running run whose process is gone (on this host),
+    "unknown" for a missing or unrecognised state (adakd.rundir.effective_state)."""
+    state = effective_state(status)
+    return state if state in STATES else "unknown"
+
+
+# ---------------------------------------------------------------- finding runs
+
+def runs_root() -> Path:
+    """Where new runs go: $ADAKD_RUNS, else ./runs (absolute)."""
+    return _runs_root().expanduser().resolve()
+
+
+def default_roots() -> list[Path]:
+    """[runs root, the repository's sample_runs/] (runs under the second are samples)."""
+    return [runs_root(), SAMPLE_RUNS_DIR]
+
+
+def is_sample_path(path: str | os.PathLike) -> bool:
+    """Whether `path` lies under the repository's sample_runs/ folder."""
+    return Path(path).expanduser().resolve().is_relative_to(SAMPLE_RUNS_DIR.resolve())
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "config.json").is_file() or (path / "status.json").is_file())
+
+
+def find_runs(roots) -> list[Path]:
+    """Run directories under `roots`: a root that is a run itself, its child runs, and the
+    runs one level further down (sweep folders). Sorted per root, no duplicates."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+
+    def add(path: Path) -> None:
+        resolved = path.resolve()
+        if resolved not in seen:
+            seen.add(resolved)
+            found.append(resolved)
+
+    for root in roots:
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            continue
+        if is_run_dir(root):
+            add(root)
+            continue
+        for child in sorted(_visible_dirs(root)):
+            if is_run_dir(child):
+                add(child)
+            else:
+                for grandchild in sorted(_visible_dirs(child)):
+                    if is_run_dir(grandchild):
+                        add(grandchild)
+    return found
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    try:
+        return [c for c in folder.iterdir()
+                if c.is_dir() and not c.name.startswith(".") and not c.name.endswith(".tmp")]
+    except OSError:
+        return []
+
+
+LIST_COLUMNS = ["name", "path", "state", "preset", "method", "divergence", "latf", "idts", "c",
+                "seed", "steps", "total_steps", "final_loss", "rouge_l", "is_sample",
+                "problems", "sweep", "started_at"]
+
+
+def list_runs(roots) -> pd.DataFrame:
+    """One row per run found under `roots` (columns LIST_COLUMNS).
+
+    steps: last step in status.json (else the last metrics step); total_steps: status, else
+    config max_steps; final_loss: the last logged `loss`; rouge_l: the last student eval's
+    average; problems: the run's problems joined by "; " ("" when none); sweep: the folder
+    holding the run when it is not a root itself ("" otherwise).
+    """
+    roots = [Path(r).expanduser().resolve() for r in roots]
+    rows = []
+    for path in find_runs(roots):
+        run = load_run(path)
+        rows.append(summary_row(run, sweep="" if path.parent in roots else path.parent.name))
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in LIST_COLUMNS})
+    return pd.DataFrame(rows, columns=LIST_COLUMNS)
+
+
+def summary_row(run: Run, sweep: str = "") -> dict:
+    """The `list_runs` row of one run."""
+    config, status = run.config, run.status
+    last_step = int(run.metrics["step"].iloc[-1]) if not run.metrics.empty else None
+    final_loss = float(run.metrics["loss"].iloc[-1]) if not run.metrics.empty else None
+    student = run.final_eval("student")
+    average = student[student["dataset"] == "average"]["rouge_l"]
+    return {
+        "name": run.name, "path": str(run.path), "state": run.state,
+        "preset": run.meta.get("preset"), "method": method_label(config) if config else "unknown",
+        "divergence": config.get("divergence"), "latf": config.get("latf"),
+        "idts": config.get("idts"),
+        "c": config.get("idts_c") if config.get("idts", "on") != "off" else None, "seed": run.seed,
+        "steps": status.get("step", last_step), "total_steps": status.get("total_steps",
+                                                                          config.get("max_steps")),
+        "final_loss": final_loss, "rouge_l": float(average.iloc[0]) if len(average) else None,
+        "is_sample": run.is_sample, "problems": "; ".join(run.problems), "sweep": sweep,
+        "started_at": run.meta.get("started_at"),
+    }

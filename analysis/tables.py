@@ -1,0 +1,168 @@
+"""Result tables like the paper's Tables 2–5: ROUGE-L of the final student evaluation per
+dataset and averaged, one row per method (or any grouping), mean ± std over seeds.
+
+    results_frame(runs)        long, numeric: group keys, dataset, mean, std, n_seeds
+    results_table(runs)        wide, display-ready strings ("31.70 ± 0.42")
+    ablation_table(runs)       base, +IDTS, +LATF, full (AdaKD) per base divergence
+
+std is the sample standard deviation over runs (ddof = 1); with one run a cell shows the
+mean only. Teacher and initial-student reference rows come from the eval records with
+model "teacher" / "student_init" (one per distinct run seed, since every run of a seed
+scores the same teacher).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.runs import Run, method_label
+
+REFERENCE_MODELS = {"teacher": "teacher", "student_init": "student (init)"}
+COMPONENTS = {("off", "off"): "base", ("off", "on"): "+IDTS", ("adaptive", "off"): "+LATF",
+              ("adaptive", "on"): "full (AdaKD)"}
+COMPONENT_ORDER = list(COMPONENTS.values())
+
+
+KEY_ALIASES = {"c": "idts_c", "r": "ratio_start"}
+
+
+def group_value(run: Run, key: str):
+    """Value of grouping key `key` for a run: "method" (method_label), "name", "seed",
+    "preset", "state", or any RunConfig field ("c" and "r" stand for idts_c, ratio_start)."""
+    if key == "method":
+        return method_label(run.config) if run.config else "unknown"
+    if key == "name":
+        return run.name
+    if key == "seed":
+        return run.seed
+    if key in ("preset", "state"):
+        return run.meta.get("preset") if key == "preset" else run.state
+    return run.config.get(KEY_ALIASES.get(key, key))
+
+
+def results_frame(runs: list[Run], group_by=("method",), finished_only: bool = True,
+                  references: bool = True) -> pd.DataFrame:
+    """Long numeric results: columns [*group_by, "dataset", "mean", "std", "n_seeds"].
+
+    One entry per run: its last student evaluation (finished runs only unless
+    finished_only=False). Reference rows (teacher, student (init)) carry their name in the
+    first group column and "" in the others; they come first. Datasets keep their order of
+    first appearance with "average" last; groups keep the order of their first run.
+    """
+    group_by = tuple(group_by)
+    if not group_by:
+        raise ValueError("group_by needs at least one key, e.g. ('method',)")
+    rows = []
+    for run in runs:
+        if finished_only and run.state != "finished":
+            continue
+        final = run.final_eval("student")
+        keys = {key: group_value(run, key) for key in group_by}
+        for dataset, score in zip(final["dataset"], final["rouge_l"]):
+            rows.append({**keys, "dataset": dataset, "score": float(score)})
+    if references:
+        rows = _reference_rows(runs, group_by, finished_only) + rows
+    columns = [*group_by, "dataset", "mean", "std", "n_seeds"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    scores = pd.DataFrame(rows)
+    frame = (scores.groupby([*group_by, "dataset"], sort=False, dropna=False)["score"]
+             .agg(mean="mean", std="std", n_seeds="count").reset_index())
+    order = _dataset_order(scores["dataset"])
+    group_rank = {k: i for i, k in enumerate(dict.fromkeys(map(tuple, scores[list(group_by)]
+                                                               .itertuples(index=False))))}
+    frame["_group"] = [group_rank[tuple(k)] for k in frame[list(group_by)].itertuples(index=False)]
+    frame["_dataset"] = frame["dataset"].map({d: i for i, d in enumerate(order)})
+    frame = frame.sort_values(["_group", "_dataset"]).drop(columns=["_group", "_dataset"])
+    return frame[columns].reset_index(drop=True)
+
+
+def results_table(runs: list[Run], group_by=("method",), finished_only: bool = True,
+                  references: bool = True, digits: int = 2) -> pd.DataFrame:
+    """Wide table: [*group_by, <dataset>…, "average", "n_seeds"], cells "mean ± std" (or the
+    mean alone for one run), "" where a group has no score for a dataset."""
+    long = results_frame(runs, group_by, finished_only, references)
+    return _widen(long, tuple(group_by), digits)
+
+
+def ablation_table(runs: list[Run], finished_only: bool = True, digits: int = 2) -> pd.DataFrame:
+    """The component ablation: rows base, +IDTS, +LATF, full (AdaKD) for each base
+    (divergence, regime, indicator …), from runs whose LATF is "off"/"adaptive" and IDTS
+    "off"/"on" (other schedules are left out). Columns: "component", "method", datasets…,
+    "average", "n_seeds", "Δ average" (mean average minus the base row's, signed)."""
+    chosen, components, bases = [], {}, {}
+    for run in runs:
+        key = (run.config.get("latf", "adaptive"), run.config.get("idts", "on"))
+        if not run.config or key not in COMPONENTS:
+            continue
+        label = method_label(run.config)
+        chosen.append(run)
+        components[label] = COMPONENTS[key]
+        bases[label] = method_label({**run.config, "latf": "off", "idts": "off"})
+    long = results_frame(chosen, ("method",), finished_only, references=False)
+    columns = ["component", "method"]
+    if long.empty:
+        return pd.DataFrame(columns=[*columns, "average", "n_seeds", "Δ average"])
+    wide = _widen(long, ("method",), digits)
+    wide.insert(0, "component", wide["method"].map(components))
+    averages = long[long["dataset"] == "average"].set_index("method")["mean"]
+    base_average = {bases[m]: averages.get(m) for m, c in components.items() if c == "base"}
+    delta = []
+    for method in wide["method"]:
+        reference = base_average.get(bases[method])
+        value = averages.get(method)
+        delta.append("" if reference is None or value is None or pd.isna(value)
+                     else f"{value - reference:+.{digits}f}")
+    wide["Δ average"] = delta
+    base_rank = {b: i for i, b in enumerate(dict.fromkeys(bases[m] for m in wide["method"]))}
+    wide["_base"] = wide["method"].map(lambda m: base_rank[bases[m]])
+    wide["_component"] = wide["component"].map(COMPONENT_ORDER.index)
+    wide = wide.sort_values(["_base", "_component"], kind="stable")
+    return wide.drop(columns=["_base", "_component"]).reset_index(drop=True)
+
+
+def _reference_rows(runs: list[Run], group_by: tuple, finished_only: bool) -> list[dict]:
+    rows, seen = [], set()
+    for model, name in REFERENCE_MODELS.items():
+        for run in runs:
+            if finished_only and run.state != "finished":
+                continue
+            if (model, run.seed) in seen:
+                continue
+            final = run.final_eval(model)
+            if final.empty:
+                continue
+            seen.add((model, run.seed))
+            keys = {key: (name if i == 0 else "") for i, key in enumerate(group_by)}
+            for dataset, score in zip(final["dataset"], final["rouge_l"]):
+                rows.append({**keys, "dataset": dataset, "score": float(score)})
+    return rows
+
+
+def _dataset_order(datasets: pd.Series) -> list[str]:
+    order = [d for d in dict.fromkeys(datasets) if d != "average"]
+    return order + ["average"] if "average" in set(datasets) else order
+
+
+def _widen(long: pd.DataFrame, group_by: tuple, digits: int) -> pd.DataFrame:
+    if long.empty:
+        return pd.DataFrame(columns=[*group_by, "average", "n_seeds"])
+    cells = long.assign(cell=[_cell(m, s, n, digits) for m, s, n in
+                              zip(long["mean"], long["std"], long["n_seeds"])])
+    datasets = _dataset_order(long["dataset"])
+    wide = cells.pivot_table(index=list(group_by), columns="dataset", values="cell",
+                             aggfunc="first", sort=False, dropna=False)
+    wide = wide.reindex(columns=datasets).fillna("")
+    seeds = long.groupby(list(group_by), sort=False, dropna=False)["n_seeds"].max()
+    wide["n_seeds"] = seeds.reindex(wide.index).astype(int).to_numpy()
+    wide = wide.reset_index()
+    wide.columns.name = None
+    return wide[[*group_by, *datasets, "n_seeds"]]
+
+
+def _cell(mean: float, std: float, n: int, digits: int) -> str:
+    if pd.isna(mean):
+        return ""
+    if n > 1 and not pd.isna(std):
+        return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f}"

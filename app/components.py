@@ -1,0 +1,189 @@
+"""Small widgets shared by the pages: header, run pickers, empty states, figures with exports.
+
+Figures are shown with Plotly's own toolbar (its camera button saves a PNG in the browser)
+and a row of download buttons. PNG, SVG, PDF and HTML are produced only when a button is
+clicked (`st.download_button(data=callable)`), so a page costs one chart render, not four
+static exports.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app import state
+
+log = logging.getLogger(__name__)
+
+STATE_COLOURS = {"finished": "green", "running": "blue", "stopped": "orange", "failed": "red",
+                 "crashed": "red", "unknown": "gray"}
+STATE_TEXT_COLOURS = {"finished": "#2e7d32", "running": "#1565c0", "stopped": "#e65100", "failed": "#c62828",
+                      "crashed": "#c62828", "queued": "#6a1b9a"}
+MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "html": "text/html",
+        "csv": "text/csv"}
+TRAIN_PAGE = "views/train.py"
+RUNS_PAGE = "views/runs.py"
+
+
+def header(title: str, explanation: str) -> None:
+    """Page title and a one-line explanation under it."""
+    st.title(title)
+    st.caption(explanation)
+
+
+def badge(state_name: str) -> str:
+    """Markdown badge for a run state, e.g. :green-badge[finished]."""
+    return f":{STATE_COLOURS.get(state_name, 'gray')}-badge[{state_name}]"
+
+
+def state_label(state_name: str) -> str:
+    """Plain-text state for tables and select boxes (no emoji: not every system font has them)."""
+    return str(state_name)
+
+
+def empty_state(message: str, *, train_link: bool = True) -> None:
+    """Friendly explanation of why there is nothing to show, with the way forward."""
+    st.info(message, icon=":material/info:")
+    if train_link:
+        st.page_link(TRAIN_PAGE, label="Go to the Train page", icon=":material/play_arrow:")
+
+
+def no_runs() -> None:
+    empty_state("No runs yet — start the demo on the Train page (a few minutes on a laptop CPU).")
+
+
+def show_problems(run) -> None:
+    """Problems found while reading a damaged run, as one warning (the rest still works)."""
+    problems = list(getattr(run, "problems", []) or [])
+    if problems:
+        shown = "\n".join(f"- {p}" for p in problems[:8])
+        more = f"\n- … and {len(problems) - 8} more" if len(problems) > 8 else ""
+        st.warning(f"**{run.name}** was read with problems; what could be read is shown.\n\n{shown}{more}",
+                   icon=":material/warning:")
+
+
+def _run_label(table: pd.DataFrame):
+    names = dict(zip(table["path"].astype(str), table["name"].astype(str)))
+    states = dict(zip(table["path"].astype(str), table["state"].astype(str)))
+    samples = dict(zip(table["path"].astype(str), table["is_sample"].astype(bool)))
+    methods = dict(zip(table["path"].astype(str), table["method"].astype(str)))
+
+    def label(path: str) -> str:
+        sample = ", sample" if samples.get(path) else ""
+        return f"{names.get(path, Path(path).name)} — {methods.get(path, '')} ({states.get(path, 'unknown')}{sample})"
+
+    return label
+
+
+def run_picker(label: str = "Run", *, key: str, where=None) -> str | None:
+    """Select box over all runs, defaulting to the run selected on the Runs page.
+
+    `where(row) -> bool` filters the rows (e.g. runs with probes). Choosing a run here makes it
+    the first selected run, so the other pages follow. Returns the run path or None.
+    """
+    table = state.list_runs()
+    if where is not None and len(table):
+        table = table[table.apply(where, axis=1)]
+    if not len(table):
+        return None
+    paths = table["path"].astype(str).tolist()
+    chosen = state.selected_paths()
+    current = next((p for p in chosen if p in paths), paths[0])
+
+    def remember() -> None:
+        picked = st.session_state[key]
+        state.set_selected([picked] + [p for p in state.selected_paths() if p != picked])
+
+    if st.session_state.get(key) not in paths:
+        st.session_state[key] = current
+    return st.selectbox(label, paths, key=key, format_func=_run_label(table), on_change=remember)
+
+
+def runs_multi_picker(label: str = "Runs", *, key: str, where=None, default_all: bool = False) -> list[str]:
+    """Multi-select over runs, defaulting to the Runs page selection."""
+    table = state.list_runs()
+    if where is not None and len(table):
+        table = table[table.apply(where, axis=1)]
+    paths = table["path"].astype(str).tolist()
+    if key not in st.session_state or any(p not in paths for p in st.session_state[key]):
+        chosen = [p for p in state.selected_paths() if p in paths]
+        st.session_state[key] = paths if default_all or len(chosen) < 2 else chosen
+    return st.multiselect(label, paths, key=key, format_func=_run_label(table))
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower() or "figure"
+
+
+def _exporter(fig, fmt: str):
+    def make() -> bytes:
+        from analysis.export import figure_to_bytes
+
+        return figure_to_bytes(fig, fmt)
+
+    return make
+
+
+def _csv(frame: pd.DataFrame):
+    def make() -> bytes:
+        from analysis.export import frame_to_csv
+
+        data = frame_to_csv(frame)
+        return data.encode() if isinstance(data, str) else data
+
+    return make
+
+
+def figure(fig, frame: pd.DataFrame | None, name: str, *, key: str, caption: str | None = None,
+           height: int | None = None, legend_top: bool = False) -> None:
+    """A Plotly chart with PNG / SVG / PDF / HTML / CSV download buttons under it.
+
+    `name` is the download file stem; `key` must be unique on the page. Images are rendered
+    by Kaleido in the server only when their button is clicked.
+    """
+    if height:
+        fig.update_layout(height=height)
+    if legend_top:  # narrow columns: a legend beside the plot would cover the right axis
+        fig.update_layout(legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1})
+    stem = slug(name)
+    st.plotly_chart(
+        fig, width="stretch", key=f"chart-{key}",
+        config={"displaylogo": False,
+                "toImageButtonOptions": {"format": "png", "filename": stem, "scale": 2}},
+    )
+    if caption:
+        st.caption(caption)
+    row = st.container(horizontal=True, gap="small", vertical_alignment="center", key=f"downloads-{key}")
+    row.caption(":material/download: Download", width="content")
+    for fmt in ("png", "svg", "pdf", "html"):
+        row.download_button(fmt.upper(), data=_exporter(fig, fmt), file_name=f"{stem}.{fmt}",
+                            mime=MIME[fmt], key=f"dl-{key}-{fmt}", on_click="ignore", type="tertiary",
+                            help=f"The figure as {fmt.upper()}" + (" (rendered on click)" if fmt != "html" else ""))
+    if frame is not None:
+        row.download_button("CSV", data=_csv(frame), file_name=f"{stem}.csv", mime=MIME["csv"],
+                            key=f"dl-{key}-csv", on_click="ignore", type="tertiary",
+                            help="The data behind the figure")
+
+
+def guarded(what: str):
+    """Context manager: show an exception while building `what` as an st.error, not a traceback."""
+    return _Guard(what)
+
+
+class _Guard:
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if not isinstance(exc, Exception):  # no error, or Streamlit's rerun/stop control flow
+            return False
+        st.error(f"Could not show {self.what}: {type(exc).__name__}: {exc}", icon=":material/error:")
+        log.warning("while showing %s", self.what, exc_info=(exc_type, exc, tb))
+        return True

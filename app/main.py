@@ -1,0 +1,49 @@
+"""AdaKD dashboard: `streamlit run app/main.py` (or `make dashboard`).
+
+The entry script only sets the page up and routes: each page is a short script in app/views/.
+Runs are read from $ADAKD_RUNS (default: runs/ in the repository) and from sample_runs/.
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/ on the path, not the repo
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub from the dashboard
+
+import streamlit as st  # noqa: E402
+
+from app import state  # noqa: E402
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+st.set_page_config(page_title="AdaKD dashboard", page_icon=":material/school:", layout="wide")
+
+PAGES = {
+    "Runs": [
+        st.Page("views/runs.py", title="Runs", icon=":material/folder_open:", default=True),
+        st.Page("views/train.py", title="Train", icon=":material/play_circle:"),
+    ],
+    "One run": [
+        st.Page("views/dynamics.py", title="Token dynamics", icon=":material/grid_on:"),
+        st.Page("views/gradients.py", title="Gradients", icon=":material/call_split:"),
+        st.Page("views/temperature.py", title="Temperature & entropy", icon=":material/thermostat:"),
+    ],
+    "Several runs": [
+        st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page("views/explorer.py", title="Token explorer", icon=":material/text_select_start:"),
+        st.Page("views/export.py", title="Report bundle", icon=":material/ios_share:"),
+    ],
+}
+
+page = st.navigation(PAGES)
+with st.sidebar:
+    st.caption(f"Runs folder: `{state.runs_root()}`")
+    selected = st.session_state.get(state.SELECTED) or []
+    if selected:
+        names = ", ".join(Path(p).name for p in selected[:3]) + (" …" if len(selected) > 3 else "")
+        st.caption(f"Selected: {names}")
+page.run()

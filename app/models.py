@@ -1,0 +1,142 @@
+"""Models for the token explorer: loaded once, cached, and released (memory, CUDA cache) on eviction.
+
+A `ModelSpec` names a teacher/student pair: the models of a run (built from its config.json
+exactly as the trainer built them, the student optionally restored from a checkpoint) or the
+tiny random pair of the `smoke` preset. `st.cache_resource` keeps at most two pairs; when one
+is evicted or the cache is cleared, `_release` drops it and empties the CUDA cache so GPU
+memory really comes back. Explorer and attribution results are cached with `st.cache_data`.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Hashable description of a teacher/student pair (the cache key)."""
+
+    kind: str  # "run" | "tiny"
+    config: str  # RunConfig fields as sorted JSON
+    run_dir: str | None = None
+    step: int | None = None  # checkpoint step of the student; None = at initialisation
+
+
+@dataclass
+class ModelPair:
+    teacher: object
+    student: object
+    tokenizer: object
+    device: str
+
+
+def _config_json(values: dict) -> str:
+    return json.dumps(values, sort_keys=True)
+
+
+def _tiny_spec() -> ModelSpec:
+    from adakd.presets import PRESETS
+
+    return ModelSpec("tiny", _config_json(dict(PRESETS["smoke"])))
+
+
+TINY_SPEC = _tiny_spec()
+
+
+def run_spec(run, step: int | None) -> ModelSpec:
+    """The pair of a loaded analysis Run, the student at checkpoint `step` (None = initial)."""
+    return ModelSpec("run", _config_json(run.config), str(run.path), step)
+
+
+def describe(spec: ModelSpec) -> str:
+    config = json.loads(spec.config)
+    student = config.get("student", "subset")
+    if student == "subset" and config.get("student_layers"):
+        student += f" (layers {', '.join(map(str, config['student_layers']))})"
+    when = "at initialisation" if spec.step is None else f"at step {spec.step}"
+    return f"Teacher `{config.get('teacher')}` · student `{student}` {when}."
+
+
+def _release(pair: ModelPair) -> None:
+    """on_release of the model cache: drop the models and give GPU memory back."""
+    log.info("releasing cached models (%s)", pair.device)
+    pair.teacher = pair.student = None
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+@st.cache_resource(max_entries=2, on_release=_release, show_spinner=False)
+def load_pair(spec: ModelSpec) -> ModelPair:
+    """Build the pair the way the trainer did (adakd.runsetup.build_models), on the best device."""
+    from adakd.config import RunConfig
+    from adakd.device import choose_device_and_dtype
+    from adakd.runsetup import build_models
+
+    values = {**json.loads(spec.config), "device": "auto", "dtype": "auto"}
+    config = RunConfig.from_dict(values)
+    device, _, _ = choose_device_and_dtype(config)
+    teacher, student, tokenizer = build_models(config, device)
+    if spec.step is not None:
+        from analysis.student import load_student_checkpoint
+
+        student = load_student_checkpoint(spec.run_dir, step=spec.step, teacher=teacher)
+    student.eval()
+    return ModelPair(teacher, student, tokenizer, str(device))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def explore(spec: ModelSpec, prompt: str, reference: str | None, *, ratio: float, c: float,
+            max_new_tokens: int):
+    """analysis.explorer.explore_prompt on the spec's models (cached per input)."""
+    from analysis.explorer import explore_prompt
+
+    pair = load_pair(spec)
+    base = float(json.loads(spec.config).get("base_temperature", 1.0))
+    return explore_prompt(pair.teacher, pair.student, pair.tokenizer, prompt, reference, ratio=ratio, c=c,
+                          base_temperature=base, top_k=5, max_new_tokens=max_new_tokens)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _attribute(spec: ModelSpec, prompt_ids: tuple, response_ids: tuple, token: int, method: str):
+    from analysis.attribution import attribute_token
+
+    pair = load_pair(spec)
+    return tuple(attribute_token(model, pair.tokenizer, list(prompt_ids), list(response_ids), token,
+                                 method=method, max_prompt_tokens=256)
+                 for model in (pair.teacher, pair.student))
+
+
+def attribute(spec: ModelSpec, result, token: int, method: str):
+    """(teacher, student) AttributionResults of response token `token` of an explorer result."""
+    return _attribute(spec, tuple(result.prompt_ids), tuple(result.response_ids), int(token), method)
+
+
+def attribution_figure(results):
+    from analysis.attribution import attribution_figure as figure
+
+    return figure(*results)
+
+
+def attribution_frame(results) -> pd.DataFrame:
+    """The scores behind the attribution figure, one row per (model, prompt token)."""
+    rows = []
+    for model, res in zip(("teacher", "student"), results):
+        for i, (tok, score) in enumerate(zip(res.tokens, res.scores)):
+            rows.append({"model": model, "prompt_token_index": i, "token": tok, "score": float(score),
+                         "target_index": res.target_index, "target_token": res.target_token,
+                         "method": res.method})
+    return pd.DataFrame(rows)

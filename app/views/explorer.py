@@ -1,0 +1,111 @@
+"""Token explorer: how AdaKD would treat each response token of your own prompt."""
+
+import streamlit as st
+
+from app import components as ui
+from app import models, state
+
+ui.header("Token explorer", "Type a prompt: the teacher's reply (or your reference) is scored by "
+          "teacher and student token by token — difficulty, hard / mid / easy group at ratio r, the "
+          "IDTS temperature at strength c. Pick a token for both models' top-k and its attribution.")
+
+RESULT = "explorer-result"
+source_col, prompt_col = st.columns([2, 3], gap="large")
+
+with source_col:
+    st.subheader("Models")
+    kind = st.radio("Teacher and student", ["run", "tiny"], horizontal=True, key="explorer-source",
+                    format_func={"run": "from a run", "tiny": "tiny random (instant)"}.get,
+                    help="From a run: the run's own teacher, and its student at initialisation or "
+                         "at a checkpoint. Tiny random: two untrained 2-layer models, for trying the page.")
+    spec = models.TINY_SPEC
+    if kind == "run":
+        path = ui.run_picker(key="explorer-run")
+        if path is None:
+            ui.no_runs()
+            st.stop()
+        run = state.load_run(path)
+        checkpoints = list(run.checkpoints)
+        options = [None, *reversed(checkpoints)]
+        step = st.selectbox("Student", options, key=f"explorer-step-{path}",
+                            index=1 if checkpoints else 0,
+                            format_func=lambda s: "at initialisation" if s is None else f"checkpoint at step {s}")
+        if not checkpoints:
+            st.caption("This run kept no checkpoint: only the initial student is available.")
+        spec = models.run_spec(run, step)
+    st.caption(models.describe(spec))
+
+with prompt_col:
+    st.subheader("Prompt")
+    with st.form("explorer-form", border=False):
+        prompt = st.text_area("Prompt", "What is the capital of France?", key="explorer-prompt", height=90)
+        reference = st.text_area("Reference reply (optional)", "", key="explorer-reference", height=70,
+                                 help="Empty: the teacher's greedy reply is scored.")
+        c1, c2, c3 = st.columns(3)
+        ratio = c1.slider("LATF ratio r", 0.05, 1.0, 0.5, 0.05, key="explorer-r",
+                          help="Share of tokens LATF keeps: top r/2 hard, next r/2 mid")
+        c = c2.slider("IDTS strength c", 0.0, 2.0, 0.5, 0.05, key="explorer-c")
+        max_new = c3.slider("Max reply tokens", 8, 128, 48, 8, key="explorer-max-new")
+        go = st.form_submit_button("Analyse", type="primary", icon=":material/search:")
+
+if go:
+    with st.spinner("Loading the models and scoring the tokens …"):
+        try:
+            result = models.explore(spec, prompt, reference.strip() or None, ratio=ratio, c=c,
+                                    max_new_tokens=int(max_new))
+        except Exception as err:  # a model that cannot load or a bad prompt: say so, keep the page
+            st.error(f"Could not analyse the prompt: {err}", icon=":material/error:")
+            result = None
+    st.session_state[RESULT] = result
+    st.session_state.pop("explorer-attribution", None)
+
+result = st.session_state.get(RESULT)
+if result is None:
+    st.info("Press **Analyse** to score the reply token by token.", icon=":material/info:")
+    st.stop()
+
+from analysis import explorer  # noqa: E402
+
+source = "your reference" if result.response_source == "reference" else "the teacher's greedy reply"
+st.markdown(f"**Reply scored** ({source}, {len(result.tokens)} tokens): {result.response}")
+color_by = st.selectbox("Colour tokens by", explorer.COLOR_OPTIONS, key="explorer-color")
+with ui.guarded("the token map"):
+    fig = explorer.explorer_tokens_figure(result, color_by=color_by)
+    ui.figure(fig, result.tokens, "explorer-tokens", key="explorer-tokens",
+              caption="Hover a token for its group, τ, entropies and both models' top-k.")
+
+labels = [f"{i}: {t!r}" for i, t in zip(result.tokens["token_index"], result.tokens["token_text"])]
+hardest = int(result.tokens["difficulty"].idxmax())
+token = st.selectbox("Token", range(len(labels)), index=hardest, key="explorer-token",
+                     format_func=lambda i: labels[i], help="Starts at the hardest token.")
+row = result.tokens.iloc[token]
+m = st.columns(5)
+m[0].metric("Difficulty", f"{row['difficulty']:.3f}")
+m[1].metric("Group", f"{row['group']}")
+m[2].metric("τ", "–" if row["tau"] != row["tau"] else f"{row['tau']:.3f}")
+m[3].metric("p(token) teacher", f"{row['p_label_teacher']:.3f}")
+m[4].metric("p(token) student", f"{row['p_label_student']:.3f}")
+with ui.guarded("the top-k bars"):
+    fig = explorer.topk_figure(result, token)
+    df = result.topk[result.topk["token_index"] == token]
+    ui.figure(fig, df, f"explorer-topk-token{token}", key="explorer-topk")
+
+st.subheader("Attribution")
+c1, c2 = st.columns([2, 5])
+method = c1.selectbox("Method", ["feature_ablation", "integrated_gradients"], key="explorer-attr-method",
+                      format_func=lambda s: s.replace("_", " "))
+if c1.button(f"Attribute token {token}", key="explorer-attribute", icon=":material/insights:",
+             help="Which prompt tokens raise or lower each model's log-probability of this token (Captum)."):
+    with st.spinner("Attributing (one forward pass per prompt token) …"):
+        try:
+            st.session_state["explorer-attribution"] = (token, method, models.attribute(spec, result, token, method))
+        except Exception as err:
+            st.error(f"Could not attribute the token: {err}", icon=":material/error:")
+done = st.session_state.get("explorer-attribution")
+if done and done[0] == token and done[1] == method:
+    with ui.guarded("the attribution"):
+        fig = models.attribution_figure(done[2])
+        ui.figure(fig, models.attribution_frame(done[2]), f"explorer-attribution-token{token}",
+                  key="explorer-attribution")
+else:
+    c2.caption("Captum attribution of the chosen token to the prompt, teacher and student side by side.")

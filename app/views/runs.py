@@ -1,0 +1,113 @@
+"""Runs: every run under the runs folder and sample_runs/; select, inspect, delete."""
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app import components as ui
+from app import jobs, state
+
+ui.header("Runs", "Every training run under the runs folder and the shipped sample runs. "
+          "Select one or several rows: the other pages show the selection.")
+
+top = st.columns([6, 1])
+if top[1].button("Reload", icon=":material/refresh:", width="stretch"):
+    state.clear_caches()
+
+table = state.list_runs()
+if table.empty:
+    ui.no_runs()
+    st.stop()
+
+damaged = table[table["problems"].fillna("").astype(str) != ""]
+for _, row in damaged.iterrows():
+    st.warning(f"**{row['name']}** has problems (what could be read is shown): {row['problems']}",
+               icon=":material/warning:")
+
+shown = pd.DataFrame({
+    "state": [ui.state_label(s) for s in table["state"]],
+    "name": table["name"],
+    "method": table["method"],
+    "preset": table["preset"],
+    "steps": [f"{s if pd.notna(s) else '–'} / {t if pd.notna(t) else '–'}"
+              for s, t in zip(table["steps"], table["total_steps"])],
+    "final loss": pd.to_numeric(table["final_loss"], errors="coerce"),
+    "ROUGE-L": pd.to_numeric(table["rouge_l"], errors="coerce"),
+    "seed": table["seed"],
+    "sample": table["is_sample"].astype(bool),
+    "sweep": table["sweep"],
+})
+paths = table["path"].astype(str).tolist()
+chosen = state.selected_paths()
+styled = shown.style.map(lambda s: f"color: {ui.STATE_TEXT_COLOURS.get(s, '#555')}; font-weight: 600",
+                        subset=["state"]).format({"final loss": "{:.4f}", "ROUGE-L": "{:.2f}"}, na_rep="–")
+event = st.dataframe(
+    styled, hide_index=True, on_select="rerun", selection_mode="multi-row",
+    key=f"runs-table-{hash(tuple(paths))}",
+    selection_default={"selection": {"rows": [paths.index(p) for p in chosen if p in paths]}},
+    column_config={"sample": st.column_config.CheckboxColumn(help="shipped with the project (read-only)")},
+)
+rows = list(event.selection.rows) if event is not None else []
+if rows:
+    state.set_selected([paths[i] for i in rows])
+chosen = state.selected_paths()
+st.caption(f"{len(table)} runs · {len(chosen)} selected — the analysis pages show the first "
+           "selected run; Compare shows all of them.")
+
+run = state.load_run(chosen[0])
+st.subheader(run.name)
+st.markdown(f"{ui.badge(run.state)} &nbsp; **{run.label}** · preset `{run.meta.get('preset') or '–'}`"
+            f" · device `{run.meta.get('device', '–')}` · seed `{run.seed}`")
+ui.show_problems(run)
+m = st.columns(4)
+m[0].metric("Steps", f"{run.status.get('step', len(run.metrics))} / {run.status.get('total_steps', run.config.get('max_steps', '–'))}")
+m[1].metric("Final loss", f"{run.metrics['loss'].iloc[-1]:.4f}" if len(run.metrics) else "–")
+student = run.final_eval("student")
+avg = student[student["dataset"] == "average"]["rouge_l"]
+m[2].metric("ROUGE-L (student)", f"{avg.iloc[0]:.2f}" if len(avg) else "–")
+m[3].metric("Probe steps", len(run.probe_steps))
+if run.status.get("error"):
+    st.error(f"The run failed: {run.status['error']}")
+with st.expander("Configuration"):
+    st.json(run.config, expanded=False)
+if len(run.events):
+    with st.expander("Events"):
+        st.dataframe(run.events[["step", "kind", "message"]], hide_index=True)
+log_file = Path(run.path) / "train.log"
+if log_file.exists():
+    with st.expander("Training log (last 40 lines)"):
+        st.code("\n".join(log_file.read_text(errors="replace").splitlines()[-40:]) or "(empty)")
+
+# ---------------------------------------------------------------- delete (never a sample run)
+st.divider()
+deletable = [p for p in chosen if not table.loc[table["path"] == p, "is_sample"].iloc[0]]
+busy = [p for p in deletable if table.loc[table["path"] == p, "state"].iloc[0] == "running"
+        or jobs.job_for_run(state.runs_root(), p) is not None]
+if not deletable:
+    st.caption("Sample runs are read-only and cannot be deleted.")
+elif busy:
+    st.caption("A selected run is running or queued: stop it on the Train page before deleting it.")
+elif not st.session_state.get("confirm-delete"):
+    if st.button(f"Delete {len(deletable)} selected run(s)…", icon=":material/delete:"):
+        st.session_state["confirm-delete"] = True
+        st.rerun()
+else:
+    names = ", ".join(Path(p).name for p in deletable)
+    st.warning(f"Delete {names} for good? This removes the folder(s) and checkpoints.")
+    c = st.columns([1, 1, 6])
+    if c[0].button("Yes, delete", type="primary", icon=":material/delete_forever:"):
+        root = state.runs_root()
+        for p in deletable:
+            target = Path(p).resolve()
+            if target.is_relative_to(root) and not target.is_relative_to(state.sample_root().resolve()):
+                shutil.rmtree(target, ignore_errors=True)
+        st.session_state["confirm-delete"] = False
+        state.set_selected([p for p in chosen if p not in deletable])
+        state.clear_caches()
+        st.toast(f"Deleted {names}")
+        st.rerun()
+    if c[1].button("Cancel"):
+        st.session_state["confirm-delete"] = False
+        st.rerun()

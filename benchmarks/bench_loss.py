@@ -1,0 +1,207 @@
+"""Benchmark: time and peak memory of the AdaKD loss against plain KD and a naive version.
+
+Run:  .venv/bin/python benchmarks/bench_loss.py [--device cpu|cuda] [--repeats 5]
+      [--tokens 8x256] [--vocab 49152] [--divergence rkl] [--valid-fraction 1.0]
+
+Each variant is one forward + backward of a loss on random logits ``[B, T, V]``:
+
+  plain      plain token-level KD with the same divergence, written as a user would:
+             (τ²·D(z_S/τ, z_T/τ) * mask).sum() / mask.sum()  — the baseline
+  adakd_r1   adakd_loss(ratio=1, idts=False): the same loss through AdaKD (adds the
+             no-grad difficulty scoring, which is still computed for logging)
+  adakd      adakd_loss(ratio=0.5, idts=True): full AdaKD
+  naive      a naive full-vocabulary AdaKD: softmax of the whole [B, T, V] for everything,
+             difficulty and τ with gradient, no gathering, masked sum over all tokens
+  difficulty hellinger() alone on the valid rows (no grad, forward only): its cost
+
+Time: median wall time over ``--repeats`` (variants interleaved round-robin, after one warm-up
+each; CUDA synchronised). Memory: peak *extra* memory of one forward+backward above what the
+inputs already hold. CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.
+CPU (Linux): tracemalloc does not see torch's allocations, so we use the kernel's peak
+resident set: write 5 to /proc/self/clear_refs (resets VmHWM to the current RSS), run once,
+peak = VmHWM − VmRSS before. Large tensors are mmap'd by glibc and returned on free, so RSS
+follows the live tensors; small-allocation noise is a few MB. The default valid fraction 1.0 is the worst case for AdaKD (no padding to skip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adakd import adakd_loss, hellinger  # noqa: E402
+from adakd.divergences import divergence, divergence_from_log_probs  # noqa: E402
+
+VARIANTS = ("plain", "adakd_r1", "adakd", "naive", "difficulty")
+
+
+# ----------------------------------------------------------------------------- the variants
+def plain_kd(s, t, mask, name, base):
+    """Baseline: plain token-level KD, masked mean over the valid tokens."""
+    per_token = base ** 2 * divergence(name, s, t, base)
+    return (per_token * mask).sum() / mask.sum().clamp_min(1)
+
+
+def naive_adakd(s, t, mask, name, base, ratio=0.5, c=0.5):
+    """Full-vocabulary AdaKD as one would first write it (gradient leaks through s and τ)."""
+    sf, tf = s.float(), t.float()
+    p, q = torch.softmax(tf, -1), torch.softmax(sf, -1)
+    s_all = torch.sqrt(0.5 * ((p.sqrt() - q.sqrt()) ** 2).sum(-1) + 1e-12)      # [B, T]
+    s_valid = s_all[mask]
+    k = max(1, math.floor(ratio * s_valid.numel()))
+    top = torch.topk(s_valid, k).indices
+    sel = torch.zeros_like(s_valid)
+    sel[top] = 1.0
+    m = s_valid[top].median()
+    tau_valid = base * torch.exp(-c * torch.tanh(torch.log((s_valid / m).clamp_min(1e-8))))
+    tau = torch.ones_like(s_all).masked_scatter(mask, tau_valid)                   # [B, T]
+    sel_full = torch.zeros_like(s_all).masked_scatter(mask, sel)
+    logq = torch.log_softmax(sf / tau.unsqueeze(-1), -1)
+    logp = torch.log_softmax(tf / tau.unsqueeze(-1), -1)
+    per_token = tau ** 2 * divergence_from_log_probs(name, logq, logp)
+    return (per_token * sel_full).sum() / k
+
+
+def run_variant(variant, s, t, mask, name, base):
+    if variant == "difficulty":
+        with torch.no_grad():
+            return hellinger(s[mask], t[mask]).sum()
+    if variant == "plain":
+        loss = plain_kd(s, t, mask, name, base)
+    elif variant == "adakd_r1":
+        loss = adakd_loss(s, t, mask, ratio=1.0, idts=False, divergence=name, base_temperature=base).loss
+    elif variant == "adakd":
+        loss = adakd_loss(s, t, mask, ratio=0.5, idts=True, divergence=name, base_temperature=base).loss
+    else:
+        loss = naive_adakd(s, t, mask, name, base)
+    loss.backward()
+    s.grad = None
+    return loss.detach()
+
+
+# ----------------------------------------------------------------------------- set-up
+def make_inputs(args):
+    b, t_len = (int(x) for x in args.tokens.lower().split("x"))
+    gen = torch.Generator().manual_seed(0)
+    dtype = getattr(torch, args.dtype)
+    s = (2.0 * torch.randn(b, t_len, args.vocab, generator=gen)).to(args.device, dtype).requires_grad_()
+    t = (2.0 * torch.randn(b, t_len, args.vocab, generator=gen)).to(args.device, dtype)
+    mask = torch.zeros(b, t_len, dtype=torch.bool)
+    mask[:, : max(1, round(args.valid_fraction * t_len))] = True
+    return s, t, mask.to(args.device)
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_variants(args, variants):
+    s, t, mask = make_inputs(args)
+    times = {v: [] for v in variants}
+    for v in variants:  # warm-up
+        run_variant(v, s, t, mask, args.divergence, args.base_temperature)
+    sync(args.device)
+    for _ in range(args.repeats):
+        for v in variants:
+            sync(args.device)
+            start = time.perf_counter()
+            run_variant(v, s, t, mask, args.divergence, args.base_temperature)
+            sync(args.device)
+            times[v].append(time.perf_counter() - start)
+    return {v: statistics.median(x) for v, x in times.items()}
+
+
+def peak_memory_cuda(args, variant):
+    s, t, mask = make_inputs(args)
+    run_variant(variant, s, t, mask, args.divergence, args.base_temperature)  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    run_variant(variant, s, t, mask, args.divergence, args.base_temperature)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
+def _status_kib(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_memory_cpu(args, variant):
+    """Peak RSS growth (bytes): reset the kernel's high-water mark (VmHWM) through
+    /proc/self/clear_refs, run once, read VmHWM − VmRSS before. Linux only."""
+    s, t, mask = make_inputs(args)
+    run_variant(variant, s, t, mask, args.divergence, args.base_temperature)  # warm-up
+    before = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # 5 = reset the peak RSS to the current RSS
+    run_variant(variant, s, t, mask, args.divergence, args.base_temperature)
+    return (_status_kib("VmHWM") - before) * 1024
+
+
+def machine(device):
+    if device.startswith("cuda"):
+        return f"GPU {torch.cuda.get_device_name(device)}"
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {name}, {torch.get_num_threads()} torch threads"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tokens", default="8x256", help="B x T, e.g. 8x256")
+    parser.add_argument("--vocab", type=int, default=49152)
+    parser.add_argument("--divergence", default="rkl")
+    parser.add_argument("--base-temperature", type=float, default=1.0)
+    parser.add_argument("--dtype", default=None, help="logits dtype (default: float32 on CPU, bfloat16 on CUDA)")
+    parser.add_argument("--valid-fraction", type=float, default=1.0, help="share of positions in the mask")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    args = parser.parse_args(argv)
+    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    variants = [v for v in args.variants.split(",") if v]
+
+    times = time_variants(args, variants)
+    if args.device.startswith("cuda"):
+        memory = {v: peak_memory_cuda(args, v) for v in variants}
+        how = "torch.cuda.max_memory_allocated above the inputs"
+    else:
+        memory = {v: peak_memory_cpu(args, v) for v in variants}
+        how = "peak RSS growth (VmHWM after a clear_refs reset − VmRSS before)"
+
+    print(f"machine: {machine(args.device)}; torch {torch.__version__}")
+    print(f"shape {args.tokens} x V={args.vocab}, {args.dtype}, divergence {args.divergence}, "
+          f"valid fraction {args.valid_fraction}, repeats {args.repeats}; memory: {how}")
+    print(f"{'variant':<12}{'median s':>10}{'× plain':>9}{'peak MiB':>11}{'× plain':>9}")
+    for v in variants:
+        rt = times[v] / times["plain"] if "plain" in times else float("nan")
+        rm = memory[v] / memory["plain"] if "plain" in memory else float("nan")
+        print(f"{v:<12}{times[v]:>10.4f}{rt:>9.2f}{memory[v] / 2**20:>11.1f}{rm:>9.2f}")
+    if "plain" in times and "adakd" in times:
+        ok_t = times["adakd"] <= 1.10 * times["plain"]
+        ok_m = memory["adakd"] <= 1.5 * memory["plain"]
+        print(f"targets: adakd ≤ 1.10× plain time: {'met' if ok_t else 'MISSED'}; "
+              f"≤ 1.5× plain peak memory: {'met' if ok_m else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Shared fixtures for the whole suite.
+
+- ``teacher_dir``   (session) the real converted SmolLM2-135M-Instruct folder, via
+                    ``default_teacher_dir()``: converted once (~20 s) into the normal cache and
+                    reused by every later test file and run.
+- ``real_teacher``  (session) ``(model, tokenizer)`` of that teacher on CPU, float32, eval, frozen.
+                    Do not modify it; build a student from it instead.
+- ``tokenizer``     (session) the real SmolLM2 tokenizer (vocabulary 49,152, ChatML template,
+                    eos/pad ``<|im_end|>`` = 2, bos ``<|im_start|>`` = 1).
+- ``tiny_pair``     (function) ``ModelPair`` of a tiny random Llama teacher (2 x 64, eval, frozen)
+                    and student (2 x 32, train mode) sharing the real tokenizer's 49,152 tokens;
+                    a forward on a few short sequences takes milliseconds. Fresh per test.
+- ``tmp_run_dir``   (function) a path for a run directory that does NOT exist yet (its parent
+                    does), so code under test creates it as a real run would.
+
+Markers: ``cuda`` tests are skipped without a CUDA GPU, ``browser`` tests without chromium.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub/transformers, which read these at import time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import shutil  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+def pytest_collection_modifyitems(config, items):
+    no_cuda = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    no_browser = pytest.mark.skip(
+        reason="needs Debian's chromium (run scripts/setup.sh as root, or apt-get install chromium)"
+    )
+    has_cuda = torch.cuda.is_available()
+    has_chromium = any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome"))
+    for item in items:
+        if "cuda" in item.keywords and not has_cuda:
+            item.add_marker(no_cuda)
+        if "browser" in item.keywords and not has_chromium:
+            item.add_marker(no_browser)
+
+
+@pytest.fixture(scope="session")
+def teacher_dir():
+    from adakd.assets import default_teacher_dir
+
+    return default_teacher_dir()
+
+
+@pytest.fixture(scope="session")
+def real_teacher(teacher_dir):
+    from adakd.models import load_teacher
+
+    return load_teacher("smollm2-135m-instruct", device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(teacher_dir):
+    from adakd.models import load_tokenizer
+
+    return load_tokenizer(teacher_dir)
+
+
+@pytest.fixture
+def tiny_pair(tokenizer):
+    from adakd.models import ModelPair, tiny_random_llama
+
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    vocab = len(tokenizer)
+    teacher = tiny_random_llama(vocab, layers=2, hidden=64, seed=1, **ids).eval().requires_grad_(False)
+    student = tiny_random_llama(vocab, layers=2, hidden=32, seed=2, **ids).train()
+    return ModelPair(teacher, student, tokenizer)
+
+
+@pytest.fixture
+def tmp_run_dir(tmp_path):
+    return tmp_path / "runs" / "test-run"

@@ -1,0 +1,265 @@
+"""AppTest on every dashboard page: sample_runs/ plus hand-made runs, damaged runs, no runs,
+the token explorer on tiny random models, the report bundle, and a real smoke training run
+launched, stopped and resumed from the Train page.
+
+The pages run in this process (AppTest), reading runs from $ADAKD_RUNS (a temp folder of
+runs written by tests/rundir_factory.py) and from the repository's sample_runs/.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from analysis import runs as analysis_runs
+from app import jobs
+from tests.rundir_factory import append_garbage, make_run
+
+MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+PAGES = ["views/runs.py", "views/train.py", "views/dynamics.py", "views/gradients.py",
+         "views/temperature.py", "views/compare.py", "views/explorer.py", "views/export.py"]
+TITLES = {"views/runs.py": "Runs", "views/train.py": "Train", "views/dynamics.py": "Token dynamics",
+          "views/gradients.py": "Gradients", "views/temperature.py": "Temperature & entropy",
+          "views/compare.py": "Compare", "views/explorer.py": "Token explorer",
+          "views/export.py": "Report bundle"}
+# Plotly charts each page draws for one probed, evaluated run (several for Compare).
+CHARTS = {"views/runs.py": 0, "views/train.py": 2, "views/dynamics.py": 3, "views/gradients.py": 2,
+          "views/temperature.py": 1, "views/compare.py": 3, "views/explorer.py": 0, "views/export.py": 0}
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    """Hand-made runs: an AdaKD run and a plain KD run (probed, evaluated, checkpointed), two
+    more c values for the c sweep, and a damaged run (a garbage line in metrics.jsonl)."""
+    root = tmp_path_factory.mktemp("runs")
+    make_run(root, "adakd-c0.3", config={"idts_c": 0.3}, steps=20, probe_steps=[0, 10, 20],
+             checkpoints=[20], final_rouge={"chatterbot": 31.5}, meta={"started_at": "2026-01-03T00:00:00Z"})
+    make_run(root, "plain-kd", config={"latf": "off", "idts": "off"}, steps=20, probe_steps=[0, 10, 20],
+             final_rouge={"chatterbot": 29.0}, loss_scale=1.2, meta={"started_at": "2026-01-02T00:00:00Z"})
+    for c, score in ((0.1, 30.0), (0.9, 30.5)):
+        make_run(root, f"adakd-c{c}", config={"idts_c": c}, steps=20, tokens=False, gradients=False,
+                 final_rouge={"chatterbot": score})
+    damaged = make_run(root, "damaged", steps=6)
+    append_garbage(damaged / "metrics.jsonl")
+    return root
+
+
+@pytest.fixture
+def env(monkeypatch, runs_root):
+    monkeypatch.setenv("ADAKD_RUNS", str(runs_root))
+    return runs_root
+
+
+def open_page(page: str, selected: list[Path] | None = None, timeout: float = 60) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=timeout)
+    if selected is not None:
+        at.session_state["selected_runs"] = [str(p) for p in selected]
+    at.run()
+    if page != "views/runs.py":
+        at.switch_page(page).run()
+    return at
+
+
+def no_failure(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_a_probed_run(env, page):
+    at = open_page(page, selected=[env / "adakd-c0.3", env / "plain-kd"])
+    no_failure(at)
+    assert at.title[0].value == TITLES[page]
+    assert at.caption[0].value  # the one-line explanation under the title
+    figs = charts(at)
+    assert len(figs) >= CHARTS[page]
+    for fig in figs:  # every chart carries data, not just an empty frame
+        assert fig["data"], f"empty chart on {page}"
+    downloads = [b.proto.label for b in at.get("download_button")]
+    for fmt in ("PNG", "SVG", "PDF", "HTML", "CSV"):  # every figure has its export buttons
+        assert downloads.count(fmt) >= CHARTS[page], (page, fmt, downloads)
+
+
+def test_dynamics_page_shows_the_selected_run(env):
+    at = open_page("views/dynamics.py", selected=[env / "plain-kd"])
+    names = [f["layout"]["title"]["text"] for f in charts(at)]
+    assert all(n.endswith("plain-kd") for n in names), names
+    # the heat map holds the 8 probe tokens of example 0 at the 3 probe steps
+    heat = next(f for f in charts(at) if f["data"][0]["type"] == "heatmap")
+    assert len(heat["data"][0]["y"]) == 8 and heat["data"][0]["x"] == [0, 10, 20]
+
+
+def test_runs_page_lists_runs_and_warns_about_the_damaged_one(env):
+    at = open_page("views/runs.py")
+    no_failure(at)
+    table = at.dataframe[0].value
+    assert {"adakd-c0.3", "plain-kd", "damaged", "adakd-c0.1"} <= set(table["name"])
+    warnings = " ".join(w.value for w in at.warning)
+    assert "damaged" in warnings and "metrics.jsonl line 7" in warnings
+    # good runs still work: the default run is the newest finished one of our own
+    assert at.subheader[0].value == "adakd-c0.3"
+
+
+def test_delete_needs_confirmation_and_never_touches_sample_runs(env, tmp_path, monkeypatch):
+    victim = make_run(env, "to-delete", steps=2, meta={"started_at": "2026-02-01T00:00:00Z"})
+    at = open_page("views/runs.py", selected=[victim])
+    delete = next(b for b in at.button if b.label.startswith("Delete 1 selected"))
+    delete.click().run()
+    assert victim.exists()  # only asked
+    assert any("for good" in w.value for w in at.warning)
+    next(b for b in at.button if b.label == "Yes, delete").click().run()
+    no_failure(at)
+    assert not victim.exists()
+    assert "to-delete" not in set(at.dataframe[0].value["name"])
+
+    samples = tmp_path / "samples"
+    sample = make_run(samples, "sample-run", steps=2)
+    monkeypatch.setattr(analysis_runs, "SAMPLE_RUNS_DIR", samples)
+    at = open_page("views/runs.py", selected=[sample])
+    no_failure(at)
+    assert not [b for b in at.button if b.label.startswith("Delete")]
+    assert any("read-only" in c.value for c in at.caption)
+    assert sample.exists()
+
+
+def test_pages_explain_what_to_do_when_there_are_no_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAKD_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(analysis_runs, "SAMPLE_RUNS_DIR", tmp_path / "no-samples")
+    for page in PAGES:
+        at = open_page(page)
+        no_failure(at)
+        text = " ".join(i.value for i in at.info)
+        if page in ("views/train.py", "views/explorer.py"):
+            assert "Nothing has been trained here yet" in text or "Analyse" in text or "No runs yet" in text
+        else:
+            assert "No runs yet" in text, (page, text)
+
+
+def test_train_form_shows_the_config_error_and_no_start_button(env):
+    at = open_page("views/train.py")
+    at.text_area(key="train-demo-extra").input("lr=5\n").run()
+    assert any("lr = 5.0 is out of range" in e.value for e in at.error)
+    assert not [b for b in at.button if b.key == "train-launch"]
+    at.text_area(key="train-demo-extra").input("probe_interval=5").run()
+    no_failure(at)
+    assert "--set probe_interval=5" in at.code[0].value
+
+
+def test_explorer_on_tiny_models_scores_tokens_and_attributes(env):
+    at = open_page("views/explorer.py", timeout=180)
+    at.radio(key="explorer-source").set_value("tiny").run()
+    at.text_area(key="explorer-prompt").input("Name a colour.")
+    at.text_area(key="explorer-reference").input("Blue is a colour.")
+    at.button(key="FormSubmitter:explorer-form-Analyse").click().run()
+    no_failure(at)
+    tokens_fig, topk_fig = charts(at)[:2]
+    assert tokens_fig["data"][0]["type"] == "heatmap"
+    assert "reference" in tokens_fig["layout"]["title"]["text"]
+    assert any("Blue is a colour." in m.value for m in at.markdown)
+    assert topk_fig["data"][0]["type"] == "bar" and len(topk_fig["data"]) == 2
+    at.selectbox(key="explorer-token").set_value(0).run()
+    at.button(key="explorer-attribute").click().run()
+    no_failure(at)
+    attribution = charts(at)[-1]
+    assert [d["x"] for d in attribution["data"]] == [["teacher"], ["student"]]
+
+
+def test_report_bundle_page_builds_a_zip(env):
+    at = open_page("views/export.py", selected=[env / "adakd-c0.3", env / "plain-kd"])
+    at.multiselect(key="export-per-run").set_value(["loss-ratio"])
+    at.multiselect(key="export-several").set_value(["loss-curves"])
+    at.button_group(key="export-formats").set_value(["html"]).run()
+    at.button(key="export-build").click().run()
+    no_failure(at)
+    data = at.session_state["export-bundle"]
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert {"figures/adakd-c0.3-loss-ratio.html", "figures/plain-kd-loss-ratio.html",
+            "figures/loss-curves.html", "data/loss-curves.csv", "provenance.json",
+            "runs/adakd-c0.3/config.json"} <= set(names)
+    assert [b for b in at.get("download_button") if b.proto.label == "Download adakd-report.zip"]
+
+
+# ---------------------------------------------------------------- a real smoke run
+
+
+def wait(at: AppTest, predicate, timeout: float, what: str):
+    """Re-run the app (AppTest does not tick run_every timers) until predicate() holds."""
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            at.run()
+            return value
+        time.sleep(0.5)
+    at.run()
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def status(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def metric_steps(run_dir: Path) -> list[int]:
+    try:
+        return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    except (OSError, ValueError):
+        return []
+
+
+@pytest.mark.slow
+def test_train_page_launches_stops_and_resumes_a_smoke_run(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    monkeypatch.setenv("ADAKD_RUNS", str(root))
+    run_dir = root / "smoke-app"
+    try:
+        at = open_page("views/train.py")
+        at.selectbox(key="train-preset").set_value("smoke").run()
+        at.text_input(key="train-name-single").input("smoke-app").run()
+        # enough steps that Stop lands mid-run even on a fast machine
+        at.text_area(key="train-smoke-extra").input("max_steps=40\nprobe_interval=2").run()
+        no_failure(at)
+        at.button(key="train-launch").click().run()
+        no_failure(at)
+
+        wait(at, lambda: metric_steps(run_dir), 180, "the first logged step")
+        no_failure(at)
+        bar = at.get("progress")[0]
+        assert "step" in bar.proto.text and "/ 40" in bar.proto.text
+        assert len(charts(at)) >= 1  # live loss / r curve
+        assert (run_dir / "train.log").exists()
+
+        at.button(key=f"stop-{run_dir}").click().run()
+        wait(at, lambda: status(run_dir).get("state") == "stopped"
+             and not jobs.list_jobs(root), 120, "the run to stop")
+        no_failure(at)
+        stopped_at = status(run_dir)["step"]
+        assert 1 <= stopped_at < 40
+        assert (run_dir / "checkpoints" / f"step-{stopped_at:06d}").is_dir()
+        assert any("Stopped at step" in c.value for c in at.caption)
+
+        at.button(key=f"resume-{run_dir}").click().run()
+        wait(at, lambda: max(metric_steps(run_dir), default=0) > stopped_at, 180, "a step after resuming")
+        no_failure(at)
+        assert any(b.key == f"stop-{run_dir}" for b in at.button)  # running again
+        log = (run_dir / "train.log").read_text()
+        assert log.count("[dashboard]") >= 4 and " resume " in log
+        at.button(key=f"stop-{run_dir}").click().run()
+        wait(at, lambda: not jobs.list_jobs(root), 120, "the resumed run to stop")
+        assert status(run_dir)["state"] == "stopped"
+    finally:
+        for job in jobs.list_jobs(root):  # never leave a training process behind
+            jobs.stop(root, job, signal.SIGKILL)

@@ -1,0 +1,139 @@
+"""The real dashboard in a real browser: `streamlit run app/main.py` on a free localhost port,
+every page opened in headless Chromium (Debian's /usr/bin/chromium through Playwright).
+
+Checks each page renders its Plotly charts without an error box, runs the token explorer on a
+custom prompt (tiny random models), downloads one PNG (checks the PNG signature) and saves a
+screenshot of every page under test-artifacts/screenshots/ (gitignored) to look at.
+Skipped, with the reason, when chromium is not installed (see tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.rundir_factory import make_run
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+SHOTS = REPO / "test-artifacts" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+# url path, page title, Plotly charts expected with the hand-made runs
+PAGES = [("", "Runs", 0), ("train", "Train", 2), ("dynamics", "Token dynamics", 3),
+         ("gradients", "Gradients", 2), ("temperature", "Temperature & entropy", 1),
+         ("compare", "Compare", 1), ("explorer", "Token explorer", 0), ("export", "Report bundle", 0)]
+ALL_CHARTS_DRAWN = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]'))
+    .every(e => e.querySelector('.main-svg'))"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser-runs")
+    make_run(root, "adakd-demo", config={"idts_c": 0.3}, steps=20, probe_steps=[0, 10, 20], checkpoints=[20],
+             final_rouge={"chatterbot": 31.5}, meta={"started_at": "2026-01-02T00:00:00Z"})
+    make_run(root, "plain-kd", config={"latf": "off", "idts": "off"}, steps=20, probe_steps=[0, 10, 20],
+             final_rouge={"chatterbot": 29.0}, loss_scale=1.2)
+    port = free_port()
+    env = {**os.environ, "ADAKD_RUNS": str(root), "HF_HUB_OFFLINE": "1", "BROWSER_PATH": CHROMIUM}
+    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+         "--server.headless", "true", "--server.address", "127.0.0.1"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"streamlit did not start: {Path(log.name).read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
+        tab = context.new_page()
+        tab.set_default_timeout(60_000)
+        yield tab
+        browser.close()
+
+
+def open_and_check(page, url: str, title: str, n_charts: int) -> None:
+    page.goto(url)
+    page.get_by_role("heading", name=title, level=1).wait_for()
+    if n_charts:
+        page.wait_for_function(f"""() => document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg')
+                                   .length >= {n_charts}""")
+    page.wait_for_function(ALL_CHARTS_DRAWN)
+    time.sleep(0.5)  # let the last layout pass settle before the screenshot
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+    assert page.locator(".js-plotly-plot").count() >= n_charts
+
+
+@pytest.mark.parametrize("path, title, n_charts", PAGES, ids=[t for _, t, _ in PAGES])
+def test_page_renders_without_errors(page, server, path, title, n_charts):
+    open_and_check(page, f"{server}/{path}", title, n_charts)
+    page.screenshot(path=str(SHOTS / f"{path or 'runs'}.png"))
+
+
+def test_token_explorer_on_a_custom_prompt(page, server):
+    open_and_check(page, f"{server}/explorer", "Token explorer", 0)
+    page.get_by_text("tiny random (instant)").click()
+    page.get_by_label("Prompt", exact=True).fill("Which planet is called the red planet?")
+    page.get_by_role("button", name="Analyse").click()
+    page.wait_for_function("""() => document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg').length >= 2""",
+                           timeout=180_000)
+    page.wait_for_function(ALL_CHARTS_DRAWN)
+    time.sleep(0.5)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.get_by_text("Reply scored").count() == 1
+    page.screenshot(path=str(SHOTS / "explorer-result.png"))
+
+
+def test_download_one_png(page, server):
+    open_and_check(page, f"{server}/dynamics", "Token dynamics", 3)
+    button = page.locator('[data-testid="stDownloadButton"] button', has_text="PNG").first
+    with page.expect_download(timeout=120_000) as download:
+        button.click()
+    path = download.value.path()
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:40]
+    assert len(data) > 5_000
+    assert download.value.suggested_filename.endswith(".png")
