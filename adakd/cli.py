@@ -132,7 +132,8 @@ def cmd_train(args) -> int:
     total = config.max_steps
 
     def call(progress):
-        return train(config, path, name=path.name, preset=args.preset, command=[sys.executable, *sys.argv],
+        command = [sys.executable, "-m", "adakd", *args.argv]  # reproduces this run's config
+        return train(config, path, name=path.name, preset=args.preset, command=command,
                      on_step=lambda r: progress({**r, "total_steps": total}))
 
     return _run_training(call, args.quiet)
@@ -284,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     _setup_logging(getattr(args, "quiet", False))
     try:
         return args.func(args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 
@@ -100,6 +101,8 @@ def init_distributed(config) -> Distributed:
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend)
+        # rank 0 alone runs evaluation and probes while the others wait in the next collective:
+        # allow an hour (nccl's default watchdog is 10 minutes) before calling a rank lost
+        dist.init_process_group(backend, timeout=timedelta(minutes=60))
     reason += f"; data-parallel over {world} processes ({dist.get_backend()})"
     return Distributed(dist.get_rank(), dist.get_world_size(), device, dtype, reason)

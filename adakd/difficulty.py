@@ -10,27 +10,38 @@ Jensen–Shannon (symmetric, λ = ½), the student's cross-entropy against the l
 student's entropy. All are computed without gradient, at τ = 1, in float32, in row chunks so
 that only a bounded slice of ``[N, V]`` float32 exists at a time.
 
+On CUDA the Hellinger score (and the logged cross-entropy) runs as one ``torch.compile``d
+expression (``hellinger_rows``) that streams the logits without temporaries: on an H200 it
+cut the scoring of 2,048 × 49,152 bf16 logits from 3.3 ms (eager) to about 1 ms. The first
+call compiles (seconds); ``ADAKD_COMPILE=0`` keeps everything eager, and any compiler
+failure falls back to eager with a warning.
+
 Note: the public release does not detach the score; the paper does. A non-detached score
 sends gradient through √q and the median (tens of percent of the gradient, NaN at q = 0).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 from torch import Tensor
 
 from .divergences import LOG_FLOOR, compute_dtype, divergence_from_log_probs
 
+log = logging.getLogger(__name__)
+
 INDICATORS = ("hellinger", "fkl", "rkl", "jsd", "ce", "entropy")
-# Elements per scoring work buffer (two buffers). CPU: ≈ 4 MB of float32 stays cache-friendly;
-# CUDA: ≈ 64 MB keeps the number of kernel launches small.
-CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 24}
+# Elements per scoring work buffer (there are two): ≈ 64 MB of float32. Large enough for few
+# kernel launches on CUDA; on CPU, smaller chunks measured no faster (2-core EPYC, V = 49,152).
+CHUNK_ELEMENTS = 1 << 24
+FUSED_CHUNK_ELEMENTS = 1 << 28  # the compiled scorer streams the logits: chunks only bound launches
 
 
-def default_chunk_rows(vocab_size: int, device: torch.device | str = "cpu") -> int:
-    """Rows per scoring chunk: ``CHUNK_ELEMENTS[device type] // V`` (at least 1)."""
-    budget = CHUNK_ELEMENTS["cuda" if torch.device(device).type == "cuda" else "cpu"]
-    return max(1, budget // max(1, vocab_size))
+def default_chunk_rows(vocab_size: int) -> int:
+    """Rows per scoring chunk: ``CHUNK_ELEMENTS // V`` (at least 1)."""
+    return max(1, CHUNK_ELEMENTS // max(1, vocab_size))
 
 
 def hellinger(student_logits: Tensor, teacher_logits: Tensor, *, chunk_size: int | None = None) -> Tensor:
@@ -72,7 +83,7 @@ def score_tokens(student_logits: Tensor, teacher_logits: Tensor, indicator: str 
     lead, vocab = student_logits.shape[:-1], student_logits.shape[-1]
     if need_labels:
         labels = check_labels(labels, lead, vocab, indicator)
-    rows = chunk_size or default_chunk_rows(vocab, student_logits.device)
+    rows = chunk_size or default_chunk_rows(vocab)
     if rows < 1:
         raise ValueError(f"chunk_size must be >= 1 (got {chunk_size})")
 
@@ -84,14 +95,28 @@ def score_tokens(student_logits: Tensor, teacher_logits: Tensor, indicator: str 
     flat_labels = labels.reshape(-1) if need_labels else None
     difficulty = torch.empty(n_rows, dtype=dtype, device=s.device)
     nll = torch.empty_like(difficulty) if with_nll else None
-    # Two work buffers reused by every chunk: no per-chunk allocation of [rows, V] tensors
-    # (on CPU each fresh large allocation costs page faults; on CUDA it is free either way).
+    fused = _fused_hellinger(s) if indicator == "hellinger" else None
+    if fused is not None:  # CUDA: one compiled expression; it keeps no [rows, V] temporaries
+        rows = max(rows, FUSED_CHUNK_ELEMENTS // max(1, vocab))
+        for i in range(0, n_rows, rows):
+            j = min(i + rows, n_rows)
+            h, chunk_nll = fused(s[i:j], t[i:j], flat_labels[i:j] if with_nll else None)
+            if j - i == n_rows:  # one chunk: keep the result, skip a copy
+                difficulty, nll = h.to(dtype), (chunk_nll.to(dtype) if with_nll else None)
+                break
+            difficulty[i:j] = h
+            if with_nll:
+                nll[i:j] = chunk_nll
+        return difficulty.reshape(lead), (nll.reshape(lead) if with_nll else None)
+
+    # Eager: two work buffers reused by every chunk, so no [rows, V] tensor is allocated per
+    # chunk (on CPU each fresh large allocation costs page faults).
     buf_q = torch.empty(rows, vocab, dtype=dtype, device=s.device)
     buf_p = torch.empty_like(buf_q)
     for i in range(0, n_rows, rows):
         j = min(i + rows, n_rows)
-        logq = torch.log_softmax(s[i:j].to(dtype), dim=-1, out=buf_q[: j - i])
-        logp = torch.log_softmax(t[i:j].to(dtype), dim=-1, out=buf_p[: j - i])
+        logq = torch.log_softmax(s[i:j], dim=-1, dtype=dtype, out=buf_q[: j - i])
+        logp = torch.log_softmax(t[i:j], dim=-1, dtype=dtype, out=buf_p[: j - i])
         chunk_nll = None
         if need_labels:
             chunk_nll = -logq.gather(-1, flat_labels[i:j, None]).squeeze(-1)
@@ -120,6 +145,57 @@ def _indicator(indicator: str, logq: Tensor, logp: Tensor, nll: Tensor | None) -
     if indicator == "jsd":
         return divergence_from_log_probs("jsd", logq, logp, lam=0.5)
     return -(logq.exp() * logq).sum(-1)  # student entropy
+
+
+def hellinger_rows(s: Tensor, t: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Hellinger ``[R, V] -> [R]`` (and −log q(label) when ``labels [R]`` is given), written
+    as one expression for ``torch.compile`` to fuse into a few passes over the logits:
+
+        √q = exp(½ (z_S − logsumexp z_S)),  √p likewise,  s = sqrt(½ Σ (√p − √q)²)
+
+    The eager chunk loop of ``score_tokens`` computes the same numbers with in-place ops.
+    """
+    dtype = torch.float64 if s.dtype == torch.float64 else torch.float32
+    s, t = s.to(dtype), t.to(dtype)
+    lse_s = torch.logsumexp(s, dim=-1, keepdim=True)
+    lse_t = torch.logsumexp(t, dim=-1, keepdim=True)
+    diff = torch.exp(0.5 * (s - lse_s)) - torch.exp(0.5 * (t - lse_t))
+    h = (0.5 * (diff * diff).sum(-1)).clamp(0.0, 1.0).sqrt()
+    if labels is None:
+        return h, None
+    return h, lse_s.squeeze(-1) - s.gather(-1, labels[:, None]).squeeze(-1)
+
+
+_compiled = None  # the compiled hellinger_rows, False once compiling failed or is switched off
+
+
+def _fused_hellinger(s: Tensor):
+    """The compiled scorer for CUDA tensors, or None (CPU, ADAKD_COMPILE=0, or no compiler).
+
+    Why: in eager mode the scoring costs ~7 full passes over [N, V] float32 (≈ 0.7× a plain
+    KD forward+backward on an H200); fused it reads the logits about twice.
+    """
+    global _compiled
+    if not s.is_cuda or _compiled is False or os.environ.get("ADAKD_COMPILE", "1") == "0":
+        return None
+    if _compiled is None:
+        try:
+            _compiled = torch.compile(hellinger_rows, dynamic=True)
+        except Exception as err:  # noqa: BLE001 - any compiler failure means "use eager"
+            log.warning("torch.compile unavailable (%s); difficulty scoring runs eagerly", err)
+            _compiled = False
+            return None
+
+    def run(s_rows: Tensor, t_rows: Tensor, labels: Tensor | None):
+        global _compiled
+        try:
+            return _compiled(s_rows, t_rows, labels)
+        except Exception as err:  # noqa: BLE001
+            log.warning("compiled difficulty scoring failed (%s); falling back to eager", err)
+            _compiled = False
+            return hellinger_rows(s_rows, t_rows, labels)
+
+    return run
 
 
 def check_labels(labels: Tensor | None, lead: torch.Size, vocab: int, indicator: str) -> Tensor:

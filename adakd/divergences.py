@@ -13,6 +13,9 @@ Masked vocabulary: logits equal to −inf are floored at ``LOG_FLOOR`` (−1e30)
 softmax. Their probability is then exactly 0 in float32/float64, so ``0·log 0`` terms vanish
 without NaN in the value or the gradient, and every log-probability stays finite. A token that
 one side masks and the other gives mass to yields a huge finite KL (≈ mass · 1e30), not ``inf``.
+The floor is applied outside autograd (straight-through), so it costs no backward pass; a
+masked logit receives whatever gradient reaches a zero-probability entry (0 when both sides
+mask it).
 
 Run ``python -c "import adakd; print(adakd.DIVERGENCES)"`` for the names and default parameters.
 """
@@ -53,14 +56,24 @@ def log_probs(logits: Tensor, temperature: float | Tensor = 1.0, dtype: torch.dt
     """
     dtype = dtype or compute_dtype(logits)
     if isinstance(temperature, Tensor):
-        # tensor ÷ tensor promotes to float32 in one allocation, even for bf16 logits
-        x = logits.to(dtype) / temperature.to(dtype).unsqueeze(-1)
-    elif temperature != 1.0:
-        x = logits.to(dtype) / temperature
+        tau = temperature.to(dtype).unsqueeze(-1)
     else:
+        tau = None if temperature == 1.0 else float(temperature)
+    # At most one new [..., V] tensor per call: an upcast copy is divided in place (autograd
+    # tracks it); same-dtype kernels are the vectorised ones on CUDA.
+    if logits.dtype != dtype:
         x = logits.to(dtype)
-    if x is logits:
-        x = logits.clamp_min(LOG_FLOOR)  # never modify the caller's tensor
+        if tau is not None:
+            x = x.div_(tau)
+    else:
+        x = logits if tau is None else logits / tau
+    if x is logits:  # never modify the caller's tensor
+        if not logits.is_cuda and logits.numel() and not torch.isneginf(logits.detach().amin()):
+            pass  # CPU, no −inf: nothing to floor (a read-only check; no sync cost off-GPU)
+        else:
+            x = logits.clone()  # clone's backward is free, unlike clamp_min's masked where
+            with torch.no_grad():
+                x.clamp_min_(LOG_FLOOR)
     else:
         # A fresh temporary: floor it in place, outside autograd (straight-through), so no
         # extra [..., V] tensor is kept for backward. Only −inf entries change, and their

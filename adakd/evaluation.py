@@ -67,8 +67,8 @@ def _generation_config(max_new_tokens: int, greedy: bool, temperature: float, to
                        stop: list[int], pad: int) -> GenerationConfig:
     """Every decoding knob explicit: a model's own generation_config (top_k = 50, repetition
     penalties, ...) must not silently change the protocol. top_k = 0 disables top-k."""
-    sampling = {} if greedy else {"temperature": temperature, "top_p": top_p}
-    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, top_k=0, num_beams=1,
+    sampling = {} if greedy else {"temperature": temperature, "top_p": top_p, "top_k": 0}
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, num_beams=1,
                             repetition_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=stop,
                             pad_token_id=pad, use_cache=True, **sampling)
 

@@ -43,13 +43,20 @@ def select_tokens(difficulty: Tensor, ratio: float) -> Tensor:
     """
     if difficulty.dim() != 1:
         raise ValueError(f"difficulty must be a 1-D tensor [N] (got shape {tuple(difficulty.shape)})")
-    k = selection_count(difficulty.numel(), ratio)
     selected = torch.zeros(difficulty.shape, dtype=torch.bool, device=difficulty.device)
-    if k == difficulty.numel():
-        return selected.fill_(True)
-    order = torch.sort(difficulty.detach(), descending=True, stable=True).indices
-    selected[order[:k]] = True
+    selected[top_indices(difficulty, selection_count(difficulty.numel(), ratio))] = True
     return selected
+
+
+def top_indices(difficulty: Tensor, k: int) -> Tensor:
+    """Indices ``[k]`` (ascending) of the k most difficult tokens, ties to the earlier token.
+
+    No host synchronisation: the loss uses these directly instead of ``mask.nonzero()``.
+    """
+    if k >= difficulty.numel():
+        return torch.arange(difficulty.numel(), device=difficulty.device)
+    order = torch.sort(difficulty.detach(), descending=True, stable=True).indices
+    return order[:k].sort().values
 
 
 def _check_ratio(name: str, value: float) -> float:

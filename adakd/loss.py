@@ -9,8 +9,9 @@ temperatures τ_i over the selected tokens. With ``ratio=1, idts=False`` this is
 token-level KD with D: mean over valid tokens of τ_base² · D at τ_base.
 
 Memory plan (V is large, so every ``[N, V]`` float32 tensor counts):
-1. gather the valid rows once (a view when every position is valid);
-2. score difficulty without gradient, in row chunks;
+1. gather the valid rows once (a view when every position is valid) after a single host
+   sync (``mask.nonzero()``), whose backward writes rows without atomics;
+2. score difficulty without gradient, in row chunks (a fused compiled kernel on CUDA);
 3. select, then compute D with gradient only on the k selected rows at their τ.
 No ``[B, T, V]`` float32 softmax of the whole batch is ever built.
 
@@ -35,7 +36,7 @@ from .difficulty import INDICATORS, check_labels, score_tokens
 from .divergences import divergence as divergence_fn
 from .divergences import resolve_params
 from .idts import idts_temperatures
-from .latf import select_tokens, selection_count
+from .latf import selection_count, top_indices
 
 
 @dataclass
@@ -58,7 +59,14 @@ class AdaKDOutput:
     temperature: Tensor
     n_valid: int
     n_selected: int
-    mean_temperature: float
+
+    @property
+    def mean_temperature(self) -> float:
+        """Mean τ over the selected tokens (NaN when none). Read lazily: reading it waits for
+        the device, so the loss itself never blocks before ``backward`` is queued."""
+        if self.n_selected == 0:
+            return math.nan
+        return float(torch.nanmean(self.temperature))
 
 
 def adakd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, ratio: float = 1.0,
@@ -95,18 +103,22 @@ def adakd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, rat
     params = resolve_params(divergence, divergence_params)
     vocab = student_logits.shape[-1]
     mask = mask.bool()
-    all_valid = bool(mask.all())
-    if all_valid:  # a view: no copy of the logits at all
+    if mask.dim() == 0:  # a single position [V]: give it a leading dim so indexing is uniform
+        student_logits, teacher_logits, mask = student_logits[None], teacher_logits[None], mask[None]
+        labels = labels[None] if labels is not None else None
+    # One host sync for the whole call: the positions of the valid tokens (row-major order).
+    positions = mask.nonzero().unbind(1)
+    n_valid = positions[0].numel()
+    if n_valid == mask.numel():  # every position counts: a view when the logits are contiguous
         s_valid = student_logits.reshape(-1, vocab)
         t_valid = teacher_logits.detach().reshape(-1, vocab)
+        targets = labels.reshape(-1) if labels is not None else None
     else:
-        s_valid = student_logits[mask]
-        t_valid = teacher_logits.detach()[mask]
-    n_valid = s_valid.shape[0]
-    targets = None
-    if labels is not None:
-        targets = check_labels(labels.reshape(-1) if all_valid else labels[mask], torch.Size([n_valid]),
-                               vocab, "ce")
+        s_valid = _take_rows(student_logits, positions)
+        t_valid = teacher_logits.detach()[positions]
+        targets = labels[positions] if labels is not None else None
+    if targets is not None:
+        targets = check_labels(targets, torch.Size([n_valid]), vocab, "ce")
 
     # At kd_ratio = 1 the cross-entropy is only logged: take it from the scoring pass for free.
     log_ce_from_scores = targets is not None and kd_ratio == 1.0
@@ -115,34 +127,32 @@ def adakd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, rat
     if n_valid == 0:
         return _empty_output(s_valid, difficulty, targets is not None)
 
-    selected = select_tokens(difficulty, ratio)
     n_selected = selection_count(n_valid, ratio)
-    if n_selected == n_valid:
+    selected = torch.zeros(n_valid, dtype=torch.bool, device=difficulty.device)
+    if n_selected == n_valid:  # r = 1: every valid row, no copy
         idx = None
+        selected.fill_(True)
         s_sel, t_sel, d_sel = s_valid, t_valid, difficulty
     else:
-        idx = selected.nonzero().squeeze(1)  # ascending: selected rows keep their order
-        s_sel, t_sel, d_sel = s_valid.index_select(0, idx), t_valid.index_select(0, idx), difficulty[idx]
+        idx = top_indices(difficulty, n_selected)  # ascending: selected rows keep their order
+        selected[idx] = True
+        s_sel, t_sel, d_sel = _take_rows(s_valid, (idx,)), t_valid[idx], difficulty[idx]
 
+    temperature = torch.full((n_valid,), math.nan, dtype=difficulty.dtype, device=difficulty.device)
     if idts:
         tau_sel = idts_temperatures(d_sel, base_temperature, c, inverse=inverse)
         tau_arg, tau_sq = tau_sel, tau_sel.square()
-        mean_tau = float(tau_sel.mean())
+        if idx is None:
+            temperature.copy_(tau_sel)
+        else:
+            temperature.index_copy_(0, idx, tau_sel)
     else:
         tau_sel = None
         tau_arg, tau_sq = float(base_temperature), float(base_temperature) ** 2
-        mean_tau = float(base_temperature)
+        temperature.masked_fill_(selected, float(base_temperature))
 
     with torch.set_grad_enabled(torch.is_grad_enabled() and kd_ratio > 0):
         kd = (tau_sq * divergence_fn(divergence, s_sel, t_sel, tau_arg, **params)).mean()
-
-    temperature = torch.full((n_valid,), math.nan, dtype=difficulty.dtype, device=difficulty.device)
-    if tau_sel is None:
-        temperature[selected] = float(base_temperature)
-    elif idx is None:
-        temperature = tau_sel.to(difficulty.dtype)
-    else:
-        temperature[idx] = tau_sel.to(difficulty.dtype)
 
     if kd_ratio == 1.0:
         loss = kd
@@ -152,7 +162,30 @@ def adakd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, rat
         loss = (1.0 - kd_ratio) * ce + (kd_ratio * kd if kd_ratio > 0 else 0.0)
     return AdaKDOutput(loss=loss, kd=kd.detach(), ce=ce.detach(), difficulty=difficulty,
                        selected=selected, temperature=temperature, n_valid=n_valid,
-                       n_selected=n_selected, mean_temperature=mean_tau)
+                       n_selected=n_selected)
+
+
+class _TakeRows(torch.autograd.Function):
+    """``x[index]`` for an index tuple over the leading dims that names each row at most once.
+
+    Its backward writes the gradient rows with ``index_put_`` without accumulation (unique
+    rows: no atomics, no sort, deterministic), where plain advanced indexing would accumulate.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, *index: Tensor) -> Tensor:
+        ctx.save_for_backward(*index)
+        ctx.shape = x.shape
+        return x[index]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        index = ctx.saved_tensors
+        return (grad.new_zeros(ctx.shape).index_put_(index, grad), *(None for _ in index))
+
+
+def _take_rows(x: Tensor, index: tuple[Tensor, ...]) -> Tensor:
+    return _TakeRows.apply(x, *index) if x.requires_grad else x[index]
 
 
 def _empty_output(s_valid: Tensor, difficulty: Tensor, with_labels: bool) -> AdaKDOutput:
@@ -161,8 +194,7 @@ def _empty_output(s_valid: Tensor, difficulty: Tensor, with_labels: bool) -> Ada
     zero = loss.detach().clone()
     return AdaKDOutput(loss=loss, kd=zero, ce=zero.clone() if with_labels else zero.new_tensor(math.nan),
                        difficulty=difficulty, selected=torch.zeros_like(difficulty, dtype=torch.bool),
-                       temperature=difficulty.clone(), n_valid=0, n_selected=0,
-                       mean_temperature=math.nan)
+                       temperature=difficulty.clone(), n_valid=0, n_selected=0)
 
 
 def _validate(student_logits, teacher_logits, mask, ratio, divergence, c, base_temperature,

@@ -94,23 +94,60 @@ def group_labels(difficulty: torch.Tensor, ratio: float) -> tuple[torch.Tensor, 
     return selected, labels
 
 
-def _forward_valid(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   mask: torch.Tensor) -> torch.Tensor:
-    """Float32 logits of the valid next-token positions: [N, V] (row-major order of mask)."""
+def _forward_valid(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of the valid next-token positions: [N, V] in row-major order of mask.
+
+    mask: [B, T-1] from next_token_targets. The head runs on those positions only
+    (``logits_to_keep`` with a boolean [B, T] mask): on instruction data most positions are
+    prompt, and the vocabulary projection is a large share of a forward pass.
+    """
     device = next(model.parameters()).device
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
-    return logits[:, :-1][mask.to(device)].float()
+    inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
+    mask = mask.to(device)
+    try:
+        logits = model(**inputs, logits_to_keep=F.pad(mask, (0, 1), value=False)).logits
+    except TypeError:  # a model class without logits_to_keep (e.g. older remote code)
+        logits = model(**inputs).logits
+    if logits.dim() == 3:  # the full [B, T, V] (logits_to_keep ignored or unsupported)
+        logits = logits[:, :-1][mask]
+    return logits.float()
 
 
-def _valid_logits(student, teacher, batch: Mapping[str, torch.Tensor]):
-    """(student [N,V], teacher [N,V] on the student's device, targets [N], mask [B,T-1])."""
+def teacher_valid_logits(teacher: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The teacher's float32 logits [N, V] of the batch's valid tokens, for reuse.
+
+    The teacher is frozen, so its logits on a fixed probe or gradient batch never change over a
+    run: compute them once with this function and pass them as ``teacher_logits=`` to
+    :func:`probe_tokens` / :func:`probe_gradient_groups` to skip the teacher forward at every
+    probe (most of a probe's cost). Memory: N·V·4 bytes (demo: ~200 tokens × 49,152 ≈ 40 MB).
+    """
+    _check_batch(batch)
+    _, mask = next_token_targets(batch["labels"])
+    with untouched(teacher), torch.no_grad():
+        return _forward_valid(teacher, batch, mask)
+
+
+def _check_batch(batch: Mapping[str, torch.Tensor]) -> None:
     for key in ("input_ids", "attention_mask", "labels"):
         if key not in batch:
             raise ValueError(f"batch is missing {key!r}; pass the dict returned by adakd.tokenize.collate")
+
+
+def _valid_logits(student, teacher, batch: Mapping[str, torch.Tensor], teacher_logits: torch.Tensor | None):
+    """(student [N,V], teacher [N,V] on the student's device, targets [N], mask [B,T-1]);
+    None when the batch has no valid token."""
+    _check_batch(batch)
     targets, mask = next_token_targets(batch["labels"])
+    n = int(mask.sum())
+    if n == 0:
+        return None
     with torch.no_grad():
-        s = _forward_valid(student, batch["input_ids"], batch["attention_mask"], mask)
-        t = _forward_valid(teacher, batch["input_ids"], batch["attention_mask"], mask).to(s.device)
+        s = _forward_valid(student, batch, mask)
+        t = _forward_valid(teacher, batch, mask) if teacher_logits is None else teacher_logits.float()
+    t = t.to(s.device)
+    if t.shape[0] != n:
+        raise ValueError(f"teacher_logits has {t.shape[0]} rows but the batch has {n} valid tokens: "
+                         "compute them with teacher_valid_logits(teacher, batch) on this same batch")
     if s.shape[-1] != t.shape[-1]:
         raise ValueError(f"student vocabulary ({s.shape[-1]}) and teacher vocabulary ({t.shape[-1]}) "
                          "differ; load the pair with adakd.models.load_model_pair, which checks them")
@@ -142,7 +179,7 @@ def _frame(columns: dict[str, str], data: dict) -> pd.DataFrame:
 # --------------------------------------------------------------------------- tokens.parquet
 def probe_tokens(student: torch.nn.Module, teacher: torch.nn.Module, batch: Mapping[str, torch.Tensor],
                  tokenizer, *, step: int, ratio: float, c: float, base_temperature: float,
-                 inverse: bool = False) -> pd.DataFrame:
+                 inverse: bool = False, teacher_logits: torch.Tensor | None = None) -> pd.DataFrame:
     """One ``tokens.parquet`` row per valid response token of the probe batch.
 
     batch: ``collate()`` output for the **whole** fixed probe set (input_ids, attention_mask,
@@ -165,15 +202,17 @@ def probe_tokens(student: torch.nn.Module, teacher: torch.nn.Module, batch: Mapp
 
     ``inverse=True`` gives the inverse-IDTS ablation τ = τ_base·exp(+c·ŝ); for a run with
     IDTS off pass ``c=0`` (τ = τ_base everywhere, as the run trains).
+    ``teacher_logits``: optional precomputed ``teacher_valid_logits(teacher, batch)``.
     Returns a DataFrame with exactly the contract columns and dtypes (empty when no token is valid).
     """
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
     with untouched(student, teacher), torch.no_grad():
-        s_logits, t_logits, targets, mask = _valid_logits(student, teacher, batch)
-        n = targets.numel()
-        if n == 0:
+        valid = _valid_logits(student, teacher, batch, teacher_logits)
+        if valid is None:
             return _frame(TOKEN_COLUMNS, {})
+        s_logits, t_logits, targets, mask = valid
+        n = targets.numel()
         difficulty = hellinger(s_logits, t_logits).float()
         selected, groups = group_labels(difficulty, ratio)
         tau = torch.full((n,), float("nan"), device=difficulty.device)
@@ -211,34 +250,38 @@ def probe_tokens(student: torch.nn.Module, teacher: torch.nn.Module, batch: Mapp
 
 
 # --------------------------------------------------------------------------- gradients.parquet
-def _row_gradients(z: torch.Tensor, per_token: torch.Tensor) -> torch.Tensor:
-    """Row i of the result is ∂ℓ_i/∂z_i for a per-token loss ℓ (one backward of Σ ℓ_i).
+def _row_statistics(z: torch.Tensor, divergence_per_token: torch.Tensor,
+                    ce_per_token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token gradient rows reduced to (‖D_i‖², ‖C_i‖², ⟨D_i, C_i⟩), each [N] float64.
 
-    Because ℓ_i depends on row z_i only, ∇_z mean_{i∈G} ℓ_i is the matrix whose rows are
-    ∂ℓ_i/∂z_i / |G| for i ∈ G and 0 elsewhere, for every group G at once.
+    D_i = ∂D_i/∂z_i and C_i = ∂CE_i/∂z_i: because each per-token loss depends on its own row
+    z_i only, one backward of Σ_i ℓ_i gives every row at once, and ∇_z mean_{i∈G} ℓ_i is the
+    matrix with rows ℓ-gradient_i/|G| for i ∈ G and 0 elsewhere — for every group G. So all
+    norms and inner products of the group gradients are sums of these per-row numbers.
     """
-    (grad,) = torch.autograd.grad(per_token.sum(), z)
-    return grad
+    (d_rows,) = torch.autograd.grad(divergence_per_token.sum(), z)
+    (c_rows,) = torch.autograd.grad(ce_per_token.sum(), z)
+    # float32 row sums over V (relative error ~1e-7), float64 from here on
+    return ((d_rows * d_rows).sum(-1).double(), (c_rows * c_rows).sum(-1).double(),
+            (d_rows * c_rows).sum(-1).double())
 
 
 def _group_rows(step: int, split: str, ratio: float, groups: np.ndarray,
-                d_rows: torch.Tensor, s_rows: torch.Tensor) -> dict[str, list]:
-    """Rows of one split from per-token gradient rows D (divergence) and C (cross-entropy).
+                stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, list]:
+    """Rows of one split from the per-row statistics of ``_row_statistics``.
 
     With g_d(G) = D_G/|G|, g_s(G) = C_G/|G|, g_full = D/N (Frobenius inner products over [N, V]):
-      cos_sft   = ⟨g_d(G), g_s(G)⟩ / (‖g_d(G)‖‖g_s(G)‖)
-      cos_total = ⟨g_d(G), g_full⟩ / (‖g_d(G)‖‖g_full‖)  (= ‖D_G‖/‖D‖ ≥ 0: disjoint supports)
-      norm_share = 100·‖g_d(G)‖ / Σ_G' ‖g_d(G')‖, grad_norm = ‖g_d(G)‖.
+      cos_sft    = ⟨g_d(G), g_s(G)⟩ / (‖g_d(G)‖‖g_s(G)‖) = Σ_G⟨D_i,C_i⟩ / sqrt(Σ_G‖D_i‖² Σ_G‖C_i‖²)
+      cos_total  = ⟨g_d(G), g_full⟩ / (‖g_d(G)‖‖g_full‖)  (= ‖D_G‖/‖D‖ ≥ 0: disjoint supports)
+      grad_norm  = ‖g_d(G)‖ = sqrt(Σ_G‖D_i‖²)/|G|,  norm_share = 100·‖g_d(G)‖ / Σ_G' ‖g_d(G')‖.
     A zero gradient (e.g. student identical to teacher) gives NaN cosines/shares.
     """
-    n = d_rows.shape[0]
-    d_sq = d_rows.double().pow(2).sum(-1)       # ‖D_i‖²  [N]
-    c_sq = s_rows.double().pow(2).sum(-1)       # ‖C_i‖²  [N]
-    dc = (d_rows.double() * s_rows.double()).sum(-1)  # ⟨D_i, C_i⟩  [N]
+    d_sq, c_sq, dc = stats
+    n = d_sq.numel()
     full_norm = d_sq.sum().sqrt() / n           # ‖g_full‖
     out = {k: [] for k in GRADIENT_COLUMNS}
     for name in GROUPS:
-        idx = torch.from_numpy(np.flatnonzero(groups == name)).to(d_rows.device)
+        idx = torch.from_numpy(np.flatnonzero(groups == name)).to(d_sq.device)
         if idx.numel() == 0:
             continue
         size = idx.numel()
@@ -257,7 +300,8 @@ def _group_rows(step: int, split: str, ratio: float, groups: np.ndarray,
 
 def probe_gradient_groups(student: torch.nn.Module, teacher: torch.nn.Module,
                           batch: Mapping[str, torch.Tensor], *, step: int, ratio: float,
-                          divergence: str, divergence_params: dict | None = None) -> pd.DataFrame:
+                          divergence: str, divergence_params: dict | None = None,
+                          teacher_logits: torch.Tensor | None = None) -> pd.DataFrame:
     """``gradients.parquet`` rows (Fig. 1 bottom) for one batch: both splits, one row per group.
 
     Gradients are taken with respect to the student **logits** of the valid tokens, z [N, V]
@@ -268,6 +312,7 @@ def probe_gradient_groups(student: torch.nn.Module, teacher: torch.nn.Module,
     Groups G (hard/mid/easy by Hellinger difficulty) as in the module docstring, at
     split "current" (r = ``ratio``) and split "paper" (r = 0.5: 25/25/50). Empty groups
     (r = 1 has no easy tokens) give no row. Columns: see ``GRADIENT_COLUMNS`` / contracts.md.
+    ``teacher_logits``: optional precomputed ``teacher_valid_logits(teacher, batch)``.
     Cost: two backward passes over [N, V] (per-token losses separate by row, so every group
     gradient is a masked, rescaled copy of the same per-row gradients).
     """
@@ -275,17 +320,18 @@ def probe_gradient_groups(student: torch.nn.Module, teacher: torch.nn.Module,
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
     params = dict(divergence_params or {})
     with untouched(student, teacher):
-        s_logits, t_logits, targets, _ = _valid_logits(student, teacher, batch)
-        if targets.numel() == 0:
+        valid = _valid_logits(student, teacher, batch, teacher_logits)
+        if valid is None:
             return _frame(GRADIENT_COLUMNS, {})
+        s_logits, t_logits, targets, _ = valid
         difficulty = hellinger(s_logits, t_logits)
         with torch.enable_grad():
             z = s_logits.detach().clone().requires_grad_(True)
-            d_rows = _row_gradients(z, base_divergence(divergence, z, t_logits, 1.0, **params))
-            s_rows = _row_gradients(z, F.cross_entropy(z, targets, reduction="none"))
+            stats = _row_statistics(z, base_divergence(divergence, z, t_logits, 1.0, **params),
+                                    F.cross_entropy(z, targets, reduction="none"))
         parts = []
         for split, r in (("current", float(ratio)), ("paper", PAPER_RATIO)):
             _, groups = group_labels(difficulty, r)
-            parts.append(_group_rows(step, split, r, groups, d_rows, s_rows))
+            parts.append(_group_rows(step, split, r, groups, stats))
     data = {k: [v for part in parts for v in part[k]] for k in GRADIENT_COLUMNS}
     return _frame(GRADIENT_COLUMNS, data)

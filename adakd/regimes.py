@@ -534,6 +534,26 @@ class DistiLLMRegime(Regime):
         self.scheduler.load_state_dict(state["scheduler"])
 
 
+def merge_infos(infos: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One metrics line's regime fields from the ``info`` of each micro-batch of the step.
+
+    ``on_policy``: any micro-batch was freshly sampled; ``data_source``: the common source, or
+    "mixed" when the micro-batches differ; ``buffer_size`` and ``student_data_prob``: the last
+    (the buffer after the step; φ does not change within a step); ``gen_length``: the mean over
+    the micro-batches trained on student samples (equal-sized), None when there were none.
+    Ground truth (all infos empty) gives {}.
+    """
+    infos = [i for i in infos if i]
+    if not infos:
+        return {}
+    sources = {i["data_source"] for i in infos}
+    lengths = [i["gen_length"] for i in infos if i.get("gen_length") is not None]
+    return {"on_policy": any(i["on_policy"] for i in infos),
+            "data_source": sources.pop() if len(sources) == 1 else "mixed",
+            "buffer_size": infos[-1]["buffer_size"], "student_data_prob": infos[-1]["student_data_prob"],
+            "gen_length": sum(lengths) / len(lengths) if lengths else None}
+
+
 def make_regime(config, pad_id: int | None = None, eos_ids: Sequence[int] | None = None, *,
                 tokenizer=None, rank: int = 0, device: Any = None) -> Regime:
     """The regime ``config.regime`` names, set up from a RunConfig.

@@ -14,18 +14,21 @@ fresh interpreter state (bit-identical to running it by hand), memory is returne
 points, and it is exactly the process the CLI and the dashboard start.
 
 Resuming: running the same sweep again skips points whose run finished, resumes points that
-stopped or crashed with a checkpoint, and restarts points that left no checkpoint. Ctrl-C stops
-the current point cleanly (the child receives the same SIGINT) and ends the sweep.
+stopped or crashed with a checkpoint, and restarts points that left no checkpoint. Ctrl-C or
+SIGTERM stops the current point cleanly (checkpoint, state "stopped") and ends the sweep.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -236,20 +239,59 @@ def run_sweep(preset: str | None, grid, base_overrides, root, name: str) -> Path
                 shutil.rmtree(run.path)
         save(entry, "running")
         log.info("sweep %s: %s %s", name, action, entry["name"])
-        try:
-            proc = subprocess.run(_command(action, run, preset, {**base, **entry["overrides"]}))
-        except KeyboardInterrupt:
-            save(entry, "stopped")
-            raise
+        with _sigterm_as_interrupt():
+            try:
+                returncode = _run_point(_command(action, run, preset, {**base, **entry["overrides"]}))
+            except KeyboardInterrupt:
+                save(entry, "stopped")
+                log.warning("sweep %s interrupted at %s; run it again to resume", name, entry["name"])
+                raise
         state = run.effective_state()
-        if proc.returncode == 0 and state == "finished":
+        if returncode == 0 and state == "finished":
             save(entry, "finished")
-        elif state == "stopped" or proc.returncode in (-2, 130):
+        elif state == "stopped" or returncode in (-signal.SIGINT, 130):
             save(entry, "stopped")
             log.warning("sweep %s stopped at %s; run it again to resume", name, entry["name"])
             break
         else:
             status = run.read_status() or {}
-            save(entry, "failed", status.get("error") or f"exit code {proc.returncode}")
+            save(entry, "failed", status.get("error") or f"exit code {returncode}")
             log.error("sweep %s: %s failed; continuing with the next point", name, entry["name"])
     return folder
+
+
+def _run_point(command: list[str]) -> int:
+    """Run one point to its end; on Ctrl-C / SIGTERM let it stop cleanly, then re-raise.
+
+    The child is asked to stop with SIGTERM (the trainer finishes the step, checkpoints and
+    marks the run stopped; unlike a second SIGINT it never escalates, so it is safe when the
+    terminal already sent the child its own SIGINT). A second interrupt kills the child.
+    """
+    proc = subprocess.Popen(command)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            proc.kill()
+            proc.wait()
+        raise
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM to the sweep (e.g. from the dashboard) stops it like Ctrl-C (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

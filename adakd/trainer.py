@@ -153,7 +153,7 @@ class _Run:
         self.optimizer = build_optimizer(c, self.student)
         self.scheduler = build_scheduler(c, self.optimizer)
         self.schedule = make_ratio_schedule(
-            "adaptive" if c.latf == "adaptive" else c.latf, c.max_steps, start=c.ratio_start,
+            c.latf, c.max_steps, start=c.ratio_start,
             end=c.ratio_end, beta=c.latf_beta, eps=c.latf_eps, delta=c.latf_delta,
             warmup=c.latf_warmup, min_ratio=c.latf_min_ratio)
         # ground truth passes batches through; gkd / distillm swap in student samples

@@ -9,28 +9,36 @@ target is its log-probability (``attr_target="log_prob"``). Two methods:
 
 - ``feature_ablation``: ``LLMAttribution(FeatureAblation(model), tokenizer)``; a prompt token's
   score is log p(target) with the prompt intact minus log p(target) with that token replaced
-  by the baseline token (one forward per prompt token).
+  by the baseline token (one forward per prompt token, no gradient).
 - ``integrated_gradients``: ``LLMGradientAttribution(LayerIntegratedGradients(model,
   model.get_input_embeddings()), tokenizer)``; the path integral of ∂ log p(target)/∂e from
   the baseline token's embedding to the real one, summed over the embedding dimension
   (``n_steps`` points, ``internal_batch_size`` of them per backward pass).
 
 Features are the prompt tokens except special tokens (skipped, like ``TextTokenInput``'s
-``skip_tokens``); the response prefix rides along unperturbed. The prompt is bounded
-(``max_prompt_tokens``): both methods cost O(prompt length) forwards, gradients also memory.
+``skip_tokens``); the response prefix rides along unperturbed. Lengths are bounded
+(``max_prompt_tokens``, ``max_total_tokens``): feature ablation costs one forward per prompt
+token, integrated gradients ``n_steps`` forward+backward passes whose activations scale with
+the sequence length. Only the last position's logits are computed (:class:`LastTokenLogits`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from captum.attr import FeatureAblation, LayerIntegratedGradients, LLMAttribution, LLMGradientAttribution
-from captum.attr import TextTokenInput
+from captum.attr import (
+    FeatureAblation,
+    LayerIntegratedGradients,
+    LLMAttribution,
+    LLMGradientAttribution,
+    TextTokenInput,
+)
 from plotly.subplots import make_subplots
 
 from adakd.probes import untouched
@@ -88,6 +96,28 @@ def _encode(tokenizer, text_or_ids) -> list[int]:
     return [int(i) for i in text_or_ids]
 
 
+class LastTokenLogits(torch.nn.Module):
+    """The model, computing logits for the last position only (``logits_to_keep=1``).
+
+    Both Captum wrappers read only ``logits[:, -1]`` here (one target token, decoded token by
+    token), so the other ``[B, L, V]`` logits would be wasted memory (and, for gradients, kept
+    for backward). Models whose forward has no ``logits_to_keep`` are called as they are.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: object):
+        extra = {"logits_to_keep": 1} if self.keep else {}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
+
+
 def baseline_token_id(tokenizer) -> int:
     """The token that stands for "absent": unk, else pad, else 0 (Captum's default)."""
     for candidate in (tokenizer.unk_token_id, tokenizer.pad_token_id):
@@ -98,16 +128,19 @@ def baseline_token_id(tokenizer) -> int:
 
 def attribute_token(model, tokenizer, prompt_text: str | Sequence[int], response: str | Sequence[int],
                     target_token_index: int, *, method: str = "feature_ablation",
-                    max_prompt_tokens: int = 128, n_steps: int = 16, internal_batch_size: int = 4,
-                    baseline_id: int | None = None) -> AttributionResult:
+                    max_prompt_tokens: int = 128, max_total_tokens: int = 256, n_steps: int = 16,
+                    internal_batch_size: int = 2, baseline_id: int | None = None) -> AttributionResult:
     """Attribute the prediction of ``response[target_token_index]`` to the prompt tokens.
 
     prompt_text: the formatted prompt (``ExplorerResult.prompt_text``; tokenised without adding
     special tokens, as the chat template already holds them) or its token ids
     (``ExplorerResult.prompt_ids``, exact). response: the response text or ids
     (``ExplorerResult.response_ids``). Returns one score per non-special prompt token.
-    Raises ValueError for an unknown method, a target index outside the response, or a prompt
-    longer than ``max_prompt_tokens`` (the message gives both lengths).
+    Raises ValueError for an unknown method, a target index outside the response, a prompt
+    longer than ``max_prompt_tokens`` (the message gives both lengths), or prompt + response
+    prefix longer than ``max_total_tokens``. Memory: integrated gradients keeps activations of
+    ``internal_batch_size`` sequences of up to ``max_total_tokens`` for backward (≈1 GB for the
+    default teacher at the defaults); feature ablation runs without gradient.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)} (got {method!r})")
@@ -116,9 +149,13 @@ def attribute_token(model, tokenizer, prompt_text: str | Sequence[int], response
         raise ValueError("the prompt is empty: nothing to attribute to")
     if len(prompt_ids) > max_prompt_tokens:
         raise ValueError(f"the prompt is {len(prompt_ids)} tokens; attributions are limited to "
-                         f"max_prompt_tokens={max_prompt_tokens} (each prompt token costs a forward pass"
-                         f"{' and gradient memory' if method == 'integrated_gradients' else ''}). "
-                         "Shorten the prompt or raise max_prompt_tokens.")
+                         f"max_prompt_tokens={max_prompt_tokens} (their time and memory grow with the "
+                         "prompt). Shorten the prompt or raise max_prompt_tokens.")
+    if len(prompt_ids) + target_token_index > max_total_tokens:
+        raise ValueError(f"the prompt ({len(prompt_ids)} tokens) plus the response before the target "
+                         f"({target_token_index} tokens) is {len(prompt_ids) + target_token_index} tokens; "
+                         f"attributions are limited to max_total_tokens={max_total_tokens} to bound memory. "
+                         "Pick an earlier response token or raise max_total_tokens.")
     if not 0 <= target_token_index < len(response_ids):
         raise ValueError(f"target_token_index must be in [0, {len(response_ids) - 1}] for a response of "
                          f"{len(response_ids)} tokens (got {target_token_index})")
@@ -131,18 +168,20 @@ def attribute_token(model, tokenizer, prompt_text: str | Sequence[int], response
     if inp.n_itp_features == 0:
         raise ValueError("the prompt has only special tokens: nothing to attribute to")
     target = torch.tensor([target_id])
+    wrapped = LastTokenLogits(model)
     with untouched(model):
         if method == "feature_ablation":
             with torch.no_grad():
-                llm = LLMAttribution(FeatureAblation(model), tokenizer, attr_target="log_prob")
-                out = llm.attribute(inp, target=target, forward_in_tokens=False)
+                llm = LLMAttribution(FeatureAblation(wrapped), tokenizer, attr_target="log_prob")
+                # one target token, no KV cache: exactly one forward per ablated prompt token
+                out = llm.attribute(inp, target=target, forward_in_tokens=True, use_cached_outputs=False)
         else:
             with _grad_enabled():
                 llm = LLMGradientAttribution(
-                    LayerIntegratedGradients(model, model.get_input_embeddings()), tokenizer)
+                    LayerIntegratedGradients(wrapped, model.get_input_embeddings()), tokenizer)
                 out = llm.attribute(inp, target=target, n_steps=n_steps,
                                     internal_batch_size=internal_batch_size)
-        log_prob = _target_log_prob(model, inp.inp_tensor, target_id)
+        log_prob = _target_log_prob(wrapped, inp.inp_tensor, target_id)
     scores = out.seq_attr.detach().float().cpu().numpy().astype(np.float64)
     return AttributionResult(tokens=list(inp.values), scores=scores, method=method,
                              target_token=_decode(tokenizer, target_id), target_token_id=int(target_id),
@@ -158,9 +197,9 @@ def _grad_enabled():
 
 
 @torch.no_grad()
-def _target_log_prob(model, input_ids: torch.Tensor, target_id: int) -> float:
-    device = next(model.parameters()).device
-    logits = model(input_ids=input_ids.to(device)).logits[0, -1].float()
+def _target_log_prob(model: LastTokenLogits, input_ids: torch.Tensor, target_id: int) -> float:
+    """log p(target | input_ids) under the model, from the last position's logits."""
+    logits = model(input_ids=input_ids.to(model.device)).logits[0, -1].float()
     return float(torch.log_softmax(logits, dim=-1)[target_id])
 
 

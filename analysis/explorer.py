@@ -152,7 +152,8 @@ def reference_ids(tokenizer, example: Example, context_length: int) -> tuple[lis
     if len(encoded["input_ids"]) > context_length:
         raise ValueError(f"prompt + reference are {len(encoded['input_ids'])} tokens, over the model's "
                          f"context of {context_length}; shorten the reference.")
-    assert encoded["input_ids"][: len(prompt_ids)] == prompt_ids
+    if encoded["input_ids"][: encoded["prompt_length"]] != prompt_ids:  # both come from encode_prompt
+        raise RuntimeError("adakd.tokenize.encode_example and encode_prompt disagree on the prompt ids")
     return prompt_ids, encoded["input_ids"][encoded["prompt_length"]:]
 
 

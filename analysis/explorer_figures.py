@@ -14,7 +14,15 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.style import DIFFICULTY_SCALE, GROUP_COLORS, GROUP_ORDER, RUN_COLORS, apply_style, token_label
+from analysis.style import (
+    DIFFICULTY_SCALE,
+    GROUP_COLORS,
+    GROUP_ORDER,
+    LABELS,
+    RUN_COLORS,
+    apply_style,
+    token_label,
+)
 
 if TYPE_CHECKING:
     from analysis.explorer import ExplorerResult
@@ -25,11 +33,15 @@ COLOR_OPTIONS = ("difficulty", "group", "tau", "tau_all", "entropy_student", "en
                  "entropy_teacher", "p_label_teacher", "p_label_student", *INDICATORS, *DIVERGENCE_COLUMNS)
 
 
+def _visible(text: str) -> str:
+    """Token text with spaces, newlines and tabs made visible (as in ``token_label``)."""
+    return token_label(0, text).split(": ", 1)[1]
+
+
 def _hover(row: pd.Series, topk: pd.DataFrame) -> str:
     def top(model: str) -> str:
         rows = topk[topk["model"] == model]
-        return ", ".join(f"{token_label(r, t).split(': ', 1)[1]} {p:.2f}"
-                         for r, t, p in zip(rows["rank"], rows["token_text"], rows["prob"]))
+        return ", ".join(f"{_visible(t)} {p:.2f}" for t, p in zip(rows["token_text"], rows["prob"]))
     tau = "not selected" if np.isnan(row["tau"]) else f"{row['tau']:.3f}"
     return "<br>".join([
         f"<b>{token_label(row['token_index'], row['token_text'])}</b>",
@@ -48,7 +60,8 @@ def explorer_tokens_figure(result: ExplorerResult, color_by: str = "difficulty",
                            tokens_per_row: int = 12) -> go.Figure:
     """Response tokens laid out in rows as a heat map coloured by ``color_by`` (a numeric
     column or "group"), each cell showing its token text; hover gives group, τ, entropies and
-    both models' top-k."""
+    both models' top-k. Each cell's ``customdata`` is its token_index (−1 on padding), so a
+    click or selection maps back to a row of ``result.tokens``."""
     if color_by not in COLOR_OPTIONS:
         raise ValueError(f"color_by must be one of {', '.join(COLOR_OPTIONS)} (got {color_by!r})")
     df = result.tokens
@@ -57,13 +70,15 @@ def explorer_tokens_figure(result: ExplorerResult, color_by: str = "difficulty",
     z = np.full((n_rows, width), np.nan)
     text = np.full((n_rows, width), "", dtype=object)
     hover = np.full((n_rows, width), "", dtype=object)
+    index = np.full((n_rows, width), -1, dtype=np.int64)
     topk_by_token = dict(tuple(result.topk.groupby("token_index")))
     for i, row in df.iterrows():
         r, col = divmod(int(i), width)
-        text[r, col] = token_label(row["token_index"], row["token_text"]).split(": ", 1)[1]
+        text[r, col] = _visible(row["token_text"])
+        index[r, col] = int(row["token_index"])
         hover[r, col] = _hover(row, topk_by_token.get(row["token_index"], result.topk.iloc[:0]))
         z[r, col] = GROUP_ORDER.index(row["group"]) if color_by == "group" else row[color_by]
-    heat = dict(z=z, text=text, hovertext=hover, texttemplate="%{text}", hoverinfo="text",
+    heat = dict(z=z, text=text, hovertext=hover, customdata=index, texttemplate="%{text}", hoverinfo="text",
                 xgap=2, ygap=2, name=color_by, textfont={"size": 12})
     if color_by == "group":
         steps = [(0, GROUP_COLORS["hard"]), (1 / 3, GROUP_COLORS["hard"]), (1 / 3, GROUP_COLORS["mid"]),
@@ -72,7 +87,7 @@ def explorer_tokens_figure(result: ExplorerResult, color_by: str = "difficulty",
                     colorbar={"tickvals": [0, 1, 2], "ticktext": list(GROUP_ORDER), "title": "group"})
     else:
         bounds = {"zmin": 0.0, "zmax": 1.0} if color_by == "difficulty" else {}
-        heat.update(colorscale=DIFFICULTY_SCALE, colorbar={"title": color_by}, **bounds)
+        heat.update(colorscale=DIFFICULTY_SCALE, colorbar={"title": LABELS.get(color_by, color_by)}, **bounds)
     fig = go.Figure(go.Heatmap(**heat))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")

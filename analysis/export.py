@@ -19,6 +19,7 @@ Finding the browser: ``BROWSER_PATH`` if set, else Kaleido's own search (its dow
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import re
@@ -138,6 +139,8 @@ class ExportServer:
         except BaseException:
             self.close()
             raise
+        # The browser runs in its own process group: make sure it goes when this process does.
+        atexit.register(self.close)
         logger.info("export browser started: %s (pid %s)", path, self.pid)
         return self
 
@@ -163,6 +166,7 @@ class ExportServer:
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self.close)
         loop, kaleido_obj = self._loop, self._kaleido
         if loop is None:
             return

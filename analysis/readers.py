@@ -65,6 +65,8 @@ def read_json(path: Path) -> tuple[dict | None, list[str]]:
         return None, [f"{path.name}: not UTF-8 text"]
     except json.JSONDecodeError as err:
         return None, [f"{path.name}: not valid JSON ({err.msg} at line {err.lineno})"]
+    except RecursionError:  # json.loads on very deep nesting ("[[[[…") raises this, not ValueError
+        return None, [f"{path.name}: not valid JSON (nested too deeply)"]
     except OSError as err:
         return None, [f"{path.name}: cannot be read ({err.strerror})"]
     if not isinstance(data, dict):

@@ -145,19 +145,17 @@ def _dataset_order(datasets: pd.Series) -> list[str]:
 
 
 def _widen(long: pd.DataFrame, group_by: tuple, digits: int) -> pd.DataFrame:
-    if long.empty:
-        return pd.DataFrame(columns=[*group_by, "average", "n_seeds"])
-    cells = long.assign(cell=[_cell(m, s, n, digits) for m, s, n in
-                              zip(long["mean"], long["std"], long["n_seeds"])])
-    datasets = _dataset_order(long["dataset"])
-    wide = cells.pivot_table(index=list(group_by), columns="dataset", values="cell",
-                             aggfunc="first", sort=False, dropna=False)
-    wide = wide.reindex(columns=datasets).fillna("")
-    seeds = long.groupby(list(group_by), sort=False, dropna=False)["n_seeds"].max()
-    wide["n_seeds"] = seeds.reindex(wide.index).astype(int).to_numpy()
-    wide = wide.reset_index()
-    wide.columns.name = None
-    return wide[[*group_by, *datasets, "n_seeds"]]
+    """Long results -> one row per group (in the long frame's order), one column per dataset."""
+    datasets = _dataset_order(long["dataset"]) if not long.empty else ["average"]
+    rows = []
+    for keys, part in long.groupby(list(group_by), sort=False, dropna=False):
+        row = dict(zip(group_by, keys if isinstance(keys, tuple) else (keys,)))
+        cells = {d: _cell(m, sd, n, digits) for d, m, sd, n in
+                 zip(part["dataset"], part["mean"], part["std"], part["n_seeds"])}
+        row.update({d: cells.get(d, "") for d in datasets})
+        row["n_seeds"] = int(part["n_seeds"].max())
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*group_by, *datasets, "n_seeds"])
 
 
 def _cell(mean: float, std: float, n: int, digits: int) -> str:

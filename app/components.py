@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
@@ -25,6 +26,7 @@ STATE_TEXT_COLOURS = {"finished": "#2e7d32", "running": "#1565c0", "stopped": "#
                       "crashed": "#c62828", "queued": "#6a1b9a"}
 MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "html": "text/html",
         "csv": "text/csv"}
+TOKENS_PER_ROW = 10  # token explorer: cells per row of the token map
 TRAIN_PAGE = "views/train.py"
 RUNS_PAGE = "views/runs.py"
 
@@ -139,7 +141,7 @@ def _csv(frame: pd.DataFrame):
 
 
 def figure(fig, frame: pd.DataFrame | None, name: str, *, key: str, caption: str | None = None,
-           height: int | None = None, legend_top: bool = False) -> None:
+           height: int | None = None, legend_top: bool = False, on_select: bool = False):
     """A Plotly chart with PNG / SVG / PDF / HTML / CSV download buttons under it.
 
     `name` is the download file stem; `key` must be unique on the page. Images are rendered
@@ -150,10 +152,11 @@ def figure(fig, frame: pd.DataFrame | None, name: str, *, key: str, caption: str
     if legend_top:  # narrow columns: a legend beside the plot would cover the right axis
         fig.update_layout(legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1})
     stem = slug(name)
-    st.plotly_chart(
+    event = st.plotly_chart(
         fig, width="stretch", key=f"chart-{key}",
         config={"displaylogo": False,
                 "toImageButtonOptions": {"format": "png", "filename": stem, "scale": 2}},
+        **({"on_select": "rerun", "selection_mode": "points"} if on_select else {}),
     )
     if caption:
         st.caption(caption)
@@ -167,6 +170,22 @@ def figure(fig, frame: pd.DataFrame | None, name: str, *, key: str, caption: str
         row.download_button("CSV", data=_csv(frame), file_name=f"{stem}.csv", mime=MIME["csv"],
                             key=f"dl-{key}-csv", on_click="ignore", type="tertiary",
                             help="The data behind the figure")
+    return event if on_select else None
+
+
+def clickable_cells(fig, n: int, width: int) -> None:
+    """Make the cells of a token heat map clickable: Plotly reports no click on heat maps,
+    so an invisible marker sits on each cell (carrying the cell's hover text and, as
+    customdata, the token index = row · width + column)."""
+    heat = fig.data[0]
+    hover = heat.hovertext
+    rows = [i // width for i in range(n)]
+    cols = [i % width for i in range(n)]
+    texts = [hover[r][c] for r, c in zip(rows, cols)] if hover is not None else None
+    heat.update(hoverinfo="skip")
+    fig.add_trace(go.Scatter(x=cols, y=rows, mode="markers", customdata=list(range(n)), hovertext=texts,
+                             hoverinfo="text" if texts else "skip", showlegend=False, name="tokens",
+                             marker={"size": 34, "symbol": "square", "opacity": 0}))
 
 
 def guarded(what: str):

@@ -10,8 +10,8 @@ that several browser sessions (and app restarts) see one consistent queue:
 
 Life of a job:
 
-1. `submit()` writes the job file (state "queued") and starts a *launcher*,
-   `python -m app.jobs wait JOB_FILE`, in a new session (so it leads its own process group).
+1. `submit()` writes the job file (state "queued") and starts a *launcher* (app/launcher.py,
+   `python -m app.launcher JOB_FILE`) in a new session, so it leads its own process group.
 2. The launcher polls every `POLL_SECONDS`. Under the lock it claims the device when its job is
    the oldest queued job for that device and no job of the device is running (pid alive).
    It marks the job "running" and starts the CLI as its child, in the same process group,
@@ -21,14 +21,15 @@ Life of a job:
    run directory as soon as the directory appears (same file: the CLI keeps appending).
    A resumed run appends to its existing `train.log`.
 3. `stop()` sends SIGTERM to the process group: the trainer finishes its step, checkpoints and
-   writes status "stopped"; the launcher ignores the signal and waits for its child. A queued
-   job is cancelled instead (job file removed, launcher terminated).
+   writes status "stopped"; the launcher ignores the signal and waits until no other process
+   of its group is left (a sweep's current run outlives the sweep process). A queued job is
+   cancelled instead (job file removed, launcher terminated).
 4. When the CLI exits the launcher records state "exited" and the return code; exited jobs
    never block the device and are forgotten after `KEEP_EXITED_SECONDS`. The run's own
    status.json says how the run ended.
 
 So the queue advances by itself, with or without an open browser: one small launcher process
-waits per queued job, and nothing else is needed.
+waits per queued job, and nothing else is needed. `python -m app.jobs list RUNS` shows the jobs.
 """
 
 from __future__ import annotations
@@ -92,14 +93,14 @@ class Job:
         return final if final.exists() else Path(self.staging)
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
 # --------------------------------------------------------------------------- processes
 
 
-def _proc_start(pid: int) -> int | None:
+def proc_start(pid: int) -> int | None:
     """Start time of a process in clock ticks (Linux /proc), None where unavailable."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -131,7 +132,7 @@ def pid_alive(pid: int | None, start: int | None = None) -> bool:
         return True
     if text[text.rfind(")") + 2 :].split()[0] in ("Z", "X"):
         return False
-    return start is None or _proc_start(pid) == start
+    return start is None or proc_start(pid) == start
 
 
 def detect_device(requested: str) -> str:
@@ -159,11 +160,11 @@ def queue_dir(root: str | os.PathLike) -> Path:
     return path
 
 
-def _lock(root) -> FileLock:
+def lock(root) -> FileLock:
     return FileLock(str(queue_dir(root) / "queue.lock"), timeout=30)
 
 
-def _write_job(path: Path, job: Job) -> None:
+def write_job(path: Path, job: Job) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(asdict(job), indent=1))
     os.replace(tmp, path)
@@ -185,7 +186,7 @@ def _age(stamp: str | None) -> float:
     return time.time() - datetime.fromisoformat(stamp).timestamp() if stamp else 0.0
 
 
-def _prune(root) -> list[tuple[Path, Job]]:
+def prune_jobs(root) -> list[tuple[Path, Job]]:
     """Settle jobs whose launcher is gone and forget old ones (caller holds the lock)."""
     kept = []
     for path, job in _read_jobs(root):
@@ -195,8 +196,8 @@ def _prune(root) -> list[tuple[Path, Job]]:
             if job.state == "queued":  # cancelled or killed before it started
                 path.unlink(missing_ok=True)
                 continue
-            job.state, job.ended_at = "exited", _now()  # launcher killed: return code unknown
-            _write_job(path, job)
+            job.state, job.ended_at = "exited", utc_now()  # launcher killed: return code unknown
+            write_job(path, job)
         if job.state == "exited" and _age(job.ended_at) > KEEP_EXITED_SECONDS:
             path.unlink(missing_ok=True)
             Path(job.staging).unlink(missing_ok=True)
@@ -207,8 +208,8 @@ def _prune(root) -> list[tuple[Path, Job]]:
 
 def list_jobs(root, *, include_exited: bool = False) -> list[Job]:
     """Jobs in queue order (oldest first); exited ones only when asked."""
-    with _lock(root):
-        jobs = [job for _, job in _prune(root)]
+    with lock(root):
+        jobs = [job for _, job in prune_jobs(root)]
     return [j for j in jobs if include_exited or j.live]
 
 
@@ -259,23 +260,23 @@ def submit(root, kind: str, args: list[str], run_dir, device: str = "auto", *,
     job = Job(
         id=job_id, kind=kind, argv=argv or cli_command(kind, args), run_dir=str(run_dir),
         log=str(run_dir / log_name), staging=str(path.with_suffix(".log")),
-        device=detect_device(device), created_at=_now(), label=label or kind,
+        device=detect_device(device), created_at=utc_now(), label=label or kind,
     )
-    with _lock(root):
-        _write_job(path, job)
+    with lock(root):
+        write_job(path, job)
     with open(job.staging, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.jobs", "wait", str(path)],
+            [sys.executable, "-m", "app.launcher", str(path)],
             cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() signals launcher + CLI
-            env=_child_env(),
+            env=child_env(),
         )
-    with _lock(root):
+    with lock(root):
         if path.exists():
             job = Job(**json.loads(path.read_text()))
             if job.pid is None:  # the launcher may already have claimed the device
-                job.pid, job.pid_start = proc.pid, _proc_start(proc.pid)
-                _write_job(path, job)
+                job.pid, job.pid_start = proc.pid, proc_start(proc.pid)
+                write_job(path, job)
     return job
 
 
@@ -285,8 +286,8 @@ def stop(root, job: Job, sig: int = signal.SIGTERM) -> str:
     Returns "stopping" (the trainer checkpoints and writes status "stopped" itself),
     "cancelled", or "gone" when the job had already ended.
     """
-    with _lock(root):
-        current = {j.id: (p, j) for p, j in _prune(root)}
+    with lock(root):
+        current = {j.id: (p, j) for p, j in prune_jobs(root)}
         if job.id not in current or not current[job.id][1].live:
             return "gone"
         path, job = current[job.id]
@@ -311,111 +312,18 @@ def stop_pid(pid: int, sig: int = signal.SIGTERM) -> bool:
     return True
 
 
-# --------------------------------------------------------------------------- launcher
-
-
-def _child_env() -> dict:
+def child_env() -> dict:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     return env
 
 
-def _claim(root: Path, path: Path) -> Job | None | bool:
-    """Under the lock: mark our job running if it is first in line; False when it was removed."""
-    with _lock(root):
-        live = [(p, j) for p, j in _prune(root) if j.live]
-        mine = next((j for p, j in live if p == path), None)
-        if mine is None:
-            return False
-        same = [j for _, j in live if j.device == mine.device]
-        if any(j.state == "running" for j in same):
-            return None
-        if next(j for j in same if j.state == "queued").id != mine.id:
-            return None
-        mine.state, mine.pid, mine.pid_start = "running", os.getpid(), _proc_start(os.getpid())
-        _write_job(path, mine)
-        return mine
-
-
-def _link_log(staging: Path, final: Path) -> bool:
-    """Make the staging log appear as the run's log once the run directory exists."""
-    if not (final.parent / "config.json").exists() and not (final.parent / "sweep.json").exists():
-        return False
-    try:
-        os.link(staging, final)
-    except FileExistsError:
-        return True
-    except OSError:  # another file system: copy what there is, the rest stays in staging
-        shutil.copyfile(staging, final)
-    return True
-
-
-def _finish(root: Path, path: Path, returncode: int | None) -> None:
-    with _lock(root):
-        if path.exists():
-            job = Job(**json.loads(path.read_text()))
-            job.state, job.returncode, job.ended_at = "exited", returncode, _now()
-            _write_job(path, job)
-
-
-def wait_and_run(job_file: str) -> int:
-    """Launcher body: wait for our turn on the device, run the CLI, record how it ended."""
-    path = Path(job_file).resolve()
-    root = path.parent.parent
-    announced = False
-    while True:
-        claimed = _claim(root, path)
-        if claimed is False:
-            print("[dashboard] job cancelled before it started", flush=True)
-            return 0
-        if claimed:
-            job = claimed
-            staging = Path(job.staging)
-            break
-        if not announced:
-            print("[dashboard] queued: waiting for the device to be free", flush=True)
-            announced = True
-        time.sleep(POLL_SECONDS)
-
-    # SIGTERM/SIGINT reach the whole group: the CLI stops cleanly, the launcher waits for it.
-    # A Python handler (not SIG_IGN) so the child starts with the default disposition.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: print("[dashboard] stop requested", flush=True))
-    final = Path(job.log)
-    linked = final.parent.exists()
-    out = open(final if linked else staging, "ab")
-    out.write(f"[dashboard] {_now()} starting: {' '.join(job.argv)}\n".encode())
-    out.flush()
-    try:
-        proc = subprocess.Popen(job.argv, cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, env=_child_env())
-    except OSError as exc:
-        out.write(f"[dashboard] could not start {job.argv[0]}: {exc}\n".encode())
-        out.close()
-        _finish(root, path, 127)
-        return 1
-    while proc.poll() is None:
-        if not linked:
-            linked = _link_log(staging, final)
-        time.sleep(0.5)
-    if not linked:
-        linked = _link_log(staging, final)
-    out.write(f"[dashboard] {_now()} exited with code {proc.returncode}\n".encode())
-    out.close()
-    if linked:
-        staging.unlink(missing_ok=True)
-    _finish(root, path, proc.returncode)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
+    """`python -m app.jobs list RUNS`: the jobs under a runs root, for a terminal."""
     parser = argparse.ArgumentParser(prog="python -m app.jobs", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("wait", help="launcher: wait for the device, then run the job").add_argument("job_file")
-    sub.add_parser("list", help="show the jobs under a runs root").add_argument("root")
+    parser.add_argument("command", choices=["list"])
+    parser.add_argument("root")
     args = parser.parse_args(argv)
-    if args.cmd == "wait":
-        return wait_and_run(args.job_file)
     for job in list_jobs(args.root, include_exited=True):
         print(f"{job.state:8s} {job.device:6s} pid={job.pid} rc={job.returncode} {job.name}  {' '.join(job.argv)}")
     return 0

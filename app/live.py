@@ -43,6 +43,9 @@ def _own_runs(root: Path) -> list[str]:
 
 def _watch_options(root: Path, live: list[jobs.Job]) -> list[str]:
     options = [j.run_dir for j in live]
+    # starts that failed before their run directory existed: their output is the only trace
+    options += [j.run_dir for j in reversed(jobs.list_jobs(root, include_exited=True))
+                if not j.live and not Path(j.run_dir).exists()]
     for path in _own_runs(root):
         parent = str(Path(path).parent)
         if parent != str(root) and (Path(parent) / "sweep.json").exists():
@@ -82,7 +85,8 @@ def live_panel(root: Path) -> None:
 
 def _controls(root: Path, path: Path, job: jobs.Job | None, run=None) -> None:
     live = job is not None and job.live
-    cols = st.columns([1, 1, 4])
+    row = st.container(horizontal=True, gap="small")
+    cols = (row, row)
     if live:
         label = "Cancel" if job.state == "queued" else "Stop"
         if cols[0].button(label, key=f"stop-{path}", icon=":material/stop_circle:",

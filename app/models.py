@@ -90,8 +90,8 @@ def load_pair(spec: ModelSpec) -> ModelPair:
     config = RunConfig.from_dict(values)
     device, _, _ = choose_device_and_dtype(config)
     teacher, student, tokenizer = build_models(config, device)
-    if spec.step is not None:
-        from analysis.student import load_student_checkpoint
+    if spec.step is not None:  # the trained student of the run, restored from its checkpoint
+        from analysis.explorer import load_student_checkpoint
 
         student = load_student_checkpoint(spec.run_dir, step=spec.step, teacher=teacher)
     student.eval()

@@ -1,6 +1,6 @@
 """Token-explorer latency with the real teacher and the default layer-subset student.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_explorer.py [--repeats 7] [--threads 2]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_explorer.py [--repeats 7] [--threads 2] [--attribution]
 
 Target (issue 6): ≤ 2 s for a 64-token prompt on a 2-core CPU once the models are loaded.
 Measured: ``explore_prompt`` with a reference reply (the scoring path: two forwards + all
@@ -61,14 +61,32 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 = the target machine)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--greedy-tokens", type=int, default=32)
+    parser.add_argument("--attribution", action="store_true",
+                        help="also time attribute_token (both methods, teacher) for one reply token")
+    parser.add_argument("--random-weights", metavar="DIR", default=None,
+                        help="time a teacher with the architecture of DIR/config.json and random weights "
+                             "(same compute; for machines without the converted teacher). The greedy reply "
+                             "then runs to --greedy-tokens.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     print(f"machine: {_cpu_name()} | {os.cpu_count()} logical CPUs visible, "
           f"affinity {len(os.sched_getaffinity(0))} | torch {torch.__version__} threads {torch.get_num_threads()} "
-          f"| device {args.device}{' ' + torch.cuda.get_device_name() if args.device.startswith('cuda') else ''}")
+          f"| device {args.device}{' ' + torch.cuda.get_device_name() if args.device.startswith('cuda') else ''} "
+          f"| load average {os.getloadavg()[0]:.1f} (other processes slow the numbers down)")
     t0 = time.perf_counter()
-    teacher, tok = load_teacher(device=args.device)
+    if args.random_weights:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from adakd.models import load_tokenizer
+
+        torch.manual_seed(0)
+        teacher = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(args.random_weights))
+        teacher = teacher.to(args.device).eval().requires_grad_(False)
+        tok = load_tokenizer(args.random_weights)
+        print(f"teacher: RANDOM weights with the architecture of {args.random_weights}")
+    else:
+        teacher, tok = load_teacher(device=args.device)
     student = build_student(teacher).eval().requires_grad_(False)
     print(f"models loaded in {time.perf_counter() - t0:.1f} s (not timed below)")
 
@@ -105,6 +123,15 @@ def main() -> None:
     reply = explorer.explore_prompt(teacher, student, tok, INSTRUCTION, None, max_new_tokens=args.greedy_tokens)
     print(f"explore_prompt (teacher greedy, <= {args.greedy_tokens} new tokens, got {len(reply.tokens)}): "
           f"median {greedy:.3f} s")
+
+    if args.attribution:
+        from analysis.attribution import METHODS, attribute_token
+
+        for method in METHODS:  # one call each: they take seconds to tens of seconds on a CPU
+            start = time.perf_counter()
+            res = attribute_token(teacher, tok, result.prompt_ids, result.response_ids, 5, method=method)
+            print(f"attribute_token {method} ({len(res.scores)} prompt tokens, teacher): "
+                  f"{time.perf_counter() - start:.2f} s")
 
 
 if __name__ == "__main__":

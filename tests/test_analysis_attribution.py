@@ -109,6 +109,9 @@ def test_model_state_is_left_as_found(tokenizer, prompt_ids, response_ids):
 def test_prompt_past_the_bound_is_refused_with_both_lengths(model, tokenizer, prompt_ids, response_ids):
     with pytest.raises(ValueError, match=rf"the prompt is {len(prompt_ids)} tokens.*max_prompt_tokens=10"):
         attribute_token(model, tokenizer, prompt_ids, response_ids, 0, max_prompt_tokens=10)
+    total = len(prompt_ids) + TARGET
+    with pytest.raises(ValueError, match=rf"is {total} tokens.*max_total_tokens={total - 1}"):
+        attribute_token(model, tokenizer, prompt_ids, response_ids, TARGET, max_total_tokens=total - 1)
 
 
 @pytest.mark.parametrize("kwargs, message", [

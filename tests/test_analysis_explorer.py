@@ -254,6 +254,8 @@ def test_token_strip_figure(result):
     z = np.array(heat.z, dtype=float)
     assert np.isfinite(z).sum() == len(result.tokens)
     np.testing.assert_allclose(np.sort(z[np.isfinite(z)]), np.sort(result.tokens["difficulty"]))
+    index = np.array(heat.customdata).ravel()
+    assert sorted(index[index >= 0]) == list(range(len(result.tokens)))  # a click maps to a token row
     hover = [h for row in heat.hovertext for h in row if h]
     assert len(hover) == len(result.tokens)
     assert all("group:" in h and "teacher top-k" in h and "student top-k" in h and "τ" in h for h in hover)

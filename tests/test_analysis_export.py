@@ -188,15 +188,29 @@ def test_bundle_rejects_a_missing_run_dir(tmp_path):
 
 # ---------------------------------------------------------------------------- failure paths
 @needs_browser
-def test_timeout_raises_export_error_and_kills_the_browser():
+def test_start_timeout_raises_export_error_without_hanging():
     srv = ExportServer(timeout=0.05)
     started = time.monotonic()
-    with pytest.raises(ExportError, match="timed out after 0.05 s"):
+    with pytest.raises(ExportError, match="timed out after 0.05 s while starting the browser"):
         srv.start()
     assert time.monotonic() - started < 5  # never a hang
     assert not srv.running
     if srv.pid is not None:  # the browser had been launched: its process must be gone
         assert _process_gone(srv.pid)
+
+
+@needs_browser
+def test_render_timeout_kills_the_browser_and_closes_the_server():
+    srv = ExportServer(timeout=60).start()
+    pid = srv.pid
+    assert pid is not None
+    started = time.monotonic()
+    with pytest.raises(ExportError, match=r"timed out after 0.001 s while rendering a PNG"):
+        srv.render(_figure(), "png", timeout=0.001)
+    assert time.monotonic() - started < 5
+    assert _process_gone(pid) and not srv.running
+    with pytest.raises(ExportError, match="closed"):
+        srv.render(_figure(), "png")
 
 
 def test_missing_browser_is_a_clear_error(monkeypatch):

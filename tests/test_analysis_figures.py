@@ -154,6 +154,8 @@ def test_loss_ratio_frame_and_figure(run):
     assert list(change.x) == [6, 11, 16] and list(change.y) == [0.95, 0.9, 0.85]
     assert change.yaxis == "y2"
     assert names(loss_ratio_figure(df)) == ["kd", "ratio r"]
+    with pytest.raises(ValueError, match="unknown metric 'nll'; choose one of loss, kd, ce"):
+        loss_ratio_figure(df, metric="nll")
 
 
 def test_loss_ratio_marks_skipped_steps_and_falls_back_to_loss(tmp_path):

@@ -116,3 +116,13 @@ def test_ablation_table_order_and_deltas(tmp_path):
 def test_ablation_without_a_base_run_leaves_delta_blank(tmp_path):
     table = ablation_table([_run(tmp_path, "full", ADAKD, {"d": 39.0})])
     assert table["Δ average"].tolist() == [""]
+
+
+def test_grouping_by_seed_next_to_reference_rows(tmp_path):
+    runs = [_run(tmp_path, f"s{seed}", ADAKD, {"d": 30.0 + seed}, seed,
+                 reference_rouge={"teacher": {"d": 40.0 + seed}}) for seed in range(3)]
+    table = results_table(runs, group_by=("method", "seed"))
+    assert table[["method", "seed"]].values.tolist() == [["teacher", ""], ["rkl + AdaKD", 0],
+                                                         ["rkl + AdaKD", 1], ["rkl + AdaKD", 2]]
+    assert table["d"].tolist() == ["41.00 ± 1.00", "30.00", "31.00", "32.00"]
+    assert table["n_seeds"].tolist() == [3, 1, 1, 1]

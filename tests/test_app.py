@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -228,7 +229,7 @@ def test_train_page_launches_stops_and_resumes_a_smoke_run(tmp_path, monkeypatch
     try:
         at = open_page("views/train.py")
         at.selectbox(key="train-preset").set_value("smoke").run()
-        at.text_input(key="train-name-single").input("smoke-app").run()
+        at.text_input(key="train-name-single-smoke").input("smoke-app").run()
         # enough steps that Stop lands mid-run even on a fast machine
         at.text_area(key="train-smoke-extra").input("max_steps=40\nprobe_interval=2").run()
         no_failure(at)
@@ -263,3 +264,45 @@ def test_train_page_launches_stops_and_resumes_a_smoke_run(tmp_path, monkeypatch
     finally:
         for job in jobs.list_jobs(root):  # never leave a training process behind
             jobs.stop(root, job, signal.SIGKILL)
+
+
+def test_train_page_shows_the_queue_and_a_failed_start(tmp_path, monkeypatch):
+    from tests.test_app_jobs import fake
+
+    root = tmp_path / "runs"
+    monkeypatch.setenv("ADAKD_RUNS", str(root))
+    try:
+        first = jobs.submit(root, "train", [], root / "first", "cpu", argv=fake(root / "first"))
+        jobs.submit(root, "train", [], root / "second", "cpu", argv=fake(root / "second"))
+        broken = [sys.executable, "-c", "import sys; print('error: teacher path nope does not exist'); sys.exit(2)"]
+        jobs.submit(root, "train", [], root / "broken", "testdev", argv=broken)
+        deadline = time.time() + 30
+        while time.time() < deadline and not (
+                any(j.name == "first" and j.state == "running" for j in jobs.list_jobs(root))
+                and jobs.job_for_run(root, root / "broken", include_exited=True).state == "exited"):
+            time.sleep(0.2)
+        at = open_page("views/train.py")
+        infos = " ".join(i.value for i in at.info)
+        assert "`second` is queued for cpu (position 1) — waiting for `first` to finish" in infos
+        at.selectbox(key="train-watch-select").set_value(str(root / "broken")).run()
+        assert any("ended before it started (exit code 2)" in e.value for e in at.error)
+        assert any("teacher path nope does not exist" in c.value for c in at.code)
+        at.selectbox(key="train-watch-select").set_value(str(root / "second")).run()
+        assert any(b.label == "Cancel" for b in at.button)  # a queued job can be cancelled
+        assert not at.exception
+    finally:
+        for job in jobs.list_jobs(root):
+            jobs.stop(root, job, signal.SIGKILL)
+    assert first.name == "first"
+
+
+def test_explorer_reports_a_broken_checkpoint_as_a_message(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    run = make_run(root, "tiny-broken", config={"teacher": "tiny-random", "student": "tiny-random"},
+                   steps=4, checkpoints=[4])  # an empty model.safetensors: unreadable weights
+    monkeypatch.setenv("ADAKD_RUNS", str(root))
+    at = open_page("views/explorer.py", selected=[run], timeout=180)
+    assert at.selectbox(key=f"explorer-step-{run}").value == 4  # the latest checkpoint by default
+    at.button(key="FormSubmitter:explorer-form-Analyse").click().run()
+    assert not at.exception
+    assert any(e.value.startswith("Could not analyse the prompt") for e in at.error)

@@ -87,7 +87,7 @@ def test_other_devices_run_at_the_same_time(root):
     wait_for(lambda: state_of(root, a) == state_of(root, b) == "running", what="both running")
 
 
-def test_log_is_linked_into_the_new_run_dir_and_keeps_growing(root):
+def test_log_is_linked_into_the_new_run_dir(root):
     job = jobs.submit(root, "train", [], root / "run", "testdev", argv=fake(root / "run", 0.5))
     wait_for(lambda: state_of(root, job) == "exited", what="exit")
     log = (root / "run" / "train.log").read_text()
@@ -95,6 +95,31 @@ def test_log_is_linked_into_the_new_run_dir_and_keeps_growing(root):
     assert "[dashboard]" in log and "starting:" in log
     assert "training" in log and "done" in log and "exited with code 0" in log
     assert not Path(job.staging).exists()  # staging name removed once linked
+
+
+# A stand-in sweep: dies at once on SIGTERM, while its current "training run" (a child in the
+# same process group) takes a while to checkpoint and exit.
+SWEEP = """
+import subprocess, sys, pathlib
+pathlib.Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)
+(pathlib.Path(sys.argv[1]) / 'sweep.json').write_text('{}')
+child = ("import signal, sys, time, pathlib\\n"
+         "def stop(*a):\\n    time.sleep(1.5); pathlib.Path(sys.argv[1], 'child-done').write_text('x'); sys.exit(0)\\n"
+         "signal.signal(signal.SIGTERM, stop)\\ntime.sleep(60)")
+subprocess.run([sys.executable, '-c', child, sys.argv[1]])
+"""
+
+
+def test_stopping_a_sweep_waits_for_its_running_point(root):
+    job = jobs.submit(root, "sweep", [], root / "sw", "testdev", log_name="sweep.log",
+                      argv=[sys.executable, "-c", SWEEP, str(root / "sw")])
+    wait_for(lambda: state_of(root, job) == "running" and (root / "sw" / "sweep.log").exists(), what="sweep running")
+    time.sleep(1.0)  # the point has started
+    jobs.stop(root, jobs.list_jobs(root)[0])
+    time.sleep(0.7)
+    assert state_of(root, job) == "running"  # the sweep died, its point is still checkpointing
+    wait_for(lambda: state_of(root, job) == "exited", what="sweep exited")
+    assert (root / "sw" / "child-done").exists()
 
 
 def test_cancel_a_queued_job_before_it_starts(root):

@@ -10,6 +10,7 @@ Skipped, with the reason, when chromium is not installed (see tests/conftest.py)
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,12 +31,32 @@ SHOTS = REPO / "test-artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-# url path, page title, Plotly charts expected with the hand-made runs
-PAGES = [("", "Runs", 0), ("train", "Train", 2), ("dynamics", "Token dynamics", 3),
-         ("gradients", "Gradients", 2), ("temperature", "Temperature & entropy", 1),
-         ("compare", "Compare", 1), ("explorer", "Token explorer", 0), ("export", "Report bundle", 0)]
+# url path, page title, Plotly charts expected with the hand-made runs, an element that shows
+# the page is complete
+PAGES = [("", "Runs", 0, '[data-testid="stDataFrame"] canvas'), ("train", "Train", 2, "text=Start"),
+         ("dynamics", "Token dynamics", 3, None), ("gradients", "Gradients", 2, None),
+         ("temperature", "Temperature & entropy", 1, None), ("compare", "Compare", 1, None),
+         ("explorer", "Token explorer", 0, "text=Press Analyse"),
+         ("export", "Report bundle", 0, "text=Build the bundle")]
 ALL_CHARTS_DRAWN = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]'))
     .every(e => e.querySelector('.main-svg'))"""
+IDLE = """() => !document.querySelector('[data-testid^="stStatusWidgetRunning"]')
+    && !document.querySelector('[data-testid^="stSkeleton"]')"""
+
+
+def settle(page, ready: str | None = None) -> None:
+    """Wait until the script run is over, every chart and table is drawn and the page stops
+    changing (the running indicator shows only after a delay, so it alone is not enough)."""
+    if ready:
+        page.locator(ready).first.wait_for()
+    page.wait_for_function(IDLE)
+    page.wait_for_function(ALL_CHARTS_DRAWN)
+    last, same, end = None, 0, time.time() + 20
+    while same < 3 and time.time() < end:
+        size = page.evaluate("() => document.body.innerHTML.length")
+        same = same + 1 if size == last else 0
+        last = size
+        time.sleep(0.3)
 
 
 def free_port() -> int:
@@ -95,36 +116,45 @@ def page(server):
         browser.close()
 
 
-def open_and_check(page, url: str, title: str, n_charts: int) -> None:
+def open_and_check(page, url: str, title: str, n_charts: int, ready: str | None = None) -> None:
     page.goto(url)
     page.get_by_role("heading", name=title, level=1).wait_for()
     if n_charts:
         page.wait_for_function(f"""() => document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg')
                                    .length >= {n_charts}""")
-    page.wait_for_function(ALL_CHARTS_DRAWN)
-    time.sleep(0.5)  # let the last layout pass settle before the screenshot
+    settle(page, ready)
     assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
     assert page.locator(".js-plotly-plot").count() >= n_charts
 
 
-@pytest.mark.parametrize("path, title, n_charts", PAGES, ids=[t for _, t, _ in PAGES])
-def test_page_renders_without_errors(page, server, path, title, n_charts):
-    open_and_check(page, f"{server}/{path}", title, n_charts)
+@pytest.mark.parametrize("path, title, n_charts, ready", PAGES, ids=[p[1] for p in PAGES])
+def test_page_renders_without_errors(page, server, path, title, n_charts, ready):
+    open_and_check(page, f"{server}/{path}", title, n_charts, ready)
     page.screenshot(path=str(SHOTS / f"{path or 'runs'}.png"))
 
 
 def test_token_explorer_on_a_custom_prompt(page, server):
-    open_and_check(page, f"{server}/explorer", "Token explorer", 0)
+    open_and_check(page, f"{server}/explorer", "Token explorer", 0, "text=Press Analyse")
     page.get_by_text("tiny random (instant)").click()
-    page.get_by_label("Prompt", exact=True).fill("Which planet is called the red planet?")
+    page.get_by_role("textbox", name="Prompt", exact=True).fill("Which planet is called the red planet?")
     page.get_by_role("button", name="Analyse").click()
     page.wait_for_function("""() => document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg').length >= 2""",
                            timeout=180_000)
-    page.wait_for_function(ALL_CHARTS_DRAWN)
-    time.sleep(0.5)
+    settle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
-    assert page.get_by_text("Reply scored").count() == 1
+    reply = page.locator("p", has_text="Reply scored").inner_text()
+    n_tokens = int(re.search(r"(\d+) tokens", reply).group(1))
     page.screenshot(path=str(SHOTS / "explorer-result.png"))
+
+    # click the second token of the first row: the top-k bars switch to it
+    from app.components import TOKENS_PER_ROW
+
+    rows = -(-n_tokens // TOKENS_PER_ROW)
+    box = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 1.5 / TOKENS_PER_ROW, box["y"] + box["height"] * 0.5 / rows)
+    page.wait_for_function("""() => { const c = document.querySelectorAll('[data-testid="stPlotlyChart"]');
+        return c.length > 1 && c[1].textContent.includes('Top-k at 1:'); }""")
+    settle(page)
 
 
 def test_download_one_png(page, server):

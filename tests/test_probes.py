@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from adakd.data import Example
 from adakd.probes import (GRADIENT_COLUMNS, TOKEN_COLUMNS, group_labels, probe_gradient_groups,
-                          probe_tokens)
+                          probe_tokens, teacher_valid_logits)
 from adakd.tokenize import collate, encode_example
 
 EXAMPLES = [
@@ -165,6 +165,21 @@ def test_probe_on_batch_without_response_tokens_is_empty_with_columns(tiny_pair,
     assert df.empty and list(df.columns) == list(TOKEN_COLUMNS)
     g = probe_gradient_groups(tiny_pair.student, tiny_pair.teacher, empty, step=0, ratio=0.5, divergence="rkl")
     assert g.empty and list(g.columns) == list(GRADIENT_COLUMNS)
+
+
+def test_cached_teacher_logits_give_the_same_rows(tiny_pair, batch):
+    """The trainer computes the frozen teacher's logits on its fixed batches once."""
+    student, teacher, tok = tiny_pair.student, tiny_pair.teacher, tiny_pair.tokenizer
+    cached = teacher_valid_logits(teacher, batch)
+    assert cached.shape == (int((batch["labels"][:, 1:] != -100).sum()), len(tok))
+    kwargs = dict(step=1, ratio=0.5, c=0.5, base_temperature=1.0)
+    pd.testing.assert_frame_equal(probe_tokens(student, teacher, batch, tok, **kwargs, teacher_logits=cached),
+                                  probe_tokens(student, teacher, batch, tok, **kwargs))
+    pd.testing.assert_frame_equal(
+        probe_gradient_groups(student, teacher, batch, step=1, ratio=0.5, divergence="rkl", teacher_logits=cached),
+        probe_gradient_groups(student, teacher, batch, step=1, ratio=0.5, divergence="rkl"))
+    with pytest.raises(ValueError, match="teacher_logits has 3 rows.*teacher_valid_logits"):
+        probe_tokens(student, teacher, batch, tok, **kwargs, teacher_logits=cached[:3])
 
 
 def test_bad_input_says_what_to_fix(tiny_pair, batch):

@@ -15,7 +15,7 @@ import torch
 from adakd.config import RunConfig
 from adakd.models import tiny_random_llama
 from adakd.regimes import (AdaptiveStudentDataProb, DistiLLMRegime, GKDRegime, Regime, ReplayBuffer,
-                           build_generated_batch, cut_at_end, derive_seed, make_regime, prompts_from_batch,
+                           build_generated_batch, cut_at_end, derive_seed, make_regime, merge_infos, prompts_from_batch,
                            sample_student_responses, seeded_generator)
 from adakd.tokenize import collate, next_token_targets
 
@@ -312,3 +312,16 @@ def test_gkd_on_real_chat_prompts_through_the_trainer_call(tiny_pair):
         assert 1 <= len(response) <= 6 and im_end not in response[:-1]
         assert lab[: e["prompt_length"]] == [M] * e["prompt_length"]
     assert tiny_pair.student.training
+
+
+def test_merge_infos_over_micro_batches():
+    gt = {"on_policy": False, "data_source": "ground_truth", "buffer_size": 4, "student_data_prob": 0.5,
+          "gen_length": None}
+    fresh = {"on_policy": True, "data_source": "student", "buffer_size": 6, "student_data_prob": 0.5,
+             "gen_length": 3.0}
+    replay = {"on_policy": False, "data_source": "buffer", "buffer_size": 6, "student_data_prob": 0.5,
+              "gen_length": 5.0}
+    assert merge_infos([{}, {}]) == {}
+    assert merge_infos([gt, gt]) == gt
+    assert merge_infos([gt, fresh, replay]) == {"on_policy": True, "data_source": "mixed", "buffer_size": 6,
+                                                "student_data_prob": 0.5, "gen_length": 4.0}

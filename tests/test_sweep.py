@@ -4,8 +4,10 @@ and one real sweep of the smoke preset (two subprocess runs, then a resume that 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,7 +84,7 @@ def test_path_values_give_safe_unique_names():
 
 
 def test_run_sweep_validates_every_point_before_running(tmp_path, monkeypatch):
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("nothing may run"))
+    monkeypatch.setattr(sweep, "_run_point", lambda *a, **k: pytest.fail("nothing may run"))
     with pytest.raises(ValueError, match="idts_c = 20.0 is out of range"):
         run_sweep("smoke", ["idts_c=0.5,20"], [], tmp_path, "s")
     with pytest.raises(ValueError, match="both a base override and varied"):
@@ -140,6 +142,34 @@ def test_resume_uses_checkpoint_and_stop_ends_the_sweep(tmp_path, monkeypatch):
         run_sweep(None, ["seed=0,1,2"], [], tmp_path, "s")
 
 
+def test_sigterm_stops_the_point_cleanly_and_ends_the_sweep(tmp_path):
+    """SIGTERM to the sweep process (as the dashboard stops it): the running point is asked to
+    stop, records "stopped" itself, the manifest says stopped, later points stay pending."""
+    script = f"""
+import sys, time
+from adakd import sweep
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_sweep import _fake_point
+sweep._command = _fake_point(
+    "import signal, time\\n"
+    "def stop(*a):\\n"
+    "    status('stopped'); sys.exit(0)\\n"
+    "signal.signal(signal.SIGTERM, stop)\\n"
+    "status('running'); (run.parent / 'started').touch(); time.sleep(60)\\n")
+sweep.run_sweep(None, ["seed=0,1"], [], {str(tmp_path)!r}, "s")
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1])
+    folder = tmp_path / "s"
+    deadline = time.monotonic() + 60
+    while not (folder / "started").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the sweep did not start its first point"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) != 0  # interrupted
+    assert [r["state"] for r in read_json(folder / "sweep.json")["runs"]] == ["stopped", "pending"]
+    assert RunDir(folder / "seed=0").read_status()["state"] == "stopped"
+
+
 # ---------------------------------------------------------------------- the real thing
 @pytest.mark.slow
 def test_smoke_sweep_writes_one_run_per_point_and_a_manifest(tmp_path, monkeypatch):
@@ -157,6 +187,6 @@ def test_smoke_sweep_writes_one_run_per_point_and_a_manifest(tmp_path, monkeypat
         assert run.effective_state() == "finished"
         assert len(run.read_metrics()) == 2
 
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("finished points must be skipped"))
+    monkeypatch.setattr(sweep, "_run_point", lambda *a, **k: pytest.fail("finished points must be skipped"))
     run_sweep("smoke", ["idts_c=0.1,0.9"], overrides, tmp_path, "c-sweep")
     assert json.loads((folder / "sweep.json").read_text())["runs"][1]["state"] == "finished"

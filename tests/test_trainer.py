@@ -17,7 +17,7 @@ import adakd.trainer as trainer_mod
 from adakd import checkpoint as ckpt
 from adakd.presets import resolve_preset
 from adakd.rundir import RunDir
-from adakd.runsetup import DataOrder, preflight
+from adakd.runsetup import DataOrder, build_models, preflight
 from adakd.trainer import resume, train
 
 METRIC_FIELDS = {"step", "loss", "kd", "ce", "ratio", "next_ratio", "ema", "ref", "mean_tau", "n_valid",
@@ -48,7 +48,7 @@ def test_data_order_is_a_seeded_permutation_per_epoch():
 # ---------------------------------------------------------------- end to end
 def test_smoke_run_end_to_end(tmp_path):
     run_dir = tmp_path / "smoke"
-    config = smoke("max_steps=30", "probe_interval=15", "checkpoint_interval=10", "keep_checkpoints=2",
+    config = smoke("max_steps=20", "probe_interval=10", "checkpoint_interval=5", "keep_checkpoints=2",
                    "eval_examples=2", "eval_max_new_tokens=4")
     assert train(config, run_dir, name="smoke", preset="smoke") == run_dir
     run = RunDir(run_dir)
@@ -62,11 +62,11 @@ def test_smoke_run_end_to_end(tmp_path):
     assert {"platform", "cpu_count", "gpu"} <= set(meta["machine"]) and meta["started_at"].endswith("Z")
 
     status = run.read_status()
-    assert status["state"] == "finished" and status["step"] == 30 and status["total_steps"] == 30
-    assert status["last_checkpoint"] == 30 and status["error"] is None
+    assert status["state"] == "finished" and status["step"] == 20 and status["total_steps"] == 20
+    assert status["last_checkpoint"] == 20 and status["error"] is None
 
     metrics = run.read_metrics()
-    assert [m["step"] for m in metrics] == list(range(1, 31))
+    assert [m["step"] for m in metrics] == list(range(1, 21))
     for m in metrics:
         assert METRIC_FIELDS <= set(m)
         assert math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])
@@ -77,23 +77,27 @@ def test_smoke_run_end_to_end(tmp_path):
 
     kinds = [e["kind"] for e in run.read_events()]
     assert kinds[0] == "start" and kinds[-1] == "finished"
-    assert kinds.count("checkpoint") == 3 and kinds.count("probe") == 3
-    assert [s for s, _ in ckpt.list_checkpoints(run.checkpoints)] == [20, 30]  # keep_checkpoints=2
+    assert kinds.count("checkpoint") == 4 and kinds.count("probe") == 3
+    assert [s for s, _ in ckpt.list_checkpoints(run.checkpoints)] == [15, 20]  # keep_checkpoints=2
 
     tokens = pd.read_parquet(run_dir / "tokens.parquet")
-    assert sorted(tokens["step"].unique()) == [0, 15, 30]
+    assert sorted(tokens["step"].unique()) == [0, 10, 20]
     assert {"difficulty", "selected", "group", "tau", "token_text"} <= set(tokens.columns)
     grads = pd.read_parquet(run_dir / "gradients.parquet")
-    assert sorted(grads["step"].unique()) == [0, 15, 30]
+    assert sorted(grads["step"].unique()) == [0, 10, 20]
 
     evals = run.read_eval()
-    assert [(e["step"], e["model"]) for e in evals] == [(0, "teacher"), (0, "student_init"), (30, "student")]
+    assert [(e["step"], e["model"]) for e in evals] == [(0, "teacher"), (0, "student_init"), (20, "student")]
     assert all(e["n"] == {"chatterbot": 2} for e in evals)
     assert all(0 <= e["rouge_l_avg"] <= 100 for e in evals)
 
-    # the saved student is the trained one: its weights moved away from the initial ones
-    saved = load_file(str(run.checkpoints / "step-000030" / "model.safetensors"))
+    # the saved student is the trained one: finite, and moved away from the initial weights
+    saved = load_file(str(run.checkpoints / "step-000020" / "model.safetensors"))
     assert all(torch.isfinite(t).all() for t in saved.values())
+    _, initial, _ = build_models(config, torch.device("cpu"))
+    initial = initial.state_dict()
+    assert set(saved) <= set(initial)
+    assert all(not torch.equal(saved[k], initial[k]) for k in saved if k.endswith("q_proj.weight"))
 
 
 def test_bad_input_writes_nothing(tmp_path):
@@ -118,12 +122,15 @@ def _stop_at(step: int):
 
 
 def test_resume_equivalence(tmp_path):
+    """8 steps straight == 4 steps, stop, resume, 4 steps. The split run also probes and
+    evaluates, which must not change training either."""
     config = smoke("max_steps=8", "lr_schedule=cosine", "warmup_ratio=0.25", *LIVELY_LATF)
     straight = tmp_path / "straight"
     train(config, straight)
 
     split = tmp_path / "split"
-    train(config, split, on_step=_stop_at(4))
+    instrumented = dataclasses.replace(config, probe_interval=3, eval_examples=1, eval_max_new_tokens=2)
+    train(instrumented, split, on_step=_stop_at(4))
     status = RunDir(split).read_status()
     assert status["state"] == "stopped" and status["step"] == 4 and status["last_checkpoint"] == 4
     assert [m["step"] for m in RunDir(split).read_metrics()] == [1, 2, 3, 4]
@@ -202,3 +209,27 @@ def test_exception_marks_run_failed(tmp_path, monkeypatch):
     assert run.effective_state() == "failed"
     failed = [e for e in run.read_events() if e["kind"] == "failed"]
     assert failed and failed[0]["error"] == "RuntimeError: boom"
+
+
+# ---------------------------------------------------------------- data regimes (adakd.regimes)
+def test_gkd_regime_trains_on_student_samples(tmp_path):
+    run_dir = tmp_path / "gkd"
+    train(smoke("regime=gkd", "gkd_lambda=1", "gen_max_new_tokens=4", "max_steps=3"), run_dir)
+    run = RunDir(run_dir)
+    metrics = run.read_metrics()
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert all(m["on_policy"] is True and 0 < m["gen_length"] <= 4 for m in metrics)  # λ = 1: always sampled
+    assert all(math.isfinite(m["loss"]) for m in metrics)
+    state = json.loads((run.checkpoints / "step-000003" / "trainer_state.json").read_text())
+    assert state["regime"]["kind"] == "gkd"
+
+
+def test_distillm_regime_gets_validation_losses(tmp_path):
+    run_dir = tmp_path / "distillm"
+    train(smoke("regime=distillm", "gen_max_new_tokens=4", "max_steps=4", "probe_interval=2"), run_dir)
+    run = RunDir(run_dir)
+    validations = [e for e in run.read_events() if e["kind"] == "validation"]
+    assert [e["step"] for e in validations] == [2, 4] and all(math.isfinite(e["loss"]) for e in validations)
+    state = json.loads((run.checkpoints / "step-000004" / "trainer_state.json").read_text())
+    assert state["regime"]["kind"] == "distillm" and state["regime"]["scheduler"]["n_updates"] == 2
+    assert all("student_data_prob" in m for m in run.read_metrics())

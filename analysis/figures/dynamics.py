@@ -167,6 +167,8 @@ def loss_ratio_figure(df: pd.DataFrame, events: pd.DataFrame | None = None, metr
     r, named "ratio change"; "skipped_step" events crosses on the loss line
     named "skipped step". Traces: metric, "ratio r", then the event traces present.
     """
+    if metric not in df.columns:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(df.columns[1:])}")
     if df.empty:
         return empty_figure("No metrics logged yet.", title)
     if df[metric].isna().all() and metric != "loss":

@@ -22,7 +22,6 @@ if not paths:
 runs = state.load_runs(paths)
 for run in runs:
     ui.show_problems(run)
-from analysis import tables  # noqa: E402
 from analysis.figures import compare  # noqa: E402
 
 curves, sweep, results, diff = st.tabs(["Loss curves", "IDTS strength c", "Tables", "Token diff"])

@@ -10,6 +10,7 @@ ui.header("Token explorer", "Type a prompt: the teacher's reply (or your referen
           "IDTS temperature at strength c. Pick a token for both models' top-k and its attribution.")
 
 RESULT = "explorer-result"
+TOKENS_PER_ROW = ui.TOKENS_PER_ROW
 source_col, prompt_col = st.columns([2, 3], gap="large")
 
 with source_col:
@@ -57,7 +58,8 @@ if go:
             st.error(f"Could not analyse the prompt: {err}", icon=":material/error:")
             result = None
     st.session_state[RESULT] = result
-    st.session_state.pop("explorer-attribution", None)
+    for stale in ("explorer-attribution", "explorer-token"):  # a new reply starts at its hardest token
+        st.session_state.pop(stale, None)
 
 result = st.session_state.get(RESULT)
 if result is None:
@@ -70,13 +72,23 @@ source = "your reference" if result.response_source == "reference" else "the tea
 st.markdown(f"**Reply scored** ({source}, {len(result.tokens)} tokens): {result.response}")
 color_by = st.selectbox("Colour tokens by", explorer.COLOR_OPTIONS, key="explorer-color")
 with ui.guarded("the token map"):
-    fig = explorer.explorer_tokens_figure(result, color_by=color_by)
-    ui.figure(fig, result.tokens, "explorer-tokens", key="explorer-tokens",
-              caption="Hover a token for its group, τ, entropies and both models' top-k.")
+    fig = explorer.explorer_tokens_figure(result, color_by=color_by, tokens_per_row=TOKENS_PER_ROW)
+    fig.update_traces(colorbar_title_side="right", selector={"type": "heatmap"})  # room for the tokens
+    ui.clickable_cells(fig, len(result.tokens), TOKENS_PER_ROW)
+    event = ui.figure(fig, result.tokens, "explorer-tokens", key="explorer-tokens", on_select=True,
+                      caption="Hover a token for its group, τ, entropies and both models' top-k; "
+                              "click it for its top-k bars below.")
+    points = event.selection.points if event is not None else []
+    clicked = int(points[0]["customdata"]) if points else None
+    if clicked is not None and clicked != st.session_state.get("explorer-clicked"):
+        st.session_state["explorer-token"] = clicked  # a click picks the token below
+    st.session_state["explorer-clicked"] = clicked
 
 labels = [f"{i}: {t!r}" for i, t in zip(result.tokens["token_index"], result.tokens["token_text"])]
 hardest = int(result.tokens["difficulty"].idxmax())
-token = st.selectbox("Token", range(len(labels)), index=hardest, key="explorer-token",
+if st.session_state.get("explorer-token") not in range(len(labels)):
+    st.session_state["explorer-token"] = hardest
+token = st.selectbox("Token", range(len(labels)), key="explorer-token",
                      format_func=lambda i: labels[i], help="Starts at the hardest token.")
 row = result.tokens.iloc[token]
 m = st.columns(5)

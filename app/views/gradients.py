@@ -29,16 +29,13 @@ split = st.radio("Groups", ["paper", "current"], horizontal=True, key="gradients
                  help="The paper split makes runs with different r comparable.")
 with ui.guarded("the gradient figures"):
     df = state.frame(GRAD, "gradient_frame", path, split=split)
-    left, right = st.columns([2, 3])
-    with left:
-        st.subheader("Agreement with SFT")
-        fig = gradients.gradient_cosine_figure(df, title=f"cos with the SFT gradient — {run.name}")
-        ui.figure(fig, df, f"{run.name}-gradient-cos-sft-{split}", key="cos-sft",
-                  caption="Below the dashed line the group's distillation gradient conflicts "
-                          "with plain SFT on the same tokens.")
-    with right:
-        st.subheader("Share of the update")
-        fig = gradients.gradient_share_figure(df, title=f"Gradient norm share and cos with total — {run.name}")
-        ui.figure(fig, df, f"{run.name}-gradient-share-{split}", key="share",
-                  caption="Left: each group's share of the summed gradient norms (%). Right: "
-                          "alignment of each group's gradient with the full-batch gradient.")
+    st.subheader("Agreement with SFT")
+    fig = gradients.gradient_cosine_figure(df, title=f"cos with the SFT gradient — {run.name}")
+    ui.figure(fig, df, f"{run.name}-gradient-cos-sft-{split}", key="cos-sft", height=380,
+              caption="Below the dashed line the group's distillation gradient conflicts "
+                      "with plain SFT on the same tokens.")
+    st.subheader("Share of the update")
+    fig = gradients.gradient_share_figure(df, title=f"Gradient norm share and cos with total — {run.name}")
+    ui.figure(fig, df, f"{run.name}-gradient-share-{split}", key="share", height=400,
+              caption="Left: each group's share of the summed gradient norms (%). Right: "
+                      "alignment of each group's gradient with the full-batch gradient.")

@@ -49,9 +49,8 @@ event = st.dataframe(
     selection_default={"selection": {"rows": [paths.index(p) for p in chosen if p in paths]}},
     column_config={"sample": st.column_config.CheckboxColumn(help="shipped with the project (read-only)")},
 )
-rows = list(event.selection.rows) if event is not None else []
-if rows:
-    state.set_selected([paths[i] for i in rows])
+if event is not None:  # deselecting every row falls back to the default run
+    state.set_selected([paths[i] for i in event.selection.rows if i < len(paths)])
 chosen = state.selected_paths()
 st.caption(f"{len(table)} runs · {len(chosen)} selected — the analysis pages show the first "
            "selected run; Compare shows all of them.")

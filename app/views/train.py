@@ -1,9 +1,10 @@
 """Train: a form over the run config that launches `python -m adakd train|sweep`, and live progress."""
 
 from datetime import datetime
+
 import streamlit as st
 
-from adakd.config import DEVICES, DIVERGENCES, IDTS_MODES, LATF_KINDS
+from adakd.config import DEVICES, DIVERGENCES, IDTS_MODES, LATF_KINDS, RunConfig
 from adakd.presets import PRESETS
 from app import components as ui
 from app import jobs, state
@@ -23,10 +24,7 @@ with form_col:
                           key="train-preset", help="A named starting configuration; the fields "
                           "below start from its values.")
     st.caption(PRESET_HELP.get(preset, ""))
-    base = PRESETS[preset]
-    from adakd.config import RunConfig  # noqa: E402
-
-    defaults = RunConfig.from_dict(dict(base))
+    defaults = RunConfig.from_dict(dict(PRESETS[preset]))
     k = lambda field: f"train-{preset}-{field}"  # noqa: E731 - widgets reset when the preset changes
 
     mode = st.radio("What to start", ["single", "c-sweep", "ablation"], horizontal=True, key="train-mode",
@@ -36,8 +34,9 @@ with form_col:
     stamp = datetime.now().strftime("%m%d-%H%M%S")
     default_name = {"single": f"{preset}-{stamp}", "c-sweep": f"sweep-c-{stamp}",
                     "ablation": f"ablation-{stamp}"}[mode]
-    st.session_state.setdefault(f"train-name-{mode}", default_name)
-    name = st.text_input("Name", key=f"train-name-{mode}", help="Folder name under the runs folder.")
+    name_key = f"train-name-{mode}-{preset}"  # the suggested name follows the preset until edited
+    st.session_state.setdefault(name_key, default_name)
+    name = st.text_input("Name", key=name_key, help="Folder name under the runs folder.")
 
     values = {}
     with st.expander("Models and data", expanded=False):
@@ -125,7 +124,7 @@ with form_col:
                 st.error(f"Could not start: {err}")
             else:
                 st.session_state["train-watch"] = str(request.run_dir)
-                st.session_state.pop(f"train-name-{mode}", None)
+                st.session_state.pop(name_key, None)
                 blocked = jobs.queue_position(job, jobs.list_jobs(root))[1]
                 st.toast(f"{'Queued' if blocked else 'Started'} {job.name}")
                 st.rerun()

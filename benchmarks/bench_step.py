@@ -1,0 +1,165 @@
+"""Step-time benchmark of the training step for a preset's shapes (default: demo).
+
+    .venv/bin/python benchmarks/bench_step.py [--preset demo] [--iters 10] [--set key=value ...]
+
+Three variants of one full optimiser step on the same batches, measured side by side
+(round-robin within each iteration, so machine noise hits all three alike):
+
+    (a) ce      teacher forward (no grad) + student forward/backward with cross-entropy only
+    (b) kd      the same with plain token-level KD: masked mean of D(p_T, q_S) at τ = 1
+                (adakd.divergences.divergence, no difficulty, selection or IDTS)
+    (c) adakd   the same with adakd_loss (Hellinger difficulty, LATF selection at r = 0.5,
+                IDTS on): what `train` runs
+
+Each step: zero_grad, forwards, loss, backward, grad clipping, AdamW step. Prints the
+machine, medians and the ratios (b)/(a) and (c)/(b) (targets: ≤ 1.10 and ≤ 1.05).
+The teacher's forward is counted in all three, as it is in training.
+Not a test: timings depend on the machine; run it by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from adakd.device import autocast, choose_device_and_dtype, dtype_name  # noqa: E402
+from adakd.divergences import divergence  # noqa: E402
+from adakd.loss import adakd_loss  # noqa: E402
+from adakd.presets import resolve_preset  # noqa: E402
+from adakd.runsetup import DataOrder, build_models, build_optimizer, prepare_data  # noqa: E402
+from adakd.tokenize import collate, next_token_targets  # noqa: E402
+
+
+def machine(device: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    parts = [platform.platform(), f"CPU {cpu} x{os.cpu_count()}", f"torch {torch.__version__}",
+             f"threads {torch.get_num_threads()}"]
+    if device.type == "cuda":
+        parts.append(f"GPU {torch.cuda.get_device_name(device)}")
+    if hasattr(os, "getloadavg"):
+        parts.append("load avg %.1f %.1f %.1f" % os.getloadavg())
+    return "; ".join(parts)
+
+
+def random_default_pair(config, device):
+    """Teacher = the default teacher's config with random weights; student = its layer subset."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from adakd.assets import default_teacher_dir
+    from adakd.models import build_student, load_tokenizer
+
+    folder = default_teacher_dir()
+    torch.manual_seed(0)
+    teacher = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder)).to(device).eval()
+    teacher.requires_grad_(False)
+    student = build_student(teacher, spec=config.student, layers=config.student_layers, seed=0)
+    return teacher, student.to(device).train(), load_tokenizer(folder)
+
+
+def make_losses(config):
+    def ce(s, t, mask, targets):
+        logits = s[mask].float()
+        return F.cross_entropy(logits, targets[mask])
+
+    def kd(s, t, mask, targets):
+        per_token = divergence(config.divergence, s[mask], t[mask], 1.0, **(config.divergence_params or {}))
+        return per_token.mean()
+
+    def ada(s, t, mask, targets):
+        return adakd_loss(s, t, mask, ratio=0.5, divergence=config.divergence, c=config.idts_c,
+                          base_temperature=config.base_temperature, idts=True, indicator=config.indicator,
+                          divergence_params=config.divergence_params or None, labels=targets).loss
+
+    return {"ce": ce, "kd": kd, "adakd": ada}
+
+
+def step(teacher, student, optimizer, batch, loss_fn, device, dtype) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    started = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad(), autocast(device, dtype):
+        t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    with autocast(device, dtype):
+        s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    targets, mask = next_token_targets(batch["labels"])
+    loss = loss_fn(s[:, :-1], t[:, :-1], mask, targets)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+    optimizer.step()
+    sync()
+    return time.perf_counter() - started
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--iters", type=int, default=10, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--random-teacher", action="store_true",
+                        help="the default teacher's architecture with random weights (same shapes, same "
+                             "timings; for machines that have its tokenizer/config but not its weights)")
+    args = parser.parse_args(argv)
+
+    config = resolve_preset(args.preset, args.set)
+    device, dtype, reason = choose_device_and_dtype(config)
+    if args.random_teacher:
+        teacher, student, tokenizer = random_default_pair(config, device)
+    else:
+        teacher, student, tokenizer = build_models(config, device)
+    data = prepare_data(config, tokenizer)
+    order = DataOrder(len(data.train), config.seed)
+    optimizer = build_optimizer(config, student)
+    losses = make_losses(config)
+
+    bs = config.batch_size
+    batches = []
+    for i in range(args.warmup + args.iters):
+        b = collate([data.train[order.index(i * bs + j)] for j in range(bs)], data.pad_id)
+        batches.append({k: v.to(device) for k, v in b.items()})
+    times: dict[str, list[float]] = {name: [] for name in losses}
+    for i, batch in enumerate(batches):
+        names = list(losses)
+        names = names[i % 3:] + names[: i % 3]  # rotate the order: no variant always runs first
+        for name in names:
+            seconds = step(teacher, student, optimizer, batch, losses[name], device, dtype)
+            if i >= args.warmup:
+                times[name].append(seconds)
+
+    med = {name: statistics.median(v) for name, v in times.items()}
+    shape = f"batch {bs} x up to {config.max_length} tokens, vocab {len(tokenizer)}"
+    print(f"machine: {machine(device)}")
+    if args.random_teacher:
+        shape += "; random weights of the default teacher's architecture"
+    print(f"preset {args.preset}: {shape}; device {device} ({dtype_name(dtype)}): {reason}")
+    print(f"{args.iters} timed steps per variant after {args.warmup} warm-up, interleaved")
+    print(f"{'variant':8} {'median s':>9} {'min s':>8} {'max s':>8} {'/ (a)':>7}")
+    for name, label in (("ce", "(a) ce"), ("kd", "(b) kd"), ("adakd", "(c) adakd")):
+        v = times[name]
+        print(f"{label:9} {med[name]:9.4f} {min(v):8.4f} {max(v):8.4f} {med[name] / med['ce']:7.3f}")
+    print(f"(b)/(a) = {med['kd'] / med['ce']:.3f}  (target <= 1.10)")
+    print(f"(c)/(b) = {med['adakd'] / med['kd']:.3f}  (target <= 1.05)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

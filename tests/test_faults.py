@@ -1,0 +1,485 @@
+"""Fault tests: kill -9 at chosen and random points, a full or read-only disk, damaged runs in the
+dashboard, two dashboard sessions starting training at once, and a killed teacher conversion.
+
+Training runs are real `python -m adakd train --preset smoke` processes (two tiny random Llamas).
+Faults are injected from outside the library: a small driver (DRIVER below) wraps three library
+functions and SIGKILLs its own process at the chosen moment:
+
+    FAULT=step:N        inside optimiser step N (when its loss is computed)
+    FAULT=metrics:N     after half of step N's metrics line reached the disk
+    FAULT=checkpoint:N  after half of checkpoint N's model.safetensors was written
+    FAULT=none:0        no injected fault (the test kills the process after a seeded random delay)
+
+The driver also appends each metrics step to FAULT_LOG once the library's append (write + flush
++ fsync) has returned, so a test can check that no flushed line was lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from safetensors import safe_open
+
+from adakd.checkpoint import list_checkpoints
+from adakd.cli import main
+from adakd.presets import resolve_preset
+from adakd.rundir import RunDir
+from analysis.runs import clear_cache, load_run
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
+STEPS = 10
+OVERRIDES = [f"max_steps={STEPS}", "checkpoint_interval=3", "probe_interval=3", "keep_checkpoints=2",
+             "log_interval=1"]
+
+DRIVER = textwrap.dedent("""
+    import json, os, signal, sys
+    from pathlib import Path
+
+    fault, at = os.environ.get("FAULT", "none:0").split(":")
+    at = int(at)
+    flushed_log = os.environ["FAULT_LOG"]
+
+    import adakd.checkpoint as checkpoint
+    import adakd.rundir as rundir
+    import adakd.trainer as trainer
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    real_append = rundir.append_jsonl
+    def append(path, record):
+        metrics = Path(path).name == "metrics.jsonl"
+        if fault == "metrics" and metrics and record.get("step") == at:
+            line = json.dumps(record)
+            with open(path, "a") as f:  # half the line reaches the disk, then the process dies
+                f.write(line[: len(line) // 2]); f.flush(); os.fsync(f.fileno())
+            die()
+        real_append(path, record)
+        if metrics:
+            with open(flushed_log, "a") as f:
+                f.write(f"{record['step']}\\n")
+    rundir.append_jsonl = append
+
+    real_save_model = checkpoint.save_model
+    def save_model(model, filename, *args, **kwargs):
+        real_save_model(model, filename, *args, **kwargs)
+        if fault == "checkpoint" and Path(filename).parent.name == f"step-{at:06d}.tmp":
+            os.truncate(filename, os.path.getsize(filename) // 2)  # killed half-way through the weights
+            die()
+    checkpoint.save_model = save_model
+
+    calls = 0
+    real_loss = trainer.adakd_loss
+    def loss(*args, **kwargs):
+        global calls
+        calls += 1
+        if fault == "step" and calls == at:  # one loss per step (grad_accum = 1)
+            die()
+        return real_loss(*args, **kwargs)
+    trainer.adakd_loss = loss
+
+    from adakd.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _probe_steps(steps: int = STEPS, every: int = 3) -> list[int]:
+    return sorted({0, *range(every, steps + 1, every)})
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The same smoke run without faults (in this process): the reference trajectory."""
+    from adakd.trainer import train
+
+    path = tmp_path_factory.mktemp("reference") / "straight"
+    train(resolve_preset("smoke", OVERRIDES), path)
+    return path
+
+
+def start_driver(tmp_path: Path, fault: str, run_dir: Path) -> tuple[subprocess.Popen, Path]:
+    script, flushed = tmp_path / "driver.py", tmp_path / "flushed.txt"
+    script.write_text(DRIVER)
+    env = dict(ENV, FAULT=fault, FAULT_LOG=str(flushed))
+    argv = [sys.executable, str(script), "train", "--preset", "smoke", "--set", *OVERRIDES,
+            "--run-dir", str(run_dir), "--quiet"]
+    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, flushed
+
+
+def flushed_steps(flushed: Path) -> list[int]:
+    return [int(s) for s in flushed.read_text().split()] if flushed.exists() else []
+
+
+def check_crashed_run(run_dir: Path, flushed: list[int], pid: int) -> int:
+    """What a reader finds after kill -9; returns the step the resume must start from."""
+    run = RunDir(run_dir)
+    status = run.read_status()
+    assert status is not None, "status.json must always parse (written by rename)"
+    assert status["state"] == "running" and status["pid"] == pid
+    assert run.effective_state() == "crashed"
+    clear_cache()
+    loaded = load_run(run_dir)
+    assert loaded.state == "crashed"
+    assert loaded.problems == [], loaded.problems  # a cut last line is expected, not a problem
+    steps = [m["step"] for m in run.read_metrics()]
+    assert steps == list(range(1, len(steps) + 1)), steps  # whole lines only, in order
+    assert set(flushed) <= set(steps), (flushed, steps)  # nothing that was flushed is lost
+    assert status["step"] <= len(steps)  # status never claims more than was done
+    complete = [s for s, _ in list_checkpoints(run.checkpoints)]
+    assert status["last_checkpoint"] in [None, *complete]
+    for _, path in list_checkpoints(run.checkpoints):  # every complete checkpoint is whole
+        with safe_open(str(path / "model.safetensors"), "pt") as f:
+            assert list(f.keys())
+        assert json.loads((path / "trainer_state.json").read_text())["step"] == int(path.name[5:])
+    probed = sorted(loaded.tokens["step"].unique())
+    assert set(probed) <= {s for s in _probe_steps() if s <= len(steps)}, probed
+    return complete[-1] if complete else 0
+
+
+def check_resumed(run_dir: Path, resumed_from: int, straight: Path) -> None:
+    run = RunDir(run_dir)
+    assert run.read_status()["state"] == "finished"
+    metrics = run.read_metrics()
+    assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))  # each step exactly once
+    reference = RunDir(straight).read_metrics()
+    # resumed from the last complete checkpoint: the same trajectory as without the fault
+    assert [m["loss"] for m in metrics] == pytest.approx([m["loss"] for m in reference], rel=1e-5, abs=1e-8)
+    resumes = [e for e in run.read_events() if e["kind"] == "resume"]
+    assert len(resumes) == 1 and resumes[0]["step"] == resumed_from
+    assert not [p for p in run.checkpoints.iterdir() if p.name.endswith(".tmp")]
+    tokens = pd.read_parquet(run_dir / "tokens.parquet")
+    assert sorted(tokens["step"].unique()) == _probe_steps()
+    assert tokens.groupby("step").size().nunique() == 1  # no probe step written twice
+    clear_cache()
+    assert load_run(run_dir).problems == []
+
+
+@pytest.mark.parametrize("fault,expect_from", [("step:5", 3), ("metrics:8", 6), ("checkpoint:9", 6)])
+def test_kill_9_at_an_injected_point_then_resume(tmp_path, straight, fault, expect_from):
+    run_dir = tmp_path / "runs" / "victim"
+    proc, flushed = start_driver(tmp_path, fault, run_dir)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == -signal.SIGKILL, err[-3000:]
+    resume_from = check_crashed_run(run_dir, flushed_steps(flushed), proc.pid)
+    assert resume_from == expect_from
+    kind, at = fault.split(":")
+    steps = [m["step"] for m in RunDir(run_dir).read_metrics()]
+    assert steps[-1] == (int(at) - 1 if kind in ("step", "metrics") else int(at))
+    if kind == "checkpoint":  # the half-written checkpoint stays a .tmp folder, never step-000009
+        assert (run_dir / "checkpoints" / "step-000009.tmp").is_dir()
+        assert not (run_dir / "checkpoints" / "step-000009").exists()
+    assert main(["resume", str(run_dir), "--quiet"]) == 0
+    check_resumed(run_dir, expect_from, straight)
+
+
+def test_kill_9_at_a_random_moment_then_resume_with_the_cli(tmp_path, straight):
+    rng = random.Random(9)
+    wait_for_step = rng.randint(1, 6)
+    run_dir = tmp_path / "runs" / "victim"
+    proc, flushed = start_driver(tmp_path, "none:0", run_dir)
+    run = RunDir(run_dir)
+    try:
+        deadline = time.time() + 240
+        while len(run.read_metrics()) < wait_for_step:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.time() < deadline, "the run did not reach its first steps"
+            time.sleep(0.05)
+        seconds = [m["step_seconds"] for m in run.read_metrics()]
+        time.sleep(rng.uniform(0, 1.5) * sum(seconds) / len(seconds))  # anywhere in the next step(s)
+        assert proc.poll() is None, "the run finished before the kill: make it longer"
+    finally:
+        proc.kill()
+        proc.communicate()
+    resume_from = check_crashed_run(run_dir, flushed_steps(flushed), proc.pid)
+    done = subprocess.run([sys.executable, "-m", "adakd", "resume", str(run_dir), "--quiet"], env=ENV, cwd=REPO,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    check_resumed(run_dir, resume_from, straight)
+
+
+# ---------------------------------------------------------------- a full or read-only disk
+def _mount_tmpfs(where: Path, size: str) -> bool:
+    where.mkdir(parents=True)
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def _no_corrupt_files(run_dir: Path) -> None:
+    """Every file a reader looks at parses; no temp file is left behind."""
+    leftovers = [p.name for p in run_dir.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.name]
+    assert not leftovers, leftovers
+    for name in ("config.json", "status.json"):
+        if (run_dir / name).exists():
+            json.loads((run_dir / name).read_text())
+    clear_cache()
+    assert load_run(run_dir).problems == []
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_full_or_read_only_disk_gives_a_clear_error_and_no_corrupt_files(tmp_path, fault):
+    disk = tmp_path / "disk"
+    # 4 MB holds the run's JSON and parquet files but not a checkpoint (~38 MB with the optimiser)
+    if not _mount_tmpfs(disk, "4m"):
+        pytest.skip("cannot mount a tmpfs here (needs root): see the in-process ENOSPC test below")
+    run_dir = disk / "victim"
+    try:
+        overrides = [o for o in OVERRIDES if not o.startswith("checkpoint_interval")]
+        overrides.append("checkpoint_interval=3" if fault == "full" else "checkpoint_interval=0")
+        proc = subprocess.Popen([sys.executable, "-m", "adakd", "train", "--preset", "smoke", "--set", *overrides,
+                                 "--run-dir", str(run_dir), "--quiet"], env=ENV, cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if fault == "read-only":
+            deadline = time.time() + 240
+            while len(RunDir(run_dir).read_metrics()) < 2:
+                assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+                time.sleep(0.05)
+            subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True, timeout=10)
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 1, err[-3000:]
+        reason = "No space left on device" if fault == "full" else "Read-only file system"
+        lines = [line for line in err.splitlines() if reason in line]
+        assert lines and lines[0].startswith(("error:", "[")) or "ERROR" in lines[0], err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+        status = RunDir(run_dir).read_status()
+        if fault == "full":  # space is freed by removing the half checkpoint: the failure is recorded
+            assert status["state"] == "failed" and reason in status["error"]
+            assert not (run_dir / "checkpoints" / "step-000003").exists()
+        else:  # nothing can be written any more: the dead pid makes the run read as crashed
+            assert RunDir(run_dir).effective_state() in ("failed", "crashed")
+        _no_corrupt_files(run_dir)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=10)
+
+
+def test_enospc_while_writing_metrics_is_recorded_and_nothing_is_corrupt(tmp_path, monkeypatch, capsys):
+    """The same fault in-process (works without root): the disk fills up at step 4's metrics line."""
+    import errno
+
+    import adakd.rundir as rundir
+
+    real = rundir.append_jsonl
+
+    def append(path, record):
+        if Path(path).name == "metrics.jsonl" and record.get("step") == 4:
+            with open(path, "a") as f:  # a partial write, then the OS refuses the rest
+                f.write(json.dumps(record)[:20])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, record)
+
+    monkeypatch.setattr(rundir, "append_jsonl", append)
+    run_dir = tmp_path / "victim"
+    code = main(["train", "--preset", "smoke", "--set", *OVERRIDES, "--run-dir", str(run_dir), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "No space left on device" in err and "Traceback" not in err
+    status = RunDir(run_dir).read_status()
+    assert status["state"] == "failed" and "No space left on device" in status["error"] and status["step"] == 4
+    assert [m["step"] for m in RunDir(run_dir).read_metrics()] == [1, 2, 3]
+    _no_corrupt_files(run_dir)
+
+
+# ---------------------------------------------------------------- the dashboard
+def test_dashboard_with_damaged_runs_next_to_a_good_one(tmp_path, monkeypatch, straight):
+    from streamlit.testing.v1 import AppTest
+
+    from analysis import runs as analysis_runs
+
+    root = tmp_path / "runs"
+    good = root / "good"
+    shutil.copytree(straight, good)
+    damage = {
+        "cut-parquet": lambda p: (p / "tokens.parquet").write_bytes((p / "tokens.parquet").read_bytes()[:300]),
+        "garbage-line": lambda p: (p / "metrics.jsonl").write_text(
+            (p / "metrics.jsonl").read_text().replace("\n", "\n{this is not json\n", 1)),
+        "no-config": lambda p: (p / "config.json").unlink(),
+    }
+    for name, harm in damage.items():
+        shutil.copytree(straight, root / name)
+        meta = json.loads((root / name / "config.json").read_text())
+        meta["name"] = name
+        (root / name / "config.json").write_text(json.dumps(meta))
+        harm(root / name)
+    meta = json.loads((good / "config.json").read_text())
+    meta["name"] = "good"
+    (good / "config.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("ADAKD_RUNS", str(root))
+    monkeypatch.setattr(analysis_runs, "SAMPLE_RUNS_DIR", tmp_path / "no-samples")
+    clear_cache()
+
+    main_py = str(REPO / "app" / "main.py")
+    at = AppTest.from_file(main_py, default_timeout=60)
+    at.session_state["selected_runs"] = [str(good)]
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert set(at.dataframe[0].value["name"]) == {"good", "cut-parquet", "garbage-line", "no-config"}
+    warnings = " ".join(w.value for w in at.warning)
+    assert "tokens.parquet: unreadable" in warnings
+    assert "metrics.jsonl line 2: not valid JSON" in warnings
+    assert "config.json missing" in warnings
+    assert at.subheader[0].value == "good"
+    assert not [w for w in at.warning if w.value.startswith("**good**")]
+
+    for name in ("good", *damage):  # every page of one run, on each run
+        for page in ("views/dynamics.py", "views/gradients.py"):
+            at = AppTest.from_file(main_py, default_timeout=60)
+            at.session_state["selected_runs"] = [str(root / name)]
+            at.run()
+            at.switch_page(page).run()
+            assert not at.exception, (name, page, [e.value for e in at.exception])
+            problems = [w.value for w in at.warning if "read with problems" in w.value]
+            assert bool(problems) == (name != "good"), (name, page, problems)
+            if name in ("good", "garbage-line", "no-config") and page == "views/dynamics.py":
+                assert at.get("plotly_chart"), (name, page)  # what could be read is still shown
+
+
+def test_two_sessions_start_training_at_once(tmp_path, monkeypatch):
+    """Two browser sessions press Start: one run trains, the other waits in the queue; a second
+    start under a name already taken is refused; the two runs never overlap or share files."""
+    from streamlit.testing.v1 import AppTest
+
+    from analysis import runs as analysis_runs
+    from app import jobs
+
+    root = tmp_path / "runs"
+    monkeypatch.setenv("ADAKD_RUNS", str(root))
+    monkeypatch.setattr(analysis_runs, "SAMPLE_RUNS_DIR", tmp_path / "no-samples")
+    main_py = str(REPO / "app" / "main.py")
+
+    def session(name: str) -> AppTest:
+        at = AppTest.from_file(main_py, default_timeout=60)
+        at.run()
+        at.switch_page("views/train.py").run()
+        at.selectbox(key="train-preset").set_value("smoke").run()
+        at.text_input(key="train-name-single-smoke").input(name).run()
+        at.text_area(key="train-smoke-extra").input("max_steps=3\nprobe_interval=0\neval_examples=0").run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        return at
+
+    try:
+        first, second = session("first"), session("first")
+        first.button(key="train-launch").click().run()
+        second.button(key="train-launch").click().run()  # the same name, a moment later
+        refused = " ".join(e.value for e in second.error)
+        assert "first" in refused and ("already has a running or queued job" in refused
+                                       or "already exists" in refused), refused
+        second.text_input(key="train-name-single-smoke").input("second").run()
+        second.button(key="train-launch").click().run()
+        assert not second.exception and not second.error, [e.value for e in second.error]
+
+        seen = set()
+        deadline = time.time() + 240
+        while jobs.list_jobs(root):
+            states = {j.name: j.state for j in jobs.list_jobs(root)}
+            seen.add(tuple(sorted(states.items())))
+            assert list(states.values()).count("running") <= 1, states  # one job per device
+            assert time.time() < deadline, states
+            time.sleep(0.2)
+        assert (("first", "running"), ("second", "queued")) in seen, seen
+        ended = {j.name: j for j in jobs.list_jobs(root, include_exited=True)}
+        assert {n: j.returncode for n, j in ended.items()} == {"first": 0, "second": 0}
+    finally:
+        for job in jobs.list_jobs(root):
+            jobs.stop(root, job, signal.SIGKILL)
+    for name in ("first", "second"):
+        run = RunDir(root / name)
+        assert run.read_status()["state"] == "finished" and [m["step"] for m in run.read_metrics()] == [1, 2, 3]
+        log = (root / name / "train.log").read_text()
+        assert f"--run-dir {root / name}" in log and str(root / ("second" if name == "first" else "first")) not in log
+    # the second started only after the first had finished
+    assert RunDir(root / "first").read_status()["updated_at"] <= RunDir(root / "second").read_config()["started_at"]
+
+
+def test_concurrent_submits_of_one_run_name_accept_exactly_one(tmp_path, monkeypatch):
+    """Two sessions submit the same run at the same moment, one slowed down between its check and
+    its write (a loaded machine): exactly one job is queued, the other gets a clear refusal."""
+    import threading
+
+    from app import jobs
+
+    real_now = jobs.utc_now
+
+    def slow_now():
+        time.sleep(0.3)
+        return real_now()
+
+    monkeypatch.setattr(jobs, "utc_now", slow_now)
+    stand_in = [sys.executable, "-c", "import time; time.sleep(30)"]
+    barrier, results = threading.Barrier(2), []
+
+    def submit():
+        barrier.wait()
+        try:
+            results.append(jobs.submit(tmp_path, "train", [], tmp_path / "same", "cpu", argv=stand_in))
+        except RuntimeError as err:
+            results.append(err)
+
+    threads = [threading.Thread(target=submit) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        accepted = [r for r in results if isinstance(r, jobs.Job)]
+        refused = [str(r) for r in results if isinstance(r, RuntimeError)]
+        assert len(accepted) == 1 and len(refused) == 1, results
+        assert "already has a running or queued job" in refused[0]
+        assert len(jobs.list_jobs(tmp_path)) == 1
+    finally:
+        monkeypatch.setattr(jobs, "utc_now", real_now)
+        for job in jobs.list_jobs(tmp_path):
+            jobs.stop(tmp_path, job, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- the teacher conversion
+@pytest.mark.slow
+def test_killed_teacher_conversion_never_leaves_a_half_written_cache(tmp_path, teacher_dir):
+    """kill -9 the real GGUF conversion into an empty ADAKD_CACHE, then convert again."""
+    from adakd.assets import MANIFEST
+
+    cache = tmp_path / "cache"
+    env = dict(ENV, ADAKD_CACHE=str(cache))
+    target = cache / teacher_dir.name
+    proc = subprocess.Popen([sys.executable, "-m", "adakd.assets"], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list(cache.glob(f"{target.name}.tmp-*")):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.05)
+        time.sleep(random.Random(3).uniform(0.5, 4.0))  # somewhere in reading the GGUF
+        assert proc.poll() is None, "the conversion finished before the kill"
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert not target.exists()  # nothing that looks like a converted folder
+    assert not list(cache.glob(f"*/{MANIFEST}"))
+
+    done = subprocess.run([sys.executable, "-m", "adakd.assets"], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == str(target)
+    assert "interrupted conversion" in done.stderr  # the leftover was noticed and removed
+    assert sorted(p.name for p in cache.iterdir()) == [target.name, f"{target.name}.lock"]
+    manifest = json.loads((target / MANIFEST).read_text())
+    assert manifest["source"]["sha256_verified"] is True
+    # the same bytes as the suite's own converted teacher (the conversion is deterministic)
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert (target / name).read_bytes() == (teacher_dir / name).read_bytes(), name
