@@ -77,10 +77,14 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer, 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    write_json_atomic(tmp / STATE_FILE, {"step": step, **trainer_state})  # written last
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        write_json_atomic(tmp / STATE_FILE, {"step": step, **trainer_state})  # written last
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: give the space back
+        raise
     if final.exists():  # same step saved twice (e.g. stop right after resume): replace it
         old = folder / (final.name + ".old.tmp")
         final.rename(old)

@@ -93,13 +93,30 @@ def _finish(path: Path) -> int:
     return 0
 
 
-def _run_training(call, quiet: bool) -> int:
+def _quiet_transformers() -> None:
+    """No "Loading weights" bars from transformers: the CLI has its own progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def _run_training(call, quiet: bool, run_dir: Path) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    _quiet_transformers()
     progress = _Progress(quiet)
     try:
         with logging_redirect_tqdm():
             path = call(progress)
+    except Exception as err:
+        progress.close()
+        if isinstance(err, ValueError) and not (run_dir / "status.json").exists():
+            raise UsageError(str(err)) from None  # refused before anything was written (e.g. a model
+            # that does not load or a vocabulary mismatch)
+        # the run recorded the failure (status.json, and the traceback in events.jsonl)
+        print(f"error: run failed: {type(err).__name__}: {err}\n"
+              f"(status and traceback: {run_dir}/status.json, {run_dir}/events.jsonl)", file=sys.stderr)
+        return 1
     finally:
         progress.close()
         import torch.distributed as dist
@@ -136,25 +153,22 @@ def cmd_train(args) -> int:
         return train(config, path, name=path.name, preset=args.preset, command=command,
                      on_step=lambda r: progress({**r, "total_steps": total}))
 
-    return _run_training(call, args.quiet)
+    return _run_training(call, args.quiet, path)
 
 
 def cmd_resume(args) -> int:
-    from adakd.config import RunConfig
-    from adakd.trainer import resume
+    from adakd.trainer import check_resumable, resume
 
     path = _resolve_run(args.run, Path(args.root) if args.root else None)
-    meta = RunDir(path).read_config() or {}
-    total = (meta.get("config") or {}).get("max_steps")
+    try:
+        config, _ = check_resumable(path)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
     def call(progress):
-        return resume(path, on_step=lambda r: progress({**r, "total_steps": total}))
+        return resume(path, on_step=lambda r: progress({**r, "total_steps": config.max_steps}))
 
-    try:
-        RunConfig.from_dict(meta.get("config") or {})
-    except ValueError as err:
-        raise UsageError(f"{path}/config.json: {err}") from None
-    return _run_training(call, args.quiet)
+    return _run_training(call, args.quiet, path)
 
 
 def _run_rows(root: Path) -> list[dict]:
@@ -226,6 +240,7 @@ def cmd_eval(args) -> int:
     for f in args.data or []:
         if not Path(f).is_file():
             raise UsageError(f"--data file {f!r} not found")
+    _quiet_transformers()
     try:
         result = evaluate_run(path, args.data or None, args.examples, args.greedy)
     except ValueError as err:
@@ -244,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--root", help="runs root (default ./runs or $ADAKD_RUNS)")
         p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
 
-    p = sub.add_parser("train", help="start a run")
+    p = sub.add_parser("train", help="start a run", epilog="Data-parallel: the same arguments under "
+                       "`torchrun --nproc_per_node N -m adakd train ...` (gloo on CPU, nccl on CUDA); "
+                       "rank 0 writes the run directory.")
     p.add_argument("--preset", choices=list(PRESETS), default=None, help="named config (default: RunConfig defaults)")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config fields, e.g. --set lr=1e-4 idts_c=0.3")

@@ -108,7 +108,7 @@ def _load_causal_lm(name_or_path, dtype, trust_remote_code: bool, role: str):
             "head; AdaKD distils decoder-only causal LMs (e.g. Llama, Qwen2, GPT-2)."
         )
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             where, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
         )
     except OSError as err:
@@ -120,6 +120,37 @@ def _load_causal_lm(name_or_path, dtype, trust_remote_code: bool, role: str):
                 "model.save_pretrained(folder) to get model.safetensors."
             ) from err
         raise ModelError(f"cannot load {role} weights from '{where}': {err}") from err
+    check_causal(model, f"{role} '{where}'")
+    return model
+
+
+@torch.no_grad()
+def check_causal(model: nn.Module, name: str = "model") -> None:
+    """Raise ModelError when the logits at position t depend on later tokens.
+
+    An encoder such as BERT has a causal-LM class in transformers (``BertLMHeadModel``) but
+    attends both ways unless configured as a decoder; its "next-token" distributions would see
+    the answer. Two 4-token inputs that differ only in the last token must give the same logits
+    at the first three positions.
+    """
+    vocab = model.get_input_embeddings().num_embeddings
+    if vocab < 3:
+        return
+    device = next(model.parameters()).device
+    a = torch.tensor([[0, 1, 2, 1]], device=device)
+    b = torch.tensor([[0, 1, 2, 2]], device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        first, second = model(input_ids=a).logits[0, :3], model(input_ids=b).logits[0, :3]
+    finally:
+        model.train(was_training)
+    if not torch.allclose(first.float(), second.float(), rtol=1e-3, atol=1e-4):
+        raise ModelError(
+            f"{name} is not a causal language model: its prediction at a position changes with "
+            f"later tokens ({type(model).__name__}, e.g. an encoder like BERT). AdaKD distils "
+            "decoder-only causal LMs (e.g. Llama, Qwen2, GPT-2)."
+        )
 
 
 # --------------------------------------------------------------------------- students

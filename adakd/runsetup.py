@@ -20,7 +20,6 @@ import os
 import platform
 import re
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,7 +256,3 @@ def default_run_name(preset: str | None) -> str:
     """`<preset>-YYYYmmdd-HHMMSS` (UTC), a safe folder name."""
     stamp = utc_now().replace("-", "").replace(":", "").replace("T", "-").rstrip("Z")
     return re.sub(r"[^A-Za-z0-9._=+,@-]", "-", f"{preset or 'run'}-{stamp}")
-
-
-def command_line() -> list[str]:
-    return [sys.executable, *sys.argv]

@@ -30,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
@@ -66,12 +67,31 @@ def train(config: RunConfig, run_dir: str | os.PathLike, *, name: str | None = N
     progress bar from it.
     """
     preflight(config)
-    dist_info = init_distributed(config)
     run = RunDir(run_dir)
-    if dist_info.rank == 0:
-        run.create()
+    first_rank = int(os.environ.get("RANK", "0")) == 0  # only rank 0 will write the directory
+    if first_rank and run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
+        raise ValueError(f"run directory {run.path} already exists and is not empty: "
+                         "resume it, or choose another name / --run-dir")
+    dist_info = init_distributed(config)
     session = _Run(config, run, dist_info, on_step=on_step)
     return session.start(name=name or run.name, preset=preset, command=command or sys.argv)
+
+
+def check_resumable(run_dir: str | os.PathLike) -> tuple[RunConfig, tuple[int, Path] | None]:
+    """(config, latest checkpoint) of a run that can be resumed; ValueError saying why not."""
+    run = RunDir(run_dir)
+    meta = run.read_config()
+    if not meta or "config" not in meta:
+        raise ValueError(f"{run.path} has no readable config.json: not a run directory")
+    config = RunConfig.from_dict(meta["config"])
+    status = run.read_status() or {}
+    if run.effective_state() == "running":
+        raise ValueError(f"{run.path} is still running (pid {status.get('pid')}): stop it first")
+    found = ckpt.latest_checkpoint(run.checkpoints)
+    if status.get("state") == "finished" and found and found[0] >= config.max_steps:
+        raise ValueError(f"{run.path} already finished all {config.max_steps} steps; nothing to resume")
+    preflight(config)
+    return config, found
 
 
 def resume(run_dir: str | os.PathLike, *, on_step: StepCallback | None = None) -> Path:
@@ -81,21 +101,9 @@ def resume(run_dir: str | os.PathLike, *, on_step: StepCallback | None = None) -
     drops log lines written after that checkpoint so metrics/events have no duplicates.
     Without any checkpoint the run restarts from step 0 (its set-up is deterministic).
     """
-    run = RunDir(run_dir)
-    meta = run.read_config()
-    if not meta or "config" not in meta:
-        raise ValueError(f"{run.path} has no readable config.json: not a run directory")
-    config = RunConfig.from_dict(meta["config"])
-    status = run.read_status() or {}
-    state = run.effective_state()
-    if state == "running":
-        raise ValueError(f"{run.path} is still running (pid {status.get('pid')}): stop it first")
-    found = ckpt.latest_checkpoint(run.checkpoints)
-    if state == "finished" and found and found[0] >= config.max_steps:
-        raise ValueError(f"{run.path} already finished all {config.max_steps} steps; nothing to resume")
-    preflight(config)
-    dist_info = init_distributed(config)
-    session = _Run(config, run, dist_info, on_step=on_step)
+    config, found = check_resumable(run_dir)
+    session = _Run(config, RunDir(run_dir), init_distributed(config), on_step=on_step)
+    session.created = True
     return session.start_resumed(found)
 
 
@@ -140,6 +148,7 @@ class _Run:
         self.done_evals: set[tuple[int, str]] = set()
         self.stop = _StopRequest()
         self._status_written = -math.inf
+        self.created = False  # whether this process may record into the run directory
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
@@ -169,10 +178,12 @@ class _Run:
     def start(self, *, name: str, preset: str | None, command: list[str]) -> Path:
         with self.stop:
             try:
-                if self.main:
-                    self.run.set_status("running", step=0, total_steps=self.config.max_steps)
+                # models and data first: input that fails to load leaves no run directory behind
                 self._setup()
                 if self.main:
+                    self.run.create()
+                    self.created = True
+                    self.run.set_status("running", step=0, total_steps=self.config.max_steps)
                     meta = run_metadata(self.config, name=name, preset=preset, command=command,
                                         device=self.device, dtype=self.dtype, reason=self.dist.reason,
                                         teacher=self.teacher, student=self.student)
@@ -223,15 +234,19 @@ class _Run:
             self.run.event(step, "resume", f"resumed from {where}", checkpoint=found and str(found[1]))
 
     def _fail(self, err: BaseException) -> None:
+        if not self.created:  # refused during set-up: nothing to record, the caller reports it
+            return
         message = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
         log.error("run failed at step %d: %s", self.step, message)
-        if self.main and self.run.path.is_dir():
+        trace = "".join(traceback.format_exception(err))
+        log.debug("%s", trace)
+        if self.main:
             try:
                 self.run.set_status("failed", step=self.step, total_steps=self.config.max_steps,
                                     error=message, last_checkpoint=self.last_checkpoint)
-                self.run.event(self.step, "failed", message, error=message)
-            except OSError:
-                log.exception("could not record the failure")
+                self.run.event(self.step, "failed", message, error=message, traceback=trace)
+            except OSError as write_err:  # a full or read-only disk: the dead pid will read as crashed
+                log.error("could not record the failure in %s: %s", self.run.path, write_err)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self) -> Path:

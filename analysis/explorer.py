@@ -78,6 +78,7 @@ def explore_prompt(teacher, student, tokenizer, prompt: str, reference: str | No
     The models' train/eval modes and the RNG state are left as they were.
     """
     _check_args(prompt, ratio, c, base_temperature, top_k, max_new_tokens)
+    _check_text("the reference reply", reference or "")
     has_reference = bool(reference and reference.strip())
     example = Example(instruction=prompt, context=context or "", response=reference if has_reference else "",
                       category="explorer")
@@ -116,6 +117,7 @@ def explore_prompt(teacher, student, tokenizer, prompt: str, reference: str | No
 def _check_args(prompt, ratio, c, base_temperature, top_k, max_new_tokens) -> None:
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("the prompt is empty: type an instruction or question")
+    _check_text("the prompt", prompt)
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio r must be in (0, 1] (got {ratio})")
     if not c >= 0:
@@ -126,6 +128,16 @@ def _check_args(prompt, ratio, c, base_temperature, top_k, max_new_tokens) -> No
         raise ValueError(f"top_k must be a positive integer (got {top_k!r})")
     if not (isinstance(max_new_tokens, int) and 1 <= max_new_tokens <= MAX_RESPONSE_TOKENS):
         raise ValueError(f"max_new_tokens must be an integer in [1, {MAX_RESPONSE_TOKENS}] (got {max_new_tokens!r})")
+
+
+def _check_text(what: str, text: str) -> None:
+    """Tokenizers refuse strings that are not valid Unicode (lone surrogates, e.g. from bytes
+    decoded with errors="surrogateescape") with an obscure TypeError: say what is wrong."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{what} is not valid Unicode text (character {err.start} is a lone surrogate "
+                         f"{text[err.start]!r}): paste it again as UTF-8 text") from None
 
 
 def checked_prompt_ids(tokenizer, example: Example, context_length: int) -> list[int]:

@@ -68,6 +68,16 @@ def show_problems(run) -> None:
                    icon=":material/warning:")
 
 
+def remote_code_notice(config) -> None:
+    """A warning wherever a config with trust_remote_code on is shown or used: loading its models
+    runs Python code shipped with the model folder (or hub repository)."""
+    on = config.get("trust_remote_code") if isinstance(config, dict) else getattr(config, "trust_remote_code", False)
+    if on:
+        st.warning("**trust_remote_code is on**: loading these models runs the Python code that ships "
+                   "with them, in the training process and in this dashboard. Use it only for model "
+                   "folders you trust (see SECURITY.md).", icon=":material/gpp_maybe:")
+
+
 def _run_label(table: pd.DataFrame):
     names = dict(zip(table["path"].astype(str), table["name"].astype(str)))
     states = dict(zip(table["path"].astype(str), table["state"].astype(str)))

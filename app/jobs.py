@@ -253,8 +253,6 @@ def submit(root, kind: str, args: list[str], run_dir, device: str = "auto", *,
     """
     root = Path(root).resolve()
     run_dir = Path(run_dir).resolve()
-    if job_for_run(root, run_dir) is not None:
-        raise RuntimeError(f"{run_dir.name} already has a running or queued job")
     job_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:6]
     path = queue_dir(root) / f"{job_id}.json"
     job = Job(
@@ -262,7 +260,9 @@ def submit(root, kind: str, args: list[str], run_dir, device: str = "auto", *,
         log=str(run_dir / log_name), staging=str(path.with_suffix(".log")),
         device=detect_device(device), created_at=utc_now(), label=label or kind,
     )
-    with lock(root):
+    with lock(root):  # check and write under one lock: two sessions cannot both queue a run
+        if any(j.live and Path(j.run_dir).resolve() == run_dir for _, j in prune_jobs(root)):
+            raise RuntimeError(f"{run_dir.name} already has a running or queued job")
         write_job(path, job)
     with open(job.staging, "ab") as out:
         proc = subprocess.Popen(

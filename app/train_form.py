@@ -115,6 +115,7 @@ def build_request(mode: str, preset: str, values: dict, extra: str, grid: dict, 
     overrides = overrides_from(values, defaults) + parse_extra(extra)
     if mode == "single":
         config = resolve_preset(preset, overrides)
+        _preflight([config])
         args = ["--preset", preset] + (["--set", *overrides] if overrides else []) + ["--run-dir", str(run_dir)]
         return Request("train", args, run_dir, config.device, config)
 
@@ -124,9 +125,19 @@ def build_request(mode: str, preset: str, values: dict, extra: str, grid: dict, 
     points = expand_grid(parse_grid(specs))
     base = dict(o.split("=", 1) for o in overrides)
     configs = [build_config(preset, {**base, **point}) for _, point in points]
+    _preflight(configs)
     args = ["--preset", preset] + [a for spec in specs for a in ("--grid", spec)]
     args += (["--set", *overrides] if overrides else []) + ["--root", str(root), "--name", name]
     return Request("sweep", args, run_dir, configs[0].device, configs[0], points=len(points))
+
+
+def _preflight(configs: list[RunConfig]) -> None:
+    """The trainer's own checks that need no model (data and model paths, divergence parameters,
+    device), so a launch that would stop at once shows its message here instead."""
+    from adakd.runsetup import preflight  # imports torch: only once the form is filled in
+
+    for config in configs:
+        preflight(config)
 
 
 def sweep_args(manifest: dict, folder) -> list[str]:

@@ -26,6 +26,8 @@ ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(Path.cwd()))
     (["train", "--preset", "smoke", "--set", "data=/no/such.jsonl"], "data file '/no/such.jsonl' not found"),
     (["train", "--preset", "smoke", "--name", "../escape"], "contains a path separator"),
     (["train", "--preset", "smoke", "--name", ".hidden"], "starts with '.'"),
+    (["train", "--preset", "smoke", "--set", "teacher=no-such-org/no-such-model", "student=subset"],
+     "cannot load teacher 'no-such-org/no-such-model'"),  # found only when loading: still nothing written
     (["resume", "no-such-run"], "no run folder 'no-such-run'"),
     (["eval", "no-such-run"], "no run folder 'no-such-run'"),
 ])
@@ -158,3 +160,17 @@ def test_sweep_and_eval_delegate(tmp_path, monkeypatch, capsys):
     assert calls["eval"] == (tmp_path / "r", [str(data)], 3, True)
     assert '"rouge_l_avg": 12.5' in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "r"), "--data", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_progress_bar_shows_loss_ratio_tau_and_throughput(capsys, monkeypatch):
+    from adakd import cli
+
+    progress = cli._Progress(quiet=False)
+    progress.enabled = True  # stderr is not a TTY under pytest
+    for step in (1, 2):
+        progress({"step": step, "total_steps": 4, "loss": 1.5 / step, "ratio": 0.9, "mean_tau": 1.02,
+                  "tokens_per_s": 321.0})
+    progress.close()
+    err = capsys.readouterr().err
+    assert "2/4" in err and "loss=0.7500" in err and "r=0.900" in err and "tau=1.020" in err and "tok_s=321" in err
+    assert cli._Progress(quiet=True).enabled is False

@@ -33,12 +33,13 @@ from safetensors import safe_open
 
 from adakd.checkpoint import list_checkpoints
 from adakd.cli import main
-from adakd.presets import resolve_preset
 from adakd.rundir import RunDir
 from analysis.runs import clear_cache, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
+# the kill tests run five training processes side by side: one thread each, no oversubscription
+PARALLEL_ENV = dict(ENV, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 STEPS = 10
 OVERRIDES = [f"max_steps={STEPS}", "checkpoint_interval=3", "probe_interval=3", "keep_checkpoints=2",
              "log_interval=1"]
@@ -99,28 +100,64 @@ def _probe_steps(steps: int = STEPS, every: int = 3) -> list[int]:
     return sorted({0, *range(every, steps + 1, every)})
 
 
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory):
-    """The same smoke run without faults (in this process): the reference trajectory."""
-    from adakd.trainer import train
-
-    path = tmp_path_factory.mktemp("reference") / "straight"
-    train(resolve_preset("smoke", OVERRIDES), path)
-    return path
-
-
-def start_driver(tmp_path: Path, fault: str, run_dir: Path) -> tuple[subprocess.Popen, Path]:
-    script, flushed = tmp_path / "driver.py", tmp_path / "flushed.txt"
+def start_driver(folder: Path, fault: str, run_dir: Path) -> tuple[subprocess.Popen, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    script, flushed = folder / "driver.py", folder / "flushed.txt"
     script.write_text(DRIVER)
-    env = dict(ENV, FAULT=fault, FAULT_LOG=str(flushed))
+    env = dict(PARALLEL_ENV, FAULT=fault, FAULT_LOG=str(flushed))
     argv = [sys.executable, str(script), "train", "--preset", "smoke", "--set", *OVERRIDES,
             "--run-dir", str(run_dir), "--quiet"]
-    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return proc, flushed
 
 
 def flushed_steps(flushed: Path) -> list[int]:
     return [int(s) for s in flushed.read_text().split()] if flushed.exists() else []
+
+
+INJECTED = {"step:5": 3, "metrics:8": 6, "checkpoint:9": 6}  # fault -> the checkpoint a resume starts from
+
+
+@pytest.fixture(scope="module")
+def victims(tmp_path_factory):
+    """Every training process of the kill tests, run side by side to save time: the reference
+    run without a fault ("straight"), the three injected faults, and one run killed from outside
+    after a seeded random delay ("random"). Returns {name: (run_dir, flushed steps, pid)}."""
+    base = tmp_path_factory.mktemp("victims")
+    procs = {}
+    for name in ("straight", *INJECTED, "random"):
+        folder = base / name.replace(":", "-")
+        fault = name if name in INJECTED else "none:0"
+        procs[name] = (folder / "run", *start_driver(folder, fault, folder / "run"))
+    rng = random.Random(9)
+    wait_for_step = rng.randint(1, 6)
+    run_dir, proc, _ = procs["random"]
+    try:
+        deadline = time.time() + 300
+        while len(RunDir(run_dir).read_metrics()) < wait_for_step:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.time() < deadline, "the run did not reach its first steps"
+            time.sleep(0.05)
+        seconds = [m["step_seconds"] for m in RunDir(run_dir).read_metrics()]
+        time.sleep(rng.uniform(0, 1.5) * sum(seconds) / len(seconds))  # anywhere in the next step(s)
+        assert proc.poll() is None, "the run finished before the kill: make it longer"
+        proc.kill()
+        errors = {name: p.communicate(timeout=300)[1] for name, (_, p, _) in procs.items()}
+    finally:
+        for _, p, _ in procs.values():
+            p.kill()
+            p.wait()
+    assert procs["straight"][1].returncode == 0, errors["straight"][-3000:]
+    for name, (_, p, _) in procs.items():
+        if name != "straight":
+            assert p.returncode == -signal.SIGKILL, (name, errors[name][-3000:])
+    return {name: (d, flushed_steps(f), p.pid) for name, (d, p, f) in procs.items()}
+
+
+@pytest.fixture(scope="module")
+def straight(victims):
+    """The finished reference run (no fault)."""
+    return victims["straight"][0]
 
 
 def check_crashed_run(run_dir: Path, flushed: list[int], pid: int) -> int:
@@ -167,48 +204,30 @@ def check_resumed(run_dir: Path, resumed_from: int, straight: Path) -> None:
     assert load_run(run_dir).problems == []
 
 
-@pytest.mark.parametrize("fault,expect_from", [("step:5", 3), ("metrics:8", 6), ("checkpoint:9", 6)])
-def test_kill_9_at_an_injected_point_then_resume(tmp_path, straight, fault, expect_from):
-    run_dir = tmp_path / "runs" / "victim"
-    proc, flushed = start_driver(tmp_path, fault, run_dir)
-    out, err = proc.communicate(timeout=240)
-    assert proc.returncode == -signal.SIGKILL, err[-3000:]
-    resume_from = check_crashed_run(run_dir, flushed_steps(flushed), proc.pid)
-    assert resume_from == expect_from
+@pytest.mark.parametrize("fault", list(INJECTED))
+def test_kill_9_at_an_injected_point_then_resume(victims, fault):
+    run_dir, flushed, pid = victims[fault]
+    assert check_crashed_run(run_dir, flushed, pid) == INJECTED[fault]
     kind, at = fault.split(":")
     steps = [m["step"] for m in RunDir(run_dir).read_metrics()]
     assert steps[-1] == (int(at) - 1 if kind in ("step", "metrics") else int(at))
+    if kind == "metrics":  # half of step 8's line is on disk: skipped, not reported
+        assert not (run_dir / "metrics.jsonl").read_text().endswith("\n")
     if kind == "checkpoint":  # the half-written checkpoint stays a .tmp folder, never step-000009
         assert (run_dir / "checkpoints" / "step-000009.tmp").is_dir()
         assert not (run_dir / "checkpoints" / "step-000009").exists()
     assert main(["resume", str(run_dir), "--quiet"]) == 0
-    check_resumed(run_dir, expect_from, straight)
+    check_resumed(run_dir, INJECTED[fault], victims["straight"][0])
 
 
-def test_kill_9_at_a_random_moment_then_resume_with_the_cli(tmp_path, straight):
-    rng = random.Random(9)
-    wait_for_step = rng.randint(1, 6)
-    run_dir = tmp_path / "runs" / "victim"
-    proc, flushed = start_driver(tmp_path, "none:0", run_dir)
-    run = RunDir(run_dir)
-    try:
-        deadline = time.time() + 240
-        while len(run.read_metrics()) < wait_for_step:
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.time() < deadline, "the run did not reach its first steps"
-            time.sleep(0.05)
-        seconds = [m["step_seconds"] for m in run.read_metrics()]
-        time.sleep(rng.uniform(0, 1.5) * sum(seconds) / len(seconds))  # anywhere in the next step(s)
-        assert proc.poll() is None, "the run finished before the kill: make it longer"
-    finally:
-        proc.kill()
-        proc.communicate()
-    resume_from = check_crashed_run(run_dir, flushed_steps(flushed), proc.pid)
+def test_kill_9_at_a_random_moment_then_resume_with_the_cli(victims):
+    run_dir, flushed, pid = victims["random"]
+    resume_from = check_crashed_run(run_dir, flushed, pid)
     done = subprocess.run([sys.executable, "-m", "adakd", "resume", str(run_dir), "--quiet"], env=ENV, cwd=REPO,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
-    check_resumed(run_dir, resume_from, straight)
+    check_resumed(run_dir, resume_from, victims["straight"][0])
 
 
 # ---------------------------------------------------------------- a full or read-only disk

@@ -10,6 +10,9 @@ ui.header("Token explorer", "Type a prompt: the teacher's reply (or your referen
           "IDTS temperature at strength c. Pick a token for both models' top-k and its attribution.")
 
 RESULT = "explorer-result"
+# Typed text is bounded before it reaches the tokenizer; the token bounds (analysis.explorer:
+# 1024 prompt / 512 reply tokens, and the model context) then give the precise message.
+MAX_TEXT_CHARS = 20_000
 TOKENS_PER_ROW = ui.TOKENS_PER_ROW
 source_col, prompt_col = st.columns([2, 3], gap="large")
 
@@ -34,13 +37,16 @@ with source_col:
         if not checkpoints:
             st.caption("This run kept no checkpoint: only the initial student is available.")
         spec = models.run_spec(run, step)
+        ui.remote_code_notice(run.config)
     st.caption(models.describe(spec))
 
 with prompt_col:
     st.subheader("Prompt")
     with st.form("explorer-form", border=False):
-        prompt = st.text_area("Prompt", "What is the capital of France?", key="explorer-prompt", height=90)
+        prompt = st.text_area("Prompt", "What is the capital of France?", key="explorer-prompt", height=90,
+                              max_chars=MAX_TEXT_CHARS)
         reference = st.text_area("Reference reply (optional)", "", key="explorer-reference", height=70,
+                                 max_chars=MAX_TEXT_CHARS,
                                  help="Empty: the teacher's greedy reply is scored.")
         c1, c2, c3 = st.columns(3)
         ratio = c1.slider("LATF ratio r", 0.05, 1.0, 0.5, 0.05, key="explorer-r",

@@ -60,6 +60,7 @@ st.subheader(run.name)
 st.markdown(f"{ui.badge(run.state)} &nbsp; **{run.label}** · preset `{run.meta.get('preset') or '–'}`"
             f" · device `{run.meta.get('device', '–')}` · seed `{run.seed}`")
 ui.show_problems(run)
+ui.remote_code_notice(run.config)
 m = st.columns(4)
 m[0].metric("Steps", f"{run.status.get('step', len(run.metrics))} / {run.status.get('total_steps', run.config.get('max_steps', '–'))}")
 m[1].metric("Final loss", f"{run.metrics['loss'].iloc[-1]:.4f}" if len(run.metrics) else "–")

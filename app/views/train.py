@@ -113,6 +113,7 @@ with form_col:
     except ValueError as err:
         st.error(str(err), icon=":material/error:")
     if request is not None:
+        ui.remote_code_notice(request.config)
         st.code(request.display, language="bash", wrap_lines=True)
         if st.button("Start" if mode == "single" else "Start sweep", type="primary", key="train-launch",
                      icon=":material/play_arrow:"):

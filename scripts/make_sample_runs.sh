@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Regenerate sample_runs/: the small-scale study behind docs/results.md and the dashboard's
+# content on a fresh machine. Every point is an ordinary `python -m adakd` run of the `demo`
+# preset (SmolLM2-135M-Instruct teacher, 6-layer subset student, chatterbot data), so the same
+# seeds give the same numbers on the same machine. Checkpoints (student weights) are deleted
+# after each sweep: sample_runs/ holds run data only.
+#
+#   bash scripts/make_sample_runs.sh            # all studies, in priority order
+#   bash scripts/make_sample_runs.sh ablation   # one study
+#
+# Cost on a 2-core CPU: about 3 minutes per run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+ROOT=${ROOT:-sample_runs}
+export HF_HUB_OFFLINE=1
+
+sweep() {  # sweep NAME ARGS...
+  local name=$1; shift
+  "$PY" -m adakd sweep --preset demo --root "$ROOT" --name "$name" --quiet "$@"
+  find "$ROOT/$name" -type d -name checkpoints -prune -exec rm -rf {} +
+}
+
+study() {
+  case "$1" in
+    ablation)   sweep ablation --grid ablation --grid seed=0 ;;           # Table 2: base / +IDTS / +LATF / full
+    c-sweep)    sweep c-sweep --grid idts_c=0.1,0.3,0.7,0.9 --grid seed=0 ;; # Fig. 3c-d (c = 0.5 is ablation/full)
+    schedules)  sweep schedule-fixed --grid latf=fixed --set ratio_start=0.75 &&      # Fig. 3b / Table 4
+                sweep schedule-cosine --grid latf=cosine --set ratio_start=1.0 ratio_end=0.75 ;;
+    divergences) sweep divergences --grid divergence=fkl,jsd,srkl,ab --grid ablation=base,full ;;  # Table 1
+    seeds)      sweep ablation-seeds --grid ablation --grid seed=1,2 ;;    # seed spread for Table 2
+    *) echo "unknown study $1 (ablation, c-sweep, schedules, divergences, seeds)" >&2; exit 2 ;;
+  esac
+}
+
+if [ $# -eq 0 ]; then set -- ablation c-sweep schedules divergences seeds; fi
+for s in "$@"; do echo "== $s"; study "$s"; done
