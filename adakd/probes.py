@@ -22,6 +22,7 @@ Ties inside the selected set are broken by position (stable sort), so groups are
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Iterator, Mapping
 
@@ -51,6 +52,13 @@ GRADIENT_COLUMNS = {
 GROUPS = ("hard", "mid", "easy")
 PAPER_RATIO = 0.5  # the paper's fixed split for Fig. 1 (25/25/50), comparable across runs
 _ROW_CHUNK = 256  # rows of [N, V] processed at once by the per-token statistics
+# Model classes whose forward refused a boolean [B, T] ``logits_to_keep`` mask (transformers
+# before the mask form — e.g. 5.17 — index ``hidden_states[:, keep, :]`` and raise IndexError;
+# remote code may not take the argument at all, TypeError). Filled on the first refusal whose
+# full-logits retry succeeds; those classes get full logits from then on, without the retry.
+_FULL_LOGITS_ONLY: set[type] = set()
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -99,18 +107,60 @@ def _forward_valid(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], ma
 
     mask: [B, T-1] from next_token_targets. The head runs on those positions only
     (``logits_to_keep`` with a boolean [B, T] mask): on instruction data most positions are
-    prompt, and the vocabulary projection is a large share of a forward pass.
+    prompt, and the vocabulary projection is a large share of a forward pass. A model that
+    refuses the mask (TypeError / IndexError, see ``_FULL_LOGITS_ONLY``) or answers with an
+    unexpected shape gets a plain forward, and logits[:, :-1][mask] is taken from the full
+    [B, T, V]; the same rows either way. A refusal is remembered per model class only once the
+    plain forward has worked, so an IndexError with another cause (a token id outside the
+    vocabulary) is raised by that forward and remembers nothing.
     """
     device = next(model.parameters()).device
     inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
     mask = mask.to(device)
-    try:
-        logits = model(**inputs, logits_to_keep=F.pad(mask, (0, 1), value=False)).logits
-    except TypeError:  # a model class without logits_to_keep (e.g. older remote code)
-        logits = model(**inputs).logits
-    if logits.dim() == 3:  # the full [B, T, V] (logits_to_keep ignored or unsupported)
-        logits = logits[:, :-1][mask]
-    return logits.float()
+    refused: Exception | None = None
+    if type(model) not in _FULL_LOGITS_ONLY:
+        try:
+            kept = _kept_rows(model(**inputs, logits_to_keep=F.pad(mask, (0, 1), value=False)).logits, mask)
+        except (TypeError, IndexError) as err:
+            kept, refused = None, err
+        if kept is not None:
+            return kept.float()
+        refused = refused or ValueError("logits of an unexpected shape for a boolean logits_to_keep")
+    logits = model(**inputs).logits  # raises again when the refusal had another cause
+    if refused is not None:
+        _FULL_LOGITS_ONLY.add(type(model))
+        log.info("%s does not take a boolean logits_to_keep mask (%s: %s); probes compute its full "
+                 "logits", type(model).__name__, type(refused).__name__, refused)
+    kept = _kept_rows(logits, mask)
+    if kept is None:
+        raise ValueError(f"{type(model).__name__} returned logits of shape {tuple(logits.shape)} for a batch of "
+                         f"shape {tuple(inputs['input_ids'].shape)}; expected [B, T, V]")
+    return kept.float()
+
+
+def _kept_rows(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """[N, V] rows of the valid positions from what the model returned: already [N, V] (the
+    mask was applied), or the full [B, T, V] (logits_to_keep ignored); None for any other shape."""
+    n = int(mask.sum())
+    if logits.dim() == 2 and logits.shape[0] == n:
+        return logits
+    if logits.dim() == 3 and logits.shape[:2] == (mask.shape[0], mask.shape[1] + 1):
+        return logits[:, :-1][mask]
+    return None
+
+
+def valid_logits(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """A model's float32 logits [N, V] of the batch's valid next-token positions.
+
+    Row i scores ``targets[mask][i]`` of ``next_token_targets(batch["labels"])`` (row-major
+    order of the mask). Computed under no_grad in eval mode, with the model's train/eval modes
+    and the RNG states left as they were (``untouched``); the head runs on the valid positions
+    only where the model allows it (``_forward_valid``).
+    """
+    _check_batch(batch)
+    _, mask = next_token_targets(batch["labels"])
+    with untouched(model), torch.no_grad():
+        return _forward_valid(model, batch, mask)
 
 
 def teacher_valid_logits(teacher: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -121,10 +171,7 @@ def teacher_valid_logits(teacher: torch.nn.Module, batch: Mapping[str, torch.Ten
     :func:`probe_tokens` / :func:`probe_gradient_groups` to skip the teacher forward at every
     probe (most of a probe's cost). Memory: N·V·4 bytes (demo: ~200 tokens × 49,152 ≈ 40 MB).
     """
-    _check_batch(batch)
-    _, mask = next_token_targets(batch["labels"])
-    with untouched(teacher), torch.no_grad():
-        return _forward_valid(teacher, batch, mask)
+    return valid_logits(teacher, batch)
 
 
 def _check_batch(batch: Mapping[str, torch.Tensor]) -> None:

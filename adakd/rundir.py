@@ -106,10 +106,18 @@ def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
 
 
 def append_jsonl(path: Path, record: dict) -> None:
-    """Append one JSON line, flushed and fsync'ed (a crash loses at most this line)."""
-    line = json.dumps(_json_safe(record), allow_nan=False) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
+    """Append one JSON line, flushed and fsync'ed (a crash loses at most this line).
+
+    When the file ends mid-line (a writer was killed, e.g. during an evaluation that `adakd
+    eval` now appends to), the record starts on a new line: never glued to the fragment.
+    """
+    data = (json.dumps(_json_safe(record), allow_nan=False) + "\n").encode("utf-8")
+    with open(path, "ab+") as f:  # append mode: writes go to the end whatever the position
+        if f.seek(0, os.SEEK_END) > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                data = b"\n" + data
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
@@ -136,7 +144,7 @@ def read_json(path: Path, default: Any = None) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return default
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: "[[[[…" nested too deeply
         log.warning("could not read %s: %s", path, err)
         return default
 
@@ -164,7 +172,7 @@ def read_jsonl_report(path: Path) -> JsonlRead:
             continue
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a line of "[[[[…" nested too deeply
             if i == len(lines) and not last_complete:
                 out.truncated = True
                 continue

@@ -36,6 +36,8 @@ TINY = "tiny-random"
 TINY_TEACHER = {"layers": 2, "hidden": 64, "seed": 1234, "initializer_range": 0.3}  # fixed: every smoke run sees one teacher
 TINY_STUDENT = {"layers": 1, "hidden": 64}
 SPLIT_SEED = 0  # the train/val/test split does not move with the run seed: same test set for all runs
+VALIDATION_EXAMPLES = 64  # held-out examples of DistiLLM's validation loss (bounded cost per measurement)
+VALIDATION_BATCH = 8  # ... scored this many at a time
 
 
 # ---------------------------------------------------------------------- checks
@@ -47,7 +49,8 @@ def preflight(config: RunConfig) -> None:
     """Raise ValueError (with what to fix) for input that would fail after start-up."""
     from adakd.divergences import resolve_params
 
-    if config.data != "chatterbot" and not Path(config.data).expanduser().is_file():
+    # a folder is valid too: chatterbot-format YAML files (adakd.data.load_examples)
+    if config.data != "chatterbot" and not Path(config.data).expanduser().exists():
         raise ValueError(f"data file {config.data!r} not found: pass --set data=/path/to/file "
                          "(Dolly JSONL or Alpaca JSON) or data=chatterbot")
     for path in config.eval_data:
@@ -113,6 +116,9 @@ class TrainData:
     gradient_batch: dict[str, torch.Tensor]  # the fixed gradient batch (training split), collated
     eval_sets: dict[str, list] = field(default_factory=dict)  # dataset name -> Examples
     pad_id: int = 0
+    # up to VALIDATION_EXAMPLES encoded validation examples, collated VALIDATION_BATCH at a time
+    # (DistiLLM's validation loss; the same fixed set at every measurement)
+    validation_batches: list[dict[str, torch.Tensor]] = field(default_factory=list)
 
 
 def pad_token_id(tokenizer) -> int:
@@ -157,7 +163,11 @@ def prepare_data(config: RunConfig, tokenizer) -> TrainData:
         log.warning("%d of %d training examples have no response token within max_length=%d; dropped",
                     dropped, len(train), config.max_length)
     pad = pad_token_id(tokenizer)
-    probe = spread(_encode_all(val or train, tokenizer, config), config.probe_examples) or encoded[:1]
+    held_out = _encode_all(val or train, tokenizer, config)
+    probe = spread(held_out, config.probe_examples) or encoded[:1]
+    validation = spread(held_out, VALIDATION_EXAMPLES) or encoded[:1]
+    validation_batches = [collate(validation[i:i + VALIDATION_BATCH], pad)
+                          for i in range(0, len(validation), VALIDATION_BATCH)]
     gradient = spread(encoded, config.gradient_batch_size)
     if config.eval_data:
         eval_sets = {Path(p).stem: spread(load_examples(p), config.eval_examples) for p in config.eval_data}
@@ -165,7 +175,7 @@ def prepare_data(config: RunConfig, tokenizer) -> TrainData:
         name = "chatterbot" if config.data == "chatterbot" else Path(config.data).stem
         eval_sets = {name: spread(test or val, config.eval_examples)}
     eval_sets = {k: v for k, v in eval_sets.items() if v}
-    return TrainData(encoded, collate(probe, pad), collate(gradient, pad), eval_sets, pad)
+    return TrainData(encoded, collate(probe, pad), collate(gradient, pad), eval_sets, pad, validation_batches)
 
 
 class DataOrder:

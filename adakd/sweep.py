@@ -2,6 +2,7 @@
 
     python -m adakd sweep --preset demo --grid idts_c=0.1,0.3,0.5,0.7,0.9 --grid seed=0,1,2
     python -m adakd sweep --preset demo --grid ablation          # base / +IDTS / +LATF / full
+    python -m adakd sweep --preset demo --grid table1            # paper Table 1, ± AdaKD (10 runs)
 
 Layout: ``<root>/<name>/sweep.json`` (the manifest, rewritten atomically after every state
 change) and one run directory per grid point beside it, named from the point's values in grid
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import re
 import shutil
@@ -33,12 +35,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from adakd.config import RunConfig, apply_overrides, parse_overrides
+from adakd.presets import TABLE1
 from adakd.rundir import RunDir, check_run_name, read_json, utc_now, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "sweep.json"
-# Named grids: one axis whose values are override sets. Values: the ablation's four arms.
+# Named grids: one axis whose values are override sets. Values: the ablation's four arms;
+# table1: the paper's Table 1 methods, plain and with AdaKD (adakd.presets.TABLE1, ten arms).
 NAMED_GRIDS: dict[str, dict[str, dict[str, str]]] = {
     "ablation": {
         "base": {"latf": "off", "idts": "off"},
@@ -46,6 +50,8 @@ NAMED_GRIDS: dict[str, dict[str, dict[str, str]]] = {
         "latf": {"latf": "adaptive", "idts": "off"},
         "full": {"latf": "adaptive", "idts": "on"},
     },
+    "table1": {arm: {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields.items()}
+               for arm, fields in TABLE1.items()},
 }
 
 

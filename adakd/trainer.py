@@ -44,7 +44,7 @@ from adakd.config import RunConfig
 from adakd.device import Distributed, autocast, dtype_name, init_distributed
 from adakd.latf import make_ratio_schedule
 from adakd.loss import adakd_loss
-from adakd.regimes import make_regime
+from adakd.regimes import make_regime, merge_infos
 from adakd.rundir import CONFIG, EVAL, GRADIENTS, METRICS, TOKENS, RunDir, utc_now
 from adakd.runsetup import (DataOrder, build_models, build_optimizer, build_scheduler, preflight,
                             prepare_data, run_metadata)
@@ -146,6 +146,10 @@ class _Run:
         self.tokens_frame: pd.DataFrame | None = None
         self.gradients_frame: pd.DataFrame | None = None
         self.done_evals: set[tuple[int, str]] = set()
+        self.validated: set[int] = set()  # steps whose `validation` event is already in events.jsonl
+        # the frozen teacher's logits on the fixed probe / gradient batches: computed at the first
+        # probe of this process and reused (adakd.probes.teacher_valid_logits)
+        self.teacher_probe_logits: dict[str, torch.Tensor] | None = None
         self.stop = _StopRequest()
         self._status_written = -math.inf
         self.created = False  # whether this process may record into the run directory
@@ -228,6 +232,7 @@ class _Run:
                     self.run.write_parquet(name, frame)
                 setattr(self, "tokens_frame" if name == TOKENS else "gradients_frame", frame)
             self.done_evals = {(int(r["step"]), r["model"]) for r in self.run.read_eval()}
+            self.validated = {int(e["step"]) for e in self.run.read_events() if e.get("kind") == "validation"}
             self.run.set_status("running", step=step, total_steps=self.config.max_steps,
                                 last_checkpoint=self.last_checkpoint)
             where = f"checkpoint step {step}" if found else "the start (no checkpoint was written)"
@@ -254,6 +259,8 @@ class _Run:
         if self.step == 0:
             self._probe()
             self._evaluate_initial()
+            if c.regime == "distillm":
+                self._feed_validation_loss()  # DistiLLM's reference: the untrained student
         while self.step < c.max_steps:
             record = self._train_step()
             if self.on_step is not None:
@@ -299,12 +306,12 @@ class _Run:
         self.student.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums = torch.zeros(9, dtype=torch.float64)
-        regime_info: dict[str, Any] = {}
+        infos: list[dict[str, Any]] = []
         for micro in range(c.grad_accum):
             batch = self._micro_batch()
             batch, info = self.regime.prepare(batch, step=self.step + 1, student=self.student,
                                               tokenizer=self.tokenizer, micro=micro)
-            regime_info.update(info)
+            infos.append(info)
             sync = nullcontext()
             if self.dist.world > 1 and micro < c.grad_accum - 1:
                 sync = self.model.no_sync()  # all-reduce gradients once, after the last micro-batch
@@ -327,6 +334,7 @@ class _Run:
             sums += torch.tensor([out.loss.item(), out.kd.item(), out.ce.item(), tau.sum().item(),
                                   float(out.selected.sum()), float(mask.sum()),
                                   float(batch["attention_mask"].sum()), 0.0, 0.0], dtype=torch.float64)
+        regime_info = merge_infos(infos)  # one metrics line per step: "mixed" when micro-batches differ
         sums[7] = float(self.stop.requested)
         sums[8] = ratio
         if self.dist.world > 1:
@@ -385,28 +393,42 @@ class _Run:
         c = self.config
         return c.eval_interval or c.probe_interval or max(1, c.max_steps // 10)
 
-    @torch.no_grad()
     def _feed_validation_loss(self) -> None:
-        """Plain KD loss (r = 1, no IDTS) of the student on the fixed validation probe batch."""
-        c = self.config
-        batch = {k: v.to(self.device) for k, v in self.data.probe_batch.items()}
-        was_training = self.student.training
-        self.student.eval()
-        with autocast(self.device, self.dtype):
-            t = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            s = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        self.student.train(was_training)
-        _, mask = next_token_targets(batch["labels"])
-        loss = adakd_loss(s[:, :-1], t[:, :-1], mask, ratio=1.0, divergence=c.divergence, idts=False,
-                          base_temperature=c.base_temperature,
-                          divergence_params=c.divergence_params or None).loss.detach().double().cpu()
+        """Feed DistiLLM's adaptive probability the student's validation loss.
+
+        As DistiLLM's release (``finetune.py`` ``evaluate``: the LM loss on the dev set), the loss
+        is the student's cross-entropy on held-out labels, here token-weighted over the fixed
+        validation set (up to ``runsetup.VALIDATION_EXAMPLES`` examples in batches of
+        ``VALIDATION_BATCH``):
+
+            L_val = − Σ_i log q_θ(y_i | y_<i, x) / N      (i over the N response tokens)
+
+        The teacher is not needed. ``valid_logits`` runs the student in eval mode under no_grad
+        and restores its modes and the RNG states, so the training stream is untouched. Under
+        DDP every rank scores the same set; the all-reduced mean makes φ agree bit for bit.
+        """
+        import torch.nn.functional as F
+
+        from adakd.probes import valid_logits
+
+        total, count = torch.zeros((), dtype=torch.float64), 0
+        for cpu_batch in self.data.validation_batches:
+            batch = {k: v.to(self.device) for k, v in cpu_batch.items()}
+            targets, mask = next_token_targets(batch["labels"])
+            with autocast(self.device, self.dtype):
+                logits = valid_logits(self.student, batch)
+            total += F.cross_entropy(logits.float(), targets[mask], reduction="sum").double().cpu()
+            count += int(mask.sum())
+        loss = total / max(count, 1)
         if self.dist.world > 1:
             dist.all_reduce(loss)
             loss /= self.dist.world
         self.regime.on_validation_loss(loss.item())
-        if self.main:
-            self.run.event(self.step, "validation", f"validation KD loss {loss.item():.4f}",
-                           loss=loss.item(), student_data_prob=getattr(self.regime, "student_data_prob", None))
+        if self.main and self.step not in self.validated:
+            self.validated.add(self.step)
+            self.run.event(self.step, "validation", f"validation CE {loss.item():.4f} ({count} tokens)",
+                           loss=loss.item(), tokens=count,
+                           student_data_prob=getattr(self.regime, "student_data_prob", None))
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self) -> None:
@@ -431,18 +453,27 @@ class _Run:
             return
         if self.tokens_frame is not None and (self.tokens_frame["step"] == self.step).any():
             return  # already probed (a resumed run)
-        from adakd.probes import probe_gradient_groups, probe_tokens
+        from adakd.probes import probe_gradient_groups, probe_tokens, teacher_valid_logits
 
         c = self.config
         started = time.perf_counter()
         ratio = float(self.schedule.ratio)
         probe_batch = {k: v.to(self.device) for k, v in self.data.probe_batch.items()}
         grad_batch = {k: v.to(self.device) for k, v in self.data.gradient_batch.items()}
+        if self.teacher_probe_logits is None:
+            # The teacher is frozen and the batches fixed: its logits never change, so one teacher
+            # forward per batch per process instead of one per probe. Kept on the model device
+            # (N·V·4 bytes each; demo ≈ 39 MiB for both, gpt2-dolly's 8 + 16 examples a few
+            # hundred MiB), which is small next to the models and their optimiser state.
+            self.teacher_probe_logits = {"probe": teacher_valid_logits(self.teacher, probe_batch),
+                                         "gradient": teacher_valid_logits(self.teacher, grad_batch)}
         tokens = probe_tokens(self.student, self.teacher, probe_batch, self.tokenizer, step=self.step,
                               ratio=ratio, c=c.idts_c if c.idts != "off" else 0.0,
-                              base_temperature=c.base_temperature, inverse=c.idts == "inverse")
+                              base_temperature=c.base_temperature, inverse=c.idts == "inverse",
+                              teacher_logits=self.teacher_probe_logits["probe"])
         grads = probe_gradient_groups(self.student, self.teacher, grad_batch, step=self.step, ratio=ratio,
-                                      divergence=c.divergence, divergence_params=c.divergence_params or None)
+                                      divergence=c.divergence, divergence_params=c.divergence_params or None,
+                                      teacher_logits=self.teacher_probe_logits["gradient"])
         self.tokens_frame = tokens if self.tokens_frame is None else pd.concat([self.tokens_frame, tokens],
                                                                                ignore_index=True)
         self.gradients_frame = grads if self.gradients_frame is None else pd.concat(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def _link_log(staging: Path, final: Path) -> bool:
         os.link(staging, final)
     except FileExistsError:
         return True
-    except OSError:  # another file system: copy what there is, the rest stays in staging
+    except OSError:  # another file system, or none with hard links: a copy now, refreshed at the end
         shutil.copyfile(staging, final)
     return True
 
@@ -98,6 +99,7 @@ def wait_and_run(job_file: str) -> int:
         signal.signal(sig, lambda *_: print("[dashboard] stop requested", flush=True))
     final = Path(job.log)
     linked = final.parent.exists()
+    into_staging = not linked
     out = open(final if linked else staging, "ab")
     out.write(f"[dashboard] {utc_now()} starting: {' '.join(job.argv)}\n".encode())
     out.flush()
@@ -120,6 +122,8 @@ def wait_and_run(job_file: str) -> int:
     out.write(f"[dashboard] {utc_now()} exited with code {proc.returncode}\n".encode())
     out.close()
     if linked:
+        if into_staging and not final.samefile(staging):  # copied, not linked: bring the copy up to date
+            shutil.copyfile(staging, final)
         staging.unlink(missing_ok=True)
     _finish(root, path, proc.returncode)
     return 0

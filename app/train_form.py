@@ -28,6 +28,12 @@ PRESET_HELP = {
     "ablation-latf": "Demo shapes, LATF only.",
     "ablation-adakd": "Demo shapes, full AdaKD (LATF + IDTS).",
 }
+_TABLE1 = {"fkl": "forward KL", "rkl": "reverse KL", "ab": "AB divergence (α 0.2, β 0.7)",
+           "gkd": "GKD — JSD (λ 0.9) on a mix of data and the student's own samples (λ_on 0.5)",
+           "distillm": "DistiLLM — skew reverse KL (λ 0.1) with adaptive off-policy student samples"}
+PRESET_HELP.update({f"table1-{m}{s}": f"Paper Table 1 on the demo settings: {text}, "
+                    + ("with AdaKD (LATF + IDTS)." if s else "LATF and IDTS off.")
+                    for m, text in _TABLE1.items() for s in ("", "-adakd")})
 
 
 @dataclass

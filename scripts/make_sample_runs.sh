@@ -24,7 +24,7 @@ sweep() {  # sweep NAME ARGS...
 study() {
   case "$1" in
     ablation)   sweep ablation --grid ablation --grid seed=0 ;;           # Table 2: base / +IDTS / +LATF / full
-    c-sweep)    sweep c-sweep --grid idts_c=0.1,0.3,0.7,0.9 --grid seed=0 ;; # Fig. 3c-d (c = 0.5 is ablation/full)
+    c-sweep)    sweep c-sweep --grid idts_c=0.1,0.9,0.3,0.7 --grid seed=0 ;; # Fig. 3c-d (c = 0.5 is ablation/full; extremes first)
     schedules)  sweep schedule-fixed --grid latf=fixed --set ratio_start=0.75 &&      # Fig. 3b / Table 4
                 sweep schedule-cosine --grid latf=cosine --set ratio_start=1.0 ratio_end=0.75 ;;
     divergences) sweep divergences --grid divergence=fkl,jsd,srkl,ab --grid ablation=base,full ;;  # Table 1

@@ -306,3 +306,34 @@ def test_explorer_reports_a_broken_checkpoint_as_a_message(tmp_path, monkeypatch
     at.button(key="FormSubmitter:explorer-form-Analyse").click().run()
     assert not at.exception
     assert any(e.value.startswith("Could not analyse the prompt") for e in at.error)
+
+
+def test_dynamics_page_shows_the_student_data_panel_of_a_regime_run(tmp_path, monkeypatch):
+    from tests.test_analysis_regime import regime_metrics
+
+    root = tmp_path / "runs"
+    run = make_run(root, "gkd-run", config={"regime": "gkd", "gkd_lambda": 0.5}, steps=5,
+                   metrics=regime_metrics(), probe_steps=[0, 5])
+    monkeypatch.setenv("ADAKD_RUNS", str(root))
+    at = open_page("views/dynamics.py", selected=[run])
+    no_failure(at)
+    assert "Student-generated data" in [h.value for h in at.subheader]
+    panel = next(f for f in charts(at) if f["layout"]["title"]["text"] == "Student data (gkd) — gkd-run")
+    by_name = {t["name"]: t for t in panel["data"]}
+    assert _values(by_name["buffer size"]["y"]) == [0, 4, 4, 8, 8]  # the metrics' buffer_size, steps 1..5
+    assert _values(by_name["generated length"]["x"]) == [2, 3, 4]  # only the steps trained on student data
+    # a ground-truth run has no such panel
+    plain = make_run(root, "plain", steps=5, probe_steps=[0, 5])
+    at = open_page("views/dynamics.py", selected=[plain])
+    assert "Student-generated data" not in [h.value for h in at.subheader]
+
+
+def _values(data) -> list:
+    """A trace's values from the chart spec: a list, or Plotly's base64 typed array."""
+    if isinstance(data, dict) and "bdata" in data:
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
+    return list(data)

@@ -53,6 +53,8 @@ def folders(tmp_path_factory, tokenizer):
     data = {"empty.jsonl": b"", "malformed.jsonl": b'{"instruction": "Hi", "response": "Hello"}\n{oops\n',
             "not-utf8.jsonl": '{"instruction": "Caf\u00e9", "response": "ok"}\n'.encode("latin-1"),
             "no-response.jsonl": b'{"instruction": "Hi"}\n', "list.json": b'{"instruction": "Hi"}'}
+    out["empty-folder"] = base / "empty-folder"  # a folder is a chatterbot YAML source: none here
+    out["empty-folder"].mkdir()
     for name, content in data.items():
         (base / name).write_bytes(content)
         out[name] = base / name
@@ -88,6 +90,7 @@ SMOKE = ["train", "--preset", "smoke", "--quiet"]
     (["--set", "data={no-response.jsonl}"], "response"),
     (["--set", "data={list.json}"], "array"),
     (["--set", "data=/no/such/data.jsonl"], "data file '/no/such/data.jsonl' not found"),
+    (["--set", "data={empty-folder}"], "no .yml files in this folder"),
     (["--name", "a/b"], "contains a path separator"),
     (["--name", ".."], "'..'"),
     (["--name", "../../etc"], "path separator"),

@@ -1,5 +1,6 @@
 """Fault tests: kill -9 at chosen and random points, a full or read-only disk, damaged runs in the
-dashboard, two dashboard sessions starting training at once, and a killed teacher conversion.
+dashboard, two dashboard sessions starting training at once (and two submits racing for one run
+name), a runs folder without hard links, and a killed teacher conversion (marked slow).
 
 Training runs are real `python -m adakd train --preset smoke` processes (two tiny random Llamas).
 Faults are injected from outside the library: a small driver (DRIVER below) wraps three library
@@ -252,40 +253,47 @@ def _no_corrupt_files(run_dir: Path) -> None:
     assert load_run(run_dir).problems == []
 
 
-@pytest.mark.parametrize("fault", ["full", "read-only"])
-def test_full_or_read_only_disk_gives_a_clear_error_and_no_corrupt_files(tmp_path, fault):
-    disk = tmp_path / "disk"
-    # 4 MB holds the run's JSON and parquet files but not a checkpoint (~38 MB with the optimiser)
-    if not _mount_tmpfs(disk, "4m"):
-        pytest.skip("cannot mount a tmpfs here (needs root): see the in-process ENOSPC test below")
-    run_dir = disk / "victim"
+def test_full_and_read_only_disks_give_a_clear_error_and_no_corrupt_files(tmp_path):
+    """Two real training processes side by side, each writing its run folder on its own 4 MB tmpfs:
+    one fills the disk at its first checkpoint (~38 MB with the optimiser), the other's disk is
+    remounted read-only after two steps."""
+    disks = {fault: tmp_path / fault for fault in ("full", "read-only")}
+    mounted = []
     try:
-        overrides = [o for o in OVERRIDES if not o.startswith("checkpoint_interval")]
-        overrides.append("checkpoint_interval=3" if fault == "full" else "checkpoint_interval=0")
-        proc = subprocess.Popen([sys.executable, "-m", "adakd", "train", "--preset", "smoke", "--set", *overrides,
-                                 "--run-dir", str(run_dir), "--quiet"], env=ENV, cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if fault == "read-only":
-            deadline = time.time() + 240
-            while len(RunDir(run_dir).read_metrics()) < 2:
-                assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
-                time.sleep(0.05)
-            subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True, timeout=10)
-        _, err = proc.communicate(timeout=240)
-        assert proc.returncode == 1, err[-3000:]
-        reason = "No space left on device" if fault == "full" else "Read-only file system"
-        lines = [line for line in err.splitlines() if reason in line]
-        assert lines and lines[0].startswith(("error:", "[")) or "ERROR" in lines[0], err[-3000:]
-        assert "Traceback" not in err, err[-3000:]
-        status = RunDir(run_dir).read_status()
-        if fault == "full":  # space is freed by removing the half checkpoint: the failure is recorded
-            assert status["state"] == "failed" and reason in status["error"]
-            assert not (run_dir / "checkpoints" / "step-000003").exists()
-        else:  # nothing can be written any more: the dead pid makes the run read as crashed
-            assert RunDir(run_dir).effective_state() in ("failed", "crashed")
-        _no_corrupt_files(run_dir)
+        for disk in disks.values():
+            if not _mount_tmpfs(disk, "4m"):
+                pytest.skip("cannot mount a tmpfs here (needs root): see the in-process ENOSPC test below")
+            mounted.append(disk)
+        procs = {}
+        for fault, disk in disks.items():
+            overrides = [o for o in OVERRIDES if not o.startswith("checkpoint_interval")]
+            overrides.append("checkpoint_interval=3" if fault == "full" else "checkpoint_interval=0")
+            procs[fault] = subprocess.Popen(
+                [sys.executable, "-m", "adakd", "train", "--preset", "smoke", "--set", *overrides, "--run-dir",
+                 str(disk / "victim"), "--quiet"], env=PARALLEL_ENV, cwd=REPO, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 240
+        while len(RunDir(disks["read-only"] / "victim").read_metrics()) < 2:
+            assert procs["read-only"].poll() is None and time.time() < deadline, procs["read-only"].communicate()
+            time.sleep(0.05)
+        subprocess.run(["mount", "-o", "remount,ro", str(disks["read-only"])], check=True, timeout=10)
+        errors = {fault: proc.communicate(timeout=240)[1] for fault, proc in procs.items()}
+        for fault, reason in (("full", "No space left on device"), ("read-only", "Read-only file system")):
+            err, run_dir = errors[fault], disks[fault] / "victim"
+            assert procs[fault].returncode == 1, err[-3000:]
+            # one line that says what happened (the CLI's), and no traceback on the terminal
+            assert any(line.startswith("error: run failed:") and reason in line for line in err.splitlines()), err[-3000:]
+            assert "Traceback" not in err, err[-3000:]
+            status = RunDir(run_dir).read_status()
+            if fault == "full":  # space is given back by removing the half checkpoint: the failure is recorded
+                assert status["state"] == "failed" and reason in status["error"] and status["step"] == 3
+                assert list((run_dir / "checkpoints").iterdir()) == []
+            else:  # nothing can be written any more: the stale "running" with a dead pid reads as crashed
+                assert status["state"] == "running" and RunDir(run_dir).effective_state() == "crashed"
+            _no_corrupt_files(run_dir)
     finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=10)
+        for disk in mounted:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=10)
 
 
 def test_enospc_while_writing_metrics_is_recorded_and_nothing_is_corrupt(tmp_path, monkeypatch, capsys):
@@ -308,7 +316,9 @@ def test_enospc_while_writing_metrics_is_recorded_and_nothing_is_corrupt(tmp_pat
     code = main(["train", "--preset", "smoke", "--set", *OVERRIDES, "--run-dir", str(run_dir), "--quiet"])
     err = capsys.readouterr().err
     assert code == 1
-    assert "No space left on device" in err and "Traceback" not in err
+    assert any(line.startswith("error: run failed:") and "No space left on device" in line
+               for line in err.splitlines()), err[-3000:]
+    assert "Traceback" not in err
     status = RunDir(run_dir).read_status()
     assert status["state"] == "failed" and "No space left on device" in status["error"] and status["step"] == 4
     assert [m["step"] for m in RunDir(run_dir).read_metrics()] == [1, 2, 3]
@@ -401,17 +411,17 @@ def test_two_sessions_start_training_at_once(tmp_path, monkeypatch):
                                        or "already exists" in refused), refused
         second.text_input(key="train-name-single-smoke").input("second").run()
         second.button(key="train-launch").click().run()
+        at_submit = {j.name: j.state for j in jobs.list_jobs(root)}
         assert not second.exception and not second.error, [e.value for e in second.error]
+        assert at_submit == {"first": "running", "second": "queued"}, at_submit
+        assert any("`second` is queued for cpu (position 1)" in i.value for i in second.info)
 
-        seen = set()
         deadline = time.time() + 240
         while jobs.list_jobs(root):
-            states = {j.name: j.state for j in jobs.list_jobs(root)}
-            seen.add(tuple(sorted(states.items())))
-            assert list(states.values()).count("running") <= 1, states  # one job per device
+            states = [j.state for j in jobs.list_jobs(root)]
+            assert states.count("running") <= 1, states  # one job per device, all along
             assert time.time() < deadline, states
             time.sleep(0.2)
-        assert (("first", "running"), ("second", "queued")) in seen, seen
         ended = {j.name: j for j in jobs.list_jobs(root, include_exited=True)}
         assert {n: j.returncode for n, j in ended.items()} == {"first": 0, "second": 0}
     finally:
@@ -465,6 +475,39 @@ def test_concurrent_submits_of_one_run_name_accept_exactly_one(tmp_path, monkeyp
         monkeypatch.setattr(jobs, "utc_now", real_now)
         for job in jobs.list_jobs(tmp_path):
             jobs.stop(tmp_path, job, signal.SIGKILL)
+
+
+def test_runs_folder_without_hard_links_still_gets_the_whole_log(tmp_path, monkeypatch):
+    """The launcher hard-links its staging log into the new run folder; where that fails (the run
+    folder on another file system, or one without hard links) the run's train.log must still end
+    up with the whole output, including what the trainer printed after the run folder appeared."""
+    import errno
+
+    from app import jobs, launcher
+
+    def no_links(src, dst, *args, **kwargs):
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src))
+
+    monkeypatch.setattr(launcher.os, "link", no_links)
+    monkeypatch.setattr(launcher, "_group_members", lambda pgid: [])  # in-process: no process group of its own
+    run_dir = tmp_path / "run"
+    script = ("import pathlib, sys, time; d = pathlib.Path(sys.argv[1]); print('before the folder', flush=True); "
+              "d.mkdir(); (d / 'config.json').write_text('{}'); time.sleep(1.2); print('after the folder', flush=True)")
+    path = jobs.queue_dir(tmp_path) / "job-1.json"
+    job = jobs.Job(id="job-1", kind="train", argv=[sys.executable, "-c", script, str(run_dir)], run_dir=str(run_dir),
+                   log=str(run_dir / "train.log"), staging=str(path.with_suffix(".log")), device="cpu",
+                   created_at=jobs.utc_now())
+    jobs.write_job(path, job)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert launcher.wait_and_run(str(path)) == 0
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    log = (run_dir / "train.log").read_text()
+    assert "before the folder" in log and "after the folder" in log and "exited with code 0" in log, log
+    assert not Path(job.staging).exists()
+    assert json.loads(path.read_text())["returncode"] == 0
 
 
 # ---------------------------------------------------------------- the teacher conversion

@@ -398,3 +398,49 @@ def test_probes_and_evaluation_leave_training_bit_identical(smoke_runs):
     assert [[m[k] for k in keys] for m in probed.read_metrics()] == [[m[k] for k in keys] for m in plain.read_metrics()]
     weights = "checkpoints/step-000003/model.safetensors"
     assert probed.file(weights).read_bytes() == plain.file(weights).read_bytes()
+
+
+# ---------------------------------------------------------------------- models without boolean logits_to_keep
+class _NoMaskKeep(torch.nn.Module):
+    """A causal LM whose forward refuses a boolean [B, T] logits_to_keep with IndexError, as
+    transformers 5.17 does (it indexes hidden_states[:, keep, :]); counts the calls by kind."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.calls = {"mask": 0, "full": 0}
+
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=0):
+        if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.dtype == torch.bool:
+            self.calls["mask"] += 1
+            raise IndexError("too many indices for tensor of dimension 3")
+        self.calls["full"] += 1
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep)
+
+
+class _AlwaysIndexError(_NoMaskKeep):
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=0):
+        raise IndexError("index out of range in self")  # e.g. a token id outside the vocabulary
+
+
+def test_models_without_boolean_logits_to_keep_get_full_logits_and_the_same_rows(tiny_pair, batch, monkeypatch):
+    import adakd.probes as probes
+
+    monkeypatch.setattr(probes, "_FULL_LOGITS_ONLY", set())
+    student, teacher, tok = tiny_pair.student, tiny_pair.teacher, tiny_pair.tokenizer
+    old_student, old_teacher = _NoMaskKeep(student), _NoMaskKeep(teacher)
+    kwargs = dict(step=3, ratio=0.5, c=0.5, base_temperature=1.0)
+    pd.testing.assert_frame_equal(probe_tokens(old_student, old_teacher, batch, tok, **kwargs),
+                                  probe_tokens(student, teacher, batch, tok, **kwargs), rtol=1e-5)
+    pd.testing.assert_frame_equal(
+        probe_gradient_groups(old_student, old_teacher, batch, step=3, ratio=0.5, divergence="rkl"),
+        probe_gradient_groups(student, teacher, batch, step=3, ratio=0.5, divergence="rkl"), rtol=1e-5)
+    # the refusal is met once and remembered for the class: every later call goes straight to full logits
+    assert old_student.calls["mask"] + old_teacher.calls["mask"] == 1
+    assert old_student.calls["full"] + old_teacher.calls["full"] == 4
+    assert _NoMaskKeep in probes._FULL_LOGITS_ONLY and type(student) not in probes._FULL_LOGITS_ONLY
+
+    broken = _AlwaysIndexError(student)  # an IndexError with another cause is raised, not remembered
+    with pytest.raises(IndexError, match="out of range"):
+        teacher_valid_logits(broken, batch)
+    assert _AlwaysIndexError not in probes._FULL_LOGITS_ONLY

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from adakd import DIVERGENCES, adakd_loss, divergence
-from adakd.rundir import read_jsonl_report
+from adakd.rundir import RunDir, read_jsonl_report
 from analysis.runs import clear_cache, load_run
 
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -132,6 +132,15 @@ def test_jsonl_cut_at_any_byte_keeps_every_complete_line(tmp_path, records, cut)
         used += size
     assert got.records == complete
     assert got.problems == []
+
+    # a later writer (a resumed run, `adakd eval`) appends: the new record is never glued to
+    # the fragment a killed writer left; the fragment is reported once it is no longer last
+    RunDir(tmp_path).append("metrics.jsonl", {"step": -1, "loss": 0.5, "kind": "after"})
+    again = read_jsonl_report(path)
+    assert again.records == [*complete, {"step": -1, "loss": 0.5, "kind": "after"}]
+    fragment = data[:cut].rsplit(b"\n", 1)[-1]
+    whole = len(complete) > 0 and fragment == json.dumps(complete[-1]).encode()
+    assert len(again.problems) == (0 if not fragment or whole else 1), again.problems
 
 
 @PROPS

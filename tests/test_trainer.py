@@ -229,7 +229,8 @@ def test_distillm_regime_gets_validation_losses(tmp_path):
     train(smoke("regime=distillm", "gen_max_new_tokens=4", "max_steps=4", "probe_interval=2"), run_dir)
     run = RunDir(run_dir)
     validations = [e for e in run.read_events() if e["kind"] == "validation"]
-    assert [e["step"] for e in validations] == [2, 4] and all(math.isfinite(e["loss"]) for e in validations)
+    # the first before training (DistiLLM's reference), then every validation interval
+    assert [e["step"] for e in validations] == [0, 2, 4] and all(math.isfinite(e["loss"]) for e in validations)
     state = json.loads((run.checkpoints / "step-000004" / "trainer_state.json").read_text())
-    assert state["regime"]["kind"] == "distillm" and state["regime"]["scheduler"]["n_updates"] == 2
+    assert state["regime"]["kind"] == "distillm" and state["regime"]["scheduler"]["n_updates"] == 3
     assert all("student_data_prob" in m for m in run.read_metrics())

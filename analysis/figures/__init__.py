@@ -5,6 +5,7 @@ DataFrame with documented columns) and a figure function (DataFrame -> go.Figure
     gradients    Fig. 1 bottom (cos with SFT gradient, norm share, cos with total)
     temperature  Fig. 4 (τ / entropy histogram grid, hard vs easy, early vs late)
     compare      Fig. 3b (loss curves), Fig. 3c–d (c sweep), token-level diff of two runs
+    regime       student-generated data (GKD / DistiLLM): λ/φ, on-policy share, buffer, gen. length
 """
 
 from analysis.figures.compare import (c_sweep_figure, c_sweep_frame, loss_curves_figure,
@@ -14,6 +15,7 @@ from analysis.figures.dynamics import (difficulty_heatmap_figure, difficulty_hea
                                        loss_ratio_figure, loss_ratio_frame)
 from analysis.figures.gradients import (gradient_cosine_figure, gradient_frame,
                                         gradient_share_figure)
+from analysis.figures.regime import regime_figure, regime_frame
 from analysis.figures.temperature import histogram_frame, histogram_grid_figure
 
 __all__ = [
@@ -21,5 +23,5 @@ __all__ = [
     "group_difficulty_figure", "loss_ratio_frame", "loss_ratio_figure", "gradient_frame",
     "gradient_cosine_figure", "gradient_share_figure", "histogram_frame",
     "histogram_grid_figure", "loss_curves_frame", "loss_curves_figure", "c_sweep_frame",
-    "c_sweep_figure", "token_diff_frame", "token_diff_figure",
+    "c_sweep_figure", "token_diff_frame", "token_diff_figure", "regime_frame", "regime_figure",
 ]

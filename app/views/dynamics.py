@@ -1,4 +1,5 @@
-"""Token dynamics: difficulty of probe tokens over training (Fig. 1 top) and LATF's r (Fig. 3a)."""
+"""Token dynamics: difficulty of probe tokens over training (Fig. 1 top) and LATF's r (Fig. 3a);
+for GKD / DistiLLM runs, a small panel of the student-generated data each step trained on."""
 
 import streamlit as st
 
@@ -28,6 +29,18 @@ with ui.guarded("the loss curve"):
                                      title=f"Loss and LATF ratio — {run.name}")
     ui.figure(fig, df, f"{run.name}-loss-ratio", key="loss-ratio",
               caption="Diamonds: LATF ratio changes (hover for old → new r); crosses: skipped steps.")
+
+with ui.guarded("the student-data panel"):
+    df = state.frame("analysis.figures.regime", "regime_frame", path)
+    if not df.empty:  # gkd / distillm runs only
+        from analysis.figures.regime import regime_figure
+
+        st.subheader("Student-generated data")
+        fig = regime_figure(df, title=f"Student data ({run.config.get('regime', 'regime')}) — {run.name}")
+        ui.figure(fig, df, f"{run.name}-regime", key="regime",
+                  caption="Top: probability of training on student samples (GKD λ_on, DistiLLM φ) and "
+                          "the running share of steps on fresh samples / on any student data; middle: "
+                          "replay-buffer size; bottom: mean generated response length per sampled step.")
 
 if run.tokens.empty:
     ui.empty_state(f"{run.name} has no probe data (its probe_interval is 0), so there is no "

@@ -1,0 +1,139 @@
+"""scripts/make_results.py: the tables and markdown of docs/results.md on hand-made runs.
+
+Runs come from tests/rundir_factory.py with known scores and losses; every expected number
+below is computed by hand from what the factory writes (its documented generators), not
+from the script. No PNG export here (that needs a browser; analysis/export.py has its tests).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis import runs as R
+from tests.rundir_factory import make_run, write_json
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make_results.py"
+STEPS = 40  # WINDOW = 20: "first" = steps 1-20, "last" = steps 21-40
+
+BASE = {"latf": "off", "idts": "off"}
+IDTS = {"latf": "off", "idts": "on"}
+LATF = {"latf": "adaptive", "idts": "off"}
+FULL = {"latf": "adaptive", "idts": "on"}
+REFS = {"teacher": {"chatterbot": 20.0}, "student_init": {"chatterbot": 1.0}}
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("make_results", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_results"] = module  # dataclasses look their module up while defining
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("make_results", None)
+
+
+@pytest.fixture()
+def root(tmp_path):
+    """sample_runs-like root: a finished ablation (seed 0), one c-sweep point, one running
+    run that must be ignored."""
+    R.clear_cache()
+    root = tmp_path / "sample_runs"
+    arms = {"base": (BASE, 10.0, 1.0), "idts": (IDTS, 12.5, 0.9), "latf": (LATF, 9.0, 1.1),
+            "full": (FULL, 14.0, 0.5)}
+    for name, (config, rouge, scale) in arms.items():
+        make_run(root / "ablation", f"ablation={name},seed=0", config={**config, "seed": 0},
+                 steps=STEPS, probe_steps=[0, 20, 40], final_rouge={"chatterbot": rouge},
+                 reference_rouge=REFS, loss_scale=scale)
+    write_json(root / "ablation" / "sweep.json", {"format": 1, "grid": {}, "runs": [
+        {"name": f"ablation={n},seed=0", "overrides": {}, "state": "finished"} for n in arms]})
+    make_run(root / "c-sweep", "idts_c=0.3,seed=0", config={**FULL, "idts_c": 0.3, "seed": 0},
+             steps=STEPS, probe_steps=[0, 20, 40], final_rouge={"chatterbot": 11.0})
+    make_run(root / "c-sweep", "idts_c=0.9,seed=0", config={**FULL, "idts_c": 0.9, "seed": 0},
+             steps=STEPS, state="running", final_rouge={"chatterbot": 99.0})
+    write_json(root / "c-sweep" / "sweep.json", {"format": 1, "grid": {}, "runs": [
+        {"name": "idts_c=0.3,seed=0", "overrides": {}, "state": "finished"},
+        {"name": "idts_c=0.9,seed=0", "overrides": {}, "state": "running"}]})
+    yield root
+    R.clear_cache()
+
+
+def kd(step: int, scale: float) -> float:
+    """The factory's generated KD loss: scale·3/(1 + 0.1·step); CE = KD + 0.5."""
+    return scale * 3.0 / (1.0 + 0.1 * step)
+
+
+def test_report_tables_have_the_runs_numbers(script, root, tmp_path):
+    out = tmp_path / "docs" / "results.md"
+    assert script.main(["--root", str(root), "--out", str(out), "--no-figures"]) == 0
+    text = out.read_text(encoding="utf-8")
+
+    # 5 finished runs; the running c = 0.9 run (ROUGE-L 99) is left out everywhere
+    assert "from 5 finished runs" in text
+    assert "99.00" not in text
+
+    # Table 2: ours next to the paper's (37.03 / 38.55 / 37.07 / 39.01)
+    assert "| base | rkl | 10.00 | 1 | +0.00 | 37.03 | +0.00 |" in text
+    assert "| +IDTS | rkl + IDTS | 12.50 | 1 | +2.50 | 38.55 | +1.52 |" in text
+    assert "| +LATF | rkl + LATF | 9.00 | 1 | -1.00 | 37.07 | +0.04 |" in text
+    assert "| full (AdaKD) | rkl + AdaKD | 14.00 | 1 | +4.00 | 39.01 | +1.98 |" in text
+    assert "| teacher |  | 20.00 | 1 |" in text and "| student (init) |  | 1.00 | 1 |" in text
+
+    # one stored sample per record: noise unknown, 2-point rule; readings against it
+    assert "sampling noise is unknown" in text
+    assert "+IDTS +2.50 (above)" in text and "+LATF -1.00 (within noise)" in text
+    assert "full (AdaKD) +4.00 (above)" in text
+
+    # Table 1 shape: reverse KL plain 10 -> AdaKD 14 next to the paper's 31.70 -> 32.97
+    assert "| rkl | 10.00 | 14.00 | +4.00 | 31.70 | 32.97 | +1.27 |" in text
+
+    # Fig. 3c-d table: c = 0.3 (11.00) and c = 0.5 (the ablation's full run, 14.00)
+    first_ce = lambda s: np.mean([kd(t, s) + 0.5 for t in range(21, 41)])  # noqa: E731
+    assert f"| 0.3 | 11.00 | 1 | {first_ce(1.0):.3f} |" in text
+    assert f"| 0.5 | 14.00 | 1 | {first_ce(0.5):.3f} |" in text
+    assert "Not yet run: c = 0.1, 0.7, 0.9" in text
+
+    # missing studies: the ablation is complete, the c sweep has 1 of 4
+    assert "| component ablation, seed 0 (Table 2) |" not in text
+    assert "| 1 / 4 | `bash scripts/make_sample_runs.sh c-sweep` |" in text
+    assert "| 0 / 8 | `bash scripts/make_sample_runs.sh seeds` |" in text
+
+
+def test_loss_table_numbers(script, root, tmp_path):
+    study = script.Study(script.collect_runs(root))
+    text = script.build_report(study, root, exported=set())
+
+    def mean_kd(steps, scale):
+        return float(np.mean([kd(t, scale) for t in steps]))
+
+    first, last = range(1, 21), range(21, 41)
+    # full arm: KD first/last, CE = KD + 0.5, paired ΔCE vs base = mean((0.5 − 1)·3/(1+0.1t))
+    paired = mean_kd(last, 0.5) - mean_kd(last, 1.0)
+    # probe difficulty u·exp(−step/20), u ~ U(0.05, 0.95) seeded by the config seed (0)
+    u = np.random.default_rng(0).uniform(0.05, 0.95, size=16)
+    difficulty = f"{u.mean():.3f} → {u.mean() * math.exp(-2.0):.3f}"
+    # probe CE: −log(0.6·(1 − s)) averaged over the tokens
+    ce0 = float(np.mean(-np.log(0.6 * (1 - u))))
+    ce40 = float(np.mean(-np.log(0.6 * (1 - u * math.exp(-2.0)))))
+    row = (f"| full (AdaKD) | 0 | {mean_kd(first, 0.5):.3f} | {mean_kd(last, 0.5):.3f} | "
+           f"{mean_kd(first, 0.5) + 0.5:.3f} | {mean_kd(last, 0.5) + 0.5:.3f} | {paired:+.3f} | "
+           f"{difficulty} | {ce0:.2f} → {ce40:.2f} |")
+    assert row in text
+    assert f"| base | 0 | {mean_kd(first, 1.0):.3f} | {mean_kd(last, 1.0):.3f} |" in text
+    assert f"lower by {abs(paired):.3f} nats" in text
+    # the teacher's probe CE: −log 0.6
+    assert f"The teacher's probe CE is {-math.log(0.6):.2f} nats." in text
+    # no figures exported: every figure says so instead of a broken link
+    assert "![" not in text and "not exported" in text
+
+
+def test_no_runs_gives_a_short_page(script, tmp_path):
+    text = script.build_report(script.Study([]), tmp_path)
+    assert "No finished run" in text and "bash scripts/make_sample_runs.sh" in text
