@@ -51,6 +51,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from adakd.rundir import pid_alive as process_alive
+
 log = logging.getLogger(__name__)
 
 QUEUE_DIR = ".queue"
@@ -118,19 +120,7 @@ def pid_alive(pid: int | None, start: int | None = None) -> bool:
         os.waitpid(pid, os.WNOHANG)
     except (ChildProcessError, OSError):
         pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return not Path("/proc/self/stat").exists()  # no /proc at all (macOS): trust kill(0)
-    except OSError:
-        return True
-    if text[text.rfind(")") + 2 :].split()[0] in ("Z", "X"):
+    if not process_alive(pid):
         return False
     return start is None or proc_start(pid) == start
 

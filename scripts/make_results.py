@@ -50,6 +50,7 @@ PAPER_TABLE2 = {"base": 37.03, "+IDTS": 38.55, "+LATF": 37.07,
                 "full (AdaKD)": 39.01}  # Dolly / S-NI / UnNI average
 
 WEAK_TEACHER_ROUGE = 10.0  # below this the teacher's own ROUGE-L makes the metric a weak signal
+NOISE_FLOOR = 2.0  # ROUGE-L points: the least difference read as a signal (seed spread unknown)
 WINDOW = 20  # steps averaged for "first" / "last" losses (batch 4: single steps are noisy)
 FIGURE_WIDTH = 900
 PNG_SCALE = 1.5
@@ -90,12 +91,14 @@ def _cfg(run: Run, key: str, default=None):
     return run.config.get(key, default)
 
 
-def _plain_setting(run: Run) -> bool:
-    """Ground-truth data, Hellinger indicator, τ_base 1, pure KD: the study's common settings."""
-    return (_cfg(run, "regime", "ground_truth") == "ground_truth"
-            and _cfg(run, "indicator", "hellinger") == "hellinger"
-            and float(_cfg(run, "base_temperature", 1.0)) == 1.0
-            and float(_cfg(run, "kd_ratio", 1.0)) == 1.0)
+def _plain_setting(run: Run | dict) -> bool:
+    """Ground-truth data, Hellinger indicator, τ_base 1, pure KD: the study's common settings
+    (`run` a Run or a RunConfig dict)."""
+    config = run if isinstance(run, dict) else run.config
+    return (config.get("regime", "ground_truth") == "ground_truth"
+            and config.get("indicator", "hellinger") == "hellinger"
+            and float(config.get("base_temperature", 1.0)) == 1.0
+            and float(config.get("kd_ratio", 1.0)) == 1.0)
 
 
 def _c(run: Run) -> float:
@@ -151,8 +154,9 @@ class Study:
 
     @property
     def divergences(self) -> list[Run]:
-        """Every base divergence, plain (base) and with AdaKD (full, c = 0.5): Table 1."""
-        return [r for r in self.runs if _plain_setting(r)
+        """Every base divergence and data regime, plain (base) and with AdaKD (full, c = 0.5):
+        Table 1."""
+        return [r for r in self.runs if _plain_setting({**r.config, "regime": "ground_truth"})
                 and component(r) in ("base", "full (AdaKD)")
                 and (_cfg(r, "idts") == "off" or _c(r) == 0.5)]
 
@@ -378,7 +382,7 @@ def noise_section(study: Study) -> tuple[str, float]:
     teacher = [t for t in teacher if not math.isnan(t)]
     text = ["## How much is noise", ""]
     if noise:
-        threshold = max(1.0, 2 * noise["se_diff"])  # 2 SE, at least 1 point: seed spread unknown
+        threshold = max(NOISE_FLOOR, 2 * noise["se_diff"])  # 2 SE, with a floor: seeds not counted
         text.append(
             f"Each arm is scored on {noise['n']} prompts with sampled decoding. The per-prompt "
             f"ROUGE-L of the final students (the {noise['samples']} per-prompt scores stored in "
@@ -392,11 +396,11 @@ def noise_section(study: Study) -> tuple[str, float]:
             + ". The stored scores cover only the first few prompts of each evaluation, so this "
             "is a rough estimate. We read ROUGE-L differences below "
             f"{fmt(threshold, 1)} points (twice the standard error of a difference, and at least "
-            "1 point because the seed spread is not counted) as noise.")
+            f"{fmt(NOISE_FLOOR, 0)} points because the seed spread is not counted) as noise.")
     else:
-        threshold = 2.0
+        threshold = NOISE_FLOOR
         text.append("The eval records store no per-prompt scores, so the sampling noise is unknown; "
-                    "we read ROUGE-L differences below 2 points as noise.")
+                    f"we read ROUGE-L differences below {fmt(NOISE_FLOOR, 0)} points as noise.")
     if teacher and float(np.mean(teacher)) >= WEAK_TEACHER_ROUGE:
         text += ["", f"The teacher itself scores {fmt(float(np.mean(teacher)))} ROUGE-L on these "
                  "prompts."]
@@ -545,17 +549,20 @@ def _rows_with_loss(runs: list[Run], key) -> list[list]:
 def table1_section(study: Study) -> str:
     runs = study.divergences
     out = ["## Table 1 shape: base divergences, plain and with AdaKD", ""]
-    divs = list(dict.fromkeys(_cfg(r, "divergence") for r in runs))
+    def base_of(run: Run) -> str:  # "rkl", "fkl", "GKD/jsd", "DistiLLM/srkl", ...
+        return method_label({**run.config, "latf": "off", "idts": "off"})
+
+    divs = list(dict.fromkeys(base_of(r) for r in runs))
     rows = []
     for div in divs:
         cells = []
         for comp in ("base", "full (AdaKD)"):
-            part = [r for r in runs if _cfg(r, "divergence") == div and component(r) == comp]
+            part = [r for r in runs if base_of(r) == div and component(r) == comp]
             cells.append(float(np.mean([final_rouge(r) for r in part])) if part else math.nan)
         paper = PAPER_TABLE1_RKL if div == "rkl" else (math.nan, math.nan)
         rows.append([div, fmt(cells[0]), fmt(cells[1]), fmt(cells[1] - cells[0], signed=True),
                      fmt(paper[0]), fmt(paper[1]), fmt(paper[1] - paper[0], signed=True)])
-    out.append(md_table(["divergence", "plain (ours)", "+ AdaKD (ours)", "Δ (ours)",
+    out.append(md_table(["method", "plain (ours)", "+ AdaKD (ours)", "Δ (ours)",
                          "plain (paper)", "+ AdaKD (paper)", "Δ (paper)"], rows))
     missing = [d for d in ("fkl", "jsd", "srkl", "ab") if d not in divs]
     if missing:
@@ -763,7 +770,7 @@ def curves_reading(runs: list[Run], metric: str, what: str) -> str:
     note = (" The KD objective differs between arms (selected tokens, per-token τ), so only the "
             "shape is comparable." if metric == "kd" else
             " Same seed, same batches: the curves differ only by the method.")
-    return f"{metric} of {what}, mean of the last {WINDOW} steps: {finals}.{note}"  # noqa: E501
+    return f"{metric} of {what}, mean of the last {WINDOW} steps: {finals}.{note}"
 
 
 def histogram_reading(frame: pd.DataFrame) -> str:

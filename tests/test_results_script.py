@@ -42,8 +42,8 @@ def script():
 
 @pytest.fixture()
 def root(tmp_path):
-    """sample_runs-like root: a finished ablation (seed 0), one c-sweep point, one running
-    run that must be ignored."""
+    """sample_runs-like root: a finished ablation (seed 0), one c-sweep point, forward KL
+    plain and with AdaKD, and one running run that must be ignored."""
     R.clear_cache()
     root = tmp_path / "sample_runs"
     arms = {"base": (BASE, 10.0, 1.0), "idts": (IDTS, 12.5, 0.9), "latf": (LATF, 9.0, 1.1),
@@ -56,6 +56,10 @@ def root(tmp_path):
         {"name": f"ablation={n},seed=0", "overrides": {}, "state": "finished"} for n in arms]})
     make_run(root / "c-sweep", "idts_c=0.3,seed=0", config={**FULL, "idts_c": 0.3, "seed": 0},
              steps=STEPS, probe_steps=[0, 20, 40], final_rouge={"chatterbot": 11.0})
+    for name, config, rouge in (("base", BASE, 8.0), ("full", FULL, 9.5)):
+        make_run(root / "divergences", f"divergence=fkl,ablation={name}",
+                 config={**config, "divergence": "fkl"}, steps=STEPS,
+                 final_rouge={"chatterbot": rouge})
     make_run(root / "c-sweep", "idts_c=0.9,seed=0", config={**FULL, "idts_c": 0.9, "seed": 0},
              steps=STEPS, state="running", final_rouge={"chatterbot": 99.0})
     write_json(root / "c-sweep" / "sweep.json", {"format": 1, "grid": {}, "runs": [
@@ -75,8 +79,8 @@ def test_report_tables_have_the_runs_numbers(script, root, tmp_path):
     assert script.main(["--root", str(root), "--out", str(out), "--no-figures"]) == 0
     text = out.read_text(encoding="utf-8")
 
-    # 5 finished runs; the running c = 0.9 run (ROUGE-L 99) is left out everywhere
-    assert "from 5 finished runs" in text
+    # 7 finished runs; the running c = 0.9 run (ROUGE-L 99) is left out everywhere
+    assert "from 7 finished runs" in text
     assert "99.00" not in text
 
     # Table 2: ours next to the paper's (37.03 / 38.55 / 37.07 / 39.01)
@@ -93,6 +97,10 @@ def test_report_tables_have_the_runs_numbers(script, root, tmp_path):
 
     # Table 1 shape: reverse KL plain 10 -> AdaKD 14 next to the paper's 31.70 -> 32.97
     assert "| rkl | 10.00 | 14.00 | +4.00 | 31.70 | 32.97 | +1.27 |" in text
+    assert "| fkl | 8.00 | 9.50 | +1.50 | – | – | – |" in text
+    assert "Not yet run: jsd, srkl, ab" in text
+    # the forward-KL runs stay out of the reverse-KL ablation
+    assert "| base | rkl | 10.00 | 1 | +0.00 |" in text and "fkl + AdaKD | 9.50" not in text
 
     # Fig. 3c-d table: c = 0.3 (11.00) and c = 0.5 (the ablation's full run, 14.00)
     first_ce = lambda s: np.mean([kd(t, s) + 0.5 for t in range(21, 41)])  # noqa: E731
@@ -137,3 +145,22 @@ def test_loss_table_numbers(script, root, tmp_path):
 def test_no_runs_gives_a_short_page(script, tmp_path):
     text = script.build_report(script.Study([]), tmp_path)
     assert "No finished run" in text and "bash scripts/make_sample_runs.sh" in text
+
+
+def test_sample_noise_pools_the_stored_per_prompt_scores(script, tmp_path):
+    R.clear_cache()
+    runs = []
+    for name, scores in (("a", [2.0, 4.0, 6.0]), ("b", [10.0, 12.0])):
+        record = {"step": 10, "model": "student", "rouge_l": {"chatterbot": 5.0},
+                  "rouge_l_avg": 5.0, "n": {"chatterbot": 24},
+                  "samples": {"chatterbot": [{"instruction": "q", "reference": "r",
+                                              "response": "x", "rouge_l": v} for v in scores]}}
+        runs.append(R.load_run(make_run(tmp_path, name, evals=[record], tokens=False,
+                                        gradients=False)))
+    noise = script.sample_noise(runs)
+    # residuals around each record's mean: −2, 0, 2 and −1, 1 -> Σ r² = 10 over 5 − 2 dof
+    sd = math.sqrt(10 / 3)
+    assert noise["sd"] == pytest.approx(sd)
+    assert noise["se"] == pytest.approx(sd / math.sqrt(24))
+    assert noise["se_diff"] == pytest.approx(math.sqrt(2) * sd / math.sqrt(24))
+    assert (noise["samples"], noise["records"], noise["n"]) == (5, 2, 24)
