@@ -176,12 +176,24 @@ def paired_ce_difference(run: Run, base: Run, window: int = WINDOW) -> float:
     Runs of the same seed draw the same batches (the data order is seeded), so the step-wise
     difference removes the batch-to-batch spread of CE. NaN when the batches differ (n_valid
     disagrees at a shared step) or nothing is shared."""
+    d = _paired_ce(run, base, window)
+    return float(d.mean()) if len(d) else math.nan
+
+
+def paired_ce_se(run: Run, base: Run, window: int = WINDOW) -> float:
+    """Standard error of `paired_ce_difference`: sd(step-wise differences, ddof 1) / √steps.
+    Neighbouring steps share a model, so this understates the uncertainty."""
+    d = _paired_ce(run, base, window)
+    return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) >= 2 else math.nan
+
+
+def _paired_ce(run: Run, base: Run, window: int) -> pd.Series:
     a = run.metrics[["step", "ce", "n_valid"]].dropna()
     b = base.metrics[["step", "ce", "n_valid"]].dropna()
     both = a.merge(b, on="step", suffixes=("", "_base")).sort_values("step").tail(window)
     if both.empty or not np.array_equal(both["n_valid"].to_numpy(), both["n_valid_base"].to_numpy()):
-        return math.nan
-    return float((both["ce"] - both["ce_base"]).mean())
+        return pd.Series(dtype=float)
+    return both["ce"] - both["ce_base"]
 
 
 def probe_summary(run: Run) -> dict:
@@ -335,7 +347,7 @@ def setup_section(study: Study) -> str:
         f"{c.get('max_prompt_length')} tokens, sequences ≤ {c.get('max_length')} tokens.",
         f"- **Training**: {c.get('max_steps')} steps of batch {c.get('batch_size')} "
         f"(grad accumulation {c.get('grad_accum')}), {c.get('optimizer')} lr {c.get('lr')}, "
-        f"{c.get('lr_schedule')} schedule with {c.get('warmup_ratio')} warm-up; base divergence "
+        f"{c.get('lr_schedule')} schedule (warm-up ratio {c.get('warmup_ratio')}); base divergence "
         f"`{c.get('divergence')}`; LATF β={c.get('latf_beta')}, ε={c.get('latf_eps')}, "
         f"δ={c.get('latf_delta')}; IDTS c={c.get('idts_c')} unless stated.",
         f"- **Instrumentation**: probes every {c.get('probe_interval')} steps on "
@@ -467,17 +479,18 @@ def loss_section(study: Study) -> str:
         p = probe_summary(run)
         base = base_by_seed.get(run.seed)
         paired = paired_ce_difference(run, base) if base is not None and base is not run else math.nan
+        paired_se = paired_ce_se(run, base) if base is not None and base is not run else math.nan
         rows.append([
             component(run), run.seed, fmt(window_mean(run, "kd", "first"), 3), fmt(window_mean(run, "kd", "last"), 3),
             fmt(window_mean(run, "ce", "first"), 3), fmt(window_mean(run, "ce", "last"), 3),
-            "–" if base is run else fmt(paired, 3, signed=True),
+            "–" if base is run else f"{fmt(paired, 3, signed=True)} ± {fmt(paired_se, 3)}",
             f"{fmt(p.get('difficulty_first', math.nan), 3)} → {fmt(p.get('difficulty_last', math.nan), 3)}",
             f"{fmt(p.get('ce_student_first', math.nan), 2)} → {fmt(p.get('ce_student_last', math.nan), 2)}",
         ])
     out.append(md_table(
         ["component", "seed", f"KD objective, steps 1–{WINDOW}", f"KD objective, last {WINDOW}",
          f"CE on labels, steps 1–{WINDOW}", f"CE on labels, last {WINDOW}",
-         f"paired ΔCE vs base, last {WINDOW}", "probe difficulty first → last probe",
+         f"paired ΔCE vs base, last {WINDOW} (± SE)", "probe difficulty first → last probe",
          "probe CE (student) first → last"], rows))
     teacher_ce = [probe_summary(r).get("ce_teacher_last", math.nan) for r in runs]
     out += ["",
@@ -489,9 +502,18 @@ def loss_section(study: Study) -> str:
             "student's cross-entropy on every response token of the training batch) and the probe "
             "columns (the same fixed held-out tokens for every arm: mean Hellinger difficulty at "
             "τ = 1 and the student's −log p(label)) are comparable. Runs of the same seed see the "
-            "same batches, so the paired ΔCE removes the batch-to-batch spread. The teacher's "
+            "same batches, so the paired ΔCE removes the batch-to-batch spread; its ± is the "
+            "standard error over those steps, which understates the uncertainty (neighbouring "
+            "steps share a model, and the seed spread is not in it). The teacher's "
             f"probe CE is {fmt(float(np.nanmean(teacher_ce)), 2)} nats."]
     base, full = study.arm("base"), study.full
+
+    def span(key: str, digits: int) -> str:
+        values = [probe_summary(r).get(key, math.nan) for r in runs]
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        return fmt(low, digits) if round(low, digits) == round(high, digits) else \
+            f"{fmt(low, digits)}–{fmt(high, digits)}"
+
     if base is not None and full is not None:
         pb, pf = probe_summary(base), probe_summary(full)
         out += ["", "Reading: "
@@ -501,9 +523,11 @@ def loss_section(study: Study) -> str:
                                  "its mean probe difficulty at the last probe (vs base)", "", 3)
                 + "; " + compare(pf["ce_student_last"], pb["ce_student_last"],
                                  "its probe CE (vs base)", " nats", 2)
-                + ". Every arm closes most of the gap from the initial student (difficulty "
-                f"{fmt(pb['difficulty_first'], 3)}) but stays far from the teacher after "
-                f"{int(base.config.get('max_steps', 0))} steps."]
+                + f". After {int(base.config.get('max_steps', 0))} steps the arms' mean probe "
+                f"difficulty is {span('difficulty_last', 3)} (from {fmt(pb['difficulty_first'], 3)} "
+                f"before training) and their probe CE {span('ce_student_last', 2)} nats (from "
+                f"{fmt(pb['ce_student_first'], 2)}), against the teacher's "
+                f"{fmt(pb['ce_teacher_last'], 2)} nats."]
     # difficulty per group, paper split
     rows = []
     for run in runs:
@@ -572,14 +596,34 @@ def table1_section(study: Study) -> str:
     return "\n".join(out)
 
 
-def table4_section(study: Study) -> str:
+def table4_section(study: Study, threshold: float) -> str:
     runs = study.schedules
     out = ["## Table 4 shape: LATF against fixed and scheduled ratios (IDTS on, c = 0.5)", ""]
     def key(r):
         s = ratio_summary(r)
         return f"{_cfg(r, 'latf')} (r {fmt(s['first'])} → {fmt(s['last'])})"
+    rows = _rows_with_loss(runs, key)
+    latf = {r.seed: r for r in runs if _cfg(r, "latf") == "adaptive"}
+    firsts: dict = {}
+    for run in runs:  # the first run of each row, in the rows' order
+        firsts.setdefault(key(run), run)
+    paired = []
+    for run in firsts.values():
+        ref = latf.get(run.seed)
+        paired.append("–" if ref is None or ref is run else
+                      f"{fmt(paired_ce_difference(run, ref), 3, signed=True)} ± "
+                      f"{fmt(paired_ce_se(run, ref), 3)}")
+    rows = [row + [p] for row, p in zip(rows, paired)]
     out.append(md_table(["schedule", "method", "ROUGE-L", "seeds", f"CE on labels, last {WINDOW}",
-                         "probe difficulty, last probe"], _rows_with_loss(runs, key)))
+                         "probe difficulty, last probe",
+                         f"paired ΔCE vs LATF, last {WINDOW} (± SE)"], rows))
+    scores = [final_rouge(r) for r in runs if (r.seed or 0) == 0]
+    if len(scores) >= 2:
+        spread = max(scores) - min(scores)
+        out += ["", f"Reading: the ROUGE-L range over the schedules is {fmt(spread)} points, "
+                + ("within" if spread < threshold else "above")
+                + f" the {fmt(threshold, 1)}-point noise level; the CE columns are the better "
+                "comparison (same seed, same batches)."]
     if not any(_cfg(r, "latf") in ("fixed", "cosine") for r in runs):
         out += ["", f"Fixed r = 0.75 and cosine 1.0 → 0.75 have not finished yet "
                 f"(`{REGENERATE} schedules`)."]
@@ -597,6 +641,19 @@ def table5_section(study: Study) -> str:
         out += ["", "Inverse IDTS is not part of the sample study (run it with "
                 "`python -m adakd sweep --preset demo --grid idts=inverse`)."]
     return "\n".join(out)
+
+
+def ce_by_c(runs: list[Run]) -> str:
+    """" CE on labels (last WINDOW steps) is lowest at c = …, highest at c = … (range …)."""
+    ce: dict[float, list[float]] = {}
+    for run in runs:
+        ce.setdefault(_c(run), []).append(window_mean(run, "ce", "last"))
+    if len(ce) < 2:
+        return ""
+    means = {c: float(np.mean(v)) for c, v in ce.items()}
+    low, high = min(means, key=means.get), max(means, key=means.get)
+    return (f" The CE on labels over the last {WINDOW} steps is lowest at c = {fmt(low, 1)} "
+            f"({fmt(means[low], 3)}) and highest at c = {fmt(high, 1)} ({fmt(means[high], 3)}).")
 
 
 def c_section(study: Study, threshold: float) -> str:
@@ -619,7 +676,8 @@ def c_section(study: Study, threshold: float) -> str:
         out += ["", f"Reading: the highest ROUGE-L is at c = {fmt(best, 1)}; the range over c is "
                 f"{fmt(spread)} points, which is "
                 + ("within" if spread < threshold else "above")
-                + f" the {fmt(threshold, 1)}-point noise level (the paper's default is c = 0.5)."]
+                + f" the {fmt(threshold, 1)}-point noise level (the paper's default is c = 0.5)."
+                + ce_by_c(runs)]
     planned = {0.1, 0.3, 0.5, 0.7, 0.9}
     missing = sorted(planned - {round(float(c), 2) for c in frame["c"]})
     if missing:
@@ -755,22 +813,40 @@ def share_reading(grads: pd.DataFrame) -> str:
             + ", ".join(f"{g} {fmt(a, 3)} → {fmt(b, 3)}" for g, (a, b) in tot.items()) + ".")
 
 
+def ema_lag(run: Run) -> str:
+    """A sentence when LATF's loss average still lags far behind the recent loss (its memory of
+    about 1/(1 − β) steps is as long as the run), else ""."""
+    m = run.metrics.dropna(subset=["ema"])
+    if m.empty:
+        return ""
+    ema, recent = float(m["ema"].iloc[-1]), window_mean(run, "kd", "last")
+    beta = float(run.config.get("latf_beta", 0.99))
+    if not recent > 0 or ema < 1.2 * recent:
+        return ""
+    return (f"With β = {beta:g} the moving average remembers about {1 / (1 - beta):.0f} steps, "
+            f"as long as this run: at the last step it is {fmt(ema)} while the KD objective of the "
+            f"last {WINDOW} steps averages {fmt(recent)}, so it is still shedding the high loss of "
+            "the first steps, and the steady fall of r reflects that as much as progress on the "
+            "selected tokens.")
+
+
 def ratio_reading(run: Run) -> str:
     s = ratio_summary(run)
     return (f"The KD loss (left axis) and the LATF ratio r (right axis) of {run.label}: r starts "
             f"at {fmt(s['first'])}, changes {s['changes']} times and ends at {fmt(s['last'], 3)} "
             f"(minimum {fmt(s['min'], 3)}). By the controller's rule r moves by δ = "
             f"{run.config.get('latf_delta')} whenever the loss's moving average leaves its reference "
-            f"by more than ε = {run.config.get('latf_eps')} (down when it fell, up when it rose).")
+            f"by more than ε = {run.config.get('latf_eps')} (down when it fell, up when it rose). "
+            + ema_lag(run)).rstrip()
 
 
 def curves_reading(runs: list[Run], metric: str, what: str) -> str:
     finals = ", ".join(f"{r.label} {fmt(window_mean(r, metric, 'last'), 3)}" for r in runs)
-    metric = METRIC_NAMES.get(metric, metric)
     note = (" The KD objective differs between arms (selected tokens, per-token τ), so only the "
             "shape is comparable." if metric == "kd" else
             " Same seed, same batches: the curves differ only by the method.")
-    return f"{metric} of {what}, mean of the last {WINDOW} steps: {finals}.{note}"
+    return (f"{METRIC_NAMES.get(metric, metric)} of {what}, mean of the last {WINDOW} steps: "
+            f"{finals}.{note}")
 
 
 def histogram_reading(frame: pd.DataFrame) -> str:
@@ -822,10 +898,11 @@ def verdict_section(study: Study, threshold: float) -> str:
     latf = study.full if study.full is not None else study.arm("+LATF")
     if latf is not None:
         s = ratio_summary(latf)
-        items.append(f"**LATF behaves as described**: the ratio falls while the loss falls "
-                     f"(r {fmt(s['first'])} → {fmt(s['last'], 3)} over {s['changes']} ratio "
-                     f"changes in {latf.label}"
+        items.append(f"**LATF's controller works as specified**: the ratio falls while the "
+                     f"loss average falls (r {fmt(s['first'])} → {fmt(s['last'], 3)} over "
+                     f"{s['changes']} ratio changes in {latf.label}"
                      + ("; it never rose)" if s["rises"] == 0 else f"; it rose {s['rises']} times)")
+                     + (". " + ema_lag(latf) if ema_lag(latf) else "")
                      if s["last"] < s["first"] else
                      f"LATF's ratio did not fall in {latf.label} (r {fmt(s['first'])} → "
                      f"{fmt(s['last'], 3)})")
@@ -860,10 +937,11 @@ def verdict_section(study: Study, threshold: float) -> str:
                         if abs(d) < threshold else
                         ("same sign as the paper and above our noise level" if d > 0 else
                          "opposite sign to the paper and above our noise level")))
-        paired = paired_ce_difference(full, base)
+        paired, se = paired_ce_difference(full, base), paired_ce_se(full, base)
         items.append(compare(paired, 0.0, "AdaKD's CE on the training labels, paired with base "
                              f"over the last {WINDOW} steps,", " nats", 3)
-                     + " (a lower value means the student fits the data better)")
+                     + f" (± {fmt(se, 3)} standard error over the steps; one seed, so whether "
+                     "this survives a change of seed is not known yet)")
     params = _params(study)
     ref = study.full or study.runs[0]
     probe = probe_summary(ref)
@@ -929,7 +1007,7 @@ def build_report(study: Study, root: Path, exported: set[str] | None = None,
         "paper's numbers."])
     sections = [
         header, setup_section(study), noise_text, table2_section(study, threshold), loss_section(study),
-        c_section(study, threshold), table4_section(study), table5_section(study),
+        c_section(study, threshold), table4_section(study, threshold), table5_section(study),
         table1_section(study), "\n".join(fig_lines).rstrip(), verdict_section(study, threshold),
         missing_section(root),
     ]

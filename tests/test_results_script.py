@@ -43,7 +43,7 @@ def script():
 @pytest.fixture()
 def root(tmp_path):
     """sample_runs-like root: a finished ablation (seed 0), one c-sweep point, forward KL
-    plain and with AdaKD, and one running run that must be ignored."""
+    plain and with AdaKD, a fixed-r run, and one running run that must be ignored."""
     R.clear_cache()
     root = tmp_path / "sample_runs"
     arms = {"base": (BASE, 10.0, 1.0), "idts": (IDTS, 12.5, 0.9), "latf": (LATF, 9.0, 1.1),
@@ -60,6 +60,9 @@ def root(tmp_path):
         make_run(root / "divergences", f"divergence=fkl,ablation={name}",
                  config={**config, "divergence": "fkl"}, steps=STEPS,
                  final_rouge={"chatterbot": rouge})
+    make_run(root / "schedule-fixed", "latf=fixed",
+             config={"latf": "fixed", "idts": "on", "ratio_start": 0.75, "seed": 0},
+             steps=STEPS, final_rouge={"chatterbot": 13.0}, loss_scale=0.8)
     make_run(root / "c-sweep", "idts_c=0.9,seed=0", config={**FULL, "idts_c": 0.9, "seed": 0},
              steps=STEPS, state="running", final_rouge={"chatterbot": 99.0})
     write_json(root / "c-sweep" / "sweep.json", {"format": 1, "grid": {}, "runs": [
@@ -79,8 +82,8 @@ def test_report_tables_have_the_runs_numbers(script, root, tmp_path):
     assert script.main(["--root", str(root), "--out", str(out), "--no-figures"]) == 0
     text = out.read_text(encoding="utf-8")
 
-    # 7 finished runs; the running c = 0.9 run (ROUGE-L 99) is left out everywhere
-    assert "from 7 finished runs" in text
+    # 8 finished runs; the running c = 0.9 run (ROUGE-L 99) is left out everywhere
+    assert "from 8 finished runs" in text
     assert "99.00" not in text
 
     # Table 2: ours next to the paper's (37.03 / 38.55 / 37.07 / 39.01)
@@ -108,6 +111,14 @@ def test_report_tables_have_the_runs_numbers(script, root, tmp_path):
     assert f"| 0.5 | 14.00 | 1 | {first_ce(0.5):.3f} |" in text
     assert "Not yet run: c = 0.1, 0.7, 0.9" in text
 
+    # Table 4 shape: fixed r = 0.75 against LATF (the full run), CE paired step by step:
+    # (0.8 − 0.5)·3/(1 + 0.1t) over t = 21..40
+    diff = np.array([kd(t, 0.8) - kd(t, 0.5) for t in range(21, 41)])
+    assert (f"| fixed (r 0.75 → 0.75) | rkl + fixed r=0.75 + IDTS | 13.00 | 1 | "
+            f"{first_ce(0.8):.3f} |") in text
+    assert f"| {diff.mean():+.3f} ± {diff.std(ddof=1) / math.sqrt(20):.3f} |" in text
+    assert "the ROUGE-L range over the schedules is 1.00 points, within the 2.0-point" in text
+
     # missing studies: the ablation is complete, the c sweep has 1 of 4
     assert "| component ablation, seed 0 (Table 2) |" not in text
     assert "| 1 / 4 | `bash scripts/make_sample_runs.sh c-sweep` |" in text
@@ -124,6 +135,8 @@ def test_loss_table_numbers(script, root, tmp_path):
     first, last = range(1, 21), range(21, 41)
     # full arm: KD first/last, CE = KD + 0.5, paired ΔCE vs base = mean((0.5 − 1)·3/(1+0.1t))
     paired = mean_kd(last, 0.5) - mean_kd(last, 1.0)
+    steps_diff = np.array([kd(t, 0.5) - kd(t, 1.0) for t in last])
+    paired_se = float(np.std(steps_diff, ddof=1) / math.sqrt(len(steps_diff)))
     # probe difficulty u·exp(−step/20), u ~ U(0.05, 0.95) seeded by the config seed (0)
     u = np.random.default_rng(0).uniform(0.05, 0.95, size=16)
     difficulty = f"{u.mean():.3f} → {u.mean() * math.exp(-2.0):.3f}"
@@ -131,7 +144,8 @@ def test_loss_table_numbers(script, root, tmp_path):
     ce0 = float(np.mean(-np.log(0.6 * (1 - u))))
     ce40 = float(np.mean(-np.log(0.6 * (1 - u * math.exp(-2.0)))))
     row = (f"| full (AdaKD) | 0 | {mean_kd(first, 0.5):.3f} | {mean_kd(last, 0.5):.3f} | "
-           f"{mean_kd(first, 0.5) + 0.5:.3f} | {mean_kd(last, 0.5) + 0.5:.3f} | {paired:+.3f} | "
+           f"{mean_kd(first, 0.5) + 0.5:.3f} | {mean_kd(last, 0.5) + 0.5:.3f} | "
+           f"{paired:+.3f} ± {paired_se:.3f} | "
            f"{difficulty} | {ce0:.2f} → {ce40:.2f} |")
     assert row in text
     assert f"| base | 0 | {mean_kd(first, 1.0):.3f} | {mean_kd(last, 1.0):.3f} |" in text
