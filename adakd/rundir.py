@@ -168,8 +168,8 @@ def read_jsonl_report(path: Path) -> JsonlRead:
     lines = text.split("\n")
     last_complete = text.endswith("\n")
     for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+        if not line.strip(" \t\r"):  # JSON's own white space only: str.strip() would also eat
+            continue                   # control characters such as \x1c, hiding a damaged line
         try:
             record = json.loads(line)
         except (ValueError, RecursionError):  # RecursionError: a line of "[[[[…" nested too deeply

@@ -405,6 +405,12 @@ def test_two_sessions_start_training_at_once(tmp_path, monkeypatch):
     try:
         first, second = session("first"), session("first")
         first.button(key="train-launch").click().run()
+        # The launcher starts the first job asynchronously: wait until it owns the device, so
+        # the second session meets a running job (not one still waiting for its launcher).
+        deadline = time.time() + 60
+        while {j.name: j.state for j in jobs.list_jobs(root)}.get("first") != "running":
+            assert time.time() < deadline, jobs.list_jobs(root)
+            time.sleep(0.2)
         second.button(key="train-launch").click().run()  # the same name, a moment later
         refused = " ".join(e.value for e in second.error)
         assert "first" in refused and ("already has a running or queued job" in refused
