@@ -28,18 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine_info import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     load_text = f", load average {load[0]:.1f} (1 min)" if load else ""
     return f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}{load_text}"

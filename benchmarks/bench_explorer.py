@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from machine_info import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,16 +34,6 @@ INSTRUCTION = ("Explain in two short sentences why the sky looks blue during the
 REFERENCE = ("Sunlight is made of many colours, and the tiny bits of air scatter blue light much more "
              "than red, so blue comes at us from every direction of the sky. At sunset the light "
              "travels through much more air, the blue is scattered away, and mostly red reaches us.")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
@@ -70,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    print(f"machine: {_cpu_name()} | {os.cpu_count()} logical CPUs visible, "
+    print(f"machine: {cpu_name()} | {os.cpu_count()} logical CPUs visible, "
           f"affinity {len(os.sched_getaffinity(0))} | torch {torch.__version__} threads {torch.get_num_threads()} "
           f"| device {args.device}{' ' + torch.cuda.get_device_name() if args.device.startswith('cuda') else ''} "
           f"| load average {os.getloadavg()[0]:.1f} (other processes slow the numbers down)")

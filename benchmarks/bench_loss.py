@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from machine_info import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 import torch
 
@@ -207,14 +208,7 @@ def profile(args, variants, rows=12):
 def machine(device):
     if device.startswith("cuda"):
         return f"GPU {torch.cuda.get_device_name(device)}"
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    name = cpu_name()
     return f"CPU {name}, {torch.get_num_threads()} torch threads"
 
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from machine_info import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,16 +40,6 @@ from adakd.presets import resolve_preset  # noqa: E402
 from adakd.probes import probe_gradient_groups, probe_tokens, teacher_valid_logits  # noqa: E402
 from adakd.runsetup import build_models, build_optimizer, prepare_data  # noqa: E402
 from adakd.tokenize import collate, next_token_targets  # noqa: E402
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _sync(device: torch.device) -> None:
@@ -129,7 +120,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     interval = config.probe_interval
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
           f"gpu {gpu}, torch {torch.__version__}, device {device}")
     n_probe = int(next_token_targets(probe_batch["labels"])[1].sum())
     n_grad = int(next_token_targets(grad_batch["labels"])[1].sum())

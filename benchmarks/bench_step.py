@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine_info import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,14 +44,7 @@ from adakd.tokenize import collate, next_token_targets  # noqa: E402
 
 
 def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     parts = [platform.platform(), f"CPU {cpu} x{os.cpu_count()}", f"torch {torch.__version__}",
              f"threads {torch.get_num_threads()}"]
     if device.type == "cuda":
