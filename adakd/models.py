@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,8 +108,15 @@ def _load_causal_lm(name_or_path, dtype, trust_remote_code: bool, role: str):
             f"{role} '{where}' is a '{config.model_type}' model without a causal language-model "
             "head; AdaKD distils decoder-only causal LMs (e.g. Llama, Qwen2, GPT-2)."
         )
+    with _warnings_only_if_accepted():
+        model = _from_pretrained(AutoModelForCausalLM, where, dtype, trust_remote_code, role)
+        check_causal(model, f"{role} '{where}'")
+    return model
+
+
+def _from_pretrained(auto_class, where: str, dtype, trust_remote_code: bool, role: str):
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        return auto_class.from_pretrained(
             where, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
         )
     except OSError as err:
@@ -120,8 +128,29 @@ def _load_causal_lm(name_or_path, dtype, trust_remote_code: bool, role: str):
                 "model.save_pretrained(folder) to get model.safetensors."
             ) from err
         raise ModelError(f"cannot load {role} weights from '{where}': {err}") from err
-    check_causal(model, f"{role} '{where}'")
-    return model
+
+
+@contextmanager
+def _warnings_only_if_accepted():
+    """Hold transformers' log records while a model loads; pass them on only if it is accepted.
+
+    A rejected model (e.g. BERT's "add `is_decoder=True`" warning) would otherwise print
+    transformers' advice above our own error, which already says what to fix.
+    """
+    library_logger = logging.getLogger("transformers")
+    held: list[logging.LogRecord] = []
+    holder = logging.Handler()
+    holder.emit = held.append
+    saved = library_logger.handlers[:], library_logger.propagate
+    library_logger.handlers, library_logger.propagate = [holder], False
+    accepted = False
+    try:
+        yield
+        accepted = True
+    finally:
+        library_logger.handlers, library_logger.propagate = saved
+        for record in held if accepted else ():
+            library_logger.handle(record)
 
 
 @torch.no_grad()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -185,6 +187,48 @@ def test_non_causal_model_is_refused_clearly(tmp_path):
     DistilBertConfig(dim=16, n_layers=1, n_heads=2, hidden_dim=32).save_pretrained(tmp_path)
     with pytest.raises(ModelError, match="'distilbert' model without a causal language-model head"):
         load_teacher(str(tmp_path))
+
+
+class _Records(logging.Handler):
+    """Collects what reaches the transformers logger's handlers."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def transformers_records(monkeypatch):
+    # CI=true makes transformers propagate its records to the root logger; both set-ups must
+    # stay quiet about a rejected model, so the test pins neither and watches the handlers.
+    library_logger = logging.getLogger("transformers")
+    records = _Records()
+    monkeypatch.setattr(library_logger, "handlers", [records])
+    return records
+
+
+def test_rejected_model_prints_only_our_error(tmp_path, transformers_records):
+    from transformers import BertConfig, BertLMHeadModel
+
+    # BertLMHeadModel warns "add `is_decoder=True`" on load; our error already says what to fix.
+    BertLMHeadModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32)).save_pretrained(tmp_path)
+    transformers_records.messages.clear()
+    with pytest.raises(ModelError, match="is not a causal language model"):
+        load_teacher(str(tmp_path))
+    assert transformers_records.messages == []
+
+
+def test_accepted_model_keeps_transformers_warnings(transformers_records):
+    from adakd.models import _warnings_only_if_accepted
+
+    with _warnings_only_if_accepted():
+        logging.getLogger("transformers.modeling_utils").warning("some weights were not initialized")
+        assert transformers_records.messages == []  # held until the model is accepted
+    assert transformers_records.messages == ["some weights were not initialized"]
 
 
 def test_pickle_weights_are_refused(tmp_path):
