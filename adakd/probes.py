@@ -33,22 +33,11 @@ import torch.nn.functional as F
 
 from adakd.difficulty import hellinger
 from adakd.divergences import divergence as base_divergence
+from adakd.columns import GRADIENT_COLUMNS, PANDAS_DTYPES, TOKEN_COLUMNS
 from adakd.idts import idts_temperatures
 from adakd.latf import select_tokens
 from adakd.tokenize import next_token_targets
 
-TOKEN_COLUMNS = {
-    "step": "int64", "example": "int64", "position": "int64", "token_index": "int64",
-    "token_id": "int64", "token_text": "str", "difficulty": "float64", "selected": "bool",
-    "group": "str", "tau": "float64", "tau_all": "float64", "hard": "bool",
-    "entropy_student": "float64", "entropy_student_idts": "float64", "entropy_teacher": "float64",
-    "p_label_teacher": "float64", "p_label_student": "float64", "top1_teacher": "str",
-    "top1_student": "str", "ratio": "float64",
-}
-GRADIENT_COLUMNS = {
-    "step": "int64", "split": "str", "ratio": "float64", "group": "str", "n_tokens": "int64",
-    "cos_sft": "float64", "cos_total": "float64", "norm_share": "float64", "grad_norm": "float64",
-}
 GROUPS = ("hard", "mid", "easy")
 PAPER_RATIO = 0.5  # the paper's fixed split for Fig. 1 (25/25/50), comparable across runs
 _ROW_CHUNK = 256  # rows of [N, V] processed at once by the per-token statistics
@@ -219,8 +208,8 @@ def _decode_each(tokenizer, ids: np.ndarray) -> np.ndarray:
 
 
 def _frame(columns: dict[str, str], data: dict) -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series(data.get(name, []), dtype=dtype)
-                         for name, dtype in columns.items()})
+    return pd.DataFrame({name: pd.Series(data.get(name, []), dtype=PANDAS_DTYPES[kind])
+                         for name, kind in columns.items()})
 
 
 # --------------------------------------------------------------------------- tokens.parquet

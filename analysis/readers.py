@@ -26,32 +26,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from adakd.columns import (EVAL_COLUMNS, EVENT_COLUMNS, GRADIENT_COLUMNS,  # noqa: F401 (re-exported)
+                           METRIC_COLUMNS, PANDAS_DTYPES, TOKEN_COLUMNS)
 from adakd.rundir import read_jsonl_report
 
 log = logging.getLogger(__name__)
-
-# The contract's columns (docs/contracts.md) and the kind each is read as.
-TOKEN_COLUMNS = {
-    "step": "int", "example": "int", "position": "int", "token_index": "int",
-    "token_id": "int", "token_text": "str", "difficulty": "float", "selected": "bool",
-    "group": "str", "tau": "float", "tau_all": "float", "hard": "bool",
-    "entropy_student": "float", "entropy_student_idts": "float", "entropy_teacher": "float",
-    "p_label_teacher": "float", "p_label_student": "float", "top1_teacher": "str",
-    "top1_student": "str", "ratio": "float",
-}
-GRADIENT_COLUMNS = {
-    "step": "int", "split": "str", "ratio": "float", "group": "str", "n_tokens": "int",
-    "cos_sft": "float", "cos_total": "float", "norm_share": "float", "grad_norm": "float",
-}
-METRIC_COLUMNS = {
-    "step": "int", "loss": "float", "kd": "float", "ce": "float", "ratio": "float",
-    "next_ratio": "float", "ema": "float", "ref": "float", "mean_tau": "float",
-    "n_valid": "float", "n_selected": "float", "lr": "float", "grad_norm": "float",
-    "tokens_per_s": "float", "step_seconds": "float",
-}
-EVENT_COLUMNS = {"step": "int", "kind": "str", "message": "str"}
-EVAL_COLUMNS = {"step": "int", "model": "str", "dataset": "str", "rouge_l": "float",
-                "n": "float"}
 
 
 def read_json(path: Path) -> tuple[dict | None, list[str]]:
@@ -95,11 +74,8 @@ def read_parquet(path: Path, columns: dict[str, str]) -> tuple[pd.DataFrame, lis
 
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
     """An empty DataFrame with the given {name: kind} columns."""
-    return pd.DataFrame({name: pd.Series(dtype=_EMPTY_DTYPES[kind])
+    return pd.DataFrame({name: pd.Series(dtype=PANDAS_DTYPES[kind])
                          for name, kind in columns.items()})
-
-
-_EMPTY_DTYPES = {"int": "int64", "float": "float64", "bool": "bool", "str": "str"}
 
 
 def coerce(frame: pd.DataFrame, columns: dict[str, str], source: str,

@@ -29,9 +29,10 @@ study() {
                 sweep schedule-cosine --grid latf=cosine --set ratio_start=1.0 ratio_end=0.75 ;;
     divergences) sweep divergences --grid divergence=fkl,jsd,srkl,ab --grid ablation=base,full ;;  # Table 1
     seeds)      sweep ablation-seeds --grid ablation --grid seed=1,2 ;;    # seed spread for Table 2
-    *) echo "unknown study $1 (ablation, c-sweep, schedules, divergences, seeds)" >&2; exit 2 ;;
+    table1)     sweep table1 --grid table1=gkd,gkd-adakd,distillm,distillm-adakd ;;  # Table 1: GKD / DistiLLM regimes (fkl, rkl, ab are above)
+    *) echo "unknown study $1 (ablation, c-sweep, schedules, divergences, seeds, table1)" >&2; exit 2 ;;
   esac
 }
 
-if [ $# -eq 0 ]; then set -- ablation c-sweep schedules divergences seeds; fi
+if [ $# -eq 0 ]; then set -- ablation c-sweep schedules divergences seeds table1; fi
 for s in "$@"; do echo "== $s"; study "$s"; done
