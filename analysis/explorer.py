@@ -69,30 +69,34 @@ class ExplorerResult:
 
 def explore_prompt(teacher, student, tokenizer, prompt: str, reference: str | None = None, *,
                    ratio: float = 0.5, c: float = 0.5, base_temperature: float = 1.0, top_k: int = 5,
-                   max_new_tokens: int = 64, context: str = "") -> ExplorerResult:
+                   max_new_tokens: int = 64, context: str = "",
+                   reply_ids: list[int] | None = None) -> ExplorerResult:
     """Score every response token of ``prompt`` under teacher and student (no gradient).
 
     The prompt is formatted as in training (``adakd.tokenize.format_prompt`` of an
-    ``Example(instruction=prompt, context=context, response=reference)``). Raises ValueError for
-    an empty prompt, bad r/c/τ/top_k, or a prompt past ``min(MAX_PROMPT_TOKENS, model context)``.
+    ``Example(instruction=prompt, context=context, response=reference)``). Without a reference
+    the response is the teacher's greedy reply; pass ``reply_ids`` (from :func:`teacher_reply`
+    or an earlier result's ``response_ids``) to score that reply again without regenerating it,
+    e.g. when only r or c changed. Raises ValueError for an empty prompt, bad r/c/τ/top_k, a
+    prompt past ``min(MAX_PROMPT_TOKENS, model context)``, or both a reference and reply ids.
     The models' train/eval modes and the RNG state are left as they were.
     """
     _check_args(prompt, ratio, c, base_temperature, top_k, max_new_tokens)
     _check_text("the reference reply", reference or "")
     has_reference = bool(reference and reference.strip())
-    example = Example(instruction=prompt, context=context or "", response=reference if has_reference else "",
-                      category="explorer")
-    context_length = min(_context_length(teacher), _context_length(student))
-    prompt_text = format_prompt(tokenizer, example)
+    if has_reference and reply_ids is not None:
+        raise ValueError("give either a reference reply or the teacher's reply ids, not both")
+    example = _example(prompt, reference if has_reference else "", context)
+    context_length = _pair_context_length(teacher, student)
     with untouched(teacher, student), torch.no_grad():
         if has_reference:
             prompt_ids, response_ids = reference_ids(tokenizer, example, context_length)
-            source = "reference"
         else:
             prompt_ids = checked_prompt_ids(tokenizer, example, context_length)
-            budget = min(max_new_tokens, context_length - len(prompt_ids))
-            response_ids = greedy_response_ids(teacher, tokenizer, prompt_ids, budget)
-            source = "teacher_greedy"
+            if reply_ids is None:
+                response_ids = _greedy_reply(teacher, tokenizer, prompt_ids, max_new_tokens, context_length)
+            else:
+                response_ids = _checked_reply(reply_ids, len(prompt_ids), context_length)
         ids = prompt_ids + response_ids
         t_logits = response_logits(teacher, ids, len(response_ids))
         s_logits = response_logits(student, ids, len(response_ids)).to(t_logits.device)
@@ -109,9 +113,45 @@ def explore_prompt(teacher, student, tokenizer, prompt: str, reference: str | No
     topk["token_text"] = decode_each(tokenizer, topk["token_id"])
     return ExplorerResult(
         tokens=tokens, topk=pd.DataFrame({name: topk[name] for name in TOPK_COLUMNS}),
-        response=tokenizer.decode(response_ids, skip_special_tokens=True), response_source=source,
-        prompt_text=prompt_text, prompt_ids=list(prompt_ids), response_ids=list(response_ids),
-        ratio=float(ratio), c=float(c), base_temperature=float(base_temperature))
+        response=tokenizer.decode(response_ids, skip_special_tokens=True),
+        response_source="reference" if has_reference else "teacher_greedy",
+        prompt_text=format_prompt(tokenizer, example), prompt_ids=list(prompt_ids),
+        response_ids=list(response_ids), ratio=float(ratio), c=float(c),
+        base_temperature=float(base_temperature))
+
+
+def teacher_reply(teacher, student, tokenizer, prompt: str, *, max_new_tokens: int = 64,
+                  context: str = "") -> list[int]:
+    """The teacher's greedy reply ids to ``prompt``, as :func:`explore_prompt` generates it
+    (checked the same way; ``student`` only bounds the context). The slow part of exploring a
+    prompt without a reference: keep it and pass it back as ``reply_ids``."""
+    _check_args(prompt, 0.5, 0.5, 1.0, 1, max_new_tokens)
+    context_length = _pair_context_length(teacher, student)
+    prompt_ids = checked_prompt_ids(tokenizer, _example(prompt, "", context), context_length)
+    with untouched(teacher, student), torch.no_grad():
+        return _greedy_reply(teacher, tokenizer, prompt_ids, max_new_tokens, context_length)
+
+
+def _example(prompt: str, response: str, context: str) -> Example:
+    return Example(instruction=prompt, context=context or "", response=response, category="explorer")
+
+
+def _pair_context_length(teacher, student) -> int:
+    return min(_context_length(teacher), _context_length(student))
+
+
+def _greedy_reply(teacher, tokenizer, prompt_ids: list[int], max_new_tokens: int, context_length: int):
+    return greedy_response_ids(teacher, tokenizer, prompt_ids, min(max_new_tokens, context_length - len(prompt_ids)))
+
+
+def _checked_reply(reply_ids, n_prompt: int, context_length: int) -> list[int]:
+    reply = [int(i) for i in reply_ids]
+    if not reply:
+        raise ValueError("reply_ids is empty: there is no response token to score")
+    if n_prompt + len(reply) > context_length:
+        raise ValueError(f"prompt + reply are {n_prompt + len(reply)} tokens, over the models' context "
+                         f"of {context_length}")
+    return reply
 
 
 def _check_args(prompt, ratio, c, base_temperature, top_k, max_new_tokens) -> None:

@@ -106,8 +106,18 @@ def explore(spec: ModelSpec, prompt: str, reference: str | None, *, ratio: float
 
     pair = load_pair(spec)
     base = float(json.loads(spec.config).get("base_temperature", 1.0))
+    reply = None if reference else list(_teacher_reply(spec, prompt, max_new_tokens))
     return explore_prompt(pair.teacher, pair.student, pair.tokenizer, prompt, reference, ratio=ratio, c=c,
-                          base_temperature=base, top_k=5, max_new_tokens=max_new_tokens)
+                          base_temperature=base, top_k=5, max_new_tokens=max_new_tokens, reply_ids=reply)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _teacher_reply(spec: ModelSpec, prompt: str, max_new_tokens: int) -> tuple[int, ...]:
+    """The teacher's greedy reply, kept apart so that moving r or c only re-scores it."""
+    from analysis.explorer import teacher_reply
+
+    pair = load_pair(spec)
+    return tuple(teacher_reply(pair.teacher, pair.student, pair.tokenizer, prompt, max_new_tokens=max_new_tokens))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

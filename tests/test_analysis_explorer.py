@@ -11,6 +11,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -26,6 +27,7 @@ from analysis.explorer import (
     explore_prompt,
     explorer_tokens_figure,
     load_student_checkpoint,
+    teacher_reply,
     topk_figure,
 )
 
@@ -209,6 +211,28 @@ def test_greedy_reply_follows_the_teachers_argmax(pair):
     top1 = res.topk[(res.topk["model"] == "teacher") & (res.topk["rank"] == 1)]
     assert top1["is_label"].all()
     np.testing.assert_allclose(top1["prob"].to_numpy(), df["p_label_teacher"].to_numpy(), rtol=1e-5)
+
+
+def test_reused_reply_scores_the_same_as_generating_it(pair, monkeypatch):
+    first = explore_prompt(pair.teacher, pair.student, pair.tokenizer, PROMPT, max_new_tokens=6, ratio=0.5, c=0.5)
+    reply = teacher_reply(pair.teacher, pair.student, pair.tokenizer, PROMPT, max_new_tokens=6)
+    assert reply == first.response_ids
+    # With the reply given, nothing is generated: a generate() call would fail the test.
+    monkeypatch.setattr(type(pair.teacher), "generate", lambda *a, **k: pytest.fail("regenerated the reply"))
+    again = explore_prompt(pair.teacher, pair.student, pair.tokenizer, PROMPT, max_new_tokens=6,
+                           ratio=0.5, c=0.5, reply_ids=reply)
+    assert again.response_source == "teacher_greedy" and again.response == first.response
+    pd.testing.assert_frame_equal(again.tokens, first.tokens)
+    moved = explore_prompt(pair.teacher, pair.student, pair.tokenizer, PROMPT, ratio=1.0, c=1.5, reply_ids=reply)
+    np.testing.assert_allclose(moved.tokens["difficulty"], first.tokens["difficulty"], rtol=1e-6)
+    assert moved.tokens["selected"].all() and not first.tokens["selected"].all()
+
+
+def test_reply_ids_are_checked(pair):
+    with pytest.raises(ValueError, match="either a reference reply or the teacher's reply ids"):
+        explore_prompt(pair.teacher, pair.student, pair.tokenizer, PROMPT, REFERENCE, reply_ids=[1, 2])
+    with pytest.raises(ValueError, match="reply_ids is empty"):
+        explore_prompt(pair.teacher, pair.student, pair.tokenizer, PROMPT, reply_ids=[])
 
 
 def test_empty_reference_means_greedy(pair):

@@ -1,4 +1,5 @@
-"""scripts/make_results.py: the tables and markdown of docs/results.md on hand-made runs.
+"""analysis.report and scripts/make_results.py: the tables and markdown of docs/results.md on
+hand-made runs.
 
 Runs come from tests/rundir_factory.py with known scores and losses; every expected number
 below is computed by hand from what the factory writes (its documented generators), not
@@ -9,12 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from analysis import report
 from analysis import runs as R
 from tests.rundir_factory import make_run, write_json
 
@@ -32,12 +33,8 @@ REFS = {"teacher": {"chatterbot": 20.0}, "student_init": {"chatterbot": 1.0}}
 def script():
     spec = importlib.util.spec_from_file_location("make_results", SCRIPT)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["make_results"] = module  # dataclasses look their module up while defining
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop("make_results", None)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture()
@@ -125,9 +122,9 @@ def test_report_tables_have_the_runs_numbers(script, root, tmp_path):
     assert "| 0 / 8 | `bash scripts/make_sample_runs.sh seeds` |" in text
 
 
-def test_loss_table_numbers(script, root, tmp_path):
-    study = script.Study(script.collect_runs(root))
-    text = script.build_report(study, root, exported=set())
+def test_loss_table_numbers(root, tmp_path):
+    study = report.Study(report.collect_runs(root))
+    text = report.build_report(study, root, exported=set())
 
     def mean_kd(steps, scale):
         return float(np.mean([kd(t, scale) for t in steps]))
@@ -156,12 +153,12 @@ def test_loss_table_numbers(script, root, tmp_path):
     assert "![" not in text and "not exported" in text
 
 
-def test_no_runs_gives_a_short_page(script, tmp_path):
-    text = script.build_report(script.Study([]), tmp_path)
+def test_no_runs_gives_a_short_page(tmp_path):
+    text = report.build_report(report.Study([]), tmp_path)
     assert "No finished run" in text and "bash scripts/make_sample_runs.sh" in text
 
 
-def test_sample_noise_pools_the_stored_per_prompt_scores(script, tmp_path):
+def test_sample_noise_pools_the_stored_per_prompt_scores(tmp_path):
     R.clear_cache()
     runs = []
     for name, scores in (("a", [2.0, 4.0, 6.0]), ("b", [10.0, 12.0])):
@@ -171,7 +168,7 @@ def test_sample_noise_pools_the_stored_per_prompt_scores(script, tmp_path):
                                               "response": "x", "rouge_l": v} for v in scores]}}
         runs.append(R.load_run(make_run(tmp_path, name, evals=[record], tokens=False,
                                         gradients=False)))
-    noise = script.sample_noise(runs)
+    noise = report.sample_noise(runs)
     # residuals around each record's mean: −2, 0, 2 and −1, 1 -> Σ r² = 10 over 5 − 2 dof
     sd = math.sqrt(10 / 3)
     assert noise["sd"] == pytest.approx(sd)

@@ -1,0 +1,97 @@
+"""The finished runs of a sample-runs root, grouped by the paper's tables and figures."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from analysis.runs import Run, find_runs, load_runs
+from analysis.tables import COMPONENTS
+
+
+log = logging.getLogger(__name__)
+
+
+def collect_runs(root: str | os.PathLike) -> list[Run]:
+    """The finished runs under `root` (sweep folders one level down), sorted by path."""
+    runs = load_runs(find_runs([Path(root)]))
+    for run in runs:
+        for problem in run.problems:
+            log.warning("%s: %s", run.name, problem)
+    return [run for run in runs if run.state == "finished"]
+
+
+def _cfg(run: Run, key: str, default=None):
+    return run.config.get(key, default)
+
+
+def _plain_setting(run: Run | dict) -> bool:
+    """Ground-truth data, Hellinger indicator, τ_base 1, pure KD: the study's common settings
+    (`run` a Run or a RunConfig dict)."""
+    config = run if isinstance(run, dict) else run.config
+    return (config.get("regime", "ground_truth") == "ground_truth"
+            and config.get("indicator", "hellinger") == "hellinger"
+            and float(config.get("base_temperature", 1.0)) == 1.0
+            and float(config.get("kd_ratio", 1.0)) == 1.0)
+
+
+def _c(run: Run) -> float:
+    return float(_cfg(run, "idts_c", 0.5))
+
+
+def component(run: Run) -> str | None:
+    """"base" / "+IDTS" / "+LATF" / "full (AdaKD)" for the ablation arms, else None."""
+    return COMPONENTS.get((_cfg(run, "latf", "adaptive"), _cfg(run, "idts", "on")))
+
+
+@dataclass
+class Study:
+    """The finished runs, grouped by the paper's tables and figures."""
+
+    runs: list[Run]
+
+    def _rkl(self) -> list[Run]:
+        return [r for r in self.runs if _cfg(r, "divergence") == "rkl" and _plain_setting(r)]
+
+    @property
+    def ablation(self) -> list[Run]:
+        """Reverse-KL base / +IDTS / +LATF / full at c = 0.5, every seed."""
+        return [r for r in self._rkl() if component(r) is not None
+                and (_cfg(r, "idts") == "off" or _c(r) == 0.5)]
+
+    def arm(self, name: str, seed: int | None = None) -> Run | None:
+        """The ablation run of component `name` with the lowest seed (or the given seed)."""
+        runs = sorted((r for r in self.ablation if component(r) == name
+                       and (seed is None or r.seed == seed)), key=lambda r: (r.seed or 0))
+        return runs[0] if runs else None
+
+    @property
+    def full(self) -> Run | None:
+        return self.arm("full (AdaKD)")
+
+    @property
+    def c_sweep(self) -> list[Run]:
+        """Runs with IDTS on and LATF adaptive (reverse KL), any c: Fig. 3c-d."""
+        return [r for r in self._rkl() if _cfg(r, "latf") == "adaptive" and _cfg(r, "idts") == "on"]
+
+    @property
+    def schedules(self) -> list[Run]:
+        """IDTS on at c = 0.5 with LATF adaptive, fixed, linear or cosine r: Table 4."""
+        return [r for r in self._rkl() if _cfg(r, "idts") == "on" and _c(r) == 0.5
+                and _cfg(r, "latf") in ("adaptive", "fixed", "linear", "cosine")]
+
+    @property
+    def temperatures(self) -> list[Run]:
+        """LATF adaptive with fixed τ (IDTS off), IDTS or inverse IDTS at c = 0.5: Table 5."""
+        return [r for r in self._rkl() if _cfg(r, "latf") == "adaptive"
+                and (_cfg(r, "idts") == "off" or _c(r) == 0.5)]
+
+    @property
+    def divergences(self) -> list[Run]:
+        """Every base divergence and data regime, plain (base) and with AdaKD (full, c = 0.5):
+        Table 1."""
+        return [r for r in self.runs if _plain_setting({**r.config, "regime": "ground_truth"})
+                and component(r) in ("base", "full (AdaKD)")
+                and (_cfg(r, "idts") == "off" or _c(r) == 0.5)]

@@ -1,0 +1,278 @@
+"""The report's sections in the shape of the paper's Tables 1, 2, 4 and 5, the losses and the c sweep."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis.figures import c_sweep_frame
+from analysis.report.markdown import compare, fmt, md_table
+from analysis.report.numbers import (final_rouge, group_medians, paired_ce_difference, paired_ce_se,
+                                     probe_summary, ratio_summary, window_mean)
+from analysis.report.settings import PAPER_TABLE1_RKL, PAPER_TABLE2, REGENERATE, WINDOW
+from analysis.report.study import Study, _c, _cfg, component
+from analysis.runs import Run, method_label
+from analysis.tables import ablation_table, results_frame
+
+
+def table2_section(study: Study, threshold: float) -> str:
+    runs = study.ablation
+    out = ["## Table 2 shape: component ablation (reverse KL base)", ""]
+    if not runs:
+        return "\n".join(out + ["No ablation run has finished yet."])
+    table = ablation_table(runs)
+    numbers = results_frame(runs, references=False)
+    avg = numbers[numbers["dataset"] == "average"].set_index("method")
+    rows = []
+    for _, row in table.iterrows():
+        comp = row["component"]
+        paper = PAPER_TABLE2.get(comp)
+        rows.append([comp, row["method"], row["average"], row["n_seeds"], row["Δ average"] or "–",
+                     fmt(paper), fmt(paper - PAPER_TABLE2["base"], signed=True) if paper else "–"])
+    refs = results_frame(study.ablation, references=True)
+    refs = refs[(refs["dataset"] == "average") & refs["method"].isin(["teacher", "student (init)"])]
+    for _, ref in refs.iterrows():
+        rows.append([ref["method"], "", fmt(ref["mean"]), int(ref["n_seeds"]), "", "", ""])
+    out.append(md_table(["component", "method", "ROUGE-L (ours)", "seeds", "Δ vs base (ours)",
+                         "ROUGE-L (paper)", "Δ vs base (paper)"], rows))
+    c = runs[0].config
+    out += ["", f"Ours: `{c.get('teacher')}` → `{c.get('student')}` student, `{c.get('data')}` data, "
+            f"{c.get('eval_examples')} prompts. Paper: Qwen2-7B → Qwen2-1.5B, average of Dolly / "
+            "S-NI / UnNI."]
+    base = avg["mean"].get(method_label({"divergence": "rkl", "latf": "off", "idts": "off"}))
+    if base is not None:
+        readings = []
+        for comp in ("+IDTS", "+LATF", "full (AdaKD)"):
+            arm = study.arm(comp)
+            if arm is None:
+                continue
+            value = avg["mean"].get(arm.label)
+            d = value - base
+            verdict = "within noise" if abs(d) < threshold else ("above" if d > 0 else "below")
+            readings.append(f"{comp} {fmt(d, signed=True)} ({verdict})")
+        paper_order = "the paper's ordering (full > +IDTS > +LATF ≈ base)"
+        out += ["", f"Reading: against base, {', '.join(readings)}. "
+                f"With the noise estimate above, this ablation can neither confirm nor refute "
+                f"{paper_order} unless a difference exceeds {fmt(threshold, 1)} points."]
+    return "\n".join(out)
+
+
+def loss_section(study: Study) -> str:
+    runs = sorted(study.ablation, key=lambda r: (COMPONENTS_ORDER.get(component(r), 9), r.seed or 0))
+    out = ["## Loss-level evidence (ablation arms)", ""]
+    if not runs:
+        return "\n".join(out + ["No ablation run has finished yet."])
+    base_by_seed = {r.seed: r for r in runs if component(r) == "base"}
+    rows = []
+    for run in runs:
+        p = probe_summary(run)
+        base = base_by_seed.get(run.seed)
+        paired = paired_ce_difference(run, base) if base is not None and base is not run else math.nan
+        paired_se = paired_ce_se(run, base) if base is not None and base is not run else math.nan
+        rows.append([
+            component(run), run.seed, fmt(window_mean(run, "kd", "first"), 3), fmt(window_mean(run, "kd", "last"), 3),
+            fmt(window_mean(run, "ce", "first"), 3), fmt(window_mean(run, "ce", "last"), 3),
+            "–" if base is run else f"{fmt(paired, 3, signed=True)} ± {fmt(paired_se, 3)}",
+            f"{fmt(p.get('difficulty_first', math.nan), 3)} → {fmt(p.get('difficulty_last', math.nan), 3)}",
+            f"{fmt(p.get('ce_student_first', math.nan), 2)} → {fmt(p.get('ce_student_last', math.nan), 2)}",
+        ])
+    out.append(md_table(
+        ["component", "seed", f"KD objective, steps 1–{WINDOW}", f"KD objective, last {WINDOW}",
+         f"CE on labels, steps 1–{WINDOW}", f"CE on labels, last {WINDOW}",
+         f"paired ΔCE vs base, last {WINDOW} (± SE)", "probe difficulty first → last probe",
+         "probe CE (student) first → last"], rows))
+    teacher_ce = [probe_summary(r).get("ce_teacher_last", math.nan) for r in runs]
+    out += ["",
+            f"Losses in nats per token, averaged over {WINDOW} steps (batch "
+            f"{runs[0].config.get('batch_size')} gives {tokens_range(runs)} response tokens per "
+            "step). The KD objective is what each arm optimises: plain reverse KL over "
+            "all tokens for base, but only the LATF-selected (hardest) tokens and/or per-token "
+            "temperatures for the others, so it is not comparable across arms. CE on labels (the "
+            "student's cross-entropy on every response token of the training batch) and the probe "
+            "columns (the same fixed held-out tokens for every arm: mean Hellinger difficulty at "
+            "τ = 1 and the student's −log p(label)) are comparable. Runs of the same seed see the "
+            "same batches, so the paired ΔCE removes the batch-to-batch spread; its ± is the "
+            "standard error over those steps, which understates the uncertainty (neighbouring "
+            "steps share a model, and the seed spread is not in it). The teacher's "
+            f"probe CE is {fmt(float(np.nanmean(teacher_ce)), 2)} nats."]
+    base, full = study.arm("base"), study.full
+
+    def span(key: str, digits: int) -> str:
+        values = [probe_summary(r).get(key, math.nan) for r in runs]
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        return fmt(low, digits) if round(low, digits) == round(high, digits) else \
+            f"{fmt(low, digits)}–{fmt(high, digits)}"
+
+    if base is not None and full is not None:
+        pb, pf = probe_summary(base), probe_summary(full)
+        out += ["", "Reading: "
+                + compare(paired_ce_difference(full, base), 0.0,
+                          f"AdaKD's CE on labels over the last {WINDOW} steps (paired with base)", " nats", 3)
+                + "; " + compare(pf["difficulty_last"], pb["difficulty_last"],
+                                 "its mean probe difficulty at the last probe (vs base)", "", 3)
+                + "; " + compare(pf["ce_student_last"], pb["ce_student_last"],
+                                 "its probe CE (vs base)", " nats", 2)
+                + f". After {int(base.config.get('max_steps', 0))} steps the arms' mean probe "
+                f"difficulty is {span('difficulty_last', 3)} (from {fmt(pb['difficulty_first'], 3)} "
+                f"before training) and their probe CE {span('ce_student_last', 2)} nats (from "
+                f"{fmt(pb['ce_student_first'], 2)}), against the teacher's "
+                f"{fmt(pb['ce_teacher_last'], 2)} nats."]
+    # difficulty per group, paper split
+    rows = []
+    for run in runs:
+        med = group_medians(run)
+        if med:
+            rows.append([component(run), run.seed] + [
+                f"{fmt(med[g][0], 3)} → {fmt(med[g][1], 3)} ({fmt(med[g][1] - med[g][0], 3, signed=True)})"
+                if g in med else "–" for g in ("hard", "mid", "easy")])
+    if rows:
+        steps = runs[0].probe_steps
+        out += ["", f"Median probe difficulty per group, step {steps[0]} → step {steps[-1]} "
+                "(paper split at r = 0.5: hardest 25 % / next 25 % / easiest 50 % of the probe "
+                "tokens, recomputed at each probe):", "",
+                md_table(["component", "seed", "hard", "mid", "easy"], rows)]
+    return "\n".join(out)
+
+
+def tokens_range(runs: list[Run]) -> str:
+    n = pd.concat([r.metrics["n_valid"] for r in runs]).dropna()
+    return f"{int(n.min())}–{int(n.max())}" if len(n) else "an unknown number of"
+
+
+METRIC_NAMES = {"kd": "KD objective", "ce": "CE on labels"}
+COMPONENTS_ORDER = {"base": 0, "+IDTS": 1, "+LATF": 2, "full (AdaKD)": 3}
+
+
+def _rows_with_loss(runs: list[Run], key) -> list[list]:
+    """Rows: key(run), method, ROUGE-L, seeds, CE last WINDOW, probe difficulty last — averaged
+    over runs sharing the key."""
+    groups: dict = {}
+    for run in runs:
+        groups.setdefault(key(run), []).append(run)
+    rows = []
+    for k, part in groups.items():
+        rouge = [final_rouge(r) for r in part]
+        rows.append([k, part[0].label, fmt(float(np.nanmean(rouge))), len(part),
+                     fmt(float(np.nanmean([window_mean(r, "ce", "last") for r in part])), 3),
+                     fmt(float(np.nanmean([probe_summary(r).get("difficulty_last", math.nan)
+                                           for r in part])), 3)])
+    return rows
+
+
+def table1_section(study: Study) -> str:
+    runs = study.divergences
+    out = ["## Table 1 shape: base divergences, plain and with AdaKD", ""]
+    def base_of(run: Run) -> str:  # "rkl", "fkl", "GKD/jsd", "DistiLLM/srkl", ...
+        return method_label({**run.config, "latf": "off", "idts": "off"})
+
+    divs = list(dict.fromkeys(base_of(r) for r in runs))
+    rows = []
+    for div in divs:
+        cells = []
+        for comp in ("base", "full (AdaKD)"):
+            part = [r for r in runs if base_of(r) == div and component(r) == comp]
+            cells.append(float(np.mean([final_rouge(r) for r in part])) if part else math.nan)
+        paper = PAPER_TABLE1_RKL if div == "rkl" else (math.nan, math.nan)
+        rows.append([div, fmt(cells[0]), fmt(cells[1]), fmt(cells[1] - cells[0], signed=True),
+                     fmt(paper[0]), fmt(paper[1]), fmt(paper[1] - paper[0], signed=True)])
+    out.append(md_table(["method", "plain (ours)", "+ AdaKD (ours)", "Δ (ours)",
+                         "plain (paper)", "+ AdaKD (paper)", "Δ (paper)"], rows))
+    missing = [d for d in ("fkl", "jsd", "srkl", "ab") if d not in divs]
+    if missing:
+        out += ["", f"Not yet run: {', '.join(missing)} (`{REGENERATE} divergences`)."]
+    regimes = [m for m in ("GKD", "DistiLLM") if not any(d.startswith(m) for d in divs)]
+    if regimes:
+        out += ["", f"Not yet run: the {' and '.join(regimes)} data regime(s) (`{REGENERATE} table1`)."]
+    return "\n".join(out)
+
+
+def table4_section(study: Study, threshold: float) -> str:
+    runs = study.schedules
+    out = ["## Table 4 shape: LATF against fixed and scheduled ratios (IDTS on, c = 0.5)", ""]
+    def key(r):
+        s = ratio_summary(r)
+        return f"{_cfg(r, 'latf')} (r {fmt(s['first'])} → {fmt(s['last'])})"
+    rows = _rows_with_loss(runs, key)
+    latf = {r.seed: r for r in runs if _cfg(r, "latf") == "adaptive"}
+    firsts: dict = {}
+    for run in runs:  # the first run of each row, in the rows' order
+        firsts.setdefault(key(run), run)
+    paired = []
+    for run in firsts.values():
+        ref = latf.get(run.seed)
+        paired.append("–" if ref is None or ref is run else
+                      f"{fmt(paired_ce_difference(run, ref), 3, signed=True)} ± "
+                      f"{fmt(paired_ce_se(run, ref), 3)}")
+    rows = [row + [p] for row, p in zip(rows, paired)]
+    out.append(md_table(["schedule", "method", "ROUGE-L", "seeds", f"CE on labels, last {WINDOW}",
+                         "probe difficulty, last probe",
+                         f"paired ΔCE vs LATF, last {WINDOW} (± SE)"], rows))
+    scores = [final_rouge(r) for r in runs if (r.seed or 0) == 0]
+    if len(scores) >= 2:
+        spread = max(scores) - min(scores)
+        out += ["", f"Reading: the ROUGE-L range over the schedules is {fmt(spread)} points, "
+                + ("within" if spread < threshold else "above")
+                + f" the {fmt(threshold, 1)}-point noise level; the CE columns are the better "
+                "comparison (same seed, same batches)."]
+    if not any(_cfg(r, "latf") in ("fixed", "cosine") for r in runs):
+        out += ["", f"Fixed r = 0.75 and cosine 1.0 → 0.75 have not finished yet "
+                f"(`{REGENERATE} schedules`)."]
+    return "\n".join(out)
+
+
+def table5_section(study: Study) -> str:
+    runs = study.temperatures
+    out = ["## Table 5 shape: temperature strategy (LATF on)", ""]
+    names = {"off": "fixed τ = 1", "on": "IDTS (c = 0.5)", "inverse": "inverse IDTS (c = 0.5)"}
+    out.append(md_table(["temperature", "method", "ROUGE-L", "seeds", f"CE on labels, last {WINDOW}",
+                         "probe difficulty, last probe"],
+                        _rows_with_loss(runs, lambda r: names.get(_cfg(r, "idts"), _cfg(r, "idts")))))
+    if not any(_cfg(r, "idts") == "inverse" for r in runs):
+        out += ["", "Inverse IDTS is not part of the sample study (run it with "
+                "`python -m adakd sweep --preset demo --grid idts=inverse`)."]
+    return "\n".join(out)
+
+
+def ce_by_c(runs: list[Run]) -> str:
+    """" CE on labels (last WINDOW steps) is lowest at c = …, highest at c = … (range …)."""
+    ce: dict[float, list[float]] = {}
+    for run in runs:
+        ce.setdefault(_c(run), []).append(window_mean(run, "ce", "last"))
+    if len(ce) < 2:
+        return ""
+    means = {c: float(np.mean(v)) for c, v in ce.items()}
+    low, high = min(means, key=means.get), max(means, key=means.get)
+    return (f" The CE on labels over the last {WINDOW} steps is lowest at c = {fmt(low, 1)} "
+            f"({fmt(means[low], 3)}) and highest at c = {fmt(high, 1)} ({fmt(means[high], 3)}).")
+
+
+def c_section(study: Study, threshold: float) -> str:
+    out = ["## Fig. 3c–d: ROUGE-L against the IDTS strength c", ""]
+    runs = study.c_sweep
+    frame = c_sweep_frame(runs)
+    frame = frame[frame["dataset"] == "average"]
+    rows = []
+    for _, row in frame.iterrows():
+        part = [r for r in runs if _c(r) == row["c"]]
+        rows.append([fmt(row["c"], 1), fmt(row["rouge_l_mean"]), int(row["n_seeds"]),
+                     fmt(float(np.mean([window_mean(r, "ce", "last") for r in part])), 3),
+                     fmt(float(np.mean([probe_summary(r).get("difficulty_last", math.nan)
+                                        for r in part])), 3)])
+    out.append(md_table(["c", "ROUGE-L", "seeds", f"CE on labels, last {WINDOW}",
+                         "probe difficulty, last probe"], rows))
+    if len(frame) >= 2:
+        spread = float(frame["rouge_l_mean"].max() - frame["rouge_l_mean"].min())
+        best = float(frame.loc[frame["rouge_l_mean"].idxmax(), "c"])
+        out += ["", f"Reading: the highest ROUGE-L is at c = {fmt(best, 1)}; the range over c is "
+                f"{fmt(spread)} points, which is "
+                + ("within" if spread < threshold else "above")
+                + f" the {fmt(threshold, 1)}-point noise level (the paper's default is c = 0.5)."
+                + ce_by_c(runs)]
+    planned = {0.1, 0.3, 0.5, 0.7, 0.9}
+    missing = sorted(planned - {round(float(c), 2) for c in frame["c"]})
+    if missing:
+        out += ["", f"Not yet run: c = {', '.join(fmt(c, 1) for c in missing)} "
+                f"(`{REGENERATE} c-sweep`)."]
+    return "\n".join(out)
