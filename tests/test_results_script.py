@@ -175,3 +175,22 @@ def test_sample_noise_pools_the_stored_per_prompt_scores(tmp_path):
     assert noise["se"] == pytest.approx(sd / math.sqrt(24))
     assert noise["se_diff"] == pytest.approx(math.sqrt(2) * sd / math.sqrt(24))
     assert (noise["samples"], noise["records"], noise["n"]) == (5, 2, 24)
+
+
+def test_table1_names_an_arm_whose_replies_are_empty(tmp_path):
+    """A plain arm that replies with nothing gets a reading: its Δ is a failure, not a method."""
+    R.clear_cache()
+    root = tmp_path / "sample_runs"
+    for name, config, responses in (("base", BASE, ["", " ", "", "x"]), ("full", FULL, ["the a the", "", "b", "c"])):
+        record = {"step": STEPS, "model": "student", "rouge_l": {"chatterbot": 1.0}, "rouge_l_avg": 1.0,
+                  "n": {"chatterbot": 24},
+                  "samples": {"chatterbot": [{"instruction": "q", "reference": "r", "response": text,
+                                              "rouge_l": 0.0} for text in responses]}}
+        make_run(root / "divergences", f"divergence=ab,ablation={name}", config={**config, "divergence": "ab"},
+                 steps=STEPS, evals=[record], tokens=False, gradients=False)
+    text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
+    # base: 3 of 4 replies are blank (" " counts as empty); full: 1 of 4, so it gets no reading
+    assert "ab, base: 3 of the 4 stored final replies are empty" in text
+    assert "full (AdaKD): “the a the”" in text
+    assert "ab, full (AdaKD): " not in text
+    R.clear_cache()

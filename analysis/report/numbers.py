@@ -97,16 +97,28 @@ def ratio_summary(run: Run) -> dict:
             "changes": changes, "rises": int((np.diff(series) > 1e-12).sum())}
 
 
+def last_student_eval(run: Run) -> dict | None:
+    """The eval.jsonl record of the final student's evaluation (None when there is none)."""
+    records = [r for r in run.eval_records if r.get("model") == "student"]
+    return max(records, key=lambda r: r.get("step", 0)) if records else None
+
+
+def final_replies(run: Run) -> list[str]:
+    """The final student's stored replies (eval.jsonl keeps the first few per data set)."""
+    last = last_student_eval(run) or {}
+    return [str(s.get("response") or "") for samples in (last.get("samples") or {}).values()
+            for s in samples]
+
+
 def sample_noise(runs: list[Run]) -> dict:
     """Rough sampling noise of a 24-prompt ROUGE-L mean from the per-prompt scores stored in
     eval.jsonl (up to 5 samples per record) of the final student evaluations: pooled standard
     deviation of per-prompt ROUGE-L around each record's mean, standard error = sd / √n."""
     residuals, n_prompts = [], []
     for run in runs:
-        records = [r for r in run.eval_records if r.get("model") == "student"]
-        if not records:
+        last = last_student_eval(run)
+        if last is None:
             continue
-        last = max(records, key=lambda r: r.get("step", 0))
         for dataset, samples in (last.get("samples") or {}).items():
             scores = [float(s["rouge_l"]) for s in samples if isinstance(s.get("rouge_l"), (int, float))]
             if len(scores) >= 2:

@@ -9,8 +9,8 @@ import pandas as pd
 
 from analysis.figures import c_sweep_frame
 from analysis.report.markdown import compare, fmt, md_table
-from analysis.report.numbers import (final_rouge, group_medians, paired_ce_difference, paired_ce_se,
-                                     probe_summary, ratio_summary, window_mean)
+from analysis.report.numbers import (final_replies, final_rouge, group_medians, paired_ce_difference,
+                                     paired_ce_se, probe_summary, ratio_summary, window_mean)
 from analysis.report.settings import PAPER_TABLE1_RKL, PAPER_TABLE2, REGENERATE, WINDOW
 from analysis.report.study import Study, _c, _cfg, component
 from analysis.runs import Run, method_label
@@ -179,6 +179,7 @@ def table1_section(study: Study) -> str:
                      fmt(paper[0]), fmt(paper[1]), fmt(paper[1] - paper[0], signed=True)])
     out.append(md_table(["method", "plain (ours)", "+ AdaKD (ours)", "Δ (ours)",
                          "plain (paper)", "+ AdaKD (paper)", "Δ (paper)"], rows))
+    out += degenerate_replies_reading(runs, base_of)
     missing = [d for d in ("fkl", "jsd", "srkl", "ab") if d not in divs]
     if missing:
         out += ["", f"Not yet run: {', '.join(missing)} (`{REGENERATE} divergences`)."]
@@ -186,6 +187,30 @@ def table1_section(study: Study) -> str:
     if regimes:
         out += ["", f"Not yet run: the {' and '.join(regimes)} data regime(s) (`{REGENERATE} table1`)."]
     return "\n".join(out)
+
+
+def degenerate_replies_reading(runs: list[Run], base_of) -> list[str]:
+    """Readings for arms whose final student mostly replies with nothing: a ROUGE-L difference
+    against an empty reply measures that failure, not the distillation method."""
+    lines = []
+    for run in runs:
+        replies = final_replies(run)
+        empty = sum(not r.strip() for r in replies)
+        if replies and empty * 2 >= len(replies):
+            others = [r for r in runs if base_of(r) == base_of(run) and r is not run]
+            shown = [f"{component(o)}: “{_clip(next((x for x in final_replies(o) if x.strip()), ''))}”"
+                     for o in others]
+            lines.append(f"{base_of(run)}, {component(run)}: {empty} of the {len(replies)} stored final "
+                         f"replies are empty (its first token is the end token), so its ROUGE-L of "
+                         f"{fmt(final_rouge(run))} measures that failure"
+                         + (f"; the other arm's first non-empty stored reply reads {'; '.join(shown)}" if shown else "")
+                         + ". The Δ of this row compares a failed run with another, not the two methods.")
+    return ["", "Reading: " + " ".join(lines)] if lines else []
+
+
+def _clip(text: str, most: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def table4_section(study: Study, threshold: float) -> str:
