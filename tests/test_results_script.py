@@ -194,3 +194,26 @@ def test_table1_names_an_arm_whose_replies_are_empty(tmp_path):
     assert "full (AdaKD): “the a the”" in text
     assert "ab, full (AdaKD): " not in text
     R.clear_cache()
+
+
+def test_seed_spread_of_the_paired_ce(tmp_path):
+    """Two seeds: base at loss scale 1, AdaKD at 0.5 and 0.7. The factory's CE is
+    3·scale/(1 + 0.1·step) + 0.5, so the paired ΔCE of a seed over steps 21–40 is
+    (scale − 1)·mean(3/(1 + 0.1·step))."""
+    R.clear_cache()
+    root = tmp_path / "sample_runs"
+    for seed, full_scale in ((0, 0.5), (1, 0.7)):
+        for name, config, scale in (("base", BASE, 1.0), ("full", FULL, full_scale)):
+            make_run(root / "ablation", f"ablation={name},seed={seed}", config={**config, "seed": seed},
+                     steps=STEPS, final_rouge={"chatterbot": 5.0}, loss_scale=scale, tokens=False,
+                     gradients=False)
+    study = report.Study(report.collect_runs(root))
+    unit = float(np.mean([3.0 / (1.0 + 0.1 * step) for step in range(21, STEPS + 1)]))
+    expected = [(0.5 - 1.0) * unit, (0.7 - 1.0) * unit]
+    assert study.paired_ce_by_seed("full (AdaKD)") == pytest.approx(expected)
+    text = report.build_report(study, root, exported=set())
+    mean, sd = float(np.mean(expected)), float(np.std(expected, ddof=1))
+    assert f"full (AdaKD) {mean:+.3f} ± {sd:.3f} nats (2 of 2 seeds below zero)" in text
+    assert f"changes by {mean:+.3f} ± {sd:.3f} nats (2 of 2 seeds below zero)" in text
+    assert "one seed, so whether" not in text
+    R.clear_cache()

@@ -97,6 +97,13 @@ def ratio_summary(run: Run) -> dict:
             "changes": changes, "rises": int((np.diff(series) > 1e-12).sum())}
 
 
+def nan_mean(values) -> float:
+    """Mean of the finite values; NaN (printed as "–") when there is none, without numpy's
+    empty-slice warning."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def last_student_eval(run: Run) -> dict | None:
     """The eval.jsonl record of the final student's evaluation (None when there is none)."""
     records = [r for r in run.eval_records if r.get("model") == "student"]

@@ -9,13 +9,13 @@ from pathlib import Path
 from analysis.figures import gradient_frame, histogram_frame
 from analysis.report.figures import build_figures, ema_lag
 from analysis.report.markdown import compare, fmt, md_table
-from analysis.report.numbers import (final_rouge, group_medians, paired_ce_difference, paired_ce_se,
+from analysis.report.numbers import (group_medians, paired_ce_difference, paired_ce_se,
                                      probe_summary, ratio_summary)
 from analysis.report.settings import PAPER_TABLE2, REGENERATE, WINDOW
 from analysis.report.setup_sections import noise_section, setup_section
 from analysis.report.study import Study
-from analysis.report.table_sections import (c_section, loss_section, table1_section, table2_section,
-                                            table4_section, table5_section)
+from analysis.report.table_sections import (c_section, loss_section, seed_spread_text, table1_section,
+                                            table2_section, table4_section, table5_section)
 
 
 # The studies of scripts/make_sample_runs.sh (sweep folder, planned runs, command), in its
@@ -98,18 +98,27 @@ def verdict_section(study: Study, threshold: float) -> str:
                      "(possibly because a student this far from its teacher still learns from "
                      "every token)")
     if full is not None and base is not None:
-        d = final_rouge(full) - final_rouge(base)
+        d = study.mean_rouge("full (AdaKD)") - study.mean_rouge("base")  # Table 2's numbers
         items.append(f"**ROUGE-L gain of AdaKD over base: {fmt(d, signed=True)} points** "
                      f"(paper: {fmt(PAPER_TABLE2['full (AdaKD)'] - PAPER_TABLE2['base'], signed=True)}); "
                      + ("within our noise level, so neither a reproduction nor a refutation"
                         if abs(d) < threshold else
                         ("same sign as the paper and above our noise level" if d > 0 else
                          "opposite sign to the paper and above our noise level")))
-        paired, se = paired_ce_difference(full, base), paired_ce_se(full, base)
-        items.append(compare(paired, 0.0, "AdaKD's CE on the training labels, paired with base "
-                             f"over the last {WINDOW} steps,", " nats", 3)
-                     + f" (± {fmt(se, 3)} standard error over the steps; one seed, so whether "
-                     "this survives a change of seed is not known yet)")
+        by_seed = {name: study.paired_ce_by_seed(name) for name in ("full (AdaKD)", "+LATF", "+IDTS")}
+        if len(by_seed["full (AdaKD)"]) >= 2:
+            text = (f"AdaKD's CE on the training labels, paired with the same seed's base over the "
+                    f"last {WINDOW} steps, changes by {seed_spread_text(by_seed['full (AdaKD)'])}")
+            if len(by_seed["+LATF"]) >= 2 and len(by_seed["+IDTS"]) >= 2:
+                text += (f"; +LATF alone by {seed_spread_text(by_seed['+LATF'])}, +IDTS alone by "
+                         f"{seed_spread_text(by_seed['+IDTS'])}")
+            items.append(text)
+        else:
+            paired, se = paired_ce_difference(full, base), paired_ce_se(full, base)
+            items.append(compare(paired, 0.0, "AdaKD's CE on the training labels, paired with base "
+                                 f"over the last {WINDOW} steps,", " nats", 3)
+                         + f" (± {fmt(se, 3)} standard error over the steps; one seed, so whether "
+                         "this survives a change of seed is not known yet)")
     params = _params(study)
     ref = study.full or study.runs[0]
     probe = probe_summary(ref)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from analysis.report.numbers import final_rouge, paired_ce_difference
 from analysis.runs import Run, find_runs, load_runs
 from analysis.tables import COMPONENTS
-
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,19 @@ class Study:
     @property
     def full(self) -> Run | None:
         return self.arm("full (AdaKD)")
+
+    def mean_rouge(self, name: str) -> float:
+        """Final-student ROUGE-L of ablation component `name`, averaged over its seeds."""
+        scores = [final_rouge(r) for r in self.ablation if component(r) == name]
+        return float(np.mean(scores)) if scores else math.nan
+
+    def paired_ce_by_seed(self, name: str) -> list[float]:
+        """Paired ΔCE (last steps) of component `name` against the base run of the same seed,
+        one value per seed that has both."""
+        base = {r.seed: r for r in self.ablation if component(r) == "base"}
+        values = [paired_ce_difference(r, base[r.seed]) for r in self.ablation
+                  if component(r) == name and r.seed in base]
+        return [v for v in values if math.isfinite(v)]
 
     @property
     def c_sweep(self) -> list[Run]:

@@ -9,8 +9,9 @@ import pandas as pd
 
 from analysis.figures import c_sweep_frame
 from analysis.report.markdown import compare, fmt, md_table
-from analysis.report.numbers import (final_replies, final_rouge, group_medians, paired_ce_difference,
-                                     paired_ce_se, probe_summary, ratio_summary, window_mean)
+from analysis.report.numbers import (final_replies, final_rouge, group_medians, nan_mean,
+                                     paired_ce_difference, paired_ce_se, probe_summary, ratio_summary,
+                                     window_mean)
 from analysis.report.settings import PAPER_TABLE1_RKL, PAPER_TABLE2, REGENERATE, WINDOW
 from analysis.report.study import Study, _c, _cfg, component
 from analysis.runs import Run, method_label
@@ -83,7 +84,7 @@ def loss_section(study: Study) -> str:
          f"CE on labels, steps 1–{WINDOW}", f"CE on labels, last {WINDOW}",
          f"paired ΔCE vs base, last {WINDOW} (± SE)", "probe difficulty first → last probe",
          "probe CE (student) first → last"], rows))
-    teacher_ce = [probe_summary(r).get("ce_teacher_last", math.nan) for r in runs]
+    teacher_ce = np.array([probe_summary(r).get("ce_teacher_last", math.nan) for r in runs], dtype=float)
     out += ["",
             f"Losses in nats per token, averaged over {WINDOW} steps (batch "
             f"{runs[0].config.get('batch_size')} gives {tokens_range(runs)} response tokens per "
@@ -95,30 +96,33 @@ def loss_section(study: Study) -> str:
             "τ = 1 and the student's −log p(label)) are comparable. Runs of the same seed see the "
             "same batches, so the paired ΔCE removes the batch-to-batch spread; its ± is the "
             "standard error over those steps, which understates the uncertainty (neighbouring "
-            "steps share a model, and the seed spread is not in it). The teacher's "
-            f"probe CE is {fmt(float(np.nanmean(teacher_ce)), 2)} nats."]
+            "steps share a model, and the seed spread is not in it)."
+            + (f" The teacher's probe CE is {fmt(nan_mean(teacher_ce), 2)} nats."
+               if np.isfinite(teacher_ce).any() else "")]
     base, full = study.arm("base"), study.full
 
     def span(key: str, digits: int) -> str:
-        values = [probe_summary(r).get(key, math.nan) for r in runs]
-        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        values = [v for r in runs if math.isfinite(v := probe_summary(r).get(key, math.nan))]
+        low, high = min(values), max(values)
         return fmt(low, digits) if round(low, digits) == round(high, digits) else \
             f"{fmt(low, digits)}–{fmt(high, digits)}"
 
     if base is not None and full is not None:
         pb, pf = probe_summary(base), probe_summary(full)
-        out += ["", "Reading: "
-                + compare(paired_ce_difference(full, base), 0.0,
+        reading = compare(paired_ce_difference(full, base), 0.0,
                           f"AdaKD's CE on labels over the last {WINDOW} steps (paired with base)", " nats", 3)
-                + "; " + compare(pf["difficulty_last"], pb["difficulty_last"],
-                                 "its mean probe difficulty at the last probe (vs base)", "", 3)
-                + "; " + compare(pf["ce_student_last"], pb["ce_student_last"],
-                                 "its probe CE (vs base)", " nats", 2)
+        if "difficulty_last" in pb and "difficulty_last" in pf:  # runs without probes have none
+            reading += (
+                "; " + compare(pf["difficulty_last"], pb["difficulty_last"],
+                               "its mean probe difficulty at the last probe (vs base)", "", 3)
+                + "; " + compare(pf["ce_student_last"], pb["ce_student_last"], "its probe CE (vs base)", " nats", 2)
                 + f". After {int(base.config.get('max_steps', 0))} steps the arms' mean probe "
                 f"difficulty is {span('difficulty_last', 3)} (from {fmt(pb['difficulty_first'], 3)} "
                 f"before training) and their probe CE {span('ce_student_last', 2)} nats (from "
                 f"{fmt(pb['ce_student_first'], 2)}), against the teacher's "
-                f"{fmt(pb['ce_teacher_last'], 2)} nats."]
+                f"{fmt(pb['ce_teacher_last'], 2)} nats")
+        out += ["", f"Reading: {reading}."]
+    out += seed_consistency_reading(study)
     # difficulty per group, paper split
     rows = []
     for run in runs:
@@ -134,6 +138,27 @@ def loss_section(study: Study) -> str:
                 "tokens, recomputed at each probe):", "",
                 md_table(["component", "seed", "hard", "mid", "easy"], rows)]
     return "\n".join(out)
+
+
+def seed_consistency_reading(study: Study) -> list[str]:
+    """Per component with two or more seeds: the paired ΔCE vs the same seed's base, as
+    mean ± std over seeds and how many seeds share its sign (the seed spread the single-run
+    ± above leaves out)."""
+    parts = [f"{name} {seed_spread_text(values)}" for name in ("+IDTS", "+LATF", "full (AdaKD)")
+             if len(values := study.paired_ce_by_seed(name)) >= 2]
+    if not parts:
+        return []
+    return ["", f"Across seeds, the paired ΔCE vs base over the last {WINDOW} steps (mean ± std over "
+            "seeds) is: " + "; ".join(parts) + ". A sign that every seed shares is stronger evidence "
+            "than any single number of the tables above."]
+
+
+def seed_spread_text(values: list[float]) -> str:
+    """"-0.566 ± 0.043 nats (3 of 3 seeds below zero)" for paired differences over seeds."""
+    mean = float(np.mean(values))
+    agree = sum(np.sign(v) == np.sign(mean) for v in values)
+    return (f"{fmt(mean, 3, signed=True)} ± {fmt(float(np.std(values, ddof=1)), 3)} nats ({agree} of "
+            f"{len(values)} seeds {'below' if mean < 0 else 'above'} zero)")
 
 
 def tokens_range(runs: list[Run]) -> str:
@@ -154,10 +179,9 @@ def _rows_with_loss(runs: list[Run], key) -> list[list]:
     rows = []
     for k, part in groups.items():
         rouge = [final_rouge(r) for r in part]
-        rows.append([k, part[0].label, fmt(float(np.nanmean(rouge))), len(part),
-                     fmt(float(np.nanmean([window_mean(r, "ce", "last") for r in part])), 3),
-                     fmt(float(np.nanmean([probe_summary(r).get("difficulty_last", math.nan)
-                                           for r in part])), 3)])
+        rows.append([k, part[0].label, fmt(nan_mean(rouge)), len(part),
+                     fmt(nan_mean([window_mean(r, "ce", "last") for r in part]), 3),
+                     fmt(nan_mean([probe_summary(r).get("difficulty_last", math.nan) for r in part]), 3)])
     return rows
 
 
