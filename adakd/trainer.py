@@ -17,8 +17,9 @@ metrics.jsonl, events.jsonl, tokens/gradients.parquet (probes), eval.jsonl, chec
 SIGINT/SIGTERM finish the current step, checkpoint and mark the run `stopped`; an exception
 marks it `failed` and re-raises. Data-parallel: run the same command under
 `torchrun --nproc_per_node N python -m adakd train ...` (gloo on CPU, nccl on CUDA).
-Set-up (models, data, optimiser, config.json) is adakd/runsetup.py; probes and evaluation
-are adakd.probes / adakd.evaluation.
+Set-up (models, data, optimiser, config.json) is adakd/runsetup.py; what happens between steps
+(checkpoints, probes, evaluation, DistiLLM's validation loss) is adakd/run_tasks.py; stopping
+on a signal is adakd/signals.py.
 """
 
 from __future__ import annotations
@@ -26,9 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import sys
-import threading
 import time
 import traceback
 from contextlib import nullcontext
@@ -45,9 +44,11 @@ from adakd.device import Distributed, autocast, dtype_name, init_distributed
 from adakd.latf import make_ratio_schedule
 from adakd.loss import adakd_loss
 from adakd.regimes import make_regime, merge_infos
-from adakd.rundir import CONFIG, EVAL, GRADIENTS, METRICS, TOKENS, RunDir, utc_now
+from adakd.run_tasks import RunTasks
+from adakd.rundir import CONFIG, GRADIENTS, METRICS, TOKENS, RunDir, utc_now
 from adakd.runsetup import (DataOrder, build_models, build_optimizer, build_scheduler, preflight,
                             prepare_data, run_metadata)
+from adakd.signals import StopRequest
 from adakd.tokenize import collate, next_token_targets
 
 log = logging.getLogger(__name__)
@@ -107,32 +108,7 @@ def resume(run_dir: str | os.PathLike, *, on_step: StepCallback | None = None) -
     return session.start_resumed(found)
 
 
-class _StopRequest:
-    """SIGINT/SIGTERM handler: the first signal asks to stop after the current step; a second
-    SIGINT interrupts at once (KeyboardInterrupt)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        log.warning("%s received: stopping after the current step", signal.Signals(signum).name)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class _Run:
+class _Run(RunTasks):
     """Everything one training process holds; `start`/`start_resumed` run it to the end."""
 
     def __init__(self, config: RunConfig, run: RunDir, dist_info: Distributed, *,
@@ -150,7 +126,7 @@ class _Run:
         # the frozen teacher's logits on the fixed probe / gradient batches: computed at the first
         # probe of this process and reused (adakd.probes.teacher_valid_logits)
         self.teacher_probe_logits: dict[str, torch.Tensor] | None = None
-        self.stop = _StopRequest()
+        self.stop = StopRequest()
         self._status_written = -math.inf
         self.created = False  # whether this process may record into the run directory
 
@@ -381,123 +357,3 @@ class _Run:
         if self.main and time.monotonic() - self._status_written >= STATUS_EVERY_S:
             self._write_running_status()
         return {**record, "skipped": skipped, "stop": sums[7].item() > 0}
-
-    def _write_running_status(self) -> None:
-        self.run.set_status("running", step=self.step, total_steps=self.config.max_steps,
-                            last_checkpoint=self.last_checkpoint)
-        self._status_written = time.monotonic()
-
-    def _validation_interval(self) -> int:
-        """DistiLLM adapts its student-data probability from a validation loss: measured at
-        the eval interval, else the probe interval, else ten times per run."""
-        c = self.config
-        return c.eval_interval or c.probe_interval or max(1, c.max_steps // 10)
-
-    def _feed_validation_loss(self) -> None:
-        """Feed DistiLLM's adaptive probability the student's validation loss.
-
-        As DistiLLM's release (``finetune.py`` ``evaluate``: the LM loss on the dev set), the loss
-        is the student's cross-entropy on held-out labels, here token-weighted over the fixed
-        validation set (up to ``runsetup.VALIDATION_EXAMPLES`` examples in batches of
-        ``VALIDATION_BATCH``):
-
-            L_val = − Σ_i log q_θ(y_i | y_<i, x) / N      (i over the N response tokens)
-
-        The teacher is not needed. ``valid_logits`` runs the student in eval mode under no_grad
-        and restores its modes and the RNG states, so the training stream is untouched. Under
-        DDP every rank scores the same set; the all-reduced mean makes φ agree bit for bit.
-        """
-        import torch.nn.functional as F
-
-        from adakd.probes import valid_logits
-
-        total, count = torch.zeros((), dtype=torch.float64), 0
-        for cpu_batch in self.data.validation_batches:
-            batch = {k: v.to(self.device) for k, v in cpu_batch.items()}
-            targets, mask = next_token_targets(batch["labels"])
-            with autocast(self.device, self.dtype):
-                logits = valid_logits(self.student, batch)
-            total += F.cross_entropy(logits.float(), targets[mask], reduction="sum").double().cpu()
-            count += int(mask.sum())
-        loss = total / max(count, 1)
-        if self.dist.world > 1:
-            dist.all_reduce(loss)
-            loss /= self.dist.world
-        self.regime.on_validation_loss(loss.item())
-        if self.main and self.step not in self.validated:
-            self.validated.add(self.step)
-            self.run.event(self.step, "validation", f"validation CE {loss.item():.4f} ({count} tokens)",
-                           loss=loss.item(), tokens=count,
-                           student_data_prob=getattr(self.regime, "student_data_prob", None))
-
-    # ------------------------------------------------------------------ checkpoints
-    def _checkpoint(self) -> None:
-        if not self.main:
-            return
-        state = {"schedule": self.schedule.state_dict(), "rng": ckpt.rng_state(),
-                 "data_position": self.position, "epoch": self.position // max(1, len(self.data.train)),
-                 "regime": self.regime.state_dict(),
-                 "world_size": self.dist.world, "time": utc_now()}
-        path = ckpt.save_checkpoint(self.run.checkpoints, self.step, self.student, self.optimizer,
-                                    self.scheduler, state)
-        self.last_checkpoint = self.step
-        removed = ckpt.prune_checkpoints(self.run.checkpoints, self.config.keep_checkpoints)
-        self.run.event(self.step, "checkpoint", f"saved {path.name}", path=str(path.relative_to(self.run.path)),
-                       pruned=[p.name for p in removed])
-        self._write_running_status()
-
-    # ------------------------------------------------------------------ probes and evaluation
-    def _probe(self) -> None:
-        """Rows for tokens.parquet / gradients.parquet on the fixed probe and gradient batches."""
-        if not self.main or not self.config.probe_interval:
-            return
-        if self.tokens_frame is not None and (self.tokens_frame["step"] == self.step).any():
-            return  # already probed (a resumed run)
-        from adakd.probes import probe_gradient_groups, probe_tokens, teacher_valid_logits
-
-        c = self.config
-        started = time.perf_counter()
-        ratio = float(self.schedule.ratio)
-        probe_batch = {k: v.to(self.device) for k, v in self.data.probe_batch.items()}
-        grad_batch = {k: v.to(self.device) for k, v in self.data.gradient_batch.items()}
-        if self.teacher_probe_logits is None:
-            # The teacher is frozen and the batches fixed: its logits never change, so one teacher
-            # forward per batch per process instead of one per probe. Kept on the model device
-            # (N·V·4 bytes each; demo ≈ 39 MiB for both, gpt2-dolly's 8 + 16 examples a few
-            # hundred MiB), which is small next to the models and their optimiser state.
-            self.teacher_probe_logits = {"probe": teacher_valid_logits(self.teacher, probe_batch),
-                                         "gradient": teacher_valid_logits(self.teacher, grad_batch)}
-        tokens = probe_tokens(self.student, self.teacher, probe_batch, self.tokenizer, step=self.step,
-                              ratio=ratio, c=c.idts_c if c.idts != "off" else 0.0,
-                              base_temperature=c.base_temperature, inverse=c.idts == "inverse",
-                              teacher_logits=self.teacher_probe_logits["probe"])
-        grads = probe_gradient_groups(self.student, self.teacher, grad_batch, step=self.step, ratio=ratio,
-                                      divergence=c.divergence, divergence_params=c.divergence_params or None,
-                                      teacher_logits=self.teacher_probe_logits["gradient"])
-        self.tokens_frame = tokens if self.tokens_frame is None else pd.concat([self.tokens_frame, tokens],
-                                                                               ignore_index=True)
-        self.gradients_frame = grads if self.gradients_frame is None else pd.concat(
-            [self.gradients_frame, grads], ignore_index=True)
-        self.run.write_parquet(TOKENS, self.tokens_frame)
-        self.run.write_parquet(GRADIENTS, self.gradients_frame)
-        self.run.event(self.step, "probe", f"probed {len(tokens)} tokens in {time.perf_counter() - started:.1f}s")
-
-    def _evaluate_initial(self) -> None:
-        self._evaluate("teacher", self.teacher)
-        self._evaluate("student_init", self.student)
-
-    def _evaluate(self, model_name: str, model: torch.nn.Module) -> None:
-        c = self.config
-        if not self.main or c.eval_examples == 0 or (self.step, model_name) in self.done_evals:
-            return
-        from adakd.evaluation import evaluate_model
-
-        with autocast(self.device, self.dtype):
-            record = evaluate_model(model, self.tokenizer, self.data.eval_sets, step=self.step,
-                                    model_name=model_name, max_new_tokens=c.eval_max_new_tokens,
-                                    greedy=c.eval_greedy, seed=c.eval_seed,
-                                    max_prompt_length=c.max_prompt_length)
-        self.run.append(EVAL, record)
-        self.done_evals.add((self.step, model_name))
-        self.run.event(self.step, "eval", f"{model_name} ROUGE-L {record['rouge_l_avg']:.2f} "
-                       f"({record['seconds']:.0f}s)", model=model_name, rouge_l_avg=record["rouge_l_avg"])

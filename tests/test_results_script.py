@@ -8,9 +8,7 @@ from the script. No PNG export here (that needs a browser; analysis/export.py ha
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +16,8 @@ import pytest
 from analysis import report
 from analysis import runs as R
 from tests.rundir_factory import make_run, write_json
+from tests.script_loader import load_script
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make_results.py"
 STEPS = 40  # WINDOW = 20: "first" = steps 1-20, "last" = steps 21-40
 
 BASE = {"latf": "off", "idts": "off"}
@@ -31,10 +29,7 @@ REFS = {"teacher": {"chatterbot": 20.0}, "student_init": {"chatterbot": 1.0}}
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("make_results", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_results.py")
 
 
 @pytest.fixture()
@@ -96,8 +91,8 @@ def test_report_tables_have_the_runs_numbers(script, root, tmp_path):
     assert "full (AdaKD) +4.00 (above)" in text
 
     # Table 1 shape: reverse KL plain 10 -> AdaKD 14 next to the paper's 31.70 -> 32.97
-    assert "| rkl | 10.00 | 14.00 | +4.00 | 31.70 | 32.97 | +1.27 |" in text
-    assert "| fkl | 8.00 | 9.50 | +1.50 | – | – | – |" in text
+    assert "| rkl | 10.00 | 14.00 | +4.00 | 1 / 1 | 31.70 | 32.97 | +1.27 |" in text
+    assert "| fkl | 8.00 | 9.50 | +1.50 | 1 / 1 | – | – | – |" in text
     assert "Not yet run: jsd, srkl, ab" in text
     # the forward-KL runs stay out of the reverse-KL ablation
     assert "| base | rkl | 10.00 | 1 | +0.00 |" in text and "fkl + AdaKD | 9.50" not in text
@@ -216,4 +211,40 @@ def test_seed_spread_of_the_paired_ce(tmp_path):
     assert f"full (AdaKD) {mean:+.3f} ± {sd:.3f} nats (2 of 2 seeds below zero)" in text
     assert f"changes by {mean:+.3f} ± {sd:.3f} nats (2 of 2 seeds below zero)" in text
     assert "one seed, so whether" not in text
+    R.clear_cache()
+
+
+def test_table1_reads_noise_and_the_data_each_regime_used(tmp_path):
+    """GKD: data_source says which steps used student replies. DistiLLM with no student step
+    is its divergence on ground truth: same ROUGE-L as the plain srkl runs -> said so."""
+    from tests.rundir_factory import make_metrics
+
+    R.clear_cache()
+    root = tmp_path / "sample_runs"
+    steps = 6
+
+    def metrics(config, student_steps):
+        rows = make_metrics(steps, config)
+        for row in rows:
+            row["data_source"] = "student" if row["step"] in student_steps else "ground_truth"
+        return rows
+
+    arms = [("divergences", "srkl-base", {**BASE, "divergence": "srkl"}, 5.0, None),
+            ("divergences", "srkl-full", {**FULL, "divergence": "srkl"}, 8.0, None),
+            ("table1", "distillm", {**BASE, "divergence": "srkl", "divergence_params": {"lam": 0.1},
+                                    "regime": "distillm"}, 5.0, set()),
+            ("table1", "distillm-adakd", {**FULL, "divergence": "srkl", "divergence_params": {"lam": 0.1},
+                                          "regime": "distillm"}, 8.0, set()),
+            ("table1", "gkd", {**BASE, "divergence": "jsd", "regime": "gkd"}, 6.0, {1, 2, 5})]
+    for sweep, name, config, rouge, student_steps in arms:
+        make_run(root / sweep, name, config=config, steps=steps, final_rouge={"chatterbot": rouge},
+                 metrics=None if student_steps is None else metrics(config, student_steps),
+                 tokens=False, gradients=False)
+    text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
+    # srkl and DistiLLM/srkl: 5.0 -> 8.0 = +3.00, beyond the 2.0-point floor; GKD has no AdaKD arm
+    assert "| srkl | 5.00 | 8.00 | +3.00 | 1 / 1 |" in text
+    assert "beyond it: srkl (+3.00), DistiLLM/srkl (+3.00)" in text
+    assert "GKD/jsd 3 of 6 logged steps trained on student-generated replies" in text
+    assert "DistiLLM/srkl 0 of 6, DistiLLM/srkl + AdaKD 0 of 6" in text
+    assert "score exactly as the srkl and srkl + AdaKD runs" in text
     R.clear_cache()

@@ -185,7 +185,7 @@ def build_report(study: Study, root: Path, exported: set[str] | None = None,
     sections = [
         header, setup_section(study), noise_text, table2_section(study, threshold), loss_section(study),
         c_section(study, threshold), table4_section(study, threshold), table5_section(study),
-        table1_section(study), "\n".join(fig_lines).rstrip(), verdict_section(study, threshold),
+        table1_section(study, threshold), "\n".join(fig_lines).rstrip(), verdict_section(study, threshold),
         missing_section(root),
     ]
     return "\n\n".join(s.rstrip() for s in sections) + "\n"

@@ -73,7 +73,9 @@ def setup_section(study: Study) -> str:
         f"Regenerate every run with `{REGENERATE}` (the same seeds give the same numbers on the "
         "same machine), then this page and its figures with "
         "`.venv/bin/python scripts/make_results.py`. Each run's exact command, package versions "
-        "and machine are in its `config.json`.",
+        "and machine are in its `config.json`; `.venv/bin/python scripts/check_sample_run.py "
+        "<run folder>` trains one run again from it and compares every recorded number (metrics, "
+        "probes, evaluation, LATF ratio changes).",
     ]
     return "\n".join(lines)
 

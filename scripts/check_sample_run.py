@@ -1,0 +1,96 @@
+"""Train a sample run again from its config.json and compare every recorded number.
+
+    .venv/bin/python scripts/check_sample_run.py "sample_runs/ablation/ablation=full,seed=0"
+
+The run is trained again into a temporary folder with the same RunConfig (the same code path
+as `python -m adakd train`), then metrics.jsonl (every field but wall-clock timings),
+tokens.parquet, gradients.parquet, eval.jsonl (scores and stored replies) and the LATF ratio
+changes are compared exactly. On the machine that produced the run they must be identical;
+another CPU model or library build may differ in the last bits (floating-point kernels).
+Exit code 0 when identical, 1 when anything differs. Takes as long as the run (demo: ~2.5 min
+on an idle 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as a script: make `adakd` importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pandas as pd  # noqa: E402
+
+from adakd.config import RunConfig  # noqa: E402
+from adakd.rundir import read_jsonl  # noqa: E402
+
+WALL_CLOCK = {"time", "tokens_per_s", "step_seconds", "seconds"}  # differ on every run
+
+
+def differences(old: Path, new: Path) -> list[str]:
+    """Human-readable differences between two run folders' recorded numbers (empty: identical)."""
+    found = []
+    for name in ("metrics.jsonl", "eval.jsonl"):
+        a, b = read_jsonl(old / name), read_jsonl(new / name)
+        if len(a) != len(b):
+            found.append(f"{name}: {len(a)} records vs {len(b)}")
+        for x, y in zip(a, b):
+            for key in sorted((set(x) | set(y)) - WALL_CLOCK):
+                if x.get(key) != y.get(key):
+                    found.append(f"{name} step {x.get('step')} {x.get('model', '')} {key}: "
+                                 f"{str(x.get(key))[:60]} vs {str(y.get(key))[:60]}")
+    for name in ("tokens.parquet", "gradients.parquet"):
+        if (old / name).exists() != (new / name).exists():
+            found.append(f"{name}: present in only one run")
+            continue
+        if (old / name).exists():
+            try:
+                pd.testing.assert_frame_equal(pd.read_parquet(old / name), pd.read_parquet(new / name),
+                                              check_exact=True)
+            except AssertionError as err:
+                found.append(f"{name}: {' '.join(str(err).split())[:200]}")
+    ratio_changes = [[(e["step"], e.get("new")) for e in read_jsonl(run / "events.jsonl")
+                      if e.get("kind") == "ratio_change"] for run in (old, new)]
+    if ratio_changes[0] != ratio_changes[1]:
+        found.append(f"LATF ratio changes differ: {ratio_changes[0]} vs {ratio_changes[1]}")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a finished run folder, e.g. sample_runs/ablation/<run>")
+    parser.add_argument("--keep", type=Path, default=None, help="train into this folder and keep it")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the trainer logs its steps; no "Loading weights" bars
+    meta = json.loads((args.run / "config.json").read_text(encoding="utf-8"))
+    config = RunConfig.from_dict(meta["config"])
+    from adakd.trainer import train
+
+    with tempfile.TemporaryDirectory(prefix="adakd-check-") as scratch:
+        target = args.keep or Path(scratch) / args.run.name
+        print(f"training {args.run} again into {target} ({config.max_steps} steps)", flush=True)
+        train(config, target, name=args.run.name, preset=meta.get("preset"), command=sys.argv)
+        found = differences(args.run, target)
+    recorded = meta.get("machine", {})
+    print(f"recorded on: {recorded}")
+    if found:
+        print(f"{len(found)} difference(s):")
+        print("\n".join(f"  {line}" for line in found[:40]))
+        return 1
+    print("identical: metrics, probes (tokens, gradients), evaluation and LATF ratio changes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
