@@ -123,8 +123,24 @@ def runs_multi_picker(label: str = "Runs", *, key: str, where=None, default_all:
     paths = table["path"].astype(str).tolist()
     if key not in st.session_state or any(p not in paths for p in st.session_state[key]):
         chosen = [p for p in state.selected_paths() if p in paths]
-        st.session_state[key] = paths if default_all or len(chosen) < 2 else chosen
+        st.session_state[key] = paths if default_all else comparison_default(table, chosen)
     return st.multiselect(label, paths, key=key, format_func=_run_label(table))
+
+
+def comparison_default(table: pd.DataFrame, chosen: list[str]) -> list[str]:
+    """Runs to compare before the user picks: the Runs page selection when it holds two or
+    more; else the sweep (same folder) of the selected run or, failing that, of the first run
+    in the table that belongs to a sweep; else every run. One sweep reads well in one figure;
+    every run of every sweep overlaps into an unreadable tangle."""
+    if len(chosen) >= 2:
+        return chosen
+    paths = table["path"].astype(str).tolist()
+    in_sweep = table.loc[table["sweep"].astype(str) != "", "path"].astype(str).tolist()
+    anchor = next((p for p in chosen if p in in_sweep), in_sweep[0] if in_sweep else None)
+    if anchor is None:
+        return paths
+    folder = Path(anchor).parent
+    return [p for p in paths if Path(p).parent == folder]
 
 
 def slug(text: str) -> str:

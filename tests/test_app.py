@@ -101,6 +101,31 @@ def test_dynamics_page_shows_the_selected_run(env):
     assert len(heat["data"][0]["y"]) == 8 and heat["data"][0]["x"] == [0, 10, 20]
 
 
+def test_compare_defaults_to_one_sweep_not_every_run(env):
+    """One selected run of a sweep: Compare starts on that sweep's runs; two selected: those."""
+    c_sweep = sorted((analysis_runs.SAMPLE_RUNS_DIR / "c-sweep").glob("idts_c=*"))
+    assert len(c_sweep) >= 2  # the committed sample study
+    at = open_page("views/compare.py", selected=[c_sweep[0]])
+    no_failure(at)
+    assert sorted(at.multiselect[0].value) == sorted(str(p) for p in c_sweep)
+    at = open_page("views/compare.py", selected=[env / "adakd-c0.3", env / "plain-kd"])
+    assert sorted(at.multiselect[0].value) == sorted([str(env / "adakd-c0.3"), str(env / "plain-kd")])
+
+
+def test_comparison_default_without_a_sweep_selection():
+    import pandas as pd
+
+    from app.components import comparison_default
+
+    table = pd.DataFrame({"path": ["/r/own", "/s/abl/a", "/s/abl/b", "/s/c/x"],
+                          "sweep": ["", "abl", "abl", "c"]})
+    # a run outside any sweep selected: the first sweep in the table's order
+    assert comparison_default(table, ["/r/own"]) == ["/s/abl/a", "/s/abl/b"]
+    assert comparison_default(table, ["/s/c/x"]) == ["/s/c/x"]
+    no_sweeps = table[table["sweep"] == ""]
+    assert comparison_default(no_sweeps, []) == ["/r/own"]
+
+
 def test_runs_page_lists_runs_and_warns_about_the_damaged_one(env):
     at = open_page("views/runs.py")
     no_failure(at)
