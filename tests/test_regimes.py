@@ -14,9 +14,10 @@ import torch
 
 from adakd.config import RunConfig
 from adakd.models import tiny_random_llama
-from adakd.regimes import (AdaptiveStudentDataProb, DistiLLMRegime, GKDRegime, Regime, ReplayBuffer,
-                           build_generated_batch, cut_at_end, derive_seed, make_regime, merge_infos, prompts_from_batch,
-                           sample_student_responses, seeded_generator)
+from adakd.regimes import DistiLLMRegime, GKDRegime, Regime, make_regime, merge_infos
+from adakd.replay import AdaptiveStudentDataProb, ReplayBuffer
+from adakd.student_samples import (build_generated_batch, cut_at_end, derive_seed, prompts_from_batch,
+                                   sample_student_responses, seeded_generator)
 from adakd.tokenize import collate, next_token_targets
 
 V, PAD, END = 24, 0, 2
@@ -84,7 +85,7 @@ def test_cut_at_end_keeps_the_first_end_token():
 def test_layout_matches_encode_example_on_the_real_tokenizer(tokenizer):
     """A ground-truth example re-built from its own prompt/response ids gives the collate batch."""
     from adakd.data import Example
-    from adakd.regimes import end_token_ids
+    from adakd.student_samples import end_token_ids
     from adakd.tokenize import encode_example
 
     enc = encode_example(tokenizer, Example("Say hi.", "", "Hi there!", "chat"), 64, 128)
