@@ -12,7 +12,8 @@ out and listed as missing, so the report can be regenerated at any point while
     text = build_report(study, Path("sample_runs"), exported=set(figures), figures=figures)
 
 Modules, in the report's order: ``study`` (grouping), ``numbers`` (per-run numbers),
-``markdown`` (formatting), ``setup_sections``, ``table_sections``, ``figures``, ``report``.
+``markdown`` (formatting), ``setup_sections``, ``table_sections``, ``table1_section``, ``figures``,
+``report``.
 """
 
 from analysis.report.figures import build_figures

@@ -14,8 +14,9 @@ from analysis.report.numbers import (group_medians, paired_ce_difference, paired
 from analysis.report.settings import PAPER_TABLE2, REGENERATE, WINDOW
 from analysis.report.setup_sections import noise_section, setup_section
 from analysis.report.study import Study
-from analysis.report.table_sections import (c_section, loss_section, seed_spread_text, table1_section,
-                                            table2_section, table4_section, table5_section)
+from analysis.report.table1_section import table1_section
+from analysis.report.table_sections import (c_section, loss_section, seed_spread_text, table2_section,
+                                            table4_section, table5_section)
 
 
 # The studies of scripts/make_sample_runs.sh (sweep folder, planned runs, command), in its
