@@ -137,6 +137,17 @@ def test_runs_page_lists_runs_and_warns_about_the_damaged_one(env):
     assert at.subheader[0].value == "adakd-c0.3"
 
 
+def test_runs_page_shows_the_stored_replies_and_flags_empty_ones(env):
+    """The sample alpha-beta run without AdaKD ends with empty replies; full AdaKD does not."""
+    divergences = analysis_runs.SAMPLE_RUNS_DIR / "divergences"
+    at = open_page("views/runs.py", selected=[divergences / "divergence=ab,ablation=base"])
+    no_failure(at)
+    assert any("stored replies are empty" in w.value for w in at.warning)
+    assert any(e.label.startswith("Final student's replies") for e in at.expander)
+    at = open_page("views/runs.py", selected=[divergences / "divergence=ab,ablation=full"])
+    assert not any("stored replies are empty" in w.value for w in at.warning)
+
+
 def test_delete_needs_confirmation_and_never_touches_sample_runs(env, tmp_path, monkeypatch):
     victim = make_run(env, "to-delete", steps=2, meta={"started_at": "2026-02-01T00:00:00Z"})
     at = open_page("views/runs.py", selected=[victim])

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.figures import group_difficulty_frame
+from analysis.replies import last_eval_record, replies_frame
 from analysis.report.settings import WINDOW
 from analysis.runs import Run
 
@@ -106,15 +107,12 @@ def nan_mean(values) -> float:
 
 def last_student_eval(run: Run) -> dict | None:
     """The eval.jsonl record of the final student's evaluation (None when there is none)."""
-    records = [r for r in run.eval_records if r.get("model") == "student"]
-    return max(records, key=lambda r: r.get("step", 0)) if records else None
+    return last_eval_record(run, "student")
 
 
 def final_replies(run: Run) -> list[str]:
     """The final student's stored replies (eval.jsonl keeps the first few per data set)."""
-    last = last_student_eval(run) or {}
-    return [str(s.get("response") or "") for samples in (last.get("samples") or {}).values()
-            for s in samples]
+    return replies_frame(run, "student")["reply"].tolist()
 
 
 def sample_noise(runs: list[Run]) -> dict:

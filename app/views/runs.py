@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from analysis.replies import empty_reply_share, replies_frame
 from app import components as ui
 from app import jobs, state
 
@@ -70,11 +71,20 @@ m[2].metric("ROUGE-L (student)", f"{avg.iloc[0]:.2f}" if len(avg) else "–")
 m[3].metric("Probe steps", len(run.probe_steps))
 if run.status.get("error"):
     st.error(f"The run failed: {run.status['error']}")
+replies = replies_frame(run)
+if empty_reply_share(replies) >= 0.5:
+    st.warning(f"{empty_reply_share(replies):.0%} of the final student's stored replies are empty (its first "
+               "token is the end token): its ROUGE-L measures that failure, not the method.",
+               icon=":material/warning:")
 with st.expander("Configuration"):
     st.json(run.config, expanded=False)
 if len(run.events):
     with st.expander("Events"):
         st.dataframe(run.events[["step", "kind", "message"]], hide_index=True)
+if len(replies):
+    with st.expander(f"Final student's replies ({len(replies)} stored: what ROUGE-L compares)"):
+        st.dataframe(replies, hide_index=True, column_config={
+            "rouge_l": st.column_config.NumberColumn("ROUGE-L", format="%.1f")})
 log_file = Path(run.path) / "train.log"
 if log_file.exists():
     with st.expander("Training log (last 40 lines)"):
