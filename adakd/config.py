@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.util
 import json
 import math
 import types
@@ -307,9 +306,6 @@ def _validate(c: RunConfig) -> None:
     _check(c.buffer_capacity >= 1, "buffer_capacity", c.buffer_capacity, ">= 1")
     _check(0 <= c.distillm_prob_step <= 1, "distillm_prob_step", c.distillm_prob_step, "in [0, 1]")
     _check(c.distillm_threshold >= 0, "distillm_threshold", c.distillm_threshold, ">= 0")
-    if c.regime != "ground_truth" and importlib.util.find_spec("adakd.regimes") is None:
-        raise ValueError(f"regime = {c.regime!r} needs adakd/regimes.py, which is not installed "
-                         "in this version; use regime=ground_truth")
 
     _choice(c, "optimizer", OPTIMIZERS)
     _check(0 < c.lr <= 1, "lr", c.lr, "in (0, 1]")
