@@ -13,15 +13,13 @@ difficulty = Hellinger at τ = 1, groups = ``adakd.probes.group_labels`` at rati
 r/2, mid = next r/2, easy = rest), ``tau`` = IDTS over the selected tokens (NaN elsewhere),
 ``tau_all`` = IDTS with the median of all response tokens, ``entropy_student_idts`` =
 H(softmax(z_S / tau_all)). The student may be at initialisation or any checkpoint of a run:
-see :func:`load_student_checkpoint`. The figures live in :mod:`analysis.explorer_figures` and
-are re-exported here.
+see :func:`analysis.run_student.load_student_checkpoint`. That function and the figures of
+:mod:`analysis.explorer_figures` are re-exported here.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,8 +33,6 @@ from adakd.evaluation import stop_token_ids
 from adakd.idts import idts_temperatures
 from adakd.probes import group_labels, untouched
 from adakd.tokenize import encode_example, encode_prompt, format_prompt
-
-logger = logging.getLogger(__name__)
 
 MAX_PROMPT_TOKENS = 1024  # explorer bound on the formatted prompt (also capped by the model context)
 MAX_RESPONSE_TOKENS = 512  # bound on the scored reply: memory is ~2·N·V float32 logits (200 MB at V = 49k)
@@ -345,74 +341,5 @@ def topk_table(student_logits: torch.Tensor, teacher_logits: torch.Tensor, label
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
-# --------------------------------------------------------------------------- students of a run
-def run_checkpoints(run_dir: str | Path) -> list[int]:
-    """Steps of the complete checkpoints of a run, oldest first (0 = initialisation is always
-    available through :func:`load_student_checkpoint` even without a checkpoint)."""
-    from adakd.checkpoint import list_checkpoints
-
-    return [step for step, _ in list_checkpoints(Path(run_dir) / "checkpoints")]
-
-
-def load_student_checkpoint(run_dir: str | Path, step: int | None = None, teacher=None):
-    """The run's student, built as its config.json says, with the weights of checkpoint ``step``.
-
-    step: None = the latest checkpoint; 0 = the student at initialisation (a step-0 checkpoint
-    when there is one, else rebuilt from the config: the layer subset of the teacher, or the
-    random student with the run's seed); any other step must be a complete checkpoint.
-    teacher: the run's teacher when already loaded (a "subset" student is cut from it); None
-    loads it from the config. Weights are read from ``model.safetensors`` only (strict).
-    Returns the student in eval mode with gradients off, on the teacher's device.
-    """
-    from adakd.checkpoint import list_checkpoints, load_checkpoint
-    from adakd.config import RunConfig
-    from adakd.rundir import read_json
-
-    run = Path(run_dir)
-    document = read_json(run / "config.json")
-    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
-        raise ValueError(f"{run}: config.json is missing or unreadable, so the student cannot be rebuilt")
-    config = RunConfig.from_dict(document["config"])
-    found = dict(list_checkpoints(run / "checkpoints"))
-    if step is None:
-        if not found:
-            raise ValueError(f"{run} has no complete checkpoint yet; pass step=0 for the student at "
-                             "initialisation")
-        step = max(found)
-    elif step != 0 and step not in found:
-        available = ", ".join(str(s) for s in sorted(found)) or "none"
-        raise ValueError(f"{run} has no checkpoint for step {step}; available: {available} (0 = initialisation)")
-    if teacher is None:
-        teacher = _load_run_teacher(config)
-    student = _build_run_student(config, teacher)
-    if step in found:
-        load_checkpoint(found[step], student, device=_device(teacher))
-    logger.info("student of %s at step %d (%s)", run.name, step, "checkpoint" if step in found else "initialisation")
-    return student.eval().requires_grad_(False)
-
-
-def _load_run_teacher(config):
-    from adakd import models, runsetup
-
-    if config.teacher == runsetup.TINY:
-        tokenizer = models.load_tokenizer(models.default_teacher_dir())
-        return models.tiny_random_llama(len(tokenizer), **runsetup.TINY_TEACHER).eval().requires_grad_(False)
-    teacher, _ = models.load_teacher(config.teacher, trust_remote_code=config.trust_remote_code)
-    return teacher
-
-
-def _build_run_student(config, teacher):
-    """The student exactly as ``adakd.runsetup.build_models`` builds it for this config."""
-    from adakd import models, runsetup
-
-    if config.student == runsetup.TINY:
-        vocab = teacher.get_input_embeddings().num_embeddings
-        student = models.tiny_random_llama(vocab, seed=config.seed, **runsetup.TINY_STUDENT)
-    else:
-        student = models.build_student(teacher, spec=config.student, layers=config.student_layers,
-                                       random_layers=config.random_layers, random_hidden=config.random_hidden,
-                                       seed=config.seed, trust_remote_code=config.trust_remote_code)
-    return student.to(device=_device(teacher), dtype=torch.float32)
-
-
 from analysis.explorer_figures import COLOR_OPTIONS, explorer_tokens_figure, topk_figure  # noqa: E402,F401
+from analysis.run_student import load_student_checkpoint, run_checkpoints  # noqa: E402,F401
