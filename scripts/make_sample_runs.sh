@@ -11,15 +11,25 @@
 # Cost on an idle 2-core CPU: about 2.5 minutes per run (GKD about 4.5: it samples student
 # replies); all 30 runs about 80 minutes. Check a run against a fresh training of its config:
 #   .venv/bin/python scripts/check_sample_run.py "sample_runs/ablation/ablation=full,seed=0"
+#
+# The same studies on another preset (docs/gpu_study.md), e.g. GPT-2 XL -> GPT-2 on Dolly:
+#   PRESET=gpt2-dolly ROOT=runs-gpt2 HF_HUB_OFFLINE=0 \
+#     SET="data=data/databricks-dolly-15k.jsonl" bash scripts/make_sample_runs.sh ablation
+# PRESET (default demo), ROOT (default sample_runs), SET (KEY=VALUE overrides for every run),
+# PY (default .venv/bin/python), HF_HUB_OFFLINE (default 1: no downloads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 ROOT=${ROOT:-sample_runs}
-export HF_HUB_OFFLINE=1
+PRESET=${PRESET:-demo}
+SET=${SET:-}
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 
 sweep() {  # sweep NAME ARGS...
   local name=$1; shift
-  "$PY" -m adakd sweep --preset demo --root "$ROOT" --name "$name" --quiet "$@"
+  local extra=()
+  if [ -n "$SET" ]; then read -r -a extra <<< "$SET"; extra=(--set "${extra[@]}"); fi
+  "$PY" -m adakd sweep --preset "$PRESET" --root "$ROOT" --name "$name" --quiet "${extra[@]}" "$@"
   find "$ROOT/$name" -type d -name checkpoints -prune -exec rm -rf {} +
 }
 
