@@ -121,7 +121,7 @@ def teacher_reply(teacher, student, tokenizer, prompt: str, *, max_new_tokens: i
     """The teacher's greedy reply ids to ``prompt``, as :func:`explore_prompt` generates it
     (checked the same way; ``student`` only bounds the context). The slow part of exploring a
     prompt without a reference: keep it and pass it back as ``reply_ids``."""
-    _check_args(prompt, 0.5, 0.5, 1.0, 1, max_new_tokens)
+    _check_prompt(prompt, max_new_tokens)
     context_length = _pair_context_length(teacher, student)
     prompt_ids = checked_prompt_ids(tokenizer, _example(prompt, "", context), context_length)
     with untouched(teacher, student), torch.no_grad():
@@ -151,9 +151,7 @@ def _checked_reply(reply_ids, n_prompt: int, context_length: int) -> list[int]:
 
 
 def _check_args(prompt, ratio, c, base_temperature, top_k, max_new_tokens) -> None:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("the prompt is empty: type an instruction or question")
-    _check_text("the prompt", prompt)
+    _check_prompt(prompt, max_new_tokens)
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio r must be in (0, 1] (got {ratio})")
     if not c >= 0:
@@ -162,6 +160,13 @@ def _check_args(prompt, ratio, c, base_temperature, top_k, max_new_tokens) -> No
         raise ValueError(f"base temperature must be > 0 (got {base_temperature})")
     if not (isinstance(top_k, int) and top_k >= 1):
         raise ValueError(f"top_k must be a positive integer (got {top_k!r})")
+
+
+def _check_prompt(prompt, max_new_tokens) -> None:
+    """What generating a reply needs: a non-empty prompt and a reply budget in bounds."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("the prompt is empty: type an instruction or question")
+    _check_text("the prompt", prompt)
     if not (isinstance(max_new_tokens, int) and 1 <= max_new_tokens <= MAX_RESPONSE_TOKENS):
         raise ValueError(f"max_new_tokens must be an integer in [1, {MAX_RESPONSE_TOKENS}] (got {max_new_tokens!r})")
 

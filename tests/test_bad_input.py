@@ -144,16 +144,22 @@ def test_real_process_bad_model_exit_2_no_traceback_nothing_written(tmp_path, fo
 
 
 # ---------------------------------------------------------------- the dashboard
-def _train_page(tmp_path, monkeypatch):
+def _open_page(tmp_path, monkeypatch, page: str, timeout: float = 60):
+    """The dashboard on `page`, with an empty runs folder and no sample runs."""
     from streamlit.testing.v1 import AppTest
 
     from analysis import runs as analysis_runs
 
     monkeypatch.setenv("ADAKD_RUNS", str(tmp_path / "runs"))
     monkeypatch.setattr(analysis_runs, "SAMPLE_RUNS_DIR", tmp_path / "no-samples")
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=60)
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=timeout)
     at.run()
-    at.switch_page("views/train.py").run()
+    at.switch_page(page).run()
+    return at
+
+
+def _train_page(tmp_path, monkeypatch):
+    at = _open_page(tmp_path, monkeypatch, "views/train.py")
     at.selectbox(key="train-preset").set_value("smoke").run()
     return at
 
@@ -194,15 +200,7 @@ def test_train_form_refuses_bad_input_and_starts_nothing(tmp_path, monkeypatch):
 
 
 def test_explorer_refuses_a_prompt_longer_than_the_context(tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
-    from analysis import runs as analysis_runs
-
-    monkeypatch.setenv("ADAKD_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setattr(analysis_runs, "SAMPLE_RUNS_DIR", tmp_path / "no-samples")
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=180)
-    at.run()
-    at.switch_page("views/explorer.py").run()
+    at = _open_page(tmp_path, monkeypatch, "views/explorer.py", timeout=180)
     at.radio(key="explorer-source").set_value("tiny").run()
     prompt = at.text_area(key="explorer-prompt")
     assert 0 < prompt.proto.max_chars <= 50_000  # typed text is bounded before it is tokenized
