@@ -241,11 +241,22 @@ def cmd_eval(args) -> int:
         if not Path(f).is_file():
             raise UsageError(f"--data file {f!r} not found")
     _quiet_transformers()
+    overrides = {k: v for k, v in (("eval_seeds", args.seeds), ("eval_min_reference_words", args.min_reference_words))
+                 if v is not None}
     try:
-        result = evaluate_run(path, args.data or None, args.examples, args.greedy)
+        result = evaluate_run(path, args.data or None, args.examples, args.greedy, overrides)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    print(json.dumps(result, indent=2, default=str))
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    from adakd.eval_protocol import summary_table
+    from adakd.rundir import RunDir
+
+    # the run's own teacher / initial-student records on the same sets, when it has them, for scale
+    earlier = [r for r in RunDir(path).read_eval() if r.get("model") in ("teacher", "student_init")
+               and set(r.get("rouge_l") or {}) == set(result["rouge_l"])]
+    print(summary_table(earlier[-2:] + [result]))
     return 0
 
 
@@ -295,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="append", help="Dolly JSONL / Alpaca JSON file (repeatable)")
     p.add_argument("--examples", type=int, default=None, help="examples per dataset")
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    p.add_argument("--seeds", type=int, default=None, help="generation seeds averaged (default: the run's eval_seeds)")
+    p.add_argument("--min-reference-words", type=int, default=None,
+                   help="score only references of at least N words (default: the run's eval_min_reference_words)")
+    p.add_argument("--json", action="store_true", help="the full record (with sample replies) as JSON")
     common(p)
     p.set_defaults(func=cmd_eval)
     return parser

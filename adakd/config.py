@@ -40,6 +40,8 @@ class RunConfig:
     student_layers: list[int] | None = None  # None: evenly spaced teacher layers (models.py)
     random_layers: int = 4
     random_hidden: int = 256
+    student_mlp_keep: int = 768  # "pruned": MLP neurons kept per layer (adakd/pruning.py)
+    pruning_examples: int = 64  # "pruned": training examples whose activations rank the neurons
     trust_remote_code: bool = False
     data: str = "chatterbot"
     eval_data: list[str] = field(default_factory=list)
@@ -98,6 +100,9 @@ class RunConfig:
     eval_max_new_tokens: int = 48
     eval_greedy: bool = False
     eval_seed: int = 0
+    eval_seeds: int = 3  # generation seeds eval_seed, eval_seed+1, ...: ROUGE-L is their mean
+    eval_holdout: int = 0  # 0 = 80/10/10 split; N = hold out N prompts with a long reference as the test set
+    eval_min_reference_words: int = 11  # MiniLLM/DistiLLM: only references of >= 11 words (0 = all)
     checkpoint_interval: int = 0  # 0 = only at the end (and when stopped)
     keep_checkpoints: int = 2
 
@@ -272,6 +277,8 @@ def _validate(c: RunConfig) -> None:
                "student_layers", layers, "null or a non-empty list of distinct layer indices >= 0")
     _check(c.random_layers >= 1, "random_layers", c.random_layers, ">= 1")
     _check(c.random_hidden >= 8, "random_hidden", c.random_hidden, ">= 8")
+    _check(c.student_mlp_keep >= 1, "student_mlp_keep", c.student_mlp_keep, ">= 1 (at most the teacher's MLP width)")
+    _check(c.pruning_examples >= 1, "pruning_examples", c.pruning_examples, ">= 1")
     _check(all(isinstance(p, str) and p.strip() for p in c.eval_data), "eval_data", c.eval_data,
            "a list of file paths (empty = the held-out split of data)")
     if c.max_train_examples is not None:
@@ -328,6 +335,10 @@ def _validate(c: RunConfig) -> None:
     _check(c.eval_examples >= 0, "eval_examples", c.eval_examples, ">= 0 (0 = no evaluation)")
     _check(c.eval_max_new_tokens >= 1, "eval_max_new_tokens", c.eval_max_new_tokens, ">= 1")
     _check(c.eval_seed >= 0, "eval_seed", c.eval_seed, ">= 0")
+    _check(c.eval_seeds >= 1, "eval_seeds", c.eval_seeds, ">= 1 (generation seeds averaged)")
+    _check(c.eval_holdout >= 0, "eval_holdout", c.eval_holdout, ">= 0 (0 = the 80/10/10 split)")
+    _check(c.eval_min_reference_words >= 0, "eval_min_reference_words", c.eval_min_reference_words,
+           ">= 0 (0 = every reference)")
     _check(c.checkpoint_interval >= 0, "checkpoint_interval", c.checkpoint_interval,
            ">= 0 (0 = only at the end)")
     _check(c.keep_checkpoints >= 1, "keep_checkpoints", c.keep_checkpoints, ">= 1")

@@ -281,10 +281,7 @@ def split_examples(examples: list[Example], seed: int = 0, fractions=(0.8, 0.1, 
     fractions = tuple(float(f) for f in fractions)
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-    groups: dict[tuple[str, str], list[int]] = {}
-    for index, ex in enumerate(examples):
-        key = (" ".join(ex.instruction.split()).casefold(), " ".join(ex.context.split()).casefold())
-        groups.setdefault(key, []).append(index)
+    groups = _prompt_groups(examples)
     order = list(groups)
     random.Random(seed).shuffle(order)
     n = len(examples)
@@ -296,3 +293,40 @@ def split_examples(examples: list[Example], seed: int = 0, fractions=(0.8, 0.1, 
         parts[part].extend(groups[key])
         filled += len(groups[key])
     return tuple([examples[i] for i in sorted(p)] for p in parts)
+
+
+def _prompt_groups(examples: list[Example]) -> dict[tuple[str, str], list[int]]:
+    """Indices of the examples sharing a prompt (instruction + context, case and spacing ignored)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, ex in enumerate(examples):
+        key = (" ".join(ex.instruction.split()).casefold(), " ".join(ex.context.split()).casefold())
+        groups.setdefault(key, []).append(index)
+    return groups
+
+
+def long_reference_split(examples: list[Example], held_out: int, seed: int = 0, min_words: int = 11,
+                         validation_fraction: float = 0.1):
+    """(train, validation, test) with ``held_out`` prompts that have a long reference as the test set.
+
+    The evaluation protocol scores only references of >= ``min_words`` words (adakd/eval_protocol.py),
+    and chatterbot has few of them (286 prompts of 1,015), so an 80/10/10 split leaves ~27 to
+    score. Here the prompt groups (as in :func:`split_examples`: all replies of a prompt stay
+    together) with at least one long reply are shuffled with ``random.Random(seed)`` and the first
+    ``held_out`` become the test set; every other group is split into train and validation by
+    :func:`split_examples` (``validation_fraction`` of the examples, same seed).
+    """
+    from adakd.eval_protocol import words
+
+    if held_out < 1:
+        raise ValueError(f"held_out must be >= 1, got {held_out}")
+    groups = _prompt_groups(examples)
+    long = [k for k, idx in groups.items() if any(len(words(examples[i].response)) >= min_words for i in idx)]
+    if len(long) < held_out:
+        raise ValueError(f"only {len(long)} prompts have a reference of >= {min_words} words; "
+                         f"lower eval_holdout (now {held_out}) or eval_min_reference_words")
+    random.Random(seed).shuffle(long)
+    test_idx = sorted(i for k in long[:held_out] for i in groups[k])
+    taken = set(test_idx)
+    rest = [ex for i, ex in enumerate(examples) if i not in taken]
+    train, val, extra = split_examples(rest, seed=seed, fractions=(1 - validation_fraction, validation_fraction, 0.0))
+    return train, val + extra, [examples[i] for i in test_idx]

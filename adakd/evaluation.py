@@ -134,91 +134,119 @@ def _generate_batches(model, tokenizer, prompts: list[list[int]], config: Genera
 # ---------------------------------------------------------------------- eval.jsonl records
 def evaluate_model(model: torch.nn.Module, tokenizer, datasets: Mapping[str, Sequence], *, step: int,
                    model_name: str, max_new_tokens: int = 64, greedy: bool = False, temperature: float = 1.0,
-                   top_p: float = 1.0, seed: int = 0, batch_size: int = 8, max_prompt_length: int = 256,
-                   keep_samples: int = 5) -> dict:
-    """One eval.jsonl record: mean ROUGE-L (×100) per dataset of the model's responses against
-    each example's reference ``response``; ``rouge_l_avg`` = unweighted mean over datasets
-    (as the paper averages its evaluation sets); the first ``keep_samples`` responses per dataset.
-    Each dataset is generated with the same ``seed``, so adding a dataset does not change the others.
+                   top_p: float = 1.0, seed: int = 0, seeds: int = 1, batch_size: int = 8,
+                   max_prompt_length: int = 256, max_length: int | None = None, teacher=None,
+                   pad_id: int | None = None, keep_samples: int = 5) -> dict:
+    """One eval.jsonl record under the protocol of ``adakd.eval_protocol``.
+
+    Per dataset (a list of EvalPrompt, or of Examples = one reference each):
+    ``rouge_l`` = mean over seeds of the mean over prompts of max-over-references ROUGE-L (×100),
+    with ``rouge_l_spread`` (sample sd of the per-seed means) and ``rouge_l_seeds``; greedy
+    decoding has one "seed". ``degenerate``: share of all generated replies that are empty or
+    mostly repetition. With ``max_length``: ``ce`` (the model's cross-entropy on the references)
+    and, when ``teacher`` is another model, ``kl_teacher`` (KL(teacher ‖ model) per token), see
+    ``adakd.reference_scores``. ``*_avg`` = unweighted means over datasets (as the paper averages
+    its evaluation sets). Samples: the first ``keep_samples`` prompts under the first seed.
     """
+    from adakd.eval_protocol import is_degenerate, summarise_seeds
+    from adakd.reference_scores import reference_scores
+
     if not datasets or any(len(v) == 0 for v in datasets.values()):
         raise ValueError("evaluate_model needs at least one dataset, each with at least one example")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1 (got {seeds})")
     started = time.perf_counter()
-    scores, counts, samples = {}, {}, {}
-    for name, examples in datasets.items():
-        responses = generate_responses(model, tokenizer, examples, max_new_tokens=max_new_tokens,
-                                       greedy=greedy, temperature=temperature, top_p=top_p, seed=seed,
-                                       batch_size=batch_size, max_prompt_length=max_prompt_length)
-        per_example = [rouge_l(r, [ex.response]) for r, ex in zip(responses, examples)]
-        scores[name] = sum(per_example) / len(per_example)
-        counts[name] = len(per_example)
-        samples[name] = [{"instruction": ex.instruction, "reference": ex.response, "response": r,
-                          "rouge_l": s} for ex, r, s in list(zip(examples, responses, per_example))[:keep_samples]]
-    return {"step": int(step), "model": model_name, "rouge_l": scores,
-            "rouge_l_avg": sum(scores.values()) / len(scores), "n": counts, "samples": samples,
-            "decoding": {"greedy": bool(greedy), "temperature": temperature, "top_p": top_p,
-                         "max_new_tokens": max_new_tokens, "seed": seed},
-            "seconds": round(time.perf_counter() - started, 3)}
+    seed_list = [seed] if greedy else [seed + i for i in range(seeds)]
+    out: dict[str, dict] = {k: {} for k in ("rouge_l", "rouge_l_spread", "rouge_l_seeds", "degenerate", "n",
+                                            "samples", "ce", "kl_teacher")}
+    for name, prompts in datasets.items():
+        per_seed, replies_all, first = [], [], None
+        for s in seed_list:
+            replies = generate_responses(model, tokenizer, prompts, max_new_tokens=max_new_tokens, greedy=greedy,
+                                         temperature=temperature, top_p=top_p, seed=s, batch_size=batch_size,
+                                         max_prompt_length=max_prompt_length)
+            scores = [rouge_l(r, _references(p)) for r, p in zip(replies, prompts)]
+            per_seed.append(scores)
+            replies_all += replies
+            first = first or (replies, scores)
+        summary = summarise_seeds(per_seed)
+        out["rouge_l"][name], out["rouge_l_spread"][name] = summary.mean, summary.spread
+        out["rouge_l_seeds"][name] = list(summary.per_seed)
+        out["degenerate"][name] = sum(map(is_degenerate, replies_all)) / len(replies_all)
+        out["n"][name] = len(prompts)
+        out["samples"][name] = [{"instruction": p.instruction, "reference": _references(p)[0],
+                                 "references": list(_references(p)), "response": r, "rouge_l": sc,
+                                 "degenerate": is_degenerate(r)}
+                                for p, r, sc in list(zip(prompts, *first))[:keep_samples]]
+        if max_length is not None:
+            pad = pad_id if pad_id is not None else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                                                     else stop_token_ids(tokenizer)[0])
+            scored = reference_scores(model, tokenizer, prompts, pad_id=pad, max_prompt_length=max_prompt_length,
+                                      max_length=max_length, teacher=teacher, batch_size=batch_size)
+            out["ce"][name], out["kl_teacher"][name] = scored["ce"], scored["kl_teacher"]
+    record = {"step": int(step), "model": model_name, **out,
+              "rouge_l_avg": _mean(out["rouge_l"]), "rouge_l_spread_avg": _mean(out["rouge_l_spread"]),
+              "degenerate_avg": _mean(out["degenerate"]), "ce_avg": _mean(out["ce"]),
+              "kl_teacher_avg": _mean(out["kl_teacher"]),
+              "decoding": {"greedy": bool(greedy), "temperature": temperature, "top_p": top_p,
+                           "max_new_tokens": max_new_tokens, "seed": seed, "seeds": seed_list},
+              "seconds": round(time.perf_counter() - started, 3)}
+    return record
+
+
+def _references(prompt) -> tuple[str, ...]:
+    return tuple(getattr(prompt, "references", None) or (prompt.response,))
+
+
+def _mean(values: Mapping[str, float | None]) -> float | None:
+    """Unweighted mean of the non-None values (None when there is none)."""
+    kept = [v for v in values.values() if v is not None]
+    return sum(kept) / len(kept) if kept else None
 
 
 # ---------------------------------------------------------------------- python -m adakd eval RUN
-def run_eval_sets(config, data_files: Sequence[str] | None, examples: int | None) -> dict[str, list]:
-    """Datasets to score a run on: the given Dolly/Alpaca files (name = file stem), else the
-    run's own evaluation sets exactly as training chose them (``config.eval_data``, or the
-    held-out split of ``config.data``); ``examples`` per dataset (default ``config.eval_examples``),
-    evenly spread over each file."""
-    from adakd.data import load_examples, split_examples
-    from adakd.runsetup import SPLIT_SEED, spread
-
-    count = config.eval_examples if examples is None else int(examples)
-    if count < 1:
-        raise ValueError(f"examples must be >= 1 (got {count}); the run's eval_examples is "
-                         f"{config.eval_examples}: pass --examples N")
-    files = list(data_files or config.eval_data)
-    if files:
-        sets = {Path(f).stem: spread(load_examples(str(f)), count) for f in files}
-    else:
-        _, val, test = split_examples(load_examples(config.data), seed=SPLIT_SEED)
-        sets = {"chatterbot" if config.data == "chatterbot" else Path(config.data).stem: spread(test or val, count)}
-    empty = [name for name, exs in sets.items() if not exs]
-    if empty:
-        raise ValueError(f"no examples to evaluate in {', '.join(empty)}")
-    return sets
+def protocol_settings(config, pad_id: int) -> dict:
+    """evaluate_model's keyword arguments for a run's config: decoding, seeds, lengths."""
+    return {"max_new_tokens": config.eval_max_new_tokens, "greedy": config.eval_greedy, "seed": config.eval_seed,
+            "seeds": config.eval_seeds, "max_prompt_length": config.max_prompt_length,
+            "max_length": config.max_length, "pad_id": pad_id}
 
 
 def evaluate_run(run_dir, data_files: Sequence[str] | None = None, examples: int | None = None,
-                 greedy: bool = False) -> dict:
+                 greedy: bool = False, overrides: Mapping | None = None) -> dict:
     """Score the student of a run's latest checkpoint and append the record to its eval.jsonl.
 
     The model, prompt length and decoding (eval_max_new_tokens, eval_seed, sampling unless
     ``greedy`` or the run's ``eval_greedy``) come from the run's config.json; the record's
-    ``step`` is the checkpoint's step and ``model`` is "student". Returns the record.
+    ``step`` is the checkpoint's step and ``model`` is "student". ``overrides``: config fields
+    to change for this evaluation only (e.g. ``eval_seeds``). Returns the record.
     """
     from adakd import checkpoint as ckpt
     from adakd.config import RunConfig
     from adakd.device import autocast, choose_device_and_dtype
     from adakd.rundir import EVAL, RunDir
-    from adakd.runsetup import build_models
+    from adakd.runsetup import build_eval_sets, build_models, pad_token_id
 
     run = RunDir(run_dir)
     meta = run.read_config()
     if not meta or "config" not in meta:
         raise ValueError(f"{run.path} has no readable config.json: not a run directory")
-    config = RunConfig.from_dict(meta["config"])
+    config = RunConfig.from_dict({**meta["config"], **(overrides or {})})
     found = ckpt.latest_checkpoint(run.checkpoints)
     if found is None:
         raise ValueError(f"{run.path} has no complete checkpoint to evaluate yet")
     step, path = found
-    datasets = run_eval_sets(config, data_files, examples)
+    datasets = build_eval_sets(config, data_files, examples)
     device, dtype, reason = choose_device_and_dtype(config)
     log.info("evaluating %s (checkpoint step %d) on %s: %s", run.path, step, device, reason)
     teacher, student, tokenizer = build_models(config, device)
-    del teacher
     ckpt.load_checkpoint(path, student, device=device)
+    settings = protocol_settings(config, pad_token_id(tokenizer))
+    if greedy:
+        settings["greedy"] = True
     with autocast(device, dtype):
-        record = evaluate_model(student, tokenizer, datasets, step=step, model_name="student",
-                                max_new_tokens=config.eval_max_new_tokens, greedy=greedy or config.eval_greedy,
-                                seed=config.eval_seed, max_prompt_length=config.max_prompt_length)
+        record = evaluate_model(student, tokenizer, datasets, step=step, model_name="student", teacher=teacher,
+                                **settings)
     run.append(EVAL, record)
     run.event(step, "eval", f"student ROUGE-L {record['rouge_l_avg']:.2f} on {', '.join(datasets)} "
               f"(python -m adakd eval)", model="student", rouge_l_avg=record["rouge_l_avg"])

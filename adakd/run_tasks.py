@@ -132,13 +132,12 @@ class RunTasks:
         c = self.config
         if not self.main or c.eval_examples == 0 or (self.step, model_name) in self.done_evals:
             return
-        from adakd.evaluation import evaluate_model
+        from adakd.evaluation import evaluate_model, protocol_settings
 
         with autocast(self.device, self.dtype):
             record = evaluate_model(model, self.tokenizer, self.data.eval_sets, step=self.step,
-                                    model_name=model_name, max_new_tokens=c.eval_max_new_tokens,
-                                    greedy=c.eval_greedy, seed=c.eval_seed,
-                                    max_prompt_length=c.max_prompt_length)
+                                    model_name=model_name, teacher=self.teacher,
+                                    **protocol_settings(c, self.data.pad_id))
         self.run.append(EVAL, record)
         self.done_evals.add((self.step, model_name))
         self.run.event(self.step, "eval", f"{model_name} ROUGE-L {record['rouge_l_avg']:.2f} "

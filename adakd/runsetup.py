@@ -33,6 +33,7 @@ from adakd.rundir import FORMAT, utc_now
 log = logging.getLogger(__name__)
 
 TINY = "tiny-random"
+PRUNED = "pruned"  # the teacher with narrower MLPs (adakd/pruning.py)
 TINY_TEACHER = {"layers": 2, "hidden": 64, "seed": 1234, "initializer_range": 0.3}  # fixed: every smoke run sees one teacher
 TINY_STUDENT = {"layers": 1, "hidden": 64}
 SPLIT_SEED = 0  # the train/val/test split does not move with the run seed: same test set for all runs
@@ -85,10 +86,15 @@ def build_models(config: RunConfig, device: torch.device):
         teacher = models.tiny_random_llama(len(tokenizer), **TINY_TEACHER, **ids)
         if config.student == TINY:
             student = models.tiny_random_llama(len(tokenizer), seed=config.seed, **TINY_STUDENT, **ids)
+        elif config.student == PRUNED:
+            student = pruned_student(config, teacher, tokenizer)
         else:
             student = models.build_student(teacher, spec=config.student, layers=config.student_layers,
                                            random_layers=config.random_layers,
                                            random_hidden=config.random_hidden, seed=config.seed)
+    elif config.student == PRUNED:
+        teacher, tokenizer = models.load_teacher(config.teacher, "cpu", torch.float32, config.trust_remote_code)
+        student = pruned_student(config, teacher, tokenizer)
     else:
         pair = models.load_model_pair(config.teacher, config.student, student_layers=config.student_layers,
                                       random_layers=config.random_layers, random_hidden=config.random_hidden,
@@ -104,6 +110,21 @@ def build_models(config: RunConfig, device: torch.device):
     return teacher, student, tokenizer
 
 
+def pruned_student(config: RunConfig, teacher: torch.nn.Module, tokenizer) -> torch.nn.Module:
+    """The "pruned" student: the teacher's MLPs cut to ``student_mlp_keep`` neurons per layer,
+    ranked on the first ``pruning_examples`` training examples (spread over the fixed split, so
+    every category is seen); the same config always gives the same student (adakd/pruning.py)."""
+    from adakd.pruning import width_pruned_student
+    from adakd.tokenize import collate
+
+    train, _, _ = data_splits(config)
+    encoded = _encode_all(spread(train, config.pruning_examples), tokenizer, config)
+    if not encoded:
+        raise ValueError(f"no example of {config.data!r} fits max_length={config.max_length} to rank the "
+                         "MLP neurons of the pruned student: raise max_length")
+    return width_pruned_student(teacher, collate(encoded, pad_token_id(tokenizer)), config.student_mlp_keep)
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())  # parameters() yields tied weights once
 
@@ -114,7 +135,7 @@ class TrainData:
     train: list[dict]  # encode_example outputs with at least one response token
     probe_batch: dict[str, torch.Tensor]  # the fixed probe set (validation split), collated
     gradient_batch: dict[str, torch.Tensor]  # the fixed gradient batch (training split), collated
-    eval_sets: dict[str, list] = field(default_factory=dict)  # dataset name -> Examples
+    eval_sets: dict[str, list] = field(default_factory=dict)  # dataset name -> EvalPrompts (eval_protocol)
     pad_id: int = 0
     # up to VALIDATION_EXAMPLES encoded validation examples, collated VALIDATION_BATCH at a time
     # (DistiLLM's validation loss; the same fixed set at every measurement)
@@ -145,13 +166,53 @@ def spread(items: list, k: int) -> list:
     return [items[i * n // k] for i in range(k)]
 
 
-def prepare_data(config: RunConfig, tokenizer) -> TrainData:
-    """Load, split (fixed split seed), encode; build the fixed probe/gradient batches."""
-    from adakd.data import load_examples, split_examples
-    from adakd.tokenize import collate
+def data_splits(config: RunConfig):
+    """(train, validation, test) Examples of ``config.data``: the fixed 80/10/10 prompt-group split,
+    or with ``eval_holdout`` N the split that holds out N prompts with a long reference
+    (``adakd.data.long_reference_split``). Both use SPLIT_SEED, whatever the run's seed."""
+    from adakd.data import load_examples, long_reference_split, split_examples
 
     examples = load_examples(config.data)
-    train, val, test = split_examples(examples, seed=SPLIT_SEED)
+    if config.eval_holdout:
+        return long_reference_split(examples, config.eval_holdout, seed=SPLIT_SEED,
+                                    min_words=config.eval_min_reference_words)
+    return split_examples(examples, seed=SPLIT_SEED)
+
+
+def build_eval_sets(config: RunConfig, files=None, count: int | None = None, held_out=None) -> dict[str, list]:
+    """Evaluation sets of the protocol (adakd/eval_protocol.py): name -> EvalPrompts (duplicate
+    prompts merged, references of >= eval_min_reference_words words only, ``count`` prompts spread
+    over each set; default ``config.eval_examples``). From ``files`` (Dolly/Alpaca; name = stem),
+    else ``config.eval_data``, else the held-out split of ``config.data`` (``held_out`` when the
+    caller already has it). Raises when a set ends up empty."""
+    from adakd.data import load_examples
+    from adakd.eval_protocol import evaluation_prompts
+
+    count = config.eval_examples if count is None else int(count)
+    if count < 1:
+        raise ValueError(f"examples must be >= 1 (got {count}); the run's eval_examples is "
+                         f"{config.eval_examples}: pass --examples N")
+    files = list(files or config.eval_data)
+    if files:
+        sources = {Path(f).stem: load_examples(str(f)) for f in files}
+    else:
+        if held_out is None:
+            _, val, test = data_splits(config)
+            held_out = test or val
+        sources = {"chatterbot" if config.data == "chatterbot" else Path(config.data).stem: held_out}
+    sets = {name: evaluation_prompts(exs, count, config.eval_min_reference_words) for name, exs in sources.items()}
+    empty = [name for name, prompts in sets.items() if not prompts]
+    if empty:
+        raise ValueError(f"no prompt of {', '.join(empty)} has a reference of >= {config.eval_min_reference_words} "
+                         "words to evaluate on: set eval_min_reference_words lower (0 = every reference)")
+    return sets
+
+
+def prepare_data(config: RunConfig, tokenizer) -> TrainData:
+    """Load, split (fixed split seed), encode; build the fixed probe/gradient batches."""
+    from adakd.tokenize import collate
+
+    train, val, test = data_splits(config)
     if config.max_train_examples is not None:
         train = spread(train, config.max_train_examples)
     encoded = _encode_all(train, tokenizer, config)
@@ -169,12 +230,7 @@ def prepare_data(config: RunConfig, tokenizer) -> TrainData:
     validation_batches = [collate(validation[i:i + VALIDATION_BATCH], pad)
                           for i in range(0, len(validation), VALIDATION_BATCH)]
     gradient = spread(encoded, config.gradient_batch_size)
-    if config.eval_data:
-        eval_sets = {Path(p).stem: spread(load_examples(p), config.eval_examples) for p in config.eval_data}
-    else:
-        name = "chatterbot" if config.data == "chatterbot" else Path(config.data).stem
-        eval_sets = {name: spread(test or val, config.eval_examples)}
-    eval_sets = {k: v for k, v in eval_sets.items() if v}
+    eval_sets = build_eval_sets(config, held_out=test or val) if config.eval_examples else {}
     return TrainData(encoded, collate(probe, pad), collate(gradient, pad), eval_sets, pad, validation_batches)
 
 

@@ -78,11 +78,21 @@ def _build_run_student(config, teacher):
     if config.student == runsetup.TINY:
         vocab = teacher.get_input_embeddings().num_embeddings
         student = models.tiny_random_llama(vocab, seed=config.seed, **runsetup.TINY_STUDENT)
+    elif config.student == runsetup.PRUNED:
+        student = runsetup.pruned_student(config, teacher, _run_tokenizer(config))
     else:
         student = models.build_student(teacher, spec=config.student, layers=config.student_layers,
                                        random_layers=config.random_layers, random_hidden=config.random_hidden,
                                        seed=config.seed, trust_remote_code=config.trust_remote_code)
     return student.to(device=_device(teacher), dtype=torch.float32)
+
+
+def _run_tokenizer(config):
+    from adakd import models, runsetup
+
+    tiny = config.teacher == runsetup.TINY
+    source = models.default_teacher_dir() if tiny or config.teacher == models.DEFAULT_TEACHER_NAME else config.teacher
+    return models.load_tokenizer(source, config.trust_remote_code)
 
 
 def _device(model) -> torch.device:

@@ -144,9 +144,11 @@ def test_sweep_and_eval_delegate(tmp_path, monkeypatch, capsys):
         calls["sweep"] = (preset, grid, base_overrides, root, name)
         return Path(root) / name
 
-    def fake_eval(run_dir, data_files, examples, greedy):
-        calls["eval"] = (Path(run_dir), data_files, examples, greedy)
-        return {"rouge_l_avg": 12.5}
+    def fake_eval(run_dir, data_files, examples, greedy, overrides):
+        calls["eval"] = (Path(run_dir), data_files, examples, greedy, overrides)
+        return {"step": 7, "model": "student", "rouge_l": {"d": 12.5}, "rouge_l_spread": {"d": 0.25},
+                "n": {"d": 3}, "degenerate": {"d": 1 / 3}, "ce": {"d": 2.5}, "kl_teacher": {"d": None},
+                "rouge_l_avg": 12.5}
 
     monkeypatch.setattr(adakd.sweep, "run_sweep", fake_sweep)
     monkeypatch.setattr(adakd.evaluation, "evaluate_run", fake_eval)
@@ -156,9 +158,14 @@ def test_sweep_and_eval_delegate(tmp_path, monkeypatch, capsys):
     (tmp_path / "r").mkdir()
     data = tmp_path / "d.jsonl"
     data.write_text("")
-    assert main(["eval", str(tmp_path / "r"), "--data", str(data), "--examples", "3", "--greedy"]) == 0
-    assert calls["eval"] == (tmp_path / "r", [str(data)], 3, True)
+    assert main(["eval", str(tmp_path / "r"), "--data", str(data), "--examples", "3", "--greedy", "--json"]) == 0
+    assert calls["eval"] == (tmp_path / "r", [str(data)], 3, True, {})
     assert '"rouge_l_avg": 12.5' in capsys.readouterr().out
+    # by default a summary table: one row per dataset with the seed spread and the degenerate share
+    assert main(["eval", str(tmp_path / "r"), "--data", str(data), "--seeds", "5", "--min-reference-words", "0"]) == 0
+    assert calls["eval"][4] == {"eval_seeds": 5, "eval_min_reference_words": 0}
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("student")]
+    assert row and row[0].split() == ["student", "7", "d", "3", "12.50", "±", "0.25", "33.3", "%", "2.500", "–"]
     assert main(["eval", str(tmp_path / "r"), "--data", str(tmp_path / "missing.jsonl")]) == 2
 
 

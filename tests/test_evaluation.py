@@ -146,11 +146,16 @@ def test_evaluate_model_record_with_known_responses(tiny_pair):
     assert record["rouge_l_avg"] == pytest.approx((100.0 + 140 / 3) / 2)
     assert record["n"] == {"qa": 1, "mixed": 3}
     assert record["step"] == 12 and record["model"] == "student"
-    assert record["decoding"] == {"greedy": True, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 1, "seed": 5}
+    assert record["decoding"] == {"greedy": True, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 1, "seed": 5,
+                                  "seeds": [5]}
     assert [s["response"] for s in record["samples"]["mixed"]] == ["Paris", "Paris"]
     assert record["samples"]["mixed"][1] == {"instruction": PROMPTS[1].instruction, "reference": "The sea is calm.",
-                                             "response": "Paris", "rouge_l": 0.0}
-    assert set(record) == {"step", "model", "rouge_l", "rouge_l_avg", "n", "samples", "decoding", "seconds"}
+                                             "references": ["The sea is calm."], "response": "Paris",
+                                             "rouge_l": 0.0, "degenerate": False}
+    # greedy: one "seed", no spread; no max_length: no reference scores
+    assert record["rouge_l_seeds"] == {"qa": [pytest.approx(100.0)], "mixed": [pytest.approx(140 / 3)]}
+    assert record["rouge_l_spread"] == {"qa": 0.0, "mixed": 0.0}
+    assert record["degenerate"] == {"qa": 0.0, "mixed": 0.0} and record["ce"] == {} and record["ce_avg"] is None
     json.dumps(record, allow_nan=False)  # one strict JSON line
     with pytest.raises(ValueError, match="at least one example"):
         evaluate_model(model, tok, {"empty": []}, step=0, model_name="student")
@@ -167,9 +172,11 @@ def test_evaluate_run_scores_latest_checkpoint_on_given_files(tmp_path):
                                                 "eval_max_new_tokens=3"]), tmp_path / "run"))
     dolly = tmp_path / "my-dolly.jsonl"
     dolly.write_text("\n".join(json.dumps({"instruction": f"Name a colour ({i}).", "context": "",
-                                           "response": "Blue.", "category": "open_qa"}) for i in range(4)) + "\n")
+                                           "response": "Blue is the colour of the clear sky on a bright and sunny day.",
+                                           "category": "open_qa"}) for i in range(4)) + "\n")
     alpaca = tmp_path / "my-alpaca.json"
-    alpaca.write_text(json.dumps([{"instruction": "Say yes.", "input": "", "output": "Yes."}]))
+    alpaca.write_text(json.dumps([{"instruction": "Say yes.", "input": "",
+                                  "output": "Yes, I can say yes to that question and I am happy to do so."}]))
 
     record = evaluate_run(run.path, [str(dolly), str(alpaca)], examples=3, greedy=True)
     assert record["step"] == 2 and record["model"] == "student"
