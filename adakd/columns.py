@@ -12,7 +12,8 @@ TOKEN_COLUMNS = {
     "step": "int", "example": "int", "position": "int", "token_index": "int",
     "token_id": "int", "token_text": "str", "difficulty": "float", "selected": "bool",
     "group": "str", "tau": "float", "tau_all": "float", "hard": "bool",
-    "entropy_student": "float", "entropy_student_idts": "float", "entropy_teacher": "float",
+    "entropy_student": "float", "entropy_student_idts": "float", "entropy_student_tau": "float",
+    "entropy_teacher": "float",
     "p_label_teacher": "float", "p_label_student": "float", "top1_teacher": "str",
     "top1_student": "str", "ratio": "float",
 }

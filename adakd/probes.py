@@ -233,6 +233,8 @@ def probe_tokens(student: torch.nn.Module, teacher: torch.nn.Module, batch: Mapp
       hard  = s_i > median(all s) (the lower median, as in IDTS, so hard ⇔ tau_all < τ_base
               when c > 0);
       entropy_student = H(softmax z_S), entropy_student_idts = H(softmax(z_S / tau_all)),
+      entropy_student_tau = H(softmax(z_S / tau)) on selected tokens, NaN elsewhere (Fig. 4 as
+      the paper defines it: the temperatures the selected tokens are trained at),
       entropy_teacher = H(softmax z_T) (nats);
       p_label_* = softmax(z)[label]; top1_* = decoded argmax token.
 
@@ -256,17 +258,20 @@ def probe_tokens(student: torch.nn.Module, teacher: torch.nn.Module, batch: Mapp
         tau_all = idts_temperatures(difficulty, base_temperature, c, inverse).float()
         hard = difficulty > difficulty.median()
 
-        stats = {k: [] for k in ("h_s", "h_si", "h_t", "p_t", "p_s", "top_t", "top_s")}
+        stats = {k: [] for k in ("h_s", "h_si", "h_sel", "h_t", "p_t", "p_s", "top_t", "top_s")}
+        tau_or_one = torch.nan_to_num(tau, nan=1.0)  # unselected rows: any τ, the result is masked
         for lo in range(0, n, _ROW_CHUNK):
             s, t, y = s_logits[lo:lo + _ROW_CHUNK], t_logits[lo:lo + _ROW_CHUNK], targets[lo:lo + _ROW_CHUNK]
             stats["h_s"].append(_entropy(s))
             stats["h_si"].append(_entropy(s / tau_all[lo:lo + _ROW_CHUNK, None]))
+            stats["h_sel"].append(_entropy(s / tau_or_one[lo:lo + _ROW_CHUNK, None]))
             stats["h_t"].append(_entropy(t))
             stats["p_s"].append(_label_prob(s, y))
             stats["p_t"].append(_label_prob(t, y))
             stats["top_s"].append(s.argmax(-1))
             stats["top_t"].append(t.argmax(-1))
         stats = {k: torch.cat(v).cpu().numpy() for k, v in stats.items()}
+        stats["h_sel"][~selected.cpu().numpy()] = np.nan
 
     mask_cpu = mask.cpu()
     rows, cols = torch.nonzero(mask_cpu, as_tuple=True)
@@ -279,6 +284,7 @@ def probe_tokens(student: torch.nn.Module, teacher: torch.nn.Module, batch: Mapp
         "difficulty": difficulty.cpu().numpy(), "selected": selected.cpu().numpy(), "group": groups,
         "tau": tau.cpu().numpy(), "tau_all": tau_all.cpu().numpy(), "hard": hard.cpu().numpy(),
         "entropy_student": stats["h_s"], "entropy_student_idts": stats["h_si"],
+        "entropy_student_tau": stats["h_sel"],
         "entropy_teacher": stats["h_t"], "p_label_teacher": stats["p_t"],
         "p_label_student": stats["p_s"], "top1_teacher": _decode_each(tokenizer, stats["top_t"]),
         "top1_student": _decode_each(tokenizer, stats["top_s"]), "ratio": np.full(n, float(ratio)),

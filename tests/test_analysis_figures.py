@@ -216,7 +216,7 @@ def _fig4_run(tmp_path):
 
 def test_histogram_frame_by_hand(tmp_path):
     run = _fig4_run(tmp_path)
-    df = histogram_frame(run)
+    df = histogram_frame(run, view="all")
     assert list(df.columns) == HISTOGRAM_COLUMNS
     assert len(df) == 4 * 3 + 3 * 3 - 1  # the NaN entropy is left out
     tau = df[(df["quantity"] == "tau") & (df["column"] == "early")]
@@ -225,12 +225,36 @@ def test_histogram_frame_by_hand(tmp_path):
     assert set(df[df["column"] == "late"]["step"]) == {10}
     with pytest.raises(ValueError, match="step 5 has no probe rows in fig4; probe steps: 0, 10"):
         histogram_frame(run, late_step=5)
-    same = histogram_frame(run, early_step=10, late_step=10)
+    same = histogram_frame(run, early_step=10, late_step=10, view="all")
     assert set(same["step"]) == {10}
+    with pytest.raises(ValueError, match="view must be one of selected, all"):
+        histogram_frame(run, view="hard")
+
+
+def test_fig4_selected_view_splits_the_selected_tokens_at_their_lower_median(tmp_path):
+    """The paper's Fig. 4: selected tokens only, hard = s > lower median of the selected s,
+    τ = the temperature they train at, entropy after = H at that τ."""
+    tokens = tokens_from(
+        step=[0] * 5 + [10] * 4, token_index=[0, 1, 2, 3, 4, 0, 1, 2, 3],
+        difficulty=[0.1, 0.4, 0.3, 0.2, 0.9, 0.5, 0.6, 0.7, 0.05],
+        selected=[True, True, True, True, False, True, True, True, False],
+        tau=[1.2, 0.8, 0.9, 1.1, float("nan"), 1.1, 1.0, 0.9, float("nan")],
+        entropy_student=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
+        entropy_student_tau=[1.5, 1.9, 2.8, 4.4, float("nan"), 6.5, 7.0, 7.6, float("nan")],
+        tau_all=[1.0] * 9, entropy_student_idts=[1.0] * 9, hard=[False] * 9)
+    df = histogram_frame(load_run(make_run(tmp_path, "sel", tokens=tokens)))
+    early = df[(df["column"] == "early") & (df["quantity"] == "tau")]
+    # step 0: selected s = 0.1, 0.4, 0.3, 0.2 -> lower median 0.2 -> hard: 0.4, 0.3; the unselected 0.9 is out
+    assert early["token_index"].tolist() == [0, 1, 2, 3]
+    assert early["group"].tolist() == ["easy", "hard", "hard", "easy"]
+    assert early["value"].tolist() == [1.2, 0.8, 0.9, 1.1]
+    late = df[(df["column"] == "late") & (df["quantity"] == "entropy_after")]
+    # step 10: selected s = 0.5, 0.6, 0.7 -> median 0.6 -> hard: 0.7 only
+    assert late["group"].tolist() == ["easy", "easy", "hard"] and late["value"].tolist() == [6.5, 7.0, 7.6]
 
 
 def test_histogram_grid_counts_and_mean_lines(tmp_path):
-    df = histogram_frame(_fig4_run(tmp_path))
+    df = histogram_frame(_fig4_run(tmp_path), view="all")
     fig = histogram_grid_figure(df, bins=5)
     assert len(fig.data) == 12 and all(isinstance(t, go.Bar) for t in fig.data)
     assert names(fig) == ["hard", "easy"] * 6
@@ -255,7 +279,7 @@ def test_histogram_grid_counts_and_mean_lines(tmp_path):
 
 
 def test_histogram_counts_equal_token_counts_on_a_generated_run(run):
-    df = histogram_frame(run)
+    df = histogram_frame(run, view="all")
     fig = histogram_grid_figure(df)
     for trace, (column, group) in zip(fig.data[:4], [("early", "hard"), ("early", "easy"),
                                                       ("late", "hard"), ("late", "easy")]):
@@ -497,8 +521,10 @@ def test_run_written_by_the_trainers_writers_and_probes(tmp_path):
     paper = gradient_frame(run)
     assert paper.groupby("step")["norm_share"].sum().tolist() == pytest.approx([100.0, 100.0])
     assert names(gradient_cosine_figure(paper)) == ["hard", "mid", "easy"]
-    hist = histogram_frame(run)
+    hist = histogram_frame(run, view="all")
     assert len(hist) == 2 * 3 * 16
+    n_selected = run.tokens.groupby("step")["selected"].sum().tolist()
+    assert len(histogram_frame(run)) == 3 * sum(n_selected) and n_selected[1] < 16  # only LATF's picks
     assert len(histogram_grid_figure(hist).data) == 12
     assert names(loss_ratio_figure(loss_ratio_frame(run), run.events)) == ["kd", "ratio r",
                                                                            "ratio change"]

@@ -1,10 +1,18 @@
 """Temperature and entropy: paper Fig. 4, the 3 × 2 histogram grid, from tokens.parquet.
 
-Rows: the IDTS temperature τ (tau_all: IDTS over all probe tokens with their median),
-student entropy before IDTS H(softmax z_S) and after IDTS H(softmax(z_S/τ)), in nats.
-Columns: an early probe step (default the first, normally step 0 = before training) and a
-late one (default the last). Hard tokens (s > median of all probe tokens at that step) in
-blue, easy ones in orange, overlaid; dashed vertical lines at each group's mean.
+Rows: the IDTS temperature τ, student entropy before IDTS H(softmax z_S) and after IDTS
+H(softmax(z_S/τ)), in nats. Columns: an early probe step (default the first, normally step 0 =
+before training) and a late one (default the last). Hard tokens in blue, easy ones in orange,
+overlaid; dashed vertical lines at each group's mean.
+
+Two views of the same probe tokens:
+- ``"selected"`` (default, the paper's Fig. 4): only the tokens LATF selected at that step;
+  hard = difficulty > the (lower) median of the selected tokens' difficulty, exactly the median
+  IDTS uses; τ is the temperature those tokens were trained at (``tau``) and "after" is the
+  entropy at that τ (``entropy_student_tau``).
+- ``"all"``: every probe token, split at the median of all of them, with τ from IDTS over all
+  tokens (``tau_all``, ``entropy_student_idts``, the ``hard`` column): the view before the
+  selection, labelled as such wherever it is shown.
 
     df = histogram_frame(run); fig = histogram_grid_figure(df)
 """
@@ -22,21 +30,47 @@ from analysis.runs import Run
 from analysis.style import GROUP_COLORS, LABELS, apply_style, empty_figure
 
 HISTOGRAM_COLUMNS = ["column", "step", "quantity", "group", "example", "token_index", "value"]
-QUANTITIES = {"tau": "tau_all", "entropy_before": "entropy_student",
-              "entropy_after": "entropy_student_idts"}
+QUANTITIES = {  # view -> quantity -> tokens.parquet column
+    "selected": {"tau": "tau", "entropy_before": "entropy_student", "entropy_after": "entropy_student_tau"},
+    "all": {"tau": "tau_all", "entropy_before": "entropy_student", "entropy_after": "entropy_student_idts"},
+}
+VIEWS = {"selected": "selected tokens, split at their median (the paper's Fig. 4)",
+         "all": "all probe tokens, split at their median (before selection)"}
 TWO_GROUPS = ("hard", "easy")
+ROWS = ("tau", "entropy_before", "entropy_after")  # the grid's rows, top to bottom
+
+
+def selected_hard(difficulty: pd.Series) -> pd.Series:
+    """hard = s > lower median of ``difficulty`` (torch.median's convention for an even count,
+    the median IDTS divides by), for one step's selected tokens."""
+    values = np.sort(difficulty.to_numpy(dtype=float))
+    if values.size == 0:
+        return pd.Series(dtype=bool, index=difficulty.index)
+    return difficulty > values[(values.size - 1) // 2]
+
+
+def _view_rows(tokens: pd.DataFrame, step: int, view: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The tokens of ``step`` in ``view`` and their hard/easy labels."""
+    at_step = tokens[tokens["step"] == step]
+    if view == "all":
+        rows = at_step[at_step["hard"].notna()]
+        return rows, np.where(rows["hard"].astype(bool), "hard", "easy")
+    rows = at_step[at_step["selected"].fillna(False).astype(bool)]
+    return rows, np.where(selected_hard(rows["difficulty"]), "hard", "easy")
 
 
 def histogram_frame(run: Run, early_step: int | None = None,
-                    late_step: int | None = None) -> pd.DataFrame:
+                    late_step: int | None = None, view: str = "selected") -> pd.DataFrame:
     """Long frame of the values behind Fig. 4: one row per (column, quantity, probe token).
 
     column: "early" | "late"; step: the probe step of that column; quantity: "tau" |
-    "entropy_before" | "entropy_after" (from tau_all, entropy_student, entropy_student_idts);
-    group: "hard" | "easy" (the `hard` column); value. Tokens with a missing value or hard
-    flag are left out. early_step/late_step default to the first and last probe steps;
+    "entropy_before" | "entropy_after" (columns per ``view``, see the module docstring);
+    group: "hard" | "easy"; value. Tokens with a missing value are left out (a run probed
+    before ``entropy_student_tau`` existed has no "entropy_after" rows in the selected view). early_step/late_step default to the first and last probe steps;
     a step without probe rows raises ValueError listing the probe steps.
     """
+    if view not in QUANTITIES:
+        raise ValueError(f"view must be one of {', '.join(QUANTITIES)}, got {view!r}")
     tokens = run.tokens
     if tokens.empty:
         return pd.DataFrame(columns=HISTOGRAM_COLUMNS)
@@ -49,9 +83,8 @@ def histogram_frame(run: Run, early_step: int | None = None,
                              f"{', '.join(map(str, steps))}")
     parts = []
     for column, step in (("early", early), ("late", late)):
-        rows = tokens[(tokens["step"] == step) & tokens["hard"].notna()]
-        group = np.where(rows["hard"].astype(bool), "hard", "easy")
-        for quantity, source in QUANTITIES.items():
+        rows, group = _view_rows(tokens, step, view)
+        for quantity, source in QUANTITIES[view].items():
             part = pd.DataFrame({"column": column, "step": step, "quantity": quantity,
                                  "group": group, "example": rows["example"].to_numpy(),
                                  "token_index": rows["token_index"].to_numpy(),
@@ -78,7 +111,7 @@ def histogram_grid_figure(df: pd.DataFrame, bins: int = 30, title: str | None = 
                                         f"late (step {late_step})", "", "", "", ""])
     axis_titles = [LABELS["tau"], LABELS["entropy_before"], LABELS["entropy_after"]]
     shown, mean_lines = set(), []
-    for row, quantity in enumerate(QUANTITIES, start=1):
+    for row, quantity in enumerate(ROWS, start=1):
         values = df.loc[df["quantity"] == quantity, "value"].to_numpy(dtype=float)
         if values.size == 0:
             continue

@@ -30,14 +30,17 @@ else:
                                    value=(steps[0], steps[-1]), key="temperature-steps",
                                    help="Left column: before training is step 0; right column: "
                                         "any later probe step.")
+view = st.radio("Tokens", list(temperature.VIEWS), format_func=temperature.VIEWS.get, horizontal=True,
+                key="temperature-view", help="The paper's Fig. 4 shows the tokens LATF selected, split at "
+                                             "their median difficulty, at the temperatures they are trained at.")
 with ui.guarded("the histogram grid"):
     df = state.frame("analysis.figures.temperature", "histogram_frame", path,
-                     early_step=int(early), late_step=int(late))
+                     early_step=int(early), late_step=int(late), view=view)
     fig = temperature.histogram_grid_figure(df, title=f"τ and student entropy, hard vs easy — {run.name}")
     ui.figure(fig, df, f"{run.name}-temperature-step{early}-{late}", key="histograms",
               caption="Rows: IDTS temperature τ, student entropy before IDTS H(softmax z_S), "
-                      "after IDTS H(softmax(z_S/τ)) in nats. Hard = difficulty above the median "
-                      "of the probe tokens; dashed lines at each group's mean.")
+                      "after IDTS H(softmax(z_S/τ)) in nats. Tokens: " + temperature.VIEWS[view] +
+                      "; hard = difficulty above that median; dashed lines at each group's mean.")
     if len(df):
         summary = (df.groupby(["column", "step", "quantity", "group"])["value"].mean()
                    .unstack("group").reset_index())
