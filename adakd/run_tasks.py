@@ -21,6 +21,9 @@ from adakd.rundir import EVAL, GRADIENTS, TOKENS, utc_now
 from adakd.tokenize import next_token_targets
 
 
+SHARED_MODELS = ("teacher", "student_init")  # evaluation records every run of a study shares (adakd/eval_cache.py)
+
+
 class RunTasks:
     """Checkpoint, probe, evaluate and validate the run of ``adakd.trainer._Run``."""
 
@@ -132,13 +135,21 @@ class RunTasks:
         c = self.config
         if not self.main or c.eval_examples == 0 or (self.step, model_name) in self.done_evals:
             return
+        from adakd.eval_cache import evaluate_with_cache
         from adakd.evaluation import evaluate_model, protocol_settings
 
+        settings = protocol_settings(c, self.data.pad_id)
+        cached = False
         with autocast(self.device, self.dtype):
-            record = evaluate_model(model, self.tokenizer, self.data.eval_sets, step=self.step,
-                                    model_name=model_name, teacher=self.teacher,
-                                    **protocol_settings(c, self.data.pad_id))
+            if model_name in SHARED_MODELS:  # the same in every arm of a study: computed once
+                record, cached = evaluate_with_cache(model, self.tokenizer, self.data.eval_sets, step=self.step,
+                                                     model_name=model_name, teacher=self.teacher, settings=settings,
+                                                     device=self.device, dtype=self.dtype)
+            else:
+                record = evaluate_model(model, self.tokenizer, self.data.eval_sets, step=self.step,
+                                        model_name=model_name, teacher=self.teacher, **settings)
         self.run.append(EVAL, record)
         self.done_evals.add((self.step, model_name))
-        self.run.event(self.step, "eval", f"{model_name} ROUGE-L {record['rouge_l_avg']:.2f} "
-                       f"({record['seconds']:.0f}s)", model=model_name, rouge_l_avg=record["rouge_l_avg"])
+        how = "cached" if cached else f"{record['seconds']:.0f}s"
+        self.run.event(self.step, "eval", f"{model_name} ROUGE-L {record['rouge_l_avg']:.2f} ({how})",
+                       model=model_name, rouge_l_avg=record["rouge_l_avg"], cached=cached)

@@ -190,3 +190,37 @@ def test_evaluate_run_scores_latest_checkpoint_on_given_files(tmp_path):
     assert len(run.read_eval()) == 2
     with pytest.raises(ValueError, match="not a run directory"):
         evaluate_run(tmp_path)
+
+
+@pytest.mark.slow
+def test_teacher_and_initial_student_evaluations_are_cached_across_runs(tmp_path, monkeypatch):
+    """Two runs with the same models and prompts: the second reuses the first's teacher and initial
+    records (same scores, event says cached); the final student, which differs by seed, is not."""
+    from adakd.presets import resolve_preset
+    from adakd.rundir import RunDir
+    from adakd.trainer import train
+
+    monkeypatch.setenv("ADAKD_CACHE", str(tmp_path / "cache"))
+    settings = ["max_steps=2", "probe_interval=0", "eval_examples=2", "eval_max_new_tokens=3",
+                "eval_seeds=2", "eval_min_reference_words=0"]
+    first = RunDir(train(resolve_preset("smoke", settings), tmp_path / "a"))
+    second = RunDir(train(resolve_preset("smoke", settings + ["lr=0.01"]), tmp_path / "b"))
+    entries = list((tmp_path / "cache" / "evals").glob("*.json"))
+    assert len(entries) == 2  # teacher, initial student
+
+    def by_model(run):
+        return {r["model"]: r for r in run.read_eval()}
+
+    a, b = by_model(first), by_model(second)
+    for name in ("teacher", "student_init"):
+        assert {k: v for k, v in a[name].items() if k != "seconds"} == {k: v for k, v in b[name].items() if k != "seconds"}
+    assert a["student_init"]["kl_teacher_avg"] > 0 and a["teacher"]["kl_teacher_avg"] is None
+    cached = [e for e in second.read_events() if e["kind"] == "eval"]
+    assert [e.get("cached") for e in cached][:2] == [True, True] and cached[-1].get("cached") is False
+    # an unreadable or foreign entry is a miss (recomputed), never trusted
+    from adakd.eval_cache import load_record
+
+    assert load_record(entries[0].stem) is not None
+    entries[0].write_text("{not json")
+    entries[1].write_text('{"something": "else"}')
+    assert load_record(entries[0].stem) is None and load_record(entries[1].stem) is None
