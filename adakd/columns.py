@@ -30,6 +30,13 @@ METRIC_COLUMNS = {
     "tokens_per_s": "float", "step_seconds": "float",
 }
 EVENT_COLUMNS = {"step": "int", "kind": "str", "message": "str"}
-EVAL_COLUMNS = {"step": "int", "model": "str", "dataset": "str", "rouge_l": "float", "n": "float"}
+EVAL_COLUMNS = {"step": "int", "model": "str", "dataset": "str", "rouge_l": "float", "n": "float",
+                # the evaluation protocol's other numbers (NaN in records written before it)
+                "rouge_l_spread": "float", "degenerate": "float", "ce": "float", "kl_teacher": "float"}
+EVAL_EXTRA = ("rouge_l_spread", "degenerate", "ce", "kl_teacher")  # per-dataset dicts, with "<name>_avg" means
+
+# Columns added to format 1 after its first runs: a file without them is older, not damaged
+# (readers fill them with NA and say nothing).
+LATER_COLUMNS = frozenset({"entropy_student_tau"}) | frozenset(EVAL_EXTRA)
 
 PANDAS_DTYPES = {"int": "int64", "float": "float64", "bool": "bool", "str": "str"}

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from adakd.columns import (EVAL_COLUMNS, EVENT_COLUMNS, GRADIENT_COLUMNS,  # noqa: F401 (re-exported)
-                           METRIC_COLUMNS, PANDAS_DTYPES, TOKEN_COLUMNS)
+from adakd.columns import (EVAL_COLUMNS, EVAL_EXTRA, EVENT_COLUMNS, GRADIENT_COLUMNS,  # noqa: F401 (re-exported)
+                           LATER_COLUMNS, METRIC_COLUMNS, PANDAS_DTYPES, TOKEN_COLUMNS)
 from adakd.rundir import read_jsonl_report
 
 log = logging.getLogger(__name__)
@@ -84,11 +84,13 @@ def coerce(frame: pd.DataFrame, columns: dict[str, str], source: str,
 
     int columns stay numpy int64 unless they hold missing values (then pandas "Int64");
     values that do not parse become NA and are reported. Missing columns are added as NA
-    and reported. Extra columns are kept as they are.
+    and reported, except those added to format 1 later (``LATER_COLUMNS``: a run written before
+    them is not damaged). Extra columns are kept as they are.
     """
     missing = [name for name in columns if name not in frame.columns]
-    if missing:
-        problems.append(f"{source}: missing columns {', '.join(missing)}")
+    reported = [name for name in missing if name not in LATER_COLUMNS]
+    if reported:
+        problems.append(f"{source}: missing columns {', '.join(reported)}")
     for name, kind in columns.items():
         if name in missing:
             frame[name] = _na_column(kind, frame.index)
@@ -150,6 +152,10 @@ def frame_from_rows(rows: list[dict], columns: dict[str, str], source: str,
     return frame
 
 
+def _number_or_none(value):
+    return value if _is_number(value) else None
+
+
 def eval_frame(records: list[dict], problems: list[str]) -> tuple[pd.DataFrame, list[dict]]:
     """eval.jsonl records -> long frame (one row per record and dataset, plus "average")."""
     rows, kept = [], []
@@ -164,16 +170,19 @@ def eval_frame(records: list[dict], problems: list[str]) -> tuple[pd.DataFrame, 
             continue
         kept.append(record)
         counts = record.get("n") if isinstance(record.get("n"), dict) else {}
+        extra = {k: record.get(k) if isinstance(record.get(k), dict) else {} for k in EVAL_EXTRA}
         for dataset, score in scores.items():
             rows.append({"step": record["step"], "model": record["model"], "dataset": dataset,
-                         "rouge_l": score, "n": counts.get(dataset)})
+                         "rouge_l": score, "n": counts.get(dataset),
+                         **{k: _number_or_none(extra[k].get(dataset)) for k in EVAL_EXTRA}})
         average = record.get("rouge_l_avg")
         numbers = [v for v in scores.values() if _is_number(v)]
         if not _is_number(average):
             average = sum(numbers) / len(numbers) if numbers else None
         total = sum(v for v in counts.values() if _is_number(v)) if counts else None
         rows.append({"step": record["step"], "model": record["model"], "dataset": "average",
-                     "rouge_l": average, "n": total})
+                     "rouge_l": average, "n": total,
+                     **{k: _number_or_none(record.get(f"{k}_avg")) for k in EVAL_EXTRA}})
     if not rows:
         return empty_frame(EVAL_COLUMNS), kept
     frame = coerce(pd.DataFrame(rows), EVAL_COLUMNS, "eval.jsonl", problems)

@@ -123,7 +123,8 @@ def make_tokens(probe_steps, config: dict | None = None, n_examples: int = 2,
     get easier over training; groups: top ceil(k/2) hard, the other k selected mid, rest easy
     with k = max(1, floor(r·N)) pooled over all probe tokens of the step; tau = IDTS over the
     selected (NaN otherwise); tau_all = IDTS over all; hard = s > lower median of all;
-    entropy_student = 1 + 2s, entropy_student_idts = entropy_student·tau_all, entropy_teacher
+    entropy_student = 1 + 2s, entropy_student_idts = entropy_student·tau_all,
+    entropy_student_tau = entropy_student·tau on selected tokens (NaN otherwise), entropy_teacher
     = 1; p_label_teacher = 0.6, p_label_student = 0.6·(1 − s).
     """
     config = config or default_config()
@@ -155,7 +156,8 @@ def make_tokens(probe_steps, config: dict | None = None, n_examples: int = 2,
             "token_id": token_id.astype(np.int64), "token_text": text, "difficulty": s,
             "selected": selected, "group": group.astype(str), "tau": tau, "tau_all": tau_all,
             "hard": s > lower_median(s), "entropy_student": 1 + 2 * s,
-            "entropy_student_idts": (1 + 2 * s) * tau_all, "entropy_teacher": np.ones(n),
+            "entropy_student_idts": (1 + 2 * s) * tau_all, "entropy_student_tau": (1 + 2 * s) * tau,
+            "entropy_teacher": np.ones(n),
             "p_label_teacher": np.full(n, 0.6), "p_label_student": 0.6 * (1 - s),
             "top1_teacher": text, "top1_student": text, "ratio": np.full(n, ratio),
         }))
@@ -167,7 +169,7 @@ def tokens_from(**columns) -> pd.DataFrame:
     contract column gets a filler: step 0, example 0, token_index 0..n−1, position
     token_index + 10, token_id 100 + token_index + 1000·example, token_text from
     TOKEN_TEXTS, difficulty 0.5, selected True, group "hard", tau = tau_all = 1.0, hard
-    False, entropies 1.0, label probabilities 0.5, top-1 = token_text, ratio 1.0."""
+    False, entropies (all four) 1.0, label probabilities 0.5, top-1 = token_text, ratio 1.0."""
     n = len(next(iter(columns.values())))
     data = {key: list(value) for key, value in columns.items()}
     data.setdefault("step", [0] * n)
@@ -178,7 +180,7 @@ def tokens_from(**columns) -> pd.DataFrame:
     data.setdefault("token_text", [TOKEN_TEXTS[i % len(TOKEN_TEXTS)] for i in data["token_index"]])
     for key, value in (("difficulty", 0.5), ("selected", True), ("group", "hard"), ("tau", 1.0),
                        ("tau_all", 1.0), ("hard", False), ("entropy_student", 1.0),
-                       ("entropy_student_idts", 1.0), ("entropy_teacher", 1.0),
+                       ("entropy_student_idts", 1.0), ("entropy_student_tau", 1.0), ("entropy_teacher", 1.0),
                        ("p_label_teacher", 0.5), ("p_label_student", 0.5), ("ratio", 1.0)):
         data.setdefault(key, [value] * n)
     data.setdefault("top1_teacher", data["token_text"])

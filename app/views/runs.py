@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.replies import empty_reply_share, replies_frame
+from analysis.validity import evaluation_summary, gate_passed, gate_summary, run_gate
 from app import components as ui
 from app import jobs, state
 
@@ -71,6 +72,18 @@ m[2].metric("ROUGE-L (student)", f"{avg.iloc[0]:.2f}" if len(avg) else "–")
 m[3].metric("Probe steps", len(run.probe_steps))
 if run.status.get("error"):
     st.error(f"The run failed: {run.status['error']}")
+checks = run_gate(run)
+if checks and gate_passed(checks):
+    st.success(f"Validity gate {gate_summary(checks)}", icon=":material/verified:")
+elif checks:
+    st.error(f"Validity gate {gate_summary(checks)}. The experiment does not show a student learning from its "
+             "teacher, so differences between methods on it are not findings.", icon=":material/gpp_bad:")
+elif run.state == "finished":
+    st.info("Validity gate: " + gate_summary(checks) + ".", icon=":material/help:")
+scores = evaluation_summary(run)
+if len(scores):
+    with st.expander("Evaluation: teacher, initial and final student", expanded=bool(checks)):
+        st.dataframe(scores, hide_index=True)
 replies = replies_frame(run)
 if empty_reply_share(replies) >= 0.5:
     st.warning(f"{empty_reply_share(replies):.0%} of the final student's stored replies are empty (its first "
