@@ -13,9 +13,10 @@ is bit-identical to one without.
 
 Groups (both functions, one rule): with ``N`` valid tokens and ratio ``r``, the selected set is
 ``adakd.select_tokens(difficulty, r)`` (the top ``k = max(1, floor(r·N))`` by Hellinger
-difficulty). Its ``ceil(k/2)`` most difficult tokens are **hard**, the other ``floor(k/2)``
-selected tokens are **mid**, the ``N − k`` unselected tokens are **easy** ("top r/2, next r/2,
-rest"; 25/25/50 at r = 0.5; at r = 1 there is no easy group; a single selected token is hard).
+difficulty). Its ``k // 2`` most difficult tokens are **hard**, the other ``k − k // 2``
+selected tokens are **mid** (the group sizes of the paper's public release), the ``N − k``
+unselected tokens are **easy** ("top r/2, next r/2, rest"; 25/25/50 at r = 0.5; at r = 1 there
+is no easy group; a single selected token is mid).
 Ties inside the selected set are broken by position (stable sort), so groups are deterministic.
 """
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -84,7 +84,7 @@ def group_labels(difficulty: torch.Tensor, ratio: float) -> tuple[torch.Tensor, 
     selected = select_tokens(difficulty, ratio)
     chosen = torch.nonzero(selected, as_tuple=False).flatten()
     order = torch.argsort(difficulty[chosen], descending=True, stable=True)
-    n_hard = math.ceil(chosen.numel() / 2)
+    n_hard = chosen.numel() // 2  # the release's split: hard = k // 2
     ranked = chosen[order].cpu().numpy()
     labels[ranked[:n_hard]] = "hard"
     labels[ranked[n_hard:]] = "mid"

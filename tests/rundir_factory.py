@@ -120,7 +120,7 @@ def make_tokens(probe_steps, config: dict | None = None, n_examples: int = 2,
     """tokens.parquet rows: n_examples × n_tokens response tokens at each probe step.
 
     difficulty = u·exp(−step/20) with u ~ U(0.05, 0.95) fixed per token (seeded), so tokens
-    get easier over training; groups: top ceil(k/2) hard, the other k selected mid, rest easy
+    get easier over training; groups: top k // 2 hard, the other k selected mid, rest easy
     with k = max(1, floor(r·N)) pooled over all probe tokens of the step; tau = IDTS over the
     selected (NaN otherwise); tau_all = IDTS over all; hard = s > lower median of all;
     entropy_student = 1 + 2s, entropy_student_idts = entropy_student·tau_all,
@@ -139,8 +139,8 @@ def make_tokens(probe_steps, config: dict | None = None, n_examples: int = 2,
         k = max(1, int(math.floor(ratio * n)))
         order = np.argsort(-s, kind="stable")
         group = np.full(n, "easy", dtype=object)
-        group[order[: (k + 1) // 2]] = "hard"
-        group[order[(k + 1) // 2: k]] = "mid"
+        group[order[: k // 2]] = "hard"
+        group[order[k // 2: k]] = "mid"
         selected = np.zeros(n, dtype=bool)
         selected[order[:k]] = True
         tau = np.full(n, np.nan)

@@ -59,15 +59,15 @@ def _entropy64(z):
 # ---------------------------------------------------------------------- groups (unit)
 def test_group_counts_are_top_half_of_selected_then_rest():
     d = torch.tensor([0.9, 0.1, 0.5, 0.7, 0.3, 0.8, 0.2, 0.6, 0.4, 0.05])
-    selected, groups = group_labels(d, 0.5)  # k = 5 -> hard = ceil(5/2) = 3, mid = 2, easy = 5
+    selected, groups = group_labels(d, 0.5)  # k = 5 -> hard = 5 // 2 = 2, mid = 3, easy = 5
     assert selected.tolist() == [True, False, True, True, False, True, False, True, False, False]
-    assert [i for i, g in enumerate(groups) if g == "hard"] == [0, 3, 5]  # 0.9, 0.8, 0.7
-    assert [i for i, g in enumerate(groups) if g == "mid"] == [2, 7]  # 0.6, 0.5
+    assert [i for i, g in enumerate(groups) if g == "hard"] == [0, 5]  # 0.9, 0.8
+    assert [i for i, g in enumerate(groups) if g == "mid"] == [2, 3, 7]  # 0.5, 0.7, 0.6
     assert (groups == "easy").sum() == 5
     _, groups = group_labels(d, 1.0)  # k = N: no easy group
     assert (groups == "easy").sum() == 0 and (groups == "hard").sum() == 5
-    _, groups = group_labels(d, 0.1)  # k = 1: the single selected token is hard
-    assert groups.tolist().count("hard") == 1 and groups[0] == "hard" and "mid" not in groups
+    _, groups = group_labels(d, 0.1)  # k = 1: 1 // 2 = 0 hard, the single selected token is mid
+    assert groups.tolist().count("mid") == 1 and groups[0] == "mid" and "hard" not in groups
     _, groups = group_labels(torch.tensor([0.5] * 4), 0.5)  # ties: by position
     assert groups.tolist() == ["hard", "mid", "easy", "easy"]
 
@@ -112,8 +112,8 @@ def _assert_rows_match(df, student, teacher, batch, tok, *, ratio, c, base, inve
     k = max(1, math.floor(ratio * n + 1e-9))
     order = np.argsort(-hell.numpy(), kind="stable")
     assert df["selected"].sum() == k and set(np.flatnonzero(df["selected"])) == set(order[:k])
-    assert set(np.flatnonzero(df["group"] == "hard")) == set(order[:math.ceil(k / 2)])
-    assert set(np.flatnonzero(df["group"] == "mid")) == set(order[math.ceil(k / 2):k])
+    assert set(np.flatnonzero(df["group"] == "hard")) == set(order[:k // 2])
+    assert set(np.flatnonzero(df["group"] == "mid")) == set(order[k // 2:k])
     assert (df["group"] == "easy").sum() == n - k
     # τ over the selected tokens; τ_all over all; hard by the median of all
     sign = -1.0 if inverse else 1.0
@@ -202,7 +202,7 @@ def _naive_group_gradients(student, teacher, batch, ratio, name, params):
     n = ys.numel()
     k = max(1, math.floor(ratio * n + 1e-9))
     order = torch.from_numpy(np.argsort(-hell.numpy(), kind="stable").copy())
-    members = {"hard": order[:math.ceil(k / 2)], "mid": order[math.ceil(k / 2):k], "easy": order[k:]}
+    members = {"hard": order[:k // 2], "mid": order[k // 2:k], "easy": order[k:]}
     z = zs.clone().requires_grad_(True)
 
     def grad(loss):
@@ -269,7 +269,7 @@ def test_gradient_groups_match_per_group_autograd(small_vocab, name, params, rat
     n = int((batch["labels"][:, 1:] != -100).sum())
     assert n == 15 + 8 + 8  # rows: labels at 5..19, 8..15, 3..10
     paper = df[df["split"] == "paper"]
-    assert paper["n_tokens"].tolist() == [math.ceil((n // 2) / 2), (n // 2) // 2, n - n // 2]
+    assert paper["n_tokens"].tolist() == [(n // 2) // 2, n // 2 - (n // 2) // 2, n - n // 2]
 
 
 # ---------------------------------------------------------------------- no side effects

@@ -106,12 +106,12 @@ def group_difficulty_frame(run: Run, split: str = "current") -> pd.DataFrame:
 def paper_groups(difficulty: np.ndarray, ratio: float = 0.5) -> np.ndarray:
     """Hard / Mid / Easy labels of tokens with difficulties `difficulty` [N] at ratio r.
 
-    k = max(1, floor(r·N)) tokens are selected (METHOD.md §2); the top ceil(k/2) by s are
-    hard, the other selected ones mid, the rest easy. Ties keep the original order.
+    k = max(1, floor(r·N)) tokens are selected (docs/method.md); the top k // 2 by s are
+    hard (the group sizes of the paper's release), the other selected ones mid, the rest easy. Ties keep the original order.
     """
     n = len(difficulty)
     k = max(1, int(np.floor(ratio * n)))
-    n_hard = (k + 1) // 2
+    n_hard = k // 2
     order = np.argsort(-np.asarray(difficulty, dtype=float), kind="stable")
     labels = np.full(n, "easy", dtype=object)
     labels[order[:n_hard]] = "hard"
