@@ -4,7 +4,8 @@
     python -m adakd resume RUN                       (a run folder, or a name under the runs root)
     python -m adakd list   [--root DIR]              runs with state, steps, final loss, ROUGE-L
     python -m adakd sweep  --preset demo --grid idts_c=0.1,0.5 [--grid ...] [--set ...] [--name N]
-    python -m adakd eval   RUN [--data FILE ...] [--examples N] [--greedy]
+    python -m adakd eval   RUN [--data FILE ...] [--examples N] [--greedy] [--seeds N] [--json]
+    python -m adakd rebuild RUN     the trained student of a run that kept no checkpoint, into the cache
 
 Data-parallel: `torchrun --nproc_per_node 2 -m adakd train --preset smoke --name ddp` (gloo on
 CPU, nccl on CUDA); only rank 0 writes the run directory.
@@ -260,6 +261,33 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_rebuild(args) -> int:
+    """Train a run's student again from its config.json into the cache (adakd/rebuild.py)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from adakd.rebuild import rebuild_student, rebuilt_checkpoint
+
+    path = _resolve_run(args.run, Path(args.root) if args.root else None)
+    _quiet_transformers()
+    progress = _Progress(args.quiet)
+    total = None
+    try:
+        total = json.loads((path / "config.json").read_text())["config"].get("max_steps")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # rebuild_student says what is wrong with config.json
+    try:
+        with logging_redirect_tqdm():
+            folder = rebuild_student(path, on_step=lambda r: progress({**r, "total_steps": total}))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    finally:
+        progress.close()
+    report = (rebuilt_checkpoint(path) or (None, None, {}))[2]
+    print(f"rebuilt student: {folder} (loss matches the run within {report.get('max_loss_difference')} "
+          f"over {report.get('steps_compared')} steps)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from adakd.presets import PRESETS
 
@@ -286,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder, or run name under the runs root")
     common(p)
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("rebuild", help="train a run's student again from its config.json into the cache "
+                       "(for runs that kept no checkpoint, e.g. the sample runs)")
+    p.add_argument("run", help="run folder, or run name under the runs root")
+    common(p)
+    p.set_defaults(func=cmd_rebuild)
 
     p = sub.add_parser("list", help="list runs with state and headline numbers")
     p.add_argument("--root", help="runs root (default ./runs or $ADAKD_RUNS)")

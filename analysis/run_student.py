@@ -3,6 +3,9 @@
     steps = run_checkpoints(run_dir)                        # complete checkpoints, oldest first
     student = load_student_checkpoint(run_dir, step=None)   # latest; 0 = initialisation
 
+A run that kept no checkpoint (the sample runs) can have its final student rebuilt into the
+cache (adakd/rebuild.py); that checkpoint counts as the run's own here.
+
 Used by the token explorer and the dashboard (re-exported from :mod:`analysis.explorer`).
 """
 
@@ -19,9 +22,22 @@ logger = logging.getLogger(__name__)
 def run_checkpoints(run_dir: str | Path) -> list[int]:
     """Steps of the complete checkpoints of a run, oldest first (0 = initialisation is always
     available through :func:`load_student_checkpoint` even without a checkpoint)."""
-    from adakd.checkpoint import list_checkpoints
+    return sorted(_checkpoints(Path(run_dir)))
 
-    return [step for step, _ in list_checkpoints(Path(run_dir) / "checkpoints")]
+
+def _checkpoints(run: Path) -> dict[int, Path]:
+    """step -> folder: the run's complete checkpoints plus its rebuilt final student, if any."""
+    from adakd.checkpoint import list_checkpoints
+    from adakd.rebuild import rebuilt_checkpoint
+
+    found = dict(list_checkpoints(run / "checkpoints"))
+    try:
+        rebuilt = rebuilt_checkpoint(run)
+    except ValueError:  # no readable config.json: nothing can have been rebuilt
+        rebuilt = None
+    if rebuilt is not None:
+        found.setdefault(rebuilt[0], rebuilt[1])
+    return found
 
 
 def load_student_checkpoint(run_dir: str | Path, step: int | None = None, teacher=None):
@@ -34,7 +50,7 @@ def load_student_checkpoint(run_dir: str | Path, step: int | None = None, teache
     loads it from the config. Weights are read from ``model.safetensors`` only (strict).
     Returns the student in eval mode with gradients off, on the teacher's device.
     """
-    from adakd.checkpoint import list_checkpoints, load_checkpoint
+    from adakd.checkpoint import load_checkpoint
     from adakd.config import RunConfig
     from adakd.rundir import read_json
 
@@ -43,7 +59,7 @@ def load_student_checkpoint(run_dir: str | Path, step: int | None = None, teache
     if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
         raise ValueError(f"{run}: config.json is missing or unreadable, so the student cannot be rebuilt")
     config = RunConfig.from_dict(document["config"])
-    found = dict(list_checkpoints(run / "checkpoints"))
+    found = _checkpoints(run)
     if step is None:
         if not found:
             raise ValueError(f"{run} has no complete checkpoint yet; pass step=0 for the student at "

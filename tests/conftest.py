@@ -10,6 +10,9 @@
 - ``tiny_pair``     (function) ``ModelPair`` of a tiny random Llama teacher (2 x 64, eval, frozen)
                     and student (2 x 32, train mode) sharing the real tokenizer's 49,152 tokens;
                     a forward on a few short sequences takes milliseconds. Fresh per test.
+- ``isolated_cache`` (function) ``$ADAKD_CACHE`` set to a fresh folder holding only a link to the
+                    converted teacher: evaluation records and rebuilt students written by the test
+                    stay there (and none from earlier runs is found).
 - ``tmp_run_dir``   (function) a path for a run directory that does NOT exist yet (its parent
                     does), so code under test creates it as a real run would.
 
@@ -51,6 +54,15 @@ def teacher_dir():
     from adakd.assets import default_teacher_dir
 
     return default_teacher_dir()
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch, teacher_dir):
+    cache = tmp_path / "adakd-cache"
+    cache.mkdir()
+    (cache / teacher_dir.name).symlink_to(teacher_dir, target_is_directory=True)
+    monkeypatch.setenv("ADAKD_CACHE", str(cache))
+    return cache
 
 
 @pytest.fixture(scope="session")

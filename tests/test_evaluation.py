@@ -193,19 +193,18 @@ def test_evaluate_run_scores_latest_checkpoint_on_given_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_teacher_and_initial_student_evaluations_are_cached_across_runs(tmp_path, monkeypatch):
+def test_teacher_and_initial_student_evaluations_are_cached_across_runs(tmp_path, isolated_cache):
     """Two runs with the same models and prompts: the second reuses the first's teacher and initial
     records (same scores, event says cached); the final student, which differs by seed, is not."""
     from adakd.presets import resolve_preset
     from adakd.rundir import RunDir
     from adakd.trainer import train
 
-    monkeypatch.setenv("ADAKD_CACHE", str(tmp_path / "cache"))
     settings = ["max_steps=2", "probe_interval=0", "eval_examples=2", "eval_max_new_tokens=3",
                 "eval_seeds=2", "eval_min_reference_words=0"]
     first = RunDir(train(resolve_preset("smoke", settings), tmp_path / "a"))
     second = RunDir(train(resolve_preset("smoke", settings + ["lr=0.01"]), tmp_path / "b"))
-    entries = list((tmp_path / "cache" / "evals").glob("*.json"))
+    entries = list((isolated_cache / "evals").glob("*.json"))
     assert len(entries) == 2  # teacher, initial student
 
     def by_model(run):
