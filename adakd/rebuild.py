@@ -30,6 +30,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 REBUILD_FILE = "rebuild.json"
+# what a rebuild changes in the run's config: none of it changes the trained weights
+REBUILD_OVERRIDES = {"probe_interval": 0, "eval_examples": 0, "eval_interval": 0, "checkpoint_interval": 0,
+                     "keep_checkpoints": 1}
 
 
 def rebuild_key(config: dict) -> str:
@@ -66,6 +69,17 @@ def rebuilt_checkpoint(run_dir: str | Path) -> tuple[int, Path, dict] | None:
     return (found[0], found[1], report) if found else None
 
 
+def rebuild_progress(run_dir: str | Path) -> tuple[int, int] | None:
+    """(step, total) of a rebuild of this run under way (its scratch run's status.json), else None."""
+    from adakd.rundir import read_json
+
+    folder = rebuild_folder(run_dir)
+    for status_file in folder.parent.glob(f".rebuild-{folder.name}-*/run/status.json"):
+        status = read_json(status_file) or {}
+        return int(status.get("step") or 0), int(status.get("total_steps") or 0)
+    return None
+
+
 def estimated_seconds(run_dir: str | Path) -> float | None:
     """The run's own training time (sum of step_seconds in metrics.jsonl): a rebuild on the same
     machine takes about as long, minus probes and evaluation."""
@@ -89,12 +103,12 @@ def rebuild_student(run_dir: str | Path, on_step=None) -> Path:
     if existing is not None:
         return existing[1]
     original = _run_config(run_dir)
-    config = RunConfig.from_dict({**original, "probe_interval": 0, "eval_examples": 0, "eval_interval": 0,
-                                  "checkpoint_interval": 0, "keep_checkpoints": 1})
+    config = RunConfig.from_dict({**original, **REBUILD_OVERRIDES})
     folder = rebuild_folder(run_dir)
     folder.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".rebuild-") as scratch:
+    # the scratch folder's name carries the key, so a dashboard can follow this rebuild's status.json
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".rebuild-{folder.name}-") as scratch:
         trained = train(config, Path(scratch) / "run", name=f"rebuild of {run_dir.name}",
                         command=["python", "-m", "adakd", "rebuild", str(run_dir)], on_step=on_step)
         found = latest_checkpoint(Path(trained) / "checkpoints")

@@ -113,3 +113,14 @@ def _run_tokenizer(config):
 
 def _device(model) -> torch.device:
     return next(model.parameters()).device
+
+
+def rebuild_info(run_dir: str | Path) -> dict:
+    """What the dashboard shows about rebuilding a run's trained student (adakd/rebuild.py):
+    ``folder`` (where it goes), ``built`` (step, rebuild.json) or None, ``estimate_s`` (the run's
+    own training seconds) and ``progress`` (step, total) of a rebuild under way, else None."""
+    from adakd.rebuild import estimated_seconds, rebuild_folder, rebuild_progress, rebuilt_checkpoint
+
+    built = rebuilt_checkpoint(run_dir)
+    return {"folder": rebuild_folder(run_dir), "built": (built[0], built[2]) if built else None,
+            "estimate_s": estimated_seconds(run_dir), "progress": rebuild_progress(run_dir)}

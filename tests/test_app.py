@@ -373,3 +373,14 @@ def _values(data) -> list:
 
         return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
     return list(data)
+
+
+def test_explorer_says_when_a_finished_run_shows_its_untrained_student(tmp_path, monkeypatch, isolated_cache):
+    root = tmp_path / "runs"
+    run = make_run(root, "no-weights", config={"teacher": "tiny-random", "student": "tiny-random"}, steps=4)
+    monkeypatch.setenv("ADAKD_RUNS", str(root))
+    at = open_page("views/explorer.py", selected=[run])
+    no_failure(at)
+    assert at.selectbox(key=f"explorer-step-{run}").options == ["at initialisation (untrained)"]
+    assert any("not the trained one" in w.value for w in at.warning)
+    assert at.button(key=f"rebuild-{run}").label == "Rebuild the trained student"

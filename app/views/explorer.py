@@ -2,14 +2,44 @@
 
 import streamlit as st
 
+from analysis import run_student
 from app import components as ui
-from app import models, state
+from app import jobs, models, state
 
 ui.header("Token explorer", "Type a prompt: the teacher's reply (or your reference) is scored by "
           "teacher and student token by token — difficulty, hard / mid / easy group at ratio r, the "
           "IDTS temperature at strength c. Pick a token for both models' top-k and its attribution.")
 
 RESULT = "explorer-result"
+
+
+def rebuild_panel(path: str, name: str, info: dict) -> None:
+    """Offer to train the run's student again from its config.json (adakd/rebuild.py), and follow it."""
+    estimate = info["estimate_s"]
+    when = f"about {estimate / 60:.0f} min here if this machine is the one that trained it" if estimate else "as long as the run took"
+    job = jobs.job_for_run(state.runs_root(), info["folder"])
+    if job is None or not job.live:
+        st.caption(f"{name} kept no checkpoint. Its trained student can be rebuilt exactly from config.json "
+                   f"(training runs again, {when}; kept in the cache, checked against the run's losses).")
+        if st.button("Rebuild the trained student", icon=":material/build:", key=f"rebuild-{path}"):
+            try:
+                jobs.submit(state.runs_root(), "rebuild", [path], info["folder"], log_name="rebuild.log",
+                            label=f"rebuild {name}")
+            except RuntimeError as err:
+                st.error(str(err))
+            st.rerun()
+        return
+
+    @st.fragment(run_every=2)
+    def follow() -> None:
+        now = run_student.rebuild_info(path)
+        if now["built"] is not None:
+            st.rerun()  # the rebuilt checkpoint is now in the list
+        step, total = now["progress"] or (0, 0)
+        st.progress(step / total if total else 0.0,
+                    text=f"Rebuilding the trained student: step {step} / {total or '…'} ({when})")
+
+    follow()
 # Typed text is bounded before it reaches the tokenizer; the token bounds (analysis.explorer:
 # 1024 prompt / 512 reply tokens, and the model context) then give the precise message.
 MAX_TEXT_CHARS = 20_000
@@ -29,13 +59,24 @@ with source_col:
             ui.no_runs()
             st.stop()
         run = state.load_run(path)
-        checkpoints = list(run.checkpoints)
+        rebuild = run_student.rebuild_info(path)
+        own = list(run.checkpoints)
+        checkpoints = sorted(set(own) | ({rebuild["built"][0]} if rebuild["built"] else set()))  # + a rebuilt one
         options = [None, *reversed(checkpoints)]
-        step = st.selectbox("Student", options, key=f"explorer-step-{path}",
-                            index=1 if checkpoints else 0,
-                            format_func=lambda s: "at initialisation" if s is None else f"checkpoint at step {s}")
-        if not checkpoints:
-            st.caption("This run kept no checkpoint: only the initial student is available.")
+
+        def label(s):
+            if s is None:
+                return "at initialisation (untrained)"
+            rebuilt = rebuild["built"] is not None and s == rebuild["built"][0] and s not in own
+            return f"checkpoint at step {s}" + (" (rebuilt from config.json)" if rebuilt else "")
+
+        step = st.selectbox("Student", options, key=f"explorer-step-{path}", index=1 if checkpoints else 0,
+                            format_func=label)
+        if step is None and run.state == "finished":
+            st.warning("This run finished training, but the student scored here is the one **at initialisation**, "
+                       "not the trained one.", icon=":material/warning:")
+        if not checkpoints and run.state == "finished":
+            rebuild_panel(path, run.name, rebuild)
         spec = models.run_spec(run, step)
         ui.remote_code_notice(run.config)
     st.caption(models.describe(spec))
