@@ -21,7 +21,7 @@ def test_contract_field_names_present():
     expected = """teacher student student_layers random_layers random_hidden trust_remote_code data
     eval_data max_train_examples max_prompt_length max_length divergence divergence_params latf
     ratio_start ratio_end latf_beta latf_eps latf_delta latf_warmup latf_min_ratio idts idts_c
-    base_temperature indicator kd_ratio regime gkd_lambda gen_max_new_tokens gen_temperature
+    base_temperature indicator indicator_topk ctkd logit_standardize kd_ratio regime gkd_lambda gen_max_new_tokens gen_temperature
     gen_top_p buffer_capacity distillm_prob_step distillm_threshold optimizer lr weight_decay
     lr_schedule warmup_ratio max_steps batch_size grad_accum max_grad_norm seed dtype device
     log_interval probe_interval probe_examples gradient_batch_size eval_interval eval_examples

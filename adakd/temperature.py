@@ -1,0 +1,119 @@
+"""The temperature strategies of the paper's Table 5 other than IDTS (docs/method.md §3.1).
+
+Fixed τ needs nothing here (``idts=off``, ``base_temperature=τ``); inverse IDTS is
+``adakd.idts``. This module holds the two that change how the KD term sees τ:
+
+- **Logit standardisation** (Sun et al., CVPR 2024): each token's logits are z-scored over the
+  vocabulary, for both models, before the temperature:
+
+      z̃ = (z − mean_v z) / (std_v z + 1e-7)        std with Bessel's correction (torch.std)
+
+- **CTKD** (Li et al., AAAI 2023), one learnable global temperature θ (initialised at
+  ``base_temperature``, 1 by default) trained with the student through a gradient-reversal
+  layer (GRL), so that τ moves to *increase* the distillation loss while the student decreases it:
+
+      τ = max(GRL_λ(θ), 0.05)        GRL_λ: forward x ↦ x, backward g ↦ −λ·g
+      λ(n) = ½ (1 + cos(π·f)),  f = min(1, n / (N − 1))   (step n = 0 … N − 1 of N: 1 → 0)
+
+  The KD term then uses τ for both models and every selected token, with τ² in front, so
+  ∂L/∂θ = −λ · ∂L/∂τ.
+
+``tempered_divergence`` computes the per-token divergence under either (or both).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .divergences import LOG_FLOOR, compute_dtype, divergence_from_log_probs
+
+STD_EPS = 1e-7  # added to the standard deviation (logit standardisation's reference code)
+CTKD_FLOOR = 0.05  # τ is clamped here: a learned temperature must stay positive
+
+
+def standardize_logits(logits: Tensor, eps: float = STD_EPS) -> Tensor:
+    """Per-token z-score over the vocabulary ``[..., V] -> [..., V]`` (differentiable):
+
+        z̃ = (z − mean(z)) / (std(z) + eps),   std with Bessel's correction (÷ (V − 1))
+
+    Needs finite logits (a −inf entry makes the mean −inf).
+    """
+    mean = logits.mean(-1, keepdim=True)
+    std = logits.std(-1, keepdim=True)
+    return (logits - mean) / (std + eps)
+
+
+class _GradientReversal(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by −λ."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, strength: float) -> Tensor:
+        ctx.strength = strength
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return -ctx.strength * grad, None
+
+
+def gradient_reversal(x: Tensor, strength: float) -> Tensor:
+    """GRL_λ(x): ``x`` unchanged forward, gradient ``−λ·g`` backward (λ = ``strength`` ≥ 0)."""
+    if not strength >= 0:
+        raise ValueError(f"gradient-reversal strength must be >= 0 (got {strength})")
+    return _GradientReversal.apply(x, float(strength))
+
+
+def ctkd_strength(step: int, total_steps: int) -> float:
+    """λ of step ``step`` (0-based) of ``total_steps``: ½(1 + cos(π·min(1, n/(N−1)))), 1 → 0."""
+    if total_steps < 1 or step < 0:
+        raise ValueError(f"need step >= 0 and total_steps >= 1 (got {step}, {total_steps})")
+    f = min(1.0, step / max(1, total_steps - 1))
+    return 0.5 * (1.0 + math.cos(math.pi * f))
+
+
+class CTKDTemperature(torch.nn.Module):
+    """CTKD's learnable global temperature θ (a scalar parameter), read through the GRL.
+
+    ``module(strength)`` returns τ = max(GRL_λ(θ), CTKD_FLOOR) as a 0-dim tensor for the loss;
+    ``value`` is θ as a float (what metrics.jsonl logs as ``ctkd_tau``).
+    """
+
+    def __init__(self, initial: float = 1.0):
+        super().__init__()
+        if not initial > CTKD_FLOOR:
+            raise ValueError(f"CTKD's initial temperature must be > {CTKD_FLOOR} (got {initial})")
+        self.tau = torch.nn.Parameter(torch.tensor(float(initial)))
+
+    def forward(self, strength: float) -> Tensor:
+        return gradient_reversal(self.tau, strength).clamp_min(CTKD_FLOOR)
+
+    @property
+    def value(self) -> float:
+        return float(self.tau.detach())
+
+
+def tempered_divergence(name: str, student_logits: Tensor, teacher_logits: Tensor,
+                        temperature: float | Tensor, *, standardize: bool = False, **params: float) -> Tensor:
+    """Per-token D(softmax(z̃_T/τ), softmax(z̃_S/τ)) ``[N, V] -> [N]``, without the τ² factor.
+
+    z̃ = ``standardize_logits(z)`` when ``standardize``, else z. ``temperature``: a float, a
+    per-token ``[N]`` tensor or a 0-dim tensor; unlike ``adakd.divergences.divergence`` a tensor
+    τ keeps its gradient (CTKD), which reaches it through both the student's and the teacher's
+    softmax. The teacher logits are detached.
+    """
+    dtype = compute_dtype(student_logits, teacher_logits)
+    tau = temperature.to(dtype) if isinstance(temperature, Tensor) else float(temperature)
+    if isinstance(tau, Tensor) and tau.dim():
+        tau = tau.unsqueeze(-1)  # one τ per token, broadcast over V
+    s = student_logits.to(dtype)
+    with torch.no_grad():
+        t = teacher_logits.detach().to(dtype).clamp_min(LOG_FLOOR)
+        if standardize:
+            t = standardize_logits(t)
+    s = standardize_logits(s) if standardize else s.clamp_min(LOG_FLOOR)
+    logq = torch.log_softmax(s / tau, dim=-1)
+    logp = torch.log_softmax(t / tau, dim=-1)
+    return divergence_from_log_probs(name, logq, logp, **params)
