@@ -1,7 +1,7 @@
 """Token difficulty: one number per token that drives LATF selection and IDTS temperatures.
 
 The paper's indicator is the Hellinger distance between the teacher and student next-token
-distributions at τ = 1 (METHOD.md §1):
+distributions at τ = 1 (docs/method.md §1):
 
     s_i = (1/√2) · ‖√p_i − √q_i‖₂ = sqrt( max(0, 1 − Σ_v √(p_i(v) q_i(v))) )  ∈ [0, 1]
 

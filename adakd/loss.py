@@ -1,4 +1,4 @@
-"""The AdaKD objective: a plug-and-play token-level distillation loss (METHOD.md §4).
+"""The AdaKD objective: a plug-and-play token-level distillation loss (docs/method.md §4).
 
     L_KD = (1/k) · Σ_{i ∈ selected} τ_i² · D( softmax(z_T,i / τ_i), softmax(z_S,i / τ_i) )
     loss = (1 − kd_ratio) · CE + kd_ratio · L_KD                    (loss = L_KD at kd_ratio = 1)

@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor
 
-from .divergences import LOG_FLOOR, compute_dtype, divergence_from_log_probs
+from .divergences import LOG_FLOOR, compute_dtype, divergence, divergence_from_log_probs
 
 STD_EPS = 1e-7  # added to the standard deviation (logit standardisation's reference code)
 CTKD_FLOOR = 0.05  # τ is clamped here: a learned temperature must stay positive
@@ -100,20 +100,29 @@ def tempered_divergence(name: str, student_logits: Tensor, teacher_logits: Tenso
     """Per-token D(softmax(z̃_T/τ), softmax(z̃_S/τ)) ``[N, V] -> [N]``, without the τ² factor.
 
     z̃ = ``standardize_logits(z)`` when ``standardize``, else z. ``temperature``: a float, a
-    per-token ``[N]`` tensor or a 0-dim tensor; unlike ``adakd.divergences.divergence`` a tensor
-    τ keeps its gradient (CTKD), which reaches it through both the student's and the teacher's
-    softmax. The teacher logits are detached.
+    per-token ``[N]`` tensor or a 0-dim tensor. A tensor τ that requires grad (CTKD) keeps its
+    gradient, which reaches it through both the student's and the teacher's softmax; otherwise
+    this is ``adakd.divergences.divergence`` on z̃. The teacher logits are detached.
     """
     dtype = compute_dtype(student_logits, teacher_logits)
-    tau = temperature.to(dtype) if isinstance(temperature, Tensor) else float(temperature)
-    if isinstance(tau, Tensor) and tau.dim():
-        tau = tau.unsqueeze(-1)  # one τ per token, broadcast over V
-    s = student_logits.to(dtype)
-    with torch.no_grad():
-        t = teacher_logits.detach().to(dtype).clamp_min(LOG_FLOOR)
-        if standardize:
-            t = standardize_logits(t)
-    s = standardize_logits(s) if standardize else s.clamp_min(LOG_FLOOR)
-    logq = torch.log_softmax(s / tau, dim=-1)
-    logp = torch.log_softmax(t / tau, dim=-1)
+    teacher_logits = teacher_logits.detach()
+    if standardize:
+        student_logits = standardize_logits(student_logits.to(dtype))
+        with torch.no_grad():
+            teacher_logits = standardize_logits(teacher_logits.to(dtype))
+    if not (isinstance(temperature, Tensor) and temperature.requires_grad):
+        return divergence(name, student_logits, teacher_logits, temperature, **params)
+    tau = temperature.to(dtype)
+    tau = tau.unsqueeze(-1) if tau.dim() else tau  # one τ per token, broadcast over V
+    # floor −inf before dividing: −inf/τ would give a NaN gradient for τ (0 · ∞)
+    logq = torch.log_softmax(_floored(student_logits.to(dtype)) / tau, dim=-1)
+    logp = torch.log_softmax(_floored(teacher_logits.to(dtype)) / tau, dim=-1)
     return divergence_from_log_probs(name, logq, logp, **params)
+
+
+def _floored(logits: Tensor) -> Tensor:
+    """``logits`` with −inf entries at ``LOG_FLOOR``: on CPU a read-only check spares the copy
+    when there is none; on CUDA always a copy (checking would wait for the device)."""
+    if not logits.is_cuda and logits.numel() and not torch.isneginf(logits.detach().amin()):
+        return logits
+    return logits.clamp_min(LOG_FLOOR)

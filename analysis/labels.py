@@ -3,7 +3,7 @@
     method_label({"divergence": "rkl", "latf": "adaptive", "idts": "on", "idts_c": 0.3})
     -> "rkl + AdaKD (c=0.3)"
 
-Settings equal to the method's defaults (docs/METHOD.md) are left out, so runs that differ
+Settings equal to the method's defaults (docs/method.md) are left out, so runs that differ
 only in seed share a label and tables can group by it.
 """
 

@@ -246,3 +246,19 @@ def test_sft_with_a_teacher_gives_the_same_loss():
     without = adakd_loss(student, None, mask, labels=labels, kd_ratio=0.0)
     with_teacher = adakd_loss(student, teacher, mask, labels=labels, kd_ratio=0.0)
     assert without.loss.item() == pytest.approx(with_teacher.loss.item(), rel=1e-6)
+
+
+def test_ctkd_and_standardisation_with_a_masked_vocabulary_stay_finite():
+    student, teacher, mask, labels = random_batch(13)
+    student[..., :3] = -math.inf  # both models mask the first three entries
+    teacher[..., :3] = -math.inf
+    s = student.clone().requires_grad_()
+    module = CTKDTemperature(1.0)
+    out = adakd_loss(s, teacher, mask, ratio=0.6, idts=False, learned_temperature=module(1.0))
+    out.loss.backward()
+    assert math.isfinite(out.loss.item()) and torch.isfinite(s.grad).all()
+    assert math.isfinite(module.tau.grad.item())
+    # the same loss as the finite vocabulary without those entries
+    ref = adakd_loss(student[..., 3:].clone(), teacher[..., 3:], mask, ratio=0.6, idts=False,
+                     learned_temperature=CTKDTemperature(1.0)(1.0))
+    assert out.loss.item() == pytest.approx(ref.loss.item(), rel=1e-6)

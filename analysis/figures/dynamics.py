@@ -106,7 +106,7 @@ def group_difficulty_frame(run: Run, split: str = "current") -> pd.DataFrame:
 def paper_groups(difficulty: np.ndarray, ratio: float = 0.5) -> np.ndarray:
     """Hard / Mid / Easy labels of tokens with difficulties `difficulty` [N] at ratio r.
 
-    k = max(1, floor(r·N)) tokens are selected (METHOD.md §2); the top ceil(k/2) by s are
+    k = max(1, floor(r·N)) tokens are selected (docs/method.md §2); the top ceil(k/2) by s are
     hard, the other selected ones mid, the rest easy. Ties keep the original order.
     """
     n = len(difficulty)

@@ -36,7 +36,7 @@ def table1_section(study: Study, threshold: float) -> str:
     out.append(md_table(["method", "plain (ours)", "+ AdaKD (ours)", "Δ (ours)", "seeds (plain / AdaKD)",
                          "plain (paper)", "+ AdaKD (paper)", "Δ (paper)"], rows))
     out += ["", "ROUGE-L of the final student, averaged over its seeds. The paper's per-method numbers "
-            "other than reverse KL are not restated here (docs/METHOD.md gives only that row)."]
+            "other than reverse KL are not restated here (docs/method.md gives only that row)."]
     beyond = [f"{d} ({fmt(v, signed=True)})" for d, v in deltas.items() if abs(v) >= threshold]
     within = [d for d, v in deltas.items() if abs(v) < threshold]
     if deltas:
