@@ -101,22 +101,30 @@ def tempered_divergence(name: str, student_logits: Tensor, teacher_logits: Tenso
 
     z̃ = ``standardize_logits(z)`` when ``standardize``, else z. ``temperature``: a float, a
     per-token ``[N]`` tensor or a 0-dim tensor. A tensor τ that requires grad (CTKD) keeps its
-    gradient, which reaches it through both the student's and the teacher's softmax; otherwise
-    this is ``adakd.divergences.divergence`` on z̃. The teacher logits are detached.
+    gradient, which reaches it through both the student's and the teacher's softmax. Without
+    either option this is ``adakd.divergences.divergence``. The teacher logits are detached.
+
+    Standardisation is computed as a per-token temperature: the softmax ignores a shift of a
+    row, so softmax(((z − μ)/(σ + ε))/τ) = softmax(z / (τ·(σ + ε))). That saves the centred
+    copy of the logits; the gradient still flows through the student's σ.
     """
-    dtype = compute_dtype(student_logits, teacher_logits)
     teacher_logits = teacher_logits.detach()
-    if standardize:
-        student_logits = standardize_logits(student_logits.to(dtype))
-        with torch.no_grad():
-            teacher_logits = standardize_logits(teacher_logits.to(dtype))
-    if not (isinstance(temperature, Tensor) and temperature.requires_grad):
+    learned = isinstance(temperature, Tensor) and temperature.requires_grad
+    if not standardize and not learned:
         return divergence(name, student_logits, teacher_logits, temperature, **params)
-    tau = temperature.to(dtype)
-    tau = tau.unsqueeze(-1) if tau.dim() else tau  # one τ per token, broadcast over V
+    dtype = compute_dtype(student_logits, teacher_logits)
+    tau = temperature.to(dtype) if isinstance(temperature, Tensor) else float(temperature)
+    if isinstance(tau, Tensor) and tau.dim():
+        tau = tau.unsqueeze(-1)  # one τ per token, broadcast over V
     # floor −inf before dividing: −inf/τ would give a NaN gradient for τ (0 · ∞)
-    logq = torch.log_softmax(_floored(student_logits.to(dtype)) / tau, dim=-1)
-    logp = torch.log_softmax(_floored(teacher_logits.to(dtype)) / tau, dim=-1)
+    s = _floored(student_logits.to(dtype))
+    with torch.no_grad():
+        t = _floored(teacher_logits.to(dtype))
+        t_std = t.std(-1, keepdim=True) + STD_EPS if standardize else None
+    s_scale = tau * (s.std(-1, keepdim=True) + STD_EPS) if standardize else tau
+    t_scale = tau * t_std if standardize else tau
+    logq = torch.log_softmax(s / s_scale, dim=-1)
+    logp = torch.log_softmax(t / t_scale, dim=-1)
     return divergence_from_log_probs(name, logq, logp, **params)
 
 

@@ -262,3 +262,12 @@ def test_ctkd_and_standardisation_with_a_masked_vocabulary_stay_finite():
     ref = adakd_loss(student[..., 3:].clone(), teacher[..., 3:], mask, ratio=0.6, idts=False,
                      learned_temperature=CTKDTemperature(1.0)(1.0))
     assert out.loss.item() == pytest.approx(ref.loss.item(), rel=1e-6)
+
+
+def test_ctkd_with_logit_standardisation():
+    student, teacher, mask, labels = random_batch(14)
+    module = CTKDTemperature(0.9)
+    theta = torch.tensor(0.9, dtype=torch.float64, requires_grad=True)
+    check(student, teacher, mask, labels, dict(ratio=0.6, tau_param=theta, standardize=True),
+          dict(ratio=0.6, idts=False, standardize=True), tau_module=module, strength=0.5)
+    assert module.tau.grad.item() == pytest.approx(-0.5 * theta.grad.item(), rel=TOL, abs=TOL)

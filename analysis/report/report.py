@@ -16,7 +16,7 @@ from analysis.report.setup_sections import noise_section, setup_section
 from analysis.report.study import Study
 from analysis.report.table1_section import table1_section
 from analysis.report.table_sections import (c_section, loss_section, seed_spread_text, table2_section,
-                                            table4_section, table5_section)
+                                            table3_section, table4_section, table5_section)
 
 
 # The studies of scripts/make_sample_runs.sh (sweep folder, planned runs, command), in its
@@ -185,7 +185,7 @@ def build_report(study: Study, root: Path, exported: set[str] | None = None,
         "paper's numbers."])
     sections = [
         header, setup_section(study), noise_text, table2_section(study, threshold), loss_section(study),
-        c_section(study, threshold), table4_section(study, threshold), table5_section(study),
+        c_section(study, threshold), table3_section(study), table4_section(study, threshold), table5_section(study),
         table1_section(study, threshold), "\n".join(fig_lines).rstrip(), verdict_section(study, threshold),
         missing_section(root),
     ]
