@@ -257,7 +257,7 @@ def test_tables_3_and_5_one_row_per_arm(tmp_path):
     root = tmp_path / "sample_runs"
     runs = {"fixed": ({**LATF}, 10.0), "ctkd": ({**LATF, "ctkd": True}, 20.0),
             "std": ({**LATF, "logit_standardize": True}, 30.0), "full": (FULL, 40.0),
-            "topk": ({**FULL, "indicator": "topk"}, 50.0)}
+            "topk": ({**FULL, "indicator": "topk"}, 50.0), "sft": ({**BASE, "kd_ratio": 0.0}, 5.0)}
     for name, (config, rouge) in runs.items():
         make_run(root / "tables", name, config=config, steps=STEPS, tokens=False, gradients=False,
                  final_rouge={"chatterbot": rouge})
@@ -272,4 +272,6 @@ def test_tables_3_and_5_one_row_per_arm(tmp_path):
         assert row in text, row
     assert "Not yet run: fixed τ = 0.8, fixed τ = 1.2, fixed τ = e^-0.5, inverse IDTS (c = 0.5)" in text
     assert "Not yet run: forward KL, reverse KL, Jensen–Shannon, cross-entropy" in text
+    assert "| SFT | SFT | 5.00 | 1 |" in text  # Table 2's SFT row
+    assert "| SFT | 5.00 | – | – | 1 / – |" in text  # Table 1's
     R.clear_cache()

@@ -114,6 +114,11 @@ class Study:
         return self.arms("table5")
 
     @property
+    def sft(self) -> list[Run]:
+        """The SFT baseline (kd_ratio = 0, no teacher term): a row of Tables 1 and 2."""
+        return [r for r in self.runs if table_arm(r.config, "table1") == "sft"]
+
+    @property
     def indicators(self) -> list[Run]:
         """Table 3: full AdaKD (reverse KL, c = 0.5) with each difficulty indicator."""
         return self.arms("table3")

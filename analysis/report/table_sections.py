@@ -36,6 +36,9 @@ def table2_section(study: Study, threshold: float) -> str:
     refs = refs[(refs["dataset"] == "average") & refs["method"].isin(["teacher", "student (init)"])]
     for _, ref in refs.iterrows():
         rows.append([ref["method"], "", fmt(ref["mean"]), int(ref["n_seeds"]), "", "", ""])
+    if study.sft:  # the SFT baseline: cross-entropy on the references, no teacher term
+        rows.append(["SFT", "SFT", fmt(float(np.mean([final_rouge(r) for r in study.sft]))), len(study.sft),
+                     "", "", ""])
     out.append(md_table(["component", "method", "ROUGE-L (ours)", "seeds", "Δ vs base (ours)",
                          "ROUGE-L (paper)", "Δ vs base (paper)"], rows))
     c = runs[0].config
