@@ -120,7 +120,7 @@ def adakd_loss(student_logits: Tensor, teacher_logits: Tensor | None, mask: Tens
     vocab = student_logits.shape[-1]
     mask = mask.bool()
     if teacher_logits is None:
-        return _sft_output(student_logits, mask.bool(), labels)
+        return _sft_output(student_logits, mask, labels)
     if mask.dim() == 0:  # a single position [V]: give it a leading dim so indexing is uniform
         student_logits, teacher_logits, mask = student_logits[None], teacher_logits[None], mask[None]
         labels = labels[None] if labels is not None else None
@@ -215,8 +215,8 @@ def _take_rows(x: Tensor, index: tuple[Tensor, ...]) -> Tensor:
 
 def _sft_output(student_logits: Tensor, mask: Tensor, labels: Tensor | None) -> AdaKDOutput:
     """SFT without a teacher: loss = mean over the valid tokens of −log q(label); kd = 0."""
-    vocab = student_logits.shape[-1]
-    logits, targets = student_logits.reshape(-1, vocab)[mask.reshape(-1)], labels.reshape(-1)[mask.reshape(-1)]
+    vocab, rows = student_logits.shape[-1], mask.reshape(-1)
+    logits, targets = student_logits.reshape(-1, vocab)[rows], labels.reshape(-1)[rows]
     n_valid = targets.numel()
     targets = check_labels(targets, torch.Size([n_valid]), vocab, "ce")
     dtype = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
