@@ -121,11 +121,36 @@ def tempered_divergence(name: str, student_logits: Tensor, teacher_logits: Tenso
     with torch.no_grad():
         t = _floored(teacher_logits.to(dtype))
         t_std = t.std(-1, keepdim=True) + STD_EPS if standardize else None
-    s_scale = tau * (s.std(-1, keepdim=True) + STD_EPS) if standardize else tau
-    t_scale = tau * t_std if standardize else tau
-    logq = torch.log_softmax(s / s_scale, dim=-1)
-    logp = torch.log_softmax(t / t_scale, dim=-1)
+    if standardize:
+        s_scaled = s / (tau * (s.std(-1, keepdim=True) + STD_EPS))
+        t_scaled = t / (tau * t_std)
+    elif isinstance(tau, Tensor) and tau.dim() == 0:  # CTKD's one τ: a cheaper backward for τ
+        s_scaled, t_scaled = _DivideByScalar.apply(s, tau), _DivideByScalar.apply(t, tau)
+    else:
+        s_scaled, t_scaled = s / tau, t / tau
+    logq = torch.log_softmax(s_scaled, dim=-1)
+    logp = torch.log_softmax(t_scaled, dim=-1)
     return divergence_from_log_probs(name, logq, logp, **params)
+
+
+class _DivideByScalar(torch.autograd.Function):
+    """x / τ for a 0-dim τ. Backward: ∂/∂x = g / τ (only when x needs it) and
+    ∂/∂τ = −Σ g·x / τ² as one dot product, where autograd's division would build three
+    [N, V] temporaries for the τ gradient alone."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, tau: Tensor) -> Tensor:
+        ctx.save_for_backward(x, tau)
+        return x / tau
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, tau = ctx.saved_tensors
+        grad_x = grad / tau if ctx.needs_input_grad[0] else None
+        grad_tau = None
+        if ctx.needs_input_grad[1]:
+            grad_tau = -torch.dot(grad.reshape(-1), x.reshape(-1)) / (tau * tau)
+        return grad_x, grad_tau
 
 
 def _floored(logits: Tensor) -> Tensor:

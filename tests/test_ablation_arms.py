@@ -60,7 +60,8 @@ def ref_difficulty(zs, zt, label, indicator, k):
         return sum(b * (math.log(b) - math.log(a)) for a, b in zip(p, q))
     if indicator == "jsd":
         m = [0.5 * (a + b) for a, b in zip(p, q)]
-        return 0.5 * sum(b * math.log(b / x) for b, x in zip(q, m)) + 0.5 * sum(a * math.log(a / x) for a, x in zip(p, m))
+        kl_qm = sum(b * math.log(b / x) for b, x in zip(q, m))
+        return 0.5 * kl_qm + 0.5 * sum(a * math.log(a / x) for a, x in zip(p, m))
     if indicator == "ce":
         return -math.log(q[label])
     if indicator == "topk":
