@@ -28,6 +28,7 @@ METRIC_COLUMNS = {
     "next_ratio": "float", "ema": "float", "ref": "float", "mean_tau": "float",
     "n_valid": "float", "n_selected": "float", "lr": "float", "grad_norm": "float",
     "tokens_per_s": "float", "step_seconds": "float",
+    "ctkd_tau": "float", "ctkd_lambda": "float",  # CTKD runs only (NaN elsewhere)
 }
 EVENT_COLUMNS = {"step": "int", "kind": "str", "message": "str"}
 EVAL_COLUMNS = {"step": "int", "model": "str", "dataset": "str", "rouge_l": "float", "n": "float",

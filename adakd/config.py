@@ -22,7 +22,7 @@ from typing import Any
 DIVERGENCES = ("fkl", "rkl", "jsd", "tvd", "sfkl", "srkl", "ab", "akl")
 LATF_KINDS = ("adaptive", "off", "fixed", "linear", "cosine")
 IDTS_MODES = ("on", "off", "inverse")
-INDICATORS = ("hellinger", "fkl", "rkl", "jsd", "ce", "entropy")
+INDICATORS = ("hellinger", "fkl", "rkl", "jsd", "ce", "entropy", "topk")
 REGIMES = ("ground_truth", "gkd", "distillm")
 OPTIMIZERS = ("adamw",)
 LR_SCHEDULES = ("cosine", "linear", "constant")
@@ -64,6 +64,9 @@ class RunConfig:
     idts_c: float = 0.5
     base_temperature: float = 1.0
     indicator: str = "hellinger"
+    indicator_topk: int = 5  # k of the topk (NMTKD rank-violation) indicator; the public release uses 10
+    ctkd: bool = False  # CTKD: one learnable global temperature behind a gradient-reversal layer
+    logit_standardize: bool = False  # z-score each token's logits over V (both models) before τ
     kd_ratio: float = 1.0
 
     # --- data regime (student-generated data; adakd/regimes.py)
@@ -303,6 +306,15 @@ def _validate(c: RunConfig) -> None:
     _check(0 <= c.idts_c <= 10, "idts_c", c.idts_c, "in [0, 10]")
     _check(0 < c.base_temperature <= 100, "base_temperature", c.base_temperature, "in (0, 100]")
     _choice(c, "indicator", INDICATORS)
+    _check(1 <= c.indicator_topk <= 1000, "indicator_topk", c.indicator_topk, "in [1, 1000]")
+    if c.ctkd and c.idts != "off":
+        raise ValueError(f"ctkd = true needs idts = 'off' (got idts = {c.idts!r}): CTKD's one learned "
+                         "temperature replaces the per-token IDTS temperatures")
+    if c.ctkd and c.kd_ratio == 0:
+        raise ValueError("ctkd = true needs kd_ratio > 0: with no KD term the temperature gets no gradient")
+    if c.ctkd and c.base_temperature <= 0.05:
+        raise ValueError(f"ctkd = true starts the learned temperature at base_temperature, which must be "
+                         f"> 0.05 (its floor); got {c.base_temperature}")
     _check(0 <= c.kd_ratio <= 1, "kd_ratio", c.kd_ratio, "in [0, 1] (1 = pure KD, 0 = pure SFT)")
 
     _choice(c, "regime", REGIMES)

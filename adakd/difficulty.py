@@ -1,13 +1,13 @@
 """Token difficulty: one number per token that drives LATF selection and IDTS temperatures.
 
 The paper's indicator is the Hellinger distance between the teacher and student next-token
-distributions at τ = 1 (METHOD.md §1):
+distributions at τ = 1 (docs/method.md §1):
 
     s_i = (1/√2) · ‖√p_i − √q_i‖₂ = sqrt( max(0, 1 − Σ_v √(p_i(v) q_i(v))) )  ∈ [0, 1]
 
 The alternatives of the paper's indicator ablation (Table 3) are forward KL, reverse KL,
-Jensen–Shannon (symmetric, λ = ½), the student's cross-entropy against the label and the
-student's entropy. All are computed without gradient, at τ = 1, in float32, in row chunks so
+Jensen–Shannon (symmetric, λ = ½), the student's cross-entropy against the label, the
+student's entropy and NMTKD's top-k rank violation (adakd/rank_violation.py). All are computed without gradient, at τ = 1, in float32, in row chunks so
 that only a bounded slice of ``[N, V]`` float32 exists at a time.
 
 On CUDA the Hellinger score (and the logged cross-entropy) runs as one ``torch.compile``d
@@ -29,10 +29,12 @@ import torch
 from torch import Tensor
 
 from .divergences import LOG_FLOOR, compute_dtype, divergence_from_log_probs
+from .rank_violation import rank_violation
 
 log = logging.getLogger(__name__)
 
-INDICATORS = ("hellinger", "fkl", "rkl", "jsd", "ce", "entropy")
+INDICATORS = ("hellinger", "fkl", "rkl", "jsd", "ce", "entropy", "topk")
+DEFAULT_TOPK = 5  # k of the "topk" indicator: the paper's (the public release passes 10)
 # Elements per scoring work buffer (there are two): ≈ 64 MB of float32. Large enough for few
 # kernel launches on CUDA; on CPU, smaller chunks measured no faster (2-core EPYC, V = 49,152).
 CHUNK_ELEMENTS = 1 << 24
@@ -54,22 +56,25 @@ def hellinger(student_logits: Tensor, teacher_logits: Tensor, *, chunk_size: int
 
 
 def token_difficulty(student_logits: Tensor, teacher_logits: Tensor, indicator: str = "hellinger",
-                     labels: Tensor | None = None, *, chunk_size: int | None = None) -> Tensor:
+                     labels: Tensor | None = None, *, chunk_size: int | None = None,
+                     topk: int = DEFAULT_TOPK) -> Tensor:
     """Per-token difficulty ``[..., V] -> [...]`` (float32, no gradient, τ = 1).
 
     indicator: ``hellinger`` (default, ∈ [0, 1]); ``fkl`` KL(p‖q); ``rkl`` KL(q‖p); ``jsd``
     the symmetric Jensen–Shannon divergence (λ = ½, ∈ [0, log 2]); ``ce`` −log q(label)
-    (needs ``labels [...]`` of vocabulary ids); ``entropy`` −Σ q log q of the student.
+    (needs ``labels [...]`` of vocabulary ids); ``entropy`` −Σ q log q of the student;
+    ``topk`` NMTKD's top-k rank violation with k = ``topk`` (see ``rank_violation``).
     ``chunk_size`` rows are scored at a time (default ``default_chunk_rows(V)``).
     """
-    difficulty, _ = score_tokens(student_logits, teacher_logits, indicator, labels, chunk_size=chunk_size)
+    difficulty, _ = score_tokens(student_logits, teacher_logits, indicator, labels, chunk_size=chunk_size,
+                                 topk=topk)
     return difficulty
 
 
 @torch.no_grad()
 def score_tokens(student_logits: Tensor, teacher_logits: Tensor, indicator: str = "hellinger",
                  labels: Tensor | None = None, *, chunk_size: int | None = None,
-                 with_nll: bool = False) -> tuple[Tensor, Tensor | None]:
+                 with_nll: bool = False, topk: int = DEFAULT_TOPK) -> tuple[Tensor, Tensor | None]:
     """Difficulty ``[...]`` and, with ``with_nll``, the student's −log q(label) ``[...]``.
 
     One pass over the rows serves both, so the loss can log the cross-entropy for free.
@@ -83,6 +88,8 @@ def score_tokens(student_logits: Tensor, teacher_logits: Tensor, indicator: str 
     lead, vocab = student_logits.shape[:-1], student_logits.shape[-1]
     if need_labels:
         labels = check_labels(labels, lead, vocab, indicator)
+    if indicator == "topk" and (isinstance(topk, bool) or int(topk) != topk or topk < 1):
+        raise ValueError(f"the topk indicator's k must be an integer >= 1 (got {topk!r})")
     rows = chunk_size or default_chunk_rows(vocab)
     if rows < 1:
         raise ValueError(f"chunk_size must be >= 1 (got {chunk_size})")
@@ -122,11 +129,11 @@ def score_tokens(student_logits: Tensor, teacher_logits: Tensor, indicator: str 
             chunk_nll = -logq.gather(-1, flat_labels[i:j, None]).squeeze(-1)
             if with_nll:
                 nll[i:j] = chunk_nll
-        difficulty[i:j] = _indicator(indicator, logq, logp, chunk_nll)
+        difficulty[i:j] = _indicator(indicator, logq, logp, chunk_nll, topk)
     return difficulty.reshape(lead), (nll.reshape(lead) if with_nll else None)
 
 
-def _indicator(indicator: str, logq: Tensor, logp: Tensor, nll: Tensor | None) -> Tensor:
+def _indicator(indicator: str, logq: Tensor, logp: Tensor, nll: Tensor | None, topk: int) -> Tensor:
     """One chunk's scores from log-probabilities (−inf where a logit is −inf). Overwrites
     ``logq``/``logp``: they are the chunk's work buffers."""
     if indicator == "hellinger":  # exp(½·−inf) = 0: masked entries need no special care
@@ -136,6 +143,8 @@ def _indicator(indicator: str, logq: Tensor, logp: Tensor, nll: Tensor | None) -
         return h2.clamp_(0.0, 1.0).sqrt_()
     if indicator == "ce":
         return nll
+    if indicator == "topk":
+        return rank_violation(logq, logp, topk)
     # The KL-type scores multiply probabilities by log-ratios: floor −inf first so that
     # 0·log 0 terms are 0·finite = 0 instead of NaN (see divergences.LOG_FLOOR).
     logq.clamp_min_(LOG_FLOOR)

@@ -30,7 +30,7 @@ from torch import Tensor
 
 LOG_FLOOR = -1e30  # −inf logits are clamped here: exp(LOG_FLOOR) == 0 exactly, logs stay finite
 
-# name -> default parameters (METHOD.md §4). Exposed as adakd.DIVERGENCES.
+# name -> default parameters (docs/method.md §4). Exposed as adakd.DIVERGENCES.
 DIVERGENCES: dict[str, dict[str, float]] = {
     "fkl": {},
     "rkl": {},

@@ -1,4 +1,4 @@
-"""IDTS — Inverse Difficulty Temperature Scaling (METHOD.md §3).
+"""IDTS — Inverse Difficulty Temperature Scaling (docs/method.md §3).
 
 Over the selected tokens' difficulties s [N]:
 

@@ -1,4 +1,4 @@
-"""LATF — Loss-driven Adaptive Token Focusing (METHOD.md §2): token selection and the ratio r.
+"""LATF — Loss-driven Adaptive Token Focusing (docs/method.md §2): token selection and the ratio r.
 
 ``select_tokens`` keeps the hardest ``k = max(1, floor(r · N))`` tokens of the whole batch.
 ``LATFController`` adapts r from the loss once per optimiser step; ``FixedRatio``,
@@ -74,7 +74,7 @@ def _check_loss(loss: float) -> float:
 
 
 class LATFController:
-    """The paper's ratio controller (METHOD.md §2), one ``update`` per optimiser step.
+    """The paper's ratio controller (docs/method.md §2), one ``update`` per optimiser step.
 
         state: r = 1.0, ema = None, ref = None, n = 0
         update(loss):

@@ -1,4 +1,4 @@
-"""The AdaKD objective: a plug-and-play token-level distillation loss (METHOD.md §4).
+"""The AdaKD objective: a plug-and-play token-level distillation loss (docs/method.md §4).
 
     L_KD = (1/k) · Σ_{i ∈ selected} τ_i² · D( softmax(z_T,i / τ_i), softmax(z_S,i / τ_i) )
     loss = (1 − kd_ratio) · CE + kd_ratio · L_KD                    (loss = L_KD at kd_ratio = 1)
@@ -7,6 +7,11 @@ over the valid tokens (``mask``), with difficulty s (Hellinger at τ = 1, no gra
 top-k selection of LATF (k = max(1, floor(r·N)), pooled over the batch) and the IDTS
 temperatures τ_i over the selected tokens. With ``ratio=1, idts=False`` this is exactly plain
 token-level KD with D: mean over valid tokens of τ_base² · D at τ_base.
+
+Table 5's other temperature strategies (adakd/temperature.py, docs/method.md §3.1) enter as
+``learned_temperature`` (CTKD: one τ for every selected token, a 0-dim tensor whose gradient is
+kept) and ``standardize`` (each token's logits z-scored over V, both models, before τ).
+SFT (``kd_ratio=0``) needs no teacher: ``teacher_logits=None`` skips the teacher and the scoring.
 
 Memory plan (V is large, so every ``[N, V]`` float32 tensor counts):
 1. gather the valid rows once (a view when every position is valid) after a single host
@@ -32,11 +37,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .difficulty import INDICATORS, check_labels, score_tokens
+from .difficulty import DEFAULT_TOPK, INDICATORS, check_labels, score_tokens
 from .divergences import divergence as divergence_fn
 from .divergences import resolve_params
 from .idts import idts_temperatures
 from .latf import selection_count, top_indices
+from .temperature import tempered_divergence
 
 
 @dataclass
@@ -69,16 +75,19 @@ class AdaKDOutput:
         return float(torch.nanmean(self.temperature))
 
 
-def adakd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, ratio: float = 1.0,
+def adakd_loss(student_logits: Tensor, teacher_logits: Tensor | None, mask: Tensor, ratio: float = 1.0,
                divergence: str = "rkl", c: float = 0.5, base_temperature: float = 1.0,
                idts: bool = True, indicator: str = "hellinger", divergence_params: dict | None = None,
                inverse: bool = False, labels: Tensor | None = None, kd_ratio: float = 1.0,
-               chunk_size: int | None = None) -> AdaKDOutput:
+               chunk_size: int | None = None, topk: int = DEFAULT_TOPK,
+               learned_temperature: Tensor | None = None, standardize: bool = False) -> AdaKDOutput:
     """AdaKD loss of one batch.
 
     Args:
         student_logits, teacher_logits: ``[B, T, V]`` (any leading shape ``[..., V]``), any
-            float dtype; the math runs in float32. The teacher is detached.
+            float dtype; the math runs in float32. The teacher is detached. ``teacher_logits``
+            may be None only at ``kd_ratio=0`` (SFT): the loss is then the cross-entropy alone,
+            ``kd`` is 0, no token is scored or selected (difficulty and τ are NaN).
         mask: ``[B, T]`` bool, True on the positions that count (response tokens).
         ratio: LATF r ∈ (0, 1], the share of valid tokens kept (hardest first).
         divergence, divergence_params: the base divergence D and its parameter overrides.
@@ -91,6 +100,10 @@ def adakd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, rat
             ``kd_ratio < 1``.
         kd_ratio: weight of the KD term; 1 = pure KD, 0 = pure SFT.
         chunk_size: rows per difficulty-scoring chunk (default from the vocabulary size).
+        topk: k of the ``topk`` (NMTKD rank-violation) indicator.
+        learned_temperature: CTKD's τ, a 0-dim tensor (``CTKDTemperature(λ)``) used for every
+            selected token in place of τ_base; its gradient is kept. Needs ``idts=False``.
+        standardize: z-score each token's logits over V (both models) before the temperature.
 
     An all-masked batch gives loss 0 (connected to the graph, zero gradient), not NaN.
 
@@ -100,9 +113,14 @@ def adakd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, rat
     """
     _validate(student_logits, teacher_logits, mask, ratio, divergence, c, base_temperature,
               indicator, labels, kd_ratio)
+    if learned_temperature is not None and (idts or learned_temperature.dim() != 0):
+        raise ValueError("learned_temperature (CTKD) is one 0-dim τ for every token and replaces IDTS: "
+                         "pass idts=False")
     params = resolve_params(divergence, divergence_params)
     vocab = student_logits.shape[-1]
     mask = mask.bool()
+    if teacher_logits is None:
+        return _sft_output(student_logits, mask, labels)
     if mask.dim() == 0:  # a single position [V]: give it a leading dim so indexing is uniform
         student_logits, teacher_logits, mask = student_logits[None], teacher_logits[None], mask[None]
         labels = labels[None] if labels is not None else None
@@ -123,7 +141,7 @@ def adakd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, rat
     # At kd_ratio = 1 the cross-entropy is only logged: take it from the scoring pass for free.
     log_ce_from_scores = targets is not None and kd_ratio == 1.0
     difficulty, nll = score_tokens(s_valid, t_valid, indicator, targets, chunk_size=chunk_size,
-                                   with_nll=log_ce_from_scores)
+                                   with_nll=log_ce_from_scores, topk=topk)
     if n_valid == 0:
         return _empty_output(s_valid, difficulty, targets is not None)
 
@@ -146,13 +164,20 @@ def adakd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, rat
             temperature.copy_(tau_sel)
         else:
             temperature.index_copy_(0, idx, tau_sel)
+    elif learned_temperature is not None:  # CTKD: one τ with gradient for every selected token
+        tau_arg = learned_temperature.to(difficulty.dtype)
+        tau_sq = tau_arg.square()
+        temperature.masked_fill_(selected, tau_arg.detach())
     else:
-        tau_sel = None
         tau_arg, tau_sq = float(base_temperature), float(base_temperature) ** 2
         temperature.masked_fill_(selected, float(base_temperature))
 
     with torch.set_grad_enabled(torch.is_grad_enabled() and kd_ratio > 0):
-        kd = (tau_sq * divergence_fn(divergence, s_sel, t_sel, tau_arg, **params)).mean()
+        if standardize or learned_temperature is not None:
+            per_token = tempered_divergence(divergence, s_sel, t_sel, tau_arg, standardize=standardize, **params)
+        else:
+            per_token = divergence_fn(divergence, s_sel, t_sel, tau_arg, **params)
+        kd = (tau_sq * per_token).mean()
 
     if kd_ratio == 1.0:
         loss = kd
@@ -188,6 +213,23 @@ def _take_rows(x: Tensor, index: tuple[Tensor, ...]) -> Tensor:
     return _TakeRows.apply(x, *index) if x.requires_grad else x[index]
 
 
+def _sft_output(student_logits: Tensor, mask: Tensor, labels: Tensor | None) -> AdaKDOutput:
+    """SFT without a teacher: loss = mean over the valid tokens of −log q(label); kd = 0."""
+    vocab, rows = student_logits.shape[-1], mask.reshape(-1)
+    logits, targets = student_logits.reshape(-1, vocab)[rows], labels.reshape(-1)[rows]
+    n_valid = targets.numel()
+    targets = check_labels(targets, torch.Size([n_valid]), vocab, "ce")
+    dtype = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
+    if n_valid == 0:
+        loss = logits.to(dtype).sum() * 0.0
+    else:
+        loss = torch.nn.functional.cross_entropy(logits.to(dtype), targets)
+    nan = torch.full((n_valid,), math.nan, dtype=dtype, device=logits.device)
+    return AdaKDOutput(loss=loss, kd=loss.new_zeros(()).detach(), ce=loss.detach(), difficulty=nan,
+                       selected=torch.zeros(n_valid, dtype=torch.bool, device=logits.device),
+                       temperature=nan.clone(), n_valid=n_valid, n_selected=0)
+
+
 def _empty_output(s_valid: Tensor, difficulty: Tensor, with_labels: bool) -> AdaKDOutput:
     """No valid token: loss 0 that still backpropagates (zero gradient), never NaN."""
     loss = s_valid.to(difficulty.dtype).sum() * 0.0  # sum over an empty [0, V] is exactly 0
@@ -199,6 +241,10 @@ def _empty_output(s_valid: Tensor, difficulty: Tensor, with_labels: bool) -> Ada
 
 def _validate(student_logits, teacher_logits, mask, ratio, divergence, c, base_temperature,
               indicator, labels, kd_ratio) -> None:
+    if teacher_logits is None:
+        if kd_ratio != 0.0 or labels is None:
+            raise ValueError("teacher_logits may be None only for SFT: kd_ratio=0 with labels")
+        teacher_logits = student_logits
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
                          f"{tuple(teacher_logits.shape)} must have the same shape [B, T, V]")

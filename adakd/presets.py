@@ -26,7 +26,9 @@
                     table1-ab        AB divergence, alpha 0.2, beta 0.7 (ABKD)
                     table1-gkd       GKD: jsd (lam 0.9) on-policy mixing, regime gkd, gkd_lambda 0.5
                     table1-distillm  DistiLLM: srkl (lam 0.1), regime distillm (adaptive off-policy)
-                `python -m adakd sweep --preset demo --grid table1` runs all ten (`TABLE1`).
+                    table1-sft       the SFT baseline: cross-entropy on the reference replies only
+                                     (kd_ratio 0; no teacher forward, no LATF/IDTS)
+                `python -m adakd sweep --preset demo --grid table1` runs all eleven (`TABLE1`).
                 On the 100-step demo DistiLLM's student-data probability φ may stay at 0: it rises
                 only when the validation cross-entropy comes back >= 0.1 nat above its reference
                 (the loss at step 0 or at the last rise), and a student that is still learning
@@ -38,12 +40,25 @@
                 back above the untrained student's (+0.1), which a short run from a fresh
                 subset student does not do; lowering distillm_threshold does not change that.
 
+    table3-*    the paper's Table 3 (difficulty indicator), full AdaKD (rkl, LATF adaptive, IDTS
+                c 0.5) with indicator hellinger / fkl / rkl / jsd / ce / topk (NMTKD's top-k rank
+                violation, k = indicator_topk = 5). `--grid table3` runs the six (`TABLE3`).
+    table4-*    the paper's Table 4 (ratio schedule), IDTS on (c 0.5): fixed-1.0, fixed-0.75,
+                linear-0.75 (1.0 -> 0.75), cosine-0.75, cosine-0.5 (1.0 -> 0.5), latf (adaptive,
+                the method's). `--grid table4` runs the six (`TABLE4`).
+    table5-*    the paper's Table 5 (temperature strategy), LATF adaptive: fixed-1.0, fixed-0.8,
+                fixed-1.2, fixed-e-0.5 (τ = e^-0.5 ≈ 0.607), inverse (τ_base·e^{+c·ŝ}), ctkd
+                (learnable global τ behind a gradient-reversal layer), logit-std (z-scored
+                logits, τ 1), idts (the method's). `--grid table5` runs the eight (`TABLE5`).
+    Exact definitions of every arm: docs/method.md.
+
 `resolve_preset(name, overrides)` gives a validated RunConfig.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 
 from adakd.config import RunConfig, apply_overrides
 
@@ -144,7 +159,29 @@ ADAKD = {"latf": "adaptive", "idts": "on"}
 TABLE1: dict[str, dict] = {f"{method}{suffix}": {**fields, **switch}
                            for method, fields in TABLE1_METHODS.items()
                            for suffix, switch in (("", PLAIN), ("-adakd", ADAKD))}
-PRESETS.update({f"table1-{arm}": {**_DEMO, **fields} for arm, fields in TABLE1.items()})
+TABLE1["sft"] = {"kd_ratio": 0.0, "regime": "ground_truth", **PLAIN}  # the SFT baseline row
+
+# The paper's ablation tables 3-5 (docs/method.md): reverse KL on ground truth, IDTS c = 0.5.
+_RKL = {"divergence": "rkl", "divergence_params": {}, "regime": "ground_truth", "idts_c": 0.5}
+TABLE3: dict[str, dict] = {indicator: {**_RKL, **ADAKD, "indicator": indicator}
+                           for indicator in ("hellinger", "fkl", "rkl", "jsd", "ce", "topk")}
+TABLE4: dict[str, dict] = {
+    name: {**_RKL, "idts": "on", "latf": latf, "ratio_start": start, "ratio_end": end}
+    for name, latf, start, end in (("fixed-1.0", "fixed", 1.0, 1.0), ("fixed-0.75", "fixed", 0.75, 0.75),
+                                   ("linear-0.75", "linear", 1.0, 0.75), ("cosine-0.75", "cosine", 1.0, 0.75),
+                                   ("cosine-0.5", "cosine", 1.0, 0.5), ("latf", "adaptive", 1.0, 0.5))}
+_FIXED_TAU = {"fixed-1.0": 1.0, "fixed-0.8": 0.8, "fixed-1.2": 1.2, "fixed-e-0.5": math.exp(-0.5)}
+TABLE5: dict[str, dict] = {
+    **{name: {**_RKL, "latf": "adaptive", "idts": "off", "base_temperature": tau}
+       for name, tau in _FIXED_TAU.items()},
+    "inverse": {**_RKL, "latf": "adaptive", "idts": "inverse"},
+    "ctkd": {**_RKL, "latf": "adaptive", "idts": "off", "ctkd": True, "base_temperature": 1.0},
+    "logit-std": {**_RKL, "latf": "adaptive", "idts": "off", "logit_standardize": True},
+    "idts": {**_RKL, **ADAKD},
+}
+TABLES = {"table1": TABLE1, "table3": TABLE3, "table4": TABLE4, "table5": TABLE5}
+PRESETS.update({f"{table}-{arm}": {**_DEMO, **fields} for table, arms in TABLES.items()
+                for arm, fields in arms.items()})
 
 
 def preset_names() -> list[str]:

@@ -7,7 +7,7 @@ Two pure functions (models + batch in, tidy DataFrame out), called by the traine
 - :func:`probe_gradient_groups` -> rows of ``gradients.parquet`` (Fig. 1 bottom).
 
 Column names and meanings are fixed by ``docs/contracts.md``; the definitions are
-``METHOD.md`` §5. Both functions leave the models' train/eval modes (of every submodule), the
+``docs/method.md`` §5. Both functions leave the models' train/eval modes (of every submodule), the
 parameters' ``.grad`` and the torch RNG states exactly as they found them, so a run with probes
 is bit-identical to one without.
 

@@ -82,6 +82,7 @@ class RunTasks:
         state = {"schedule": self.schedule.state_dict(), "rng": ckpt.rng_state(),
                  "data_position": self.position, "epoch": self.position // max(1, len(self.data.train)),
                  "regime": self.regime.state_dict(),
+                 **({"ctkd": {"tau": self.ctkd.value}} if self.ctkd is not None else {}),
                  "world_size": self.dist.world, "time": utc_now()}
         path = ckpt.save_checkpoint(self.run.checkpoints, self.step, self.student, self.optimizer,
                                     self.scheduler, state)

@@ -260,12 +260,18 @@ class DataOrder:
 
 
 # ---------------------------------------------------------------------- optimisation
-def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and norm weights (1-D parameters), as is standard."""
+def build_optimizer(config: RunConfig, model: torch.nn.Module,
+                    extra: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norm weights (1-D parameters), as is standard.
+
+    ``extra``: a module trained with the student (CTKD's temperature), as a third group
+    without weight decay, at the student's learning rate and schedule."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    if extra is not None:
+        groups.append({"params": list(extra.parameters()), "weight_decay": 0.0})
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
 
 

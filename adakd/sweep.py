@@ -2,7 +2,8 @@
 
     python -m adakd sweep --preset demo --grid idts_c=0.1,0.3,0.5,0.7,0.9 --grid seed=0,1,2
     python -m adakd sweep --preset demo --grid ablation          # base / +IDTS / +LATF / full
-    python -m adakd sweep --preset demo --grid table1            # paper Table 1, ± AdaKD (10 runs)
+    python -m adakd sweep --preset demo --grid table1            # paper Table 1, ± AdaKD, SFT (11 runs)
+    python -m adakd sweep --preset demo --grid table3            # Table 3 indicators (also table4, table5)
 
 Layout: ``<root>/<name>/sweep.json`` (the manifest, rewritten atomically after every state
 change) and one run directory per grid point beside it, named from the point's values in grid
@@ -35,14 +36,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from adakd.config import RunConfig, apply_overrides, parse_overrides
-from adakd.presets import TABLE1
+from adakd.presets import TABLES
 from adakd.rundir import RunDir, check_run_name, read_json, utc_now, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "sweep.json"
 # Named grids: one axis whose values are override sets. Values: the ablation's four arms;
-# table1: the paper's Table 1 methods, plain and with AdaKD (adakd.presets.TABLE1, ten arms).
+# table1: the paper's Table 1 methods, plain and with AdaKD, and SFT (adakd.presets.TABLE1);
+# table3 / table4 / table5: the indicator, ratio-schedule and temperature arms (adakd.presets).
 NAMED_GRIDS: dict[str, dict[str, dict[str, str]]] = {
     "ablation": {
         "base": {"latf": "off", "idts": "off"},
@@ -50,8 +52,9 @@ NAMED_GRIDS: dict[str, dict[str, dict[str, str]]] = {
         "latf": {"latf": "adaptive", "idts": "off"},
         "full": {"latf": "adaptive", "idts": "on"},
     },
-    "table1": {arm: {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields.items()}
-               for arm, fields in TABLE1.items()},
+    **{table: {arm: {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields.items()}
+               for arm, fields in arms.items()}
+       for table, arms in TABLES.items()},
 }
 
 

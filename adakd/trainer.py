@@ -3,13 +3,13 @@
 One optimiser step, read top to bottom in `_Run.step`:
 
     for each of grad_accum micro-batches (the next examples of the seeded data order):
-        teacher forward   (eval mode, no grad)          z_T [B, T, V]
+        teacher forward   (eval mode, no grad)          z_T [B, T, V]   (skipped for SFT, kd_ratio = 0)
         student forward   (train mode)                  z_S [B, T, V]
         targets, mask = next_token_targets(labels)      logits[:, :-1] are scored
-        out = adakd_loss(z_S[:, :-1], z_T[:, :-1], mask, ratio=r, ...)
+        out = adakd_loss(z_S[:, :-1], z_T[:, :-1], mask, ratio=r, ...)   (CTKD: τ = ctkd(λ_step))
         (out.loss / grad_accum).backward()
     mean loss over micro-batches (and ranks); non-finite -> skip the update (event)
-    clip grad norm, AdamW step, LR scheduler step
+    clip grad norm (student only), AdamW step (student and CTKD's τ), LR scheduler step
     r <- schedule.update(mean AdaKD loss)              once per optimiser step, same on all ranks
 
 The run directory (docs/contracts.md) is written by rank 0 only: config.json, status.json,
@@ -49,6 +49,7 @@ from adakd.rundir import CONFIG, GRADIENTS, METRICS, TOKENS, RunDir, utc_now
 from adakd.runsetup import (DataOrder, build_models, build_optimizer, build_scheduler, preflight,
                             prepare_data, run_metadata)
 from adakd.signals import StopRequest
+from adakd.temperature import CTKDTemperature, ctkd_strength
 from adakd.tokenize import collate, next_token_targets
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,9 @@ class _Run(RunTasks):
         self.data = prepare_data(c, self.tokenizer)
         self.pad_id = self.data.pad_id
         self.order = DataOrder(len(self.data.train), c.seed)
-        self.optimizer = build_optimizer(c, self.student)
+        # CTKD's learnable temperature trains with the student (docs/method.md §3.1)
+        self.ctkd = CTKDTemperature(c.base_temperature).to(self.device) if c.ctkd else None
+        self.optimizer = build_optimizer(c, self.student, extra=self.ctkd)
         self.scheduler = build_scheduler(c, self.optimizer)
         self.schedule = make_ratio_schedule(
             c.latf, c.max_steps, start=c.ratio_start,
@@ -194,6 +197,9 @@ class _Run(RunTasks):
             step, path = found
             state = ckpt.load_checkpoint(path, self.student, self.optimizer, self.scheduler, self.device)
             self.schedule.load_state_dict(state["schedule"])
+            if self.ctkd is not None:
+                with torch.no_grad():
+                    self.ctkd.tau.fill_(float(state["ctkd"]["tau"]))
             self.position = int(state["data_position"])
             self.regime.load_state_dict(state["regime"])
             ckpt.set_rng_state(state["rng"])
@@ -283,6 +289,8 @@ class _Run(RunTasks):
         self.optimizer.zero_grad(set_to_none=True)
         sums = torch.zeros(9, dtype=torch.float64)
         infos: list[dict[str, Any]] = []
+        strength = ctkd_strength(self.step, c.max_steps) if self.ctkd is not None else None
+        ctkd_tau = self.ctkd.value if self.ctkd is not None else None
         for micro in range(c.grad_accum):
             batch = self._micro_batch()
             batch, info = self.regime.prepare(batch, step=self.step + 1, student=self.student,
@@ -291,19 +299,24 @@ class _Run(RunTasks):
             sync = nullcontext()
             if self.dist.world > 1 and micro < c.grad_accum - 1:
                 sync = self.model.no_sync()  # all-reduce gradients once, after the last micro-batch
-            with torch.no_grad(), autocast(self.device, self.dtype):
-                teacher_logits = self.teacher(input_ids=batch["input_ids"],
-                                              attention_mask=batch["attention_mask"]).logits
+            teacher_logits = None  # SFT (kd_ratio = 0) needs no teacher
+            if c.kd_ratio > 0:
+                with torch.no_grad(), autocast(self.device, self.dtype):
+                    teacher_logits = self.teacher(input_ids=batch["input_ids"],
+                                                  attention_mask=batch["attention_mask"]).logits
             with sync:
                 with autocast(self.device, self.dtype):
                     student_logits = self.model(input_ids=batch["input_ids"],
                                                 attention_mask=batch["attention_mask"]).logits
                 targets, mask = next_token_targets(batch["labels"])
-                out = adakd_loss(student_logits[:, :-1], teacher_logits[:, :-1], mask, ratio=ratio,
+                out = adakd_loss(student_logits[:, :-1],
+                                 None if teacher_logits is None else teacher_logits[:, :-1], mask, ratio=ratio,
                                  divergence=c.divergence, c=c.idts_c, base_temperature=c.base_temperature,
                                  idts=c.idts != "off", indicator=c.indicator,
                                  divergence_params=c.divergence_params or None,
-                                 inverse=c.idts == "inverse", labels=targets, kd_ratio=c.kd_ratio)
+                                 inverse=c.idts == "inverse", labels=targets, kd_ratio=c.kd_ratio,
+                                 topk=c.indicator_topk, standardize=c.logit_standardize,
+                                 learned_temperature=self.ctkd(strength) if self.ctkd is not None else None)
                 # backward even for a non-finite loss: in DDP every rank must join the all-reduce
                 (out.loss / c.grad_accum).backward()
             tau = out.temperature[out.selected]
@@ -314,6 +327,9 @@ class _Run(RunTasks):
         sums[7] = float(self.stop.requested)
         sums[8] = ratio
         if self.dist.world > 1:
+            if self.ctkd is not None and self.ctkd.tau.grad is not None:  # τ is outside DDP: average it here
+                dist.all_reduce(self.ctkd.tau.grad)
+                self.ctkd.tau.grad /= self.dist.world
             dist.all_reduce(sums)  # sum over ranks (gloo/nccl); r must agree on every rank
             if abs(sums[8].item() - ratio * self.dist.world) > 1e-9 * self.dist.world:
                 raise RuntimeError(f"ranks disagree on the LATF ratio at step {self.step + 1}")
@@ -348,6 +364,8 @@ class _Run(RunTasks):
                   "n_valid": n_valid, "n_selected": n_selected, "lr": lr, "grad_norm": grad_norm,
                   "tokens_per_s": n_tokens / seconds if seconds > 0 else None,
                   "step_seconds": seconds, "time": utc_now(), **regime_info}
+        if self.ctkd is not None:  # the τ this step used and its GRL strength λ
+            record.update(ctkd_tau=ctkd_tau, ctkd_lambda=strength)
         if self.main and not skipped:
             if self.step % c.log_interval == 0 or self.step == c.max_steps:
                 self.run.append(METRICS, record)

@@ -8,7 +8,7 @@
 
 The response is the given reference or, without one, the teacher's greedy reply (at most
 ``max_new_tokens``). Both models score the same token sequence in one forward pass each; every
-per-token number follows METHOD.md and the run-time probes (``adakd.probes``) exactly:
+per-token number follows docs/method.md and the run-time probes (``adakd.probes``) exactly:
 difficulty = Hellinger at τ = 1, groups = ``adakd.probes.group_labels`` at ratio r (hard = top
 r/2, mid = next r/2, easy = rest), ``tau`` = IDTS over the selected tokens (NaN elsewhere),
 ``tau_all`` = IDTS with the median of all response tokens, ``entropy_student_idts`` =

@@ -3,7 +3,7 @@
     method_label({"divergence": "rkl", "latf": "adaptive", "idts": "on", "idts_c": 0.3})
     -> "rkl + AdaKD (c=0.3)"
 
-Settings equal to the method's defaults (docs/METHOD.md) are left out, so runs that differ
+Settings equal to the method's defaults (docs/method.md) are left out, so runs that differ
 only in seed share a label and tables can group by it.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 DEFAULTS = {"divergence": "rkl", "latf": "adaptive", "idts": "on", "idts_c": 0.5,
             "base_temperature": 1.0, "indicator": "hellinger", "kd_ratio": 1.0,
-            "regime": "ground_truth"}
+            "regime": "ground_truth", "indicator_topk": 5, "ctkd": False, "logit_standardize": False}
 REGIME_NAMES = {"gkd": "GKD", "distillm": "DistiLLM"}
 
 
@@ -20,16 +20,19 @@ def method_label(config: dict) -> str:
 
     base: the divergence, prefixed by the data regime when it is not ground truth
     ("GKD/jsd"). Parts: LATF adaptive + IDTS on = "AdaKD"; otherwise "LATF", "IDTS",
-    "inverse IDTS", "fixed r=0.75", "linear r 1→0.5", "cosine r 1→0.75" joined by " + ".
-    Extras in parentheses: c (when IDTS is used and c ≠ 0.5), indicator ≠ hellinger,
-    τ_base ≠ 1, kd_ratio ≠ 1. Accepts the whole config.json too (uses its "config").
-    An empty config gives "unknown".
+    "inverse IDTS", "fixed r=0.75", "linear r 1→0.5", "cosine r 1→0.75", "CTKD", "logit std"
+    joined by " + ".
+    Extras in parentheses: c (when IDTS is used and c ≠ 0.5), indicator ≠ hellinger ("top-5"
+    for the topk indicator with k = 5), τ_base ≠ 1, kd_ratio ≠ 1. kd_ratio = 0 is "SFT" alone.
+    Accepts the whole config.json too (uses its "config"). An empty config gives "unknown".
     """
     if isinstance(config.get("config"), dict):
         config = config["config"]
     if not config:
         return "unknown"
     get = lambda key: config.get(key, DEFAULTS.get(key))  # noqa: E731 - local shorthand
+    if not _differs(get("kd_ratio"), 0.0):
+        return "SFT" if get("regime") in (None, "ground_truth") else f"SFT ({get('regime')})"
     base = str(get("divergence"))
     if get("regime") in REGIME_NAMES:
         base = f"{REGIME_NAMES[get('regime')]}/{base}"
@@ -52,11 +55,17 @@ def method_label(config: dict) -> str:
             parts.append("IDTS")
         elif idts == "inverse":
             parts.append("inverse IDTS")
+    if get("ctkd"):
+        parts.append("CTKD")
+    if get("logit_standardize"):
+        parts.append("logit std")
 
     extras = []
     if idts in ("on", "inverse") and _differs(get("idts_c"), DEFAULTS["idts_c"]):
         extras.append(f"c={_num(get('idts_c'))}")
-    if get("indicator") != DEFAULTS["indicator"]:
+    if get("indicator") == "topk":
+        extras.append(f"indicator=top-{get('indicator_topk')}")
+    elif get("indicator") != DEFAULTS["indicator"]:
         extras.append(f"indicator={get('indicator')}")
     if _differs(get("base_temperature"), DEFAULTS["base_temperature"]):
         extras.append(f"τ={_num(get('base_temperature'))}")

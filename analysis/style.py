@@ -26,6 +26,8 @@ LABELS = {
     "ce": "cross-entropy (nats/token)",
     "ratio": "LATF ratio r (fraction of tokens)",
     "mean_tau": "mean τ of selected tokens",
+    "ctkd_tau": "CTKD learned τ",
+    "ctkd_lambda": "gradient-reversal strength λ",
     "tau": "temperature τ",
     "entropy_before": "student entropy before IDTS (nats)",
     "entropy_after": "student entropy after IDTS (nats)",

@@ -4,6 +4,8 @@ dataset and averaged, one row per method (or any grouping), mean ± std over see
     results_frame(runs)        long, numeric: group keys, dataset, mean, std, n_seeds
     results_table(runs)        wide, display-ready strings ("31.70 ± 0.42")
     ablation_table(runs)       base, +IDTS, +LATF, full (AdaKD) per base divergence
+    paper_table(runs, "table5") the arms of one of the paper's tables (adakd.presets.TABLES), in
+                               the paper's order; a run is an arm when its method is the arm's
 
 std is the sample standard deviation over runs (ddof = 1); with one run a cell shows the
 mean only. Teacher and initial-student reference rows come from the eval records with
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from adakd.config import RunConfig
+from adakd.presets import TABLES
 from analysis.runs import Run, method_label
 
 REFERENCE_MODELS = {"teacher": "teacher", "student_init": "student (init)"}
@@ -119,6 +123,40 @@ def ablation_table(runs: list[Run], finished_only: bool = True, digits: int = 2)
     wide["_component"] = wide["component"].map(COMPONENT_ORDER.index)
     wide = wide.sort_values(["_base", "_component"], kind="stable")
     return wide.drop(columns=["_base", "_component"]).reset_index(drop=True)
+
+
+def arm_labels(table: str) -> dict[str, str]:
+    """arm name -> method_label of the arm's config, for a table of ``adakd.presets.TABLES``."""
+    if table not in TABLES:
+        raise ValueError(f"unknown paper table {table!r}; valid: {', '.join(TABLES)}")
+    defaults = RunConfig().to_dict()
+    return {arm: method_label({**defaults, **fields}) for arm, fields in TABLES[table].items()}
+
+
+def table_arm(config: dict, table: str) -> str | None:
+    """The arm of ``table`` whose method a run config is (same ``method_label``), or None.
+
+    Methods, not settings, decide: a CTKD run is never the fixed-τ arm, rkl + IDTS never the
+    AdaKD arm. A method that is the "ours" row of several tables belongs to each of them."""
+    label = method_label(config)
+    return next((arm for arm, arm_label in arm_labels(table).items() if arm_label == label), None)
+
+
+def paper_table(runs: list[Run], table: str, finished_only: bool = True, digits: int = 2) -> pd.DataFrame:
+    """One row per arm of the paper's ``table`` that has runs, in the table's arm order:
+    [arm, method, datasets…, average, n_seeds] with "mean ± std" over the arm's runs (seeds).
+    Runs of other methods are left out, so no two methods are ever pooled into one row."""
+    labels = arm_labels(table)
+    chosen = [run for run in runs if run.config and table_arm(run.config, table) is not None]
+    long = results_frame(chosen, ("method",), finished_only, references=False)
+    if long.empty:
+        return pd.DataFrame(columns=["arm", "method", "average", "n_seeds"])
+    wide = _widen(long, ("method",), digits)
+    arm_of = {label: arm for arm, label in reversed(list(labels.items()))}  # the first arm of a label
+    order = {arm: i for i, arm in enumerate(labels)}
+    wide.insert(0, "arm", wide["method"].map(arm_of))
+    wide = wide.sort_values("arm", key=lambda arms: arms.map(order), kind="stable")
+    return wide.reset_index(drop=True)
 
 
 def _reference_rows(runs: list[Run], group_by: tuple, finished_only: bool) -> list[dict]:

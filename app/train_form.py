@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adakd.config import RunConfig
-from adakd.presets import resolve_preset
+from adakd.presets import TABLE3, TABLE4, TABLE5, resolve_preset
 from adakd.rundir import check_run_name
 from adakd.sweep import build_config, expand_grid, parse_grid
 
@@ -34,6 +34,14 @@ _TABLE1 = {"fkl": "forward KL", "rkl": "reverse KL", "ab": "AB divergence (α 0.
 PRESET_HELP.update({f"table1-{m}{s}": f"Paper Table 1 on the demo settings: {text}, "
                     + ("with AdaKD (LATF + IDTS)." if s else "LATF and IDTS off.")
                     for m, text in _TABLE1.items() for s in ("", "-adakd")})
+PRESET_HELP["table1-sft"] = ("Paper Table 1's SFT baseline on the demo settings: cross-entropy on the "
+                              "reference replies only, no teacher.")
+PRESET_HELP.update({f"table3-{arm}": f"Paper Table 3 on the demo settings: full AdaKD with the {arm} "
+                    "difficulty indicator." for arm in TABLE3})
+PRESET_HELP.update({f"table4-{arm}": f"Paper Table 4 on the demo settings: IDTS on (c 0.5), ratio schedule {arm}."
+                    for arm in TABLE4})
+PRESET_HELP.update({f"table5-{arm}": f"Paper Table 5 on the demo settings: LATF on, temperature strategy {arm}."
+                    for arm in TABLE5})
 
 
 @dataclass

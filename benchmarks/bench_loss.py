@@ -14,6 +14,16 @@ Each variant is one forward + backward of a loss on random logits ``[B, T, V]``:
              difficulty and τ with gradient, no gathering, masked sum over all tokens
   difficulty hellinger() alone on the valid rows (no grad, forward only): its cost
 
+The ablation arms (docs/method.md; ``--variants arms`` runs plain and these), all at r = 0.5:
+
+  topk       full AdaKD with the NMTKD top-k rank-violation indicator (k = 5)
+  ind_fkl, ind_rkl, ind_jsd, ind_ce   full AdaKD with the other Table 3 indicators
+  fixed_tau  IDTS off, τ = 0.8 (Table 5 fixed τ)
+  inverse    inverse IDTS (Table 5)
+  ctkd       IDTS off, CTKD's learnable τ through the gradient-reversal layer (backward into τ)
+  logit_std  IDTS off, logits z-scored over V before τ (Table 5)
+  sft        the SFT baseline: cross-entropy only, no teacher (kd_ratio = 0)
+
 Time: median wall time over ``--repeats`` (variants interleaved round-robin, after one warm-up
 each; CUDA synchronised). Memory: peak *extra* memory of one forward+backward above what the
 inputs already hold. CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.
@@ -46,8 +56,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adakd import adakd_loss, hellinger  # noqa: E402
 from adakd.divergences import divergence, divergence_from_log_probs  # noqa: E402
+from adakd.temperature import CTKDTemperature  # noqa: E402
 
 VARIANTS = ("plain", "adakd_r1", "adakd", "naive", "difficulty")
+# the ablation arms: adakd_loss keyword arguments on top of ratio = 0.5 (CTKD adds its τ)
+ARMS = {
+    "topk": {"idts": True, "indicator": "topk"},
+    "ind_fkl": {"idts": True, "indicator": "fkl"},
+    "ind_rkl": {"idts": True, "indicator": "rkl"},
+    "ind_jsd": {"idts": True, "indicator": "jsd"},
+    "ind_ce": {"idts": True, "indicator": "ce"},
+    "fixed_tau": {"idts": False, "base_temperature": 0.8},
+    "inverse": {"idts": True, "inverse": True},
+    "ctkd": {"idts": False},
+    "logit_std": {"idts": False, "standardize": True},
+    "sft": {"kd_ratio": 0.0},
+}
+ARM_TARGET = 1.2  # each arm's time ≤ 1.2 × plain KD
 
 
 # ----------------------------------------------------------------------------- the variants
@@ -77,7 +102,21 @@ def naive_adakd(s, t, mask, name, base, ratio=0.5, c=0.5):
     return (per_token * sel_full).sum() / k
 
 
-def run_variant(variant, s, t, mask, name, base):
+def run_arm(variant, s, t, mask, labels, name):
+    """One forward + backward of an ablation arm (``ARMS``) at r = 0.5."""
+    kwargs = dict(ARMS[variant])
+    ctkd = CTKDTemperature(1.0).to(s.device) if variant == "ctkd" else None
+    teacher = None if variant == "sft" else t
+    loss = adakd_loss(s, teacher, mask, ratio=0.5, divergence=name, labels=labels,
+                      learned_temperature=ctkd(0.5) if ctkd is not None else None, **kwargs).loss
+    loss.backward()
+    s.grad = None
+    return loss.detach()
+
+
+def run_variant(variant, s, t, mask, name, base, labels=None):
+    if variant in ARMS:
+        return run_arm(variant, s, t, mask, labels, name)
     if variant == "difficulty":
         # as adakd_loss scores: the valid rows (a view when every position is valid)
         flat = mask.all()
@@ -106,7 +145,8 @@ def make_inputs(args):
     t = (2.0 * torch.randn(b, t_len, args.vocab, generator=gen)).to(args.device, dtype)
     mask = torch.zeros(b, t_len, dtype=torch.bool)
     mask[:, : max(1, round(args.valid_fraction * t_len))] = True
-    return s, t, mask.to(args.device)
+    labels = torch.randint(0, args.vocab, (b, t_len), generator=gen)
+    return s, t, mask.to(args.device), labels.to(args.device)
 
 
 def sync(device):
@@ -115,29 +155,29 @@ def sync(device):
 
 
 def time_variants(args, variants):
-    s, t, mask = make_inputs(args)
+    s, t, mask, labels = make_inputs(args)
     times = {v: [] for v in variants}
     for v in variants:  # warm-up
-        run_variant(v, s, t, mask, args.divergence, args.base_temperature)
+        run_variant(v, s, t, mask, args.divergence, args.base_temperature, labels)
     sync(args.device)
     for _ in range(args.repeats):
         for v in variants:
             sync(args.device)
             start = time.perf_counter()
-            run_variant(v, s, t, mask, args.divergence, args.base_temperature)
+            run_variant(v, s, t, mask, args.divergence, args.base_temperature, labels)
             sync(args.device)
             times[v].append(time.perf_counter() - start)
     return {v: statistics.median(x) for v, x in times.items()}
 
 
 def peak_memory_cuda(args, variant):
-    s, t, mask = make_inputs(args)
-    run_variant(variant, s, t, mask, args.divergence, args.base_temperature)  # warm-up
+    s, t, mask, labels = make_inputs(args)
+    run_variant(variant, s, t, mask, args.divergence, args.base_temperature, labels)  # warm-up
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    run_variant(variant, s, t, mask, args.divergence, args.base_temperature)
+    run_variant(variant, s, t, mask, args.divergence, args.base_temperature, labels)
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated() - before
 
@@ -152,11 +192,11 @@ def _status_kib(field):
 def peak_memory_cpu(args, variant):
     """Peak RSS growth (bytes): reset the kernel's high-water mark (VmHWM) through
     /proc/self/clear_refs, run once, read VmHWM − VmRSS before. Linux only."""
-    s, t, mask = make_inputs(args)
-    run_variant(variant, s, t, mask, args.divergence, args.base_temperature)  # warm-up
+    s, t, mask, labels = make_inputs(args)
+    run_variant(variant, s, t, mask, args.divergence, args.base_temperature, labels)  # warm-up
     before = _status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # 5 = reset the peak RSS to the current RSS
-    run_variant(variant, s, t, mask, args.divergence, args.base_temperature)
+    run_variant(variant, s, t, mask, args.divergence, args.base_temperature, labels)
     return (_status_kib("VmHWM") - before) * 1024
 
 
@@ -188,14 +228,14 @@ def profile(args, variants, rows=12):
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    s, t, mask = make_inputs(args)
+    s, t, mask, labels = make_inputs(args)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
     for v in variants:
-        run_variant(v, s, t, mask, args.divergence, args.base_temperature)
+        run_variant(v, s, t, mask, args.divergence, args.base_temperature, labels)
         sync(args.device)
         with torch_profile(activities=activities) as prof:
             for _ in range(3):
-                run_variant(v, s, t, mask, args.divergence, args.base_temperature)
+                run_variant(v, s, t, mask, args.divergence, args.base_temperature, labels)
             sync(args.device)
         key = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
         print(f"--- profile: {v} (3 iterations)")
@@ -222,11 +262,17 @@ def main(argv=None):
     parser.add_argument("--base-temperature", type=float, default=1.0)
     parser.add_argument("--dtype", default=None, help="logits dtype (default: float32 on CPU, bfloat16 on CUDA)")
     parser.add_argument("--valid-fraction", type=float, default=1.0, help="share of positions in the mask")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated; 'arms' = plain and every ablation arm")
     parser.add_argument("--profile", action="store_true", help="also print torch.profiler tables")
     args = parser.parse_args(argv)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     variants = [v for v in args.variants.split(",") if v]
+    if variants == ["arms"]:
+        variants = ["plain", "adakd", *ARMS]
+    unknown = [v for v in variants if v not in VARIANTS and v not in ARMS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; valid: {', '.join((*VARIANTS, *ARMS))}, arms")
     if args.device != "cpu":
         print("check:", check_against_cpu(args))
 
@@ -253,6 +299,9 @@ def main(argv=None):
         ok_m = memory["adakd"] <= 1.5 * memory["plain"]
         print(f"targets: adakd ≤ 1.10× plain time: {'met' if ok_t else 'MISSED'}; "
               f"≤ 1.5× plain peak memory: {'met' if ok_m else 'MISSED'}")
+    for v in (v for v in variants if v in ARMS and "plain" in times):
+        ratio = times[v] / times["plain"]
+        print(f"target: {v} ≤ {ARM_TARGET}× plain time: {'met' if ratio <= ARM_TARGET else 'MISSED'} ({ratio:.2f}×)")
 
 
 if __name__ == "__main__":

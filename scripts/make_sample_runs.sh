@@ -9,7 +9,7 @@
 #   bash scripts/make_sample_runs.sh ablation   # one study
 #
 # Cost on an idle 2-core CPU: about 2.5 minutes per run (GKD about 4.5: it samples student
-# replies); all 30 runs about 80 minutes. Check a run against a fresh training of its config:
+# replies); the first 30 runs about 80 minutes, the 15 runs of sft and table3-5 about 40 more. Check a run against a fresh training of its config:
 #   .venv/bin/python scripts/check_sample_run.py "sample_runs/ablation/ablation=full,seed=0"
 #
 # The same studies on another preset (docs/gpu_study.md), e.g. GPT-2 XL -> GPT-2 on Dolly:
@@ -42,9 +42,14 @@ study() {
     divergences) sweep divergences --grid divergence=fkl,jsd,srkl,ab --grid ablation=base,full ;;  # Table 1
     seeds)      sweep ablation-seeds --grid ablation --grid seed=1,2 ;;    # seed spread for Table 2
     table1)     sweep table1 --grid table1=gkd,gkd-adakd,distillm,distillm-adakd ;;  # Table 1: GKD / DistiLLM regimes (fkl, rkl, ab are above)
-    *) echo "unknown study $1 (ablation, c-sweep, schedules, divergences, seeds, table1)" >&2; exit 2 ;;
+    # The arms of Tables 1 and 3-5 not run above (docs/method.md §6); single seed.
+    sft)        sweep sft --grid table1=sft ;;                                # Table 1-2: SFT baseline
+    table3)     sweep table3 --grid table3=fkl,rkl,jsd,ce,topk ;;             # hellinger = ablation/full
+    table4)     sweep table4 --grid table4=fixed-1.0,linear-0.75,cosine-0.5 ;; # fixed-0.75, cosine-0.75 = schedules; latf = ablation/full
+    table5)     sweep table5 --grid table5=fixed-0.8,fixed-1.2,fixed-e-0.5,inverse,ctkd,logit-std ;;  # fixed-1.0 = ablation/latf; idts = ablation/full
+    *) echo "unknown study $1 (ablation, c-sweep, schedules, divergences, seeds, table1, sft, table3, table4, table5)" >&2; exit 2 ;;
   esac
 }
 
-if [ $# -eq 0 ]; then set -- ablation c-sweep schedules divergences seeds table1; fi
+if [ $# -eq 0 ]; then set -- ablation c-sweep schedules divergences seeds table1 sft table3 table4 table5; fi
 for s in "$@"; do echo "== $s"; study "$s"; done

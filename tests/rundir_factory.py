@@ -103,7 +103,7 @@ def make_events(steps: int, config: dict, state: str) -> list[dict]:
 
 
 def idts(difficulty: np.ndarray, median: float, c: float, base: float = 1.0) -> np.ndarray:
-    """τ = base·exp(−c·tanh(log(max(s/m, 1e-8)))), m = 0 -> τ = base (METHOD.md §3)."""
+    """τ = base·exp(−c·tanh(log(max(s/m, 1e-8)))), m = 0 -> τ = base (docs/method.md §3)."""
     if median <= 0:
         return np.full(len(difficulty), base)
     return base * np.exp(-c * np.tanh(np.log(np.maximum(difficulty / median, 1e-8))))

@@ -2,7 +2,7 @@
 
 Tiny random models (``tiny_pair``) for everything but one slow test on the real teacher
 (the greedy-reply path). Expected values are recomputed in the tests from the models'
-logits with the formulas of METHOD.md, not taken from the code under test.
+logits with the formulas of docs/method.md, not taken from the code under test.
 """
 
 from __future__ import annotations

@@ -340,7 +340,8 @@ def test_c_sweep_mean_and_std_over_seeds(tmp_path):
     runs.append(load_run(make_run(tmp_path, "live", state="running", config={"idts_c": 0.1},
                                   final_rouge={"d1": 0.0, "d2": 0.0})))
     df = c_sweep_frame(runs)
-    assert list(df.columns) == ["c", "dataset", "rouge_l_mean", "rouge_l_std", "n_seeds"]
+    assert list(df.columns) == ["method", "c", "dataset", "rouge_l_mean", "rouge_l_std", "n_seeds"]
+    assert set(df["method"]) == {"rkl + AdaKD"}  # c is not part of the method
     assert df["dataset"].tolist() == ["d1", "d1", "d2", "d2", "average", "average"]
     table = df.set_index(["dataset", "c"])
     assert table.loc[("d1", 0.1), "rouge_l_mean"] == 31.0
@@ -353,10 +354,24 @@ def test_c_sweep_mean_and_std_over_seeds(tmp_path):
         ("d1", 0.1), "n_seeds"] == 3
 
     fig = c_sweep_figure(df)
-    assert names(fig) == ["d1", "d2", "average"]
+    assert names(fig) == ["d1", "d2", "average"]  # one method: traces named by dataset
     assert [t.xaxis for t in fig.data] == ["x", "x", "x2"]
     assert list(fig.data[2].y) == [26.0, 30.0]
     assert list(fig.data[0].error_y.array) == pytest.approx([math.sqrt(2), 0.0])
+
+
+def test_c_sweep_never_pools_two_methods(tmp_path):
+    """rkl + IDTS (LATF off) and rkl + AdaKD at the same c are two points, not one spread."""
+    runs = [load_run(make_run(tmp_path, name, config={"idts_c": c, **config}, final_rouge={"d1": score}))
+            for name, c, config, score in (("full-0.5", 0.5, {}, 30.0), ("full-0.1", 0.1, {}, 28.0),
+                                           ("idts-0.5", 0.5, {"latf": "off"}, 20.0))]
+    df = c_sweep_frame(runs)
+    average = df[df["dataset"] == "average"]
+    assert average[["method", "c", "rouge_l_mean", "n_seeds"]].values.tolist() == [
+        ["rkl + AdaKD", 0.1, 28.0, 1], ["rkl + AdaKD", 0.5, 30.0, 1], ["rkl + IDTS", 0.5, 20.0, 1]]
+    fig = c_sweep_figure(df)
+    assert names(fig) == ["d1 · rkl + AdaKD", "average · rkl + AdaKD", "d1 · rkl + IDTS", "average · rkl + IDTS"]
+    assert {t.line.dash for t in fig.data} == {"solid", "dash"}
 
 
 # ---------------------------------------------------------------- token-level diff

@@ -10,7 +10,7 @@ import pytest
 
 from analysis import runs as R
 from analysis.runs import load_run
-from analysis.tables import ablation_table, results_frame, results_table
+from analysis.tables import ablation_table, paper_table, results_frame, results_table, table_arm
 from tests.rundir_factory import make_run
 
 ADAKD = {"latf": "adaptive", "idts": "on"}
@@ -126,3 +126,29 @@ def test_grouping_by_seed_next_to_reference_rows(tmp_path):
                                                          ["rkl + AdaKD", 1], ["rkl + AdaKD", 2]]
     assert table["d"].tolist() == ["41.00 ± 1.00", "30.00", "31.00", "32.00"]
     assert table["n_seeds"].tolist() == [3, 1, 1, 1]
+
+
+def test_paper_table5_one_row_per_arm_never_pooling_methods(tmp_path):
+    """CTKD, logit standardisation and fixed τ = 1 all run with IDTS off at τ_base = 1: three
+    arms, three rows. Runs that are no arm of the table (rkl + IDTS, LATF off) are left out."""
+    arms = {"fixed-1.0": ({"idts": "off"}, [30.0, 32.0]), "ctkd": ({"idts": "off", "ctkd": True}, [20.0]),
+            "logit-std": ({"idts": "off", "logit_standardize": True}, [25.0]),
+            "fixed-0.8": ({"idts": "off", "base_temperature": 0.8}, [27.0]),
+            "idts": ({}, [35.0])}
+    runs = []
+    for arm, (config, scores) in arms.items():
+        for seed, score in enumerate(scores):
+            runs.append(load_run(make_run(tmp_path, f"{arm}-s{seed}", config={**config, "seed": seed},
+                                          final_rouge={"d1": score})))
+    runs.append(load_run(make_run(tmp_path, "idts-only", config={"latf": "off"}, final_rouge={"d1": 99.0})))
+    table = paper_table(runs, "table5")
+    assert table["arm"].tolist() == ["fixed-1.0", "fixed-0.8", "ctkd", "logit-std", "idts"]
+    assert table["average"].tolist() == [f"31.00 ± {statistics.stdev([30.0, 32.0]):.2f}", "27.00", "20.00",
+                                         "25.00", "35.00"]
+    assert table["n_seeds"].tolist() == [2, 1, 1, 1, 1]
+    assert table_arm({"latf": "off"}, "table5") is None
+    assert table_arm({"seed": 1}, "table3") == "hellinger" and table_arm({"seed": 1}, "table4") == "latf"
+    assert table_arm({"kd_ratio": 0.0, "latf": "off", "idts": "off"}, "table1") == "sft"
+    assert paper_table(runs[-1:], "table5").empty
+    with pytest.raises(ValueError, match="unknown paper table"):
+        paper_table(runs, "table9")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import signal
 import sys
 import time
@@ -384,3 +385,24 @@ def test_explorer_says_when_a_finished_run_shows_its_untrained_student(tmp_path,
     assert at.selectbox(key=f"explorer-step-{run}").options == ["at initialisation (untrained)"]
     assert any("not the trained one" in w.value for w in at.warning)
     assert at.button(key=f"rebuild-{run}").label == "Rebuild the trained student"
+
+
+def test_runs_page_draws_the_ctkd_temperature_of_a_ctkd_run(tmp_path, monkeypatch):
+    from tests.rundir_factory import make_metrics
+
+    config = {"idts": "off", "ctkd": True}
+    metrics = make_metrics(5, config)
+    taus = [1.0, 1.01, 1.03, 1.02, 1.05]
+    for record, tau, step in zip(metrics, taus, range(5)):
+        record.update(ctkd_tau=tau, ctkd_lambda=0.5 * (1 + math.cos(math.pi * step / 4)))
+    root = tmp_path / "runs"
+    run = make_run(root, "ctkd-run", config=config, steps=5, metrics=metrics, probe_steps=[0, 5])
+    monkeypatch.setenv("ADAKD_RUNS", str(root))
+    at = open_page("views/runs.py", selected=[run])
+    no_failure(at)
+    panel = next(f for f in charts(at) if f["layout"]["title"]["text"] == "CTKD temperature — ctkd-run")
+    by_name = {t["name"]: t for t in panel["data"]}
+    assert _values(by_name["τ (learned)"]["y"]) == pytest.approx(taus)
+    assert _values(by_name["λ (GRL strength)"]["y"])[0] == 1.0
+    plain = make_run(root, "plain", steps=5, probe_steps=[0, 5])  # no CTKD: no such chart
+    assert not charts(open_page("views/runs.py", selected=[plain]))

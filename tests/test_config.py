@@ -17,16 +17,12 @@ def test_defaults_are_valid_and_roundtrip_through_json():
 
 
 def test_contract_field_names_present():
-    # docs/contracts.md lists these names; analysis and the dashboard read them
-    expected = """teacher student student_layers random_layers random_hidden trust_remote_code data
-    eval_data max_train_examples max_prompt_length max_length divergence divergence_params latf
-    ratio_start ratio_end latf_beta latf_eps latf_delta latf_warmup latf_min_ratio idts idts_c
-    base_temperature indicator kd_ratio regime gkd_lambda gen_max_new_tokens gen_temperature
-    gen_top_p buffer_capacity distillm_prob_step distillm_threshold optimizer lr weight_decay
-    lr_schedule warmup_ratio max_steps batch_size grad_accum max_grad_norm seed dtype device
-    log_interval probe_interval probe_examples gradient_batch_size eval_interval eval_examples
-    eval_max_new_tokens eval_greedy eval_seed checkpoint_interval keep_checkpoints""".split()
-    assert RunConfig.field_names() == expected
+    # docs/contracts.md documents every field; analysis and the dashboard read them by these names
+    from pathlib import Path
+
+    contracts = (Path(__file__).resolve().parents[1] / "docs" / "contracts.md").read_text()
+    undocumented = [name for name in RunConfig.field_names() if f"`{name}`" not in contracts]
+    assert undocumented == []
 
 
 def test_names_match_the_loss_modules():

@@ -1,7 +1,7 @@
 """Probes: tokens.parquet / gradients.parquet rows against independent recomputations.
 
 Models are the tiny random pair of conftest (real SmolLM2 tokenizer); the references below are
-written from the formulas of METHOD.md in float64 with plain torch, not with adakd's functions.
+written from the formulas of docs/method.md in float64 with plain torch, not with adakd's functions.
 """
 
 from __future__ import annotations

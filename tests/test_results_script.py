@@ -248,3 +248,30 @@ def test_table1_reads_noise_and_the_data_each_regime_used(tmp_path):
     assert "DistiLLM/srkl 0 of 6, DistiLLM/srkl + AdaKD 0 of 6" in text
     assert "score exactly as the srkl and srkl + AdaKD runs" in text
     R.clear_cache()
+
+
+def test_tables_3_and_5_one_row_per_arm(tmp_path):
+    """CTKD, logit standardisation and fixed τ = 1 all have IDTS off and τ_base 1: three rows of
+    Table 5, none pooled into "fixed τ = 1"; the CTKD run stays out of the component ablation."""
+    R.clear_cache()
+    root = tmp_path / "sample_runs"
+    runs = {"fixed": ({**LATF}, 10.0), "ctkd": ({**LATF, "ctkd": True}, 20.0),
+            "std": ({**LATF, "logit_standardize": True}, 30.0), "full": (FULL, 40.0),
+            "topk": ({**FULL, "indicator": "topk"}, 50.0), "sft": ({**BASE, "kd_ratio": 0.0}, 5.0)}
+    for name, (config, rouge) in runs.items():
+        make_run(root / "tables", name, config=config, steps=STEPS, tokens=False, gradients=False,
+                 final_rouge={"chatterbot": rouge})
+    study = report.Study(report.collect_runs(root))
+    assert [r.name for r in study.ablation] == ["fixed", "full"]  # +LATF and full; CTKD/std are not +LATF
+    text = report.build_report(study, root, exported=set())
+    for row in ("| fixed τ = 1 | rkl + LATF | 10.00 | 1 |", "| CTKD | rkl + LATF + CTKD | 20.00 | 1 |",
+                "| logit standardisation | rkl + LATF + logit std | 30.00 | 1 |",
+                "| IDTS (c = 0.5) | rkl + AdaKD | 40.00 | 1 |",
+                "| Hellinger (AdaKD) | rkl + AdaKD | 40.00 | 1 |",
+                "| NMTKD top-5 rank violation | rkl + AdaKD (indicator=top-5) | 50.00 | 1 |"):
+        assert row in text, row
+    assert "Not yet run: fixed τ = 0.8, fixed τ = 1.2, fixed τ = e^-0.5, inverse IDTS (c = 0.5)" in text
+    assert "Not yet run: forward KL, reverse KL, Jensen–Shannon, cross-entropy" in text
+    assert "| SFT | SFT | 5.00 | 1 |" in text  # Table 2's SFT row
+    assert "| SFT | 5.00 | – | – | 1 / – |" in text  # Table 1's
+    R.clear_cache()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make_sample_runs.sh"
 STUDIES = {"ablation": ["ablation"], "c-sweep": ["c-sweep"], "schedules": ["schedule-fixed", "schedule-cosine"],
-           "divergences": ["divergences"], "seeds": ["ablation-seeds"], "table1": ["table1"]}
+           "divergences": ["divergences"], "seeds": ["ablation-seeds"], "table1": ["table1"],
+           "sft": ["sft"], "table3": ["table3"], "table4": ["table4"], "table5": ["table5"]}
 
 
 def run(tmp_path, *studies, **env):
@@ -33,6 +34,8 @@ def test_every_study_runs_one_demo_sweep_per_folder(tmp_path):
     assert all("--preset demo" in line and "--set data" not in line for line in lines)
     table1 = next(line for line in lines if "--name table1" in line)
     assert "--grid table1=gkd,gkd-adakd,distillm,distillm-adakd" in table1
+    table5 = next(line for line in lines if "--name table5" in line)
+    assert "--grid table5=fixed-0.8,fixed-1.2,fixed-e-0.5,inverse,ctkd,logit-std" in table5
 
 
 def test_another_preset_and_overrides_reach_every_sweep(tmp_path):
@@ -50,4 +53,5 @@ def test_another_preset_and_overrides_reach_every_sweep(tmp_path):
 def test_an_unknown_study_is_refused(tmp_path):
     result = run(tmp_path, "ablaton")
     assert result.returncode == 2
-    assert "unknown study ablaton (ablation, c-sweep, schedules, divergences, seeds, table1)" in result.stderr
+    assert ("unknown study ablaton (ablation, c-sweep, schedules, divergences, seeds, table1, sft, table3, "
+            "table4, table5)") in result.stderr

@@ -1,4 +1,4 @@
-"""Paper Table 1 on the demo settings (issue 10): the ten presets, the `table1` sweep grid, and
+"""Paper Table 1 on the demo settings (issue 10): the ten presets and the SFT row (issue 14), the `table1` sweep grid, and
 the two student-data regimes through the trainer on tiny random models (a `table1-*` preset
 with the demo's models swapped for the smoke preset's tiny ones)."""
 
@@ -30,7 +30,7 @@ TINY = ["teacher=tiny-random", "student=tiny-random", "max_train_examples=64", "
 
 def test_the_ten_presets_are_table1_on_the_demo_settings():
     demo = RunConfig.from_dict(PRESETS["demo"]).to_dict()
-    names = [n for n in PRESETS if n.startswith("table1-")]
+    names = [n for n in PRESETS if n.startswith("table1-") and n != "table1-sft"]
     assert sorted(names) == sorted(f"table1-{m}{s}" for m in METHODS for s in ("", "-adakd"))
     for method, (div, params, regime) in METHODS.items():
         for suffix, (latf, idts) in (("", ("off", "off")), ("-adakd", ("adaptive", "on"))):
@@ -45,9 +45,16 @@ def test_the_ten_presets_are_table1_on_the_demo_settings():
             assert changed <= {"divergence", "divergence_params", "regime", "latf", "idts"}, changed
 
 
-def test_the_table1_grid_runs_the_ten_presets():
+def test_the_sft_row_is_the_demo_without_kd():
+    got = resolve_preset("table1-sft").to_dict()
+    demo = RunConfig.from_dict(PRESETS["demo"]).to_dict()
+    assert (got["kd_ratio"], got["latf"], got["idts"], got["regime"]) == (0.0, "off", "off", "ground_truth")
+    assert {k for k in got if got[k] != demo[k]} == {"kd_ratio", "latf", "idts"}
+
+
+def test_the_table1_grid_runs_the_eleven_presets():
     points = expand_grid(parse_grid(["table1"]))
-    assert len(points) == 10
+    assert len(points) == 11
     for name, overrides in points:
         arm = name.removeprefix("table1=")
         assert build_config("demo", overrides) == resolve_preset(f"table1-{arm}")

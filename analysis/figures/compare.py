@@ -18,7 +18,7 @@ from analysis.style import (GROUP_COLORS, LABELS, apply_style, empty_figure, run
                             token_label)
 
 LOSS_CURVE_COLUMNS = ["run", "label", "legend", "seed", "metric", "step", "value", "smoothed"]
-C_SWEEP_COLUMNS = ["c", "dataset", "rouge_l_mean", "rouge_l_std", "n_seeds"]
+C_SWEEP_COLUMNS = ["method", "c", "dataset", "rouge_l_mean", "rouge_l_std", "n_seeds"]
 TOKEN_DIFF_COLUMNS = ["example", "token_index", "token_id", "token_text", "token_label", "step",
                       "difficulty_a", "difficulty_b", "difference", "hard_a", "hard_b",
                       "group_a", "group_b", "status", "run_a", "run_b"]
@@ -92,12 +92,14 @@ def loss_curves_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
 # ---------------------------------------------------------------- Fig. 3c–d: c sweep
 
 def c_sweep_frame(runs: list[Run], finished_only: bool = True) -> pd.DataFrame:
-    """ROUGE-L of the final student evaluation against c, per dataset and "average".
+    """ROUGE-L of the final student evaluation against c, per method, dataset and "average".
 
     Uses the runs that apply IDTS (idts "on" or "inverse"; c = idts_c) and have a student
-    evaluation (finished ones only unless finished_only=False). Per (c, dataset): mean and
+    evaluation (finished ones only unless finished_only=False). method: the run's method label
+    without its c (``method_label`` at c = 0.5), so runs of different methods (rkl + IDTS and
+    rkl + AdaKD, say) are never pooled into one point. Per (method, c, dataset): mean and
     sample standard deviation (ddof = 1; NaN for one seed) over the runs, n_seeds = runs.
-    Sorted by dataset ("average" last) then c.
+    Sorted by method (order of first appearance), dataset ("average" last), then c.
     """
     rows = []
     for run in runs:
@@ -107,38 +109,48 @@ def c_sweep_frame(runs: list[Run], finished_only: bool = True) -> pd.DataFrame:
             continue
         final = run.final_eval("student")
         c = run.config.get("idts_c", 0.5)
+        method = method_label({**run.config, "idts_c": 0.5})
         for dataset, score in zip(final["dataset"], final["rouge_l"]):
-            rows.append({"c": float(c), "dataset": dataset, "rouge_l": float(score)})
+            rows.append({"method": method, "c": float(c), "dataset": dataset, "rouge_l": float(score)})
     if not rows:
         return pd.DataFrame(columns=C_SWEEP_COLUMNS)
     scores = pd.DataFrame(rows)
-    frame = (scores.groupby(["dataset", "c"])["rouge_l"]
+    frame = (scores.groupby(["method", "dataset", "c"], sort=False)["rouge_l"]
              .agg(rouge_l_mean="mean", rouge_l_std="std", n_seeds="count").reset_index())
+    frame["_method"] = frame["method"].map({m: i for i, m in enumerate(dict.fromkeys(scores["method"]))})
     frame["_last"] = frame["dataset"] == "average"
-    frame = frame.sort_values(["_last", "dataset", "c"]).drop(columns="_last")
+    frame = frame.sort_values(["_method", "_last", "dataset", "c"]).drop(columns=["_method", "_last"])
     return frame[C_SWEEP_COLUMNS].reset_index(drop=True)
 
 
 def c_sweep_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     """Left: ROUGE-L against c, one line per dataset (Fig. 3c); right: the average (Fig. 3d).
-    Error bars = std over seeds where there are several. Traces: one per dataset + "average"."""
+    Error bars = std over seeds where there are several. Traces: one per dataset + "average",
+    for each method; with several methods each trace is named "<dataset> · <method>" and a
+    method keeps one line style (solid, dashed, dotted, ...)."""
     if df.empty:
         return empty_figure("No finished runs with IDTS and a student evaluation.", title)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
                         subplot_titles=("per dataset", "average over datasets"))
     datasets = [d for d in df["dataset"].unique() if d != "average"]
-    for i, dataset in enumerate([*datasets, "average"]):
-        rows = df[df["dataset"] == dataset].sort_values("c")
-        if rows.empty:
-            continue
-        color = "#222222" if dataset == "average" else run_color(i)
-        fig.add_trace(go.Scatter(
-            x=rows["c"], y=rows["rouge_l_mean"], mode="lines+markers", name=dataset,
-            line={"color": color, "width": 2.5}, customdata=rows["n_seeds"],
-            error_y={"type": "data", "array": rows["rouge_l_std"].fillna(0.0), "visible": True},
-            hovertemplate=f"{dataset}: c=%{{x}} ROUGE-L %{{y:.2f}} (%{{customdata}} seeds)"
-                          "<extra></extra>"),
-            row=1, col=2 if dataset == "average" else 1)
+    methods = list(dict.fromkeys(df["method"])) if "method" in df.columns else [None]
+    dashes = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+    for m, method in enumerate(methods):
+        part = df if method is None else df[df["method"] == method]
+        for i, dataset in enumerate([*datasets, "average"]):
+            rows = part[part["dataset"] == dataset].sort_values("c")
+            if rows.empty:
+                continue
+            color = "#222222" if dataset == "average" else run_color(i)
+            name = dataset if len(methods) == 1 else f"{dataset} · {method}"
+            fig.add_trace(go.Scatter(
+                x=rows["c"], y=rows["rouge_l_mean"], mode="lines+markers", name=name,
+                line={"color": color, "width": 2.5, "dash": dashes[m % len(dashes)]},
+                customdata=rows["n_seeds"],
+                error_y={"type": "data", "array": rows["rouge_l_std"].fillna(0.0), "visible": True},
+                hovertemplate=f"{name}: c=%{{x}} ROUGE-L %{{y:.2f}} (%{{customdata}} seeds)"
+                              "<extra></extra>"),
+                row=1, col=2 if dataset == "average" else 1)
     fig.update_xaxes(title_text=LABELS["c"])
     fig.update_yaxes(title_text=LABELS["rouge_l"], col=1)
     return apply_style(fig, title)

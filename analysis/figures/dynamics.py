@@ -106,8 +106,13 @@ def group_difficulty_frame(run: Run, split: str = "current") -> pd.DataFrame:
 def paper_groups(difficulty: np.ndarray, ratio: float = 0.5) -> np.ndarray:
     """Hard / Mid / Easy labels of tokens with difficulties `difficulty` [N] at ratio r.
 
+<<<<<<< HEAD
     k = max(1, floor(r·N)) tokens are selected (docs/method.md); the top k // 2 by s are
     hard (the group sizes of the paper's release), the other selected ones mid, the rest easy. Ties keep the original order.
+=======
+    k = max(1, floor(r·N)) tokens are selected (docs/method.md §2); the top ceil(k/2) by s are
+    hard, the other selected ones mid, the rest easy. Ties keep the original order.
+>>>>>>> issue-14
     """
     n = len(difficulty)
     k = max(1, int(np.floor(ratio * n)))

@@ -1,6 +1,6 @@
 """Gradient groups: paper Fig. 1 bottom, from gradients.parquet.
 
-Gradients are w.r.t. the student logits (docs/METHOD.md §5): per probe step and token group,
+Gradients are w.r.t. the student logits (docs/method.md §5): per probe step and token group,
 cos(g_d(group), g_s(group)) with the group's SFT gradient, cos(g_d(group), g_full) with the
 full-batch divergence gradient, and the norm share ‖g_d(group)‖ / Σ‖g_d‖ in percent.
 

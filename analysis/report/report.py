@@ -16,7 +16,7 @@ from analysis.report.setup_sections import noise_section, setup_section
 from analysis.report.study import Study
 from analysis.report.table1_section import table1_section
 from analysis.report.table_sections import (c_section, loss_section, seed_spread_text, table2_section,
-                                            table4_section, table5_section)
+                                            table3_section, table4_section, table5_section)
 
 
 # The studies of scripts/make_sample_runs.sh (sweep folder, planned runs, command), in its
@@ -36,6 +36,13 @@ PLANNED = [
      "component ablation, seeds 1 and 2 (seed spread of Table 2)"),
     ("table1", 4, "bash scripts/make_sample_runs.sh table1",
      "GKD and DistiLLM data regimes, plain and with AdaKD (rest of Table 1)"),
+    ("sft", 1, "bash scripts/make_sample_runs.sh sft", "SFT baseline (Tables 1-2), single seed"),
+    ("table3", 5, "bash scripts/make_sample_runs.sh table3",
+     "difficulty indicators fkl, rkl, jsd, ce, top-k (Table 3), single seed"),
+    ("table4", 3, "bash scripts/make_sample_runs.sh table4",
+     "fixed r = 1.0, linear 1.0 -> 0.75, cosine 1.0 -> 0.5 (rest of Table 4), single seed"),
+    ("table5", 6, "bash scripts/make_sample_runs.sh table5",
+     "fixed τ 0.8 / 1.2 / e^-0.5, inverse IDTS, CTKD, logit standardisation (Table 5), single seed"),
 ]
 
 def missing_section(root: Path) -> str:
@@ -185,7 +192,7 @@ def build_report(study: Study, root: Path, exported: set[str] | None = None,
         "paper's numbers."])
     sections = [
         header, setup_section(study), noise_text, table2_section(study, threshold), loss_section(study),
-        c_section(study, threshold), table4_section(study, threshold), table5_section(study),
+        c_section(study, threshold), table3_section(study), table4_section(study, threshold), table5_section(study),
         table1_section(study, threshold), "\n".join(fig_lines).rstrip(), verdict_section(study, threshold),
         missing_section(root),
     ]

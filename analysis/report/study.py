@@ -12,7 +12,7 @@ import numpy as np
 
 from analysis.report.numbers import final_rouge, paired_ce_difference
 from analysis.runs import Run, find_runs, load_runs
-from analysis.tables import COMPONENTS
+from analysis.tables import COMPONENTS, arm_labels, table_arm
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,14 @@ def _cfg(run: Run, key: str, default=None):
 
 
 def _plain_setting(run: Run | dict) -> bool:
-    """Ground-truth data, Hellinger indicator, τ_base 1, pure KD: the study's common settings
-    (`run` a Run or a RunConfig dict)."""
+    """Ground-truth data, Hellinger indicator, τ_base 1, pure KD, neither CTKD nor logit
+    standardisation: the study's common settings (`run` a Run or a RunConfig dict)."""
     config = run if isinstance(run, dict) else run.config
     return (config.get("regime", "ground_truth") == "ground_truth"
             and config.get("indicator", "hellinger") == "hellinger"
             and float(config.get("base_temperature", 1.0)) == 1.0
-            and float(config.get("kd_ratio", 1.0)) == 1.0)
+            and float(config.get("kd_ratio", 1.0)) == 1.0
+            and not config.get("ctkd", False) and not config.get("logit_standardize", False))
 
 
 def _c(run: Run) -> float:
@@ -98,11 +99,29 @@ class Study:
         return [r for r in self._rkl() if _cfg(r, "idts") == "on" and _c(r) == 0.5
                 and _cfg(r, "latf") in ("adaptive", "fixed", "linear", "cosine")]
 
+    def arms(self, table: str) -> list[Run]:
+        """The runs that are an arm of the paper's `table` (analysis.tables.table_arm), sorted by
+        the table's arm order, then seed."""
+        order = {arm: i for i, arm in enumerate(arm_labels(table))}
+        chosen = [(order[arm], r.seed or 0, i, r) for i, r in enumerate(self.runs)
+                  if (arm := table_arm(r.config, table)) is not None]
+        return [r for *_, r in sorted(chosen, key=lambda x: x[:3])]
+
     @property
     def temperatures(self) -> list[Run]:
-        """LATF adaptive with fixed τ (IDTS off), IDTS or inverse IDTS at c = 0.5: Table 5."""
-        return [r for r in self._rkl() if _cfg(r, "latf") == "adaptive"
-                and (_cfg(r, "idts") == "off" or _c(r) == 0.5)]
+        """Table 5: LATF adaptive with fixed τ (1, 0.8, 1.2, e^-0.5), inverse IDTS, CTKD, logit
+        standardisation or IDTS (c = 0.5), reverse KL; one arm per method, never pooled."""
+        return self.arms("table5")
+
+    @property
+    def sft(self) -> list[Run]:
+        """The SFT baseline (kd_ratio = 0, no teacher term): a row of Tables 1 and 2."""
+        return [r for r in self.runs if table_arm(r.config, "table1") == "sft"]
+
+    @property
+    def indicators(self) -> list[Run]:
+        """Table 3: full AdaKD (reverse KL, c = 0.5) with each difficulty indicator."""
+        return self.arms("table3")
 
     @property
     def divergences(self) -> list[Run]:

@@ -33,10 +33,13 @@ def table1_section(study: Study, threshold: float) -> str:
         paper = PAPER_TABLE1_RKL if div == "rkl" else (math.nan, math.nan)
         rows.append([div, fmt(cells[0]), fmt(cells[1]), fmt(deltas[div], signed=True), " / ".join(seeds),
                      fmt(paper[0]), fmt(paper[1]), fmt(paper[1] - paper[0], signed=True)])
+    if study.sft:  # the SFT baseline has no AdaKD variant
+        rows.append(["SFT", fmt(float(np.mean([final_rouge(r) for r in study.sft]))), "–", "–",
+                     f"{len(study.sft)} / –", "–", "–", "–"])
     out.append(md_table(["method", "plain (ours)", "+ AdaKD (ours)", "Δ (ours)", "seeds (plain / AdaKD)",
                          "plain (paper)", "+ AdaKD (paper)", "Δ (paper)"], rows))
     out += ["", "ROUGE-L of the final student, averaged over its seeds. The paper's per-method numbers "
-            "other than reverse KL are not restated here (docs/METHOD.md gives only that row)."]
+            "other than reverse KL are not restated here (docs/method.md gives only that row)."]
     beyond = [f"{d} ({fmt(v, signed=True)})" for d, v in deltas.items() if abs(v) >= threshold]
     within = [d for d, v in deltas.items() if abs(v) < threshold]
     if deltas:

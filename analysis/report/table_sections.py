@@ -1,5 +1,5 @@
-"""The report's sections in the shape of the paper's Tables 2, 4 and 5, the losses and the c sweep
-(Table 1 is analysis/report/table1_section.py)."""
+"""The report's sections in the shape of the paper's Tables 2, 3, 4 and 5, the losses and the c
+sweep (Table 1 is analysis/report/table1_section.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from analysis.report.numbers import (final_rouge, group_medians, nan_mean, paire
 from analysis.report.settings import PAPER_TABLE2, REGENERATE, WINDOW
 from analysis.report.study import Study, _c, _cfg, component
 from analysis.runs import Run, method_label
-from analysis.tables import ablation_table, results_frame
+from analysis.tables import ablation_table, results_frame, table_arm
 
 
 def table2_section(study: Study, threshold: float) -> str:
@@ -36,6 +36,9 @@ def table2_section(study: Study, threshold: float) -> str:
     refs = refs[(refs["dataset"] == "average") & refs["method"].isin(["teacher", "student (init)"])]
     for _, ref in refs.iterrows():
         rows.append([ref["method"], "", fmt(ref["mean"]), int(ref["n_seeds"]), "", "", ""])
+    if study.sft:  # the SFT baseline: cross-entropy on the references, no teacher term
+        rows.append(["SFT", "SFT", fmt(float(np.mean([final_rouge(r) for r in study.sft]))), len(study.sft),
+                     "", "", ""])
     out.append(md_table(["component", "method", "ROUGE-L (ours)", "seeds", "Δ vs base (ours)",
                          "ROUGE-L (paper)", "Δ vs base (paper)"], rows))
     c = runs[0].config
@@ -219,17 +222,38 @@ def table4_section(study: Study, threshold: float) -> str:
     return "\n".join(out)
 
 
-def table5_section(study: Study) -> str:
-    runs = study.temperatures
-    out = ["## Table 5 shape: temperature strategy (LATF on)", ""]
-    names = {"off": "fixed τ = 1", "on": "IDTS (c = 0.5)", "inverse": "inverse IDTS (c = 0.5)"}
-    out.append(md_table(["temperature", "method", "ROUGE-L", "seeds", f"CE on labels, last {WINDOW}",
-                         "probe difficulty, last probe"],
-                        _rows_with_loss(runs, lambda r: names.get(_cfg(r, "idts"), _cfg(r, "idts")))))
-    if not any(_cfg(r, "idts") == "inverse" for r in runs):
-        out += ["", "Inverse IDTS is not part of the sample study (run it with "
-                "`python -m adakd sweep --preset demo --grid idts=inverse`)."]
+# The rows of Tables 3 and 5 (arms of adakd.presets.TABLES), as the report names them.
+TABLE3_NAMES = {"hellinger": "Hellinger (AdaKD)", "fkl": "forward KL", "rkl": "reverse KL",
+                "jsd": "Jensen–Shannon", "ce": "cross-entropy", "topk": "NMTKD top-5 rank violation"}
+TABLE5_NAMES = {"fixed-1.0": "fixed τ = 1", "fixed-0.8": "fixed τ = 0.8", "fixed-1.2": "fixed τ = 1.2",
+                "fixed-e-0.5": "fixed τ = e^-0.5", "inverse": "inverse IDTS (c = 0.5)", "ctkd": "CTKD",
+                "logit-std": "logit standardisation", "idts": "IDTS (c = 0.5)"}
+
+
+def _arm_section(runs: list[Run], table: str, title: str, column: str, names: dict[str, str]) -> str:
+    """One row per arm of `table` that has runs (the arm's method only: never pooled), in the
+    paper's order, and a line naming the arms not yet run (single-seed rows say so)."""
+    out = [title, ""]
+    if runs:
+        out.append(md_table([column, "method", "ROUGE-L", "seeds", f"CE on labels, last {WINDOW}",
+                             "probe difficulty, last probe"],
+                            _rows_with_loss(runs, lambda r: names[table_arm(r.config, table)])))
+        if any(row[3] == 1 for row in _rows_with_loss(runs, lambda r: table_arm(r.config, table))):
+            out += ["", "Rows with 1 seed are single-seed runs: read them against the noise level above."]
+    missing = [name for arm, name in names.items() if not any(table_arm(r.config, table) == arm for r in runs)]
+    if missing:
+        out += ["", f"Not yet run: {', '.join(missing)} (`python -m adakd sweep --preset demo --grid {table}`)."]
     return "\n".join(out)
+
+
+def table3_section(study: Study) -> str:
+    return _arm_section(study.indicators, "table3", "## Table 3 shape: difficulty indicator (full AdaKD)",
+                        "indicator", TABLE3_NAMES)
+
+
+def table5_section(study: Study) -> str:
+    return _arm_section(study.temperatures, "table5", "## Table 5 shape: temperature strategy (LATF on)",
+                        "temperature", TABLE5_NAMES)
 
 
 def ce_by_c(runs: list[Run]) -> str:

@@ -46,7 +46,9 @@ with sweep:
         else:
             fig = compare.c_sweep_figure(df, title="ROUGE-L against IDTS strength c")
             ui.figure(fig, df, "compare-c-sweep", key="c-sweep",
-                      caption="Per dataset and averaged; points are means over seeds with their spread.")
+                      caption="Per dataset and averaged; points are means over seeds with their spread. "
+                              "Each method (its label without c) is its own line: two methods are never "
+                              "pooled into one point.")
 
 with results:
     with ui.guarded("the results table"):
@@ -55,6 +57,21 @@ with results:
         st.dataframe(df, hide_index=True)
         st.download_button("CSV", df.to_csv(index=False), "results.csv", "text/csv",
                            key="dl-results-csv", icon=":material/download:", on_click="ignore")
+    with ui.guarded("the paper's tables"):
+        st.subheader("By paper table")
+        names = {"table1": "Table 1 — methods ± AdaKD, SFT", "table3": "Table 3 — difficulty indicator",
+                 "table4": "Table 4 — ratio schedule", "table5": "Table 5 — temperature strategy"}
+        table = st.selectbox("Paper table", list(names), format_func=names.get, key="compare-paper-table",
+                             help="The chosen runs that are an arm of this table (same method as the arm's "
+                                  "preset, any seed); one row per arm, mean ± std over its runs.")
+        df = state.frame_of_runs("analysis.tables", "paper_table", paths, table=table)
+        if df.empty:
+            st.caption(f"None of the chosen runs is an arm of {names[table].split(' —')[0]}: run "
+                       f"`python -m adakd sweep --preset demo --grid {table}`.")
+        else:
+            st.dataframe(df, hide_index=True)
+            st.download_button("CSV", df.to_csv(index=False), f"{table}.csv", "text/csv",
+                               key="dl-paper-table-csv", icon=":material/download:", on_click="ignore")
     with ui.guarded("the ablation table"):
         st.subheader("Ablation")
         df = state.frame_of_runs("analysis.tables", "ablation_table", paths)

@@ -89,6 +89,14 @@ if empty_reply_share(replies) >= 0.5:
     st.warning(f"{empty_reply_share(replies):.0%} of the final student's stored replies are empty (its first "
                "token is the end token): its ROUGE-L measures that failure, not the method.",
                icon=":material/warning:")
+from analysis.figures import ctkd  # noqa: E402
+
+if ctkd.has_ctkd(run):  # CTKD runs: the learned global temperature, step by step
+    with ui.guarded("the CTKD temperature"):
+        df = ctkd.ctkd_frame(run)
+        ui.figure(ctkd.ctkd_figure(df, title=f"CTKD temperature — {run.name}"), df, f"{run.name}-ctkd-tau",
+                  key="ctkd-tau", caption="The learned global τ each step used (trained through a "
+                  "gradient-reversal layer) and the reversal strength λ, cosine from 1 to 0.")
 with st.expander("Configuration"):
     st.json(run.config, expanded=False)
 if len(run.events):
