@@ -61,3 +61,25 @@ def test_evaluation_summary_rows(tmp_path):
     assert table["model"].tolist() == ["teacher", "initial student", "final student"]
     assert table["CE (nats)"].tolist() == [2.0, 5.0, 3.0]
     assert table["degenerate %"].tolist() == pytest.approx([0.0, 20.0, 5.0])
+
+
+def test_report_opens_with_the_gate(tmp_path):
+    from analysis.report.gate_section import gate_section
+    from analysis.report.study import Study
+
+    def arm(name, config, finals):
+        return [load_run(make_run(tmp_path, f"{name}{i}", config={**config, "seed": i}, evals=[
+            _record("teacher", 0, 20.0, 0.4, 2.0), _record("student_init", 0, 8.0, 0.3, 5.0),
+            _record("student", 10, rouge, 0.2, 3.0)])) for i, rouge in enumerate(finals)]
+
+    base = arm("base", {"latf": "off", "idts": "off"}, [13.0, 14.0, 15.0])
+    full = arm("full", {}, [13.5, 14.5, 15.5])
+    text = gate_section(Study(base + full))
+    assert text.count("| passes |") == 4 and "Both arms pass" in text
+    # a base arm stuck near its start fails, and the report says its comparisons are not findings
+    stuck = arm("stuck", {"latf": "off", "idts": "off"}, [8.1, 8.3, 8.2])
+    text = gate_section(Study(stuck + full))
+    assert "**fails**" in text and "are not findings" in text
+    # runs made before the protocol are not judged, and the report says so first
+    old = load_run(make_run(tmp_path, "old", config={"latf": "off", "idts": "off"}))
+    assert "**Not measured.**" in gate_section(Study([old]))

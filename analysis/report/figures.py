@@ -49,13 +49,17 @@ def build_figures(study: Study) -> dict[str, tuple[object, str]]:
             group_difficulty_figure(group_difficulty_frame(full, "paper"),
                                     title=f"Fig. 1 top: difficulty of hard / mid / easy tokens (r = 0.5 split), {full.label}"),
             group_reading(full))
-    if full is not None and not full.gradients.empty:
-        grads = gradient_frame(full, "paper")
-        figs["fig1_gradient_cosines"] = (
-            gradient_cosine_figure(grads, title=f"Fig. 1 bottom (a): cos with the SFT gradient, {full.label}"),
+    # Fig. 1 bottom is the paper's motivation, measured on plain KD; AdaKD's run beside it
+    base = _pick(study, lambda r: component(r) == "base")
+    for suffix, run in (("_plain_kd", base), ("", full)):
+        if run is None or run.gradients.empty:
+            continue
+        grads = gradient_frame(run, "paper")
+        figs[f"fig1_gradient_cosines{suffix}"] = (
+            gradient_cosine_figure(grads, title=f"Fig. 1 bottom (a): cos with the SFT gradient, {run.label}"),
             gradient_reading(grads))
-        figs["fig1_gradient_shares"] = (
-            gradient_share_figure(grads, title=f"Fig. 1 bottom (b): gradient-norm share and cos with total, {full.label}"),
+        figs[f"fig1_gradient_shares{suffix}"] = (
+            gradient_share_figure(grads, title=f"Fig. 1 bottom (b): gradient-norm share and cos with total, {run.label}"),
             share_reading(grads))
     latf_run = full if full is not None and _cfg(full, "latf") == "adaptive" else \
         _pick(study, lambda r: _cfg(r, "latf") == "adaptive")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from analysis.figures import gradient_frame, histogram_frame
 from analysis.report.figures import build_figures, ema_lag
+from analysis.report.gate_section import gate_section
 from analysis.report.markdown import compare, fmt, md_table
 from analysis.report.numbers import (group_medians, paired_ce_difference, paired_ce_se,
                                      probe_summary, ratio_summary)
@@ -191,7 +192,7 @@ def build_report(study: Study, root: Path, exported: set[str] | None = None,
         "statement of what such a small study can and cannot show, not a reproduction of the "
         "paper's numbers."])
     sections = [
-        header, setup_section(study), noise_text, table2_section(study, threshold), loss_section(study),
+        header, gate_section(study), setup_section(study), noise_text, table2_section(study, threshold), loss_section(study),
         c_section(study, threshold), table3_section(study), table4_section(study, threshold), table5_section(study),
         table1_section(study, threshold), "\n".join(fig_lines).rstrip(), verdict_section(study, threshold),
         missing_section(root),
