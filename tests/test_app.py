@@ -406,3 +406,22 @@ def test_runs_page_draws_the_ctkd_temperature_of_a_ctkd_run(tmp_path, monkeypatc
     assert _values(by_name["λ (GRL strength)"]["y"])[0] == 1.0
     plain = make_run(root, "plain", steps=5, probe_steps=[0, 5])  # no CTKD: no such chart
     assert not charts(open_page("views/runs.py", selected=[plain]))
+
+
+def test_runs_page_shows_the_validity_gate(tmp_path, monkeypatch):
+    from tests.test_analysis_validity import _record
+
+    def evals(final_rouge, final_ce):
+        return [_record("teacher", 0, 20.0, 0.4, 2.0), _record("student_init", 0, 8.0, 0.3, 5.0),
+                _record("student", 10, final_rouge, 0.5, final_ce)]
+
+    root = tmp_path / "runs"
+    good = make_run(root, "learns", evals=evals(14.0, 3.0))
+    stuck = make_run(root, "stuck", evals=evals(8.5, 4.9))
+    monkeypatch.setenv("ADAKD_RUNS", str(root))
+    at = open_page("views/runs.py", selected=[good])
+    assert not at.exception
+    assert any(s.value.startswith("Validity gate passes") for s in at.success)
+    at = open_page("views/runs.py", selected=[stuck])
+    assert not at.exception
+    assert any(e.value.startswith("Validity gate FAILS") and "not findings" in e.value for e in at.error)
