@@ -33,7 +33,8 @@ from pathlib import Path
 
 import yaml
 
-from adakd.limits import bounded_lines, check_data_file, check_file_size, check_json_depth, check_record_size
+from adakd.limits import (MAX_JSON_DEPTH, bounded_lines, check_data_file, check_file_size, check_json_depth,
+                          check_record_size, yaml_depth_exceeds)
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,9 @@ def load_chatterbot(path=None) -> list[Example]:
 def _chatterbot_file(path: Path) -> list[Example]:
     text = _read_text(path)
     try:
+        if yaml_depth_exceeds(text, _YAML_LOADER):  # before compose, whose recursion can crash
+            raise DataError(f"YAML nested more than {MAX_JSON_DEPTH} levels deep; a chatterbot file is a "
+                            "mapping of lists of strings: fix or remove the deep part", path)
         root = yaml.compose(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)

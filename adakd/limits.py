@@ -18,9 +18,9 @@ from typing import Iterator
 MAX_RECORD_BYTES = 1 << 20  # 1 MiB: an instruction example is a few KB; 1 MiB is ~250 k tokens
 MAX_LINE_BYTES = MAX_RECORD_BYTES  # a JSONL line is one record
 MAX_FILE_BYTES = 4 << 30  # 4 GiB of JSONL (read line by line): ~300 times databricks-dolly-15k
-MAX_JSON_FILE_BYTES = 256 << 20  # a JSON array is parsed whole: ~10 times Alpaca's 22 MB
+MAX_JSON_FILE_BYTES = 256 << 20  # a JSON array (or YAML file) is parsed whole: ~10 times Alpaca's 22 MB
 MAX_JSON_DEPTH = 64  # records are flat objects of strings; 64 leaves room for any sane extra field
-CHUNK_BYTES = 1 << 20  # read size of the streamed scan
+PARSED_WHOLE = (".json", ".yml", ".yaml")  # formats read whole (MAX_JSON_FILE_BYTES), not line by line
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 _BRACKET = re.compile(r"[\[\]{}]")
@@ -39,7 +39,7 @@ def check_file_size(path: str | Path) -> int:
     .json array, which is parsed whole rather than line by line)."""
     path = Path(path)
     size = path.stat().st_size
-    limit = MAX_JSON_FILE_BYTES if path.suffix.lower() == ".json" else MAX_FILE_BYTES
+    limit = MAX_JSON_FILE_BYTES if path.suffix.lower() in PARSED_WHOLE else MAX_FILE_BYTES
     if size > limit:
         hint = ": write it as JSONL (one record per line)" if limit == MAX_JSON_FILE_BYTES else ": split it"
         raise LimitError(f"{path}: {_mib(size)} is larger than the {_mib(limit)} such a data file may have{hint}")
@@ -96,13 +96,33 @@ def check_json_depth(text: str, where: str) -> None:
                          "flat object of strings: fix or remove that line")
 
 
+def yaml_depth_exceeds(text: str, loader, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the YAML `text` nests sequences/mappings deeper than `limit`.
+
+    Read as parser events, which libyaml produces without recursion; composing a node tree
+    recurses, and on a line of 100,000 `[` the C composer overflows the stack (a segfault,
+    not an exception). Stops at the first level past the limit.
+    """
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > limit:
+                return True
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+    return False
+
+
 def check_data_file(path: str | Path) -> None:
     """Stream a data file once and raise LimitError for the first limit it breaks.
 
     JSONL (and YAML) files: every line within MAX_LINE_BYTES, and a JSONL line nested at most
     MAX_JSON_DEPTH deep. A JSON array may legitimately be written on one line, so a .json file
-    is bounded by its size only here; its nesting and records are checked when it is parsed
-    (adakd.data). A folder's .yml files are each checked.
+    is bounded by its size only here; its nesting and records, and a YAML file's nesting, are
+    checked when it is parsed (adakd.data). A folder's .yml files are each checked.
     """
     path = Path(path).expanduser()
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".yml", ".yaml")) if path.is_dir() else [path]
@@ -114,3 +134,14 @@ def check_data_file(path: str | Path) -> None:
         for number, line in bounded_lines(file):
             if suffix == ".jsonl":
                 check_json_depth(line.decode("utf-8", errors="replace"), f"{file}, line {number}")
+        if suffix in (".yml", ".yaml"):
+            import yaml
+
+            try:
+                deep = yaml_depth_exceeds(file.read_text(encoding="utf-8", errors="replace"),
+                                          getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            except yaml.YAMLError:
+                deep = False  # invalid YAML: the loader names the line
+            if deep:
+                raise LimitError(f"{file}: YAML nested more than {MAX_JSON_DEPTH} levels deep; fix or remove "
+                                 "the deep part")

@@ -155,3 +155,14 @@ def test_train_form_applies_the_same_limits(tmp_path, monkeypatch, files):
         assert not [b for b in at.button if b.key == "train-launch"], extra
         assert not at.exception
     nothing_written(tmp_path / "runs")
+
+
+def test_deeply_nested_yaml_is_refused_not_a_crash(tmp_path):
+    """libyaml's composer recurses in C: 100,000 `[` once killed the process with a segfault."""
+    deep = tmp_path / "deep.yml"
+    deep.write_text("categories:\n- x\nconversations:\n- " + "[" * 100_000 + "\n")
+    with pytest.raises(limits.LimitError, match="YAML nested more than 64 levels deep"):
+        limits.check_data_file(deep)
+    done = subprocess.run([sys.executable, "-c", f"from adakd.data import load_examples; load_examples({str(deep)!r})"],
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "YAML nested more than 64 levels deep" in done.stderr, done.stderr[-2000:]
