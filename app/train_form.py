@@ -15,7 +15,6 @@ from pathlib import Path
 from adakd.config import RunConfig
 from adakd.presets import resolve_preset
 from adakd.rundir import check_run_name
-from adakd.runlock import only_lock_inside
 from adakd.sweep import build_config, expand_grid, parse_grid
 
 PRESET_HELP = {
@@ -117,7 +116,7 @@ def build_request(mode: str, preset: str, values: dict, extra: str, grid: dict, 
     """The validated launch for the form; raises ValueError with the message to show."""
     name = check_run_name((name or "").strip())
     run_dir = Path(root) / name
-    if not only_lock_inside(run_dir):  # a start killed before it wrote anything leaves just the lock file
+    if run_dir.exists():
         raise ValueError(f"a run or sweep named {name!r} already exists in {root}: choose another name")
     overrides = overrides_from(values, defaults) + parse_extra(extra)
     if mode == "single":
