@@ -152,13 +152,13 @@ def cmd_train(args) -> int:
         raise UsageError(str(err)) from None
     root = Path(args.root) if args.root else runs_root()
     try:
-        names = [check_run_name(args.name)] if args.name else None
+        name = check_run_name(args.name) if args.name else None
     except ValueError as err:
         raise UsageError(str(err)) from None
     if args.run_dir:
         candidates = [Path(args.run_dir)]
-    elif names:
-        candidates = [root / names[0]]
+    elif name:
+        candidates = [root / name]
     else:  # several starts in the same second: the first free of <preset>-<time>, -2, -3, ...
         base = default_run_name(args.preset)
         candidates = [root / (base if i == 1 else f"{base}-{i}") for i in range(1, 100)]
@@ -196,7 +196,7 @@ def _claim(candidates: list[Path], held: ExitStack) -> Path:
 
 def cmd_resume(args) -> int:
     path = _resolve_run(args.run, Path(args.root) if args.root else None)
-    with _locked(path):  # before anything is read or loaded (torch too): a second resume stops here
+    with _locked(path):  # before the run is read or a model loads: a second resume stops here
         from adakd.trainer import check_resumable, resume
 
         try:

@@ -36,7 +36,8 @@ class _ReadOnlyLock(UnixFileLock):
     A training process holds its lock for hours; a descriptor open for writing would keep the
     run's disk from being remounted read-only ("mount point is busy"), which an administrator
     (or the read-only-disk fault test) may need. flock needs no write access, so the file is
-    created once and then opened read-only.
+    created once and then opened read-only. This overrides filelock's `_open_lock_file`, a
+    private method: filelock is pinned (requirements.txt), and the fault tests notice a change.
     """
 
     def _open_lock_file(self) -> tuple[int, bool] | None:
