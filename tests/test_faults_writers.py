@@ -259,7 +259,7 @@ def test_resume_keeps_an_unreadable_probe_file_aside(run_copy, name):
     assert sorted(pd.read_parquet(run_copy / name)["step"].unique()) == [6, 9]  # only the new probes
 
 
-def test_a_gap_in_metrics_is_reported_by_resume_list_and_the_runs_page(run_copy, capsys, caplog):
+def test_a_gap_in_metrics_is_reported_by_resume_list_and_the_runs_page(run_copy, capsys, caplog, monkeypatch):
     """metrics.jsonl loses step 2 in the middle (a garbled line): resume keeps the file as it was
     aside and reports the gap; the finished run is listed "with gaps", never plainly finished."""
     lines = (run_copy / "metrics.jsonl").read_text().splitlines(keepends=True)
@@ -284,6 +284,18 @@ def test_a_gap_in_metrics_is_reported_by_resume_list_and_the_runs_page(run_copy,
     clear_cache()
     summary = summary_row(load_run(run_copy))
     assert summary["step_gaps"] == "metrics.jsonl: step 2 missing" and "step 2 missing" in summary["problems"]
+
+    from streamlit.testing.v1 import AppTest
+
+    from analysis import runs as analysis_runs
+
+    monkeypatch.setenv("ADAKD_RUNS", str(run_copy.parent))
+    monkeypatch.setattr(analysis_runs, "SAMPLE_RUNS_DIR", run_copy.parent / "no-samples")
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.dataframe[0].value["state"].tolist() == ["finished, with gaps"]  # the Runs page
+    assert any("step 2 missing" in w.value for w in at.warning)
 
 
 def test_duplicated_steps_are_never_plainly_finished(run_copy, capsys):
