@@ -26,7 +26,7 @@ from pathlib import Path
 
 from adakd.failures import describe
 from adakd.metric_gaps import run_step_problems
-from adakd.rundir import RunDir, check_run_name, runs_root
+from adakd.rundir import RunDir, check_run_name, latest_step, runs_root
 from adakd.runlock import RunBusy, new_run_lock, run_lock
 
 log = logging.getLogger("adakd")
@@ -247,22 +247,13 @@ def _run_rows(root: Path) -> list[dict]:
         problems = run_step_problems(run, metrics)
         state = run.effective_state()
         rows.append({"name": child.name, "state": f"{state}, with gaps" if problems else state,
-                     "step": _latest_step(status, metrics), "total": (status or {}).get("total_steps"),
+                     "step": latest_step(status, metrics[-1].get("step") if metrics else None),
+                     "total": (status or {}).get("total_steps"),
                      "loss": metrics[-1].get("loss") if metrics else None,
                      "rouge_l": evals[-1].get("rouge_l_avg") if evals else None,
                      "preset": (meta or {}).get("preset"), "started": (meta or {}).get("started_at"),
                      "problems": problems})
     return rows
-
-
-def _latest_step(status: dict | None, metrics: list[dict]) -> int | None:
-    """The run's step: status.json's, or the last metrics line's when newer (status.json is
-    rewritten only every 2 s while running; every step appends its line)."""
-    step = (status or {}).get("step")
-    last = metrics[-1].get("step") if metrics else None
-    if isinstance(last, int) and (not isinstance(step, int) or last > step):
-        return last
-    return step
 
 
 def cmd_list(args) -> int:

@@ -253,6 +253,15 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def latest_step(status: dict | None, last_logged: Any) -> int | None:
+    """A run's step: status.json's, or the last metrics line's when that is newer (status.json
+    is rewritten at most every 2 s while running; every logged step appends its line at once)."""
+    step = (status or {}).get("step")
+    if isinstance(last_logged, int) and (not isinstance(step, int) or last_logged > step):
+        return last_logged
+    return step
+
+
 def effective_state(status: dict | None) -> str:
     """The state a reader should show: status.json's state, or "crashed" for a run marked
     running whose process (on this host) is gone; "unknown" without a status file."""

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from adakd.metric_gaps import gap_problems
-from adakd.rundir import effective_state
+from adakd.rundir import effective_state, latest_step
 from adakd.rundir import runs_root as _runs_root
 from analysis.labels import method_label
 from analysis.readers import (EVAL_COLUMNS, EVENT_COLUMNS, GRADIENT_COLUMNS, METRIC_COLUMNS,
@@ -304,7 +304,8 @@ LIST_COLUMNS = ["name", "path", "state", "preset", "method", "divergence", "latf
 def list_runs(roots) -> pd.DataFrame:
     """One row per run found under `roots` (columns LIST_COLUMNS).
 
-    steps: last step in status.json (else the last metrics step); total_steps: status, else
+    steps: the step in status.json, or the last metrics step when newer (adakd.rundir.latest_step:
+    status.json lags up to 2 s behind a running run); total_steps: status, else
     config max_steps; final_loss: the last logged `loss`; rouge_l: the last student eval's
     average; problems: the run's problems joined by "; " ("" when none); step_gaps: the missing or
     repeated steps of metrics.jsonl ("" when none; part of problems too); sweep: the folder
@@ -333,7 +334,7 @@ def summary_row(run: Run, sweep: str = "") -> dict:
         "divergence": config.get("divergence"), "latf": config.get("latf"),
         "idts": config.get("idts"),
         "c": config.get("idts_c") if config.get("idts", "on") != "off" else None, "seed": run.seed,
-        "steps": status.get("step", last_step), "total_steps": status.get("total_steps",
+        "steps": latest_step(status, last_step), "total_steps": status.get("total_steps",
                                                                           config.get("max_steps")),
         "final_loss": final_loss, "rouge_l": float(average.iloc[0]) if len(average) else None,
         "is_sample": run.is_sample, "problems": "; ".join(run.problems),

@@ -342,7 +342,7 @@ def test_a_failed_resume_keeps_the_run_as_it_was(run_copy, capsys, damage, file)
     assert status["step"] == before["step"] and status["last_checkpoint"] == 3
     assert (run_copy / "metrics.jsonl").read_text() == metrics  # nothing truncated
     clear_cache()
-    assert summary_row(load_run(run_copy))["steps"] == before["step"]
+    assert summary_row(load_run(run_copy))["steps"] == 4  # the run as it was (metrics 1-4), not step 0
 
 
 def test_eval_on_a_checkpoint_replaced_by_a_pickle_is_one_line(run_copy):
