@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
-from adakd.rundir import write_json_atomic
+from adakd.rundir import CHECKPOINTS, remove_temp_files, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step-(\d{6,})$")
 STATE_FILE = "trainer_state.json"
+MODEL_FILE = "model.safetensors"
 
 
 def checkpoint_name(step: int) -> str:
@@ -78,7 +79,7 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer, 
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        save_model(model, str(tmp / "model.safetensors"))
+        save_model(model, str(tmp / MODEL_FILE))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         write_json_atomic(tmp / STATE_FILE, {"step": step, **trainer_state})  # written last
@@ -95,17 +96,44 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer, 
     return final
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; str() names the file and what to do."""
+
+
+def damaged(path: Path, err: BaseException) -> CheckpointError:
+    """The one-line error for a checkpoint folder whose file `path` failed to load with `err`."""
+    from adakd.failures import describe
+
+    reason = "not valid JSON" if isinstance(err, json.JSONDecodeError) else describe(err)
+    folder = path.parent
+    return CheckpointError(
+        f"checkpoint {folder} is damaged ({path.name}: {reason}): move that folder aside "
+        f"(e.g. mv {folder} {folder}.damaged) to use the checkpoint before it")
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, scheduler=None,
                     device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Load weights (and optimiser/scheduler state when given); return trainer_state.json."""
+    """Load weights (and optimiser/scheduler state when given); return trainer_state.json.
+
+    Any file that does not load raises CheckpointError naming it (never the library's own
+    multi-line text, which for torch advises loading unsafely)."""
     path = Path(path)
-    state = json.loads((path / STATE_FILE).read_text())
-    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=True, device=str(device))
+    steps = [(STATE_FILE, lambda f: json.loads(f.read_text())),
+             (MODEL_FILE, lambda f: load_model(model, str(f), strict=True, device=str(device)))]
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
+        steps.append(("optimizer.pt", lambda f: optimizer.load_state_dict(
+            torch.load(f, map_location=device, weights_only=True))))
     if scheduler is not None:
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    return state
+        steps.append(("scheduler.pt", lambda f: scheduler.load_state_dict(torch.load(f, weights_only=True))))
+    results = {}
+    for name, read in steps:
+        try:
+            results[name] = read(path / name)
+        except Exception as err:  # any failure of a file we wrote means the file is damaged
+            raise damaged(path / name, err) from err
+    if not isinstance(results[STATE_FILE], dict):
+        raise damaged(path / STATE_FILE, ValueError("not a JSON object"))
+    return results[STATE_FILE]
 
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -116,9 +144,14 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     found = []
     for child in folder.iterdir():
         m = _NAME.match(child.name)
-        if m and child.is_dir() and (child / STATE_FILE).exists() and (child / "model.safetensors").exists():
+        if m and child.is_dir() and _complete(child):
             found.append((int(m.group(1)), child))
     return sorted(found)
+
+
+def _complete(folder: Path) -> bool:
+    """Whether a checkpoint folder has the files written first and last (weights, state)."""
+    return (folder / STATE_FILE).exists() and (folder / MODEL_FILE).exists()
 
 
 def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
@@ -126,16 +159,38 @@ def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
     return found[-1] if found else None
 
 
-def prune_checkpoints(folder: Path, keep: int) -> list[Path]:
-    """Delete all but the `keep` newest complete checkpoints and any *.tmp leftovers."""
+def prune_checkpoints(folder: Path, keep: int | None) -> list[Path]:
+    """Delete all but the `keep` newest complete checkpoints (None: keep all) and leftovers.
+
+    Leftovers are *.tmp folders of a killed writer and step folders that lack a file: only a
+    deletion killed half-way leaves those, since a checkpoint is complete before it is renamed
+    into place. A checkpoint is renamed to *.tmp before it is deleted, so a kill during the
+    deletion leaves a .tmp folder that the next start removes.
+    """
     folder = Path(folder)
     removed = []
-    for step, path in list_checkpoints(folder)[:-keep] if keep > 0 else []:
-        shutil.rmtree(path)
+    old = list_checkpoints(folder)[:-keep] if keep else []
+    for step, path in old:
+        doomed = path.with_name(path.name + ".old.tmp")
+        path.rename(doomed)
+        shutil.rmtree(doomed)
         removed.append(path)
     if folder.is_dir():
-        for child in folder.iterdir():
-            if child.name.endswith(".tmp") and child.is_dir():
+        for child in sorted(folder.iterdir()):
+            half_deleted = _NAME.match(child.name) and child.is_dir() and not _complete(child)
+            if (child.name.endswith(".tmp") and child.is_dir()) or half_deleted:
                 shutil.rmtree(child)
                 removed.append(child)
+    return removed
+
+
+def clean_leftovers(run_dir: Path) -> list[Path]:
+    """Remove what a killed writer left in a run directory: temp files of atomic writes, *.tmp
+    and half-deleted checkpoint folders. Only the holder of the run's lock (adakd.runlock) may
+    call this, on start: no other write can be under way."""
+    run_dir = Path(run_dir)
+    removed = remove_temp_files(run_dir) + prune_checkpoints(run_dir / CHECKPOINTS, None)
+    if removed:
+        log.info("removed leftovers of an interrupted writer in %s: %s", run_dir,
+                 ", ".join(p.name for p in removed))
     return removed

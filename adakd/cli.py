@@ -10,7 +10,9 @@
 Data-parallel: `torchrun --nproc_per_node 2 -m adakd train --preset smoke --name ddp` (gloo on
 CPU, nccl on CUDA); only rank 0 writes the run directory.
 The runs root is ./runs, or $ADAKD_RUNS. Bad input prints one line saying what to fix and
-exits with code 2 before anything is written; a run that fails later exits with 1.
+exits with code 2 before anything is written (so does a run that another process is writing:
+train, resume and eval hold the run's lock, adakd/runlock.py); a run that fails later exits
+with 1. Every failure is one line naming the file and what to do; --debug adds the traceback.
 """
 
 from __future__ import annotations
@@ -20,15 +22,22 @@ import json
 import logging
 import os
 import sys
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from adakd.rundir import RunDir, check_run_name, runs_root
+from adakd.failures import describe
+from adakd.metric_gaps import run_step_problems
+from adakd.rundir import RunDir, check_run_name, latest_step, runs_root
+from adakd.runlock import RunBusy, new_run_lock, run_lock
 
 log = logging.getLogger("adakd")
 
 
 class UsageError(Exception):
     """Bad input: printed as one line, exit code 2."""
+
+
+_DEBUG = False  # --debug: failures raise with their traceback instead of one line
 
 
 def _rank() -> int:
@@ -48,10 +57,13 @@ def _resolve_run(spec: str, root: Path | None = None) -> Path:
     path = Path(spec)
     if path.is_dir():
         return path
+    if path.exists():
+        raise UsageError(f"{spec} is a file, not a run folder: give the run's folder or its name")
     try:
         candidate = (root or runs_root()) / check_run_name(spec)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    except ValueError:
+        raise UsageError(f"no run folder {spec!r}, and as a run name it contains a path separator or "
+                         "'..': give an existing run folder or a plain run name") from None
     if candidate.is_dir():
         return candidate
     raise UsageError(f"no run folder {spec!r} (looked in . and {root or runs_root()}/)")
@@ -114,9 +126,11 @@ def _run_training(call, quiet: bool, run_dir: Path) -> int:
         if isinstance(err, ValueError) and not (run_dir / "status.json").exists():
             raise UsageError(str(err)) from None  # refused before anything was written (e.g. a model
             # that does not load or a vocabulary mismatch)
-        # the run recorded the failure (status.json, and the traceback in events.jsonl)
-        print(f"error: run failed: {type(err).__name__}: {err}\n"
-              f"(status and traceback: {run_dir}/status.json, {run_dir}/events.jsonl)", file=sys.stderr)
+        if _DEBUG:
+            raise
+        # the run recorded the failure (status.json, and the traceback in events.jsonl): one line
+        print(f"error: run failed: {describe(err)} (recorded in {run_dir}/status.json; traceback in "
+              "events.jsonl)", file=sys.stderr)
         return 1
     finally:
         progress.close()
@@ -137,39 +151,82 @@ def cmd_train(args) -> int:
         preflight(config)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    root = Path(args.root) if args.root else runs_root()
+    try:
+        name = check_run_name(args.name) if args.name else None
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if args.run_dir:
-        path = Path(args.run_dir)
-    else:
-        root = Path(args.root) if args.root else runs_root()
-        try:
-            path = root / check_run_name(args.name or default_run_name(args.preset))
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-    if _rank() == 0 and path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UsageError(f"run directory {path} already exists: resume it, or choose another --name/--run-dir")
+        candidates = [Path(args.run_dir)]
+    elif name:
+        candidates = [root / name]
+    else:  # several starts in the same second: the first free of <preset>-<time>, -2, -3, ...
+        base = default_run_name(args.preset)
+        candidates = [root / (base if i == 1 else f"{base}-{i}") for i in range(1, 100)]
     total = config.max_steps
+    with ExitStack() as held:
+        path = _claim(candidates, held) if _rank() == 0 else candidates[0]
 
-    def call(progress):
-        command = [sys.executable, "-m", "adakd", *args.argv]  # reproduces this run's config
-        return train(config, path, name=path.name, preset=args.preset, command=command,
-                     on_step=lambda r: progress({**r, "total_steps": total}))
+        def call(progress):
+            command = [sys.executable, "-m", "adakd", *args.argv]  # reproduces this run's config
+            return train(config, path, name=path.name, preset=args.preset, command=command,
+                         on_step=lambda r: progress({**r, "total_steps": total}))
 
-    return _run_training(call, args.quiet, path)
+        return _run_training(call, args.quiet, path)
+
+
+def _claim(candidates: list[Path], held: ExitStack) -> Path:
+    """The first candidate folder whose lock this process gets (kept in `held`), for a new run.
+
+    Taken before any model loads, so two starts never write one folder; with several
+    candidates (a default name), one that is taken or busy moves on to the next.
+    """
+    for i, path in enumerate(candidates):
+        last = i == len(candidates) - 1
+        try:
+            held.enter_context(new_run_lock(path))
+            return path
+        except (ValueError, RunBusy) as err:
+            if last:
+                raise UsageError(str(err)) from None
+        except OSError as err:
+            raise UsageError(f"cannot create run folder {path}: {err.strerror}: choose a folder you can "
+                             "write to (--run-dir) or another --root") from None
+    raise AssertionError("unreachable")
 
 
 def cmd_resume(args) -> int:
-    from adakd.trainer import check_resumable, resume
-
     path = _resolve_run(args.run, Path(args.root) if args.root else None)
-    try:
-        config, _ = check_resumable(path)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    with _locked(path):  # before the run is read or a model loads: a second resume stops here
+        from adakd.trainer import check_resumable, resume
 
-    def call(progress):
-        return resume(path, on_step=lambda r: progress({**r, "total_steps": config.max_steps}))
+        try:
+            config, _ = check_resumable(path)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
 
-    return _run_training(call, args.quiet, path)
+        def call(progress):
+            return resume(path, on_step=lambda r: progress({**r, "total_steps": config.max_steps}))
+
+        return _run_training(call, args.quiet, path)
+
+
+@contextmanager
+def _locked(path: Path):
+    """Hold the lock of the existing run `path` (rank 0 only: the other ranks never write)."""
+    if not (path / "config.json").is_file():  # refused without leaving a lock file in a stranger's folder
+        raise UsageError(f"{path} has no readable config.json: not a run directory")
+    if _rank() != 0:
+        yield path
+        return
+    with ExitStack() as held:
+        try:
+            held.enter_context(run_lock(path, create=False))
+        except (RunBusy, ValueError) as err:
+            raise UsageError(str(err)) from None
+        except OSError as err:
+            raise UsageError(f"cannot lock run folder {path}: {err.strerror}: check its permissions") from None
+        yield path
 
 
 def _run_rows(root: Path) -> list[dict]:
@@ -188,11 +245,15 @@ def _run_rows(root: Path) -> list[dict]:
             continue
         metrics = run.read_metrics()
         evals = [r for r in run.read_eval() if r.get("model") == "student"]
-        rows.append({"name": child.name, "state": run.effective_state(),
-                     "step": (status or {}).get("step"), "total": (status or {}).get("total_steps"),
+        problems = run_step_problems(run, metrics)
+        state = run.effective_state()
+        rows.append({"name": child.name, "state": f"{state}, with gaps" if problems else state,
+                     "step": latest_step(status, metrics[-1].get("step") if metrics else None),
+                     "total": (status or {}).get("total_steps"),
                      "loss": metrics[-1].get("loss") if metrics else None,
                      "rouge_l": evals[-1].get("rouge_l_avg") if evals else None,
-                     "preset": (meta or {}).get("preset"), "started": (meta or {}).get("started_at")})
+                     "preset": (meta or {}).get("preset"), "started": (meta or {}).get("started_at"),
+                     "problems": problems})
     return rows
 
 
@@ -216,6 +277,9 @@ def cmd_list(args) -> int:
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    for r in rows:  # what "with gaps" means, per run
+        for problem in r["problems"]:
+            print(f"{r['name']}: {problem}")
     return 0
 
 
@@ -235,19 +299,20 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from adakd.evaluation import evaluate_run
-
     path = _resolve_run(args.run, Path(args.root) if args.root else None)
     for f in args.data or []:
         if not Path(f).is_file():
             raise UsageError(f"--data file {f!r} not found")
-    _quiet_transformers()
     overrides = {k: v for k, v in (("eval_seeds", args.seeds), ("eval_min_reference_words", args.min_reference_words))
                  if v is not None}
-    try:
-        result = evaluate_run(path, args.data or None, args.examples, args.greedy, overrides)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    with _locked(path):  # eval appends to eval.jsonl: one writer at a time
+        from adakd.evaluation import evaluate_run
+
+        _quiet_transformers()
+        try:
+            result = evaluate_run(path, args.data or None, args.examples, args.greedy, overrides)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -297,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p):
         p.add_argument("--root", help="runs root (default ./runs or $ADAKD_RUNS)")
         p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+        p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
 
     p = sub.add_parser("train", help="start a run", epilog="Data-parallel: the same arguments under "
                        "`torchrun --nproc_per_node N -m adakd train ...` (gloo on CPU, nccl on CUDA); "
@@ -324,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list runs with state and headline numbers")
     p.add_argument("--root", help="runs root (default ./runs or $ADAKD_RUNS)")
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("sweep", help="run a grid of configs one after another")
@@ -354,12 +421,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
+    global _DEBUG
+    _DEBUG = args.debug
     _setup_logging(getattr(args, "quiet", False))
     try:
         return args.func(args)
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (UsageError, RunBusy) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, whatever the source wrote
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # anything unforeseen: still one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"error: {describe(err)} (run again with --debug for the traceback)", file=sys.stderr)
+        return 1

@@ -250,6 +250,21 @@ def _coerce_types(c: RunConfig) -> None:
             raise ValueError(f"{f.name} must be {_type_name(hint)} (got {value!r})")
 
 
+# Upper bounds of the counts: far past any real run, low enough that a typo (an extra digit, a
+# pasted number) is refused with a message instead of allocating or looping for ever.
+MAX_COUNT = 10_000_000  # steps, examples, buffer entries
+MAX_TOKENS = 1_000_000  # lengths in tokens
+MAX_BATCH = 4096  # examples per batch, probe examples, accumulation steps
+MAX_LAYERS = 1024
+MAX_HIDDEN = 65_536
+MAX_SEED = 2**32 - 1  # numpy's seed range
+
+
+def _bounded(c: RunConfig, name: str, low: int, high: int, note: str = "") -> None:
+    value = getattr(c, name)
+    _check(low <= value <= high, name, value, f"in [{low}, {high:,}]{note}")
+
+
 def _check(ok: bool, name: str, value: Any, valid: str) -> None:
     if not ok:
         raise ValueError(f"{name} = {value!r} is out of range: must be {valid}")
@@ -276,19 +291,20 @@ def _validate(c: RunConfig) -> None:
         _check(bool(getattr(c, name).strip()), name, getattr(c, name), "a non-empty string")
     if c.student_layers is not None:
         layers = c.student_layers
-        _check(len(layers) > 0 and all(x >= 0 for x in layers) and len(set(layers)) == len(layers),
+        _check(0 < len(layers) <= MAX_LAYERS and all(0 <= x < MAX_LAYERS for x in layers)
+               and len(set(layers)) == len(layers),
                "student_layers", layers, "null or a non-empty list of distinct layer indices >= 0")
-    _check(c.random_layers >= 1, "random_layers", c.random_layers, ">= 1")
-    _check(c.random_hidden >= 8, "random_hidden", c.random_hidden, ">= 8")
-    _check(c.student_mlp_keep >= 1, "student_mlp_keep", c.student_mlp_keep, ">= 1 (at most the teacher's MLP width)")
-    _check(c.pruning_examples >= 1, "pruning_examples", c.pruning_examples, ">= 1")
+    _bounded(c, "random_layers", 1, MAX_LAYERS)
+    _bounded(c, "random_hidden", 8, MAX_HIDDEN)
+    _bounded(c, "student_mlp_keep", 1, MAX_HIDDEN, " (at most the teacher's MLP width)")
+    _bounded(c, "pruning_examples", 1, MAX_BATCH)
     _check(all(isinstance(p, str) and p.strip() for p in c.eval_data), "eval_data", c.eval_data,
            "a list of file paths (empty = the held-out split of data)")
     if c.max_train_examples is not None:
-        _check(c.max_train_examples >= 1, "max_train_examples", c.max_train_examples, "null or >= 1")
-    _check(c.max_prompt_length >= 1, "max_prompt_length", c.max_prompt_length, ">= 1")
-    _check(c.max_length > c.max_prompt_length, "max_length", c.max_length,
-           f"> max_prompt_length ({c.max_prompt_length}), leaving room for the response")
+        _bounded(c, "max_train_examples", 1, MAX_COUNT, " or null")
+    _bounded(c, "max_prompt_length", 1, MAX_TOKENS)
+    _check(c.max_prompt_length < c.max_length <= MAX_TOKENS, "max_length", c.max_length,
+           f"> max_prompt_length ({c.max_prompt_length}), leaving room for the response, and <= {MAX_TOKENS:,}")
 
     _choice(c, "divergence", DIVERGENCES)
     _check(all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -319,10 +335,10 @@ def _validate(c: RunConfig) -> None:
 
     _choice(c, "regime", REGIMES)
     _check(0 <= c.gkd_lambda <= 1, "gkd_lambda", c.gkd_lambda, "in [0, 1]")
-    _check(c.gen_max_new_tokens >= 1, "gen_max_new_tokens", c.gen_max_new_tokens, ">= 1")
+    _bounded(c, "gen_max_new_tokens", 1, MAX_TOKENS)
     _check(c.gen_temperature > 0, "gen_temperature", c.gen_temperature, "> 0")
     _check(0 < c.gen_top_p <= 1, "gen_top_p", c.gen_top_p, "in (0, 1]")
-    _check(c.buffer_capacity >= 1, "buffer_capacity", c.buffer_capacity, ">= 1")
+    _bounded(c, "buffer_capacity", 1, MAX_COUNT)
     _check(0 <= c.distillm_prob_step <= 1, "distillm_prob_step", c.distillm_prob_step, "in [0, 1]")
     _check(c.distillm_threshold >= 0, "distillm_threshold", c.distillm_threshold, ">= 0")
 
@@ -331,26 +347,24 @@ def _validate(c: RunConfig) -> None:
     _check(0 <= c.weight_decay <= 1, "weight_decay", c.weight_decay, "in [0, 1]")
     _choice(c, "lr_schedule", LR_SCHEDULES)
     _check(0 <= c.warmup_ratio < 1, "warmup_ratio", c.warmup_ratio, "in [0, 1)")
-    _check(c.max_steps >= 1, "max_steps", c.max_steps, ">= 1")
-    _check(c.batch_size >= 1, "batch_size", c.batch_size, ">= 1")
-    _check(c.grad_accum >= 1, "grad_accum", c.grad_accum, ">= 1")
+    _bounded(c, "max_steps", 1, MAX_COUNT)
+    _bounded(c, "batch_size", 1, MAX_BATCH)
+    _bounded(c, "grad_accum", 1, MAX_BATCH)
     _check(c.max_grad_norm >= 0, "max_grad_norm", c.max_grad_norm, ">= 0 (0 = no clipping)")
-    _check(c.seed >= 0, "seed", c.seed, ">= 0")
+    _bounded(c, "seed", 0, MAX_SEED)
     _choice(c, "dtype", DTYPES)
     _choice(c, "device", DEVICES)
 
-    _check(c.log_interval >= 1, "log_interval", c.log_interval, ">= 1")
-    _check(c.probe_interval >= 0, "probe_interval", c.probe_interval, ">= 0 (0 = probes off)")
-    _check(c.probe_examples >= 1, "probe_examples", c.probe_examples, ">= 1")
-    _check(c.gradient_batch_size >= 1, "gradient_batch_size", c.gradient_batch_size, ">= 1")
-    _check(c.eval_interval >= 0, "eval_interval", c.eval_interval, ">= 0 (0 = only at the end)")
-    _check(c.eval_examples >= 0, "eval_examples", c.eval_examples, ">= 0 (0 = no evaluation)")
-    _check(c.eval_max_new_tokens >= 1, "eval_max_new_tokens", c.eval_max_new_tokens, ">= 1")
-    _check(c.eval_seed >= 0, "eval_seed", c.eval_seed, ">= 0")
-    _check(c.eval_seeds >= 1, "eval_seeds", c.eval_seeds, ">= 1 (generation seeds averaged)")
-    _check(c.eval_holdout >= 0, "eval_holdout", c.eval_holdout, ">= 0 (0 = the 80/10/10 split)")
-    _check(c.eval_min_reference_words >= 0, "eval_min_reference_words", c.eval_min_reference_words,
-           ">= 0 (0 = every reference)")
-    _check(c.checkpoint_interval >= 0, "checkpoint_interval", c.checkpoint_interval,
-           ">= 0 (0 = only at the end)")
-    _check(c.keep_checkpoints >= 1, "keep_checkpoints", c.keep_checkpoints, ">= 1")
+    _bounded(c, "log_interval", 1, MAX_COUNT)
+    _bounded(c, "probe_interval", 0, MAX_COUNT, " (0 = probes off)")
+    _bounded(c, "probe_examples", 1, MAX_BATCH)
+    _bounded(c, "gradient_batch_size", 1, MAX_BATCH)
+    _bounded(c, "eval_interval", 0, MAX_COUNT, " (0 = only at the end)")
+    _bounded(c, "eval_examples", 0, MAX_COUNT, " (0 = no evaluation)")
+    _bounded(c, "eval_max_new_tokens", 1, MAX_TOKENS)
+    _bounded(c, "eval_seed", 0, MAX_SEED)
+    _bounded(c, "eval_seeds", 1, 100, " (generation seeds averaged)")
+    _bounded(c, "eval_holdout", 0, MAX_COUNT, " (0 = the 80/10/10 split)")
+    _bounded(c, "eval_min_reference_words", 0, MAX_TOKENS, " (0 = every reference)")
+    _bounded(c, "checkpoint_interval", 0, MAX_COUNT, " (0 = only at the end)")
+    _bounded(c, "keep_checkpoints", 1, 1000)

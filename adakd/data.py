@@ -33,6 +33,9 @@ from pathlib import Path
 
 import yaml
 
+from adakd.limits import (MAX_JSON_DEPTH, bounded_lines, check_data_file, check_file_size, check_json_depth,
+                          check_record_size, yaml_depth_exceeds)
+
 logger = logging.getLogger(__name__)
 
 CHATTERBOT_INSTALL_HINT = "pip install --no-deps chatterbot-corpus==1.3.3"
@@ -115,6 +118,9 @@ def load_chatterbot(path=None) -> list[Example]:
 def _chatterbot_file(path: Path) -> list[Example]:
     text = _read_text(path)
     try:
+        if yaml_depth_exceeds(text, _YAML_LOADER):  # before compose, whose recursion can crash
+            raise DataError(f"YAML nested more than {MAX_JSON_DEPTH} levels deep; a chatterbot file is a "
+                            "mapping of lists of strings: fix or remove the deep part", path)
         root = yaml.compose(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
@@ -172,17 +178,30 @@ def _deduplicate(examples: list[Example]) -> list[Example]:
 
 
 def load_dolly_jsonl(path) -> list[Example]:
-    """One JSON object per line (blank lines skipped); Dolly or Alpaca keys."""
+    """One JSON object per line (blank lines skipped); Dolly or Alpaca keys.
+
+    Read line by line within the input limits (adakd.limits): a huge line or a deeply nested
+    one is refused with its line number before it is parsed.
+    """
     path = Path(path)
     examples = []
-    for number, raw in enumerate(_read_text(path).split("\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise DataError(f"invalid JSON: {err.msg} (column {err.colno})", path, number) from None
-        examples.append(_example_from_record(record, path, number))
+    try:
+        check_file_size(path)
+        for number, raw in bounded_lines(path):
+            text = _decode(raw[3:] if number == 1 and raw.startswith(b"\xef\xbb\xbf") else raw, path, number)
+            if not text.strip():
+                continue
+            where = f"{path}, line {number}"
+            check_json_depth(text, where)
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise DataError(f"invalid JSON: {err.msg} (column {err.colno})", path, number) from None
+            examples.append(_example_from_record(record, path, number))
+    except FileNotFoundError:
+        raise DataError("file not found", path) from None
+    except OSError as err:
+        raise DataError(f"cannot read: {err.strerror}", path) from None
     if not examples:
         raise DataError("empty file: no examples", path)
     return examples
@@ -194,6 +213,7 @@ def load_alpaca_json(path) -> list[Example]:
     text = _read_text(path)
     if not text.strip():
         raise DataError("empty file: no examples", path)
+    check_json_depth(text, str(path))
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -203,7 +223,10 @@ def load_alpaca_json(path) -> list[Example]:
         raise DataError("expected a JSON array [ {...}, ... ] of records; for one object per line use .jsonl", path, 1)
     if not data:
         raise DataError("empty array: no examples", path)
-    return [_example_from_record(record, path, line) for record, line in zip(data, _array_item_lines(text))]
+    lines = _array_item_lines(text)
+    for record, line in zip(data, lines):
+        check_record_size(json.dumps(record), f"{path}, line {line}")
+    return [_example_from_record(record, path, line) for record, line in zip(data, lines)]
 
 
 def _array_item_lines(text: str) -> list[int]:
@@ -233,8 +256,8 @@ def _example_from_record(record, path: Path, line: int) -> Example:
         name = next((n for n in names if n in record), None)
         if name is None or (record[name] is None and not required):
             if required:
-                either = " or ".join(f"'{n}'" for n in names)
-                raise DataError(f"missing; each record needs 'instruction' and {either}", path, line, names[0])
+                raise DataError("missing; each record needs 'instruction' and a response ('response' or "
+                                "'output')", path, line, names[0])
             return ""
         value = record[name]
         if not isinstance(value, str):
@@ -252,16 +275,23 @@ def _example_from_record(record, path: Path, line: int) -> Example:
 
 
 def _read_text(path: Path) -> str:
+    """The whole file as text, after the input limits (size; line length except for a .json array)."""
     try:
+        check_data_file(path)
         data = path.read_bytes()
     except FileNotFoundError:
         raise DataError("file not found", path) from None
     except OSError as err:
         raise DataError(f"cannot read: {err.strerror}", path) from None
+    return _decode(data[3:] if data.startswith(b"\xef\xbb\xbf") else data, path, 1)
+
+
+def _decode(data: bytes, path: Path, first_line: int) -> str:
+    """UTF-8 text of `data` (which starts at line `first_line` of `path`), or a DataError naming the line."""
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
+        line = first_line + data[: err.start].count(b"\n")
         raise DataError(f"not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}); save the file as UTF-8",
                         path, line) from None
 

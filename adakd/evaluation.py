@@ -225,29 +225,32 @@ def evaluate_run(run_dir, data_files: Sequence[str] | None = None, examples: int
     from adakd.config import RunConfig
     from adakd.device import autocast, choose_device_and_dtype
     from adakd.rundir import EVAL, RunDir
+    from adakd.runlock import run_lock
     from adakd.runsetup import build_eval_sets, build_models, pad_token_id
 
     run = RunDir(run_dir)
-    meta = run.read_config()
-    if not meta or "config" not in meta:
-        raise ValueError(f"{run.path} has no readable config.json: not a run directory")
-    config = RunConfig.from_dict({**meta["config"], **(overrides or {})})
-    found = ckpt.latest_checkpoint(run.checkpoints)
-    if found is None:
-        raise ValueError(f"{run.path} has no complete checkpoint to evaluate yet")
-    step, path = found
-    datasets = build_eval_sets(config, data_files, examples)
-    device, dtype, reason = choose_device_and_dtype(config)
-    log.info("evaluating %s (checkpoint step %d) on %s: %s", run.path, step, device, reason)
-    teacher, student, tokenizer = build_models(config, device)
-    ckpt.load_checkpoint(path, student, device=device)
-    settings = protocol_settings(config, pad_token_id(tokenizer))
-    if greedy:
-        settings["greedy"] = True
-    with autocast(device, dtype):
-        record = evaluate_model(student, tokenizer, datasets, step=step, model_name="student", teacher=teacher,
-                                **settings)
-    run.append(EVAL, record)
-    run.event(step, "eval", f"student ROUGE-L {record['rouge_l_avg']:.2f} on {', '.join(datasets)} "
-              f"(python -m adakd eval)", model="student", rouge_l_avg=record["rouge_l_avg"])
+    with run_lock(run.path, create=False):  # appends to eval.jsonl: one writer at a time
+        meta = run.read_config()
+        if not meta or "config" not in meta:
+            raise ValueError(f"{run.path} has no readable config.json: not a run directory")
+        config = RunConfig.from_dict({**meta["config"], **(overrides or {})})
+        ckpt.clean_leftovers(run.path)
+        found = ckpt.latest_checkpoint(run.checkpoints)
+        if found is None:
+            raise ValueError(f"{run.path} has no complete checkpoint to evaluate yet")
+        step, path = found
+        datasets = build_eval_sets(config, data_files, examples)
+        device, dtype, reason = choose_device_and_dtype(config)
+        log.info("evaluating %s (checkpoint step %d) on %s: %s", run.path, step, device, reason)
+        teacher, student, tokenizer = build_models(config, device)
+        ckpt.load_checkpoint(path, student, device=device)
+        settings = protocol_settings(config, pad_token_id(tokenizer))
+        if greedy:
+            settings["greedy"] = True
+        with autocast(device, dtype):
+            record = evaluate_model(student, tokenizer, datasets, step=step, model_name="student", teacher=teacher,
+                                    **settings)
+        run.append(EVAL, record)
+        run.event(step, "eval", f"student ROUGE-L {record['rouge_l_avg']:.2f} on {', '.join(datasets)} "
+                  f"(python -m adakd eval)", model="student", rouge_l_avg=record["rouge_l_avg"])
     return record

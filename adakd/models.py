@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from adakd.assets import DEFAULT_TEACHER_NAME, default_teacher_dir
+from adakd.failures import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def load_tokenizer(name_or_path, trust_remote_code: bool = False):
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise ModelError(f"cannot load the tokenizer of '{name_or_path}': {err}") from err
+        raise ModelError(f"cannot load the tokenizer of '{name_or_path}': {first_line(err)}") from err
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         # Padding positions are masked by attention_mask and labels, so which id fills them
         # does not matter; eos is the conventional choice.
@@ -97,8 +98,8 @@ def _load_causal_lm(name_or_path, dtype, trust_remote_code: bool, role: str):
         config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise ModelError(
-            f"cannot load {role} '{where}': {err}\nGive a local model folder or a Hugging Face id "
-            "that is already in the local cache (downloads are off when HF_HUB_OFFLINE=1)."
+            f"cannot load {role} '{where}': {first_line(err)} Give a local model folder or a Hugging Face "
+            "id that is already in the local cache (downloads are off when HF_HUB_OFFLINE=1)."
         ) from err
     remote_causal = "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
     if getattr(config, "is_encoder_decoder", False) or not (
@@ -127,7 +128,7 @@ def _from_pretrained(auto_class, where: str, dtype, trust_remote_code: bool, rol
                 "loaded (pickle-based .bin files can run code); re-save the model with "
                 "model.save_pretrained(folder) to get model.safetensors."
             ) from err
-        raise ModelError(f"cannot load {role} weights from '{where}': {err}") from err
+        raise ModelError(f"cannot load {role} weights from '{where}': {first_line(err)}") from err
 
 
 @contextmanager

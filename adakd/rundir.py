@@ -138,6 +138,49 @@ def write_parquet_atomic(path: Path, frame) -> None:
         raise
 
 
+def _step_of(record: dict) -> int:
+    """A record's step as an int (a record with a damaged step sorts after every step)."""
+    try:
+        return int(record.get("step", 0))
+    except (TypeError, ValueError):
+        return 2**62
+
+
+def damaged_name(path: Path) -> Path:
+    """`<name>.damaged-<UTC time>` beside `path`: where a damaged file is kept (docs/contracts.md)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return path.with_name(f"{path.name}.damaged-{stamp}")
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged file to `<name>.damaged-<time>` (never overwrite it); return the new path."""
+    target = damaged_name(Path(path))
+    os.replace(path, target)
+    _fsync_dir(target.parent)
+    return target
+
+
+def keep_damaged_copy(path: Path) -> Path:
+    """Copy a damaged file to `<name>.damaged-<time>` before it is rewritten; return the copy."""
+    target = damaged_name(Path(path))
+    write_bytes_atomic(target, Path(path).read_bytes())
+    return target
+
+
+_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")  # tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files of atomic writes that a killed writer left in `folder` (only safe
+    for the writer holding the run's lock: no other write can be under way)."""
+    removed = []
+    for child in Path(folder).iterdir() if Path(folder).is_dir() else []:
+        if _TEMP.match(child.name) and child.is_file():
+            child.unlink(missing_ok=True)
+            removed.append(child)
+    return removed
+
+
 def read_json(path: Path, default: Any = None) -> Any:
     """Parsed JSON, or `default` when the file is missing or not valid JSON (logged)."""
     try:
@@ -210,6 +253,15 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def latest_step(status: dict | None, last_logged: Any) -> int | None:
+    """A run's step: status.json's, or the last metrics line's when that is newer (status.json
+    is rewritten at most every 2 s while running; every logged step appends its line at once)."""
+    step = (status or {}).get("step")
+    if isinstance(last_logged, int) and (not isinstance(step, int) or last_logged > step):
+        return last_logged
+    return step
+
+
 def effective_state(status: dict | None) -> str:
     """The state a reader should show: status.json's state, or "crashed" for a run marked
     running whose process (on this host) is gone; "unknown" without a status file."""
@@ -244,8 +296,11 @@ class RunDir:
         return self.path / CHECKPOINTS
 
     def create(self) -> None:
-        """Create the folder; refuse a non-empty existing one (never mix two runs)."""
-        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+        """Create the folder; refuse a non-empty existing one (never mix two runs). The lock
+        file that the starting writer holds (adakd.runlock) does not count."""
+        from adakd.runlock import only_lock_inside
+
+        if not only_lock_inside(self.path):
             raise ValueError(f"run directory {self.path} already exists and is not empty: "
                              "resume it, or choose another name / --run-dir")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -274,14 +329,24 @@ class RunDir:
     def write_parquet(self, name: str, frame) -> None:
         write_parquet_atomic(self.file(name), frame)
 
-    def truncate_after(self, step: int) -> None:
-        """Drop JSONL records with step > `step` (resume: the log continues without duplicates)."""
+    def truncate_after(self, step: int) -> list[str]:
+        """Drop JSONL records with step > `step` (resume: the log continues without duplicates).
+
+        A file with damaged lines is first copied aside whole (`<name>.damaged-<time>`), so the
+        rewrite never loses what could not be read. Returns the problems found (with where the
+        copy went), for the caller to report.
+        """
+        reported = []
         for name in (METRICS, EVENTS, EVAL):
             path = self.file(name)
             if path.exists():
-                records = read_jsonl(path)
-                kept = [r for r in records if int(r.get("step", 0)) <= step]
+                read = read_jsonl_report(path)
+                if read.problems:
+                    copy = keep_damaged_copy(path)
+                    reported += [f"{p} (the file as it was: {copy.name})" for p in read.problems]
+                kept = [r for r in read.records if _step_of(r) <= step]
                 write_jsonl_atomic(path, kept)
+        return reported
 
     # readers
     def read_config(self) -> dict | None:

@@ -28,6 +28,7 @@ import torch
 
 from adakd.config import RunConfig
 from adakd.device import choose_device_and_dtype, dtype_name
+from adakd.limits import check_data_file
 from adakd.rundir import FORMAT, utc_now
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,12 @@ def preflight(config: RunConfig) -> None:
     for path in config.eval_data:
         if not Path(path).expanduser().is_file():
             raise ValueError(f"eval_data file {path!r} not found")
+    # streamed, before any model loads: a 60 MB line must not reach the parser or the tokenizer
+    for path in ([] if config.data == "chatterbot" else [config.data]) + list(config.eval_data):
+        try:
+            check_data_file(path)
+        except OSError as err:
+            raise ValueError(f"cannot read data file {path!r}: {err.strerror}") from None
     for name in ("teacher", "student"):
         value = getattr(config, name)
         if _looks_local(value) and not Path(value).expanduser().exists():

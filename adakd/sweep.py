@@ -38,6 +38,7 @@ from pathlib import Path
 from adakd.config import RunConfig, apply_overrides, parse_overrides
 from adakd.presets import TABLES
 from adakd.rundir import RunDir, check_run_name, read_json, utc_now, write_json_atomic
+from adakd.runlock import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,8 @@ def run_sweep(preset: str | None, grid, base_overrides, root, name: str) -> Path
                 action = "resume"
             else:  # nothing saved to continue from: start the point again
                 log.warning("%s (%s) has no checkpoint; starting it again", run.path, state)
-                shutil.rmtree(run.path)
+                with run_lock(run.path, create=False):  # never from under a process writing it
+                    shutil.rmtree(run.path)
         save(entry, "running")
         log.info("sweep %s: %s %s", name, action, entry["name"])
         with _sigterm_as_interrupt():

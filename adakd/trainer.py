@@ -45,7 +45,10 @@ from adakd.latf import make_ratio_schedule
 from adakd.loss import adakd_loss
 from adakd.regimes import make_regime, merge_infos
 from adakd.run_tasks import RunTasks
-from adakd.rundir import CONFIG, GRADIENTS, METRICS, TOKENS, RunDir, utc_now
+from adakd.failures import describe
+from adakd.metric_gaps import run_step_problems
+from adakd.rundir import CONFIG, GRADIENTS, METRICS, TOKENS, RunDir, move_aside, utc_now
+from adakd.runlock import holds_lock, new_run_lock, run_lock
 from adakd.runsetup import (DataOrder, build_models, build_optimizer, build_scheduler, preflight,
                             prepare_data, run_metadata)
 from adakd.signals import StopRequest
@@ -64,19 +67,18 @@ def train(config: RunConfig, run_dir: str | os.PathLike, *, name: str | None = N
     """Train a student as `config` says into the new run directory `run_dir`; return its path.
 
     Validates everything checkable (paths, divergence parameters, device) before creating the
-    directory, so bad input writes nothing. `on_step(record)` is called on every rank after
-    each optimiser step with that step's metrics record (plus "rank"); the CLI draws its
-    progress bar from it.
+    directory, so bad input writes nothing. Rank 0 holds the run's lock (adakd.runlock) from
+    before the models load to the end, so no other process can write the same folder.
+    `on_step(record)` is called on every rank after each optimiser step with that step's
+    metrics record (plus "rank"); the CLI draws its progress bar from it.
     """
     preflight(config)
     run = RunDir(run_dir)
     first_rank = int(os.environ.get("RANK", "0")) == 0  # only rank 0 will write the directory
-    if first_rank and run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
-        raise ValueError(f"run directory {run.path} already exists and is not empty: "
-                         "resume it, or choose another name / --run-dir")
-    dist_info = init_distributed(config)
-    session = _Run(config, run, dist_info, on_step=on_step)
-    return session.start(name=name or run.name, preset=preset, command=command or sys.argv)
+    with new_run_lock(run.path) if first_rank else nullcontext():
+        dist_info = init_distributed(config)
+        session = _Run(config, run, dist_info, on_step=on_step)
+        return session.start(name=name or run.name, preset=preset, command=command or sys.argv)
 
 
 def check_resumable(run_dir: str | os.PathLike) -> tuple[RunConfig, tuple[int, Path] | None]:
@@ -85,9 +87,13 @@ def check_resumable(run_dir: str | os.PathLike) -> tuple[RunConfig, tuple[int, P
     meta = run.read_config()
     if not meta or "config" not in meta:
         raise ValueError(f"{run.path} has no readable config.json: not a run directory")
-    config = RunConfig.from_dict(meta["config"])
+    try:
+        config = RunConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{run.file(CONFIG)} holds settings that are no longer valid ({err}): "
+                         "start a new run") from None
     status = run.read_status() or {}
-    if run.effective_state() == "running":
+    if run.effective_state() == "running" and not holds_lock(run.path):
         raise ValueError(f"{run.path} is still running (pid {status.get('pid')}): stop it first")
     found = ckpt.latest_checkpoint(run.checkpoints)
     if status.get("state") == "finished" and found and found[0] >= config.max_steps:
@@ -102,11 +108,21 @@ def resume(run_dir: str | os.PathLike, *, on_step: StepCallback | None = None) -
     Restores weights, optimiser, scheduler, RNG states, data position and ratio-schedule state;
     drops log lines written after that checkpoint so metrics/events have no duplicates.
     Without any checkpoint the run restarts from step 0 (its set-up is deterministic).
+    Rank 0 holds the run's lock throughout; leftovers of a killed writer are removed first.
     """
-    config, found = check_resumable(run_dir)
-    session = _Run(config, RunDir(run_dir), init_distributed(config), on_step=on_step)
-    session.created = True
-    return session.start_resumed(found)
+    first_rank = int(os.environ.get("RANK", "0")) == 0
+    with run_lock(run_dir, create=False) if first_rank else nullcontext():
+        config, found = check_resumable(run_dir)
+        run = RunDir(run_dir)
+        session = _Run(config, run, init_distributed(config), on_step=on_step)
+        session.created = True
+        # until the checkpoint is restored, a failure is recorded against the run as it was
+        status = run.read_status() or {}
+        session.step = status.get("step") if isinstance(status.get("step"), int) else 0
+        session.last_checkpoint = status.get("last_checkpoint")
+        if first_rank:
+            ckpt.clean_leftovers(run.path)
+        return session.start_resumed(found)
 
 
 class _Run(RunTasks):
@@ -192,38 +208,50 @@ class _Run(RunTasks):
                 raise
 
     def _restore(self, found: tuple[int, Path] | None) -> None:
-        step = 0
+        step, last = 0, None  # self.step / last_checkpoint keep the run as it was until this succeeds
         if found is not None:
             step, path = found
             state = ckpt.load_checkpoint(path, self.student, self.optimizer, self.scheduler, self.device)
-            self.schedule.load_state_dict(state["schedule"])
-            if self.ctkd is not None:
-                with torch.no_grad():
-                    self.ctkd.tau.fill_(float(state["ctkd"]["tau"]))
-            self.position = int(state["data_position"])
-            self.regime.load_state_dict(state["regime"])
-            ckpt.set_rng_state(state["rng"])
-            self.last_checkpoint = step
-        self.step = step
+            try:
+                self.schedule.load_state_dict(state["schedule"])
+                if self.ctkd is not None:
+                    with torch.no_grad():
+                        self.ctkd.tau.fill_(float(state["ctkd"]["tau"]))
+                self.position = int(state["data_position"])
+                self.regime.load_state_dict(state["regime"])
+                ckpt.set_rng_state(state["rng"])
+            except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
+                # the library's own words ("not enough values to unpack") would not help here
+                malformed = ValueError("a saved state is missing or malformed")
+                raise ckpt.damaged(path / ckpt.STATE_FILE, malformed) from err
+            last = step
+        self.step, self.last_checkpoint = step, last
         if self.main:
-            self.run.truncate_after(step)
+            problems = self.run.truncate_after(step)
             for name in (TOKENS, GRADIENTS):
                 frame = self.run.read_parquet(name)
-                if frame is not None:
+                if frame is None and self.run.file(name).exists():  # unreadable: keep it, start a new one
+                    kept = move_aside(self.run.file(name))
+                    problems.append(f"{name} is unreadable: kept as {kept.name}; probes start a new file")
+                elif frame is not None:
                     frame = frame[frame["step"] <= step].reset_index(drop=True)
                     self.run.write_parquet(name, frame)
                 setattr(self, "tokens_frame" if name == TOKENS else "gradients_frame", frame)
+            problems += run_step_problems(self.run)
             self.done_evals = {(int(r["step"]), r["model"]) for r in self.run.read_eval()}
             self.validated = {int(e["step"]) for e in self.run.read_events() if e.get("kind") == "validation"}
             self.run.set_status("running", step=step, total_steps=self.config.max_steps,
                                 last_checkpoint=self.last_checkpoint)
             where = f"checkpoint step {step}" if found else "the start (no checkpoint was written)"
             self.run.event(step, "resume", f"resumed from {where}", checkpoint=found and str(found[1]))
+            for problem in problems:  # reported, never silent: the damaged data is kept aside
+                log.warning("%s: %s", self.run.path, problem)
+                self.run.event(step, "warning", problem)
 
     def _fail(self, err: BaseException) -> None:
         if not self.created:  # refused during set-up: nothing to record, the caller reports it
             return
-        message = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+        message = "interrupted" if isinstance(err, KeyboardInterrupt) else describe(err)
         log.error("run failed at step %d: %s", self.step, message)
         trace = "".join(traceback.format_exception(err))
         log.debug("%s", trace)

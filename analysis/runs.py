@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from adakd.rundir import effective_state
+from adakd.metric_gaps import gap_problems
+from adakd.rundir import effective_state, latest_step
 from adakd.rundir import runs_root as _runs_root
 from analysis.labels import method_label
 from analysis.readers import (EVAL_COLUMNS, EVENT_COLUMNS, GRADIENT_COLUMNS, METRIC_COLUMNS,
@@ -55,7 +56,9 @@ class Run:
     evals: one row per (eval record, dataset) with columns step, model, dataset, rouge_l, n,
     plus a row dataset="average" (rouge_l = rouge_l_avg, n = total n) per record.
     eval_records: the eval.jsonl objects as written. problems: what could not be read.
-    checkpoints: steps of the complete checkpoints under checkpoints/.
+    checkpoints: steps of the complete checkpoints under checkpoints/. step_gaps: steps missing
+    from or repeated in metrics.jsonl (adakd.metric_gaps); such a run is never shown as plainly
+    finished.
     """
 
     path: Path
@@ -73,6 +76,7 @@ class Run:
     problems: list[str]
     is_sample: bool
     checkpoints: list[int] = field(default_factory=list)
+    step_gaps: list[str] = field(default_factory=list)  # missing / repeated metrics steps (also in problems)
 
     @property
     def label(self) -> str:
@@ -204,12 +208,17 @@ def _read_run(path: Path, is_sample: bool) -> Run:
     problems += found
     evals, eval_records = eval_frame(eval_records, problems)
 
+    skipped = [e.get("step") for e in event_rows if e.get("kind") == "skipped_step"]
+    gaps = gap_problems([r.get("step") for r in metric_rows], config, _state_from_status(status),
+                        status.get("step"), skipped)
+    problems += gaps
+
     return Run(
         path=path, name=str(meta.get("name") or path.name), config=config, meta=meta,
         status=status, state=_state_from_status(status), metrics=metrics.reset_index(drop=True),
         events=events.reset_index(drop=True), tokens=tokens.reset_index(drop=True),
         gradients=gradients.reset_index(drop=True), evals=evals, eval_records=eval_records,
-        problems=problems, is_sample=is_sample, checkpoints=checkpoint_steps(path),
+        problems=problems, is_sample=is_sample, checkpoints=checkpoint_steps(path), step_gaps=gaps,
     )
 
 
@@ -289,15 +298,17 @@ def _visible_dirs(folder: Path) -> list[Path]:
 
 LIST_COLUMNS = ["name", "path", "state", "preset", "method", "divergence", "latf", "idts", "c",
                 "seed", "steps", "total_steps", "final_loss", "rouge_l", "is_sample",
-                "problems", "sweep", "started_at"]
+                "problems", "step_gaps", "sweep", "started_at"]
 
 
 def list_runs(roots) -> pd.DataFrame:
     """One row per run found under `roots` (columns LIST_COLUMNS).
 
-    steps: last step in status.json (else the last metrics step); total_steps: status, else
+    steps: the step in status.json, or the last metrics step when newer (adakd.rundir.latest_step:
+    status.json lags up to 2 s behind a running run); total_steps: status, else
     config max_steps; final_loss: the last logged `loss`; rouge_l: the last student eval's
-    average; problems: the run's problems joined by "; " ("" when none); sweep: the folder
+    average; problems: the run's problems joined by "; " ("" when none); step_gaps: the missing or
+    repeated steps of metrics.jsonl ("" when none; part of problems too); sweep: the folder
     holding the run when it is not a root itself ("" otherwise).
     """
     roots = [Path(r).expanduser().resolve() for r in roots]
@@ -323,9 +334,10 @@ def summary_row(run: Run, sweep: str = "") -> dict:
         "divergence": config.get("divergence"), "latf": config.get("latf"),
         "idts": config.get("idts"),
         "c": config.get("idts_c") if config.get("idts", "on") != "off" else None, "seed": run.seed,
-        "steps": status.get("step", last_step), "total_steps": status.get("total_steps",
+        "steps": latest_step(status, last_step), "total_steps": status.get("total_steps",
                                                                           config.get("max_steps")),
         "final_loss": final_loss, "rouge_l": float(average.iloc[0]) if len(average) else None,
-        "is_sample": run.is_sample, "problems": "; ".join(run.problems), "sweep": sweep,
+        "is_sample": run.is_sample, "problems": "; ".join(run.problems),
+        "step_gaps": "; ".join(run.step_gaps), "sweep": sweep,
         "started_at": run.meta.get("started_at"),
     }

@@ -74,7 +74,9 @@ def test_resumed_run_keeps_the_last_line_of_a_repeated_step(tmp_path):
     assert run.metrics["step"].tolist() == [1, 2, 3, 4]
     assert run.metrics["loss"].tolist() == [5.0, 4.5, 3.5, 2.5]
     assert run.final_eval()["rouge_l"].tolist() == [11.0, 11.0]
-    assert run.problems == []
+    # repeated steps are shown, though: such a run is never plainly "finished" (issue 17)
+    assert "metrics.jsonl: steps 2-3 logged more than once" in run.step_gaps
+    assert run.problems == run.step_gaps
 
 
 def test_missing_optional_files_give_empty_frames_with_columns(tmp_path):

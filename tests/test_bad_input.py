@@ -98,19 +98,26 @@ SMOKE = ["train", "--preset", "smoke", "--quiet"]
     (["--name", " "], "run name is empty"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_cli_train_refuses_bad_input(tmp_path, monkeypatch, capsys, folders, args, message):
+    err = refused_train(tmp_path, monkeypatch, capsys, args, folders)
+    assert message in err, err[-2000:]
+
+
+def refused_train(tmp_path, monkeypatch, capsys, args: list[str], paths: dict) -> str:
+    """Run `train --preset smoke ARGS` ({name} in ARGS replaced by paths[name]) in an empty cwd
+    and runs root; check it exits 2 with one error line and writes nothing; return stderr."""
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "runs"
     monkeypatch.setenv("ADAKD_RUNS", str(root))
-    for name, path in folders.items():
+    for name, path in paths.items():
         args = [a.replace("{" + name + "}", str(path)) for a in args]
     if "--name" not in args:
         args += ["--name", "victim"]
     assert main([*SMOKE, *args]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err, err[-2000:]
-    assert "Traceback" not in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err[-2000:]
     nothing_written(root)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nor anywhere else under the cwd
+    return err
 
 
 @pytest.mark.parametrize("argv, message", [

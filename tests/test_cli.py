@@ -42,6 +42,7 @@ def test_bad_input_exit_2_clear_message_nothing_written(argv, fragment, tmp_path
 
 def test_existing_run_dir_is_refused(tmp_path, capsys):
     (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text("{}")  # eval locks a run folder, never any folder
     (tmp_path / "r" / "config.json").write_text("{}")
     assert main(["train", "--preset", "smoke", "--run-dir", str(tmp_path / "r")]) == 2
     assert "already exists" in capsys.readouterr().err
@@ -156,6 +157,7 @@ def test_sweep_and_eval_delegate(tmp_path, monkeypatch, capsys):
                  "--set", "max_steps=5", "--name", "s1", "--root", str(tmp_path)]) == 0
     assert calls["sweep"] == ("demo", {"idts_c": ["0.1", "0.3"], "seed": ["0", "1"]}, ["max_steps=5"], tmp_path, "s1")
     (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text("{}")  # eval locks a run folder, never any folder
     data = tmp_path / "d.jsonl"
     data.write_text("")
     assert main(["eval", str(tmp_path / "r"), "--data", str(data), "--examples", "3", "--greedy", "--json"]) == 0

@@ -36,7 +36,7 @@ def test_names_match_the_loss_modules():
 @pytest.mark.parametrize("field,value,fragment", [
     ("lr", 0.0, "lr = 0.0 is out of range: must be in (0, 1]"),
     ("lr", 2.0, "in (0, 1]"),
-    ("max_steps", 0, "max_steps = 0 is out of range: must be >= 1"),
+    ("max_steps", 0, "max_steps = 0 is out of range: must be in [1, 10,000,000]"),
     ("batch_size", -1, "batch_size"),
     ("ratio_start", 0.0, "ratio_start = 0.0 is out of range: must be in (0, 1]"),
     ("ratio_end", 1.5, "ratio_end"),
@@ -47,7 +47,7 @@ def test_names_match_the_loss_modules():
     ("base_temperature", 0.0, "base_temperature"),
     ("idts_c", -0.1, "idts_c"),
     ("gen_top_p", 0.0, "gen_top_p"),
-    ("keep_checkpoints", 0, "keep_checkpoints = 0 is out of range: must be >= 1"),
+    ("keep_checkpoints", 0, "keep_checkpoints = 0 is out of range: must be in [1, 1,000]"),
     ("probe_interval", -1, "probe_interval"),
     ("eval_examples", -5, "eval_examples"),
     ("warmup_ratio", 1.0, "warmup_ratio"),

@@ -196,11 +196,11 @@ def test_checkpoint_listing_prune_and_tmp_leftovers(tmp_path):
     for step in (2, 4, 6):
         ckpt.save_checkpoint(tmp_path, step, model, opt, sched, {"rng": None})
     (tmp_path / "step-000008.tmp").mkdir()  # a killed writer
-    (tmp_path / "step-000010").mkdir()  # incomplete: no trainer_state.json
+    (tmp_path / "step-000010").mkdir()  # incomplete: only a deletion killed half-way leaves this
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2, 4, 6]
     assert ckpt.latest_checkpoint(tmp_path)[0] == 6
     removed = ckpt.prune_checkpoints(tmp_path, keep=2)
-    assert sorted(p.name for p in removed) == ["step-000002", "step-000008.tmp"]
+    assert sorted(p.name for p in removed) == ["step-000002", "step-000008.tmp", "step-000010"]
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [4, 6]
     # saving a step again replaces it
     ckpt.save_checkpoint(tmp_path, 6, model, opt, sched, {"rng": None, "mark": 1})

@@ -1,6 +1,5 @@
 """Runs: every run under the runs folder and sample_runs/; select, inspect, delete."""
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +9,7 @@ from analysis.replies import empty_reply_share, replies_frame
 from analysis.validity import evaluation_summary, gate_passed, gate_summary, run_gate
 from app import components as ui
 from app import jobs, state
+from app.run_delete import delete_runs
 
 ui.header("Runs", "Every training run under the runs folder and the shipped sample runs. "
           "Select one or several rows: the other pages show the selection.")
@@ -28,8 +28,9 @@ for _, row in damaged.iterrows():
     st.warning(f"**{row['name']}** has problems (what could be read is shown): {row['problems']}",
                icon=":material/warning:")
 
-shown = pd.DataFrame({
-    "state": [ui.state_label(s) for s in table["state"]],
+shown = pd.DataFrame({  # a run whose metrics have missing or repeated steps is never plainly "finished"
+    "state": [ui.state_label(s) + (", with gaps" if g else "") for s, g in zip(table["state"],
+                                                                           table["step_gaps"].fillna(""))],
     "name": table["name"],
     "method": table["method"],
     "preset": table["preset"],
@@ -113,6 +114,8 @@ if log_file.exists():
 
 # ---------------------------------------------------------------- delete (never a sample run)
 st.divider()
+for reason in st.session_state.pop("delete-refused", []):
+    st.error(reason, icon=":material/block:")
 deletable = [p for p in chosen if not table.loc[table["path"] == p, "is_sample"].iloc[0]]
 busy = [p for p in deletable if table.loc[table["path"] == p, "state"].iloc[0] == "running"
         or jobs.job_for_run(state.runs_root(), p) is not None]
@@ -129,15 +132,13 @@ else:
     st.warning(f"Delete {names} for good? This removes the folder(s) and checkpoints.")
     c = st.columns([1, 1, 6])
     if c[0].button("Yes, delete", type="primary", icon=":material/delete_forever:"):
-        root = state.runs_root()
-        for p in deletable:
-            target = Path(p).resolve()
-            if target.is_relative_to(root) and not target.is_relative_to(state.sample_root().resolve()):
-                shutil.rmtree(target, ignore_errors=True)
+        deleted, refused = delete_runs(deletable, state.runs_root(), state.sample_root())
         st.session_state["confirm-delete"] = False
-        state.set_selected([p for p in chosen if p not in deletable])
+        st.session_state["delete-refused"] = refused  # shown after the rerun
+        state.set_selected([p for p in chosen if Path(p).name not in deleted])
         state.clear_caches()
-        st.toast(f"Deleted {names}")
+        if deleted:
+            st.toast(f"Deleted {', '.join(deleted)}")
         st.rerun()
     if c[1].button("Cancel"):
         st.session_state["confirm-delete"] = False
