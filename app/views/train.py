@@ -42,10 +42,11 @@ with form_col:
     with st.expander("Models and data", expanded=False):
         values["teacher"] = st.text_input("Teacher", defaults.teacher, key=k("teacher"),
                                           help="smollm2-135m-instruct (embedded), tiny-random, a HF id or a local folder")
-        students = ["subset", "random", "tiny-random"]
+        students = ["pruned", "subset", "random", "tiny-random"]
         student = defaults.student if defaults.student in students else "custom"
         choice = st.selectbox("Student", students + ["custom"], index=(students + ["custom"]).index(student),
-                              key=k("student-kind"), help="subset: a few of the teacher's layers; "
+                              key=k("student-kind"), help="pruned: the teacher with narrower MLPs (starts close "
+                              "to it, docs/study_regime.md); subset: a few of the teacher's layers; "
                               "random: a small random Llama with the teacher's vocabulary")
         values["student"] = (st.text_input("Student model (HF id or folder)", defaults.student if student == "custom" else "",
                                            key=k("student")) if choice == "custom" else choice)
@@ -53,6 +54,10 @@ with form_col:
             values["student_layers"] = st.text_input(
                 "Teacher layers kept", ",".join(map(str, defaults.student_layers or [])), key=k("layers"),
                 help="Comma-separated layer indices; empty = evenly spaced")
+        if choice == "pruned":
+            values["student_mlp_keep"] = st.number_input(
+                "MLP neurons kept per layer", 1, 65_536, defaults.student_mlp_keep, key=k("mlp-keep"),
+                help="Of the teacher's MLP width (1,536 for SmolLM2-135M), ranked by activation on training text")
         if choice == "random":
             c1, c2 = st.columns(2)
             values["random_layers"] = c1.number_input("Layers", 1, 64, defaults.random_layers, key=k("rl"))
