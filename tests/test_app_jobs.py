@@ -180,8 +180,8 @@ def demo_defaults() -> RunConfig:
 def test_only_changed_fields_become_overrides():
     d = demo_defaults()
     values = {"divergence": d.divergence, "lr": float(d.lr), "max_steps": d.max_steps,
-              "student_layers": "0,6,12,18,24,29", "idts_c": 0.3, "max_train_examples": 0, "seed": 2.0}
-    assert overrides_from(values, d) == ["idts_c=0.3", "seed=2"]
+              "student_layers": "", "idts_c": 0.3, "max_train_examples": 0, "seed": 2.0}
+    assert overrides_from(values, d) == ["idts_c=0.3", "seed=2"]  # "" = None, the demo's own layers
 
 
 def test_single_run_request_is_the_cli_command(tmp_path):

@@ -154,8 +154,11 @@ def test_every_preset_is_a_valid_config(name):
 
 def test_preset_shapes():
     demo, smoke = resolve_preset("demo"), resolve_preset("smoke")
-    assert demo.teacher == "smollm2-135m-instruct" and demo.student == "subset" and demo.data == "chatterbot"
-    assert demo.eval_examples > 0  # the demo evaluates
+    assert demo.teacher == "smollm2-135m-instruct" and demo.student == "pruned" and demo.data == "chatterbot"
+    # the demo evaluates under the protocol: >= 100 held-out prompts with long replies, >= 3 seeds
+    assert demo.eval_examples >= 100 and demo.eval_holdout >= demo.eval_examples and demo.eval_seeds >= 3
+    assert demo.eval_min_reference_words == 11
+    assert resolve_preset("quick").student == "subset"  # the former demo, kept for a quick look
     assert smoke.teacher == "tiny-random" and smoke.max_steps <= 10
     gpu = resolve_preset("gpt2-dolly")
     assert (gpu.teacher, gpu.student) == ("gpt2-xl", "gpt2") and gpu.data.endswith(".jsonl")
