@@ -1,8 +1,8 @@
 """Choose the device and compute dtype once per run, with a human-readable reason.
 
-Policy (ARCHITECTURE.md, convention 4): cuda -> mps -> cpu; on CUDA the forward passes run
-under bf16 autocast (master weights and the optimiser stay float32); on CPU and MPS
-everything is float32. Under torchrun each process takes the GPU of its LOCAL_RANK.
+Policy: cuda -> mps -> cpu; on CUDA the forward passes run under bf16 autocast (master weights
+and the optimiser stay float32); on CPU and MPS everything is float32. Under torchrun each
+process takes the GPU of its LOCAL_RANK.
 """
 
 from __future__ import annotations
