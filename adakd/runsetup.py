@@ -75,6 +75,9 @@ def preflight(config: RunConfig) -> None:
         resolve_params(config.divergence, config.divergence_params)
     except ValueError as err:
         raise ValueError(f"divergence_params: {err}") from None
+    if config.eval_examples:
+        # the protocol needs held-out prompts with long replies: say so now, not after the models load
+        build_eval_sets(config)
     choose_device_and_dtype(config)
 
 

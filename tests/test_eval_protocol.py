@@ -119,3 +119,19 @@ def test_summary_table_rows():
     table = summary_table([record])
     row = [line for line in table.splitlines() if line.startswith("student")][0]
     assert row.split() == ["student", "100", "chat", "120", "12.35", "±", "0.50", "5.0", "%", "3.250", "0.750"]
+
+
+def test_a_dataset_without_long_replies_is_refused_before_anything_loads(tmp_path):
+    import json
+
+    from adakd.presets import resolve_preset
+    from adakd.runsetup import preflight
+
+    data = tmp_path / "short.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Say hi ({i}).", "context": "", "response": "Hi."}) + "\n"
+                            for i in range(20)))
+    config = resolve_preset("smoke", [f"data={data}", "eval_examples=4"])
+    with pytest.raises(ValueError, match="eval_min_reference_words lower"):
+        preflight(config)
+    preflight(resolve_preset("smoke", [f"data={data}", "eval_examples=4", "eval_min_reference_words=0"]))
+    preflight(resolve_preset("smoke", [f"data={data}", "eval_examples=0"]))  # no evaluation: nothing to check
