@@ -7,4 +7,6 @@ dashboard: setup
 	HF_HUB_OFFLINE=1 .venv/bin/python -m streamlit run app/main.py
 
 test: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest

@@ -30,9 +30,21 @@ _LAZY = {
 }
 
 __all__ = [
-    "hellinger", "token_difficulty", "divergence", "DIVERGENCES", "select_tokens",
-    "idts_temperatures", "LATFController", "FixedRatio", "LinearRatio", "CosineRatio",
-    "make_ratio_schedule", "adakd_loss", "AdaKDOutput", *_LAZY, "__version__",
+    "hellinger",
+    "token_difficulty",
+    "divergence",
+    "DIVERGENCES",
+    "select_tokens",
+    "idts_temperatures",
+    "LATFController",
+    "FixedRatio",
+    "LinearRatio",
+    "CosineRatio",
+    "make_ratio_schedule",
+    "adakd_loss",
+    "AdaKDOutput",
+    *_LAZY,
+    "__version__",
 ]
 
 

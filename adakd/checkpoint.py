@@ -63,13 +63,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
         else:
-            log.warning("checkpoint has %d CUDA RNG states, this machine %d GPUs: CUDA RNG not restored",
-                        len(cuda), torch.cuda.device_count())
+            log.warning(
+                "checkpoint has %d CUDA RNG states, this machine %d GPUs: CUDA RNG not restored",
+                len(cuda),
+                torch.cuda.device_count(),
+            )
 
 
 # ---------------------------------------------------------------- save / load
-def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer, scheduler,
-                    trainer_state: dict[str, Any]) -> Path:
+def save_checkpoint(
+    folder: Path, step: int, model: torch.nn.Module, optimizer, scheduler, trainer_state: dict[str, Any]
+) -> Path:
     """Write checkpoint `step` under `folder` (checkpoints/) atomically; return its path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -108,21 +112,26 @@ def damaged(path: Path, err: BaseException) -> CheckpointError:
     folder = path.parent
     return CheckpointError(
         f"checkpoint {folder} is damaged ({path.name}: {reason}): move that folder aside "
-        f"(e.g. mv {folder} {folder}.damaged) to use the checkpoint before it")
+        f"(e.g. mv {folder} {folder}.damaged) to use the checkpoint before it"
+    )
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer=None, scheduler=None,
-                    device: torch.device | str = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer=None, scheduler=None, device: torch.device | str = "cpu"
+) -> dict[str, Any]:
     """Load weights (and optimiser/scheduler state when given); return trainer_state.json.
 
     Any file that does not load raises CheckpointError naming it (never the library's own
     multi-line text, which for torch advises loading unsafely)."""
     path = Path(path)
-    steps = [(STATE_FILE, lambda f: json.loads(f.read_text())),
-             (MODEL_FILE, lambda f: load_model(model, str(f), strict=True, device=str(device)))]
+    steps = [
+        (STATE_FILE, lambda f: json.loads(f.read_text())),
+        (MODEL_FILE, lambda f: load_model(model, str(f), strict=True, device=str(device))),
+    ]
     if optimizer is not None:
-        steps.append(("optimizer.pt", lambda f: optimizer.load_state_dict(
-            torch.load(f, map_location=device, weights_only=True))))
+        steps.append(
+            ("optimizer.pt", lambda f: optimizer.load_state_dict(torch.load(f, map_location=device, weights_only=True)))
+        )
     if scheduler is not None:
         steps.append(("scheduler.pt", lambda f: scheduler.load_state_dict(torch.load(f, weights_only=True))))
     results = {}
@@ -170,7 +179,7 @@ def prune_checkpoints(folder: Path, keep: int | None) -> list[Path]:
     folder = Path(folder)
     removed = []
     old = list_checkpoints(folder)[:-keep] if keep else []
-    for step, path in old:
+    for _step, path in old:
         doomed = path.with_name(path.name + ".old.tmp")
         path.rename(doomed)
         shutil.rmtree(doomed)
@@ -191,6 +200,5 @@ def clean_leftovers(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     removed = remove_temp_files(run_dir) + prune_checkpoints(run_dir / CHECKPOINTS, None)
     if removed:
-        log.info("removed leftovers of an interrupted writer in %s: %s", run_dir,
-                 ", ".join(p.name for p in removed))
+        log.info("removed leftovers of an interrupted writer in %s: %s", run_dir, ", ".join(p.name for p in removed))
     return removed

@@ -62,8 +62,10 @@ def _resolve_run(spec: str, root: Path | None = None) -> Path:
     try:
         candidate = (root or runs_root()) / check_run_name(spec)
     except ValueError:
-        raise UsageError(f"no run folder {spec!r}, and as a run name it contains a path separator or "
-                         "'..': give an existing run folder or a plain run name") from None
+        raise UsageError(
+            f"no run folder {spec!r}, and as a run name it contains a path separator or "
+            "'..': give an existing run folder or a plain run name"
+        ) from None
     if candidate.is_dir():
         return candidate
     raise UsageError(f"no run folder {spec!r} (looked in . and {root or runs_root()}/)")
@@ -82,13 +84,18 @@ class _Progress:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=record.get("total_steps"), initial=record["step"] - 1, unit="step",
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=record.get("total_steps"), initial=record["step"] - 1, unit="step", dynamic_ncols=True
+            )
         self.bar.update(record["step"] - self.bar.n)
         tau = record.get("mean_tau")
-        self.bar.set_postfix(loss=f"{record['loss']:.4f}", r=f"{record['ratio']:.3f}",
-                             tau="-" if tau is None else f"{tau:.3f}",
-                             tok_s=f"{record.get('tokens_per_s') or 0:.0f}", refresh=False)
+        self.bar.set_postfix(
+            loss=f"{record['loss']:.4f}",
+            r=f"{record['ratio']:.3f}",
+            tau="-" if tau is None else f"{tau:.3f}",
+            tok_s=f"{record.get('tokens_per_s') or 0:.0f}",
+            refresh=False,
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -129,8 +136,10 @@ def _run_training(call, quiet: bool, run_dir: Path) -> int:
         if _DEBUG:
             raise
         # the run recorded the failure (status.json, and the traceback in events.jsonl): one line
-        print(f"error: run failed: {describe(err)} (recorded in {run_dir}/status.json; traceback in "
-              "events.jsonl)", file=sys.stderr)
+        print(
+            f"error: run failed: {describe(err)} (recorded in {run_dir}/status.json; traceback in events.jsonl)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         progress.close()
@@ -169,8 +178,14 @@ def cmd_train(args) -> int:
 
         def call(progress):
             command = [sys.executable, "-m", "adakd", *args.argv]  # reproduces this run's config
-            return train(config, path, name=path.name, preset=args.preset, command=command,
-                         on_step=lambda r: progress({**r, "total_steps": total}))
+            return train(
+                config,
+                path,
+                name=path.name,
+                preset=args.preset,
+                command=command,
+                on_step=lambda r: progress({**r, "total_steps": total}),
+            )
 
         return _run_training(call, args.quiet, path)
 
@@ -190,8 +205,10 @@ def _claim(candidates: list[Path], held: ExitStack) -> Path:
             if last:
                 raise UsageError(str(err)) from None
         except OSError as err:
-            raise UsageError(f"cannot create run folder {path}: {err.strerror}: choose a folder you can "
-                             "write to (--run-dir) or another --root") from None
+            raise UsageError(
+                f"cannot create run folder {path}: {err.strerror}: choose a folder you can "
+                "write to (--run-dir) or another --root"
+            ) from None
     raise AssertionError("unreachable")
 
 
@@ -247,13 +264,19 @@ def _run_rows(root: Path) -> list[dict]:
         evals = [r for r in run.read_eval() if r.get("model") == "student"]
         problems = run_step_problems(run, metrics)
         state = run.effective_state()
-        rows.append({"name": child.name, "state": f"{state}, with gaps" if problems else state,
-                     "step": latest_step(status, metrics[-1].get("step") if metrics else None),
-                     "total": (status or {}).get("total_steps"),
-                     "loss": metrics[-1].get("loss") if metrics else None,
-                     "rouge_l": evals[-1].get("rouge_l_avg") if evals else None,
-                     "preset": (meta or {}).get("preset"), "started": (meta or {}).get("started_at"),
-                     "problems": problems})
+        rows.append(
+            {
+                "name": child.name,
+                "state": f"{state}, with gaps" if problems else state,
+                "step": latest_step(status, metrics[-1].get("step") if metrics else None),
+                "total": (status or {}).get("total_steps"),
+                "loss": metrics[-1].get("loss") if metrics else None,
+                "rouge_l": evals[-1].get("rouge_l_avg") if evals else None,
+                "preset": (meta or {}).get("preset"),
+                "started": (meta or {}).get("started_at"),
+                "problems": problems,
+            }
+        )
     return rows
 
 
@@ -272,8 +295,17 @@ def cmd_list(args) -> int:
 
     table = [("NAME", "STATE", "STEP", "LOSS", "ROUGE-L", "PRESET", "STARTED")]
     for r in rows:
-        table.append((r["name"], r["state"], f"{fmt(r['step'])}/{fmt(r['total'])}", fmt(r["loss"], ".4f"),
-                      fmt(r["rouge_l"], ".2f"), fmt(r["preset"]), fmt(r["started"])))
+        table.append(
+            (
+                r["name"],
+                r["state"],
+                f"{fmt(r['step'])}/{fmt(r['total'])}",
+                fmt(r["loss"], ".4f"),
+                fmt(r["rouge_l"], ".2f"),
+                fmt(r["preset"]),
+                fmt(r["started"]),
+            )
+        )
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
@@ -303,8 +335,11 @@ def cmd_eval(args) -> int:
     for f in args.data or []:
         if not Path(f).is_file():
             raise UsageError(f"--data file {f!r} not found")
-    overrides = {k: v for k, v in (("eval_seeds", args.seeds), ("eval_min_reference_words", args.min_reference_words))
-                 if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("eval_seeds", args.seeds), ("eval_min_reference_words", args.min_reference_words))
+        if v is not None
+    }
     with _locked(path):  # eval appends to eval.jsonl: one writer at a time
         from adakd.evaluation import evaluate_run
 
@@ -320,8 +355,11 @@ def cmd_eval(args) -> int:
     from adakd.rundir import RunDir
 
     # the run's own teacher / initial-student records on the same sets, when it has them, for scale
-    earlier = [r for r in RunDir(path).read_eval() if r.get("model") in ("teacher", "student_init")
-               and set(r.get("rouge_l") or {}) == set(result["rouge_l"])]
+    earlier = [
+        r
+        for r in RunDir(path).read_eval()
+        if r.get("model") in ("teacher", "student_init") and set(r.get("rouge_l") or {}) == set(result["rouge_l"])
+    ]
     print(summary_table(earlier[-2:] + [result]))
     return 0
 
@@ -348,8 +386,10 @@ def cmd_rebuild(args) -> int:
     finally:
         progress.close()
     report = (rebuilt_checkpoint(path) or (None, None, {}))[2]
-    print(f"rebuilt student: {folder} (loss matches the run within {report.get('max_loss_difference')} "
-          f"over {report.get('steps_compared')} steps)")
+    print(
+        f"rebuilt student: {folder} (loss matches the run within {report.get('max_loss_difference')} "
+        f"over {report.get('steps_compared')} steps)"
+    )
     return 0
 
 
@@ -364,12 +404,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
         p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
 
-    p = sub.add_parser("train", help="start a run", epilog="Data-parallel: the same arguments under "
-                       "`torchrun --nproc_per_node N -m adakd train ...` (gloo on CPU, nccl on CUDA); "
-                       "rank 0 writes the run directory.")
+    p = sub.add_parser(
+        "train",
+        help="start a run",
+        epilog="Data-parallel: the same arguments under "
+        "`torchrun --nproc_per_node N -m adakd train ...` (gloo on CPU, nccl on CUDA); "
+        "rank 0 writes the run directory.",
+    )
     p.add_argument("--preset", choices=list(PRESETS), default=None, help="named config (default: RunConfig defaults)")
-    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override config fields, e.g. --set lr=1e-4 idts_c=0.3")
+    p.add_argument(
+        "--set",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config fields, e.g. --set lr=1e-4 idts_c=0.3",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--run-dir", help="run folder path (must not exist or be empty)")
     where.add_argument("--name", help="run name under the runs root (default <preset>-<time>)")
@@ -381,8 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_resume)
 
-    p = sub.add_parser("rebuild", help="train a run's student again from its config.json into the cache "
-                       "(for runs that kept no checkpoint, e.g. the sample runs)")
+    p = sub.add_parser(
+        "rebuild",
+        help="train a run's student again from its config.json into the cache "
+        "(for runs that kept no checkpoint, e.g. the sample runs)",
+    )
     p.add_argument("run", help="run folder, or run name under the runs root")
     common(p)
     p.set_defaults(func=cmd_rebuild)
@@ -395,8 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="run a grid of configs one after another")
     p.add_argument("--preset", choices=list(PRESETS), default=None)
-    p.add_argument("--grid", action="append", default=[], required=True, metavar="KEY=V1,V2",
-                   help="an axis of the grid (repeatable), or a named grid such as 'ablation'")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        required=True,
+        metavar="KEY=V1,V2",
+        help="an axis of the grid (repeatable), or a named grid such as 'ablation'",
+    )
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     p.add_argument("--name", help="sweep folder name under the root")
     common(p)
@@ -408,8 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, default=None, help="examples per dataset")
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     p.add_argument("--seeds", type=int, default=None, help="generation seeds averaged (default: the run's eval_seeds)")
-    p.add_argument("--min-reference-words", type=int, default=None,
-                   help="score only references of at least N words (default: the run's eval_min_reference_words)")
+    p.add_argument(
+        "--min-reference-words",
+        type=int,
+        default=None,
+        help="score only references of at least N words (default: the run's eval_min_reference_words)",
+    )
     p.add_argument("--json", action="store_true", help="the full record (with sample replies) as JSON")
     common(p)
     p.set_defaults(func=cmd_eval)

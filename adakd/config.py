@@ -291,25 +291,44 @@ def _validate(c: RunConfig) -> None:
         _check(bool(getattr(c, name).strip()), name, getattr(c, name), "a non-empty string")
     if c.student_layers is not None:
         layers = c.student_layers
-        _check(0 < len(layers) <= MAX_LAYERS and all(0 <= x < MAX_LAYERS for x in layers)
-               and len(set(layers)) == len(layers),
-               "student_layers", layers, "null or a non-empty list of distinct layer indices >= 0")
+        _check(
+            0 < len(layers) <= MAX_LAYERS
+            and all(0 <= x < MAX_LAYERS for x in layers)
+            and len(set(layers)) == len(layers),
+            "student_layers",
+            layers,
+            "null or a non-empty list of distinct layer indices >= 0",
+        )
     _bounded(c, "random_layers", 1, MAX_LAYERS)
     _bounded(c, "random_hidden", 8, MAX_HIDDEN)
     _bounded(c, "student_mlp_keep", 1, MAX_HIDDEN, " (at most the teacher's MLP width)")
     _bounded(c, "pruning_examples", 1, MAX_BATCH)
-    _check(all(isinstance(p, str) and p.strip() for p in c.eval_data), "eval_data", c.eval_data,
-           "a list of file paths (empty = the held-out split of data)")
+    _check(
+        all(isinstance(p, str) and p.strip() for p in c.eval_data),
+        "eval_data",
+        c.eval_data,
+        "a list of file paths (empty = the held-out split of data)",
+    )
     if c.max_train_examples is not None:
         _bounded(c, "max_train_examples", 1, MAX_COUNT, " or null")
     _bounded(c, "max_prompt_length", 1, MAX_TOKENS)
-    _check(c.max_prompt_length < c.max_length <= MAX_TOKENS, "max_length", c.max_length,
-           f"> max_prompt_length ({c.max_prompt_length}), leaving room for the response, and <= {MAX_TOKENS:,}")
+    _check(
+        c.max_prompt_length < c.max_length <= MAX_TOKENS,
+        "max_length",
+        c.max_length,
+        f"> max_prompt_length ({c.max_prompt_length}), leaving room for the response, and <= {MAX_TOKENS:,}",
+    )
 
     _choice(c, "divergence", DIVERGENCES)
-    _check(all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
-               for k, v in c.divergence_params.items()),
-           "divergence_params", c.divergence_params, "a JSON object of numbers, e.g. {\"lam\": 0.9}")
+    _check(
+        all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            for k, v in c.divergence_params.items()
+        ),
+        "divergence_params",
+        c.divergence_params,
+        'a JSON object of numbers, e.g. {"lam": 0.9}',
+    )
     _choice(c, "latf", LATF_KINDS)
     _check(0 < c.ratio_start <= 1, "ratio_start", c.ratio_start, "in (0, 1]")
     _check(0 < c.ratio_end <= 1, "ratio_end", c.ratio_end, "in (0, 1]")
@@ -324,13 +343,17 @@ def _validate(c: RunConfig) -> None:
     _choice(c, "indicator", INDICATORS)
     _check(1 <= c.indicator_topk <= 1000, "indicator_topk", c.indicator_topk, "in [1, 1000]")
     if c.ctkd and c.idts != "off":
-        raise ValueError(f"ctkd = true needs idts = 'off' (got idts = {c.idts!r}): CTKD's one learned "
-                         "temperature replaces the per-token IDTS temperatures")
+        raise ValueError(
+            f"ctkd = true needs idts = 'off' (got idts = {c.idts!r}): CTKD's one learned "
+            "temperature replaces the per-token IDTS temperatures"
+        )
     if c.ctkd and c.kd_ratio == 0:
         raise ValueError("ctkd = true needs kd_ratio > 0: with no KD term the temperature gets no gradient")
     if c.ctkd and c.base_temperature <= 0.05:
-        raise ValueError(f"ctkd = true starts the learned temperature at base_temperature, which must be "
-                         f"> 0.05 (its floor); got {c.base_temperature}")
+        raise ValueError(
+            f"ctkd = true starts the learned temperature at base_temperature, which must be "
+            f"> 0.05 (its floor); got {c.base_temperature}"
+        )
     _check(0 <= c.kd_ratio <= 1, "kd_ratio", c.kd_ratio, "in [0, 1] (1 = pure KD, 0 = pure SFT)")
 
     _choice(c, "regime", REGIMES)

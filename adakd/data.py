@@ -33,8 +33,15 @@ from pathlib import Path
 
 import yaml
 
-from adakd.limits import (MAX_JSON_DEPTH, bounded_lines, check_data_file, check_file_size, check_json_depth,
-                          check_record_size, yaml_depth_exceeds)
+from adakd.limits import (
+    MAX_JSON_DEPTH,
+    bounded_lines,
+    check_data_file,
+    check_file_size,
+    check_json_depth,
+    check_record_size,
+    yaml_depth_exceeds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +64,11 @@ class DataError(ValueError):
 
     def __init__(self, message: str, path=None, line: int | None = None, field: str | None = None):
         self.message, self.path, self.line, self.field = message, path, line, field
-        where = [f"{path}" if path is not None else None, f"line {line}" if line else None,
-                 f"field '{field}'" if field else None]
+        where = [
+            f"{path}" if path is not None else None,
+            f"line {line}" if line else None,
+            f"field '{field}'" if field else None,
+        ]
         prefix = ", ".join(w for w in where if w)
         super().__init__(f"{prefix}: {message}" if prefix else message)
 
@@ -84,7 +94,8 @@ def load_examples(source: str) -> list[Example]:
         return load_chatterbot(path)
     raise DataError(
         f"unsupported file type '{suffix}': use .jsonl (Dolly, one object per line), "
-        ".json (Alpaca, one array) or .yml (chatterbot conversations)", path
+        ".json (Alpaca, one array) or .yml (chatterbot conversations)",
+        path,
     )
 
 
@@ -95,10 +106,14 @@ def chatterbot_english_dir() -> Path:
     """The English data folder of the installed chatterbot-corpus package (not imported)."""
     spec = importlib.util.find_spec("chatterbot_corpus")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"the default data needs the package 'chatterbot-corpus'; install it with:  {CHATTERBOT_INSTALL_HINT}")
+        raise DataError(
+            f"the default data needs the package 'chatterbot-corpus'; install it with:  {CHATTERBOT_INSTALL_HINT}"
+        )
     folder = Path(list(spec.submodule_search_locations)[0]) / "data" / "english"
     if not folder.is_dir():
-        raise DataError(f"chatterbot-corpus is installed but has no {folder}; reinstall it with:  {CHATTERBOT_INSTALL_HINT}")
+        raise DataError(
+            f"chatterbot-corpus is installed but has no {folder}; reinstall it with:  {CHATTERBOT_INSTALL_HINT}"
+        )
     return folder
 
 
@@ -119,21 +134,31 @@ def _chatterbot_file(path: Path) -> list[Example]:
     text = _read_text(path)
     try:
         if yaml_depth_exceeds(text, _YAML_LOADER):  # before compose, whose recursion can crash
-            raise DataError(f"YAML nested more than {MAX_JSON_DEPTH} levels deep; a chatterbot file is a "
-                            "mapping of lists of strings: fix or remove the deep part", path)
+            raise DataError(
+                f"YAML nested more than {MAX_JSON_DEPTH} levels deep; a chatterbot file is a "
+                "mapping of lists of strings: fix or remove the deep part",
+                path,
+            )
         root = yaml.compose(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        raise DataError(f"invalid YAML: {getattr(err, 'problem', None) or err}", path,
-                        mark.line + 1 if mark else None) from None
+        raise DataError(
+            f"invalid YAML: {getattr(err, 'problem', None) or err}", path, mark.line + 1 if mark else None
+        ) from None
     if root is None:
         raise DataError("empty file: no conversations", path)
     if not isinstance(root, yaml.MappingNode):
-        raise DataError("the top level must be a mapping with 'categories' and 'conversations'", path, root.start_mark.line + 1)
+        raise DataError(
+            "the top level must be a mapping with 'categories' and 'conversations'", path, root.start_mark.line + 1
+        )
     fields = {key.value: value for key, value in root.value if isinstance(key, yaml.ScalarNode)}
     category = path.stem
     categories = fields.get("categories")
-    if isinstance(categories, yaml.SequenceNode) and categories.value and isinstance(categories.value[0], yaml.ScalarNode):
+    if (
+        isinstance(categories, yaml.SequenceNode)
+        and categories.value
+        and isinstance(categories.value[0], yaml.ScalarNode)
+    ):
         category = categories.value[0].value.strip() or category
     conversations = fields.get("conversations")
     if conversations is None:
@@ -145,7 +170,9 @@ def _chatterbot_file(path: Path) -> list[Example]:
         line = conv.start_mark.line + 1
         if not isinstance(conv, yaml.SequenceNode):
             if isinstance(conv, yaml.ScalarNode):  # e.g. a missing "- " before the first turn
-                logger.warning("%s, line %d: conversation %d is a single string, not a list of turns; skipped", path, line, i)
+                logger.warning(
+                    "%s, line %d: conversation %d is a single string, not a list of turns; skipped", path, line, i
+                )
                 continue
             raise DataError("a conversation must be a list of turns", path, line, f"conversations[{i}]")
         turns = []
@@ -256,12 +283,18 @@ def _example_from_record(record, path: Path, line: int) -> Example:
         name = next((n for n in names if n in record), None)
         if name is None or (record[name] is None and not required):
             if required:
-                raise DataError("missing; each record needs 'instruction' and a response ('response' or "
-                                "'output')", path, line, names[0])
+                raise DataError(
+                    "missing; each record needs 'instruction' and a response ('response' or 'output')",
+                    path,
+                    line,
+                    names[0],
+                )
             return ""
         value = record[name]
         if not isinstance(value, str):
-            raise DataError(f"must be a string, got {type(value).__name__} ({json.dumps(value)[:40]})", path, line, name)
+            raise DataError(
+                f"must be a string, got {type(value).__name__} ({json.dumps(value)[:40]})", path, line, name
+            )
         if required and not value.strip():
             raise DataError("is empty", path, line, name)
         return value.strip()
@@ -292,8 +325,9 @@ def _decode(data: bytes, path: Path, first_line: int) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = first_line + data[: err.start].count(b"\n")
-        raise DataError(f"not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}); save the file as UTF-8",
-                        path, line) from None
+        raise DataError(
+            f"not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}); save the file as UTF-8", path, line
+        ) from None
 
 
 # --------------------------------------------------------------------------- split
@@ -334,8 +368,9 @@ def _prompt_groups(examples: list[Example]) -> dict[tuple[str, str], list[int]]:
     return groups
 
 
-def long_reference_split(examples: list[Example], held_out: int, seed: int = 0, min_words: int = 11,
-                         validation_fraction: float = 0.1):
+def long_reference_split(
+    examples: list[Example], held_out: int, seed: int = 0, min_words: int = 11, validation_fraction: float = 0.1
+):
     """(train, validation, test) with ``held_out`` prompts that have a long reference as the test set.
 
     The evaluation protocol scores only references of >= ``min_words`` words (adakd/eval_protocol.py),
@@ -352,8 +387,10 @@ def long_reference_split(examples: list[Example], held_out: int, seed: int = 0, 
     groups = _prompt_groups(examples)
     long = [k for k, idx in groups.items() if any(len(words(examples[i].response)) >= min_words for i in idx)]
     if len(long) < held_out:
-        raise ValueError(f"only {len(long)} prompts have a reference of >= {min_words} words; "
-                         f"lower eval_holdout (now {held_out}) or eval_min_reference_words")
+        raise ValueError(
+            f"only {len(long)} prompts have a reference of >= {min_words} words; "
+            f"lower eval_holdout (now {held_out}) or eval_min_reference_words"
+        )
     random.Random(seed).shuffle(long)
     test_idx = sorted(i for k in long[:held_out] for i in groups[k])
     taken = set(test_idx)

@@ -7,8 +7,9 @@ distributions at τ = 1 (docs/method.md §1):
 
 The alternatives of the paper's indicator ablation (Table 3) are forward KL, reverse KL,
 Jensen–Shannon (symmetric, λ = ½), the student's cross-entropy against the label, the
-student's entropy and NMTKD's top-k rank violation (adakd/rank_violation.py). All are computed without gradient, at τ = 1, in float32, in row chunks so
-that only a bounded slice of ``[N, V]`` float32 exists at a time.
+student's entropy and NMTKD's top-k rank violation (adakd/rank_violation.py). All are
+computed without gradient, at τ = 1, in float32, in row chunks so that only a bounded slice
+of ``[N, V]`` float32 exists at a time.
 
 On CUDA the Hellinger score (and the logged cross-entropy) runs as one ``torch.compile``d
 expression (``hellinger_rows``) that streams the logits without temporaries: on an H200 it
@@ -55,9 +56,15 @@ def hellinger(student_logits: Tensor, teacher_logits: Tensor, *, chunk_size: int
     return token_difficulty(student_logits, teacher_logits, "hellinger", chunk_size=chunk_size)
 
 
-def token_difficulty(student_logits: Tensor, teacher_logits: Tensor, indicator: str = "hellinger",
-                     labels: Tensor | None = None, *, chunk_size: int | None = None,
-                     topk: int = DEFAULT_TOPK) -> Tensor:
+def token_difficulty(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    indicator: str = "hellinger",
+    labels: Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+    topk: int = DEFAULT_TOPK,
+) -> Tensor:
     """Per-token difficulty ``[..., V] -> [...]`` (float32, no gradient, τ = 1).
 
     indicator: ``hellinger`` (default, ∈ [0, 1]); ``fkl`` KL(p‖q); ``rkl`` KL(q‖p); ``jsd``
@@ -66,15 +73,21 @@ def token_difficulty(student_logits: Tensor, teacher_logits: Tensor, indicator: 
     ``topk`` NMTKD's top-k rank violation with k = ``topk`` (see ``rank_violation``).
     ``chunk_size`` rows are scored at a time (default ``default_chunk_rows(V)``).
     """
-    difficulty, _ = score_tokens(student_logits, teacher_logits, indicator, labels, chunk_size=chunk_size,
-                                 topk=topk)
+    difficulty, _ = score_tokens(student_logits, teacher_logits, indicator, labels, chunk_size=chunk_size, topk=topk)
     return difficulty
 
 
 @torch.no_grad()
-def score_tokens(student_logits: Tensor, teacher_logits: Tensor, indicator: str = "hellinger",
-                 labels: Tensor | None = None, *, chunk_size: int | None = None,
-                 with_nll: bool = False, topk: int = DEFAULT_TOPK) -> tuple[Tensor, Tensor | None]:
+def score_tokens(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    indicator: str = "hellinger",
+    labels: Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+    with_nll: bool = False,
+    topk: int = DEFAULT_TOPK,
+) -> tuple[Tensor, Tensor | None]:
     """Difficulty ``[...]`` and, with ``with_nll``, the student's −log q(label) ``[...]``.
 
     One pass over the rows serves both, so the loss can log the cross-entropy for free.
@@ -82,8 +95,10 @@ def score_tokens(student_logits: Tensor, teacher_logits: Tensor, indicator: str 
     if indicator not in INDICATORS:
         raise ValueError(f"unknown difficulty indicator {indicator!r}; valid: {', '.join(INDICATORS)}")
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} must have the same shape [..., V]")
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} must have the same shape [..., V]"
+        )
     need_labels = indicator == "ce" or with_nll
     lead, vocab = student_logits.shape[:-1], student_logits.shape[-1]
     if need_labels:
@@ -216,6 +231,8 @@ def check_labels(labels: Tensor | None, lead: torch.Size, vocab: int, indicator:
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels must be integer token ids (got dtype {labels.dtype})")
     if labels.numel() and bool(((labels < 0) | (labels >= vocab)).any()):
-        raise ValueError(f"labels must be token ids in [0, {vocab}) at every scored position; "
-                         "drop -100 (ignored) positions with the mask first")
+        raise ValueError(
+            f"labels must be token ids in [0, {vocab}) at every scored position; "
+            "drop -100 (ignored) positions with the mask first"
+        )
     return labels.long()

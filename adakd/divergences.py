@@ -86,6 +86,7 @@ def log_probs(logits: Tensor, temperature: float | Tensor = 1.0, dtype: torch.dt
 # ----------------------------------------------------------------------------- the formulas
 # Each takes (student log q, teacher log p), both finite [..., V], and returns [...].
 
+
 def _kl(log_a: Tensor, log_b: Tensor) -> Tensor:
     """KL(a ‖ b) = Σ_v a (log a − log b). Zero-mass terms are 0·finite = 0."""
     return (log_a.exp() * (log_a - log_b)).sum(-1)
@@ -133,9 +134,7 @@ def _ab(logq: Tensor, logp: Tensor, alpha: float, beta: float) -> Tensor:
     s = alpha + beta
     if alpha == 0 or beta == 0 or s == 0:
         raise ValueError(f"ab needs alpha != 0, beta != 0 and alpha + beta != 0 (got alpha={alpha}, beta={beta})")
-    terms = (torch.exp(alpha * logp + beta * logq)
-             - (alpha / s) * torch.exp(s * logp)
-             - (beta / s) * torch.exp(s * logq))
+    terms = torch.exp(alpha * logp + beta * logq) - (alpha / s) * torch.exp(s * logp) - (beta / s) * torch.exp(s * logq)
     return -terms.sum(-1) / (alpha * beta)
 
 
@@ -159,13 +158,13 @@ def akl_head_weight(logq: Tensor, logp: Tensor, mu: float = 0.5, chunk_rows: int
     lp, lq = logp.reshape(-1, vocab), logq.detach().reshape(-1, vocab)
     out = torch.empty(lp.shape[0], dtype=lp.dtype, device=lp.device)
     for i in range(0, lp.shape[0], chunk_rows):
-        p, q = lp[i:i + chunk_rows].exp(), lq[i:i + chunk_rows].exp()
+        p, q = lp[i : i + chunk_rows].exp(), lq[i : i + chunk_rows].exp()
         p_sorted, order = torch.sort(p, dim=-1, descending=True, stable=True)
         err = (p_sorted - q.gather(-1, order)).abs_()
         head = (torch.cumsum(p_sorted, dim=-1) - p_sorted) < mu  # exclusive cumsum
         total = err.sum(-1)
         head_err = (err * head).sum(-1)
-        out[i:i + chunk_rows] = torch.where(total > 0, head_err / total.clamp_min(torch.finfo(total.dtype).tiny), 0.5)
+        out[i : i + chunk_rows] = torch.where(total > 0, head_err / total.clamp_min(torch.finfo(total.dtype).tiny), 0.5)
     return out.reshape(lead)
 
 
@@ -177,8 +176,14 @@ def _akl(logq: Tensor, logp: Tensor, mu: float) -> Tensor:
 
 
 _FORMULAS: dict[str, Callable[..., Tensor]] = {
-    "fkl": _fkl, "rkl": _rkl, "jsd": _jsd, "tvd": _tvd,
-    "sfkl": _sfkl, "srkl": _srkl, "ab": _ab, "akl": _akl,
+    "fkl": _fkl,
+    "rkl": _rkl,
+    "jsd": _jsd,
+    "tvd": _tvd,
+    "sfkl": _sfkl,
+    "srkl": _srkl,
+    "ab": _ab,
+    "akl": _akl,
 }
 
 
@@ -200,8 +205,9 @@ def divergence_from_log_probs(name: str, student_logq: Tensor, teacher_logp: Ten
     return _FORMULAS[name](student_logq, teacher_logp, **resolve_params(name, params))
 
 
-def divergence(name: str, student_logits: Tensor, teacher_logits: Tensor,
-               temperature: float | Tensor = 1.0, **params: float) -> Tensor:
+def divergence(
+    name: str, student_logits: Tensor, teacher_logits: Tensor, temperature: float | Tensor = 1.0, **params: float
+) -> Tensor:
     """Per-token divergence D(softmax(z_T/τ), softmax(z_S/τ)) without the τ² factor.
 
     Args:
@@ -226,12 +232,16 @@ def divergence(name: str, student_logits: Tensor, teacher_logits: Tensor,
     """
     resolved = resolve_params(name, params)
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} must have the same shape [..., V]")
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} must have the same shape [..., V]"
+        )
     if isinstance(temperature, Tensor):
         if temperature.dim() and temperature.shape != student_logits.shape[:-1]:
-            raise ValueError(f"per-token temperature has shape {tuple(temperature.shape)}; "
-                             f"expected {tuple(student_logits.shape[:-1])} (the logits without V)")
+            raise ValueError(
+                f"per-token temperature has shape {tuple(temperature.shape)}; "
+                f"expected {tuple(student_logits.shape[:-1])} (the logits without V)"
+            )
         temperature = temperature.detach()
     elif not temperature > 0:
         raise ValueError(f"temperature must be > 0 (got {temperature})")

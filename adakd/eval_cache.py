@@ -38,16 +38,27 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def record_key(model_digest: str, datasets: dict, settings: dict, *, teacher_digest: str | None,
-               device: str, dtype: str) -> str:
+def record_key(
+    model_digest: str, datasets: dict, settings: dict, *, teacher_digest: str | None, device: str, dtype: str
+) -> str:
     """The cache key of one evaluation (see the module docstring)."""
     import transformers
 
-    sets = {name: [[p.instruction, p.context, list(getattr(p, "references", None) or (p.response,))]
-                   for p in prompts] for name, prompts in datasets.items()}
-    payload = {"format": CACHE_FORMAT, "model": model_digest, "teacher": teacher_digest, "sets": sets,
-               "settings": settings, "device": device, "dtype": dtype,
-               "torch": torch.__version__, "transformers": transformers.__version__}
+    sets = {
+        name: [[p.instruction, p.context, list(getattr(p, "references", None) or (p.response,))] for p in prompts]
+        for name, prompts in datasets.items()
+    }
+    payload = {
+        "format": CACHE_FORMAT,
+        "model": model_digest,
+        "teacher": teacher_digest,
+        "sets": sets,
+        "settings": settings,
+        "device": device,
+        "dtype": dtype,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -82,8 +93,18 @@ def store_record(key: str, record: dict) -> None:
         log.warning("could not cache the evaluation record in %s (%s)", path.parent, err)
 
 
-def evaluate_with_cache(model: torch.nn.Module, tokenizer, datasets: dict, *, step: int, model_name: str,
-                        teacher: torch.nn.Module | None, settings: dict, device, dtype) -> tuple[dict, bool]:
+def evaluate_with_cache(
+    model: torch.nn.Module,
+    tokenizer,
+    datasets: dict,
+    *,
+    step: int,
+    model_name: str,
+    teacher: torch.nn.Module | None,
+    settings: dict,
+    device,
+    dtype,
+) -> tuple[dict, bool]:
     """``adakd.evaluation.evaluate_model`` through the cache: ``(record, was_cached)``.
 
     The stored record is the one computed the first time; on a hit only ``step`` is set to this
@@ -95,9 +116,14 @@ def evaluate_with_cache(model: torch.nn.Module, tokenizer, datasets: dict, *, st
 
     started = time.perf_counter()
     compare = teacher is not None and teacher is not model
-    key = record_key(weights_digest(model), datasets, settings,
-                     teacher_digest=weights_digest(teacher) if compare else None,
-                     device=torch.device(device).type, dtype=str(dtype))
+    key = record_key(
+        weights_digest(model),
+        datasets,
+        settings,
+        teacher_digest=weights_digest(teacher) if compare else None,
+        device=torch.device(device).type,
+        dtype=str(dtype),
+    )
     cached = load_record(key)
     if cached is not None and cached.get("model") == model_name:
         return {**cached, "step": int(step), "seconds": round(time.perf_counter() - started, 3)}, True

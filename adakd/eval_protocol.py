@@ -89,7 +89,7 @@ def evaluation_prompts(examples: Sequence, count: int, min_words: int = MIN_REFE
 def repeated_trigram_share(text: str) -> float:
     """Share of the reply's word trigrams that repeat an earlier trigram (0 with < 3 words)."""
     w = words(text)
-    grams = [tuple(w[i:i + 3]) for i in range(len(w) - 2)]
+    grams = [tuple(w[i : i + 3]) for i in range(len(w) - 2)]
     if not grams:
         return 0.0
     return 1.0 - len(set(grams)) / len(grams)
@@ -138,15 +138,24 @@ class GateCheck:
     reason: str
 
 
-def gate_check(metric: str, teacher: float, initial: float, final: float, spread: float,
-               higher_is_better: bool = True) -> GateCheck:
+def gate_check(
+    metric: str, teacher: float, initial: float, final: float, spread: float, higher_is_better: bool = True
+) -> GateCheck:
     """teacher ≻ final ≻ initial on ``metric`` with each gap > 2·spread (≻: better in the metric's
     direction). ``spread``: the noise the gaps must clear (seed standard deviation; 0 = any
     strictly positive gap). Non-finite inputs fail."""
     values = (teacher, initial, final, spread)
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-        return GateCheck(metric, teacher, initial, final, spread, higher_is_better, False,
-                         "not measured (missing or non-finite values)")
+        return GateCheck(
+            metric,
+            teacher,
+            initial,
+            final,
+            spread,
+            higher_is_better,
+            False,
+            "not measured (missing or non-finite values)",
+        )
     sign = 1.0 if higher_is_better else -1.0
     top_gap, learn_gap = sign * (teacher - final), sign * (final - initial)
     margin = 2.0 * max(spread, 0.0)
@@ -155,8 +164,11 @@ def gate_check(metric: str, teacher: float, initial: float, final: float, spread
         problems.append(f"final − initial {sign * learn_gap:+.2f} is not beyond 2×spread {margin:.2f}")
     if not top_gap > margin:
         problems.append(f"teacher − final {sign * top_gap:+.2f} is not beyond 2×spread {margin:.2f}")
-    reason = "; ".join(problems) if problems else (
-        f"teacher {teacher:.2f} ≻ final {final:.2f} ≻ initial {initial:.2f}, gaps > 2×spread {margin:.2f}")
+    reason = (
+        "; ".join(problems)
+        if problems
+        else (f"teacher {teacher:.2f} ≻ final {final:.2f} ≻ initial {initial:.2f}, gaps > 2×spread {margin:.2f}")
+    )
     return GateCheck(metric, teacher, initial, final, spread, higher_is_better, not problems, reason)
 
 
@@ -173,19 +185,25 @@ def _cell(value, fmt: str) -> str:
 def summary_table(records: Sequence[dict]) -> str:
     """A fixed-width table of eval.jsonl records, one row per (record, dataset):
     model, step, dataset, prompts, ROUGE-L ± seed sd, degenerate share, CE, KL(teacher ‖ model)."""
-    header = f"{'model':<13} {'step':>6}  {'dataset':<18} {'prompts':>7}  {'ROUGE-L':>15}  {'degenerate':>10}  " \
-             f"{'CE':>6}  {'KL(T‖m)':>7}"
+    header = (
+        f"{'model':<13} {'step':>6}  {'dataset':<18} {'prompts':>7}  {'ROUGE-L':>15}  {'degenerate':>10}  "
+        f"{'CE':>6}  {'KL(T‖m)':>7}"
+    )
     lines = [header, "-" * len(header)]
     for r in records:
         for name, score in (r.get("rouge_l") or {}).items():
             spread = (r.get("rouge_l_spread") or {}).get(name)
             rouge = _cell(score, ".2f") + ("" if spread is None else f" ± {spread:.2f}")
             degenerate = (r.get("degenerate") or {}).get(name)
-            lines.append(f"{r.get('model', '?'):<13} {r.get('step', '?'):>6}  {name[:18]:<18} "
-                         f"{(r.get('n') or {}).get(name, '–'):>7}  {rouge:>15}  "
-                         f"{_cell(None if degenerate is None else 100 * degenerate, '.1f') + ' %':>10}  "
-                         f"{_cell((r.get('ce') or {}).get(name), '.3f'):>6}  "
-                         f"{_cell((r.get('kl_teacher') or {}).get(name), '.3f'):>7}")
-    lines.append("ROUGE-L: F×100, best over each prompt's long references, mean over generation seeds "
-                 "(± their sample sd); degenerate: empty or mostly repeated replies; CE, KL: nats per reference token.")
+            lines.append(
+                f"{r.get('model', '?'):<13} {r.get('step', '?'):>6}  {name[:18]:<18} "
+                f"{(r.get('n') or {}).get(name, '–'):>7}  {rouge:>15}  "
+                f"{_cell(None if degenerate is None else 100 * degenerate, '.1f') + ' %':>10}  "
+                f"{_cell((r.get('ce') or {}).get(name), '.3f'):>6}  "
+                f"{_cell((r.get('kl_teacher') or {}).get(name), '.3f'):>7}"
+            )
+    lines.append(
+        "ROUGE-L: F×100, best over each prompt's long references, mean over generation seeds "
+        "(± their sample sd); degenerate: empty or mostly repeated replies; CE, KL: nats per reference token."
+    )
     return "\n".join(lines)

@@ -16,7 +16,6 @@ import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 from transformers import GenerationConfig
@@ -63,14 +62,23 @@ def stop_token_ids(tokenizer) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def _generation_config(max_new_tokens: int, greedy: bool, temperature: float, top_p: float,
-                       stop: list[int], pad: int) -> GenerationConfig:
+def _generation_config(
+    max_new_tokens: int, greedy: bool, temperature: float, top_p: float, stop: list[int], pad: int
+) -> GenerationConfig:
     """Every decoding knob explicit: a model's own generation_config (top_k = 50, repetition
     penalties, ...) must not silently change the protocol. top_k = 0 disables top-k."""
     sampling = {} if greedy else {"temperature": temperature, "top_p": top_p, "top_k": 0}
-    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, num_beams=1,
-                            repetition_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=stop,
-                            pad_token_id=pad, use_cache=True, **sampling)
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=not greedy,
+        num_beams=1,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        eos_token_id=stop,
+        pad_token_id=pad,
+        use_cache=True,
+        **sampling,
+    )
 
 
 def _seed_generators(model: torch.nn.Module, seed: int) -> None:
@@ -81,9 +89,19 @@ def _seed_generators(model: torch.nn.Module, seed: int) -> None:
         torch.cuda.default_generators[device.index or 0].manual_seed(seed)
 
 
-def generate_responses(model: torch.nn.Module, tokenizer, examples: Sequence, *, max_new_tokens: int,
-                       greedy: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                       batch_size: int = 8, max_prompt_length: int = 256) -> list[str]:
+def generate_responses(
+    model: torch.nn.Module,
+    tokenizer,
+    examples: Sequence,
+    *,
+    max_new_tokens: int,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 8,
+    max_prompt_length: int = 256,
+) -> list[str]:
     """Responses of ``model`` to each example's prompt, in order (decoded, special tokens
     removed, stripped; cut at the first stop token).
 
@@ -115,12 +133,13 @@ def generate_responses(model: torch.nn.Module, tokenizer, examples: Sequence, *,
     return responses
 
 
-def _generate_batches(model, tokenizer, prompts: list[list[int]], config: GenerationConfig,
-                      batch_size: int, stop: list[int], pad: int) -> list[str]:
+def _generate_batches(
+    model, tokenizer, prompts: list[list[int]], config: GenerationConfig, batch_size: int, stop: list[int], pad: int
+) -> list[str]:
     device = next(model.parameters()).device
     responses = []
     for lo in range(0, len(prompts), batch_size):
-        chunk = prompts[lo:lo + batch_size]
+        chunk = prompts[lo : lo + batch_size]
         width = max(len(p) for p in chunk)
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
@@ -132,11 +151,26 @@ def _generate_batches(model, tokenizer, prompts: list[list[int]], config: Genera
 
 
 # ---------------------------------------------------------------------- eval.jsonl records
-def evaluate_model(model: torch.nn.Module, tokenizer, datasets: Mapping[str, Sequence], *, step: int,
-                   model_name: str, max_new_tokens: int = 64, greedy: bool = False, temperature: float = 1.0,
-                   top_p: float = 1.0, seed: int = 0, seeds: int = 1, batch_size: int = 8,
-                   max_prompt_length: int = 256, max_length: int | None = None, teacher=None,
-                   pad_id: int | None = None, keep_samples: int = 5) -> dict:
+def evaluate_model(
+    model: torch.nn.Module,
+    tokenizer,
+    datasets: Mapping[str, Sequence],
+    *,
+    step: int,
+    model_name: str,
+    max_new_tokens: int = 64,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    seeds: int = 1,
+    batch_size: int = 8,
+    max_prompt_length: int = 256,
+    max_length: int | None = None,
+    teacher=None,
+    pad_id: int | None = None,
+    keep_samples: int = 5,
+) -> dict:
     """One eval.jsonl record under the protocol of ``adakd.eval_protocol``.
 
     Per dataset (a list of EvalPrompt, or of Examples = one reference each):
@@ -157,14 +191,24 @@ def evaluate_model(model: torch.nn.Module, tokenizer, datasets: Mapping[str, Seq
         raise ValueError(f"seeds must be >= 1 (got {seeds})")
     started = time.perf_counter()
     seed_list = [seed] if greedy else [seed + i for i in range(seeds)]
-    out: dict[str, dict] = {k: {} for k in ("rouge_l", "rouge_l_spread", "rouge_l_seeds", "degenerate", "n",
-                                            "samples", "ce", "kl_teacher")}
+    out: dict[str, dict] = {
+        k: {} for k in ("rouge_l", "rouge_l_spread", "rouge_l_seeds", "degenerate", "n", "samples", "ce", "kl_teacher")
+    }
     for name, prompts in datasets.items():
         per_seed, replies_all, first = [], [], None
         for s in seed_list:
-            replies = generate_responses(model, tokenizer, prompts, max_new_tokens=max_new_tokens, greedy=greedy,
-                                         temperature=temperature, top_p=top_p, seed=s, batch_size=batch_size,
-                                         max_prompt_length=max_prompt_length)
+            replies = generate_responses(
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=max_new_tokens,
+                greedy=greedy,
+                temperature=temperature,
+                top_p=top_p,
+                seed=s,
+                batch_size=batch_size,
+                max_prompt_length=max_prompt_length,
+            )
             scores = [rouge_l(r, _references(p)) for r, p in zip(replies, prompts)]
             per_seed.append(scores)
             replies_all += replies
@@ -174,23 +218,53 @@ def evaluate_model(model: torch.nn.Module, tokenizer, datasets: Mapping[str, Seq
         out["rouge_l_seeds"][name] = list(summary.per_seed)
         out["degenerate"][name] = sum(map(is_degenerate, replies_all)) / len(replies_all)
         out["n"][name] = len(prompts)
-        out["samples"][name] = [{"instruction": p.instruction, "reference": _references(p)[0],
-                                 "references": list(_references(p)), "response": r, "rouge_l": sc,
-                                 "degenerate": is_degenerate(r)}
-                                for p, r, sc in list(zip(prompts, *first))[:keep_samples]]
+        out["samples"][name] = [
+            {
+                "instruction": p.instruction,
+                "reference": _references(p)[0],
+                "references": list(_references(p)),
+                "response": r,
+                "rouge_l": sc,
+                "degenerate": is_degenerate(r),
+            }
+            for p, r, sc in list(zip(prompts, *first))[:keep_samples]
+        ]
         if max_length is not None:
-            pad = pad_id if pad_id is not None else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                                                     else stop_token_ids(tokenizer)[0])
-            scored = reference_scores(model, tokenizer, prompts, pad_id=pad, max_prompt_length=max_prompt_length,
-                                      max_length=max_length, teacher=teacher, batch_size=batch_size)
+            pad = (
+                pad_id
+                if pad_id is not None
+                else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_token_ids(tokenizer)[0])
+            )
+            scored = reference_scores(
+                model,
+                tokenizer,
+                prompts,
+                pad_id=pad,
+                max_prompt_length=max_prompt_length,
+                max_length=max_length,
+                teacher=teacher,
+                batch_size=batch_size,
+            )
             out["ce"][name], out["kl_teacher"][name] = scored["ce"], scored["kl_teacher"]
-    record = {"step": int(step), "model": model_name, **out,
-              "rouge_l_avg": _mean(out["rouge_l"]), "rouge_l_spread_avg": _mean(out["rouge_l_spread"]),
-              "degenerate_avg": _mean(out["degenerate"]), "ce_avg": _mean(out["ce"]),
-              "kl_teacher_avg": _mean(out["kl_teacher"]),
-              "decoding": {"greedy": bool(greedy), "temperature": temperature, "top_p": top_p,
-                           "max_new_tokens": max_new_tokens, "seed": seed, "seeds": seed_list},
-              "seconds": round(time.perf_counter() - started, 3)}
+    record = {
+        "step": int(step),
+        "model": model_name,
+        **out,
+        "rouge_l_avg": _mean(out["rouge_l"]),
+        "rouge_l_spread_avg": _mean(out["rouge_l_spread"]),
+        "degenerate_avg": _mean(out["degenerate"]),
+        "ce_avg": _mean(out["ce"]),
+        "kl_teacher_avg": _mean(out["kl_teacher"]),
+        "decoding": {
+            "greedy": bool(greedy),
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_new_tokens": max_new_tokens,
+            "seed": seed,
+            "seeds": seed_list,
+        },
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     return record
 
 
@@ -207,13 +281,24 @@ def _mean(values: Mapping[str, float | None]) -> float | None:
 # ---------------------------------------------------------------------- python -m adakd eval RUN
 def protocol_settings(config, pad_id: int) -> dict:
     """evaluate_model's keyword arguments for a run's config: decoding, seeds, lengths."""
-    return {"max_new_tokens": config.eval_max_new_tokens, "greedy": config.eval_greedy, "seed": config.eval_seed,
-            "seeds": config.eval_seeds, "max_prompt_length": config.max_prompt_length,
-            "max_length": config.max_length, "pad_id": pad_id}
+    return {
+        "max_new_tokens": config.eval_max_new_tokens,
+        "greedy": config.eval_greedy,
+        "seed": config.eval_seed,
+        "seeds": config.eval_seeds,
+        "max_prompt_length": config.max_prompt_length,
+        "max_length": config.max_length,
+        "pad_id": pad_id,
+    }
 
 
-def evaluate_run(run_dir, data_files: Sequence[str] | None = None, examples: int | None = None,
-                 greedy: bool = False, overrides: Mapping | None = None) -> dict:
+def evaluate_run(
+    run_dir,
+    data_files: Sequence[str] | None = None,
+    examples: int | None = None,
+    greedy: bool = False,
+    overrides: Mapping | None = None,
+) -> dict:
     """Score the student of a run's latest checkpoint and append the record to its eval.jsonl.
 
     The model, prompt length and decoding (eval_max_new_tokens, eval_seed, sampling unless
@@ -248,9 +333,15 @@ def evaluate_run(run_dir, data_files: Sequence[str] | None = None, examples: int
         if greedy:
             settings["greedy"] = True
         with autocast(device, dtype):
-            record = evaluate_model(student, tokenizer, datasets, step=step, model_name="student", teacher=teacher,
-                                    **settings)
+            record = evaluate_model(
+                student, tokenizer, datasets, step=step, model_name="student", teacher=teacher, **settings
+            )
         run.append(EVAL, record)
-        run.event(step, "eval", f"student ROUGE-L {record['rouge_l_avg']:.2f} on {', '.join(datasets)} "
-                  f"(python -m adakd eval)", model="student", rouge_l_avg=record["rouge_l_avg"])
+        run.event(
+            step,
+            "eval",
+            f"student ROUGE-L {record['rouge_l_avg']:.2f} on {', '.join(datasets)} (python -m adakd eval)",
+            model="student",
+            rouge_l_avg=record["rouge_l_avg"],
+        )
     return record

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import errno
 
-_TORCH_WRITE_FAILED = ("enforce fail at inline_container.cc", "PytorchStreamWriter failed writing",
-                       "file write failed")
+_TORCH_WRITE_FAILED = ("enforce fail at inline_container.cc", "PytorchStreamWriter failed writing", "file write failed")
 MAX_LENGTH = 300  # characters of a library message kept in the line
 
 
@@ -41,7 +40,9 @@ def describe(err: BaseException) -> str:
     """One line for `err`: its type and first line, a full disk or an unsafe file named as such."""
     if is_disk_full(err):
         where = getattr(err, "filename", None)
-        return f"disk full (No space left on device){f' writing {where}' if where else ''}: free some space, then resume"
+        return (
+            f"disk full (No space left on device){f' writing {where}' if where else ''}: free some space, then resume"
+        )
     if is_unsafe_pickle(err):
         return "a tensor file holds more than plain tensors (refused to unpickle it; it may be damaged or not ours)"
     if isinstance(err, OSError) and err.strerror:
@@ -52,4 +53,3 @@ def describe(err: BaseException) -> str:
         return str(err).strip().splitlines()[0] if str(err).strip() else name
     text = first_line(err)
     return f"{name}: {text}" if text else name
-

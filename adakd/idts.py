@@ -19,8 +19,9 @@ RATIO_FLOOR = 1e-8  # log(max(s/m, 1e-8)): a zero-difficulty token maps to ŝ = 
 
 
 @torch.no_grad()
-def idts_temperatures(difficulty: Tensor, base_temperature: float = 1.0, c: float = 0.5,
-                      inverse: bool = False) -> Tensor:
+def idts_temperatures(
+    difficulty: Tensor, base_temperature: float = 1.0, c: float = 0.5, inverse: bool = False
+) -> Tensor:
     """Per-token temperatures ``[N] -> [N]`` (float32, or float64 for float64 input), detached.
 
     Guard: when the median is 0 (e.g. identical teacher and student at the start) every ŝ is

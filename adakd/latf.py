@@ -95,8 +95,15 @@ class LATFController:
 
     kind = "adaptive"
 
-    def __init__(self, beta: float = 0.99, eps: float = 0.05, delta: float = 0.05,
-                 warmup_steps: int = 0, min_ratio: float = 0.1, initial_ratio: float = 1.0):
+    def __init__(
+        self,
+        beta: float = 0.99,
+        eps: float = 0.05,
+        delta: float = 0.05,
+        warmup_steps: int = 0,
+        min_ratio: float = 0.1,
+        initial_ratio: float = 1.0,
+    ):
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"LATF beta must be in [0, 1) (got {beta})")
         if not 0.0 <= eps < 1.0:
@@ -135,19 +142,30 @@ class LATFController:
         return self.ratio
 
     def state_dict(self) -> dict:
-        return {"kind": self.kind, "ratio": self.ratio, "ema": self.ema, "ref": self.ref, "n": self.n,
-                "beta": self.beta, "eps": self.eps, "delta": self.delta,
-                "warmup_steps": self.warmup_steps, "min_ratio": self.min_ratio}
+        return {
+            "kind": self.kind,
+            "ratio": self.ratio,
+            "ema": self.ema,
+            "ref": self.ref,
+            "n": self.n,
+            "beta": self.beta,
+            "eps": self.eps,
+            "delta": self.delta,
+            "warmup_steps": self.warmup_steps,
+            "min_ratio": self.min_ratio,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore (r, ema, ref, n). Hyper-parameters stay those of this object (a warning
         is logged when the saved ones differ, e.g. a resumed run with an edited config)."""
         _check_kind(self.kind, state)
-        changed = [k for k in ("beta", "eps", "delta", "warmup_steps", "min_ratio")
-                   if k in state and state[k] != getattr(self, k)]
+        changed = [
+            k
+            for k in ("beta", "eps", "delta", "warmup_steps", "min_ratio")
+            if k in state and state[k] != getattr(self, k)
+        ]
         if changed:
-            log.warning("LATF state was saved with different %s; keeping the current values",
-                        ", ".join(changed))
+            log.warning("LATF state was saved with different %s; keeping the current values", ", ".join(changed))
         self.ratio = float(state["ratio"])
         self.ema = None if state["ema"] is None else float(state["ema"])
         self.ref = None if state["ref"] is None else float(state["ref"])
@@ -215,8 +233,7 @@ class LinearRatio:
         return new
 
     def state_dict(self) -> dict:
-        return {"kind": self.kind, "n": self.n, "start": self.start, "end": self.end,
-                "total_steps": self.total_steps}
+        return {"kind": self.kind, "n": self.n, "start": self.start, "end": self.end, "total_steps": self.total_steps}
 
     def load_state_dict(self, state: dict) -> None:
         _check_kind(self.kind, state)
@@ -236,16 +253,27 @@ class CosineRatio(LinearRatio):
 def _check_kind(kind: str, state: dict) -> None:
     saved = state.get("kind")
     if saved != kind:
-        raise ValueError(f"cannot load a {saved!r} ratio-schedule state into a {kind!r} schedule; "
-                         "resume with the run's original latf setting")
+        raise ValueError(
+            f"cannot load a {saved!r} ratio-schedule state into a {kind!r} schedule; "
+            "resume with the run's original latf setting"
+        )
 
 
 RATIO_KINDS = ("adaptive", "off", "fixed", "linear", "cosine")
 
 
-def make_ratio_schedule(kind: str, total_steps: int, start: float = 1.0, end: float | None = None, *,
-                        beta: float = 0.99, eps: float = 0.05, delta: float = 0.05,
-                        warmup: float = 0.05, min_ratio: float = 0.1):
+def make_ratio_schedule(
+    kind: str,
+    total_steps: int,
+    start: float = 1.0,
+    end: float | None = None,
+    *,
+    beta: float = 0.99,
+    eps: float = 0.05,
+    delta: float = 0.05,
+    warmup: float = 0.05,
+    min_ratio: float = 0.1,
+):
     """Build the ratio schedule of a run.
 
     kind: ``adaptive`` LATFController starting at ``start`` (1.0 in the paper), with
@@ -259,8 +287,14 @@ def make_ratio_schedule(kind: str, total_steps: int, start: float = 1.0, end: fl
     if kind == "adaptive":
         if not 0.0 <= warmup <= 1.0:
             raise ValueError(f"LATF warmup must be a fraction of the steps in [0, 1] (got {warmup})")
-        return LATFController(beta=beta, eps=eps, delta=delta, min_ratio=min_ratio,
-                              warmup_steps=math.floor(warmup * total_steps), initial_ratio=start)
+        return LATFController(
+            beta=beta,
+            eps=eps,
+            delta=delta,
+            min_ratio=min_ratio,
+            warmup_steps=math.floor(warmup * total_steps),
+            initial_ratio=start,
+        )
     if kind == "off":
         return FixedRatio(1.0)
     if kind == "fixed":

@@ -12,8 +12,8 @@ This module imports nothing heavy: the dashboard calls it while the form is bein
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 MAX_RECORD_BYTES = 1 << 20  # 1 MiB: an instruction example is a few KB; 1 MiB is ~250 k tokens
 MAX_LINE_BYTES = MAX_RECORD_BYTES  # a JSONL line is one record
@@ -61,8 +61,10 @@ def bounded_lines(path: str | Path, max_bytes: int = MAX_LINE_BYTES) -> Iterator
             number += 1
             body = line[:-1] if line.endswith(b"\n") else line
             if len(body) > max_bytes:
-                raise LimitError(f"{path}, line {number}: longer than {_mib(max_bytes)}, the most a data "
-                                 "line (one record) may have: shorten or remove that record")
+                raise LimitError(
+                    f"{path}, line {number}: longer than {_mib(max_bytes)}, the most a data "
+                    "line (one record) may have: shorten or remove that record"
+                )
             yield number, body
 
 
@@ -70,8 +72,10 @@ def check_record_size(text: str | bytes, where: str) -> None:
     """LimitError when one record (its JSON text) is over MAX_RECORD_BYTES."""
     size = len(text.encode() if isinstance(text, str) else text)
     if size > MAX_RECORD_BYTES:
-        raise LimitError(f"{where}: a record of {_mib(size)} is larger than the {_mib(MAX_RECORD_BYTES)} "
-                         "a record may have: shorten or remove it")
+        raise LimitError(
+            f"{where}: a record of {_mib(size)} is larger than the {_mib(MAX_RECORD_BYTES)} "
+            "a record may have: shorten or remove it"
+        )
 
 
 def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -92,8 +96,10 @@ def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
 def check_json_depth(text: str, where: str) -> None:
     """LimitError when `text` nests deeper than MAX_JSON_DEPTH (checked before json.loads)."""
     if json_depth_exceeds(text):
-        raise LimitError(f"{where}: JSON nested more than {MAX_JSON_DEPTH} levels deep; a record is one "
-                         "flat object of strings: fix or remove that line")
+        raise LimitError(
+            f"{where}: JSON nested more than {MAX_JSON_DEPTH} levels deep; a record is one "
+            "flat object of strings: fix or remove that line"
+        )
 
 
 def yaml_depth_exceeds(text: str, loader, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -138,10 +144,12 @@ def check_data_file(path: str | Path) -> None:
             import yaml
 
             try:
-                deep = yaml_depth_exceeds(file.read_text(encoding="utf-8", errors="replace"),
-                                          getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+                deep = yaml_depth_exceeds(
+                    file.read_text(encoding="utf-8", errors="replace"), getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+                )
             except yaml.YAMLError:
                 deep = False  # invalid YAML: the loader names the line
             if deep:
-                raise LimitError(f"{file}: YAML nested more than {MAX_JSON_DEPTH} levels deep; fix or remove "
-                                 "the deep part")
+                raise LimitError(
+                    f"{file}: YAML nested more than {MAX_JSON_DEPTH} levels deep; fix or remove the deep part"
+                )

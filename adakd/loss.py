@@ -75,12 +75,25 @@ class AdaKDOutput:
         return float(torch.nanmean(self.temperature))
 
 
-def adakd_loss(student_logits: Tensor, teacher_logits: Tensor | None, mask: Tensor, ratio: float = 1.0,
-               divergence: str = "rkl", c: float = 0.5, base_temperature: float = 1.0,
-               idts: bool = True, indicator: str = "hellinger", divergence_params: dict | None = None,
-               inverse: bool = False, labels: Tensor | None = None, kd_ratio: float = 1.0,
-               chunk_size: int | None = None, topk: int = DEFAULT_TOPK,
-               learned_temperature: Tensor | None = None, standardize: bool = False) -> AdaKDOutput:
+def adakd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor | None,
+    mask: Tensor,
+    ratio: float = 1.0,
+    divergence: str = "rkl",
+    c: float = 0.5,
+    base_temperature: float = 1.0,
+    idts: bool = True,
+    indicator: str = "hellinger",
+    divergence_params: dict | None = None,
+    inverse: bool = False,
+    labels: Tensor | None = None,
+    kd_ratio: float = 1.0,
+    chunk_size: int | None = None,
+    topk: int = DEFAULT_TOPK,
+    learned_temperature: Tensor | None = None,
+    standardize: bool = False,
+) -> AdaKDOutput:
     """AdaKD loss of one batch.
 
     Args:
@@ -111,11 +124,9 @@ def adakd_loss(student_logits: Tensor, teacher_logits: Tensor | None, mask: Tens
     are constants (as in the paper), so the gradient is exactly that of the formula above with
     the selection and τ fixed.
     """
-    _validate(student_logits, teacher_logits, mask, ratio, divergence, c, base_temperature,
-              indicator, labels, kd_ratio)
+    _validate(student_logits, teacher_logits, mask, ratio, divergence, c, base_temperature, indicator, labels, kd_ratio)
     if learned_temperature is not None and (idts or learned_temperature.dim() != 0):
-        raise ValueError("learned_temperature (CTKD) is one 0-dim τ for every token and replaces IDTS: "
-                         "pass idts=False")
+        raise ValueError("learned_temperature (CTKD) is one 0-dim τ for every token and replaces IDTS: pass idts=False")
     params = resolve_params(divergence, divergence_params)
     vocab = student_logits.shape[-1]
     mask = mask.bool()
@@ -140,8 +151,9 @@ def adakd_loss(student_logits: Tensor, teacher_logits: Tensor | None, mask: Tens
 
     # At kd_ratio = 1 the cross-entropy is only logged: take it from the scoring pass for free.
     log_ce_from_scores = targets is not None and kd_ratio == 1.0
-    difficulty, nll = score_tokens(s_valid, t_valid, indicator, targets, chunk_size=chunk_size,
-                                   with_nll=log_ce_from_scores, topk=topk)
+    difficulty, nll = score_tokens(
+        s_valid, t_valid, indicator, targets, chunk_size=chunk_size, with_nll=log_ce_from_scores, topk=topk
+    )
     if n_valid == 0:
         return _empty_output(s_valid, difficulty, targets is not None)
 
@@ -185,9 +197,16 @@ def adakd_loss(student_logits: Tensor, teacher_logits: Tensor | None, mask: Tens
     else:
         ce = torch.nn.functional.cross_entropy(s_valid.to(kd.dtype), targets)
         loss = (1.0 - kd_ratio) * ce + (kd_ratio * kd if kd_ratio > 0 else 0.0)
-    return AdaKDOutput(loss=loss, kd=kd.detach(), ce=ce.detach(), difficulty=difficulty,
-                       selected=selected, temperature=temperature, n_valid=n_valid,
-                       n_selected=n_selected)
+    return AdaKDOutput(
+        loss=loss,
+        kd=kd.detach(),
+        ce=ce.detach(),
+        difficulty=difficulty,
+        selected=selected,
+        temperature=temperature,
+        n_valid=n_valid,
+        n_selected=n_selected,
+    )
 
 
 class _TakeRows(torch.autograd.Function):
@@ -225,32 +244,50 @@ def _sft_output(student_logits: Tensor, mask: Tensor, labels: Tensor | None) -> 
     else:
         loss = torch.nn.functional.cross_entropy(logits.to(dtype), targets)
     nan = torch.full((n_valid,), math.nan, dtype=dtype, device=logits.device)
-    return AdaKDOutput(loss=loss, kd=loss.new_zeros(()).detach(), ce=loss.detach(), difficulty=nan,
-                       selected=torch.zeros(n_valid, dtype=torch.bool, device=logits.device),
-                       temperature=nan.clone(), n_valid=n_valid, n_selected=0)
+    return AdaKDOutput(
+        loss=loss,
+        kd=loss.new_zeros(()).detach(),
+        ce=loss.detach(),
+        difficulty=nan,
+        selected=torch.zeros(n_valid, dtype=torch.bool, device=logits.device),
+        temperature=nan.clone(),
+        n_valid=n_valid,
+        n_selected=0,
+    )
 
 
 def _empty_output(s_valid: Tensor, difficulty: Tensor, with_labels: bool) -> AdaKDOutput:
     """No valid token: loss 0 that still backpropagates (zero gradient), never NaN."""
     loss = s_valid.to(difficulty.dtype).sum() * 0.0  # sum over an empty [0, V] is exactly 0
     zero = loss.detach().clone()
-    return AdaKDOutput(loss=loss, kd=zero, ce=zero.clone() if with_labels else zero.new_tensor(math.nan),
-                       difficulty=difficulty, selected=torch.zeros_like(difficulty, dtype=torch.bool),
-                       temperature=difficulty.clone(), n_valid=0, n_selected=0)
+    return AdaKDOutput(
+        loss=loss,
+        kd=zero,
+        ce=zero.clone() if with_labels else zero.new_tensor(math.nan),
+        difficulty=difficulty,
+        selected=torch.zeros_like(difficulty, dtype=torch.bool),
+        temperature=difficulty.clone(),
+        n_valid=0,
+        n_selected=0,
+    )
 
 
-def _validate(student_logits, teacher_logits, mask, ratio, divergence, c, base_temperature,
-              indicator, labels, kd_ratio) -> None:
+def _validate(
+    student_logits, teacher_logits, mask, ratio, divergence, c, base_temperature, indicator, labels, kd_ratio
+) -> None:
     if teacher_logits is None:
         if kd_ratio != 0.0 or labels is None:
             raise ValueError("teacher_logits may be None only for SFT: kd_ratio=0 with labels")
         teacher_logits = student_logits
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} must have the same shape [B, T, V]")
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} must have the same shape [B, T, V]"
+        )
     if mask.shape != student_logits.shape[:-1]:
-        raise ValueError(f"mask has shape {tuple(mask.shape)}; expected {tuple(student_logits.shape[:-1])} "
-                         "(the logits without V)")
+        raise ValueError(
+            f"mask has shape {tuple(mask.shape)}; expected {tuple(student_logits.shape[:-1])} (the logits without V)"
+        )
     if mask.dtype.is_floating_point:
         raise ValueError(f"mask must be bool (or 0/1 integers), got dtype {mask.dtype}")
     if not 0.0 < ratio <= 1.0:

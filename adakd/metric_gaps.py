@@ -11,7 +11,7 @@ the dashboard's Runs page show them next to the run's state.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from adakd.rundir import RunDir, effective_state
 
@@ -19,8 +19,7 @@ from adakd.rundir import RunDir, effective_state
 def expected_steps(upto: int, log_interval: int, max_steps: int, skipped: Iterable[int] = ()) -> list[int]:
     """The steps 1..upto that the trainer writes a metrics line for."""
     skip = set(skipped)
-    return [s for s in range(1, upto + 1)
-            if (s % max(1, log_interval) == 0 or s == max_steps) and s not in skip]
+    return [s for s in range(1, upto + 1) if (s % max(1, log_interval) == 0 or s == max_steps) and s not in skip]
 
 
 def ranges(steps: Iterable[int]) -> str:
@@ -65,8 +64,12 @@ def gap_problems(steps: list, config: dict, state: str, status_step, skipped: It
     upto = max(steps, default=0)
     if state in ("finished", "stopped") and isinstance(status_step, int):
         upto = max(upto, status_step)
-    expected = expected_steps(upto, int(config.get("log_interval") or 1), int(config.get("max_steps") or upto),
-                              [s for s in skipped if isinstance(s, int)])
+    expected = expected_steps(
+        upto,
+        int(config.get("log_interval") or 1),
+        int(config.get("max_steps") or upto),
+        [s for s in skipped if isinstance(s, int)],
+    )
     return step_problems(steps, expected)
 
 
@@ -76,5 +79,10 @@ def run_step_problems(run: RunDir, metrics: list[dict] | None = None) -> list[st
     metrics = run.read_metrics() if metrics is None else metrics
     status = run.read_status() or {}
     skipped = [e.get("step") for e in run.read_events() if e.get("kind") == "skipped_step"]
-    return gap_problems([r.get("step") for r in metrics], config if isinstance(config, dict) else {},
-                        effective_state(status), status.get("step"), skipped)
+    return gap_problems(
+        [r.get("step") for r in metrics],
+        config if isinstance(config, dict) else {},
+        effective_state(status),
+        status.get("step"),
+        skipped,
+    )

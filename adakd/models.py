@@ -117,9 +117,7 @@ def _load_causal_lm(name_or_path, dtype, trust_remote_code: bool, role: str):
 
 def _from_pretrained(auto_class, where: str, dtype, trust_remote_code: bool, role: str):
     try:
-        return auto_class.from_pretrained(
-            where, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
-        )
+        return auto_class.from_pretrained(where, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
     except OSError as err:
         folder = Path(where)
         if folder.is_dir() and not any(folder.glob("*.safetensors")):
@@ -249,7 +247,11 @@ def subset_student(teacher: nn.Module, layers: list[int]) -> nn.Module:
     head) is copied. The copy shares no storage with the teacher.
     """
     n = _num_layers(teacher)
-    if not layers or any(not isinstance(i, int) or not 0 <= i < n for i in layers) or list(layers) != sorted(set(layers)):
+    if (
+        not layers
+        or any(not isinstance(i, int) or not 0 <= i < n for i in layers)
+        or list(layers) != sorted(set(layers))
+    ):
         raise ValueError(f"student layers must be strictly increasing integers in [0, {n}), got {layers}")
     prefix = _layer_list_name(teacher)
     config = copy.deepcopy(teacher.config)
@@ -359,7 +361,9 @@ def check_vocab(teacher: nn.Module, student: nn.Module, tokenizer, student_token
         )
     if rows_t != rows_s:
         larger, name = (teacher, "teacher") if rows_t > rows_s else (student, "student")
-        logger.info("trimming the %s's padded vocabulary from %d to %d rows", name, max(rows_t, rows_s), min(rows_t, rows_s))
+        logger.info(
+            "trimming the %s's padded vocabulary from %d to %d rows", name, max(rows_t, rows_s), min(rows_t, rows_s)
+        )
         larger.resize_token_embeddings(min(rows_t, rows_s))
     return min(rows_t, rows_s)
 

@@ -181,32 +181,42 @@ TABLE1_METHODS: dict[str, dict] = {
 PLAIN = {"latf": "off", "idts": "off"}
 ADAKD = {"latf": "adaptive", "idts": "on"}
 # arm name -> the RunConfig values it sets on top of the demo preset ("rkl", "rkl-adakd", ...)
-TABLE1: dict[str, dict] = {f"{method}{suffix}": {**fields, **switch}
-                           for method, fields in TABLE1_METHODS.items()
-                           for suffix, switch in (("", PLAIN), ("-adakd", ADAKD))}
+TABLE1: dict[str, dict] = {
+    f"{method}{suffix}": {**fields, **switch}
+    for method, fields in TABLE1_METHODS.items()
+    for suffix, switch in (("", PLAIN), ("-adakd", ADAKD))
+}
 TABLE1["sft"] = {"kd_ratio": 0.0, "regime": "ground_truth", **PLAIN}  # the SFT baseline row
 
 # The paper's ablation tables 3-5 (docs/method.md): reverse KL on ground truth, IDTS c = 0.5.
 _RKL = {"divergence": "rkl", "divergence_params": {}, "regime": "ground_truth", "idts_c": 0.5}
-TABLE3: dict[str, dict] = {indicator: {**_RKL, **ADAKD, "indicator": indicator}
-                           for indicator in ("hellinger", "fkl", "rkl", "jsd", "ce", "topk")}
+TABLE3: dict[str, dict] = {
+    indicator: {**_RKL, **ADAKD, "indicator": indicator}
+    for indicator in ("hellinger", "fkl", "rkl", "jsd", "ce", "topk")
+}
 TABLE4: dict[str, dict] = {
     name: {**_RKL, "idts": "on", "latf": latf, "ratio_start": start, "ratio_end": end}
-    for name, latf, start, end in (("fixed-1.0", "fixed", 1.0, 1.0), ("fixed-0.75", "fixed", 0.75, 0.75),
-                                   ("linear-0.75", "linear", 1.0, 0.75), ("cosine-0.75", "cosine", 1.0, 0.75),
-                                   ("cosine-0.5", "cosine", 1.0, 0.5), ("latf", "adaptive", 1.0, 0.5))}
+    for name, latf, start, end in (
+        ("fixed-1.0", "fixed", 1.0, 1.0),
+        ("fixed-0.75", "fixed", 0.75, 0.75),
+        ("linear-0.75", "linear", 1.0, 0.75),
+        ("cosine-0.75", "cosine", 1.0, 0.75),
+        ("cosine-0.5", "cosine", 1.0, 0.5),
+        ("latf", "adaptive", 1.0, 0.5),
+    )
+}
 _FIXED_TAU = {"fixed-1.0": 1.0, "fixed-0.8": 0.8, "fixed-1.2": 1.2, "fixed-e-0.5": math.exp(-0.5)}
 TABLE5: dict[str, dict] = {
-    **{name: {**_RKL, "latf": "adaptive", "idts": "off", "base_temperature": tau}
-       for name, tau in _FIXED_TAU.items()},
+    **{name: {**_RKL, "latf": "adaptive", "idts": "off", "base_temperature": tau} for name, tau in _FIXED_TAU.items()},
     "inverse": {**_RKL, "latf": "adaptive", "idts": "inverse"},
     "ctkd": {**_RKL, "latf": "adaptive", "idts": "off", "ctkd": True, "base_temperature": 1.0},
     "logit-std": {**_RKL, "latf": "adaptive", "idts": "off", "logit_standardize": True},
     "idts": {**_RKL, **ADAKD},
 }
 TABLES = {"table1": TABLE1, "table3": TABLE3, "table4": TABLE4, "table5": TABLE5}
-PRESETS.update({f"{table}-{arm}": {**_DEMO, **fields} for table, arms in TABLES.items()
-                for arm, fields in arms.items()})
+PRESETS.update(
+    {f"{table}-{arm}": {**_DEMO, **fields} for table, arms in TABLES.items() for arm, fields in arms.items()}
+)
 
 
 def preset_names() -> list[str]:

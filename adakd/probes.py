@@ -31,9 +31,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from adakd.columns import GRADIENT_COLUMNS, PANDAS_DTYPES, TOKEN_COLUMNS
 from adakd.difficulty import hellinger
 from adakd.divergences import divergence as base_divergence
-from adakd.columns import GRADIENT_COLUMNS, PANDAS_DTYPES, TOKEN_COLUMNS
 from adakd.idts import idts_temperatures
 from adakd.latf import select_tokens
 from adakd.tokenize import next_token_targets
@@ -60,8 +60,9 @@ def untouched(*models: torch.nn.Module) -> Iterator[None]:
     CUDA device the models live on.
     """
     flags = [(m, m.training) for model in models for m in model.modules()]
-    cuda_devices = sorted({p.device.index or 0 for model in models for p in model.parameters()
-                           if p.device.type == "cuda"})
+    cuda_devices = sorted(
+        {p.device.index or 0 for model in models for p in model.parameters() if p.device.type == "cuda"}
+    )
     try:
         with torch.random.fork_rng(devices=cuda_devices):
             for model in models:
@@ -118,12 +119,18 @@ def _forward_valid(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], ma
     logits = model(**inputs).logits  # raises again when the refusal had another cause
     if refused is not None:
         _FULL_LOGITS_ONLY.add(type(model))
-        log.info("%s does not take a boolean logits_to_keep mask (%s: %s); probes compute its full "
-                 "logits", type(model).__name__, type(refused).__name__, refused)
+        log.info(
+            "%s does not take a boolean logits_to_keep mask (%s: %s); probes compute its full logits",
+            type(model).__name__,
+            type(refused).__name__,
+            refused,
+        )
     kept = _kept_rows(logits, mask)
     if kept is None:
-        raise ValueError(f"{type(model).__name__} returned logits of shape {tuple(logits.shape)} for a batch of "
-                         f"shape {tuple(inputs['input_ids'].shape)}; expected [B, T, V]")
+        raise ValueError(
+            f"{type(model).__name__} returned logits of shape {tuple(logits.shape)} for a batch of "
+            f"shape {tuple(inputs['input_ids'].shape)}; expected [B, T, V]"
+        )
     return kept.float()
 
 
@@ -182,11 +189,15 @@ def _valid_logits(student, teacher, batch: Mapping[str, torch.Tensor], teacher_l
         t = _forward_valid(teacher, batch, mask) if teacher_logits is None else teacher_logits.float()
     t = t.to(s.device)
     if t.shape[0] != n:
-        raise ValueError(f"teacher_logits has {t.shape[0]} rows but the batch has {n} valid tokens: "
-                         "compute them with teacher_valid_logits(teacher, batch) on this same batch")
+        raise ValueError(
+            f"teacher_logits has {t.shape[0]} rows but the batch has {n} valid tokens: "
+            "compute them with teacher_valid_logits(teacher, batch) on this same batch"
+        )
     if s.shape[-1] != t.shape[-1]:
-        raise ValueError(f"student vocabulary ({s.shape[-1]}) and teacher vocabulary ({t.shape[-1]}) "
-                         "differ; load the pair with adakd.models.load_model_pair, which checks them")
+        raise ValueError(
+            f"student vocabulary ({s.shape[-1]}) and teacher vocabulary ({t.shape[-1]}) "
+            "differ; load the pair with adakd.models.load_model_pair, which checks them"
+        )
     return s, t, targets[mask].to(s.device), mask
 
 
@@ -202,20 +213,33 @@ def _label_prob(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def _decode_each(tokenizer, ids: np.ndarray) -> np.ndarray:
     """Readable text of each single token id: ``tokenizer.decode([id])`` (special tokens kept)."""
     unique = np.unique(ids)
-    texts = {int(i): tokenizer.decode([int(i)], skip_special_tokens=False,
-                                      clean_up_tokenization_spaces=False) for i in unique}
+    texts = {
+        int(i): tokenizer.decode([int(i)], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        for i in unique
+    }
     return np.array([texts[int(i)] for i in ids], dtype=object)
 
 
 def _frame(columns: dict[str, str], data: dict) -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series(data.get(name, []), dtype=PANDAS_DTYPES[kind])
-                         for name, kind in columns.items()})
+    return pd.DataFrame(
+        {name: pd.Series(data.get(name, []), dtype=PANDAS_DTYPES[kind]) for name, kind in columns.items()}
+    )
 
 
 # --------------------------------------------------------------------------- tokens.parquet
-def probe_tokens(student: torch.nn.Module, teacher: torch.nn.Module, batch: Mapping[str, torch.Tensor],
-                 tokenizer, *, step: int, ratio: float, c: float, base_temperature: float,
-                 inverse: bool = False, teacher_logits: torch.Tensor | None = None) -> pd.DataFrame:
+def probe_tokens(
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    tokenizer,
+    *,
+    step: int,
+    ratio: float,
+    c: float,
+    base_temperature: float,
+    inverse: bool = False,
+    teacher_logits: torch.Tensor | None = None,
+) -> pd.DataFrame:
     """One ``tokens.parquet`` row per valid response token of the probe batch.
 
     batch: ``collate()`` output for the **whole** fixed probe set (input_ids, attention_mask,
@@ -261,10 +285,10 @@ def probe_tokens(student: torch.nn.Module, teacher: torch.nn.Module, batch: Mapp
         stats = {k: [] for k in ("h_s", "h_si", "h_sel", "h_t", "p_t", "p_s", "top_t", "top_s")}
         tau_or_one = torch.nan_to_num(tau, nan=1.0)  # unselected rows: any τ, the result is masked
         for lo in range(0, n, _ROW_CHUNK):
-            s, t, y = s_logits[lo:lo + _ROW_CHUNK], t_logits[lo:lo + _ROW_CHUNK], targets[lo:lo + _ROW_CHUNK]
+            s, t, y = s_logits[lo : lo + _ROW_CHUNK], t_logits[lo : lo + _ROW_CHUNK], targets[lo : lo + _ROW_CHUNK]
             stats["h_s"].append(_entropy(s))
-            stats["h_si"].append(_entropy(s / tau_all[lo:lo + _ROW_CHUNK, None]))
-            stats["h_sel"].append(_entropy(s / tau_or_one[lo:lo + _ROW_CHUNK, None]))
+            stats["h_si"].append(_entropy(s / tau_all[lo : lo + _ROW_CHUNK, None]))
+            stats["h_sel"].append(_entropy(s / tau_or_one[lo : lo + _ROW_CHUNK, None]))
             stats["h_t"].append(_entropy(t))
             stats["p_s"].append(_label_prob(s, y))
             stats["p_t"].append(_label_prob(t, y))
@@ -277,23 +301,38 @@ def probe_tokens(student: torch.nn.Module, teacher: torch.nn.Module, batch: Mapp
     rows, cols = torch.nonzero(mask_cpu, as_tuple=True)
     token_index = (mask_cpu.long().cumsum(dim=1) - 1)[rows, cols]
     token_ids = targets.cpu().numpy()
-    return _frame(TOKEN_COLUMNS, {
-        "step": np.full(n, step), "example": rows.numpy(), "position": (cols + 1).numpy(),
-        "token_index": token_index.numpy(), "token_id": token_ids,
-        "token_text": _decode_each(tokenizer, token_ids),
-        "difficulty": difficulty.cpu().numpy(), "selected": selected.cpu().numpy(), "group": groups,
-        "tau": tau.cpu().numpy(), "tau_all": tau_all.cpu().numpy(), "hard": hard.cpu().numpy(),
-        "entropy_student": stats["h_s"], "entropy_student_idts": stats["h_si"],
-        "entropy_student_tau": stats["h_sel"],
-        "entropy_teacher": stats["h_t"], "p_label_teacher": stats["p_t"],
-        "p_label_student": stats["p_s"], "top1_teacher": _decode_each(tokenizer, stats["top_t"]),
-        "top1_student": _decode_each(tokenizer, stats["top_s"]), "ratio": np.full(n, float(ratio)),
-    })
+    return _frame(
+        TOKEN_COLUMNS,
+        {
+            "step": np.full(n, step),
+            "example": rows.numpy(),
+            "position": (cols + 1).numpy(),
+            "token_index": token_index.numpy(),
+            "token_id": token_ids,
+            "token_text": _decode_each(tokenizer, token_ids),
+            "difficulty": difficulty.cpu().numpy(),
+            "selected": selected.cpu().numpy(),
+            "group": groups,
+            "tau": tau.cpu().numpy(),
+            "tau_all": tau_all.cpu().numpy(),
+            "hard": hard.cpu().numpy(),
+            "entropy_student": stats["h_s"],
+            "entropy_student_idts": stats["h_si"],
+            "entropy_student_tau": stats["h_sel"],
+            "entropy_teacher": stats["h_t"],
+            "p_label_teacher": stats["p_t"],
+            "p_label_student": stats["p_s"],
+            "top1_teacher": _decode_each(tokenizer, stats["top_t"]),
+            "top1_student": _decode_each(tokenizer, stats["top_s"]),
+            "ratio": np.full(n, float(ratio)),
+        },
+    )
 
 
 # --------------------------------------------------------------------------- gradients.parquet
-def _row_statistics(z: torch.Tensor, divergence_per_token: torch.Tensor,
-                    ce_per_token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _row_statistics(
+    z: torch.Tensor, divergence_per_token: torch.Tensor, ce_per_token: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token gradient rows reduced to (‖D_i‖², ‖C_i‖², ⟨D_i, C_i⟩), each [N] float64.
 
     D_i = ∂D_i/∂z_i and C_i = ∂CE_i/∂z_i: because each per-token loss depends on its own row
@@ -304,12 +343,12 @@ def _row_statistics(z: torch.Tensor, divergence_per_token: torch.Tensor,
     (d_rows,) = torch.autograd.grad(divergence_per_token.sum(), z)
     (c_rows,) = torch.autograd.grad(ce_per_token.sum(), z)
     # float32 row sums over V (relative error ~1e-7), float64 from here on
-    return ((d_rows * d_rows).sum(-1).double(), (c_rows * c_rows).sum(-1).double(),
-            (d_rows * c_rows).sum(-1).double())
+    return ((d_rows * d_rows).sum(-1).double(), (c_rows * c_rows).sum(-1).double(), (d_rows * c_rows).sum(-1).double())
 
 
-def _group_rows(step: int, split: str, ratio: float, groups: np.ndarray,
-                stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, list]:
+def _group_rows(
+    step: int, split: str, ratio: float, groups: np.ndarray, stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+) -> dict[str, list]:
     """Rows of one split from the per-row statistics of ``_row_statistics``.
 
     With g_d(G) = D_G/|G|, g_s(G) = C_G/|G|, g_full = D/N (Frobenius inner products over [N, V]):
@@ -320,7 +359,7 @@ def _group_rows(step: int, split: str, ratio: float, groups: np.ndarray,
     """
     d_sq, c_sq, dc = stats
     n = d_sq.numel()
-    full_norm = d_sq.sum().sqrt() / n           # ‖g_full‖
+    full_norm = d_sq.sum().sqrt() / n  # ‖g_full‖
     out = {k: [] for k in GRADIENT_COLUMNS}
     for name in GROUPS:
         idx = torch.from_numpy(np.flatnonzero(groups == name)).to(d_sq.device)
@@ -331,19 +370,33 @@ def _group_rows(step: int, split: str, ratio: float, groups: np.ndarray,
         s_norm = c_sq[idx].sum().sqrt() / size
         cos_sft = (dc[idx].sum() / size**2) / (g_norm * s_norm)
         cos_total = (d_sq[idx].sum() / (size * n)) / (g_norm * full_norm)
-        for key, value in (("step", step), ("split", split), ("ratio", ratio), ("group", name),
-                           ("n_tokens", size), ("cos_sft", cos_sft.item()),
-                           ("cos_total", cos_total.item()), ("grad_norm", g_norm.item())):
+        for key, value in (
+            ("step", step),
+            ("split", split),
+            ("ratio", ratio),
+            ("group", name),
+            ("n_tokens", size),
+            ("cos_sft", cos_sft.item()),
+            ("cos_total", cos_total.item()),
+            ("grad_norm", g_norm.item()),
+        ):
             out[key].append(value)
     total = sum(out["grad_norm"])
     out["norm_share"] = [100.0 * g / total if total > 0 else float("nan") for g in out["grad_norm"]]
     return out
 
 
-def probe_gradient_groups(student: torch.nn.Module, teacher: torch.nn.Module,
-                          batch: Mapping[str, torch.Tensor], *, step: int, ratio: float,
-                          divergence: str, divergence_params: dict | None = None,
-                          teacher_logits: torch.Tensor | None = None) -> pd.DataFrame:
+def probe_gradient_groups(
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    *,
+    step: int,
+    ratio: float,
+    divergence: str,
+    divergence_params: dict | None = None,
+    teacher_logits: torch.Tensor | None = None,
+) -> pd.DataFrame:
     """``gradients.parquet`` rows (Fig. 1 bottom) for one batch: both splits, one row per group.
 
     Gradients are taken with respect to the student **logits** of the valid tokens, z [N, V]
@@ -369,8 +422,11 @@ def probe_gradient_groups(student: torch.nn.Module, teacher: torch.nn.Module,
         difficulty = hellinger(s_logits, t_logits)
         with torch.enable_grad():
             z = s_logits.detach().clone().requires_grad_(True)
-            stats = _row_statistics(z, base_divergence(divergence, z, t_logits, 1.0, **params),
-                                    F.cross_entropy(z, targets, reduction="none"))
+            stats = _row_statistics(
+                z,
+                base_divergence(divergence, z, t_logits, 1.0, **params),
+                F.cross_entropy(z, targets, reduction="none"),
+            )
         parts = []
         for split, r in (("current", float(ratio)), ("paper", PAPER_RATIO)):
             _, groups = group_labels(difficulty, r)

@@ -34,7 +34,9 @@ def _mlps(model: nn.Module) -> list[nn.Module]:
     mlps = [layer.mlp for layer in layers]
     for mlp in mlps:
         if not all(isinstance(getattr(mlp, n, None), nn.Linear) for n in ("gate_proj", "up_proj", "down_proj")):
-            raise ValueError(f"width pruning needs gated MLPs (gate_proj, up_proj, down_proj); {type(mlp).__name__} is not")
+            raise ValueError(
+                f"width pruning needs gated MLPs (gate_proj, up_proj, down_proj); {type(mlp).__name__} is not"
+            )
     return mlps
 
 
@@ -52,13 +54,15 @@ def neuron_importance(model: nn.Module, batch: dict) -> list[torch.Tensor]:
         def hook(module, inputs):
             x = inputs[0].float().abs()[mask.to(inputs[0].device)]  # [N, F]: attended tokens only
             sums[index] = x.sum(0).cpu()
+
         return hook
 
     handles = [mlp.down_proj.register_forward_pre_hook(recorder(i)) for i, mlp in enumerate(mlps)]
     try:
         device = next(model.parameters()).device
-        model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-              use_cache=False)
+        model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device), use_cache=False
+        )
     finally:
         for handle in handles:
             handle.remove()
@@ -69,8 +73,7 @@ def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear
     """A copy of ``linear`` keeping rows (dim 0: output features) or columns (dim 1: inputs) ``index``."""
     weight = linear.weight.detach().index_select(dim, index.to(linear.weight.device)).clone()
     out_features, in_features = weight.shape
-    new = nn.Linear(in_features, out_features, bias=linear.bias is not None,
-                    device=weight.device, dtype=weight.dtype)
+    new = nn.Linear(in_features, out_features, bias=linear.bias is not None, device=weight.device, dtype=weight.dtype)
     new.weight.data.copy_(weight)
     if linear.bias is not None:
         bias = linear.bias.detach()

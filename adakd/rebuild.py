@@ -31,8 +31,13 @@ log = logging.getLogger(__name__)
 
 REBUILD_FILE = "rebuild.json"
 # what a rebuild changes in the run's config: none of it changes the trained weights
-REBUILD_OVERRIDES = {"probe_interval": 0, "eval_examples": 0, "eval_interval": 0, "checkpoint_interval": 0,
-                     "keep_checkpoints": 1}
+REBUILD_OVERRIDES = {
+    "probe_interval": 0,
+    "eval_examples": 0,
+    "eval_interval": 0,
+    "checkpoint_interval": 0,
+    "keep_checkpoints": 1,
+}
 
 
 def rebuild_key(config: dict) -> str:
@@ -109,17 +114,26 @@ def rebuild_student(run_dir: str | Path, on_step=None) -> Path:
     started = time.perf_counter()
     # the scratch folder's name carries the key, so a dashboard can follow this rebuild's status.json
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".rebuild-{folder.name}-") as scratch:
-        trained = train(config, Path(scratch) / "run", name=f"rebuild of {run_dir.name}",
-                        command=["python", "-m", "adakd", "rebuild", str(run_dir)], on_step=on_step)
+        trained = train(
+            config,
+            Path(scratch) / "run",
+            name=f"rebuild of {run_dir.name}",
+            command=["python", "-m", "adakd", "rebuild", str(run_dir)],
+            on_step=on_step,
+        )
         found = latest_checkpoint(Path(trained) / "checkpoints")
         if found is None:
             raise RuntimeError(f"rebuilding {run_dir} wrote no checkpoint")
         ours = {r["step"]: r.get("loss") for r in read_jsonl(Path(trained) / "metrics.jsonl") if "step" in r}
         theirs = {r["step"]: r.get("loss") for r in read_jsonl(run_dir / "metrics.jsonl") if "step" in r}
         shared = [s for s in theirs if s in ours and isinstance(theirs[s], float) and isinstance(ours[s], float)]
-        report = {"run": str(run_dir), "step": found[0], "steps_compared": len(shared),
-                  "max_loss_difference": max((abs(ours[s] - theirs[s]) for s in shared), default=None),
-                  "seconds": round(time.perf_counter() - started, 1)}
+        report = {
+            "run": str(run_dir),
+            "step": found[0],
+            "steps_compared": len(shared),
+            "max_loss_difference": max((abs(ours[s] - theirs[s]) for s in shared), default=None),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         staging = Path(scratch) / "result"
         staging.mkdir()
         shutil.move(str(found[1]), staging / found[1].name)
@@ -127,6 +141,11 @@ def rebuild_student(run_dir: str | Path, on_step=None) -> Path:
         if folder.exists():  # a half-finished earlier attempt (no rebuild.json): replace it
             shutil.rmtree(folder)
         staging.rename(folder)  # whole or nothing: rebuild.json is only ever seen beside its weights
-    log.info("rebuilt the student of %s in %.0fs (max loss difference %s over %d steps)", run_dir,
-             report["seconds"], report["max_loss_difference"], report["steps_compared"])
+    log.info(
+        "rebuilt the student of %s in %.0fs (max loss difference %s over %d steps)",
+        run_dir,
+        report["seconds"],
+        report["max_loss_difference"],
+        report["steps_compared"],
+    )
     return folder / found[1].name

@@ -33,9 +33,17 @@ def _pairs(prompts: Sequence) -> list:
 
 
 @torch.no_grad()
-def reference_scores(model: torch.nn.Module, tokenizer, prompts: Sequence, *, pad_id: int,
-                     max_prompt_length: int, max_length: int, teacher: torch.nn.Module | None = None,
-                     batch_size: int = 8) -> dict[str, float | None]:
+def reference_scores(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence,
+    *,
+    pad_id: int,
+    max_prompt_length: int,
+    max_length: int,
+    teacher: torch.nn.Module | None = None,
+    batch_size: int = 8,
+) -> dict[str, float | None]:
     """``{"ce": CE, "kl_teacher": KL or None, "tokens": N}`` over the references of ``prompts``.
 
     Logits [B, T, V] are upcast to float32 per batch; the sums are accumulated in float64.
@@ -52,16 +60,22 @@ def reference_scores(model: torch.nn.Module, tokenizer, prompts: Sequence, *, pa
     with untouched(model):
         model.eval()
         for lo in range(0, len(encoded), batch_size):
-            batch = {k: v.to(device) for k, v in collate(encoded[lo:lo + batch_size], pad_id).items()}
+            batch = {k: v.to(device) for k, v in collate(encoded[lo : lo + batch_size], pad_id).items()}
             targets, mask = next_token_targets(batch["labels"])
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           use_cache=False).logits[:, :-1].float()
+            logits = (
+                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+                .logits[:, :-1]
+                .float()
+            )
             logq = F.log_softmax(logits, dim=-1)
             nll = -logq.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
             ce_sum += nll[mask].double().sum().item()
             if compare:
-                t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                   use_cache=False).logits[:, :-1].float()
+                t_logits = (
+                    teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+                    .logits[:, :-1]
+                    .float()
+                )
                 logp = F.log_softmax(t_logits, dim=-1)
                 kl = (logp.exp() * (logp - logq)).sum(-1)
                 kl_sum += kl[mask].double().sum().item()

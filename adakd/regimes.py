@@ -46,9 +46,16 @@ from typing import Any
 import torch
 
 from adakd.replay import AdaptiveStudentDataProb, ReplayBuffer
-from adakd.student_samples import (build_generated_batch, derive_seed, end_token_ids, on_device_of,
-                                   prompts_from_batch, sample_student_responses, seeded_generator,
-                                   uniform_draw)
+from adakd.student_samples import (
+    build_generated_batch,
+    derive_seed,
+    end_token_ids,
+    on_device_of,
+    prompts_from_batch,
+    sample_student_responses,
+    seeded_generator,
+    uniform_draw,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +74,27 @@ class Regime:
 
     kind = "ground_truth"
 
-    def prepare_batch(self, batch: dict[str, torch.Tensor], step: int, student: torch.nn.Module | None = None,
-                      tokenizer=None, *, micro: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def prepare_batch(
+        self,
+        batch: dict[str, torch.Tensor],
+        step: int,
+        student: torch.nn.Module | None = None,
+        tokenizer=None,
+        *,
+        micro: int = 0,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         return batch, {}
 
-    def prepare(self, batch: dict[str, torch.Tensor], *, step: int, student: torch.nn.Module,
-                tokenizer=None, teacher: torch.nn.Module | None = None,
-                micro: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def prepare(
+        self,
+        batch: dict[str, torch.Tensor],
+        *,
+        step: int,
+        student: torch.nn.Module,
+        tokenizer=None,
+        teacher: torch.nn.Module | None = None,
+        micro: int = 0,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Keyword form of :meth:`prepare_batch` (``teacher`` is accepted and unused)."""
         return self.prepare_batch(batch, step, student, tokenizer, micro=micro)
 
@@ -85,15 +106,27 @@ class Regime:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("kind") != self.kind:
-            raise ValueError(f"the checkpoint holds the state of regime {state.get('kind')!r}, but this run's "
-                             f"regime is {self.kind!r}; resume with the run's own config.json")
+            raise ValueError(
+                f"the checkpoint holds the state of regime {state.get('kind')!r}, but this run's "
+                f"regime is {self.kind!r}; resume with the run's own config.json"
+            )
 
 
 class _Sampler:
     """What the student-data regimes share: generation settings and seeds."""
 
-    def __init__(self, *, seed: int, max_new_tokens: int, temperature: float, top_p: float, max_length: int,
-                 pad_id: int, eos_ids: Sequence[int] | None, rank: int) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        max_length: int,
+        pad_id: int,
+        eos_ids: Sequence[int] | None,
+        rank: int,
+    ) -> None:
         self.seed, self.rank = int(seed), int(rank)
         self.max_new_tokens, self.temperature, self.top_p = int(max_new_tokens), float(temperature), float(top_p)
         self.max_length, self.pad_id = int(max_length), int(pad_id)
@@ -103,14 +136,22 @@ class _Sampler:
         """The step's decision stream; the same on every rank so all ranks take the same branch."""
         return seeded_generator(self.seed, kind, "coin", step, micro)
 
-    def generate(self, kind: str, student, tokenizer, prompts: list[list[int]], step: int,
-                 micro: int) -> list[list[int]]:
+    def generate(
+        self, kind: str, student, tokenizer, prompts: list[list[int]], step: int, micro: int
+    ) -> list[list[int]]:
         # no token beyond max_length can be trained on: do not sample it
         room = self.max_length - min(len(p) for p in prompts)
         return sample_student_responses(
-            student, tokenizer, prompts, max_new_tokens=max(1, min(self.max_new_tokens, room)),
-            temperature=self.temperature, top_p=self.top_p, eos_ids=self.eos_ids, pad_id=self.pad_id,
-            generator_seed=derive_seed(self.seed, kind, "sample", step, micro, self.rank))
+            student,
+            tokenizer,
+            prompts,
+            max_new_tokens=max(1, min(self.max_new_tokens, room)),
+            temperature=self.temperature,
+            top_p=self.top_p,
+            eos_ids=self.eos_ids,
+            pad_id=self.pad_id,
+            generator_seed=derive_seed(self.seed, kind, "sample", step, micro, self.rank),
+        )
 
 
 def _mean_length(responses: Sequence[Sequence[int]]) -> float:
@@ -137,8 +178,13 @@ class GKDRegime(Regime):
 
     def prepare_batch(self, batch, step, student=None, tokenizer=None, *, micro=0):
         u = uniform_draw(self.sampler.coin(self.kind, step, micro))
-        info = {"on_policy": False, "data_source": "ground_truth", "buffer_size": 0,
-                "student_data_prob": self.lam, "gen_length": None}
+        info = {
+            "on_policy": False,
+            "data_source": "ground_truth",
+            "buffer_size": 0,
+            "student_data_prob": self.lam,
+            "gen_length": None,
+        }
         if not u < self.lam:
             return batch, info
         prompts = prompts_from_batch(batch)
@@ -175,8 +221,9 @@ class DistiLLMRegime(Regime):
 
     kind = "distillm"
 
-    def __init__(self, sampler: _Sampler, *, capacity: int, total_steps: int, prob_step: float = 0.1,
-                 threshold: float = 0.1) -> None:
+    def __init__(
+        self, sampler: _Sampler, *, capacity: int, total_steps: int, prob_step: float = 0.1, threshold: float = 0.1
+    ) -> None:
         self.sampler = sampler
         self.total_steps = int(total_steps)
         self.buffer = ReplayBuffer(capacity)
@@ -186,8 +233,13 @@ class DistiLLMRegime(Regime):
         phi = self.scheduler.prob
         u = uniform_draw(self.sampler.coin(self.kind, step, micro))
         rows = int(batch["input_ids"].shape[0])
-        info = {"on_policy": False, "data_source": "ground_truth", "buffer_size": len(self.buffer),
-                "student_data_prob": phi, "gen_length": None}
+        info = {
+            "on_policy": False,
+            "data_source": "ground_truth",
+            "buffer_size": len(self.buffer),
+            "student_data_prob": phi,
+            "gen_length": None,
+        }
         fresh_p = self.scheduler.generation_prob(step, self.total_steps)
         can_replay = self.buffer.full and len(self.buffer) >= rows
         if u < fresh_p or (u < phi and not can_replay):
@@ -196,8 +248,9 @@ class DistiLLMRegime(Regime):
             self.buffer.extend(prompts, responses)
             info.update(on_policy=True, data_source="student")
         elif u < phi:
-            picked = self.buffer.sample(rows, seeded_generator(self.sampler.seed, self.kind, "replay", step,
-                                                               micro, self.sampler.rank))
+            picked = self.buffer.sample(
+                rows, seeded_generator(self.sampler.seed, self.kind, "replay", step, micro, self.sampler.rank)
+            )
             prompts, responses = [p for p, _ in picked], [r for _, r in picked]
             info.update(data_source="buffer")
         else:
@@ -210,8 +263,13 @@ class DistiLLMRegime(Regime):
         old = self.scheduler.prob
         new = self.scheduler.update(loss)
         if new != old:
-            log.info("DistiLLM: validation loss %.4f >= reference + %.3g: student-data probability %.2f -> %.2f",
-                     float(loss), self.scheduler.threshold, old, new)
+            log.info(
+                "DistiLLM: validation loss %.4f >= reference + %.3g: student-data probability %.2f -> %.2f",
+                float(loss),
+                self.scheduler.threshold,
+                old,
+                new,
+            )
 
     @property
     def student_data_prob(self) -> float:
@@ -240,14 +298,24 @@ def merge_infos(infos: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return {}
     sources = {i["data_source"] for i in infos}
     lengths = [i["gen_length"] for i in infos if i.get("gen_length") is not None]
-    return {"on_policy": any(i["on_policy"] for i in infos),
-            "data_source": sources.pop() if len(sources) == 1 else "mixed",
-            "buffer_size": infos[-1]["buffer_size"], "student_data_prob": infos[-1]["student_data_prob"],
-            "gen_length": sum(lengths) / len(lengths) if lengths else None}
+    return {
+        "on_policy": any(i["on_policy"] for i in infos),
+        "data_source": sources.pop() if len(sources) == 1 else "mixed",
+        "buffer_size": infos[-1]["buffer_size"],
+        "student_data_prob": infos[-1]["student_data_prob"],
+        "gen_length": sum(lengths) / len(lengths) if lengths else None,
+    }
 
 
-def make_regime(config, pad_id: int | None = None, eos_ids: Sequence[int] | None = None, *,
-                tokenizer=None, rank: int = 0, device: Any = None) -> Regime:
+def make_regime(
+    config,
+    pad_id: int | None = None,
+    eos_ids: Sequence[int] | None = None,
+    *,
+    tokenizer=None,
+    rank: int = 0,
+    device: Any = None,
+) -> Regime:
     """The regime ``config.regime`` names, set up from a RunConfig.
 
     ``pad_id``: the id batches are padded with (default: the tokenizer's pad, else its first
@@ -268,10 +336,22 @@ def make_regime(config, pad_id: int | None = None, eos_ids: Sequence[int] | None
     if pad_id is None:
         pad_id = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
         pad_id = pad_id if pad_id is not None else list(eos_ids)[0]
-    sampler = _Sampler(seed=config.seed, max_new_tokens=config.gen_max_new_tokens,
-                       temperature=config.gen_temperature, top_p=config.gen_top_p,
-                       max_length=config.max_length, pad_id=pad_id, eos_ids=eos_ids, rank=rank)
+    sampler = _Sampler(
+        seed=config.seed,
+        max_new_tokens=config.gen_max_new_tokens,
+        temperature=config.gen_temperature,
+        top_p=config.gen_top_p,
+        max_length=config.max_length,
+        pad_id=pad_id,
+        eos_ids=eos_ids,
+        rank=rank,
+    )
     if kind == "gkd":
         return GKDRegime(config.gkd_lambda, sampler)
-    return DistiLLMRegime(sampler, capacity=config.buffer_capacity, total_steps=config.max_steps,
-                          prob_step=config.distillm_prob_step, threshold=config.distillm_threshold)
+    return DistiLLMRegime(
+        sampler,
+        capacity=config.buffer_capacity,
+        total_steps=config.max_steps,
+        prob_step=config.distillm_prob_step,
+        threshold=config.distillm_threshold,
+    )

@@ -61,8 +61,11 @@ class ReplayBuffer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         items = state["items"]
         if int(state["capacity"]) != self.capacity:
-            log.warning("replay buffer capacity changed from %s to %s on load; keeping the newest items",
-                        state["capacity"], self.capacity)
+            log.warning(
+                "replay buffer capacity changed from %s to %s on load; keeping the newest items",
+                state["capacity"],
+                self.capacity,
+            )
         self._items = deque(([int(t) for t in p], [int(t) for t in r]) for p, r in items)
         while len(self._items) > self.capacity:
             self._items.popleft()
@@ -94,11 +97,14 @@ class AdaptiveStudentDataProb:
     :class:`DistiLLMRegime`). Non-finite losses are ignored with a warning.
     """
 
-    def __init__(self, prob_step: float = 0.1, threshold: float = 0.1, initial: float = 0.0,
-                 max_prob: float = 1.0) -> None:
+    def __init__(
+        self, prob_step: float = 0.1, threshold: float = 0.1, initial: float = 0.0, max_prob: float = 1.0
+    ) -> None:
         if not 0 <= prob_step <= 1 or threshold < 0 or not 0 <= initial <= max_prob <= 1:
-            raise ValueError(f"need 0 <= prob_step <= 1, threshold >= 0, 0 <= initial <= max_prob <= 1 "
-                             f"(got {prob_step}, {threshold}, {initial}, {max_prob})")
+            raise ValueError(
+                f"need 0 <= prob_step <= 1, threshold >= 0, 0 <= initial <= max_prob <= 1 "
+                f"(got {prob_step}, {threshold}, {initial}, {max_prob})"
+            )
         self.prob_step, self.threshold, self.max_prob = float(prob_step), float(threshold), float(max_prob)
         self.prob = float(initial)
         self.reference: float | None = None
@@ -123,12 +129,16 @@ class AdaptiveStudentDataProb:
         return self.prob * max(0.0, 1.0 - step / max(1, total_steps))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"prob": self.prob, "reference": self.reference, "n_updates": self.n_updates,
-                "prob_step": self.prob_step, "threshold": self.threshold, "max_prob": self.max_prob}
+        return {
+            "prob": self.prob,
+            "reference": self.reference,
+            "n_updates": self.n_updates,
+            "prob_step": self.prob_step,
+            "threshold": self.threshold,
+            "max_prob": self.max_prob,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.prob = float(state["prob"])
         self.reference = None if state["reference"] is None else float(state["reference"])
         self.n_updates = int(state.get("n_updates", 0))
-
-

@@ -20,7 +20,6 @@ from adakd.device import autocast
 from adakd.rundir import EVAL, GRADIENTS, TOKENS, utc_now
 from adakd.tokenize import next_token_targets
 
-
 SHARED_MODELS = ("teacher", "student_init")  # evaluation records every run of a study shares (adakd/eval_cache.py)
 
 
@@ -28,8 +27,9 @@ class RunTasks:
     """Checkpoint, probe, evaluate and validate the run of ``adakd.trainer._Run``."""
 
     def _write_running_status(self) -> None:
-        self.run.set_status("running", step=self.step, total_steps=self.config.max_steps,
-                            last_checkpoint=self.last_checkpoint)
+        self.run.set_status(
+            "running", step=self.step, total_steps=self.config.max_steps, last_checkpoint=self.last_checkpoint
+        )
         self._status_written = time.monotonic()
 
     def _validation_interval(self) -> int:
@@ -71,25 +71,41 @@ class RunTasks:
         self.regime.on_validation_loss(loss.item())
         if self.main and self.step not in self.validated:
             self.validated.add(self.step)
-            self.run.event(self.step, "validation", f"validation CE {loss.item():.4f} ({count} tokens)",
-                           loss=loss.item(), tokens=count,
-                           student_data_prob=getattr(self.regime, "student_data_prob", None))
+            self.run.event(
+                self.step,
+                "validation",
+                f"validation CE {loss.item():.4f} ({count} tokens)",
+                loss=loss.item(),
+                tokens=count,
+                student_data_prob=getattr(self.regime, "student_data_prob", None),
+            )
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self) -> None:
         if not self.main:
             return
-        state = {"schedule": self.schedule.state_dict(), "rng": ckpt.rng_state(),
-                 "data_position": self.position, "epoch": self.position // max(1, len(self.data.train)),
-                 "regime": self.regime.state_dict(),
-                 **({"ctkd": {"tau": self.ctkd.value}} if self.ctkd is not None else {}),
-                 "world_size": self.dist.world, "time": utc_now()}
-        path = ckpt.save_checkpoint(self.run.checkpoints, self.step, self.student, self.optimizer,
-                                    self.scheduler, state)
+        state = {
+            "schedule": self.schedule.state_dict(),
+            "rng": ckpt.rng_state(),
+            "data_position": self.position,
+            "epoch": self.position // max(1, len(self.data.train)),
+            "regime": self.regime.state_dict(),
+            **({"ctkd": {"tau": self.ctkd.value}} if self.ctkd is not None else {}),
+            "world_size": self.dist.world,
+            "time": utc_now(),
+        }
+        path = ckpt.save_checkpoint(
+            self.run.checkpoints, self.step, self.student, self.optimizer, self.scheduler, state
+        )
         self.last_checkpoint = self.step
         removed = ckpt.prune_checkpoints(self.run.checkpoints, self.config.keep_checkpoints)
-        self.run.event(self.step, "checkpoint", f"saved {path.name}", path=str(path.relative_to(self.run.path)),
-                       pruned=[p.name for p in removed])
+        self.run.event(
+            self.step,
+            "checkpoint",
+            f"saved {path.name}",
+            path=str(path.relative_to(self.run.path)),
+            pruned=[p.name for p in removed],
+        )
         self._write_running_status()
 
     # ------------------------------------------------------------------ probes and evaluation
@@ -111,19 +127,38 @@ class RunTasks:
             # forward per batch per process instead of one per probe. Kept on the model device
             # (N·V·4 bytes each; demo ≈ 39 MiB for both, gpt2-dolly's 8 + 16 examples a few
             # hundred MiB), which is small next to the models and their optimiser state.
-            self.teacher_probe_logits = {"probe": teacher_valid_logits(self.teacher, probe_batch),
-                                         "gradient": teacher_valid_logits(self.teacher, grad_batch)}
-        tokens = probe_tokens(self.student, self.teacher, probe_batch, self.tokenizer, step=self.step,
-                              ratio=ratio, c=c.idts_c if c.idts != "off" else 0.0,
-                              base_temperature=c.base_temperature, inverse=c.idts == "inverse",
-                              teacher_logits=self.teacher_probe_logits["probe"])
-        grads = probe_gradient_groups(self.student, self.teacher, grad_batch, step=self.step, ratio=ratio,
-                                      divergence=c.divergence, divergence_params=c.divergence_params or None,
-                                      teacher_logits=self.teacher_probe_logits["gradient"])
-        self.tokens_frame = tokens if self.tokens_frame is None else pd.concat([self.tokens_frame, tokens],
-                                                                               ignore_index=True)
-        self.gradients_frame = grads if self.gradients_frame is None else pd.concat(
-            [self.gradients_frame, grads], ignore_index=True)
+            self.teacher_probe_logits = {
+                "probe": teacher_valid_logits(self.teacher, probe_batch),
+                "gradient": teacher_valid_logits(self.teacher, grad_batch),
+            }
+        tokens = probe_tokens(
+            self.student,
+            self.teacher,
+            probe_batch,
+            self.tokenizer,
+            step=self.step,
+            ratio=ratio,
+            c=c.idts_c if c.idts != "off" else 0.0,
+            base_temperature=c.base_temperature,
+            inverse=c.idts == "inverse",
+            teacher_logits=self.teacher_probe_logits["probe"],
+        )
+        grads = probe_gradient_groups(
+            self.student,
+            self.teacher,
+            grad_batch,
+            step=self.step,
+            ratio=ratio,
+            divergence=c.divergence,
+            divergence_params=c.divergence_params or None,
+            teacher_logits=self.teacher_probe_logits["gradient"],
+        )
+        self.tokens_frame = (
+            tokens if self.tokens_frame is None else pd.concat([self.tokens_frame, tokens], ignore_index=True)
+        )
+        self.gradients_frame = (
+            grads if self.gradients_frame is None else pd.concat([self.gradients_frame, grads], ignore_index=True)
+        )
         self.run.write_parquet(TOKENS, self.tokens_frame)
         self.run.write_parquet(GRADIENTS, self.gradients_frame)
         self.run.event(self.step, "probe", f"probed {len(tokens)} tokens in {time.perf_counter() - started:.1f}s")
@@ -143,14 +178,35 @@ class RunTasks:
         cached = False
         with autocast(self.device, self.dtype):
             if model_name in SHARED_MODELS:  # the same in every arm of a study: computed once
-                record, cached = evaluate_with_cache(model, self.tokenizer, self.data.eval_sets, step=self.step,
-                                                     model_name=model_name, teacher=self.teacher, settings=settings,
-                                                     device=self.device, dtype=self.dtype)
+                record, cached = evaluate_with_cache(
+                    model,
+                    self.tokenizer,
+                    self.data.eval_sets,
+                    step=self.step,
+                    model_name=model_name,
+                    teacher=self.teacher,
+                    settings=settings,
+                    device=self.device,
+                    dtype=self.dtype,
+                )
             else:
-                record = evaluate_model(model, self.tokenizer, self.data.eval_sets, step=self.step,
-                                        model_name=model_name, teacher=self.teacher, **settings)
+                record = evaluate_model(
+                    model,
+                    self.tokenizer,
+                    self.data.eval_sets,
+                    step=self.step,
+                    model_name=model_name,
+                    teacher=self.teacher,
+                    **settings,
+                )
         self.run.append(EVAL, record)
         self.done_evals.add((self.step, model_name))
         how = "cached" if cached else f"{record['seconds']:.0f}s"
-        self.run.event(self.step, "eval", f"{model_name} ROUGE-L {record['rouge_l_avg']:.2f} ({how})",
-                       model=model_name, rouge_l_avg=record["rouge_l_avg"], cached=cached)
+        self.run.event(
+            self.step,
+            "eval",
+            f"{model_name} ROUGE-L {record['rouge_l_avg']:.2f} ({how})",
+            model=model_name,
+            rouge_l_avg=record["rouge_l_avg"],
+            cached=cached,
+        )

@@ -17,7 +17,7 @@ import re
 import socket
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ STATES = ("running", "finished", "stopped", "failed")
 
 def utc_now() -> str:
     """ISO-8601 UTC timestamp with seconds, e.g. 2026-01-02T03:04:05Z."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def runs_root() -> Path:
@@ -148,7 +148,7 @@ def _step_of(record: dict) -> int:
 
 def damaged_name(path: Path) -> Path:
     """`<name>.damaged-<UTC time>` beside `path`: where a damaged file is kept (docs/contracts.md)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return path.with_name(f"{path.name}.damaged-{stamp}")
 
 
@@ -212,7 +212,7 @@ def read_jsonl_report(path: Path) -> JsonlRead:
     last_complete = text.endswith("\n")
     for i, line in enumerate(lines, start=1):
         if not line.strip(" \t\r"):  # JSON's own white space only: str.strip() would also eat
-            continue                   # control characters such as \x1c, hiding a damaged line
+            continue  # control characters such as \x1c, hiding a damaged line
         try:
             record = json.loads(line)
         except (ValueError, RecursionError):  # RecursionError: a line of "[[[[…" nested too deeply
@@ -301,8 +301,10 @@ class RunDir:
         from adakd.runlock import only_lock_inside
 
         if not only_lock_inside(self.path):
-            raise ValueError(f"run directory {self.path} already exists and is not empty: "
-                             "resume it, or choose another name / --run-dir")
+            raise ValueError(
+                f"run directory {self.path} already exists and is not empty: "
+                "resume it, or choose another name / --run-dir"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(exist_ok=True)
 
@@ -316,13 +318,21 @@ class RunDir:
     def event(self, step: int, kind: str, message: str, **extra: Any) -> None:
         self.append(EVENTS, {"step": step, "kind": kind, "message": message, "time": utc_now(), **extra})
 
-    def set_status(self, state: str, *, step: int, total_steps: int, error: str | None = None,
-                   last_checkpoint: int | None = None) -> dict:
+    def set_status(
+        self, state: str, *, step: int, total_steps: int, error: str | None = None, last_checkpoint: int | None = None
+    ) -> dict:
         if state not in STATES:
             raise ValueError(f"status state {state!r} must be one of {', '.join(STATES)}")
-        status = {"state": state, "step": step, "total_steps": total_steps, "pid": os.getpid(),
-                  "host": socket.gethostname(), "error": error, "updated_at": utc_now(),
-                  "last_checkpoint": last_checkpoint}
+        status = {
+            "state": state,
+            "step": step,
+            "total_steps": total_steps,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "error": error,
+            "updated_at": utc_now(),
+            "last_checkpoint": last_checkpoint,
+        }
         self.write_json(STATUS, status)
         return status
 

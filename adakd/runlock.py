@@ -15,9 +15,9 @@ leaves.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from filelock import Timeout, UnixFileLock
 
@@ -75,8 +75,7 @@ def busy_message(path: str | os.PathLike) -> str:
 
     pid = lock_holder(path)
     who = f" (pid {pid})" if pid and pid_alive(pid) else ""  # the holder writes it just after locking
-    return (f"run {path} is being written by another process{who}; wait for it to end "
-            "or stop it, then try again")
+    return f"run {path} is being written by another process{who}; wait for it to end or stop it, then try again"
 
 
 @contextmanager
@@ -140,14 +139,16 @@ def new_run_lock(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     if not only_lock_inside(path):
-        raise ValueError(f"run directory {path} already exists and is not empty: "
-                         "resume it, or choose another name / --run-dir")
+        raise ValueError(
+            f"run directory {path} already exists and is not empty: resume it, or choose another name / --run-dir"
+        )
     made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
     try:
         with run_lock(path):
             if not only_lock_inside(path):
-                raise ValueError(f"run directory {path} was just created by another process: "
-                                 "choose another name / --run-dir")
+                raise ValueError(
+                    f"run directory {path} was just created by another process: choose another name / --run-dir"
+                )
             try:
                 yield path
             except BaseException:

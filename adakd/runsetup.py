@@ -35,7 +35,12 @@ log = logging.getLogger(__name__)
 
 TINY = "tiny-random"
 PRUNED = "pruned"  # the teacher with narrower MLPs (adakd/pruning.py)
-TINY_TEACHER = {"layers": 2, "hidden": 64, "seed": 1234, "initializer_range": 0.3}  # fixed: every smoke run sees one teacher
+TINY_TEACHER = {
+    "layers": 2,
+    "hidden": 64,
+    "seed": 1234,
+    "initializer_range": 0.3,
+}  # fixed: every smoke run sees one teacher
 TINY_STUDENT = {"layers": 1, "hidden": 64}
 SPLIT_SEED = 0  # the train/val/test split does not move with the run seed: same test set for all runs
 VALIDATION_EXAMPLES = 64  # held-out examples of DistiLLM's validation loss (bounded cost per measurement)
@@ -53,8 +58,10 @@ def preflight(config: RunConfig) -> None:
 
     # a folder is valid too: chatterbot-format YAML files (adakd.data.load_examples)
     if config.data != "chatterbot" and not Path(config.data).expanduser().exists():
-        raise ValueError(f"data file {config.data!r} not found: pass --set data=/path/to/file "
-                         "(Dolly JSONL or Alpaca JSON) or data=chatterbot")
+        raise ValueError(
+            f"data file {config.data!r} not found: pass --set data=/path/to/file "
+            "(Dolly JSONL or Alpaca JSON) or data=chatterbot"
+        )
     for path in config.eval_data:
         if not Path(path).expanduser().is_file():
             raise ValueError(f"eval_data file {path!r} not found")
@@ -69,8 +76,10 @@ def preflight(config: RunConfig) -> None:
         if _looks_local(value) and not Path(value).expanduser().exists():
             raise ValueError(f"{name} path {value!r} does not exist")
     if config.student == TINY and config.teacher != TINY:
-        raise ValueError("student = 'tiny-random' needs teacher = 'tiny-random' (the same tokenizer); "
-                         "use student=random for a small random student of a real teacher")
+        raise ValueError(
+            "student = 'tiny-random' needs teacher = 'tiny-random' (the same tokenizer); "
+            "use student=random for a small random student of a real teacher"
+        )
     try:
         resolve_params(config.divergence, config.divergence_params)
     except ValueError as err:
@@ -91,25 +100,40 @@ def build_models(config: RunConfig, device: torch.device):
         from adakd.assets import default_teacher_dir
 
         tokenizer = models.load_tokenizer(default_teacher_dir())
-        ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                   pad_token_id=tokenizer.pad_token_id)
+        ids = dict(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         teacher = models.tiny_random_llama(len(tokenizer), **TINY_TEACHER, **ids)
         if config.student == TINY:
             student = models.tiny_random_llama(len(tokenizer), seed=config.seed, **TINY_STUDENT, **ids)
         elif config.student == PRUNED:
             student = pruned_student(config, teacher, tokenizer)
         else:
-            student = models.build_student(teacher, spec=config.student, layers=config.student_layers,
-                                           random_layers=config.random_layers,
-                                           random_hidden=config.random_hidden, seed=config.seed)
+            student = models.build_student(
+                teacher,
+                spec=config.student,
+                layers=config.student_layers,
+                random_layers=config.random_layers,
+                random_hidden=config.random_hidden,
+                seed=config.seed,
+            )
     elif config.student == PRUNED:
         teacher, tokenizer = models.load_teacher(config.teacher, "cpu", torch.float32, config.trust_remote_code)
         student = pruned_student(config, teacher, tokenizer)
     else:
-        pair = models.load_model_pair(config.teacher, config.student, student_layers=config.student_layers,
-                                      random_layers=config.random_layers, random_hidden=config.random_hidden,
-                                      device="cpu", dtype=torch.float32,
-                                      trust_remote_code=config.trust_remote_code, seed=config.seed)
+        pair = models.load_model_pair(
+            config.teacher,
+            config.student,
+            student_layers=config.student_layers,
+            random_layers=config.random_layers,
+            random_hidden=config.random_hidden,
+            device="cpu",
+            dtype=torch.float32,
+            trust_remote_code=config.trust_remote_code,
+            seed=config.seed,
+        )
         teacher, student, tokenizer = pair.teacher, pair.student, pair.tokenizer
     teacher = teacher.to(device).eval()
     for p in teacher.parameters():
@@ -130,8 +154,10 @@ def pruned_student(config: RunConfig, teacher: torch.nn.Module, tokenizer) -> to
     train, _, _ = data_splits(config)
     encoded = _encode_all(spread(train, config.pruning_examples), tokenizer, config)
     if not encoded:
-        raise ValueError(f"no example of {config.data!r} fits max_length={config.max_length} to rank the "
-                         "MLP neurons of the pruned student: raise max_length")
+        raise ValueError(
+            f"no example of {config.data!r} fits max_length={config.max_length} to rank the "
+            "MLP neurons of the pruned student: raise max_length"
+        )
     return width_pruned_student(teacher, collate(encoded, pad_token_id(tokenizer)), config.student_mlp_keep)
 
 
@@ -184,8 +210,9 @@ def data_splits(config: RunConfig):
 
     examples = load_examples(config.data)
     if config.eval_holdout:
-        return long_reference_split(examples, config.eval_holdout, seed=SPLIT_SEED,
-                                    min_words=config.eval_min_reference_words)
+        return long_reference_split(
+            examples, config.eval_holdout, seed=SPLIT_SEED, min_words=config.eval_min_reference_words
+        )
     return split_examples(examples, seed=SPLIT_SEED)
 
 
@@ -200,8 +227,9 @@ def build_eval_sets(config: RunConfig, files=None, count: int | None = None, hel
 
     count = config.eval_examples if count is None else int(count)
     if count < 1:
-        raise ValueError(f"examples must be >= 1 (got {count}); the run's eval_examples is "
-                         f"{config.eval_examples}: pass --examples N")
+        raise ValueError(
+            f"examples must be >= 1 (got {count}); the run's eval_examples is {config.eval_examples}: pass --examples N"
+        )
     files = list(files or config.eval_data)
     if files:
         sources = {Path(f).stem: load_examples(str(f)) for f in files}
@@ -213,8 +241,10 @@ def build_eval_sets(config: RunConfig, files=None, count: int | None = None, hel
     sets = {name: evaluation_prompts(exs, count, config.eval_min_reference_words) for name, exs in sources.items()}
     empty = [name for name, prompts in sets.items() if not prompts]
     if empty:
-        raise ValueError(f"no prompt of {', '.join(empty)} has a reference of >= {config.eval_min_reference_words} "
-                         "words to evaluate on: set eval_min_reference_words lower (0 = every reference)")
+        raise ValueError(
+            f"no prompt of {', '.join(empty)} has a reference of >= {config.eval_min_reference_words} "
+            "words to evaluate on: set eval_min_reference_words lower (0 = every reference)"
+        )
     return sets
 
 
@@ -227,18 +257,25 @@ def prepare_data(config: RunConfig, tokenizer) -> TrainData:
         train = spread(train, config.max_train_examples)
     encoded = _encode_all(train, tokenizer, config)
     if not encoded:
-        raise ValueError(f"no training example of {config.data!r} has a response token within "
-                         f"max_length={config.max_length}: raise max_length")
+        raise ValueError(
+            f"no training example of {config.data!r} has a response token within "
+            f"max_length={config.max_length}: raise max_length"
+        )
     dropped = len(train) - len(encoded)
     if dropped:
-        log.warning("%d of %d training examples have no response token within max_length=%d; dropped",
-                    dropped, len(train), config.max_length)
+        log.warning(
+            "%d of %d training examples have no response token within max_length=%d; dropped",
+            dropped,
+            len(train),
+            config.max_length,
+        )
     pad = pad_token_id(tokenizer)
     held_out = _encode_all(val or train, tokenizer, config)
     probe = spread(held_out, config.probe_examples) or encoded[:1]
     validation = spread(held_out, VALIDATION_EXAMPLES) or encoded[:1]
-    validation_batches = [collate(validation[i:i + VALIDATION_BATCH], pad)
-                          for i in range(0, len(validation), VALIDATION_BATCH)]
+    validation_batches = [
+        collate(validation[i : i + VALIDATION_BATCH], pad) for i in range(0, len(validation), VALIDATION_BATCH)
+    ]
     gradient = spread(encoded, config.gradient_batch_size)
     eval_sets = build_eval_sets(config, held_out=test or val) if config.eval_examples else {}
     return TrainData(encoded, collate(probe, pad), collate(gradient, pad), eval_sets, pad, validation_batches)
@@ -270,16 +307,16 @@ class DataOrder:
 
 
 # ---------------------------------------------------------------------- optimisation
-def build_optimizer(config: RunConfig, model: torch.nn.Module,
-                    extra: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+def build_optimizer(
+    config: RunConfig, model: torch.nn.Module, extra: torch.nn.Module | None = None
+) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and norm weights (1-D parameters), as is standard.
 
     ``extra``: a module trained with the student (CTKD's temperature), as a third group
     without weight decay, at the student's learning rate and schedule."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if extra is not None:
         groups.append({"params": list(extra.parameters()), "weight_decay": 0.0})
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
@@ -299,12 +336,18 @@ def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
 def _git_revision() -> str | None:
     root = Path(__file__).resolve().parents[1]
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=5).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
         if not rev:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -315,20 +358,42 @@ def _versions() -> dict[str, str | None]:
 
     import adakd
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "adakd": getattr(adakd, "__version__", None)}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "adakd": getattr(adakd, "__version__", None),
+    }
 
 
-def run_metadata(config: RunConfig, *, name: str, preset: str | None, command: list[str],
-                 device: torch.device, dtype: torch.dtype, reason: str, teacher, student) -> dict[str, Any]:
+def run_metadata(
+    config: RunConfig,
+    *,
+    name: str,
+    preset: str | None,
+    command: list[str],
+    device: torch.device,
+    dtype: torch.dtype,
+    reason: str,
+    teacher,
+    student,
+) -> dict[str, Any]:
     """The config.json document (format 1)."""
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {
-        "format": FORMAT, "name": name, "preset": preset, "config": config.to_dict(), "seed": config.seed,
-        "device": device.type, "dtype": dtype_name(dtype), "device_reason": reason,
-        "versions": _versions(), "git_revision": _git_revision(),
+        "format": FORMAT,
+        "name": name,
+        "preset": preset,
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "device": device.type,
+        "dtype": dtype_name(dtype),
+        "device_reason": reason,
+        "versions": _versions(),
+        "git_revision": _git_revision(),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "gpu": gpu},
-        "command": list(command), "started_at": utc_now(),
+        "command": list(command),
+        "started_at": utc_now(),
         "num_parameters": {"teacher": count_parameters(teacher), "student": count_parameters(student)},
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }

@@ -78,8 +78,9 @@ def end_token_ids(tokenizer) -> list[int]:
     vocab = tokenizer.get_vocab()
     ids += [vocab[t] for t in END_TOKENS if t in vocab]
     if not ids:
-        raise ValueError("the tokenizer has no eos / <|im_end|> token: sampling would never stop early; "
-                         "pass eos_ids explicitly")
+        raise ValueError(
+            "the tokenizer has no eos / <|im_end|> token: sampling would never stop early; pass eos_ids explicitly"
+        )
     return list(dict.fromkeys(int(i) for i in ids))
 
 
@@ -96,10 +97,18 @@ def cut_at_end(tokens: Sequence[int], end_ids: Sequence[int]) -> list[int]:
     return [int(x) for x in tokens]
 
 
-def sample_student_responses(student: torch.nn.Module, tokenizer, prompt_ids: Sequence[Sequence[int]], *,
-                             max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
-                             generator_seed: int, eos_ids: Sequence[int] | None = None,
-                             pad_id: int | None = None) -> list[list[int]]:
+def sample_student_responses(
+    student: torch.nn.Module,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator_seed: int,
+    eos_ids: Sequence[int] | None = None,
+    pad_id: int | None = None,
+) -> list[list[int]]:
     """Sample one response per prompt from ``student``: y ~ q_θ(· | x), token by token.
 
     prompt_ids: B lists of token ids (each non-empty). Returns B lists of response ids, each
@@ -139,9 +148,19 @@ def sample_student_responses(student: torch.nn.Module, tokenizer, prompt_ids: Se
     width = max(len(p) for p in prompts)
     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
     attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                              top_p=top_p, top_k=0, num_beams=1, repetition_penalty=1.0,
-                              no_repeat_ngram_size=0, eos_token_id=stop, pad_token_id=pad, use_cache=True)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=0,
+        num_beams=1,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        eos_token_id=stop,
+        pad_token_id=pad,
+        use_cache=True,
+    )
     # generate() fills every knob left unset from model.generation_config (min_p, typical_p,
     # suppress_tokens, ...): a blank one for the call keeps the protocol exactly `config`.
     saved_defaults, model.generation_config = model.generation_config, GenerationConfig()
@@ -170,14 +189,17 @@ def prompts_from_batch(batch: Mapping[str, torch.Tensor]) -> list[list[int]]:
         first = next((t for t, y in enumerate(lab) if y != IGNORE_INDEX), len(lab))
         prompt = [tok for tok, v in zip(tokens[:first], valid[:first]) if v]
         if not prompt:
-            raise ValueError(f"batch row {row} has no prompt tokens before its first label: "
-                             "student responses need a prompt to condition on")
+            raise ValueError(
+                f"batch row {row} has no prompt tokens before its first label: "
+                "student responses need a prompt to condition on"
+            )
         prompts.append(prompt)
     return prompts
 
 
-def build_generated_batch(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                          pad_id: int, max_length: int) -> dict[str, torch.Tensor]:
+def build_generated_batch(
+    prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_id: int, max_length: int
+) -> dict[str, torch.Tensor]:
     """A training batch from prompts and (generated) responses, as ``collate`` builds one.
 
     Row b: ``input_ids = prompt_b + response_b`` truncated to ``max_length`` (the response's
@@ -204,9 +226,13 @@ def build_generated_batch(prompt_ids: Sequence[Sequence[int]], response_ids: Seq
         if not prompt or len(prompt) > max_length:
             raise ValueError(f"prompt length {len(prompt)} must be in [1, max_length={max_length}]")
         response = [int(t) for t in response][: max_length - len(prompt)]
-        encoded.append({"input_ids": prompt + response,
-                        "labels": [IGNORE_INDEX] * len(prompt) + response,
-                        "prompt_length": len(prompt)})
+        encoded.append(
+            {
+                "input_ids": prompt + response,
+                "labels": [IGNORE_INDEX] * len(prompt) + response,
+                "prompt_length": len(prompt),
+            }
+        )
     return collate(encoded, pad_id)
 
 
@@ -214,5 +240,3 @@ def on_device_of(batch: dict[str, torch.Tensor], like: Mapping[str, torch.Tensor
     """``batch`` moved to the device of ``like`` (the ground-truth batch it replaces)."""
     device = like["input_ids"].device
     return {k: v.to(device) for k, v in batch.items()}
-
-

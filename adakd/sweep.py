@@ -53,9 +53,13 @@ NAMED_GRIDS: dict[str, dict[str, dict[str, str]]] = {
         "latf": {"latf": "adaptive", "idts": "off"},
         "full": {"latf": "adaptive", "idts": "on"},
     },
-    **{table: {arm: {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields.items()}
-               for arm, fields in arms.items()}
-       for table, arms in TABLES.items()},
+    **{
+        table: {
+            arm: {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields.items()}
+            for arm, fields in arms.items()
+        }
+        for table, arms in TABLES.items()
+    },
 }
 
 
@@ -96,12 +100,14 @@ def parse_grid(specs: Iterable[str]) -> dict[str, list[str]]:
             values = _split_values(raw) if sep else list(arms)
             unknown = [v for v in values if v not in arms]
             if unknown:
-                raise ValueError(f"grid {key!r}: unknown value(s) {', '.join(map(repr, unknown))}; "
-                                 f"valid: {', '.join(arms)}")
+                raise ValueError(
+                    f"grid {key!r}: unknown value(s) {', '.join(map(repr, unknown))}; valid: {', '.join(arms)}"
+                )
         else:
             if not sep or not raw.strip():
-                raise ValueError(f"grid {spec!r} is not of the form field=v1,v2,... or a named grid "
-                                 f"({', '.join(NAMED_GRIDS)})")
+                raise ValueError(
+                    f"grid {spec!r} is not of the form field=v1,v2,... or a named grid ({', '.join(NAMED_GRIDS)})"
+                )
             values = _split_values(raw)
             if any(not v for v in values):
                 raise ValueError(f"grid {spec!r} has an empty value")
@@ -178,8 +184,9 @@ def _as_overrides(base_overrides) -> dict[str, str]:
 
 
 def _has_checkpoint(run: RunDir) -> bool:
-    return run.checkpoints.is_dir() and any(p.name.startswith("step-") and not p.name.endswith(".tmp")
-                                            for p in run.checkpoints.iterdir())
+    return run.checkpoints.is_dir() and any(
+        p.name.startswith("step-") and not p.name.endswith(".tmp") for p in run.checkpoints.iterdir()
+    )
 
 
 def _command(action: str, run: RunDir, preset: str | None, overrides: Mapping[str, str]) -> list[str]:
@@ -207,19 +214,23 @@ def run_sweep(preset: str | None, grid, base_overrides, root, name: str) -> Path
     base = _as_overrides(base_overrides)
     folder = Path(root) / check_run_name(name)
     points = expand_grid(grid)
-    for run_name, point in points:
+    for _run_name, point in points:
         clash = sorted(set(point) & set(base))
         if clash:
             raise ValueError(f"{', '.join(clash)} is both a base override and varied by the grid; drop one")
         build_config(preset, {**base, **point})  # fail fast on any invalid point
 
-    manifest = {"format": 1, "preset": preset, "grid": grid, "base_overrides": base,
-                "runs": [{"name": n, "overrides": p, "state": "pending"} for n, p in points]}
+    manifest = {
+        "format": 1,
+        "preset": preset,
+        "grid": grid,
+        "base_overrides": base,
+        "runs": [{"name": n, "overrides": p, "state": "pending"} for n, p in points],
+    }
     previous = read_json(folder / MANIFEST)
     if previous is not None:
         if (previous.get("preset"), previous.get("grid"), previous.get("base_overrides")) != (preset, grid, base):
-            raise ValueError(f"{folder} holds a different sweep (preset/grid/overrides differ); "
-                             "choose another name")
+            raise ValueError(f"{folder} holds a different sweep (preset/grid/overrides differ); choose another name")
         manifest = previous
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -238,8 +249,10 @@ def run_sweep(preset: str | None, grid, base_overrides, root, name: str) -> Path
             save(entry, "finished")
             continue
         if state == "running":  # another live process owns it
-            raise RuntimeError(f"{run.path} is being trained by pid {run.read_status().get('pid')}; "
-                               "wait for it or stop it before resuming the sweep")
+            raise RuntimeError(
+                f"{run.path} is being trained by pid {run.read_status().get('pid')}; "
+                "wait for it or stop it before resuming the sweep"
+            )
         action = "train"
         if run.path.exists():
             if _has_checkpoint(run):

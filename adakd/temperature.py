@@ -95,8 +95,15 @@ class CTKDTemperature(torch.nn.Module):
         return float(self.tau.detach())
 
 
-def tempered_divergence(name: str, student_logits: Tensor, teacher_logits: Tensor,
-                        temperature: float | Tensor, *, standardize: bool = False, **params: float) -> Tensor:
+def tempered_divergence(
+    name: str,
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float | Tensor,
+    *,
+    standardize: bool = False,
+    **params: float,
+) -> Tensor:
     """Per-token D(softmax(z̃_T/τ), softmax(z̃_S/τ)) ``[N, V] -> [N]``, without the τ² factor.
 
     z̃ = ``standardize_logits(z)`` when ``standardize``, else z. ``temperature``: a float, a

@@ -73,7 +73,9 @@ def format_prompt(tokenizer, example: Example) -> str:
 def end_token_id(tokenizer) -> int:
     """The token appended to every response: ``tokenizer.eos_token_id``."""
     if tokenizer.eos_token_id is None:
-        raise DataError("the tokenizer has no eos token, so the end of a response cannot be marked; set tokenizer.eos_token")
+        raise DataError(
+            "the tokenizer has no eos token, so the end of a response cannot be marked; set tokenizer.eos_token"
+        )
     return int(tokenizer.eos_token_id)
 
 
@@ -162,6 +164,10 @@ def next_token_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 def _prompt_ids(tokenizer, example: Example) -> list[int]:
     ids = tokenizer(format_prompt(tokenizer, example), add_special_tokens=False).input_ids
-    if not uses_chat_template(tokenizer) and getattr(tokenizer, "add_bos_token", False) and tokenizer.bos_token_id is not None:
+    if (
+        not uses_chat_template(tokenizer)
+        and getattr(tokenizer, "add_bos_token", False)
+        and tokenizer.bos_token_id is not None
+    ):
         ids = [tokenizer.bos_token_id] + ids
     return ids

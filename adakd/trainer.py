@@ -30,9 +30,10 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import torch
@@ -41,16 +42,23 @@ import torch.distributed as dist
 from adakd import checkpoint as ckpt
 from adakd.config import RunConfig
 from adakd.device import Distributed, autocast, dtype_name, init_distributed
+from adakd.failures import describe
 from adakd.latf import make_ratio_schedule
 from adakd.loss import adakd_loss
+from adakd.metric_gaps import run_step_problems
 from adakd.regimes import make_regime, merge_infos
 from adakd.run_tasks import RunTasks
-from adakd.failures import describe
-from adakd.metric_gaps import run_step_problems
 from adakd.rundir import CONFIG, GRADIENTS, METRICS, TOKENS, RunDir, move_aside, utc_now
 from adakd.runlock import holds_lock, new_run_lock, run_lock
-from adakd.runsetup import (DataOrder, build_models, build_optimizer, build_scheduler, preflight,
-                            prepare_data, run_metadata)
+from adakd.runsetup import (
+    DataOrder,
+    build_models,
+    build_optimizer,
+    build_scheduler,
+    preflight,
+    prepare_data,
+    run_metadata,
+)
 from adakd.signals import StopRequest
 from adakd.temperature import CTKDTemperature, ctkd_strength
 from adakd.tokenize import collate, next_token_targets
@@ -61,9 +69,15 @@ StepCallback = Callable[[dict], None]
 STATUS_EVERY_S = 2.0  # status.json (an fsync'ed rewrite) at most this often while running
 
 
-def train(config: RunConfig, run_dir: str | os.PathLike, *, name: str | None = None,
-          preset: str | None = None, command: list[str] | None = None,
-          on_step: StepCallback | None = None) -> Path:
+def train(
+    config: RunConfig,
+    run_dir: str | os.PathLike,
+    *,
+    name: str | None = None,
+    preset: str | None = None,
+    command: list[str] | None = None,
+    on_step: StepCallback | None = None,
+) -> Path:
     """Train a student as `config` says into the new run directory `run_dir`; return its path.
 
     Validates everything checkable (paths, divergence parameters, device) before creating the
@@ -90,8 +104,9 @@ def check_resumable(run_dir: str | os.PathLike) -> tuple[RunConfig, tuple[int, P
     try:
         config = RunConfig.from_dict(meta["config"])
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{run.file(CONFIG)} holds settings that are no longer valid ({err}): "
-                         "start a new run") from None
+        raise ValueError(
+            f"{run.file(CONFIG)} holds settings that are no longer valid ({err}): start a new run"
+        ) from None
     status = run.read_status() or {}
     if run.effective_state() == "running" and not holds_lock(run.path):
         raise ValueError(f"{run.path} is still running (pid {status.get('pid')}): stop it first")
@@ -128,8 +143,7 @@ def resume(run_dir: str | os.PathLike, *, on_step: StepCallback | None = None) -
 class _Run(RunTasks):
     """Everything one training process holds; `start`/`start_resumed` run it to the end."""
 
-    def __init__(self, config: RunConfig, run: RunDir, dist_info: Distributed, *,
-                 on_step: StepCallback | None) -> None:
+    def __init__(self, config: RunConfig, run: RunDir, dist_info: Distributed, *, on_step: StepCallback | None) -> None:
         self.config, self.run, self.dist = config, run, dist_info
         self.main = dist_info.rank == 0
         self.on_step = on_step
@@ -161,12 +175,18 @@ class _Run(RunTasks):
         self.optimizer = build_optimizer(c, self.student, extra=self.ctkd)
         self.scheduler = build_scheduler(c, self.optimizer)
         self.schedule = make_ratio_schedule(
-            c.latf, c.max_steps, start=c.ratio_start,
-            end=c.ratio_end, beta=c.latf_beta, eps=c.latf_eps, delta=c.latf_delta,
-            warmup=c.latf_warmup, min_ratio=c.latf_min_ratio)
+            c.latf,
+            c.max_steps,
+            start=c.ratio_start,
+            end=c.ratio_end,
+            beta=c.latf_beta,
+            eps=c.latf_eps,
+            delta=c.latf_delta,
+            warmup=c.latf_warmup,
+            min_ratio=c.latf_min_ratio,
+        )
         # ground truth passes batches through; gkd / distillm swap in student samples
-        self.regime = make_regime(c, self.pad_id, tokenizer=self.tokenizer, rank=self.dist.rank,
-                                  device=self.device)
+        self.regime = make_regime(c, self.pad_id, tokenizer=self.tokenizer, rank=self.dist.rank, device=self.device)
         self.model = self.student
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -183,15 +203,33 @@ class _Run(RunTasks):
                     self.run.create()
                     self.created = True
                     self.run.set_status("running", step=0, total_steps=self.config.max_steps)
-                    meta = run_metadata(self.config, name=name, preset=preset, command=command,
-                                        device=self.device, dtype=self.dtype, reason=self.dist.reason,
-                                        teacher=self.teacher, student=self.student)
+                    meta = run_metadata(
+                        self.config,
+                        name=name,
+                        preset=preset,
+                        command=command,
+                        device=self.device,
+                        dtype=self.dtype,
+                        reason=self.dist.reason,
+                        teacher=self.teacher,
+                        student=self.student,
+                    )
                     self.run.write_json(CONFIG, meta)
-                log.info("run %s: %d steps on %s (%s): %s", self.run.path, self.config.max_steps, self.device,
-                         dtype_name(self.dtype), self.dist.reason)
+                log.info(
+                    "run %s: %d steps on %s (%s): %s",
+                    self.run.path,
+                    self.config.max_steps,
+                    self.device,
+                    dtype_name(self.dtype),
+                    self.dist.reason,
+                )
                 if self.main:
-                    self.run.event(0, "start", f"training {name}: {self.config.max_steps} steps on "
-                                   f"{self.device} ({dtype_name(self.dtype)}); {self.dist.reason}")
+                    self.run.event(
+                        0,
+                        "start",
+                        f"training {name}: {self.config.max_steps} steps on "
+                        f"{self.device} ({dtype_name(self.dtype)}); {self.dist.reason}",
+                    )
                 return self._loop()
             except BaseException as err:
                 self._fail(err)
@@ -240,8 +278,9 @@ class _Run(RunTasks):
             problems += run_step_problems(self.run)
             self.done_evals = {(int(r["step"]), r["model"]) for r in self.run.read_eval()}
             self.validated = {int(e["step"]) for e in self.run.read_events() if e.get("kind") == "validation"}
-            self.run.set_status("running", step=step, total_steps=self.config.max_steps,
-                                last_checkpoint=self.last_checkpoint)
+            self.run.set_status(
+                "running", step=step, total_steps=self.config.max_steps, last_checkpoint=self.last_checkpoint
+            )
             where = f"checkpoint step {step}" if found else "the start (no checkpoint was written)"
             self.run.event(step, "resume", f"resumed from {where}", checkpoint=found and str(found[1]))
             for problem in problems:  # reported, never silent: the damaged data is kept aside
@@ -257,8 +296,13 @@ class _Run(RunTasks):
         log.debug("%s", trace)
         if self.main:
             try:
-                self.run.set_status("failed", step=self.step, total_steps=self.config.max_steps,
-                                    error=message, last_checkpoint=self.last_checkpoint)
+                self.run.set_status(
+                    "failed",
+                    step=self.step,
+                    total_steps=self.config.max_steps,
+                    error=message,
+                    last_checkpoint=self.last_checkpoint,
+                )
                 self.run.event(self.step, "failed", message, error=message, traceback=trace)
             except OSError as write_err:  # a full or read-only disk: the dead pid will read as crashed
                 log.error("could not record the failure in %s: %s", self.run.path, write_err)
@@ -285,8 +329,9 @@ class _Run(RunTasks):
             if record["stop"] or (self.dist.world == 1 and self.stop.requested):
                 self._checkpoint()
                 if self.main:
-                    self.run.set_status("stopped", step=self.step, total_steps=c.max_steps,
-                                        last_checkpoint=self.last_checkpoint)
+                    self.run.set_status(
+                        "stopped", step=self.step, total_steps=c.max_steps, last_checkpoint=self.last_checkpoint
+                    )
                     self.run.event(self.step, "stopped", f"stopped on request after step {self.step}")
                 return self.run.path
             if last or (c.checkpoint_interval and self.step % c.checkpoint_interval == 0):
@@ -295,8 +340,9 @@ class _Run(RunTasks):
                 self._evaluate("student", self.student)
         self._evaluate("student", self.student)
         if self.main:
-            self.run.set_status("finished", step=self.step, total_steps=c.max_steps,
-                                last_checkpoint=self.last_checkpoint)
+            self.run.set_status(
+                "finished", step=self.step, total_steps=c.max_steps, last_checkpoint=self.last_checkpoint
+            )
             self.run.event(self.step, "finished", f"finished {c.max_steps} steps")
         return self.run.path
 
@@ -321,8 +367,9 @@ class _Run(RunTasks):
         ctkd_tau = self.ctkd.value if self.ctkd is not None else None
         for micro in range(c.grad_accum):
             batch = self._micro_batch()
-            batch, info = self.regime.prepare(batch, step=self.step + 1, student=self.student,
-                                              tokenizer=self.tokenizer, micro=micro)
+            batch, info = self.regime.prepare(
+                batch, step=self.step + 1, student=self.student, tokenizer=self.tokenizer, micro=micro
+            )
             infos.append(info)
             sync = nullcontext()
             if self.dist.world > 1 and micro < c.grad_accum - 1:
@@ -330,27 +377,50 @@ class _Run(RunTasks):
             teacher_logits = None  # SFT (kd_ratio = 0) needs no teacher
             if c.kd_ratio > 0:
                 with torch.no_grad(), autocast(self.device, self.dtype):
-                    teacher_logits = self.teacher(input_ids=batch["input_ids"],
-                                                  attention_mask=batch["attention_mask"]).logits
+                    teacher_logits = self.teacher(
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                    ).logits
             with sync:
                 with autocast(self.device, self.dtype):
-                    student_logits = self.model(input_ids=batch["input_ids"],
-                                                attention_mask=batch["attention_mask"]).logits
+                    student_logits = self.model(
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                    ).logits
                 targets, mask = next_token_targets(batch["labels"])
-                out = adakd_loss(student_logits[:, :-1],
-                                 None if teacher_logits is None else teacher_logits[:, :-1], mask, ratio=ratio,
-                                 divergence=c.divergence, c=c.idts_c, base_temperature=c.base_temperature,
-                                 idts=c.idts != "off", indicator=c.indicator,
-                                 divergence_params=c.divergence_params or None,
-                                 inverse=c.idts == "inverse", labels=targets, kd_ratio=c.kd_ratio,
-                                 topk=c.indicator_topk, standardize=c.logit_standardize,
-                                 learned_temperature=self.ctkd(strength) if self.ctkd is not None else None)
+                out = adakd_loss(
+                    student_logits[:, :-1],
+                    None if teacher_logits is None else teacher_logits[:, :-1],
+                    mask,
+                    ratio=ratio,
+                    divergence=c.divergence,
+                    c=c.idts_c,
+                    base_temperature=c.base_temperature,
+                    idts=c.idts != "off",
+                    indicator=c.indicator,
+                    divergence_params=c.divergence_params or None,
+                    inverse=c.idts == "inverse",
+                    labels=targets,
+                    kd_ratio=c.kd_ratio,
+                    topk=c.indicator_topk,
+                    standardize=c.logit_standardize,
+                    learned_temperature=self.ctkd(strength) if self.ctkd is not None else None,
+                )
                 # backward even for a non-finite loss: in DDP every rank must join the all-reduce
                 (out.loss / c.grad_accum).backward()
             tau = out.temperature[out.selected]
-            sums += torch.tensor([out.loss.item(), out.kd.item(), out.ce.item(), tau.sum().item(),
-                                  float(out.selected.sum()), float(mask.sum()),
-                                  float(batch["attention_mask"].sum()), 0.0, 0.0], dtype=torch.float64)
+            sums += torch.tensor(
+                [
+                    out.loss.item(),
+                    out.kd.item(),
+                    out.ce.item(),
+                    tau.sum().item(),
+                    float(out.selected.sum()),
+                    float(mask.sum()),
+                    float(batch["attention_mask"].sum()),
+                    0.0,
+                    0.0,
+                ],
+                dtype=torch.float64,
+            )
         regime_info = merge_infos(infos)  # one metrics line per step: "mixed" when micro-batches differ
         sums[7] = float(self.stop.requested)
         sums[8] = ratio
@@ -374,8 +444,14 @@ class _Run(RunTasks):
             reason = "non-finite loss" if not math.isfinite(loss) else "non-finite gradient norm"
             log.warning("step %d skipped: %s (loss %s, grad norm %s)", self.step, reason, loss, grad_norm)
             if self.main:
-                self.run.event(self.step, "skipped_step", f"{reason}; no update", reason=reason,
-                               loss=None, grad_norm=None if not math.isfinite(grad_norm) else grad_norm)
+                self.run.event(
+                    self.step,
+                    "skipped_step",
+                    f"{reason}; no update",
+                    reason=reason,
+                    loss=None,
+                    grad_norm=None if not math.isfinite(grad_norm) else grad_norm,
+                )
         else:
             self.optimizer.step()
             self.schedule.update(kd)
@@ -383,23 +459,41 @@ class _Run(RunTasks):
         seconds = time.perf_counter() - started
         next_ratio = float(self.schedule.ratio)
         if self.main and next_ratio != ratio and c.latf == "adaptive":  # scheduled moves are in metrics
-            self.run.event(self.step, "ratio_change", f"r {ratio:.4f} -> {next_ratio:.4f}",
-                           old=ratio, new=next_ratio)
-        record = {"step": self.step, "loss": loss, "kd": kd, "ce": ce, "ratio": ratio,
-                  "next_ratio": next_ratio, "ema": getattr(self.schedule, "ema", None),
-                  "ref": getattr(self.schedule, "ref", None),
-                  "mean_tau": sums[3].item() / n_selected if n_selected else None,
-                  "n_valid": n_valid, "n_selected": n_selected, "lr": lr, "grad_norm": grad_norm,
-                  "tokens_per_s": n_tokens / seconds if seconds > 0 else None,
-                  "step_seconds": seconds, "time": utc_now(), **regime_info}
+            self.run.event(self.step, "ratio_change", f"r {ratio:.4f} -> {next_ratio:.4f}", old=ratio, new=next_ratio)
+        record = {
+            "step": self.step,
+            "loss": loss,
+            "kd": kd,
+            "ce": ce,
+            "ratio": ratio,
+            "next_ratio": next_ratio,
+            "ema": getattr(self.schedule, "ema", None),
+            "ref": getattr(self.schedule, "ref", None),
+            "mean_tau": sums[3].item() / n_selected if n_selected else None,
+            "n_valid": n_valid,
+            "n_selected": n_selected,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_per_s": n_tokens / seconds if seconds > 0 else None,
+            "step_seconds": seconds,
+            "time": utc_now(),
+            **regime_info,
+        }
         if self.ctkd is not None:  # the τ this step used and its GRL strength λ
             record.update(ctkd_tau=ctkd_tau, ctkd_lambda=strength)
         if self.main and not skipped:
             if self.step % c.log_interval == 0 or self.step == c.max_steps:
                 self.run.append(METRICS, record)
         if self.main and (self.step == 1 or self.step % max(c.log_interval, c.max_steps // 20) == 0):
-            log.info("step %d/%d loss %.4f r %.3f tau %.3f %.0f tok/s", self.step, c.max_steps, loss,
-                     ratio, record["mean_tau"] or float("nan"), record["tokens_per_s"] or 0.0)
+            log.info(
+                "step %d/%d loss %.4f r %.3f tau %.3f %.0f tok/s",
+                self.step,
+                c.max_steps,
+                loss,
+                ratio,
+                record["mean_tau"] or float("nan"),
+                record["tokens_per_s"] or 0.0,
+            )
         if self.main and time.monotonic() - self._status_written >= STATUS_EVERY_S:
             self._write_running_status()
         return {**record, "skipped": skipped, "stop": sums[7].item() > 0}

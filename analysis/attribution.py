@@ -70,8 +70,9 @@ class PromptTokenInput(TextTokenInput):
     but is no feature (its ``itp_mask`` entries are False), so it is never perturbed.
     """
 
-    def __init__(self, prompt_ids: Sequence[int], prefix_ids: Sequence[int], tokenizer,
-                 baseline_id: int, skip_ids: set[int]) -> None:  # noqa: D107 (super() re-tokenises)
+    def __init__(
+        self, prompt_ids: Sequence[int], prefix_ids: Sequence[int], tokenizer, baseline_id: int, skip_ids: set[int]
+    ) -> None:  # noqa: D107 (super() re-tokenises)
         ids = torch.tensor([list(prompt_ids) + list(prefix_ids)], dtype=torch.long)
         mask = torch.zeros_like(ids, dtype=torch.bool)
         mask[0, : len(prompt_ids)] = torch.tensor([int(i) not in skip_ids for i in prompt_ids], dtype=torch.bool)
@@ -126,10 +127,20 @@ def baseline_token_id(tokenizer) -> int:
     return 0
 
 
-def attribute_token(model, tokenizer, prompt_text: str | Sequence[int], response: str | Sequence[int],
-                    target_token_index: int, *, method: str = "feature_ablation",
-                    max_prompt_tokens: int = 128, max_total_tokens: int = 256, n_steps: int = 16,
-                    internal_batch_size: int = 2, baseline_id: int | None = None) -> AttributionResult:
+def attribute_token(
+    model,
+    tokenizer,
+    prompt_text: str | Sequence[int],
+    response: str | Sequence[int],
+    target_token_index: int,
+    *,
+    method: str = "feature_ablation",
+    max_prompt_tokens: int = 128,
+    max_total_tokens: int = 256,
+    n_steps: int = 16,
+    internal_batch_size: int = 2,
+    baseline_id: int | None = None,
+) -> AttributionResult:
     """Attribute the prediction of ``response[target_token_index]`` to the prompt tokens.
 
     prompt_text: the formatted prompt (``ExplorerResult.prompt_text``; tokenised without adding
@@ -148,23 +159,34 @@ def attribute_token(model, tokenizer, prompt_text: str | Sequence[int], response
     if not prompt_ids:
         raise ValueError("the prompt is empty: nothing to attribute to")
     if len(prompt_ids) > max_prompt_tokens:
-        raise ValueError(f"the prompt is {len(prompt_ids)} tokens; attributions are limited to "
-                         f"max_prompt_tokens={max_prompt_tokens} (their time and memory grow with the "
-                         "prompt). Shorten the prompt or raise max_prompt_tokens.")
+        raise ValueError(
+            f"the prompt is {len(prompt_ids)} tokens; attributions are limited to "
+            f"max_prompt_tokens={max_prompt_tokens} (their time and memory grow with the "
+            "prompt). Shorten the prompt or raise max_prompt_tokens."
+        )
     if len(prompt_ids) + target_token_index > max_total_tokens:
-        raise ValueError(f"the prompt ({len(prompt_ids)} tokens) plus the response before the target "
-                         f"({target_token_index} tokens) is {len(prompt_ids) + target_token_index} tokens; "
-                         f"attributions are limited to max_total_tokens={max_total_tokens} to bound memory. "
-                         "Pick an earlier response token or raise max_total_tokens.")
+        raise ValueError(
+            f"the prompt ({len(prompt_ids)} tokens) plus the response before the target "
+            f"({target_token_index} tokens) is {len(prompt_ids) + target_token_index} tokens; "
+            f"attributions are limited to max_total_tokens={max_total_tokens} to bound memory. "
+            "Pick an earlier response token or raise max_total_tokens."
+        )
     if not 0 <= target_token_index < len(response_ids):
-        raise ValueError(f"target_token_index must be in [0, {len(response_ids) - 1}] for a response of "
-                         f"{len(response_ids)} tokens (got {target_token_index})")
+        raise ValueError(
+            f"target_token_index must be in [0, {len(response_ids) - 1}] for a response of "
+            f"{len(response_ids)} tokens (got {target_token_index})"
+        )
     if n_steps < 1 or internal_batch_size < 1:
         raise ValueError(f"n_steps and internal_batch_size must be >= 1 (got {n_steps}, {internal_batch_size})")
     target_id = response_ids[target_token_index]
     skip = set(getattr(tokenizer, "all_special_ids", []) or [])
-    inp = PromptTokenInput(prompt_ids, response_ids[:target_token_index], tokenizer,
-                           baseline_token_id(tokenizer) if baseline_id is None else baseline_id, skip)
+    inp = PromptTokenInput(
+        prompt_ids,
+        response_ids[:target_token_index],
+        tokenizer,
+        baseline_token_id(tokenizer) if baseline_id is None else baseline_id,
+        skip,
+    )
     if inp.n_itp_features == 0:
         raise ValueError("the prompt has only special tokens: nothing to attribute to")
     target = torch.tensor([target_id])
@@ -177,16 +199,20 @@ def attribute_token(model, tokenizer, prompt_text: str | Sequence[int], response
                 out = llm.attribute(inp, target=target, forward_in_tokens=True, use_cached_outputs=False)
         else:
             with _grad_enabled():
-                llm = LLMGradientAttribution(
-                    LayerIntegratedGradients(wrapped, model.get_input_embeddings()), tokenizer)
-                out = llm.attribute(inp, target=target, n_steps=n_steps,
-                                    internal_batch_size=internal_batch_size)
+                llm = LLMGradientAttribution(LayerIntegratedGradients(wrapped, model.get_input_embeddings()), tokenizer)
+                out = llm.attribute(inp, target=target, n_steps=n_steps, internal_batch_size=internal_batch_size)
         log_prob = _target_log_prob(wrapped, inp.inp_tensor, target_id)
     scores = out.seq_attr.detach().float().cpu().numpy().astype(np.float64)
-    return AttributionResult(tokens=list(inp.values), scores=scores, method=method,
-                             target_token=_decode(tokenizer, target_id), target_token_id=int(target_id),
-                             target_index=int(target_token_index), target_log_prob=log_prob,
-                             positions=inp.positions)
+    return AttributionResult(
+        tokens=list(inp.values),
+        scores=scores,
+        method=method,
+        target_token=_decode(tokenizer, target_id),
+        target_token_id=int(target_id),
+        target_index=int(target_token_index),
+        target_log_prob=log_prob,
+        positions=inp.positions,
+    )
 
 
 @contextlib.contextmanager
@@ -209,19 +235,36 @@ def attribution_figure(teacher_result: AttributionResult, student_result: Attrib
     range −1…1; raw scores are in the hover); red raises log p(target), blue lowers it."""
     results = (("teacher", teacher_result), ("student", student_result))
     same_tokens = list(teacher_result.tokens) == list(student_result.tokens)
-    fig = make_subplots(rows=1, cols=2, shared_yaxes=same_tokens, horizontal_spacing=0.04 if same_tokens else 0.2,
-                        subplot_titles=[f"{who}: log p = {r.target_log_prob:.2f}" for who, r in results])
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        shared_yaxes=same_tokens,
+        horizontal_spacing=0.04 if same_tokens else 0.2,
+        subplot_titles=[f"{who}: log p = {r.target_log_prob:.2f}" for who, r in results],
+    )
     for col, (who, res) in enumerate(results, start=1):
         scores = np.asarray(res.scores, dtype=np.float64)
         peak = float(np.max(np.abs(scores))) if scores.size else 0.0
         scaled = scores / peak if peak > 0 else np.zeros_like(scores)
         labels = [token_label(i, t) for i, t in enumerate(res.tokens)]
-        fig.add_trace(go.Heatmap(
-            z=scaled[:, None], y=labels, x=[who], customdata=scores[:, None], name=who,
-            colorscale="RdBu_r", zmin=-1, zmax=1, zmid=0, showscale=col == 2,
-            colorbar={"title": "score / max |score|"},
-            hovertemplate="%{y}<br>score %{customdata:.4f} nats<br>scaled %{z:.2f}<extra>" + who + "</extra>",
-        ), row=1, col=col)
+        fig.add_trace(
+            go.Heatmap(
+                z=scaled[:, None],
+                y=labels,
+                x=[who],
+                customdata=scores[:, None],
+                name=who,
+                colorscale="RdBu_r",
+                zmin=-1,
+                zmax=1,
+                zmid=0,
+                showscale=col == 2,
+                colorbar={"title": "score / max |score|"},
+                hovertemplate="%{y}<br>score %{customdata:.4f} nats<br>scaled %{z:.2f}<extra>" + who + "</extra>",
+            ),
+            row=1,
+            col=col,
+        )
         fig.update_yaxes(autorange="reversed", row=1, col=col)
     target = token_label(teacher_result.target_index, teacher_result.target_token)
     method = teacher_result.method.replace("_", " ")

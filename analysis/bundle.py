@@ -18,7 +18,7 @@ import platform
 import subprocess
 import zipfile
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +143,19 @@ def _read_csv(content: bytes) -> pd.DataFrame:
 
 
 # -- provenance ------------------------------------------------------------------------------
-_PACKAGES = ("adakd", "torch", "transformers", "numpy", "pandas", "plotly", "kaleido", "captum",
-             "streamlit", "safetensors", "tokenizers")
+_PACKAGES = (
+    "adakd",
+    "torch",
+    "transformers",
+    "numpy",
+    "pandas",
+    "plotly",
+    "kaleido",
+    "captum",
+    "streamlit",
+    "safetensors",
+    "tokenizers",
+)
 _RUN_FILES = ("config.json", "status.json")
 
 
@@ -163,10 +174,17 @@ def git_revision(root: str | os.PathLike | None = None) -> str | None:
     """The checkout's commit (with "-dirty" when files changed), or None outside git."""
     cwd = Path(root) if root else Path(__file__).resolve().parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{rev}-dirty" if dirty else rev or None
@@ -186,8 +204,14 @@ def read_run_files(runs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
             n += 1
             bundle_name = f"{safe_name(path.name)}-{n}"
         used.add(bundle_name)
-        entry: dict[str, Any] = {"name": path.name, "path": str(path.resolve()), "bundle_name": bundle_name,
-                                 "files": {}, "parsed": {}, "missing": []}
+        entry: dict[str, Any] = {
+            "name": path.name,
+            "path": str(path.resolve()),
+            "bundle_name": bundle_name,
+            "files": {},
+            "parsed": {},
+            "missing": [],
+        }
         for file_name in _RUN_FILES:
             try:
                 raw = (path / file_name).read_bytes()
@@ -213,15 +237,24 @@ def provenance(run_files: Sequence[dict[str, Any]], **extra: Any) -> dict[str, A
         config = _as_dict(run["parsed"].get("config.json"))
         status = _as_dict(run["parsed"].get("status.json"))
         inner = _as_dict(config.get("config"))
-        runs.append({
-            "name": run["name"], "bundle_name": run["bundle_name"], "path": run["path"],
-            "seed": config.get("seed", inner.get("seed")), "preset": config.get("preset"),
-            "git_revision": config.get("git_revision"), "versions": config.get("versions"),
-            "device": config.get("device"), "dtype": config.get("dtype"),
-            "state": status.get("state"), "step": status.get("step"), "missing": run["missing"],
-        })
+        runs.append(
+            {
+                "name": run["name"],
+                "bundle_name": run["bundle_name"],
+                "path": run["path"],
+                "seed": config.get("seed", inner.get("seed")),
+                "preset": config.get("preset"),
+                "git_revision": config.get("git_revision"),
+                "versions": config.get("versions"),
+                "device": config.get("device"),
+                "dtype": config.get("dtype"),
+                "state": status.get("state"),
+                "step": status.get("step"),
+                "missing": run["missing"],
+            }
+        )
     return {
-        "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "git_revision": git_revision(),
         "versions": package_versions(),
         "seeds": {r["bundle_name"]: r["seed"] for r in runs},

@@ -39,10 +39,25 @@ MAX_RESPONSE_TOKENS = 512  # bound on the scored reply: memory is ~2·N·V float
 INDICATORS = ("fkl", "rkl", "jsd", "ce", "entropy")  # the alternatives of adakd.token_difficulty
 DIVERGENCE_NAMES = tuple(DIVERGENCES)  # fkl, rkl, jsd, tvd, sfkl, srkl, ab, akl
 TOKEN_COLUMNS = (
-    "token_index", "position", "token_id", "token_text", "difficulty", *INDICATORS, "selected",
-    "group", "tau", "tau_all", "hard", "entropy_student", "entropy_student_idts", "entropy_teacher",
-    *(f"div_{name}" for name in DIVERGENCE_NAMES), "p_label_teacher", "p_label_student",
-    "top1_teacher", "top1_student",
+    "token_index",
+    "position",
+    "token_id",
+    "token_text",
+    "difficulty",
+    *INDICATORS,
+    "selected",
+    "group",
+    "tau",
+    "tau_all",
+    "hard",
+    "entropy_student",
+    "entropy_student_idts",
+    "entropy_teacher",
+    *(f"div_{name}" for name in DIVERGENCE_NAMES),
+    "p_label_teacher",
+    "p_label_student",
+    "top1_teacher",
+    "top1_student",
 )
 TOPK_COLUMNS = ("token_index", "model", "rank", "token_id", "token_text", "prob", "is_label")
 
@@ -63,10 +78,21 @@ class ExplorerResult:
     base_temperature: float = 1.0
 
 
-def explore_prompt(teacher, student, tokenizer, prompt: str, reference: str | None = None, *,
-                   ratio: float = 0.5, c: float = 0.5, base_temperature: float = 1.0, top_k: int = 5,
-                   max_new_tokens: int = 64, context: str = "",
-                   reply_ids: list[int] | None = None) -> ExplorerResult:
+def explore_prompt(
+    teacher,
+    student,
+    tokenizer,
+    prompt: str,
+    reference: str | None = None,
+    *,
+    ratio: float = 0.5,
+    c: float = 0.5,
+    base_temperature: float = 1.0,
+    top_k: int = 5,
+    max_new_tokens: int = 64,
+    context: str = "",
+    reply_ids: list[int] | None = None,
+) -> ExplorerResult:
     """Score every response token of ``prompt`` under teacher and student (no gradient).
 
     The prompt is formatted as in training (``adakd.tokenize.format_prompt`` of an
@@ -100,24 +126,33 @@ def explore_prompt(teacher, student, tokenizer, prompt: str, reference: str | No
         table = token_table(s_logits, t_logits, labels, ratio=ratio, c=c, base_temperature=base_temperature)
         topk = topk_table(s_logits, t_logits, labels, top_k)
     n = len(response_ids)
-    table.update(token_index=np.arange(n), position=np.arange(len(prompt_ids), len(ids)),
-                 token_id=np.asarray(response_ids, dtype=np.int64),
-                 token_text=decode_each(tokenizer, response_ids),
-                 top1_teacher=decode_each(tokenizer, table["top1_teacher"]),
-                 top1_student=decode_each(tokenizer, table["top1_student"]))
+    table.update(
+        token_index=np.arange(n),
+        position=np.arange(len(prompt_ids), len(ids)),
+        token_id=np.asarray(response_ids, dtype=np.int64),
+        token_text=decode_each(tokenizer, response_ids),
+        top1_teacher=decode_each(tokenizer, table["top1_teacher"]),
+        top1_student=decode_each(tokenizer, table["top1_student"]),
+    )
     tokens = pd.DataFrame({name: table[name] for name in TOKEN_COLUMNS})
     topk["token_text"] = decode_each(tokenizer, topk["token_id"])
     return ExplorerResult(
-        tokens=tokens, topk=pd.DataFrame({name: topk[name] for name in TOPK_COLUMNS}),
+        tokens=tokens,
+        topk=pd.DataFrame({name: topk[name] for name in TOPK_COLUMNS}),
         response=tokenizer.decode(response_ids, skip_special_tokens=True),
         response_source="reference" if has_reference else "teacher_greedy",
-        prompt_text=format_prompt(tokenizer, example), prompt_ids=list(prompt_ids),
-        response_ids=list(response_ids), ratio=float(ratio), c=float(c),
-        base_temperature=float(base_temperature))
+        prompt_text=format_prompt(tokenizer, example),
+        prompt_ids=list(prompt_ids),
+        response_ids=list(response_ids),
+        ratio=float(ratio),
+        c=float(c),
+        base_temperature=float(base_temperature),
+    )
 
 
-def teacher_reply(teacher, student, tokenizer, prompt: str, *, max_new_tokens: int = 64,
-                  context: str = "") -> list[int]:
+def teacher_reply(
+    teacher, student, tokenizer, prompt: str, *, max_new_tokens: int = 64, context: str = ""
+) -> list[int]:
     """The teacher's greedy reply ids to ``prompt``, as :func:`explore_prompt` generates it
     (checked the same way; ``student`` only bounds the context). The slow part of exploring a
     prompt without a reference: keep it and pass it back as ``reply_ids``."""
@@ -145,8 +180,9 @@ def _checked_reply(reply_ids, n_prompt: int, context_length: int) -> list[int]:
     if not reply:
         raise ValueError("reply_ids is empty: there is no response token to score")
     if n_prompt + len(reply) > context_length:
-        raise ValueError(f"prompt + reply are {n_prompt + len(reply)} tokens, over the models' context "
-                         f"of {context_length}")
+        raise ValueError(
+            f"prompt + reply are {n_prompt + len(reply)} tokens, over the models' context of {context_length}"
+        )
     return reply
 
 
@@ -177,8 +213,10 @@ def _check_text(what: str, text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise ValueError(f"{what} is not valid Unicode text (character {err.start} is a lone surrogate "
-                         f"{text[err.start]!r}): paste it again as UTF-8 text") from None
+        raise ValueError(
+            f"{what} is not valid Unicode text (character {err.start} is a lone surrogate "
+            f"{text[err.start]!r}): paste it again as UTF-8 text"
+        ) from None
 
 
 def checked_prompt_ids(tokenizer, example: Example, context_length: int) -> list[int]:
@@ -187,9 +225,11 @@ def checked_prompt_ids(tokenizer, example: Example, context_length: int) -> list
     ids = encode_prompt(tokenizer, example, max_prompt_length=1 << 30)
     limit = min(MAX_PROMPT_TOKENS, context_length - 1)
     if len(ids) > limit:
-        raise ValueError(f"the prompt is {len(ids)} tokens after formatting; the explorer takes at most "
-                         f"{limit} (bound {MAX_PROMPT_TOKENS}, model context {context_length}). "
-                         "Shorten the prompt or its context.")
+        raise ValueError(
+            f"the prompt is {len(ids)} tokens after formatting; the explorer takes at most "
+            f"{limit} (bound {MAX_PROMPT_TOKENS}, model context {context_length}). "
+            "Shorten the prompt or its context."
+        )
     return ids
 
 
@@ -200,14 +240,18 @@ def reference_ids(tokenizer, example: Example, context_length: int) -> tuple[lis
     encoded = encode_example(tokenizer, example, max_prompt_length=1 << 30, max_length=1 << 30)
     n_response = len(encoded["input_ids"]) - encoded["prompt_length"]
     if n_response > MAX_RESPONSE_TOKENS:
-        raise ValueError(f"the reference is {n_response} tokens (with the end token); the explorer scores "
-                         f"at most {MAX_RESPONSE_TOKENS}. Shorten the reference.")
+        raise ValueError(
+            f"the reference is {n_response} tokens (with the end token); the explorer scores "
+            f"at most {MAX_RESPONSE_TOKENS}. Shorten the reference."
+        )
     if len(encoded["input_ids"]) > context_length:
-        raise ValueError(f"prompt + reference are {len(encoded['input_ids'])} tokens, over the model's "
-                         f"context of {context_length}; shorten the reference.")
+        raise ValueError(
+            f"prompt + reference are {len(encoded['input_ids'])} tokens, over the model's "
+            f"context of {context_length}; shorten the reference."
+        )
     if encoded["input_ids"][: encoded["prompt_length"]] != prompt_ids:  # both come from encode_prompt
         raise RuntimeError("adakd.tokenize.encode_example and encode_prompt disagree on the prompt ids")
-    return prompt_ids, encoded["input_ids"][encoded["prompt_length"]:]
+    return prompt_ids, encoded["input_ids"][encoded["prompt_length"] :]
 
 
 def greedy_response_ids(model, tokenizer, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
@@ -218,17 +262,23 @@ def greedy_response_ids(model, tokenizer, prompt_ids: list[int], max_new_tokens:
         raise ValueError("the prompt fills the model's context: no room for a response")
     stop = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                              repetition_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=stop,
-                              pad_token_id=pad, use_cache=True)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        eos_token_id=stop,
+        pad_token_id=pad,
+        use_cache=True,
+    )
     input_ids = torch.tensor([prompt_ids], device=_device(model))
     saved, model.generation_config = model.generation_config, GenerationConfig()
     try:
-        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                             generation_config=config)
+        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config)
     finally:
         model.generation_config = saved
-    new = out[0, len(prompt_ids):].tolist()
+    new = out[0, len(prompt_ids) :].tolist()
     cut = next((i + 1 for i, t in enumerate(new) if t in stop), len(new))
     return new[:cut]
 
@@ -236,8 +286,7 @@ def greedy_response_ids(model, tokenizer, prompt_ids: list[int], max_new_tokens:
 def decode_each(tokenizer, ids) -> np.ndarray:
     """Readable text of each single token id (special tokens kept), as the probes decode them."""
     ids = [int(i) for i in ids]
-    texts = {i: tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-             for i in set(ids)}
+    texts = {i: tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False) for i in set(ids)}
     return np.array([texts[i] for i in ids], dtype=object)
 
 
@@ -266,11 +315,19 @@ def response_logits(model, ids: list[int], n_response: int) -> torch.Tensor:
         logits = model(input_ids=input_ids, logits_to_keep=n_response + 1).logits
     except TypeError:  # a model class without logits_to_keep
         logits = model(input_ids=input_ids).logits
-    return logits[0, -(n_response + 1):-1].float()
+    return logits[0, -(n_response + 1) : -1].float()
 
 
-def token_table(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
-                ratio: float, c: float, base_temperature: float, chunk_rows: int = 128) -> dict[str, np.ndarray]:
+def token_table(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ratio: float,
+    c: float,
+    base_temperature: float,
+    chunk_rows: int = 128,
+) -> dict[str, np.ndarray]:
     """Per-token columns from logits ``[N, V]`` and the response token ids ``[N]`` (no gradient).
 
     With q = softmax(z_S), p = softmax(z_T), all at τ = 1 unless stated:
@@ -291,11 +348,22 @@ def token_table(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labe
         tau = torch.full_like(difficulty, float("nan"))
         tau[selected] = idts_temperatures(difficulty[selected], base_temperature, c).float()
         tau_all = idts_temperatures(difficulty, base_temperature, c).float()
-        out = {"difficulty": difficulty, "selected": selected, "tau": tau, "tau_all": tau_all,
-               "hard": difficulty > difficulty.median()}
-        chunks = [_row_statistics(student_logits[lo:lo + chunk_rows], teacher_logits[lo:lo + chunk_rows],
-                                  labels[lo:lo + chunk_rows], tau_all[lo:lo + chunk_rows])
-                  for lo in range(0, difficulty.numel(), chunk_rows)]
+        out = {
+            "difficulty": difficulty,
+            "selected": selected,
+            "tau": tau,
+            "tau_all": tau_all,
+            "hard": difficulty > difficulty.median(),
+        }
+        chunks = [
+            _row_statistics(
+                student_logits[lo : lo + chunk_rows],
+                teacher_logits[lo : lo + chunk_rows],
+                labels[lo : lo + chunk_rows],
+                tau_all[lo : lo + chunk_rows],
+            )
+            for lo in range(0, difficulty.numel(), chunk_rows)
+        ]
         for key in chunks[0] if chunks else ():
             out[key] = torch.cat([chunk[key] for chunk in chunks])
     arrays = {k: v.cpu().numpy() for k, v in out.items()}
@@ -304,8 +372,9 @@ def token_table(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labe
     return arrays
 
 
-def _row_statistics(s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
-                    tau_all: torch.Tensor) -> dict[str, torch.Tensor]:
+def _row_statistics(
+    s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, tau_all: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """The vocabulary-wide columns of :func:`token_table` for a chunk of rows ``[n, V]``."""
     logq, logp = log_probs(s), log_probs(t)  # float32, −inf floored: finite everywhere
     out = {f"div_{name}": divergence_from_log_probs(name, logq, logp) for name in DIVERGENCE_NAMES}
@@ -325,14 +394,17 @@ def _row_statistics(s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
     return out
 
 
-def topk_table(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-               k: int) -> dict[str, np.ndarray]:
+def topk_table(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, k: int
+) -> dict[str, np.ndarray]:
     """Long-format top-k rows: token_index, model, rank 1..k, token_id, prob, is_label.
 
     prob = exp(z_v − logsumexp(z)), the softmax probability, for the k largest logits."""
     n, vocab = student_logits.shape
     k = min(k, vocab)
-    parts: dict[str, list[np.ndarray]] = {c: [] for c in ("token_index", "model", "rank", "token_id", "prob", "is_label")}
+    parts: dict[str, list[np.ndarray]] = {
+        c: [] for c in ("token_index", "model", "rank", "token_id", "prob", "is_label")
+    }
     with torch.no_grad():
         for who, z in (("teacher", teacher_logits), ("student", student_logits)):
             top, ids = z.topk(k, dim=-1)

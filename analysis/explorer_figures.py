@@ -29,8 +29,19 @@ if TYPE_CHECKING:
 
 INDICATORS = ("fkl", "rkl", "jsd", "ce", "entropy")
 DIVERGENCE_COLUMNS = tuple(f"div_{n}" for n in ("fkl", "rkl", "jsd", "tvd", "sfkl", "srkl", "ab", "akl"))
-COLOR_OPTIONS = ("difficulty", "group", "tau", "tau_all", "entropy_student", "entropy_student_idts",
-                 "entropy_teacher", "p_label_teacher", "p_label_student", *INDICATORS, *DIVERGENCE_COLUMNS)
+COLOR_OPTIONS = (
+    "difficulty",
+    "group",
+    "tau",
+    "tau_all",
+    "entropy_student",
+    "entropy_student_idts",
+    "entropy_teacher",
+    "p_label_teacher",
+    "p_label_student",
+    *INDICATORS,
+    *DIVERGENCE_COLUMNS,
+)
 
 
 def _visible(text: str) -> str:
@@ -42,22 +53,26 @@ def _hover(row: pd.Series, topk: pd.DataFrame) -> str:
     def top(model: str) -> str:
         rows = topk[topk["model"] == model]
         return ", ".join(f"{_visible(t)} {p:.2f}" for t, p in zip(rows["token_text"], rows["prob"]))
+
     tau = "not selected" if np.isnan(row["tau"]) else f"{row['tau']:.3f}"
-    return "<br>".join([
-        f"<b>{token_label(row['token_index'], row['token_text'])}</b>",
-        f"group: {row['group']}{' (selected)' if row['selected'] else ''}",
-        f"difficulty: {row['difficulty']:.3f}",
-        f"τ: {tau} · τ_all: {row['tau_all']:.3f}",
-        f"H student: {row['entropy_student']:.2f} → {row['entropy_student_idts']:.2f} after IDTS",
-        f"H teacher: {row['entropy_teacher']:.2f}",
-        f"p(label): teacher {row['p_label_teacher']:.3f} · student {row['p_label_student']:.3f}",
-        f"teacher top-k: {top('teacher')}",
-        f"student top-k: {top('student')}",
-    ])
+    return "<br>".join(
+        [
+            f"<b>{token_label(row['token_index'], row['token_text'])}</b>",
+            f"group: {row['group']}{' (selected)' if row['selected'] else ''}",
+            f"difficulty: {row['difficulty']:.3f}",
+            f"τ: {tau} · τ_all: {row['tau_all']:.3f}",
+            f"H student: {row['entropy_student']:.2f} → {row['entropy_student_idts']:.2f} after IDTS",
+            f"H teacher: {row['entropy_teacher']:.2f}",
+            f"p(label): teacher {row['p_label_teacher']:.3f} · student {row['p_label_student']:.3f}",
+            f"teacher top-k: {top('teacher')}",
+            f"student top-k: {top('student')}",
+        ]
+    )
 
 
-def explorer_tokens_figure(result: ExplorerResult, color_by: str = "difficulty", *,
-                           tokens_per_row: int = 12) -> go.Figure:
+def explorer_tokens_figure(
+    result: ExplorerResult, color_by: str = "difficulty", *, tokens_per_row: int = 12
+) -> go.Figure:
     """Response tokens laid out in rows as a heat map coloured by ``color_by`` (a numeric
     column or "group"), each cell showing its token text; hover gives group, τ, entropies and
     both models' top-k. Each cell's ``customdata`` is its token_index (−1 on padding), so a
@@ -78,13 +93,33 @@ def explorer_tokens_figure(result: ExplorerResult, color_by: str = "difficulty",
         index[r, col] = int(row["token_index"])
         hover[r, col] = _hover(row, topk_by_token.get(row["token_index"], result.topk.iloc[:0]))
         z[r, col] = GROUP_ORDER.index(row["group"]) if color_by == "group" else row[color_by]
-    heat = dict(z=z, text=text, hovertext=hover, customdata=index, texttemplate="%{text}", hoverinfo="text",
-                xgap=2, ygap=2, name=color_by, textfont={"size": 12})
+    heat = dict(
+        z=z,
+        text=text,
+        hovertext=hover,
+        customdata=index,
+        texttemplate="%{text}",
+        hoverinfo="text",
+        xgap=2,
+        ygap=2,
+        name=color_by,
+        textfont={"size": 12},
+    )
     if color_by == "group":
-        steps = [(0, GROUP_COLORS["hard"]), (1 / 3, GROUP_COLORS["hard"]), (1 / 3, GROUP_COLORS["mid"]),
-                 (2 / 3, GROUP_COLORS["mid"]), (2 / 3, GROUP_COLORS["easy"]), (1, GROUP_COLORS["easy"])]
-        heat.update(colorscale=steps, zmin=-0.5, zmax=2.5,
-                    colorbar={"tickvals": [0, 1, 2], "ticktext": list(GROUP_ORDER), "title": "group"})
+        steps = [
+            (0, GROUP_COLORS["hard"]),
+            (1 / 3, GROUP_COLORS["hard"]),
+            (1 / 3, GROUP_COLORS["mid"]),
+            (2 / 3, GROUP_COLORS["mid"]),
+            (2 / 3, GROUP_COLORS["easy"]),
+            (1, GROUP_COLORS["easy"]),
+        ]
+        heat.update(
+            colorscale=steps,
+            zmin=-0.5,
+            zmax=2.5,
+            colorbar={"tickvals": [0, 1, 2], "ticktext": list(GROUP_ORDER), "title": "group"},
+        )
     else:
         bounds = {"zmin": 0.0, "zmax": 1.0} if color_by == "difficulty" else {}
         heat.update(colorscale=DIFFICULTY_SCALE, colorbar={"title": LABELS.get(color_by, color_by)}, **bounds)
@@ -109,14 +144,25 @@ def topk_figure(result: ExplorerResult, token_index: int) -> go.Figure:
     for col, (who, color) in enumerate((("teacher", RUN_COLORS[0]), ("student", RUN_COLORS[1])), start=1):
         rows = result.topk[(result.topk["token_index"] == int(token_index)) & (result.topk["model"] == who)]
         labels = [token_label(r, t) for r, t in zip(rows["rank"], rows["token_text"])]
-        fig.add_trace(go.Bar(
-            x=rows["prob"], y=labels, orientation="h", name=f"{who} top-k", marker_color=color,
-            marker_line={"color": ["#000000" if hit else color for hit in rows["is_label"]], "width": 2},
-            hovertemplate="%{y}: p = %{x:.3f}<extra>" + who + "</extra>"), row=1, col=col)
+        fig.add_trace(
+            go.Bar(
+                x=rows["prob"],
+                y=labels,
+                orientation="h",
+                name=f"{who} top-k",
+                marker_color=color,
+                marker_line={"color": ["#000000" if hit else color for hit in rows["is_label"]], "width": 2},
+                hovertemplate="%{y}: p = %{x:.3f}<extra>" + who + "</extra>",
+            ),
+            row=1,
+            col=col,
+        )
         fig.update_xaxes(title_text="probability", range=[0, 1], row=1, col=col)
         fig.update_yaxes(autorange="reversed", row=1, col=col)
-    title = (f"Top-k at {token_label(row['token_index'], row['token_text'])} · group {row['group']}, "
-             f"difficulty {row['difficulty']:.3f}")
+    title = (
+        f"Top-k at {token_label(row['token_index'], row['token_text'])} · group {row['group']}, "
+        f"difficulty {row['difficulty']:.3f}"
+    )
     fig = apply_style(fig, title)
     fig.update_layout(showlegend=False, height=max(300, 90 + 40 * int(result.topk["rank"].max())))
     return fig

@@ -34,7 +34,6 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-
 logger = logging.getLogger(__name__)
 
 IMAGE_FORMATS = ("png", "svg", "pdf")
@@ -393,4 +392,3 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 # The bundle lives in its own module (it needs the functions above); re-exported here so the
 # export API is one import.
-from analysis.bundle import read_bundle, report_bundle  # noqa: E402

@@ -9,14 +9,24 @@ only in seed share a label and tables can group by it.
 
 from __future__ import annotations
 
-DEFAULTS = {"divergence": "rkl", "latf": "adaptive", "idts": "on", "idts_c": 0.5,
-            "base_temperature": 1.0, "indicator": "hellinger", "kd_ratio": 1.0,
-            "regime": "ground_truth", "indicator_topk": 5, "ctkd": False, "logit_standardize": False}
+DEFAULTS = {
+    "divergence": "rkl",
+    "latf": "adaptive",
+    "idts": "on",
+    "idts_c": 0.5,
+    "base_temperature": 1.0,
+    "indicator": "hellinger",
+    "kd_ratio": 1.0,
+    "regime": "ground_truth",
+    "indicator_topk": 5,
+    "ctkd": False,
+    "logit_standardize": False,
+}
 REGIME_NAMES = {"gkd": "GKD", "distillm": "DistiLLM"}
 
 
 def method_label(config: dict) -> str:
-    """"<base>[ + <AdaKD parts>][ (<non-default settings>)]" for a RunConfig dict.
+    """ "<base>[ + <AdaKD parts>][ (<non-default settings>)]" for a RunConfig dict.
 
     base: the divergence, prefixed by the data regime when it is not ground truth
     ("GKD/jsd"). Parts: LATF adaptive + IDTS on = "AdaKD"; otherwise "LATF", "IDTS",
@@ -49,8 +59,7 @@ def method_label(config: dict) -> str:
         elif latf == "fixed":
             parts.append(f"fixed r={_num(config.get('ratio_start', 1.0))}")
         elif latf in ("linear", "cosine"):
-            parts.append(f"{latf} r {_num(config.get('ratio_start', 1.0))}→"
-                         f"{_num(config.get('ratio_end', 1.0))}")
+            parts.append(f"{latf} r {_num(config.get('ratio_start', 1.0))}→{_num(config.get('ratio_end', 1.0))}")
         if idts == "on":
             parts.append("IDTS")
         elif idts == "inverse":

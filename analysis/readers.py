@@ -26,8 +26,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from adakd.columns import (EVAL_COLUMNS, EVAL_EXTRA, EVENT_COLUMNS, GRADIENT_COLUMNS,  # noqa: F401 (re-exported)
-                           LATER_COLUMNS, METRIC_COLUMNS, PANDAS_DTYPES, TOKEN_COLUMNS)
+from adakd.columns import (
+    EVAL_COLUMNS,
+    EVAL_EXTRA,
+    GRADIENT_COLUMNS,  # noqa: F401 (re-exported)
+    LATER_COLUMNS,
+    PANDAS_DTYPES,
+)
 from adakd.rundir import read_jsonl_report
 
 log = logging.getLogger(__name__)
@@ -74,12 +79,10 @@ def read_parquet(path: Path, columns: dict[str, str]) -> tuple[pd.DataFrame, lis
 
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
     """An empty DataFrame with the given {name: kind} columns."""
-    return pd.DataFrame({name: pd.Series(dtype=PANDAS_DTYPES[kind])
-                         for name, kind in columns.items()})
+    return pd.DataFrame({name: pd.Series(dtype=PANDAS_DTYPES[kind]) for name, kind in columns.items()})
 
 
-def coerce(frame: pd.DataFrame, columns: dict[str, str], source: str,
-           problems: list[str]) -> pd.DataFrame:
+def coerce(frame: pd.DataFrame, columns: dict[str, str], source: str, problems: list[str]) -> pd.DataFrame:
     """Give the documented columns their kind ("int", "float", "bool", "str") in place.
 
     int columns stay numpy int64 unless they hold missing values (then pandas "Int64");
@@ -136,8 +139,7 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
     return report.records, report.problems
 
 
-def frame_from_rows(rows: list[dict], columns: dict[str, str], source: str,
-                    problems: list[str]) -> pd.DataFrame:
+def frame_from_rows(rows: list[dict], columns: dict[str, str], source: str, problems: list[str]) -> pd.DataFrame:
     """JSON lines -> frame; lines without an integer step are dropped and reported."""
     good = [r for r in rows if isinstance(r.get("step"), int) and not isinstance(r["step"], bool)]
     if len(good) < len(rows):
@@ -161,8 +163,11 @@ def eval_frame(records: list[dict], problems: list[str]) -> tuple[pd.DataFrame, 
     rows, kept = [], []
     for number, record in enumerate(records, start=1):
         scores = record.get("rouge_l")
-        if (not isinstance(record.get("step"), int) or not isinstance(record.get("model"), str)
-                or not isinstance(scores, dict)):
+        if (
+            not isinstance(record.get("step"), int)
+            or not isinstance(record.get("model"), str)
+            or not isinstance(scores, dict)
+        ):
             problems.append(f"eval.jsonl record {number}: needs step, model and rouge_l, skipped")
             continue
         if not all(_is_number(v) or v is None for v in scores.values()):
@@ -172,17 +177,31 @@ def eval_frame(records: list[dict], problems: list[str]) -> tuple[pd.DataFrame, 
         counts = record.get("n") if isinstance(record.get("n"), dict) else {}
         extra = {k: record.get(k) if isinstance(record.get(k), dict) else {} for k in EVAL_EXTRA}
         for dataset, score in scores.items():
-            rows.append({"step": record["step"], "model": record["model"], "dataset": dataset,
-                         "rouge_l": score, "n": counts.get(dataset),
-                         **{k: _number_or_none(extra[k].get(dataset)) for k in EVAL_EXTRA}})
+            rows.append(
+                {
+                    "step": record["step"],
+                    "model": record["model"],
+                    "dataset": dataset,
+                    "rouge_l": score,
+                    "n": counts.get(dataset),
+                    **{k: _number_or_none(extra[k].get(dataset)) for k in EVAL_EXTRA},
+                }
+            )
         average = record.get("rouge_l_avg")
         numbers = [v for v in scores.values() if _is_number(v)]
         if not _is_number(average):
             average = sum(numbers) / len(numbers) if numbers else None
         total = sum(v for v in counts.values() if _is_number(v)) if counts else None
-        rows.append({"step": record["step"], "model": record["model"], "dataset": "average",
-                     "rouge_l": average, "n": total,
-                     **{k: _number_or_none(record.get(f"{k}_avg")) for k in EVAL_EXTRA}})
+        rows.append(
+            {
+                "step": record["step"],
+                "model": record["model"],
+                "dataset": "average",
+                "rouge_l": average,
+                "n": total,
+                **{k: _number_or_none(record.get(f"{k}_avg")) for k in EVAL_EXTRA},
+            }
+        )
     if not rows:
         return empty_frame(EVAL_COLUMNS), kept
     frame = coerce(pd.DataFrame(rows), EVAL_COLUMNS, "eval.jsonl", problems)

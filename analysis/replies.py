@@ -31,11 +31,19 @@ def replies_frame(run: Run, model: str = "student") -> pd.DataFrame:
     """One row per stored prompt of `model`'s last evaluation (empty frame when none)."""
     record = last_eval_record(run, model) or {}
     samples = record.get("samples") if isinstance(record.get("samples"), dict) else {}
-    rows = [{"dataset": str(dataset), "instruction": str(s.get("instruction") or ""),
-             "reference": str(s.get("reference") or ""), "reply": str(s.get("response") or ""),
-             "rouge_l": float(s["rouge_l"]) if isinstance(s.get("rouge_l"), (int, float)) else math.nan}
-            for dataset, items in samples.items() if isinstance(items, list)
-            for s in items if isinstance(s, dict)]
+    rows = [
+        {
+            "dataset": str(dataset),
+            "instruction": str(s.get("instruction") or ""),
+            "reference": str(s.get("reference") or ""),
+            "reply": str(s.get("response") or ""),
+            "rouge_l": float(s["rouge_l"]) if isinstance(s.get("rouge_l"), (int, float)) else math.nan,
+        }
+        for dataset, items in samples.items()
+        if isinstance(items, list)
+        for s in items
+        if isinstance(s, dict)
+    ]
     return pd.DataFrame(rows, columns=list(REPLY_COLUMNS))
 
 

@@ -62,8 +62,7 @@ def load_student_checkpoint(run_dir: str | Path, step: int | None = None, teache
     found = _checkpoints(run)
     if step is None:
         if not found:
-            raise ValueError(f"{run} has no complete checkpoint yet; pass step=0 for the student at "
-                             "initialisation")
+            raise ValueError(f"{run} has no complete checkpoint yet; pass step=0 for the student at initialisation")
         step = max(found)
     elif step != 0 and step not in found:
         available = ", ".join(str(s) for s in sorted(found)) or "none"
@@ -97,9 +96,15 @@ def _build_run_student(config, teacher):
     elif config.student == runsetup.PRUNED:
         student = runsetup.pruned_student(config, teacher, _run_tokenizer(config))
     else:
-        student = models.build_student(teacher, spec=config.student, layers=config.student_layers,
-                                       random_layers=config.random_layers, random_hidden=config.random_hidden,
-                                       seed=config.seed, trust_remote_code=config.trust_remote_code)
+        student = models.build_student(
+            teacher,
+            spec=config.student,
+            layers=config.student_layers,
+            random_layers=config.random_layers,
+            random_hidden=config.random_hidden,
+            seed=config.seed,
+            trust_remote_code=config.trust_remote_code,
+        )
     return student.to(device=_device(teacher), dtype=torch.float32)
 
 
@@ -122,5 +127,9 @@ def rebuild_info(run_dir: str | Path) -> dict:
     from adakd.rebuild import estimated_seconds, rebuild_folder, rebuild_progress, rebuilt_checkpoint
 
     built = rebuilt_checkpoint(run_dir)
-    return {"folder": rebuild_folder(run_dir), "built": (built[0], built[2]) if built else None,
-            "estimate_s": estimated_seconds(run_dir), "progress": rebuild_progress(run_dir)}
+    return {
+        "folder": rebuild_folder(run_dir),
+        "built": (built[0], built[2]) if built else None,
+        "estimate_s": estimated_seconds(run_dir),
+        "progress": rebuild_progress(run_dir),
+    }

@@ -30,17 +30,36 @@ from adakd.metric_gaps import gap_problems
 from adakd.rundir import effective_state, latest_step
 from adakd.rundir import runs_root as _runs_root
 from analysis.labels import method_label
-from analysis.readers import (EVAL_COLUMNS, EVENT_COLUMNS, GRADIENT_COLUMNS, METRIC_COLUMNS,
-                              TOKEN_COLUMNS, checkpoint_steps, empty_frame, eval_frame,
-                              frame_from_rows, read_json, read_jsonl, read_parquet)
+from analysis.readers import (
+    EVAL_COLUMNS,
+    EVENT_COLUMNS,
+    GRADIENT_COLUMNS,
+    METRIC_COLUMNS,
+    TOKEN_COLUMNS,
+    checkpoint_steps,
+    empty_frame,
+    eval_frame,
+    frame_from_rows,
+    read_json,
+    read_jsonl,
+    read_parquet,
+)
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_RUNS_DIR = REPO_ROOT / "sample_runs"
 
-RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "events.jsonl",
-             "tokens.parquet", "gradients.parquet", "eval.jsonl", "checkpoints")
+RUN_FILES = (
+    "config.json",
+    "status.json",
+    "metrics.jsonl",
+    "events.jsonl",
+    "tokens.parquet",
+    "gradients.parquet",
+    "eval.jsonl",
+    "checkpoints",
+)
 STATES = ("running", "finished", "stopped", "failed", "crashed", "unknown")
 
 
@@ -209,27 +228,38 @@ def _read_run(path: Path, is_sample: bool) -> Run:
     evals, eval_records = eval_frame(eval_records, problems)
 
     skipped = [e.get("step") for e in event_rows if e.get("kind") == "skipped_step"]
-    gaps = gap_problems([r.get("step") for r in metric_rows], config, _state_from_status(status),
-                        status.get("step"), skipped)
+    gaps = gap_problems(
+        [r.get("step") for r in metric_rows], config, _state_from_status(status), status.get("step"), skipped
+    )
     problems += gaps
 
     return Run(
-        path=path, name=str(meta.get("name") or path.name), config=config, meta=meta,
-        status=status, state=_state_from_status(status), metrics=metrics.reset_index(drop=True),
-        events=events.reset_index(drop=True), tokens=tokens.reset_index(drop=True),
-        gradients=gradients.reset_index(drop=True), evals=evals, eval_records=eval_records,
-        problems=problems, is_sample=is_sample, checkpoints=checkpoint_steps(path), step_gaps=gaps,
+        path=path,
+        name=str(meta.get("name") or path.name),
+        config=config,
+        meta=meta,
+        status=status,
+        state=_state_from_status(status),
+        metrics=metrics.reset_index(drop=True),
+        events=events.reset_index(drop=True),
+        tokens=tokens.reset_index(drop=True),
+        gradients=gradients.reset_index(drop=True),
+        evals=evals,
+        eval_records=eval_records,
+        problems=problems,
+        is_sample=is_sample,
+        checkpoints=checkpoint_steps(path),
+        step_gaps=gaps,
     )
 
 
 def _unreadable_run(path: Path, is_sample: bool, problem: str) -> Run:
-    frames = [empty_frame(c) for c in (METRIC_COLUMNS, EVENT_COLUMNS, TOKEN_COLUMNS,
-                                      GRADIENT_COLUMNS, EVAL_COLUMNS)]
-    return Run(path, path.name, {}, {}, {}, "unknown", *frames[:4], frames[4], [],
-               [problem], is_sample)
+    frames = [empty_frame(c) for c in (METRIC_COLUMNS, EVENT_COLUMNS, TOKEN_COLUMNS, GRADIENT_COLUMNS, EVAL_COLUMNS)]
+    return Run(path, path.name, {}, {}, {}, "unknown", *frames[:4], frames[4], [], [problem], is_sample)
 
 
 # ---------------------------------------------------------------- state of a run
+
 
 def _state_from_status(status: dict) -> str:
     """status.json's state, "crashed" for a running run whose process is gone (on this host),
@@ -239,6 +269,7 @@ def _state_from_status(status: dict) -> str:
 
 
 # ---------------------------------------------------------------- finding runs
+
 
 def runs_root() -> Path:
     """Where new runs go: $ADAKD_RUNS, else ./runs (absolute)."""
@@ -290,15 +321,34 @@ def find_runs(roots) -> list[Path]:
 
 def _visible_dirs(folder: Path) -> list[Path]:
     try:
-        return [c for c in folder.iterdir()
-                if c.is_dir() and not c.name.startswith(".") and not c.name.endswith(".tmp")]
+        return [
+            c for c in folder.iterdir() if c.is_dir() and not c.name.startswith(".") and not c.name.endswith(".tmp")
+        ]
     except OSError:
         return []
 
 
-LIST_COLUMNS = ["name", "path", "state", "preset", "method", "divergence", "latf", "idts", "c",
-                "seed", "steps", "total_steps", "final_loss", "rouge_l", "is_sample",
-                "problems", "step_gaps", "sweep", "started_at"]
+LIST_COLUMNS = [
+    "name",
+    "path",
+    "state",
+    "preset",
+    "method",
+    "divergence",
+    "latf",
+    "idts",
+    "c",
+    "seed",
+    "steps",
+    "total_steps",
+    "final_loss",
+    "rouge_l",
+    "is_sample",
+    "problems",
+    "step_gaps",
+    "sweep",
+    "started_at",
+]
 
 
 def list_runs(roots) -> pd.DataFrame:
@@ -329,15 +379,23 @@ def summary_row(run: Run, sweep: str = "") -> dict:
     student = run.final_eval("student")
     average = student[student["dataset"] == "average"]["rouge_l"]
     return {
-        "name": run.name, "path": str(run.path), "state": run.state,
-        "preset": run.meta.get("preset"), "method": method_label(config) if config else "unknown",
-        "divergence": config.get("divergence"), "latf": config.get("latf"),
+        "name": run.name,
+        "path": str(run.path),
+        "state": run.state,
+        "preset": run.meta.get("preset"),
+        "method": method_label(config) if config else "unknown",
+        "divergence": config.get("divergence"),
+        "latf": config.get("latf"),
         "idts": config.get("idts"),
-        "c": config.get("idts_c") if config.get("idts", "on") != "off" else None, "seed": run.seed,
-        "steps": latest_step(status, last_step), "total_steps": status.get("total_steps",
-                                                                          config.get("max_steps")),
-        "final_loss": final_loss, "rouge_l": float(average.iloc[0]) if len(average) else None,
-        "is_sample": run.is_sample, "problems": "; ".join(run.problems),
-        "step_gaps": "; ".join(run.step_gaps), "sweep": sweep,
+        "c": config.get("idts_c") if config.get("idts", "on") != "off" else None,
+        "seed": run.seed,
+        "steps": latest_step(status, last_step),
+        "total_steps": status.get("total_steps", config.get("max_steps")),
+        "final_loss": final_loss,
+        "rouge_l": float(average.iloc[0]) if len(average) else None,
+        "is_sample": run.is_sample,
+        "problems": "; ".join(run.problems),
+        "step_gaps": "; ".join(run.step_gaps),
+        "sweep": sweep,
         "started_at": run.meta.get("started_at"),
     }

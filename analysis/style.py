@@ -11,8 +11,7 @@ import plotly.graph_objects as go
 
 GROUP_ORDER = ("hard", "mid", "easy")
 GROUP_COLORS = {"hard": "#1f77b4", "mid": "#7f7f7f", "easy": "#ff7f0e"}
-RUN_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00",
-              "#000000", "#F0E442"]
+RUN_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#000000", "#F0E442"]
 DIFFICULTY_SCALE = "Viridis"
 FONT_FAMILY = "Arial, Helvetica, sans-serif"
 FONT_SIZE = 14
@@ -52,14 +51,22 @@ def apply_style(fig: go.Figure, title: str | None = None) -> go.Figure:
         template="plotly_white",
         font={"family": FONT_FAMILY, "size": FONT_SIZE, "color": "#222222"},
         title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": FONT_SIZE + 3}}
-        if title else fig.layout.title,
+        if title
+        else fig.layout.title,
         legend={"bgcolor": "rgba(255,255,255,0.8)", "font": {"size": FONT_SIZE - 1}},
         margin={"l": 70, "r": 30, "t": 60 if title else 30, "b": 60},
         hoverlabel={"font": {"family": FONT_FAMILY}},
     )
-    axis = {"showline": True, "linecolor": "#444444", "mirror": True, "ticks": "outside",
-            "gridcolor": "#e5e5e5", "zeroline": False, "title_font": {"size": FONT_SIZE},
-            "tickfont": {"size": FONT_SIZE - 2}}
+    axis = {
+        "showline": True,
+        "linecolor": "#444444",
+        "mirror": True,
+        "ticks": "outside",
+        "gridcolor": "#e5e5e5",
+        "zeroline": False,
+        "title_font": {"size": FONT_SIZE},
+        "tickfont": {"size": FONT_SIZE - 2},
+    }
     fig.update_xaxes(**axis)
     fig.update_yaxes(**axis)
     fig.update_annotations(font_size=FONT_SIZE)  # subplot titles
@@ -69,22 +76,28 @@ def apply_style(fig: go.Figure, title: str | None = None) -> go.Figure:
 def empty_figure(message: str, title: str | None = None) -> go.Figure:
     """A styled blank figure that says why there is nothing to show."""
     fig = go.Figure()
-    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper",
-                       showarrow=False, font={"size": FONT_SIZE + 1, "color": "#666666"})
+    fig.add_annotation(
+        text=message,
+        x=0.5,
+        y=0.5,
+        xref="paper",
+        yref="paper",
+        showarrow=False,
+        font={"size": FONT_SIZE + 1, "color": "#666666"},
+    )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return apply_style(fig, title)
 
 
 def hex_to_rgba(color: str, alpha: float) -> str:
-    """"#1f77b4", 0.2 -> "rgba(31,119,180,0.2)" (for translucent bands)."""
+    """ "#1f77b4", 0.2 -> "rgba(31,119,180,0.2)" (for translucent bands)."""
     color = color.lstrip("#")
-    r, g, b = (int(color[i:i + 2], 16) for i in (0, 2, 4))
+    r, g, b = (int(color[i : i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r},{g},{b},{alpha})"
 
 
 def token_label(index: int, text: str) -> str:
     """Readable, unique token label: "12: ␣world" (spaces, newlines and tabs made visible)."""
-    visible = (str(text).replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
-               if text is not None else "?")
+    visible = str(text).replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") if text is not None else "?"
     return f"{int(index)}: {visible}"

@@ -22,8 +22,12 @@ from adakd.presets import TABLES
 from analysis.runs import Run, method_label
 
 REFERENCE_MODELS = {"teacher": "teacher", "student_init": "student (init)"}
-COMPONENTS = {("off", "off"): "base", ("off", "on"): "+IDTS", ("adaptive", "off"): "+LATF",
-              ("adaptive", "on"): "full (AdaKD)"}
+COMPONENTS = {
+    ("off", "off"): "base",
+    ("off", "on"): "+IDTS",
+    ("adaptive", "off"): "+LATF",
+    ("adaptive", "on"): "full (AdaKD)",
+}
 COMPONENT_ORDER = list(COMPONENTS.values())
 
 
@@ -44,8 +48,9 @@ def group_value(run: Run, key: str):
     return run.config.get(KEY_ALIASES.get(key, key))
 
 
-def results_frame(runs: list[Run], group_by=("method",), finished_only: bool = True,
-                  references: bool = True) -> pd.DataFrame:
+def results_frame(
+    runs: list[Run], group_by=("method",), finished_only: bool = True, references: bool = True
+) -> pd.DataFrame:
     """Long numeric results: columns [*group_by, "dataset", "mean", "std", "n_seeds"].
 
     One entry per run: its last student evaluation (finished runs only unless
@@ -70,19 +75,22 @@ def results_frame(runs: list[Run], group_by=("method",), finished_only: bool = T
     if not rows:
         return pd.DataFrame(columns=columns)
     scores = pd.DataFrame(rows)
-    frame = (scores.groupby([*group_by, "dataset"], sort=False, dropna=False)["score"]
-             .agg(mean="mean", std="std", n_seeds="count").reset_index())
+    frame = (
+        scores.groupby([*group_by, "dataset"], sort=False, dropna=False)["score"]
+        .agg(mean="mean", std="std", n_seeds="count")
+        .reset_index()
+    )
     order = _dataset_order(scores["dataset"])
-    group_rank = {k: i for i, k in enumerate(dict.fromkeys(map(tuple, scores[list(group_by)]
-                                                               .itertuples(index=False))))}
+    group_rank = {k: i for i, k in enumerate(dict.fromkeys(map(tuple, scores[list(group_by)].itertuples(index=False))))}
     frame["_group"] = [group_rank[tuple(k)] for k in frame[list(group_by)].itertuples(index=False)]
     frame["_dataset"] = frame["dataset"].map({d: i for i, d in enumerate(order)})
     frame = frame.sort_values(["_group", "_dataset"]).drop(columns=["_group", "_dataset"])
     return frame[columns].reset_index(drop=True)
 
 
-def results_table(runs: list[Run], group_by=("method",), finished_only: bool = True,
-                  references: bool = True, digits: int = 2) -> pd.DataFrame:
+def results_table(
+    runs: list[Run], group_by=("method",), finished_only: bool = True, references: bool = True, digits: int = 2
+) -> pd.DataFrame:
     """Wide table: [*group_by, <dataset>…, "average", "n_seeds"], cells "mean ± std" (or the
     mean alone for one run), "" where a group has no score for a dataset."""
     long = results_frame(runs, group_by, finished_only, references)
@@ -115,8 +123,7 @@ def ablation_table(runs: list[Run], finished_only: bool = True, digits: int = 2)
     for method in wide["method"]:
         reference = base_average.get(bases[method])
         value = averages.get(method)
-        delta.append("" if reference is None or value is None or pd.isna(value)
-                     else f"{value - reference:+.{digits}f}")
+        delta.append("" if reference is None or value is None or pd.isna(value) else f"{value - reference:+.{digits}f}")
     wide["Δ average"] = delta
     base_rank = {b: i for i, b in enumerate(dict.fromkeys(bases[m] for m in wide["method"]))}
     wide["_base"] = wide["method"].map(lambda m: base_rank[bases[m]])
@@ -188,8 +195,10 @@ def _widen(long: pd.DataFrame, group_by: tuple, digits: int) -> pd.DataFrame:
     rows = []
     for keys, part in long.groupby(list(group_by), sort=False, dropna=False):
         row = dict(zip(group_by, keys if isinstance(keys, tuple) else (keys,)))
-        cells = {d: _cell(m, sd, n, digits) for d, m, sd, n in
-                 zip(part["dataset"], part["mean"], part["std"], part["n_seeds"])}
+        cells = {
+            d: _cell(m, sd, n, digits)
+            for d, m, sd, n in zip(part["dataset"], part["mean"], part["std"], part["n_seeds"])
+        }
         row.update({d: cells.get(d, "") for d in datasets})
         row["n_seeds"] = int(part["n_seeds"].max())
         rows.append(row)

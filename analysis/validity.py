@@ -53,8 +53,16 @@ def run_gate(run: Run) -> list[GateCheck]:
     checks = []
     for column, label, higher in METRICS:
         spread = noise if column == "rouge_l" else 0.0  # CE is deterministic within a run
-        checks.append(gate_check(label, _average(run, "teacher", column), _average(run, "student_init", column),
-                                 _average(run, "student", column), spread, higher))
+        checks.append(
+            gate_check(
+                label,
+                _average(run, "teacher", column),
+                _average(run, "student_init", column),
+                _average(run, "student", column),
+                spread,
+                higher,
+            )
+        )
     return checks
 
 
@@ -73,8 +81,16 @@ def study_gate(runs: Sequence[Run]) -> list[GateCheck]:
             spreads = [_average(r, m, "rouge_l_spread") for r in runs for m in ("teacher", "student_init", "student")]
             generation = max((s for s in spreads if not math.isnan(s)), default=0.0)
         first = runs[0]
-        checks.append(gate_check(label, _average(first, "teacher", column), _average(first, "student_init", column),
-                                 statistics.fmean(finals), max(seed_sd, generation), higher))
+        checks.append(
+            gate_check(
+                label,
+                _average(first, "teacher", column),
+                _average(first, "student_init", column),
+                statistics.fmean(finals),
+                max(seed_sd, generation),
+                higher,
+            )
+        )
     return checks
 
 
@@ -94,10 +110,18 @@ def evaluation_summary(run: Run):
         if final.empty:
             continue
         row = final.iloc[0]
-        rows.append({"model": name, "step": int(row["step"]), "prompts": row["n"], "ROUGE-L": row["rouge_l"],
-                     "± seeds": row.get("rouge_l_spread"), "degenerate %": 100 * row.get("degenerate")
-                     if pd.notna(row.get("degenerate")) else None,
-                     "CE (nats)": row.get("ce"), "KL(T‖model)": row.get("kl_teacher")})
+        rows.append(
+            {
+                "model": name,
+                "step": int(row["step"]),
+                "prompts": row["n"],
+                "ROUGE-L": row["rouge_l"],
+                "± seeds": row.get("rouge_l_spread"),
+                "degenerate %": 100 * row.get("degenerate") if pd.notna(row.get("degenerate")) else None,
+                "CE (nats)": row.get("ce"),
+                "KL(T‖model)": row.get("kl_teacher"),
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -20,12 +20,23 @@ from app import state
 
 log = logging.getLogger(__name__)
 
-STATE_COLOURS = {"finished": "green", "running": "blue", "stopped": "orange", "failed": "red",
-                 "crashed": "red", "unknown": "gray"}
-STATE_TEXT_COLOURS = {"finished": "#2e7d32", "running": "#1565c0", "stopped": "#e65100", "failed": "#c62828",
-                      "crashed": "#c62828", "queued": "#6a1b9a"}
-MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "html": "text/html",
-        "csv": "text/csv"}
+STATE_COLOURS = {
+    "finished": "green",
+    "running": "blue",
+    "stopped": "orange",
+    "failed": "red",
+    "crashed": "red",
+    "unknown": "gray",
+}
+STATE_TEXT_COLOURS = {
+    "finished": "#2e7d32",
+    "running": "#1565c0",
+    "stopped": "#e65100",
+    "failed": "#c62828",
+    "crashed": "#c62828",
+    "queued": "#6a1b9a",
+}
+MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "html": "text/html", "csv": "text/csv"}
 TOKENS_PER_ROW = 10  # token explorer: cells per row of the token map
 TRAIN_PAGE = "views/train.py"
 RUNS_PAGE = "views/runs.py"
@@ -64,8 +75,10 @@ def show_problems(run) -> None:
     if problems:
         shown = "\n".join(f"- {p}" for p in problems[:8])
         more = f"\n- … and {len(problems) - 8} more" if len(problems) > 8 else ""
-        st.warning(f"**{run.name}** was read with problems; what could be read is shown.\n\n{shown}{more}",
-                   icon=":material/warning:")
+        st.warning(
+            f"**{run.name}** was read with problems; what could be read is shown.\n\n{shown}{more}",
+            icon=":material/warning:",
+        )
 
 
 def remote_code_notice(config) -> None:
@@ -73,9 +86,12 @@ def remote_code_notice(config) -> None:
     runs Python code shipped with the model folder (or hub repository)."""
     on = config.get("trust_remote_code") if isinstance(config, dict) else getattr(config, "trust_remote_code", False)
     if on:
-        st.warning("**trust_remote_code is on**: loading these models runs the Python code that ships "
-                   "with them, in the training process and in this dashboard. Use it only for model "
-                   "folders you trust (see SECURITY.md).", icon=":material/gpp_maybe:")
+        st.warning(
+            "**trust_remote_code is on**: loading these models runs the Python code that ships "
+            "with them, in the training process and in this dashboard. Use it only for model "
+            "folders you trust (see SECURITY.md).",
+            icon=":material/gpp_maybe:",
+        )
 
 
 def _run_label(table: pd.DataFrame):
@@ -166,8 +182,17 @@ def _csv(frame: pd.DataFrame):
     return make
 
 
-def figure(fig, frame: pd.DataFrame | None, name: str, *, key: str, caption: str | None = None,
-           height: int | None = None, legend_top: bool = False, on_select: bool = False):
+def figure(
+    fig,
+    frame: pd.DataFrame | None,
+    name: str,
+    *,
+    key: str,
+    caption: str | None = None,
+    height: int | None = None,
+    legend_top: bool = False,
+    on_select: bool = False,
+):
     """A Plotly chart with PNG / SVG / PDF / HTML / CSV download buttons under it.
 
     `name` is the download file stem; `key` must be unique on the page. Images are rendered
@@ -179,9 +204,10 @@ def figure(fig, frame: pd.DataFrame | None, name: str, *, key: str, caption: str
         fig.update_layout(legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1})
     stem = slug(name)
     event = st.plotly_chart(
-        fig, width="stretch", key=f"chart-{key}",
-        config={"displaylogo": False,
-                "toImageButtonOptions": {"format": "png", "filename": stem, "scale": 2}},
+        fig,
+        width="stretch",
+        key=f"chart-{key}",
+        config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": stem, "scale": 2}},
         **({"on_select": "rerun", "selection_mode": "points"} if on_select else {}),
     )
     if caption:
@@ -189,13 +215,27 @@ def figure(fig, frame: pd.DataFrame | None, name: str, *, key: str, caption: str
     row = st.container(horizontal=True, gap="small", vertical_alignment="center", key=f"downloads-{key}")
     row.caption(":material/download: Download", width="content")
     for fmt in ("png", "svg", "pdf", "html"):
-        row.download_button(fmt.upper(), data=_exporter(fig, fmt), file_name=f"{stem}.{fmt}",
-                            mime=MIME[fmt], key=f"dl-{key}-{fmt}", on_click="ignore", type="tertiary",
-                            help=f"The figure as {fmt.upper()}" + (" (rendered on click)" if fmt != "html" else ""))
+        row.download_button(
+            fmt.upper(),
+            data=_exporter(fig, fmt),
+            file_name=f"{stem}.{fmt}",
+            mime=MIME[fmt],
+            key=f"dl-{key}-{fmt}",
+            on_click="ignore",
+            type="tertiary",
+            help=f"The figure as {fmt.upper()}" + (" (rendered on click)" if fmt != "html" else ""),
+        )
     if frame is not None:
-        row.download_button("CSV", data=_csv(frame), file_name=f"{stem}.csv", mime=MIME["csv"],
-                            key=f"dl-{key}-csv", on_click="ignore", type="tertiary",
-                            help="The data behind the figure")
+        row.download_button(
+            "CSV",
+            data=_csv(frame),
+            file_name=f"{stem}.csv",
+            mime=MIME["csv"],
+            key=f"dl-{key}-csv",
+            on_click="ignore",
+            type="tertiary",
+            help="The data behind the figure",
+        )
     return event if on_select else None
 
 
@@ -209,9 +249,19 @@ def clickable_cells(fig, n: int, width: int) -> None:
     cols = [i % width for i in range(n)]
     texts = [hover[r][c] for r, c in zip(rows, cols)] if hover is not None else None
     heat.update(hoverinfo="skip")
-    fig.add_trace(go.Scatter(x=cols, y=rows, mode="markers", customdata=list(range(n)), hovertext=texts,
-                             hoverinfo="text" if texts else "skip", showlegend=False, name="tokens",
-                             marker={"size": 34, "symbol": "square", "opacity": 0}))
+    fig.add_trace(
+        go.Scatter(
+            x=cols,
+            y=rows,
+            mode="markers",
+            customdata=list(range(n)),
+            hovertext=texts,
+            hoverinfo="text" if texts else "skip",
+            showlegend=False,
+            name="tokens",
+            marker={"size": 34, "symbol": "square", "opacity": 0},
+        )
+    )
 
 
 def guarded(what: str):

@@ -46,7 +46,7 @@ import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from filelock import FileLock
@@ -96,7 +96,7 @@ class Job:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 # --------------------------------------------------------------------------- processes
@@ -234,8 +234,17 @@ def cli_command(kind: str, args: list[str]) -> list[str]:
     return [sys.executable, "-m", "adakd", kind, *args]
 
 
-def submit(root, kind: str, args: list[str], run_dir, device: str = "auto", *,
-           log_name: str = "train.log", label: str = "", argv: list[str] | None = None) -> Job:
+def submit(
+    root,
+    kind: str,
+    args: list[str],
+    run_dir,
+    device: str = "auto",
+    *,
+    log_name: str = "train.log",
+    label: str = "",
+    argv: list[str] | None = None,
+) -> Job:
     """Queue one CLI process writing `run_dir`; it starts as soon as its device is free.
 
     `argv` replaces the adakd CLI command (tests use it to queue plain processes).
@@ -243,12 +252,18 @@ def submit(root, kind: str, args: list[str], run_dir, device: str = "auto", *,
     """
     root = Path(root).resolve()
     run_dir = Path(run_dir).resolve()
-    job_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:6]
+    job_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:6]
     path = queue_dir(root) / f"{job_id}.json"
     job = Job(
-        id=job_id, kind=kind, argv=argv or cli_command(kind, args), run_dir=str(run_dir),
-        log=str(run_dir / log_name), staging=str(path.with_suffix(".log")),
-        device=detect_device(device), created_at=utc_now(), label=label or kind,
+        id=job_id,
+        kind=kind,
+        argv=argv or cli_command(kind, args),
+        run_dir=str(run_dir),
+        log=str(run_dir / log_name),
+        staging=str(path.with_suffix(".log")),
+        device=detect_device(device),
+        created_at=utc_now(),
+        label=label or kind,
     )
     with lock(root):  # check and write under one lock: two sessions cannot both queue a run
         if any(j.live and Path(j.run_dir).resolve() == run_dir for _, j in prune_jobs(root)):
@@ -257,7 +272,10 @@ def submit(root, kind: str, args: list[str], run_dir, device: str = "auto", *,
     with open(job.staging, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.launcher", str(path)],
-            cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            cwd=str(REPO_ROOT),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() signals launcher + CLI
             env=child_env(),
         )

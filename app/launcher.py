@@ -17,8 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from app.jobs import (POLL_SECONDS, REPO_ROOT, Job, child_env, lock, proc_start, prune_jobs, utc_now,
-                      write_job)
+from app.jobs import POLL_SECONDS, REPO_ROOT, Job, child_env, lock, proc_start, prune_jobs, utc_now, write_job
 
 
 def _claim(root: Path, path: Path) -> Job | None | bool:
@@ -104,8 +103,14 @@ def wait_and_run(job_file: str) -> int:
     out.write(f"[dashboard] {utc_now()} starting: {' '.join(job.argv)}\n".encode())
     out.flush()
     try:
-        proc = subprocess.Popen(job.argv, cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, env=child_env())
+        proc = subprocess.Popen(
+            job.argv,
+            cwd=str(REPO_ROOT),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+        )
     except OSError as exc:
         out.write(f"[dashboard] could not start {job.argv[0]}: {exc}\n".encode())
         out.close()

@@ -44,8 +44,11 @@ def _own_runs(root: Path) -> list[str]:
 def _watch_options(root: Path, live: list[jobs.Job]) -> list[str]:
     options = [j.run_dir for j in live]
     # starts that failed before their run directory existed: their output is the only trace
-    options += [j.run_dir for j in reversed(jobs.list_jobs(root, include_exited=True))
-                if not j.live and not Path(j.run_dir).exists()]
+    options += [
+        j.run_dir
+        for j in reversed(jobs.list_jobs(root, include_exited=True))
+        if not j.live and not Path(j.run_dir).exists()
+    ]
     for path in _own_runs(root):
         parent = str(Path(path).parent)
         if parent != str(root) and (Path(parent) / "sweep.json").exists():
@@ -66,14 +69,15 @@ def live_panel(root: Path) -> None:
             st.info(jobs.queue_message(job, live), icon=":material/hourglass_top:")
     options = _watch_options(root, live)
     if not options:
-        ui.empty_state("Nothing has been trained here yet. Pick a preset on the left — `demo` takes a "
-                       "few minutes on a laptop CPU, `smoke` a few seconds — and press Start.",
-                       train_link=False)
+        ui.empty_state(
+            "Nothing has been trained here yet. Pick a preset on the left — `demo` takes a "
+            "few minutes on a laptop CPU, `smoke` a few seconds — and press Start.",
+            train_link=False,
+        )
         return
     if st.session_state.get("train-watch-select") not in options:
         st.session_state["train-watch-select"] = options[0]
-    watched = st.selectbox("Watching", options, key="train-watch-select",
-                           format_func=lambda p: Path(p).name)
+    watched = st.selectbox("Watching", options, key="train-watch-select", format_func=lambda p: Path(p).name)
     st.session_state[WATCH] = watched
     path = Path(watched)
     job = jobs.job_for_run(root, path, include_exited=True)
@@ -89,19 +93,38 @@ def _controls(root: Path, path: Path, job: jobs.Job | None, run=None) -> None:
     cols = (row, row)
     if live:
         label = "Cancel" if job.state == "queued" else "Stop"
-        if cols[0].button(label, key=f"stop-{path}", icon=":material/stop_circle:",
-                          help="Stops after the current step, saves a checkpoint: resume later."):
+        if cols[0].button(
+            label,
+            key=f"stop-{path}",
+            icon=":material/stop_circle:",
+            help="Stops after the current step, saves a checkpoint: resume later.",
+        ):
             outcome = jobs.stop(root, job)
-            st.toast({"stopping": f"Stopping {path.name}: saving a checkpoint …",
-                      "cancelled": f"Cancelled {path.name}", "gone": f"{path.name} had already ended"}[outcome])
+            st.toast(
+                {
+                    "stopping": f"Stopping {path.name}: saving a checkpoint …",
+                    "cancelled": f"Cancelled {path.name}",
+                    "gone": f"{path.name} had already ended",
+                }[outcome]
+            )
     elif run is not None and run.state == "running":  # started by hand in a terminal
         if cols[0].button("Stop", key=f"stop-pid-{path}", icon=":material/stop_circle:"):
             jobs.stop_pid(int(run.status.get("pid", 0)))
             st.toast(f"Stopping {path.name} …")
-    can_resume = (not live and run is not None and run.state in ("stopped", "crashed", "failed")
-                  and bool(run.checkpoints) and run.status.get("step", 0) < run.status.get("total_steps", 0))
-    if can_resume and cols[1].button("Resume", key=f"resume-{path}", icon=":material/play_arrow:",
-                                     type="primary", help="Continue from the last checkpoint."):
+    can_resume = (
+        not live
+        and run is not None
+        and run.state in ("stopped", "crashed", "failed")
+        and bool(run.checkpoints)
+        and run.status.get("step", 0) < run.status.get("total_steps", 0)
+    )
+    if can_resume and cols[1].button(
+        "Resume",
+        key=f"resume-{path}",
+        icon=":material/play_arrow:",
+        type="primary",
+        help="Continue from the last checkpoint.",
+    ):
         new = jobs.submit(root, "resume", [str(path)], path, run.config.get("device", "auto"), label="resume")
         st.toast(f"Resuming {path.name}" + (" (queued)" if jobs.queue_position(new, jobs.list_jobs(root))[1] else ""))
 
@@ -114,8 +137,10 @@ def _run(root: Path, path: Path, job: jobs.Job | None) -> None:
         elif job is not None and job.state == "running":
             st.info(f"Starting `{path.name}`: loading the models and data …", icon=":material/hourglass_top:")
         elif job is not None and job.state == "exited":
-            st.error(f"`{path.name}` ended before it started (exit code {job.returncode}). Its output:",
-                     icon=":material/error:")
+            st.error(
+                f"`{path.name}` ended before it started (exit code {job.returncode}). Its output:",
+                icon=":material/error:",
+            )
         else:
             st.warning(f"`{path.name}` has no run files.")
         if job is not None:
@@ -175,8 +200,15 @@ def _charts(run) -> None:
     df = df[(df["column"] == "late") & (df["quantity"] == "tau")]
     fig = go.Figure()
     for group in ("hard", "easy"):
-        fig.add_trace(go.Histogram(x=df.loc[df["group"] == group, "value"], name=group,
-                                   marker_color=GROUP_COLORS[group], opacity=0.65, nbinsx=30))
+        fig.add_trace(
+            go.Histogram(
+                x=df.loc[df["group"] == group, "value"],
+                name=group,
+                marker_color=GROUP_COLORS[group],
+                opacity=0.65,
+                nbinsx=30,
+            )
+        )
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(title_text=LABELS["tau"])
     fig.update_yaxes(title_text=LABELS["count"])
@@ -192,15 +224,30 @@ def _sweep(root: Path, folder: Path, job: jobs.Job | None) -> None:
         pass
     points = manifest.get("runs", [])
     done = sum(p.get("state") == "finished" for p in points)
-    shown = "queued" if job is not None and job.state == "queued" else (
-        "running" if job is not None and job.live else ("finished" if points and done == len(points) else "stopped"))
+    shown = (
+        "queued"
+        if job is not None and job.state == "queued"
+        else (
+            "running" if job is not None and job.live else ("finished" if points and done == len(points) else "stopped")
+        )
+    )
     st.markdown(f"{ui.badge(shown)} &nbsp; sweep **{folder.name}** · {done} / {len(points) or '?'} points finished")
     st.progress(done / max(len(points), 1), text=f"{done} of {len(points) or '?'} runs finished")
     _controls(root, folder, job)
     if points:
-        st.dataframe(pd.DataFrame([{"point": p["name"], "state": ui.state_label(p.get("state", "pending")),
-                                    "settings": ", ".join(f"{k}={v}" for k, v in p.get("overrides", {}).items())}
-                                   for p in points]), hide_index=True)
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "point": p["name"],
+                        "state": ui.state_label(p.get("state", "pending")),
+                        "settings": ", ".join(f"{k}={v}" for k, v in p.get("overrides", {}).items()),
+                    }
+                    for p in points
+                ]
+            ),
+            hide_index=True,
+        )
     current = next((p["name"] for p in points if p.get("state") == "running"), None)
     if current and (folder / current / "config.json").exists():
         st.markdown(f"**Current point: {current}**")
@@ -213,8 +260,19 @@ def _sweep(root: Path, folder: Path, job: jobs.Job | None) -> None:
         with st.expander("Log", expanded=not points):
             st.code(_tail(job.log_path(), 15) or "(no output yet)", language="text")
     if (job is None or not job.live) and points and done < len(points):
-        if st.button("Continue sweep", key=f"resume-sweep-{folder}", icon=":material/play_arrow:",
-                     help="Runs the same sweep again: finished points are skipped, stopped ones resumed."):
-            jobs.submit(root, "sweep", sweep_args(manifest, folder), folder,
-                        job.device if job else "auto", log_name="sweep.log", label="sweep")
+        if st.button(
+            "Continue sweep",
+            key=f"resume-sweep-{folder}",
+            icon=":material/play_arrow:",
+            help="Runs the same sweep again: finished points are skipped, stopped ones resumed.",
+        ):
+            jobs.submit(
+                root,
+                "sweep",
+                sweep_args(manifest, folder),
+                folder,
+                job.device if job else "auto",
+                log_name="sweep.log",
+                label="sweep",
+            )
             st.toast(f"Continuing sweep {folder.name}")

@@ -99,16 +99,26 @@ def load_pair(spec: ModelSpec) -> ModelPair:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def explore(spec: ModelSpec, prompt: str, reference: str | None, *, ratio: float, c: float,
-            max_new_tokens: int):
+def explore(spec: ModelSpec, prompt: str, reference: str | None, *, ratio: float, c: float, max_new_tokens: int):
     """analysis.explorer.explore_prompt on the spec's models (cached per input)."""
     from analysis.explorer import explore_prompt
 
     pair = load_pair(spec)
     base = float(json.loads(spec.config).get("base_temperature", 1.0))
     reply = None if reference else list(_teacher_reply(spec, prompt, max_new_tokens))
-    return explore_prompt(pair.teacher, pair.student, pair.tokenizer, prompt, reference, ratio=ratio, c=c,
-                          base_temperature=base, top_k=5, max_new_tokens=max_new_tokens, reply_ids=reply)
+    return explore_prompt(
+        pair.teacher,
+        pair.student,
+        pair.tokenizer,
+        prompt,
+        reference,
+        ratio=ratio,
+        c=c,
+        base_temperature=base,
+        top_k=5,
+        max_new_tokens=max_new_tokens,
+        reply_ids=reply,
+    )
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -125,9 +135,12 @@ def _attribute(spec: ModelSpec, prompt_ids: tuple, response_ids: tuple, token: i
     from analysis.attribution import attribute_token
 
     pair = load_pair(spec)
-    return tuple(attribute_token(model, pair.tokenizer, list(prompt_ids), list(response_ids), token,
-                                 method=method, max_prompt_tokens=256)
-                 for model in (pair.teacher, pair.student))
+    return tuple(
+        attribute_token(
+            model, pair.tokenizer, list(prompt_ids), list(response_ids), token, method=method, max_prompt_tokens=256
+        )
+        for model in (pair.teacher, pair.student)
+    )
 
 
 def attribute(spec: ModelSpec, result, token: int, method: str):
@@ -146,7 +159,15 @@ def attribution_frame(results) -> pd.DataFrame:
     rows = []
     for model, res in zip(("teacher", "student"), results):
         for i, (tok, score) in enumerate(zip(res.tokens, res.scores)):
-            rows.append({"model": model, "prompt_token_index": i, "token": tok, "score": float(score),
-                         "target_index": res.target_index, "target_token": res.target_token,
-                         "method": res.method})
+            rows.append(
+                {
+                    "model": model,
+                    "prompt_token_index": i,
+                    "token": tok,
+                    "score": float(score),
+                    "target_index": res.target_index,
+                    "target_token": res.target_token,
+                    "method": res.method,
+                }
+            )
     return pd.DataFrame(rows)

@@ -58,8 +58,7 @@ def _list_runs(search: tuple[str, ...], signature: tuple) -> pd.DataFrame:
     if table.empty:
         return table
     # Own runs first, newest first; then the samples by name.
-    table = table.assign(_own=~table["is_sample"].astype(bool),
-                         _t=table["started_at"].fillna("").astype(str))
+    table = table.assign(_own=~table["is_sample"].astype(bool), _t=table["started_at"].fillna("").astype(str))
     table = table.sort_values(["_own", "_t", "name"], ascending=[False, False, True])
     return table.drop(columns=["_own", "_t"]).reset_index(drop=True)
 

@@ -19,29 +19,45 @@ from adakd.sweep import build_config, expand_grid, parse_grid
 
 PRESET_HELP = {
     "demo": "The offline demo: SmolLM2-135M-Instruct teacher → 6-layer student on chatterbot "
-            "conversations; about 5 minutes on a laptop CPU, with probes and a final ROUGE-L.",
+    "conversations; about 5 minutes on a laptop CPU, with probes and a final ROUGE-L.",
     "smoke": "Seconds: two tiny random models, a few steps. For checking that everything works.",
     "gpt2-dolly": "GPU: GPT-2 XL → GPT-2 on databricks-dolly-15k (needs the models in the HF cache "
-                  "and the Dolly JSONL file).",
+    "and the Dolly JSONL file).",
     "ablation-base": "Demo shapes with LATF and IDTS off: plain reverse-KL KD.",
     "ablation-idts": "Demo shapes, IDTS only.",
     "ablation-latf": "Demo shapes, LATF only.",
     "ablation-adakd": "Demo shapes, full AdaKD (LATF + IDTS).",
 }
-_TABLE1 = {"fkl": "forward KL", "rkl": "reverse KL", "ab": "AB divergence (α 0.2, β 0.7)",
-           "gkd": "GKD — JSD (λ 0.9) on a mix of data and the student's own samples (λ_on 0.5)",
-           "distillm": "DistiLLM — skew reverse KL (λ 0.1) with adaptive off-policy student samples"}
-PRESET_HELP.update({f"table1-{m}{s}": f"Paper Table 1 on the demo settings: {text}, "
-                    + ("with AdaKD (LATF + IDTS)." if s else "LATF and IDTS off.")
-                    for m, text in _TABLE1.items() for s in ("", "-adakd")})
-PRESET_HELP["table1-sft"] = ("Paper Table 1's SFT baseline on the demo settings: cross-entropy on the "
-                              "reference replies only, no teacher.")
-PRESET_HELP.update({f"table3-{arm}": f"Paper Table 3 on the demo settings: full AdaKD with the {arm} "
-                    "difficulty indicator." for arm in TABLE3})
-PRESET_HELP.update({f"table4-{arm}": f"Paper Table 4 on the demo settings: IDTS on (c 0.5), ratio schedule {arm}."
-                    for arm in TABLE4})
-PRESET_HELP.update({f"table5-{arm}": f"Paper Table 5 on the demo settings: LATF on, temperature strategy {arm}."
-                    for arm in TABLE5})
+_TABLE1 = {
+    "fkl": "forward KL",
+    "rkl": "reverse KL",
+    "ab": "AB divergence (α 0.2, β 0.7)",
+    "gkd": "GKD — JSD (λ 0.9) on a mix of data and the student's own samples (λ_on 0.5)",
+    "distillm": "DistiLLM — skew reverse KL (λ 0.1) with adaptive off-policy student samples",
+}
+PRESET_HELP.update(
+    {
+        f"table1-{m}{s}": f"Paper Table 1 on the demo settings: {text}, "
+        + ("with AdaKD (LATF + IDTS)." if s else "LATF and IDTS off.")
+        for m, text in _TABLE1.items()
+        for s in ("", "-adakd")
+    }
+)
+PRESET_HELP["table1-sft"] = (
+    "Paper Table 1's SFT baseline on the demo settings: cross-entropy on the reference replies only, no teacher."
+)
+PRESET_HELP.update(
+    {
+        f"table3-{arm}": f"Paper Table 3 on the demo settings: full AdaKD with the {arm} difficulty indicator."
+        for arm in TABLE3
+    }
+)
+PRESET_HELP.update(
+    {f"table4-{arm}": f"Paper Table 4 on the demo settings: IDTS on (c 0.5), ratio schedule {arm}." for arm in TABLE4}
+)
+PRESET_HELP.update(
+    {f"table5-{arm}": f"Paper Table 5 on the demo settings: LATF on, temperature strategy {arm}." for arm in TABLE5}
+)
 
 
 @dataclass
@@ -98,7 +114,11 @@ def overrides_from(values: dict, defaults: RunConfig) -> list[str]:
     for field, raw in values.items():
         value = _normalise(field, raw)
         current = getattr(defaults, field)
-        if isinstance(value, float) and isinstance(current, (int, float)) and abs(value - current) <= 1e-12 * max(1, abs(current)):
+        if (
+            isinstance(value, float)
+            and isinstance(current, (int, float))
+            and abs(value - current) <= 1e-12 * max(1, abs(current))
+        ):
             continue
         if value != current:
             out.append(f"{field}={format_value(value)}")
@@ -119,8 +139,9 @@ def parse_extra(text: str) -> list[str]:
     return lines
 
 
-def build_request(mode: str, preset: str, values: dict, extra: str, grid: dict, name: str,
-                  defaults: RunConfig, root) -> Request:
+def build_request(
+    mode: str, preset: str, values: dict, extra: str, grid: dict, name: str, defaults: RunConfig, root
+) -> Request:
     """The validated launch for the form; raises ValueError with the message to show."""
     name = check_run_name((name or "").strip())
     run_dir = Path(root) / name

@@ -44,8 +44,9 @@ def run_assets(cache: Path) -> tuple[float, int, str]:
     """(wall seconds, peak RSS of the child in MB, printed folder) of one `python -m adakd.assets`."""
     env = dict(os.environ, ADAKD_CACHE=str(cache), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "adakd.assets"], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=1800)
+    done = subprocess.run(
+        [sys.executable, "-m", "adakd.assets"], env=env, cwd=REPO, capture_output=True, text=True, timeout=1800
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"conversion failed:\n{done.stderr[-3000:]}")
@@ -76,16 +77,20 @@ def main() -> None:
             cached.append(again)
             peaks.append(peak)
             inner.append(manifest["seconds"])
-            print(f"repeat {i + 1}: conversion {seconds:.1f} s (in-process {manifest['seconds']:.1f} s), "
-                  f"cached lookup {again:.1f} s, peak RSS {peak} MB, folder {folder_mb(Path(folder)):.0f} MB")
+            print(
+                f"repeat {i + 1}: conversion {seconds:.1f} s (in-process {manifest['seconds']:.1f} s), "
+                f"cached lookup {again:.1f} s, peak RSS {peak} MB, folder {folder_mb(Path(folder)):.0f} MB"
+            )
         finally:
             if args.keep:
                 print(f"kept {cache}")
             else:
                 shutil.rmtree(cache, ignore_errors=True)
     c, k = statistics.median(convert), statistics.median(cached)
-    print(f"\nconversion (fresh process, empty cache): median {c:.1f} s of {len(convert)} "
-          f"(in-process part {statistics.median(inner):.1f} s)")
+    print(
+        f"\nconversion (fresh process, empty cache): median {c:.1f} s of {len(convert)} "
+        f"(in-process part {statistics.median(inner):.1f} s)"
+    )
     print(f"cached lookup (fresh process, converted cache): median {k:.1f} s")
     print(f"ratio conversion / cached lookup: {c / k:.1f}x")
     print(f"peak resident memory while converting: {max(peaks)} MB")

@@ -30,11 +30,14 @@ from adakd.models import build_student, load_teacher  # noqa: E402
 from analysis import explorer  # noqa: E402
 
 # A 64-token prompt once formatted with the chat template (checked below) and a reply.
-INSTRUCTION = ("Explain in two short sentences why the sky looks blue during the day and red at "
-               "sunset, for a curious child.")
-REFERENCE = ("Sunlight is made of many colours, and the tiny bits of air scatter blue light much more "
-             "than red, so blue comes at us from every direction of the sky. At sunset the light "
-             "travels through much more air, the blue is scattered away, and mostly red reaches us.")
+INSTRUCTION = (
+    "Explain in two short sentences why the sky looks blue during the day and red at sunset, for a curious child."
+)
+REFERENCE = (
+    "Sunlight is made of many colours, and the tiny bits of air scatter blue light much more "
+    "than red, so blue comes at us from every direction of the sky. At sunset the light "
+    "travels through much more air, the blue is scattered away, and mostly red reaches us."
+)
 
 
 def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
@@ -53,19 +56,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 = the target machine)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--greedy-tokens", type=int, default=32)
-    parser.add_argument("--attribution", action="store_true",
-                        help="also time attribute_token (both methods, teacher) for one reply token")
-    parser.add_argument("--random-weights", metavar="DIR", default=None,
-                        help="time a teacher with the architecture of DIR/config.json and random weights "
-                             "(same compute; for machines without the converted teacher). The greedy reply "
-                             "then runs to --greedy-tokens.")
+    parser.add_argument(
+        "--attribution",
+        action="store_true",
+        help="also time attribute_token (both methods, teacher) for one reply token",
+    )
+    parser.add_argument(
+        "--random-weights",
+        metavar="DIR",
+        default=None,
+        help="time a teacher with the architecture of DIR/config.json and random weights "
+        "(same compute; for machines without the converted teacher). The greedy reply "
+        "then runs to --greedy-tokens.",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    print(f"machine: {cpu_name()} | {os.cpu_count()} logical CPUs visible, "
-          f"affinity {len(os.sched_getaffinity(0))} | torch {torch.__version__} threads {torch.get_num_threads()} "
-          f"| device {args.device}{' ' + torch.cuda.get_device_name() if args.device.startswith('cuda') else ''} "
-          f"| load average {os.getloadavg()[0]:.1f} (other processes slow the numbers down)")
+    print(
+        f"machine: {cpu_name()} | {os.cpu_count()} logical CPUs visible, "
+        f"affinity {len(os.sched_getaffinity(0))} | torch {torch.__version__} threads {torch.get_num_threads()} "
+        f"| device {args.device}{' ' + torch.cuda.get_device_name() if args.device.startswith('cuda') else ''} "
+        f"| load average {os.getloadavg()[0]:.1f} (other processes slow the numbers down)"
+    )
     t0 = time.perf_counter()
     if args.random_weights:
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -93,33 +105,47 @@ def main() -> None:
         return explorer.explore_prompt(teacher, student, tok, INSTRUCTION, REFERENCE)
 
     med, times = _median_seconds(score, args.repeats)
-    print(f"explore_prompt (reference):   median {med:.3f} s over {args.repeats} "
-          f"[{', '.join(f'{t:.2f}' for t in times)}]  target <= 2 s: {'PASS' if med <= 2 else 'FAIL'}")
+    print(
+        f"explore_prompt (reference):   median {med:.3f} s over {args.repeats} "
+        f"[{', '.join(f'{t:.2f}' for t in times)}]  target <= 2 s: {'PASS' if med <= 2 else 'FAIL'}"
+    )
 
     result = score()
     ids = result.prompt_ids + result.response_ids
     n = len(result.response_ids)
     with torch.no_grad():
-        fwd, _ = _median_seconds(lambda: (explorer.response_logits(teacher, ids, n),
-                                          explorer.response_logits(student, ids, n)), args.repeats)
+        fwd, _ = _median_seconds(
+            lambda: (explorer.response_logits(teacher, ids, n), explorer.response_logits(student, ids, n)), args.repeats
+        )
         zt = explorer.response_logits(teacher, ids, n)
         zs = explorer.response_logits(student, ids, n)
         labels = torch.tensor(result.response_ids, device=zt.device)
-        stats, _ = _median_seconds(lambda: explorer.token_table(zs, zt, labels, ratio=0.5, c=0.5,
-                                                                base_temperature=1.0), args.repeats)
+        stats, _ = _median_seconds(
+            lambda: explorer.token_table(zs, zt, labels, ratio=0.5, c=0.5, base_temperature=1.0), args.repeats
+        )
         topk, _ = _median_seconds(lambda: explorer.topk_table(zs, zt, labels, 5), args.repeats)
     print(f"  parts: two forwards {fwd:.3f} s | token statistics {stats:.3f} s | top-k {topk:.3f} s")
 
-    greedy, _ = _median_seconds(lambda: explorer.explore_prompt(
-        teacher, student, tok, INSTRUCTION, None, max_new_tokens=args.greedy_tokens), max(1, args.repeats // 3))
+    greedy, _ = _median_seconds(
+        lambda: explorer.explore_prompt(teacher, student, tok, INSTRUCTION, None, max_new_tokens=args.greedy_tokens),
+        max(1, args.repeats // 3),
+    )
     reply = explorer.explore_prompt(teacher, student, tok, INSTRUCTION, None, max_new_tokens=args.greedy_tokens)
-    print(f"explore_prompt (teacher greedy, <= {args.greedy_tokens} new tokens, got {len(reply.tokens)}): "
-          f"median {greedy:.3f} s")
+    print(
+        f"explore_prompt (teacher greedy, <= {args.greedy_tokens} new tokens, got {len(reply.tokens)}): "
+        f"median {greedy:.3f} s"
+    )
     # What the dashboard does when only r or c moves: the kept reply is scored again.
-    rescore, _ = _median_seconds(lambda: explorer.explore_prompt(
-        teacher, student, tok, INSTRUCTION, None, ratio=0.75, c=1.0, reply_ids=reply.response_ids), args.repeats)
-    print(f"explore_prompt (same reply, new r and c): median {rescore:.3f} s "
-          f"({greedy / rescore:.1f}x faster than regenerating)")
+    rescore, _ = _median_seconds(
+        lambda: explorer.explore_prompt(
+            teacher, student, tok, INSTRUCTION, None, ratio=0.75, c=1.0, reply_ids=reply.response_ids
+        ),
+        args.repeats,
+    )
+    print(
+        f"explore_prompt (same reply, new r and c): median {rescore:.3f} s "
+        f"({greedy / rescore:.1f}x faster than regenerating)"
+    )
 
     if args.attribution:
         from analysis.attribution import METHODS, attribute_token
@@ -127,8 +153,10 @@ def main() -> None:
         for method in METHODS:  # one call each: they take seconds to tens of seconds on a CPU
             start = time.perf_counter()
             res = attribute_token(teacher, tok, result.prompt_ids, result.response_ids, 5, method=method)
-            print(f"attribute_token {method} ({len(res.scores)} prompt tokens, teacher): "
-                  f"{time.perf_counter() - start:.2f} s")
+            print(
+                f"attribute_token {method} ({len(res.scores)} prompt tokens, teacher): "
+                f"{time.perf_counter() - start:.2f} s"
+            )
 
 
 if __name__ == "__main__":

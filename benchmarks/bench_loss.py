@@ -48,9 +48,8 @@ import sys
 import time
 from pathlib import Path
 
-from machine_info import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
-
 import torch
+from machine_info import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -78,7 +77,7 @@ ARM_TARGET = 1.2  # each arm's time ≤ 1.2 × plain KD
 # ----------------------------------------------------------------------------- the variants
 def plain_kd(s, t, mask, name, base):
     """Baseline: plain token-level KD, masked mean over the valid tokens."""
-    per_token = base ** 2 * divergence(name, s, t, base)
+    per_token = base**2 * divergence(name, s, t, base)
     return (per_token * mask).sum() / mask.sum().clamp_min(1)
 
 
@@ -86,7 +85,7 @@ def naive_adakd(s, t, mask, name, base, ratio=0.5, c=0.5):
     """Full-vocabulary AdaKD as one would first write it (gradient leaks through s and τ)."""
     sf, tf = s.float(), t.float()
     p, q = torch.softmax(tf, -1), torch.softmax(sf, -1)
-    s_all = torch.sqrt(0.5 * ((p.sqrt() - q.sqrt()) ** 2).sum(-1) + 1e-12)      # [B, T]
+    s_all = torch.sqrt(0.5 * ((p.sqrt() - q.sqrt()) ** 2).sum(-1) + 1e-12)  # [B, T]
     s_valid = s_all[mask]
     k = max(1, math.floor(ratio * s_valid.numel()))
     top = torch.topk(s_valid, k).indices
@@ -94,11 +93,11 @@ def naive_adakd(s, t, mask, name, base, ratio=0.5, c=0.5):
     sel[top] = 1.0
     m = s_valid[top].median()
     tau_valid = base * torch.exp(-c * torch.tanh(torch.log((s_valid / m).clamp_min(1e-8))))
-    tau = torch.ones_like(s_all).masked_scatter(mask, tau_valid)                   # [B, T]
+    tau = torch.ones_like(s_all).masked_scatter(mask, tau_valid)  # [B, T]
     sel_full = torch.zeros_like(s_all).masked_scatter(mask, sel)
     logq = torch.log_softmax(sf / tau.unsqueeze(-1), -1)
     logp = torch.log_softmax(tf / tau.unsqueeze(-1), -1)
-    per_token = tau ** 2 * divergence_from_log_probs(name, logq, logp)
+    per_token = tau**2 * divergence_from_log_probs(name, logq, logp)
     return (per_token * sel_full).sum() / k
 
 
@@ -107,8 +106,16 @@ def run_arm(variant, s, t, mask, labels, name):
     kwargs = dict(ARMS[variant])
     ctkd = CTKDTemperature(1.0).to(s.device) if variant == "ctkd" else None
     teacher = None if variant == "sft" else t
-    loss = adakd_loss(s, teacher, mask, ratio=0.5, divergence=name, labels=labels,
-                      learned_temperature=ctkd(0.5) if ctkd is not None else None, **kwargs).loss
+    loss = adakd_loss(
+        s,
+        teacher,
+        mask,
+        ratio=0.5,
+        divergence=name,
+        labels=labels,
+        learned_temperature=ctkd(0.5) if ctkd is not None else None,
+        **kwargs,
+    ).loss
     loss.backward()
     s.grad = None
     return loss.detach()
@@ -210,8 +217,9 @@ def check_against_cpu(args):
     results = []
     for device, dtype in (("cpu", torch.float64), (args.device, torch.float32)):
         x = s.to(device, dtype, copy=True).requires_grad_()
-        out = adakd_loss(x, t.to(device, dtype), mask.to(device), ratio=0.5, divergence=args.divergence,
-                         labels=labels.to(device))
+        out = adakd_loss(
+            x, t.to(device, dtype), mask.to(device), ratio=0.5, divergence=args.divergence, labels=labels.to(device)
+        )
         out.loss.backward()
         results.append((out, x.grad.double().cpu()))
     (ref, g_ref), (got, g_got) = results
@@ -262,8 +270,9 @@ def main(argv=None):
     parser.add_argument("--base-temperature", type=float, default=1.0)
     parser.add_argument("--dtype", default=None, help="logits dtype (default: float32 on CPU, bfloat16 on CUDA)")
     parser.add_argument("--valid-fraction", type=float, default=1.0, help="share of positions in the mask")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help="comma-separated; 'arms' = plain and every ablation arm")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated; 'arms' = plain and every ablation arm"
+    )
     parser.add_argument("--profile", action="store_true", help="also print torch.profiler tables")
     args = parser.parse_args(argv)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
@@ -285,8 +294,10 @@ def main(argv=None):
         how = "peak RSS growth (VmHWM after a clear_refs reset − VmRSS before)"
 
     print(f"machine: {machine(args.device)}; torch {torch.__version__}")
-    print(f"shape {args.tokens} x V={args.vocab}, {args.dtype}, divergence {args.divergence}, "
-          f"valid fraction {args.valid_fraction}, repeats {args.repeats}; memory: {how}")
+    print(
+        f"shape {args.tokens} x V={args.vocab}, {args.dtype}, divergence {args.divergence}, "
+        f"valid fraction {args.valid_fraction}, repeats {args.repeats}; memory: {how}"
+    )
     print(f"{'variant':<12}{'median s':>10}{'× plain':>9}{'peak MiB':>11}{'× plain':>9}")
     for v in variants:
         rt = times[v] / times["plain"] if "plain" in times else float("nan")
@@ -297,8 +308,10 @@ def main(argv=None):
     if "plain" in times and "adakd" in times:
         ok_t = times["adakd"] <= 1.10 * times["plain"]
         ok_m = memory["adakd"] <= 1.5 * memory["plain"]
-        print(f"targets: adakd ≤ 1.10× plain time: {'met' if ok_t else 'MISSED'}; "
-              f"≤ 1.5× plain peak memory: {'met' if ok_m else 'MISSED'}")
+        print(
+            f"targets: adakd ≤ 1.10× plain time: {'met' if ok_t else 'MISSED'}; "
+            f"≤ 1.5× plain peak memory: {'met' if ok_m else 'MISSED'}"
+        )
     for v in (v for v in variants if v in ARMS and "plain" in times):
         ratio = times[v] / times["plain"]
         print(f"target: {v} ≤ {ARM_TARGET}× plain time: {'met' if ratio <= ARM_TARGET else 'MISSED'} ({ratio:.2f}×)")

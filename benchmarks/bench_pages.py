@@ -28,8 +28,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-PAGES = ["views/runs.py", "views/train.py", "views/dynamics.py", "views/gradients.py",
-         "views/temperature.py", "views/compare.py", "views/explorer.py", "views/export.py"]
+PAGES = [
+    "views/runs.py",
+    "views/train.py",
+    "views/dynamics.py",
+    "views/gradients.py",
+    "views/temperature.py",
+    "views/compare.py",
+    "views/explorer.py",
+    "views/export.py",
+]
 TARGET_S = 2.0
 
 
@@ -47,8 +55,10 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{platform.platform()} · {model or platform.processor()} · {usable}/{cpus} CPUs usable · "
-            f"load {load:.1f} · Python {platform.python_version()} · Streamlit {streamlit.__version__}")
+    return (
+        f"{platform.platform()} · {model or platform.processor()} · {usable}/{cpus} CPUs usable · "
+        f"load {load:.1f} · Python {platform.python_version()} · Streamlit {streamlit.__version__}"
+    )
 
 
 def pick_run(explicit: str | None) -> tuple[Path, str]:
@@ -63,8 +73,16 @@ def pick_run(explicit: str | None) -> tuple[Path, str]:
 
     root = Path(tempfile.mkdtemp(prefix="bench-runs-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
-    path = make_run(root, "bench-run", steps=60, probe_steps=[0, 10, 20, 30, 40, 50, 60], n_examples=4,
-                    n_tokens=24, checkpoints=[60], final_rouge={"chatterbot": 30.0})
+    path = make_run(
+        root,
+        "bench-run",
+        steps=60,
+        probe_steps=[0, 10, 20, 30, 40, 50, 60],
+        n_examples=4,
+        n_tokens=24,
+        checkpoints=[60],
+        final_rouge={"chatterbot": 30.0},
+    )
     return path, "hand-made run (no sample runs yet)"
 
 

@@ -61,8 +61,10 @@ def main() -> None:
     teacher, student, tokenizer = build_models(config, device)
     data = prepare_data(config, tokenizer)
     optimizer = build_optimizer(config, student)
-    batches = [collate(data.train[i * config.batch_size:(i + 1) * config.batch_size], data.pad_id)
-               for i in range(args.repeats + 1)]
+    batches = [
+        collate(data.train[i * config.batch_size : (i + 1) * config.batch_size], data.pad_id)
+        for i in range(args.repeats + 1)
+    ]
     probe_batch = {k: v.to(device) for k, v in data.probe_batch.items()}
     grad_batch = {k: v.to(device) for k, v in data.gradient_batch.items()}
     ratio = 0.5  # a mid-run r: selection and IDTS both active
@@ -77,9 +79,18 @@ def main() -> None:
             t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         targets, mask = next_token_targets(batch["labels"])
-        out = adakd_loss(s[:, :-1], t[:, :-1], mask, ratio=ratio, divergence=config.divergence,
-                         c=config.idts_c, base_temperature=config.base_temperature, idts=config.idts != "off",
-                         labels=targets, kd_ratio=config.kd_ratio)
+        out = adakd_loss(
+            s[:, :-1],
+            t[:, :-1],
+            mask,
+            ratio=ratio,
+            divergence=config.divergence,
+            c=config.idts_c,
+            base_temperature=config.base_temperature,
+            idts=config.idts != "off",
+            labels=targets,
+            kd_ratio=config.kd_ratio,
+        )
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), config.max_grad_norm)
         optimizer.step()
@@ -90,20 +101,35 @@ def main() -> None:
         cached = cached or {}
         _sync(device)
         start = time.perf_counter()
-        probe_tokens(student, teacher, probe_batch, tokenizer, step=0, ratio=ratio, c=config.idts_c,
-                     base_temperature=config.base_temperature, teacher_logits=cached.get("probe"))
+        probe_tokens(
+            student,
+            teacher,
+            probe_batch,
+            tokenizer,
+            step=0,
+            ratio=ratio,
+            c=config.idts_c,
+            base_temperature=config.base_temperature,
+            teacher_logits=cached.get("probe"),
+        )
         _sync(device)
         middle = time.perf_counter()
-        probe_gradient_groups(student, teacher, grad_batch, step=0, ratio=ratio, divergence=config.divergence,
-                              divergence_params=config.divergence_params or None,
-                              teacher_logits=cached.get("gradient"))
+        probe_gradient_groups(
+            student,
+            teacher,
+            grad_batch,
+            step=0,
+            ratio=ratio,
+            divergence=config.divergence,
+            divergence_params=config.divergence_params or None,
+            teacher_logits=cached.get("gradient"),
+        )
         _sync(device)
         return middle - start, time.perf_counter() - middle
 
     _sync(device)
     start = time.perf_counter()
-    cache = {"probe": teacher_valid_logits(teacher, probe_batch),
-             "gradient": teacher_valid_logits(teacher, grad_batch)}
+    cache = {"probe": teacher_valid_logits(teacher, probe_batch), "gradient": teacher_valid_logits(teacher, grad_batch)}
     _sync(device)
     cache_s = time.perf_counter() - start
     step(batches[0])
@@ -120,18 +146,26 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     interval = config.probe_interval
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
-          f"gpu {gpu}, torch {torch.__version__}, device {device}")
+    print(
+        f"machine: {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+        f"gpu {gpu}, torch {torch.__version__}, device {device}"
+    )
     n_probe = int(next_token_targets(probe_batch["labels"])[1].sum())
     n_grad = int(next_token_targets(grad_batch["labels"])[1].sum())
-    print(f"preset {args.preset}: batch {config.batch_size} x max_length {config.max_length}, "
-          f"probe set {tuple(probe_batch['input_ids'].shape)} ({n_probe} tokens), gradient batch "
-          f"{tuple(grad_batch['input_ids'].shape)} ({n_grad} tokens), V = {len(tokenizer)}, "
-          f"probe_interval {interval}, {args.repeats} repeats; teacher cache built once in "
-          f"{cache_s * 1000:.0f} ms ({sum(v.numel() for v in cache.values()) * 4 / 2**20:.0f} MiB)")
-    for key, label in (("step", "train step"), ("tokens", "probe_tokens"), ("grads", "gradient probe"),
-                       ("tokens_cached", "probe_tokens (teacher cached)"),
-                       ("grads_cached", "gradient probe (teacher cached)")):
+    print(
+        f"preset {args.preset}: batch {config.batch_size} x max_length {config.max_length}, "
+        f"probe set {tuple(probe_batch['input_ids'].shape)} ({n_probe} tokens), gradient batch "
+        f"{tuple(grad_batch['input_ids'].shape)} ({n_grad} tokens), V = {len(tokenizer)}, "
+        f"probe_interval {interval}, {args.repeats} repeats; teacher cache built once in "
+        f"{cache_s * 1000:.0f} ms ({sum(v.numel() for v in cache.values()) * 4 / 2**20:.0f} MiB)"
+    )
+    for key, label in (
+        ("step", "train step"),
+        ("tokens", "probe_tokens"),
+        ("grads", "gradient probe"),
+        ("tokens_cached", "probe_tokens (teacher cached)"),
+        ("grads_cached", "gradient probe (teacher cached)"),
+    ):
         print(f"{label:32s} median {med[key] * 1000:8.1f} ms  {[round(x * 1000) for x in times[key]]}")
     for suffix, label in (("", "fresh"), ("_cached", "teacher cached")):
         overhead = 100 * (med["tokens" + suffix] + med["grads" + suffix]) / (interval * med["step"])

@@ -45,12 +45,16 @@ from adakd.tokenize import collate, next_token_targets  # noqa: E402
 
 def machine(device: torch.device) -> str:
     cpu = cpu_name()
-    parts = [platform.platform(), f"CPU {cpu} x{os.cpu_count()}", f"torch {torch.__version__}",
-             f"threads {torch.get_num_threads()}"]
+    parts = [
+        platform.platform(),
+        f"CPU {cpu} x{os.cpu_count()}",
+        f"torch {torch.__version__}",
+        f"threads {torch.get_num_threads()}",
+    ]
     if device.type == "cuda":
         parts.append(f"GPU {torch.cuda.get_device_name(device)}")
     if hasattr(os, "getloadavg"):
-        parts.append("load avg %.1f %.1f %.1f" % os.getloadavg())
+        parts.append("load avg {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     return "; ".join(parts)
 
 
@@ -79,9 +83,19 @@ def make_losses(config):
         return per_token.mean()
 
     def ada(s, t, mask, targets):
-        return adakd_loss(s, t, mask, ratio=0.5, divergence=config.divergence, c=config.idts_c,
-                          base_temperature=config.base_temperature, idts=True, indicator=config.indicator,
-                          divergence_params=config.divergence_params or None, labels=targets).loss
+        return adakd_loss(
+            s,
+            t,
+            mask,
+            ratio=0.5,
+            divergence=config.divergence,
+            c=config.idts_c,
+            base_temperature=config.base_temperature,
+            idts=True,
+            indicator=config.indicator,
+            divergence_params=config.divergence_params or None,
+            labels=targets,
+        ).loss
 
     return {"ce": ce, "kd": kd, "adakd": ada}
 
@@ -110,9 +124,12 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=10, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--random-teacher", action="store_true",
-                        help="the default teacher's architecture with random weights (same shapes, same "
-                             "timings; for machines that have its tokenizer/config but not its weights)")
+    parser.add_argument(
+        "--random-teacher",
+        action="store_true",
+        help="the default teacher's architecture with random weights (same shapes, same "
+        "timings; for machines that have its tokenizer/config but not its weights)",
+    )
     args = parser.parse_args(argv)
 
     config = resolve_preset(args.preset, args.set)
@@ -134,7 +151,7 @@ def main(argv=None) -> int:
     times: dict[str, list[float]] = {name: [] for name in losses}
     for i, batch in enumerate(batches):
         names = list(losses)
-        names = names[i % 3:] + names[: i % 3]  # rotate the order: no variant always runs first
+        names = names[i % 3 :] + names[: i % 3]  # rotate the order: no variant always runs first
         for name in names:
             seconds = step(teacher, student, optimizer, batch, losses[name], device, dtype)
             if i >= args.warmup:

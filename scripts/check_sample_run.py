@@ -45,20 +45,25 @@ def differences(old: Path, new: Path) -> list[str]:
         for x, y in zip(a, b):
             for key in sorted((set(x) | set(y)) - WALL_CLOCK):
                 if x.get(key) != y.get(key):
-                    found.append(f"{name} step {x.get('step')} {x.get('model', '')} {key}: "
-                                 f"{str(x.get(key))[:60]} vs {str(y.get(key))[:60]}")
+                    found.append(
+                        f"{name} step {x.get('step')} {x.get('model', '')} {key}: "
+                        f"{str(x.get(key))[:60]} vs {str(y.get(key))[:60]}"
+                    )
     for name in ("tokens.parquet", "gradients.parquet"):
         if (old / name).exists() != (new / name).exists():
             found.append(f"{name}: present in only one run")
             continue
         if (old / name).exists():
             try:
-                pd.testing.assert_frame_equal(pd.read_parquet(old / name), pd.read_parquet(new / name),
-                                              check_exact=True)
+                pd.testing.assert_frame_equal(
+                    pd.read_parquet(old / name), pd.read_parquet(new / name), check_exact=True
+                )
             except AssertionError as err:
                 found.append(f"{name}: {' '.join(str(err).split())[:200]}")
-    ratio_changes = [[(e["step"], e.get("new")) for e in read_jsonl(run / "events.jsonl")
-                      if e.get("kind") == "ratio_change"] for run in (old, new)]
+    ratio_changes = [
+        [(e["step"], e.get("new")) for e in read_jsonl(run / "events.jsonl") if e.get("kind") == "ratio_change"]
+        for run in (old, new)
+    ]
     if ratio_changes[0] != ratio_changes[1]:
         found.append(f"LATF ratio changes differ: {ratio_changes[0]} vs {ratio_changes[1]}")
     return found

@@ -29,6 +29,7 @@ PNG_SCALE = 1.5
 
 # ---------------------------------------------------------------- main
 
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -50,8 +51,14 @@ def export_figures(figures: dict, out_dir: Path) -> set[str]:
         return set()
     try:
         with ExportServer(timeout=120) as server:
-            written = export_many({n: f for n, (f, _) in figures.items()}, ("png", "svg"),
-                                  out_dir, scale=PNG_SCALE, timeout=120, server=server)
+            written = export_many(
+                {n: f for n, (f, _) in figures.items()},
+                ("png", "svg"),
+                out_dir,
+                scale=PNG_SCALE,
+                timeout=120,
+                server=server,
+            )
     except ExportError as err:
         log.error("figure export failed: %s", err)
         return set()

@@ -83,8 +83,9 @@ def tokenizer(teacher_dir):
 def tiny_pair(tokenizer):
     from adakd.models import ModelPair, tiny_random_llama
 
-    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-               pad_token_id=tokenizer.pad_token_id)
+    ids = dict(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     vocab = len(tokenizer)
     teacher = tiny_random_llama(vocab, layers=2, hidden=64, seed=1, **ids).eval().requires_grad_(False)
     student = tiny_random_llama(vocab, layers=2, hidden=32, seed=2, **ids).train()

@@ -30,8 +30,24 @@ import pandas as pd
 
 from adakd.config import RunConfig
 
-TOKEN_TEXTS = ["The", " cat", " sat", " on", " the", " mat", ".", "\n", " It", " was",
-               " warm", ",", " and", " happy", "!", " Yes"]
+TOKEN_TEXTS = [
+    "The",
+    " cat",
+    " sat",
+    " on",
+    " the",
+    " mat",
+    ".",
+    "\n",
+    " It",
+    " was",
+    " warm",
+    ",",
+    " and",
+    " happy",
+    "!",
+    " Yes",
+]
 
 
 def default_config(**overrides) -> dict:
@@ -45,6 +61,7 @@ def default_config(**overrides) -> dict:
 
 
 # ---------------------------------------------------------------- generators
+
 
 def ratio_at(step: int, config: dict) -> float:
     """The generated r used at `step` (1-based; step 0 = before training, r of step 1).
@@ -76,13 +93,26 @@ def make_metrics(steps: int, config: dict, scale: float = 1.0) -> list[dict]:
     for step in range(1, steps + 1):
         kd = scale * 3.0 / (1.0 + 0.1 * step)
         ratio = ratio_at(step, config)
-        records.append({
-            "step": step, "loss": kd, "kd": kd, "ce": kd + 0.5, "ratio": ratio,
-            "next_ratio": ratio_at(step + 1, config), "ema": kd, "ref": kd, "mean_tau": 1.0,
-            "n_valid": 100, "n_selected": int(math.floor(ratio * 100)), "lr": 1e-4,
-            "grad_norm": 1.0, "tokens_per_s": 500.0, "step_seconds": 0.2,
-            "time": f"2026-01-01T00:00:{step % 60:02d}Z",
-        })
+        records.append(
+            {
+                "step": step,
+                "loss": kd,
+                "kd": kd,
+                "ce": kd + 0.5,
+                "ratio": ratio,
+                "next_ratio": ratio_at(step + 1, config),
+                "ema": kd,
+                "ref": kd,
+                "mean_tau": 1.0,
+                "n_valid": 100,
+                "n_selected": int(math.floor(ratio * 100)),
+                "lr": 1e-4,
+                "grad_norm": 1.0,
+                "tokens_per_s": 500.0,
+                "step_seconds": 0.2,
+                "time": f"2026-01-01T00:00:{step % 60:02d}Z",
+            }
+        )
     return records
 
 
@@ -93,12 +123,19 @@ def make_events(steps: int, config: dict, state: str) -> list[dict]:
     for step in range(1, steps + 1):
         old, new = ratio_at(step, config), ratio_at(step + 1, config)
         if new != old and step < steps:
-            events.append({"step": step, "kind": "ratio_change", "message": f"r {old} -> {new}",
-                           "old": old, "new": new, "time": "2026-01-01T00:00:00Z"})
+            events.append(
+                {
+                    "step": step,
+                    "kind": "ratio_change",
+                    "message": f"r {old} -> {new}",
+                    "old": old,
+                    "new": new,
+                    "time": "2026-01-01T00:00:00Z",
+                }
+            )
     if state in ("finished", "stopped", "failed"):
         extra = {"error": "boom"} if state == "failed" else {}
-        events.append({"step": steps, "kind": state, "message": state,
-                       "time": "2026-01-01T00:01:00Z", **extra})
+        events.append({"step": steps, "kind": state, "message": state, "time": "2026-01-01T00:01:00Z", **extra})
     return events
 
 
@@ -115,8 +152,9 @@ def lower_median(values: np.ndarray) -> float:
     return float(ordered[(len(ordered) - 1) // 2])
 
 
-def make_tokens(probe_steps, config: dict | None = None, n_examples: int = 2,
-                n_tokens: int = 8, seed: int = 0) -> pd.DataFrame:
+def make_tokens(
+    probe_steps, config: dict | None = None, n_examples: int = 2, n_tokens: int = 8, seed: int = 0
+) -> pd.DataFrame:
     """tokens.parquet rows: n_examples × n_tokens response tokens at each probe step.
 
     difficulty = u·exp(−step/20) with u ~ U(0.05, 0.95) fixed per token (seeded), so tokens
@@ -140,7 +178,7 @@ def make_tokens(probe_steps, config: dict | None = None, n_examples: int = 2,
         order = np.argsort(-s, kind="stable")
         group = np.full(n, "easy", dtype=object)
         group[order[: k // 2]] = "hard"
-        group[order[k // 2: k]] = "mid"
+        group[order[k // 2 : k]] = "mid"
         selected = np.zeros(n, dtype=bool)
         selected[order[:k]] = True
         tau = np.full(n, np.nan)
@@ -150,17 +188,33 @@ def make_tokens(probe_steps, config: dict | None = None, n_examples: int = 2,
         token_index = np.tile(np.arange(n_tokens), n_examples)
         token_id = 100 + token_index + 1000 * example
         text = [TOKEN_TEXTS[i % len(TOKEN_TEXTS)] for i in token_index]
-        frames.append(pd.DataFrame({
-            "step": np.full(n, step, dtype=np.int64), "example": example.astype(np.int64),
-            "position": (token_index + 10).astype(np.int64), "token_index": token_index.astype(np.int64),
-            "token_id": token_id.astype(np.int64), "token_text": text, "difficulty": s,
-            "selected": selected, "group": group.astype(str), "tau": tau, "tau_all": tau_all,
-            "hard": s > lower_median(s), "entropy_student": 1 + 2 * s,
-            "entropy_student_idts": (1 + 2 * s) * tau_all, "entropy_student_tau": (1 + 2 * s) * tau,
-            "entropy_teacher": np.ones(n),
-            "p_label_teacher": np.full(n, 0.6), "p_label_student": 0.6 * (1 - s),
-            "top1_teacher": text, "top1_student": text, "ratio": np.full(n, ratio),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "step": np.full(n, step, dtype=np.int64),
+                    "example": example.astype(np.int64),
+                    "position": (token_index + 10).astype(np.int64),
+                    "token_index": token_index.astype(np.int64),
+                    "token_id": token_id.astype(np.int64),
+                    "token_text": text,
+                    "difficulty": s,
+                    "selected": selected,
+                    "group": group.astype(str),
+                    "tau": tau,
+                    "tau_all": tau_all,
+                    "hard": s > lower_median(s),
+                    "entropy_student": 1 + 2 * s,
+                    "entropy_student_idts": (1 + 2 * s) * tau_all,
+                    "entropy_student_tau": (1 + 2 * s) * tau,
+                    "entropy_teacher": np.ones(n),
+                    "p_label_teacher": np.full(n, 0.6),
+                    "p_label_student": 0.6 * (1 - s),
+                    "top1_teacher": text,
+                    "top1_student": text,
+                    "ratio": np.full(n, ratio),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -178,10 +232,21 @@ def tokens_from(**columns) -> pd.DataFrame:
     data.setdefault("position", [i + 10 for i in data["token_index"]])
     data.setdefault("token_id", [100 + i + 1000 * e for i, e in zip(data["token_index"], data["example"])])
     data.setdefault("token_text", [TOKEN_TEXTS[i % len(TOKEN_TEXTS)] for i in data["token_index"]])
-    for key, value in (("difficulty", 0.5), ("selected", True), ("group", "hard"), ("tau", 1.0),
-                       ("tau_all", 1.0), ("hard", False), ("entropy_student", 1.0),
-                       ("entropy_student_idts", 1.0), ("entropy_student_tau", 1.0), ("entropy_teacher", 1.0),
-                       ("p_label_teacher", 0.5), ("p_label_student", 0.5), ("ratio", 1.0)):
+    for key, value in (
+        ("difficulty", 0.5),
+        ("selected", True),
+        ("group", "hard"),
+        ("tau", 1.0),
+        ("tau_all", 1.0),
+        ("hard", False),
+        ("entropy_student", 1.0),
+        ("entropy_student_idts", 1.0),
+        ("entropy_student_tau", 1.0),
+        ("entropy_teacher", 1.0),
+        ("p_label_teacher", 0.5),
+        ("p_label_student", 0.5),
+        ("ratio", 1.0),
+    ):
         data.setdefault(key, [value] * n)
     data.setdefault("top1_teacher", data["token_text"])
     data.setdefault("top1_student", data["token_text"])
@@ -204,14 +269,19 @@ def make_gradients(probe_steps, config: dict | None = None) -> pd.DataFrame:
             groups = ["hard", "mid"] + (["easy"] if ratio < 1.0 else [])
             total = sum(GRADIENT_NORMS[g] for g in groups)
             for group in groups:
-                rows.append({
-                    "step": step, "split": split, "ratio": ratio, "group": group,
-                    "n_tokens": {"hard": 25, "mid": 25, "easy": 50}[group],
-                    "cos_sft": {"hard": 0.5, "mid": 0.1, "easy": -0.2 - step / 1000}[group],
-                    "cos_total": GRADIENT_NORMS[group] / 4.0,
-                    "norm_share": 100.0 * GRADIENT_NORMS[group] / total,
-                    "grad_norm": GRADIENT_NORMS[group],
-                })
+                rows.append(
+                    {
+                        "step": step,
+                        "split": split,
+                        "ratio": ratio,
+                        "group": group,
+                        "n_tokens": {"hard": 25, "mid": 25, "easy": 50}[group],
+                        "cos_sft": {"hard": 0.5, "mid": 0.1, "easy": -0.2 - step / 1000}[group],
+                        "cos_total": GRADIENT_NORMS[group] / 4.0,
+                        "norm_share": 100.0 * GRADIENT_NORMS[group] / total,
+                        "grad_norm": GRADIENT_NORMS[group],
+                    }
+                )
     frame = pd.DataFrame(rows)
     return frame.astype({"step": "int64", "n_tokens": "int64"})
 
@@ -219,25 +289,47 @@ def make_gradients(probe_steps, config: dict | None = None) -> pd.DataFrame:
 def eval_record(step: int, model: str, rouge: dict[str, float], n: int = 10) -> dict:
     """One eval.jsonl record; rouge_l_avg is the plain mean of the datasets' scores."""
     return {
-        "step": step, "model": model, "rouge_l": dict(rouge),
-        "rouge_l_avg": sum(rouge.values()) / len(rouge), "n": {d: n for d in rouge},
-        "samples": {d: [{"instruction": "Hi", "reference": "Hello", "response": "Hello there",
-                         "rouge_l": 66.67}] for d in rouge},
-        "decoding": {"greedy": False, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 48,
-                     "seed": 0},
+        "step": step,
+        "model": model,
+        "rouge_l": dict(rouge),
+        "rouge_l_avg": sum(rouge.values()) / len(rouge),
+        "n": {d: n for d in rouge},
+        "samples": {
+            d: [{"instruction": "Hi", "reference": "Hello", "response": "Hello there", "rouge_l": 66.67}] for d in rouge
+        },
+        "decoding": {"greedy": False, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 48, "seed": 0},
         "seconds": 1.0,
     }
 
 
 # ---------------------------------------------------------------- the run directory
 
-def make_run(root, name: str, *, config: dict | None = None, meta: dict | bool | None = None,
-             steps: int = 10, total_steps: int | None = None, state: str = "finished",
-             pid: int | None = None, status: dict | bool | None = None,
-             metrics=None, events=None, probe_steps=None, tokens=None, gradients=None,
-             evals=None, final_rouge: dict | None = None, reference_rouge: dict | None = None,
-             checkpoints=(), n_examples: int = 2, n_tokens: int = 8, loss_scale: float = 1.0,
-             token_seed: int | None = None) -> Path:
+
+def make_run(
+    root,
+    name: str,
+    *,
+    config: dict | None = None,
+    meta: dict | bool | None = None,
+    steps: int = 10,
+    total_steps: int | None = None,
+    state: str = "finished",
+    pid: int | None = None,
+    status: dict | bool | None = None,
+    metrics=None,
+    events=None,
+    probe_steps=None,
+    tokens=None,
+    gradients=None,
+    evals=None,
+    final_rouge: dict | None = None,
+    reference_rouge: dict | None = None,
+    checkpoints=(),
+    n_examples: int = 2,
+    n_tokens: int = 8,
+    loss_scale: float = 1.0,
+    token_seed: int | None = None,
+) -> Path:
     """Write run directory root/name and return its path.
 
     config: RunConfig overrides (on top of RunConfig defaults; max_steps defaults to steps).
@@ -263,11 +355,22 @@ def make_run(root, name: str, *, config: dict | None = None, meta: dict | bool |
 
     if meta is not False:
         document = {
-            "format": 1, "name": name, "preset": "smoke", "config": config, "seed": config["seed"],
-            "device": "cpu", "dtype": "float32", "device_reason": "no GPU",
-            "versions": {"python": sys.version.split()[0], "torch": "2.13.0",
-                         "transformers": "5.23.0", "adakd": "0.1.0"},
-            "git_revision": None, "machine": {"platform": "linux", "cpu_count": 2, "gpu": None},
+            "format": 1,
+            "name": name,
+            "preset": "smoke",
+            "config": config,
+            "seed": config["seed"],
+            "device": "cpu",
+            "dtype": "float32",
+            "device_reason": "no GPU",
+            "versions": {
+                "python": sys.version.split()[0],
+                "torch": "2.13.0",
+                "transformers": "5.23.0",
+                "adakd": "0.1.0",
+            },
+            "git_revision": None,
+            "machine": {"platform": "linux", "cpu_count": 2, "gpu": None},
             "command": ["python", "-m", "adakd", "train", "--preset", "smoke"],
             "started_at": "2026-01-01T00:00:00Z",
             "num_parameters": {"teacher": 1000, "student": 100},
@@ -276,17 +379,20 @@ def make_run(root, name: str, *, config: dict | None = None, meta: dict | bool |
         write_json(path / "config.json", document)
     if status is not False:
         if status is None:
-            status = {"state": state, "step": steps, "total_steps": total_steps,
-                      "pid": pid if pid is not None else os.getpid(),
-                      "error": "boom" if state == "failed" else None,
-                      "updated_at": "2026-01-01T00:01:00Z",
-                      "last_checkpoint": max(checkpoints) if checkpoints else None}
+            status = {
+                "state": state,
+                "step": steps,
+                "total_steps": total_steps,
+                "pid": pid if pid is not None else os.getpid(),
+                "error": "boom" if state == "failed" else None,
+                "updated_at": "2026-01-01T00:01:00Z",
+                "last_checkpoint": max(checkpoints) if checkpoints else None,
+            }
         write_json(path / "status.json", status)
     if metrics is not False:
         write_jsonl(path / "metrics.jsonl", make_metrics(steps, config, loss_scale) if metrics is None else metrics)
     if events is not False:
-        write_jsonl(path / "events.jsonl",
-                    make_events(steps, config, state) if events is None else events)
+        write_jsonl(path / "events.jsonl", make_events(steps, config, state) if events is None else events)
     if tokens is not False:
         seed = config["seed"] if token_seed is None else token_seed
         frame = make_tokens(probe_steps, config, n_examples, n_tokens, seed) if tokens is None else tokens
@@ -312,20 +418,28 @@ def make_sweep(root, name: str, runs: dict[str, dict], **run_kwargs) -> Path:
     """A sweep folder root/name with sweep.json and one run per {run name: config overrides}
     (each written by make_run with run_kwargs). Returns the sweep folder."""
     folder = Path(root) / name
-    paths = {run: make_run(folder, run, config=overrides, **run_kwargs)
-             for run, overrides in runs.items()}
+    paths = {run: make_run(folder, run, config=overrides, **run_kwargs) for run, overrides in runs.items()}
     grid: dict[str, list] = {}
     for overrides in runs.values():
         for key, value in overrides.items():
             grid.setdefault(key, [])
             if value not in grid[key]:
                 grid[key].append(value)
-    write_json(folder / "sweep.json", {
-        "format": 1, "grid": grid,
-        "runs": [{"name": run, "overrides": [f"{k}={v}" for k, v in overrides.items()],
-                  "state": run_kwargs.get("state", "finished")}
-                 for run, overrides in runs.items()],
-    })
+    write_json(
+        folder / "sweep.json",
+        {
+            "format": 1,
+            "grid": grid,
+            "runs": [
+                {
+                    "name": run,
+                    "overrides": [f"{k}={v}" for k, v in overrides.items()],
+                    "state": run_kwargs.get("state", "finished"),
+                }
+                for run, overrides in runs.items()
+            ],
+        },
+    )
     assert all(p.parent == folder for p in paths.values())
     return folder
 
@@ -339,6 +453,7 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 # ---------------------------------------------------------------- damage
+
 
 def truncate(path, keep: int | float = 0.5) -> None:
     """Cut a file to `keep` bytes (int) or that fraction of its size (float)."""

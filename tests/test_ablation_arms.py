@@ -69,8 +69,22 @@ def ref_difficulty(zs, zt, label, indicator, k):
     raise AssertionError(indicator)
 
 
-def reference_loss(student, teacher, mask, labels, *, ratio=1.0, indicator="hellinger", k=5,
-                   idts="on", c=0.5, base=1.0, standardize=False, tau_param=None, kd_ratio=1.0):
+def reference_loss(
+    student,
+    teacher,
+    mask,
+    labels,
+    *,
+    ratio=1.0,
+    indicator="hellinger",
+    k=5,
+    idts="on",
+    c=0.5,
+    base=1.0,
+    standardize=False,
+    tau_param=None,
+    kd_ratio=1.0,
+):
     """The AdaKD loss (rkl base) from the definitions in docs/method.md, float64, token by token."""
     student = student.double()
     valid = [(b, t) for b in range(mask.shape[0]) for t in range(mask.shape[1]) if mask[b, t]]
@@ -95,7 +109,7 @@ def reference_loss(student, teacher, mask, labels, *, ratio=1.0, indicator="hell
         if standardize:
             zs, zt = ref_standardize(zs), ref_standardize(zt)
         logq, logp = ref_log_softmax(zs / tau), ref_log_softmax(zt / tau)
-        total = total + tau ** 2 * (logq.exp() * (logq - logp)).sum()
+        total = total + tau**2 * (logq.exp() * (logq - logp)).sum()
     return total / n_sel
 
 
@@ -113,8 +127,7 @@ def check(student, teacher, mask, labels, ref_kwargs, loss_kwargs, tau_module=No
     """Loss and gradient of adakd_loss (fp32) against the float64 reference."""
     s32 = student.clone().requires_grad_()
     learned = tau_module(strength) if tau_module is not None else None
-    out = adakd_loss(s32, teacher, mask, labels=labels, divergence="rkl", learned_temperature=learned,
-                     **loss_kwargs)
+    out = adakd_loss(s32, teacher, mask, labels=labels, divergence="rkl", learned_temperature=learned, **loss_kwargs)
     out.loss.backward()
     s64 = student.double().requires_grad_()
     ref = reference_loss(s64, teacher, mask, labels, **ref_kwargs)
@@ -130,8 +143,14 @@ def check(student, teacher, mask, labels, ref_kwargs, loss_kwargs, tau_module=No
 @pytest.mark.parametrize("seed", [0, 1])
 def test_table3_indicator_arms_in_full_adakd(indicator, seed):
     student, teacher, mask, labels = random_batch(seed)
-    check(student, teacher, mask, labels, dict(ratio=0.6, indicator=indicator),
-          dict(ratio=0.6, idts=True, indicator=indicator))
+    check(
+        student,
+        teacher,
+        mask,
+        labels,
+        dict(ratio=0.6, indicator=indicator),
+        dict(ratio=0.6, idts=True, indicator=indicator),
+    )
 
 
 @pytest.mark.parametrize("k", [1, 3, 5, 10])
@@ -163,30 +182,42 @@ def test_topk_indicator_is_detached_and_k_is_capped_at_the_vocabulary():
     student, teacher, _, _ = random_batch(4, v=6)
     s = student.clone().requires_grad_()
     assert not token_difficulty(s, teacher, "topk", topk=50).requires_grad
-    torch.testing.assert_close(token_difficulty(student, teacher, "topk", topk=50),
-                               token_difficulty(student, teacher, "topk", topk=6))
+    torch.testing.assert_close(
+        token_difficulty(student, teacher, "topk", topk=50), token_difficulty(student, teacher, "topk", topk=6)
+    )
 
 
 # ------------------------------------------------------------------ Table 5: temperatures
 @pytest.mark.parametrize("tau", [1.0, 0.8, 1.2, math.exp(-0.5)])
 def test_table5_fixed_temperature_arms(tau):
     student, teacher, mask, labels = random_batch(5)
-    check(student, teacher, mask, labels, dict(ratio=0.6, idts="off", base=tau),
-          dict(ratio=0.6, idts=False, base_temperature=tau))
+    check(
+        student,
+        teacher,
+        mask,
+        labels,
+        dict(ratio=0.6, idts="off", base=tau),
+        dict(ratio=0.6, idts=False, base_temperature=tau),
+    )
 
 
 def test_table5_inverse_idts_arm():
     student, teacher, mask, labels = random_batch(6)
-    check(student, teacher, mask, labels, dict(ratio=0.6, idts="inverse"),
-          dict(ratio=0.6, idts=True, inverse=True))
+    check(student, teacher, mask, labels, dict(ratio=0.6, idts="inverse"), dict(ratio=0.6, idts=True, inverse=True))
 
 
 @pytest.mark.parametrize("idts", ["off", "on"])
 @pytest.mark.parametrize("seed", [7, 8])
 def test_table5_logit_standardisation_arm(idts, seed):
     student, teacher, mask, labels = random_batch(seed)
-    check(student, teacher, mask, labels, dict(ratio=0.6, idts=idts, standardize=True),
-          dict(ratio=0.6, idts=idts == "on", standardize=True))
+    check(
+        student,
+        teacher,
+        mask,
+        labels,
+        dict(ratio=0.6, idts=idts, standardize=True),
+        dict(ratio=0.6, idts=idts == "on", standardize=True),
+    )
 
 
 def test_standardize_logits_formula():
@@ -201,8 +232,16 @@ def test_table5_ctkd_arm_and_reversed_temperature_gradient(initial, strength):
     student, teacher, mask, labels = random_batch(9)
     module = CTKDTemperature(initial)
     theta = torch.tensor(initial, dtype=torch.float64, requires_grad=True)
-    check(student, teacher, mask, labels, dict(ratio=0.6, tau_param=theta),
-          dict(ratio=0.6, idts=False), tau_module=module, strength=strength)
+    check(
+        student,
+        teacher,
+        mask,
+        labels,
+        dict(ratio=0.6, tau_param=theta),
+        dict(ratio=0.6, idts=False),
+        tau_module=module,
+        strength=strength,
+    )
     # the reference's ∂L/∂τ; the GRL hands the parameter −λ times it
     assert theta.grad is not None and abs(theta.grad.item()) > 1e-4
     assert module.tau.grad.item() == pytest.approx(-strength * theta.grad.item(), rel=TOL, abs=TOL)
@@ -260,8 +299,14 @@ def test_ctkd_and_standardisation_with_a_masked_vocabulary_stay_finite():
     assert math.isfinite(out.loss.item()) and torch.isfinite(s.grad).all()
     assert math.isfinite(module.tau.grad.item())
     # the same loss as the finite vocabulary without those entries
-    ref = adakd_loss(student[..., 3:].clone(), teacher[..., 3:], mask, ratio=0.6, idts=False,
-                     learned_temperature=CTKDTemperature(1.0)(1.0))
+    ref = adakd_loss(
+        student[..., 3:].clone(),
+        teacher[..., 3:],
+        mask,
+        ratio=0.6,
+        idts=False,
+        learned_temperature=CTKDTemperature(1.0)(1.0),
+    )
     assert out.loss.item() == pytest.approx(ref.loss.item(), rel=1e-6)
 
 
@@ -269,6 +314,14 @@ def test_ctkd_with_logit_standardisation():
     student, teacher, mask, labels = random_batch(14)
     module = CTKDTemperature(0.9)
     theta = torch.tensor(0.9, dtype=torch.float64, requires_grad=True)
-    check(student, teacher, mask, labels, dict(ratio=0.6, tau_param=theta, standardize=True),
-          dict(ratio=0.6, idts=False, standardize=True), tau_module=module, strength=0.5)
+    check(
+        student,
+        teacher,
+        mask,
+        labels,
+        dict(ratio=0.6, tau_param=theta, standardize=True),
+        dict(ratio=0.6, idts=False, standardize=True),
+        tau_module=module,
+        strength=0.5,
+    )
     assert module.tau.grad.item() == pytest.approx(-0.5 * theta.grad.item(), rel=TOL, abs=TOL)

@@ -58,8 +58,9 @@ def test_one_score_per_non_special_prompt_token(model, tokenizer, prompt_ids, re
     assert list(res.positions) == features
     assert res.tokens == [tokenizer.decode([prompt_ids[j]]) for j in features]
     assert res.target_token_id == response_ids[TARGET] and res.target_index == TARGET
-    assert res.target_log_prob == pytest.approx(_log_prob(model, prompt_ids + response_ids[:TARGET],
-                                                          response_ids[TARGET]), abs=1e-4)
+    assert res.target_log_prob == pytest.approx(
+        _log_prob(model, prompt_ids + response_ids[:TARGET], response_ids[TARGET]), abs=1e-4
+    )
     assert len(prompt_ids) > len(features)  # the chat template's special tokens were skipped
 
 
@@ -77,8 +78,16 @@ def test_feature_ablation_equals_direct_occlusion(model, tokenizer, prompt_ids, 
 
 def test_integrated_gradients_is_complete(model, tokenizer, prompt_ids, response_ids):
     """Completeness: Σ_j IG_j ≈ log p(target | input) − log p(target | all features at baseline)."""
-    res = attribute_token(model, tokenizer, prompt_ids, response_ids, TARGET, method="integrated_gradients",
-                          n_steps=64, internal_batch_size=16)
+    res = attribute_token(
+        model,
+        tokenizer,
+        prompt_ids,
+        response_ids,
+        TARGET,
+        method="integrated_gradients",
+        n_steps=64,
+        internal_batch_size=16,
+    )
     prefix, target = response_ids[:TARGET], response_ids[TARGET]
     baseline_ids = list(prompt_ids)
     for j in res.positions:
@@ -114,11 +123,14 @@ def test_prompt_past_the_bound_is_refused_with_both_lengths(model, tokenizer, pr
         attribute_token(model, tokenizer, prompt_ids, response_ids, TARGET, max_total_tokens=total - 1)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"target_token_index": 99}, r"target_token_index must be in \[0, "),
-    ({"method": "lime"}, "method must be one of"),
-    ({"n_steps": 0}, "n_steps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"target_token_index": 99}, r"target_token_index must be in \[0, "),
+        ({"method": "lime"}, "method must be one of"),
+        ({"n_steps": 0}, "n_steps"),
+    ],
+)
 def test_bad_arguments(model, tokenizer, prompt_ids, response_ids, kwargs, message):
     args = {"target_token_index": 0, **kwargs}
     with pytest.raises(ValueError, match=message):

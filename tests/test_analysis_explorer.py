@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from adakd.checkpoint import save_checkpoint
-from adakd.models import build_student, tiny_random_llama
 from adakd.data import Example
+from adakd.models import build_student, tiny_random_llama
 from adakd.tokenize import collate, encode_example
 from analysis.explorer import (
     MAX_PROMPT_TOKENS,
@@ -40,8 +40,9 @@ def pair(tokenizer):
     """Like conftest's tiny_pair, but shared by the read-only tests of this module."""
     from adakd.models import ModelPair
 
-    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-               pad_token_id=tokenizer.pad_token_id)
+    ids = dict(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     teacher = tiny_random_llama(len(tokenizer), layers=2, hidden=64, seed=1, **ids).eval().requires_grad_(False)
     student = tiny_random_llama(len(tokenizer), layers=2, hidden=32, seed=2, **ids).train()
     return ModelPair(teacher, student, tokenizer)
@@ -49,15 +50,16 @@ def pair(tokenizer):
 
 @pytest.fixture(scope="module")
 def result(pair):
-    return explore_prompt(pair.teacher, pair.student, pair.tokenizer, PROMPT, REFERENCE,
-                          ratio=0.5, c=0.5, base_temperature=1.0, top_k=4)
+    return explore_prompt(
+        pair.teacher, pair.student, pair.tokenizer, PROMPT, REFERENCE, ratio=0.5, c=0.5, base_temperature=1.0, top_k=4
+    )
 
 
 def _logits(model, ids, start):
     """Float64 logits predicting ids[start:], computed directly (full forward, no logits_to_keep)."""
     with torch.no_grad():
         z = model(input_ids=torch.tensor([ids])).logits[0].double()
-    return z[start - 1:len(ids) - 1]
+    return z[start - 1 : len(ids) - 1]
 
 
 # --------------------------------------------------------------------------- shape and ranges
@@ -166,14 +168,21 @@ def test_matches_the_training_probe_on_the_same_example(result, pair):
     tok = pair.tokenizer
     encoded = encode_example(tok, Example(PROMPT, "", REFERENCE), 256, 512)
     batch = collate([encoded], tok.pad_token_id)
-    probe = probe_tokens(pair.student, pair.teacher, batch, tok, step=0, ratio=0.5, c=0.5,
-                         base_temperature=1.0)
+    probe = probe_tokens(pair.student, pair.teacher, batch, tok, step=0, ratio=0.5, c=0.5, base_temperature=1.0)
     ours = result.tokens
     assert probe["token_id"].tolist() == ours["token_id"].tolist()
     assert probe["position"].tolist() == ours["position"].tolist()
     assert probe["group"].tolist() == ours["group"].tolist()
-    for col in ("difficulty", "tau", "tau_all", "entropy_student", "entropy_student_idts", "entropy_teacher",
-                "p_label_teacher", "p_label_student"):
+    for col in (
+        "difficulty",
+        "tau",
+        "tau_all",
+        "entropy_student",
+        "entropy_student_idts",
+        "entropy_teacher",
+        "p_label_teacher",
+        "p_label_student",
+    ):
         np.testing.assert_allclose(ours[col], probe[col], rtol=1e-4, atol=1e-6, err_msg=col)
     assert probe["top1_teacher"].tolist() == ours["top1_teacher"].tolist()
 
@@ -201,8 +210,7 @@ def test_models_and_rng_are_left_as_found(tiny_pair):
 
 # --------------------------------------------------------------------------- greedy path and errors
 def test_greedy_reply_follows_the_teachers_argmax(pair):
-    res = explore_prompt(pair.teacher, pair.student, pair.tokenizer, PROMPT, reference=None,
-                         max_new_tokens=6, top_k=3)
+    res = explore_prompt(pair.teacher, pair.student, pair.tokenizer, PROMPT, reference=None, max_new_tokens=6, top_k=3)
     df = res.tokens
     assert res.response_source == "teacher_greedy"
     assert 1 <= len(df) <= 6
@@ -219,8 +227,9 @@ def test_reused_reply_scores_the_same_as_generating_it(pair, monkeypatch):
     assert reply == first.response_ids
     # With the reply given, nothing is generated: a generate() call would fail the test.
     monkeypatch.setattr(type(pair.teacher), "generate", lambda *a, **k: pytest.fail("regenerated the reply"))
-    again = explore_prompt(pair.teacher, pair.student, pair.tokenizer, PROMPT, max_new_tokens=6,
-                           ratio=0.5, c=0.5, reply_ids=reply)
+    again = explore_prompt(
+        pair.teacher, pair.student, pair.tokenizer, PROMPT, max_new_tokens=6, ratio=0.5, c=0.5, reply_ids=reply
+    )
     assert again.response_source == "teacher_greedy" and again.response == first.response
     pd.testing.assert_frame_equal(again.tokens, first.tokens)
     moved = explore_prompt(pair.teacher, pair.student, pair.tokenizer, PROMPT, ratio=1.0, c=1.5, reply_ids=reply)
@@ -240,14 +249,17 @@ def test_empty_reference_means_greedy(pair):
     assert res.response_source == "teacher_greedy"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"prompt": "   "}, "prompt is empty"),
-    ({"ratio": 0.0}, "ratio r must be in"),
-    ({"c": -1.0}, "c must be >= 0"),
-    ({"top_k": 0}, "top_k"),
-    ({"max_new_tokens": 0}, "max_new_tokens"),
-    ({"max_new_tokens": MAX_RESPONSE_TOKENS + 1}, "max_new_tokens"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"prompt": "   "}, "prompt is empty"),
+        ({"ratio": 0.0}, "ratio r must be in"),
+        ({"c": -1.0}, "c must be >= 0"),
+        ({"top_k": 0}, "top_k"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_new_tokens": MAX_RESPONSE_TOKENS + 1}, "max_new_tokens"),
+    ],
+)
 def test_bad_arguments(pair, kwargs, message):
     args = {"prompt": PROMPT, **kwargs}
     with pytest.raises(ValueError, match=message):

@@ -138,8 +138,14 @@ def test_export_many_rejects_names_that_collide(tmp_path):
 def _run_dir(root, name, seed, state="finished", config_text=None):
     run = root / name
     run.mkdir(parents=True)
-    config = {"format": 1, "name": name, "seed": seed, "git_revision": "abc123",
-              "versions": {"torch": "2.13.0"}, "config": {"seed": seed, "divergence": "rkl"}}
+    config = {
+        "format": 1,
+        "name": name,
+        "seed": seed,
+        "git_revision": "abc123",
+        "versions": {"torch": "2.13.0"},
+        "config": {"seed": seed, "divergence": "rkl"},
+    }
     (run / "config.json").write_text(config_text if config_text is not None else json.dumps(config))
     (run / "status.json").write_text(json.dumps({"state": state, "step": 10, "total_steps": 10}))
     return run
@@ -150,8 +156,14 @@ def test_report_bundle_round_trips(server, tmp_path):
     runs = [_run_dir(tmp_path / "runs", "demo", seed=7), _run_dir(tmp_path / "sample_runs", "demo", seed=8)]
     frame = pd.DataFrame({"step": [0, 1, 2], "difficulty": [0.25, 0.5, 0.125]})
     out_path = tmp_path / "out" / "bundle.zip"
-    data = report_bundle({"fig1": _figure("trace-one")}, {"fig1": frame}, runs,
-                         formats=("png", "svg", "pdf", "html"), out_path=out_path, server=server)
+    data = report_bundle(
+        {"fig1": _figure("trace-one")},
+        {"fig1": frame},
+        runs,
+        formats=("png", "svg", "pdf", "html"),
+        out_path=out_path,
+        server=server,
+    )
     assert out_path.read_bytes() == data
     bundle = read_bundle(data)
     assert set(bundle["figures"]["fig1"]) == {"png", "svg", "pdf", "html"}

@@ -12,12 +12,25 @@ import pytest
 import torch
 
 from analysis import runs as R
-from analysis.figures import (c_sweep_figure, c_sweep_frame, difficulty_heatmap_figure,
-                              difficulty_heatmap_frame, gradient_cosine_figure, gradient_frame,
-                              gradient_share_figure, group_difficulty_figure,
-                              group_difficulty_frame, histogram_frame, histogram_grid_figure,
-                              loss_curves_figure, loss_curves_frame, loss_ratio_figure,
-                              loss_ratio_frame, token_diff_figure, token_diff_frame)
+from analysis.figures import (
+    c_sweep_figure,
+    c_sweep_frame,
+    difficulty_heatmap_figure,
+    difficulty_heatmap_frame,
+    gradient_cosine_figure,
+    gradient_frame,
+    gradient_share_figure,
+    group_difficulty_figure,
+    group_difficulty_frame,
+    histogram_frame,
+    histogram_grid_figure,
+    loss_curves_figure,
+    loss_curves_frame,
+    loss_ratio_figure,
+    loss_ratio_frame,
+    token_diff_figure,
+    token_diff_frame,
+)
 from analysis.figures.compare import LOSS_CURVE_COLUMNS, TOKEN_DIFF_COLUMNS, ema
 from analysis.figures.dynamics import GROUP_DIFFICULTY_COLUMNS, HEATMAP_COLUMNS, paper_groups
 from analysis.figures.gradients import GRADIENT_FRAME_COLUMNS
@@ -37,8 +50,7 @@ def _fresh_cache():
 def run(tmp_path_factory):
     """An AdaKD run: 20 steps, probes at 0, 10, 20 on 2 examples × 8 tokens."""
     R.clear_cache()
-    return load_run(make_run(tmp_path_factory.mktemp("fig"), "adakd", steps=20,
-                             probe_steps=[0, 10, 20]))
+    return load_run(make_run(tmp_path_factory.mktemp("fig"), "adakd", steps=20, probe_steps=[0, 10, 20]))
 
 
 def names(fig: go.Figure) -> list[str]:
@@ -50,6 +62,7 @@ def is_empty_figure(fig: go.Figure) -> bool:
 
 
 # ---------------------------------------------------------------- Fig. 1 top: heat map
+
 
 def test_heatmap_frame_and_figure(run):
     df = difficulty_heatmap_frame(run, example=1)
@@ -83,6 +96,7 @@ def test_token_label_makes_whitespace_visible():
 
 
 # ---------------------------------------------------------------- Fig. 1 top: group bands
+
 
 def test_group_difficulty_percentiles_equal_numpy(run):
     df = group_difficulty_frame(run)
@@ -128,8 +142,7 @@ def test_group_difficulty_figure_traces(run):
     fig = group_difficulty_figure(df)
     expected = []
     for group in ("hard", "mid", "easy"):
-        expected += [f"{group} p10", f"{group} p10–p90", f"{group} p25", f"{group} p25–p75",
-                     f"{group} median"]
+        expected += [f"{group} p10", f"{group} p10–p90", f"{group} p25", f"{group} p25–p75", f"{group} median"]
     assert names(fig) == expected
     hard = df[df["group"] == "hard"]
     median = next(t for t in fig.data if t.name == "hard median")
@@ -139,6 +152,7 @@ def test_group_difficulty_figure_traces(run):
 
 
 # ---------------------------------------------------------------- Fig. 3a
+
 
 def test_loss_ratio_frame_and_figure(run):
     df = loss_ratio_frame(run)
@@ -168,6 +182,7 @@ def test_loss_ratio_marks_skipped_steps_and_falls_back_to_loss(tmp_path):
 
 
 # ---------------------------------------------------------------- Fig. 1 bottom
+
 
 def test_gradient_frame_keeps_one_split_in_group_order(run):
     paper = gradient_frame(run)  # default split: paper
@@ -203,14 +218,17 @@ def test_gradient_figures(run):
 
 # ---------------------------------------------------------------- Fig. 4
 
+
 def _fig4_run(tmp_path):
     # step 0: 4 tokens; step 10: 3 tokens (one with a missing entropy after IDTS)
     tokens = tokens_from(
-        step=[0, 0, 0, 0, 10, 10, 10], token_index=[0, 1, 2, 3, 0, 1, 2],
+        step=[0, 0, 0, 0, 10, 10, 10],
+        token_index=[0, 1, 2, 3, 0, 1, 2],
         tau_all=[0.8, 0.9, 1.2, 1.3, 0.7, 1.1, 1.4],
         entropy_student=[3.0, 2.0, 1.0, 0.5, 2.5, 1.5, 0.25],
         entropy_student_idts=[2.0, 1.8, 1.2, 0.6, 1.5, 1.6, float("nan")],
-        hard=[True, True, False, False, True, False, False])
+        hard=[True, True, False, False, True, False, False],
+    )
     return load_run(make_run(tmp_path, "fig4", tokens=tokens))
 
 
@@ -235,13 +253,17 @@ def test_fig4_selected_view_splits_the_selected_tokens_at_their_lower_median(tmp
     """The paper's Fig. 4: selected tokens only, hard = s > lower median of the selected s,
     τ = the temperature they train at, entropy after = H at that τ."""
     tokens = tokens_from(
-        step=[0] * 5 + [10] * 4, token_index=[0, 1, 2, 3, 4, 0, 1, 2, 3],
+        step=[0] * 5 + [10] * 4,
+        token_index=[0, 1, 2, 3, 4, 0, 1, 2, 3],
         difficulty=[0.1, 0.4, 0.3, 0.2, 0.9, 0.5, 0.6, 0.7, 0.05],
         selected=[True, True, True, True, False, True, True, True, False],
         tau=[1.2, 0.8, 0.9, 1.1, float("nan"), 1.1, 1.0, 0.9, float("nan")],
         entropy_student=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
         entropy_student_tau=[1.5, 1.9, 2.8, 4.4, float("nan"), 6.5, 7.0, 7.6, float("nan")],
-        tau_all=[1.0] * 9, entropy_student_idts=[1.0] * 9, hard=[False] * 9)
+        tau_all=[1.0] * 9,
+        entropy_student_idts=[1.0] * 9,
+        hard=[False] * 9,
+    )
     df = histogram_frame(load_run(make_run(tmp_path, "sel", tokens=tokens)))
     early = df[(df["column"] == "early") & (df["quantity"] == "tau")]
     # step 0: selected s = 0.1, 0.4, 0.3, 0.2 -> lower median 0.2 -> hard: 0.4, 0.3; the unselected 0.9 is out
@@ -260,16 +282,27 @@ def test_histogram_grid_counts_and_mean_lines(tmp_path):
     assert names(fig) == ["hard", "easy"] * 6
     assert [t.showlegend for t in fig.data] == [True, True] + [False] * 10
     # counts sum to the tokens of that group, step and quantity
-    expected_counts = [2, 2, 1, 2,   # tau: early hard/easy, late hard/easy
-                       2, 2, 1, 2,   # entropy before
-                       2, 2, 1, 1]   # entropy after (one NaN left out)
+    expected_counts = [
+        2,
+        2,
+        1,
+        2,  # tau: early hard/easy, late hard/easy
+        2,
+        2,
+        1,
+        2,  # entropy before
+        2,
+        2,
+        1,
+        1,
+    ]  # entropy after (one NaN left out)
     assert [int(sum(t.y)) for t in fig.data] == expected_counts
     # each row shares its bins: same bar positions in both columns
     for row in range(3):
-        traces = fig.data[4 * row: 4 * row + 4]
+        traces = fig.data[4 * row : 4 * row + 4]
         assert all(list(t.x) == list(traces[0].x) for t in traces)
     # dashed lines at the group means, hand-computed
-    means = [0.85, 1.25, 0.7, 1.25,  2.5, 0.75, 2.5, 0.875,  1.9, 0.9, 1.5, 1.6]
+    means = [0.85, 1.25, 0.7, 1.25, 2.5, 0.75, 2.5, 0.875, 1.9, 0.9, 1.5, 1.6]
     lines = fig.layout.shapes
     assert len(lines) == 12 and all(s.line.dash == "dash" for s in lines)
     assert [s.x0 for s in lines] == pytest.approx(means)
@@ -281,23 +314,24 @@ def test_histogram_grid_counts_and_mean_lines(tmp_path):
 def test_histogram_counts_equal_token_counts_on_a_generated_run(run):
     df = histogram_frame(run, view="all")
     fig = histogram_grid_figure(df)
-    for trace, (column, group) in zip(fig.data[:4], [("early", "hard"), ("early", "easy"),
-                                                      ("late", "hard"), ("late", "easy")]):
+    for trace, (column, group) in zip(
+        fig.data[:4], [("early", "hard"), ("early", "easy"), ("late", "hard"), ("late", "easy")]
+    ):
         step = 0 if column == "early" else 20
         rows = run.tokens[(run.tokens["step"] == step) & (run.tokens["hard"] == (group == "hard"))]
         assert sum(trace.y) == len(rows)
-        counts, _ = np.histogram(rows["tau_all"], bins=np.histogram_bin_edges(
-            df[df["quantity"] == "tau"]["value"], bins=30))
+        counts, _ = np.histogram(
+            rows["tau_all"], bins=np.histogram_bin_edges(df[df["quantity"] == "tau"]["value"], bins=30)
+        )
         assert list(trace.y) == counts.tolist()
 
 
 # ---------------------------------------------------------------- Fig. 3b
 
+
 def test_loss_curves_frame_values_and_smoothing(tmp_path):
-    a = load_run(make_run(tmp_path, "a", metrics=[{"step": s, "kd": v} for s, v in
-                                                  ((1, 1.0), (2, 2.0), (3, 4.0))]))
-    b = load_run(make_run(tmp_path, "b", steps=5, loss_scale=2.0, config={"latf": "off",
-                                                                          "idts": "off"}))
+    a = load_run(make_run(tmp_path, "a", metrics=[{"step": s, "kd": v} for s, v in ((1, 1.0), (2, 2.0), (3, 4.0))]))
+    b = load_run(make_run(tmp_path, "b", steps=5, loss_scale=2.0, config={"latf": "off", "idts": "off"}))
     df = loss_curves_frame([a, b], smoothing=0.5)
     assert list(df.columns) == LOSS_CURVE_COLUMNS
     rows_a = df[df["run"] == "a"]
@@ -314,10 +348,8 @@ def test_loss_curves_frame_values_and_smoothing(tmp_path):
 
 
 def test_loss_curves_figure_one_line_per_run(tmp_path):
-    runs = [load_run(make_run(tmp_path, f"s{seed}", config={"seed": seed}, loss_scale=1 + seed))
-            for seed in (0, 1)]
-    runs.append(load_run(make_run(tmp_path, "fixed", config={"latf": "fixed", "ratio_start": 0.75,
-                                                              "idts": "off"})))
+    runs = [load_run(make_run(tmp_path, f"s{seed}", config={"seed": seed}, loss_scale=1 + seed)) for seed in (0, 1)]
+    runs.append(load_run(make_run(tmp_path, "fixed", config={"latf": "fixed", "ratio_start": 0.75, "idts": "off"})))
     runs.append(load_run(make_run(tmp_path, "no-metrics", metrics=False)))
     df = loss_curves_frame(runs)
     fig = loss_curves_figure(df)
@@ -330,15 +362,27 @@ def test_loss_curves_figure_one_line_per_run(tmp_path):
 
 # ---------------------------------------------------------------- Fig. 3c–d
 
+
 def test_c_sweep_mean_and_std_over_seeds(tmp_path):
-    scores = {(0.1, 0): {"d1": 30.0, "d2": 20.0}, (0.1, 1): {"d1": 32.0, "d2": 22.0},
-              (0.5, 0): {"d1": 35.0, "d2": 25.0}}
-    runs = [load_run(make_run(tmp_path, f"c{c}-s{seed}", config={"idts_c": c, "seed": seed},
-                              final_rouge=rouge)) for (c, seed), rouge in scores.items()]
-    runs.append(load_run(make_run(tmp_path, "no-idts", config={"idts": "off", "idts_c": 0.1},
-                                  final_rouge={"d1": 0.0, "d2": 0.0})))
-    runs.append(load_run(make_run(tmp_path, "live", state="running", config={"idts_c": 0.1},
-                                  final_rouge={"d1": 0.0, "d2": 0.0})))
+    scores = {
+        (0.1, 0): {"d1": 30.0, "d2": 20.0},
+        (0.1, 1): {"d1": 32.0, "d2": 22.0},
+        (0.5, 0): {"d1": 35.0, "d2": 25.0},
+    }
+    runs = [
+        load_run(make_run(tmp_path, f"c{c}-s{seed}", config={"idts_c": c, "seed": seed}, final_rouge=rouge))
+        for (c, seed), rouge in scores.items()
+    ]
+    runs.append(
+        load_run(
+            make_run(tmp_path, "no-idts", config={"idts": "off", "idts_c": 0.1}, final_rouge={"d1": 0.0, "d2": 0.0})
+        )
+    )
+    runs.append(
+        load_run(
+            make_run(tmp_path, "live", state="running", config={"idts_c": 0.1}, final_rouge={"d1": 0.0, "d2": 0.0})
+        )
+    )
     df = c_sweep_frame(runs)
     assert list(df.columns) == ["method", "c", "dataset", "rouge_l_mean", "rouge_l_std", "n_seeds"]
     assert set(df["method"]) == {"rkl + AdaKD"}  # c is not part of the method
@@ -350,8 +394,7 @@ def test_c_sweep_mean_and_std_over_seeds(tmp_path):
     assert table.loc[("average", 0.1), "n_seeds"] == 2
     assert table.loc[("d2", 0.5), "rouge_l_mean"] == 25.0
     assert np.isnan(table.loc[("d2", 0.5), "rouge_l_std"]) and table.loc[("d2", 0.5), "n_seeds"] == 1
-    assert c_sweep_frame(runs, finished_only=False).set_index(["dataset", "c"]).loc[
-        ("d1", 0.1), "n_seeds"] == 3
+    assert c_sweep_frame(runs, finished_only=False).set_index(["dataset", "c"]).loc[("d1", 0.1), "n_seeds"] == 3
 
     fig = c_sweep_figure(df)
     assert names(fig) == ["d1", "d2", "average"]  # one method: traces named by dataset
@@ -362,13 +405,21 @@ def test_c_sweep_mean_and_std_over_seeds(tmp_path):
 
 def test_c_sweep_never_pools_two_methods(tmp_path):
     """rkl + IDTS (LATF off) and rkl + AdaKD at the same c are two points, not one spread."""
-    runs = [load_run(make_run(tmp_path, name, config={"idts_c": c, **config}, final_rouge={"d1": score}))
-            for name, c, config, score in (("full-0.5", 0.5, {}, 30.0), ("full-0.1", 0.1, {}, 28.0),
-                                           ("idts-0.5", 0.5, {"latf": "off"}, 20.0))]
+    runs = [
+        load_run(make_run(tmp_path, name, config={"idts_c": c, **config}, final_rouge={"d1": score}))
+        for name, c, config, score in (
+            ("full-0.5", 0.5, {}, 30.0),
+            ("full-0.1", 0.1, {}, 28.0),
+            ("idts-0.5", 0.5, {"latf": "off"}, 20.0),
+        )
+    ]
     df = c_sweep_frame(runs)
     average = df[df["dataset"] == "average"]
     assert average[["method", "c", "rouge_l_mean", "n_seeds"]].values.tolist() == [
-        ["rkl + AdaKD", 0.1, 28.0, 1], ["rkl + AdaKD", 0.5, 30.0, 1], ["rkl + IDTS", 0.5, 20.0, 1]]
+        ["rkl + AdaKD", 0.1, 28.0, 1],
+        ["rkl + AdaKD", 0.5, 30.0, 1],
+        ["rkl + IDTS", 0.5, 20.0, 1],
+    ]
     fig = c_sweep_figure(df)
     assert names(fig) == ["d1 · rkl + AdaKD", "average · rkl + AdaKD", "d1 · rkl + IDTS", "average · rkl + IDTS"]
     assert {t.line.dash for t in fig.data} == {"solid", "dash"}
@@ -376,13 +427,15 @@ def test_c_sweep_never_pools_two_methods(tmp_path):
 
 # ---------------------------------------------------------------- token-level diff
 
+
 def test_token_diff_by_hand(tmp_path):
-    a_tokens = pd.concat([
-        tokens_from(step=[10] * 4, difficulty=[0.9, 0.1, 0.5, 0.3], hard=[True, False, True, False]),
-        tokens_from(step=[20] * 4),
-    ])
-    b_tokens = tokens_from(step=[10] * 4, difficulty=[0.2, 0.05, 0.6, 0.7],
-                           hard=[False, False, True, True])
+    a_tokens = pd.concat(
+        [
+            tokens_from(step=[10] * 4, difficulty=[0.9, 0.1, 0.5, 0.3], hard=[True, False, True, False]),
+            tokens_from(step=[20] * 4),
+        ]
+    )
+    b_tokens = tokens_from(step=[10] * 4, difficulty=[0.2, 0.05, 0.6, 0.7], hard=[False, False, True, True])
     a = load_run(make_run(tmp_path, "plain", tokens=a_tokens))
     b = load_run(make_run(tmp_path, "ada", tokens=b_tokens))
     df = token_diff_frame(a, b)  # last common probe step: 10
@@ -393,8 +446,7 @@ def test_token_diff_by_hand(tmp_path):
     assert df["token_label"].iloc[1] == "ex 0 · 1: ␣cat"
 
     fig = token_diff_figure(df, top=3)
-    assert names(fig) == ["hard in both", "hard only in A", "hard only in B", "easy in both",
-                          "difficulty B − A"]
+    assert names(fig) == ["hard in both", "hard only in A", "hard only in B", "easy in both", "difficulty B − A"]
     bars = fig.data[-1]
     assert list(bars.y) == ["ex 0 · 2: ␣sat", "ex 0 · 3: ␣on", "ex 0 · 0: The"]  # |Δ| ascending
     assert list(bars.x) == pytest.approx([0.1, 0.4, -0.7])
@@ -404,8 +456,7 @@ def test_token_diff_by_hand(tmp_path):
     other = load_run(make_run(tmp_path, "other", tokens=tokens_from(step=[30, 30])))
     with pytest.raises(ValueError, match="share no probe step"):
         token_diff_frame(a, other)
-    shifted = load_run(make_run(tmp_path, "shifted", tokens=tokens_from(
-        step=[10, 10], token_id=[7, 8])))
+    shifted = load_run(make_run(tmp_path, "shifted", tokens=tokens_from(step=[10, 10], token_id=[7, 8])))
     with pytest.raises(ValueError, match="no probe token in common"):
         token_diff_frame(a, shifted)
 
@@ -422,9 +473,9 @@ def test_token_diff_on_generated_runs(tmp_path):
 
 # ---------------------------------------------------------------- empty runs and styling
 
+
 def test_runs_without_data_give_empty_frames_and_explaining_figures(tmp_path):
-    run = load_run(make_run(tmp_path, "bare", metrics=False, tokens=False, gradients=False,
-                            evals=False))
+    run = load_run(make_run(tmp_path, "bare", metrics=False, tokens=False, gradients=False, evals=False))
     pairs = [
         (difficulty_heatmap_frame(run), difficulty_heatmap_figure),
         (group_difficulty_frame(run), group_difficulty_figure),
@@ -457,6 +508,7 @@ def test_generated_gradients_match_the_contract():
 
 # ---------------------------------------------------------------- the shipped sample runs
 
+
 def test_every_figure_on_sample_runs():
     paths = R.find_runs([R.SAMPLE_RUNS_DIR])
     if not paths:
@@ -472,13 +524,13 @@ def test_every_figure_on_sample_runs():
     assert len(loss_curves_figure(loss_curves_frame(runs[:4])).data) == min(4, len(runs))
     if len(probed) == 2:
         assert not token_diff_frame(*probed).empty
-    scored = [r for r in runs if r.config.get("idts") == "on" and r.state == "finished"
-              and not r.final_eval().empty]
+    scored = [r for r in runs if r.config.get("idts") == "on" and r.state == "finished" and not r.final_eval().empty]
     if scored:
         assert len(c_sweep_figure(c_sweep_frame(scored)).data) >= 2
 
 
 # ---------------------------------------------------------------- real writers, real probes
+
 
 class _IdTokenizer:
     """Just what adakd.probes needs to decode single tokens."""
@@ -504,26 +556,41 @@ def test_run_written_by_the_trainers_writers_and_probes(tmp_path):
 
     rd = RunDir(tmp_path / "real")
     rd.create()
-    rd.write_json("config.json", {"format": 1, "name": "real", "preset": None, "seed": 0,
-                                  "config": {"divergence": "rkl", "latf": "adaptive",
-                                             "idts": "on", "idts_c": 0.5, "seed": 0}})
+    rd.write_json(
+        "config.json",
+        {
+            "format": 1,
+            "name": "real",
+            "preset": None,
+            "seed": 0,
+            "config": {"divergence": "rkl", "latf": "adaptive", "idts": "on", "idts_c": 0.5, "seed": 0},
+        },
+    )
     tokens, gradients = [], []
     for step, ratio in ((0, 1.0), (2, 0.8)):
         with torch.no_grad():  # a different student at the second probe
             for p in student.parameters():
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
-        tokens.append(probe_tokens(student, teacher, batch, _IdTokenizer(), step=step,
-                                   ratio=ratio, c=0.5, base_temperature=1.0))
-        gradients.append(probe_gradient_groups(student, teacher, batch, step=step, ratio=ratio,
-                                               divergence="rkl"))
+        tokens.append(
+            probe_tokens(student, teacher, batch, _IdTokenizer(), step=step, ratio=ratio, c=0.5, base_temperature=1.0)
+        )
+        gradients.append(probe_gradient_groups(student, teacher, batch, step=step, ratio=ratio, divergence="rkl"))
         rd.write_parquet("tokens.parquet", pd.concat(tokens, ignore_index=True))
         rd.write_parquet("gradients.parquet", pd.concat(gradients, ignore_index=True))
     for step in (1, 2):
-        rd.append(METRICS, {"step": step, "loss": 2.0 / step, "kd": 2.0 / step, "ce": 3.0,
-                            "ratio": 1.0 if step == 1 else 0.8, "mean_tau": 1.0})
+        rd.append(
+            METRICS,
+            {
+                "step": step,
+                "loss": 2.0 / step,
+                "kd": 2.0 / step,
+                "ce": 3.0,
+                "ratio": 1.0 if step == 1 else 0.8,
+                "mean_tau": 1.0,
+            },
+        )
     rd.event(1, "ratio_change", "r 1 -> 0.8", old=1.0, new=0.8)
-    rd.append(EVAL, {"step": 2, "model": "student", "rouge_l": {"x": 12.5}, "rouge_l_avg": 12.5,
-                     "n": {"x": 2}})
+    rd.append(EVAL, {"step": 2, "model": "student", "rouge_l": {"x": 12.5}, "rouge_l_avg": 12.5, "n": {"x": 2}})
     rd.set_status("finished", step=2, total_steps=2)
 
     run = load_run(rd.path)
@@ -541,7 +608,6 @@ def test_run_written_by_the_trainers_writers_and_probes(tmp_path):
     n_selected = run.tokens.groupby("step")["selected"].sum().tolist()
     assert len(histogram_frame(run)) == 3 * sum(n_selected) and n_selected[1] < 16  # only LATF's picks
     assert len(histogram_grid_figure(hist).data) == 12
-    assert names(loss_ratio_figure(loss_ratio_frame(run), run.events)) == ["kd", "ratio r",
-                                                                           "ratio change"]
+    assert names(loss_ratio_figure(loss_ratio_frame(run), run.events)) == ["kd", "ratio r", "ratio change"]
     assert len(token_diff_frame(run, run)) == 16
     assert c_sweep_frame([run])["rouge_l_mean"].tolist() == [12.5, 12.5]

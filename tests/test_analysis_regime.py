@@ -11,21 +11,34 @@ from analysis.figures.regime import REGIME_COLUMNS, regime_figure, regime_frame
 from tests.rundir_factory import make_metrics, make_run
 
 # (data_source, on_policy, buffer_size, student_data_prob, gen_length) of steps 1..5
-REGIME = [("ground_truth", False, 0, 0.0, None), ("student", True, 4, 0.1, 5.0), ("buffer", False, 4, 0.1, 6.0),
-          ("mixed", True, 8, 0.2, 7.0), ("ground_truth", False, 8, 0.2, None)]
+REGIME = [
+    ("ground_truth", False, 0, 0.0, None),
+    ("student", True, 4, 0.1, 5.0),
+    ("buffer", False, 4, 0.1, 6.0),
+    ("mixed", True, 8, 0.2, 7.0),
+    ("ground_truth", False, 8, 0.2, None),
+]
 
 
 def regime_metrics() -> list[dict]:
     records = make_metrics(len(REGIME), {"latf": "off"})
     for record, (source, on_policy, size, prob, length) in zip(records, REGIME):
-        record.update(data_source=source, on_policy=on_policy, buffer_size=size, student_data_prob=prob,
-                      gen_length=length)
+        record.update(
+            data_source=source, on_policy=on_policy, buffer_size=size, student_data_prob=prob, gen_length=length
+        )
     return records
 
 
 def test_regime_frame_by_hand(tmp_path):
-    path = make_run(tmp_path, "distillm", config={"regime": "distillm"}, steps=5, metrics=regime_metrics(),
-                    tokens=False, gradients=False)
+    path = make_run(
+        tmp_path,
+        "distillm",
+        config={"regime": "distillm"},
+        steps=5,
+        metrics=regime_metrics(),
+        tokens=False,
+        gradients=False,
+    )
     df = regime_frame(R.load_run(path))
     assert list(df.columns) == REGIME_COLUMNS
     assert df["step"].tolist() == [1, 2, 3, 4, 5]
@@ -42,8 +55,13 @@ def test_regime_frame_by_hand(tmp_path):
 
     fig = regime_figure(df, title="t")
     names = [t.name for t in fig.data]
-    assert names == ["student-data probability", "share on-policy", "share student data", "buffer size",
-                     "generated length"]
+    assert names == [
+        "student-data probability",
+        "share on-policy",
+        "share student data",
+        "buffer size",
+        "generated length",
+    ]
     generated = fig.data[-1]
     assert list(generated.x) == [2, 3, 4] and list(generated.y) == [5.0, 6.0, 7.0]  # sampled steps only
 

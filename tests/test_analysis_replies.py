@@ -10,16 +10,28 @@ from tests.rundir_factory import make_run
 
 
 def record(step, model, replies):
-    return {"step": step, "model": model, "rouge_l": {"chatterbot": 1.0}, "rouge_l_avg": 1.0,
-            "n": {"chatterbot": 24},
-            "samples": {"chatterbot": [{"instruction": f"q{i}", "reference": f"r{i}", "response": text,
-                                        "rouge_l": 10.0 * i} for i, text in enumerate(replies)]}}
+    return {
+        "step": step,
+        "model": model,
+        "rouge_l": {"chatterbot": 1.0},
+        "rouge_l_avg": 1.0,
+        "n": {"chatterbot": 24},
+        "samples": {
+            "chatterbot": [
+                {"instruction": f"q{i}", "reference": f"r{i}", "response": text, "rouge_l": 10.0 * i}
+                for i, text in enumerate(replies)
+            ]
+        },
+    }
 
 
 def test_the_last_student_evaluation_is_read(tmp_path):
     R.clear_cache()
-    evals = [record(0, "student_init", ["init"]), record(5, "student", ["early"]),
-             record(10, "student", ["", "  \n", "Paris.", ""])]
+    evals = [
+        record(0, "student_init", ["init"]),
+        record(5, "student", ["early"]),
+        record(10, "student", ["", "  \n", "Paris.", ""]),
+    ]
     evals[2]["samples"]["chatterbot"].append("not a sample")  # damaged entries are skipped
     run = R.load_run(make_run(tmp_path, "run", evals=evals, tokens=False, gradients=False))
     assert last_eval_record(run)["step"] == 10

@@ -14,10 +14,27 @@ import pandas as pd
 import pytest
 
 from analysis import runs as R
-from analysis.runs import (LIST_COLUMNS, SAMPLE_RUNS_DIR, default_roots, find_runs, is_sample_path,
-                           list_runs, load_run, load_runs, method_label)
-from tests.rundir_factory import (append_garbage, dead_pid, default_config, eval_record, make_run,
-                                  make_sweep, truncate, write_json)
+from analysis.runs import (
+    LIST_COLUMNS,
+    SAMPLE_RUNS_DIR,
+    default_roots,
+    find_runs,
+    is_sample_path,
+    list_runs,
+    load_run,
+    load_runs,
+    method_label,
+)
+from tests.rundir_factory import (
+    append_garbage,
+    dead_pid,
+    default_config,
+    eval_record,
+    make_run,
+    make_sweep,
+    truncate,
+    write_json,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -29,11 +46,19 @@ def _fresh_cache():
 
 # ---------------------------------------------------------------- a good run
 
+
 def test_load_run_reads_every_file(tmp_path):
-    path = make_run(tmp_path, "good", config={"idts_c": 0.3, "seed": 7}, steps=12,
-                    probe_steps=[0, 6, 12], n_examples=3, n_tokens=5,
-                    final_rouge={"dolly": 20.0, "vicuna": 30.0},
-                    reference_rouge={"teacher": {"dolly": 40.0, "vicuna": 44.0}})
+    path = make_run(
+        tmp_path,
+        "good",
+        config={"idts_c": 0.3, "seed": 7},
+        steps=12,
+        probe_steps=[0, 6, 12],
+        n_examples=3,
+        n_tokens=5,
+        final_rouge={"dolly": 20.0, "vicuna": 30.0},
+        reference_rouge={"teacher": {"dolly": 40.0, "vicuna": 44.0}},
+    )
     written_meta = json.loads((path / "config.json").read_text())
     run = load_run(path)
 
@@ -67,8 +92,14 @@ def test_load_run_reads_every_file(tmp_path):
 
 
 def test_resumed_run_keeps_the_last_line_of_a_repeated_step(tmp_path):
-    metrics = [{"step": 1, "loss": 5.0}, {"step": 2, "loss": 4.0}, {"step": 3, "loss": 3.0},
-               {"step": 2, "loss": 4.5}, {"step": 3, "loss": 3.5}, {"step": 4, "loss": 2.5}]
+    metrics = [
+        {"step": 1, "loss": 5.0},
+        {"step": 2, "loss": 4.0},
+        {"step": 3, "loss": 3.0},
+        {"step": 2, "loss": 4.5},
+        {"step": 3, "loss": 3.5},
+        {"step": 4, "loss": 2.5},
+    ]
     evals = [eval_record(4, "student", {"d": 10.0}), eval_record(4, "student", {"d": 11.0})]
     run = load_run(make_run(tmp_path, "resumed", metrics=metrics, evals=evals))
     assert run.metrics["step"].tolist() == [1, 2, 3, 4]
@@ -80,22 +111,36 @@ def test_resumed_run_keeps_the_last_line_of_a_repeated_step(tmp_path):
 
 
 def test_missing_optional_files_give_empty_frames_with_columns(tmp_path):
-    run = load_run(make_run(tmp_path, "bare", metrics=False, events=False, tokens=False,
-                            gradients=False, evals=False))
+    run = load_run(make_run(tmp_path, "bare", metrics=False, events=False, tokens=False, gradients=False, evals=False))
     assert run.problems == []
-    for frame, columns in ((run.metrics, R.METRIC_COLUMNS), (run.events, R.EVENT_COLUMNS),
-                           (run.tokens, R.TOKEN_COLUMNS), (run.gradients, R.GRADIENT_COLUMNS),
-                           (run.evals, R.EVAL_COLUMNS)):
+    for frame, columns in (
+        (run.metrics, R.METRIC_COLUMNS),
+        (run.events, R.EVENT_COLUMNS),
+        (run.tokens, R.TOKEN_COLUMNS),
+        (run.gradients, R.GRADIENT_COLUMNS),
+        (run.evals, R.EVAL_COLUMNS),
+    ):
         assert frame.empty and list(columns) == list(frame.columns)
     assert run.probe_steps == [] and run.final_eval().empty
 
 
 # ---------------------------------------------------------------- damaged runs
 
+
 def _damaged_runs(root: Path) -> dict[str, Path]:
-    paths = {name: make_run(root, name) for name in
-             ("good-1", "trunc-parquet", "garbage-line", "cut-last-line", "no-config",
-              "bad-config", "bad-eval", "good-2")}
+    paths = {
+        name: make_run(root, name)
+        for name in (
+            "good-1",
+            "trunc-parquet",
+            "garbage-line",
+            "cut-last-line",
+            "no-config",
+            "bad-config",
+            "bad-eval",
+            "good-2",
+        )
+    }
     truncate(paths["trunc-parquet"] / "tokens.parquet", 0.5)
     lines = (paths["garbage-line"] / "metrics.jsonl").read_text().splitlines(keepends=True)
     lines.insert(3, "{garbage\n")
@@ -104,8 +149,9 @@ def _damaged_runs(root: Path) -> dict[str, Path]:
     (paths["no-config"] / "config.json").unlink()
     (paths["bad-config"] / "config.json").write_text('{"format": 1, "config": {"latf": ')
     append_garbage(paths["bad-eval"] / "eval.jsonl", json.dumps({"step": 3, "model": "student"}))
-    append_garbage(paths["bad-eval"] / "eval.jsonl",
-                   json.dumps({"step": 4, "model": "student", "rouge_l": {"d": "high"}}))
+    append_garbage(
+        paths["bad-eval"] / "eval.jsonl", json.dumps({"step": 4, "model": "student", "rouge_l": {"d": "high"}})
+    )
     return paths
 
 
@@ -138,8 +184,10 @@ def test_damaged_runs_load_what_they_can_and_say_what_is_wrong(tmp_path):
     assert bad_config.config == {}
 
     bad_eval = runs["bad-eval"]
-    assert bad_eval.problems == ["eval.jsonl record 2: needs step, model and rouge_l, skipped",
-                                 "eval.jsonl record 3: rouge_l has non-numeric scores, skipped"]
+    assert bad_eval.problems == [
+        "eval.jsonl record 2: needs step, model and rouge_l, skipped",
+        "eval.jsonl record 3: rouge_l has non-numeric scores, skipped",
+    ]
     assert len(bad_eval.eval_records) == 1 and bad_eval.final_eval()["step"].tolist() == [10, 10]
 
     table = list_runs([tmp_path]).set_index("name")
@@ -150,11 +198,9 @@ def test_damaged_runs_load_what_they_can_and_say_what_is_wrong(tmp_path):
 
 
 def test_parquet_with_missing_and_wrongly_typed_columns(tmp_path):
-    tokens = pd.DataFrame({"step": [0, 0], "example": [0, 0], "token_index": [0, 1],
-                           "difficulty": ["0.5", "oops"]})
+    tokens = pd.DataFrame({"step": [0, 0], "example": [0, 0], "token_index": [0, 1], "difficulty": ["0.5", "oops"]})
     run = load_run(make_run(tmp_path, "odd", tokens=tokens))
-    assert any(p.startswith("tokens.parquet: missing columns position, token_id")
-               for p in run.problems)
+    assert any(p.startswith("tokens.parquet: missing columns position, token_id") for p in run.problems)
     assert "tokens.parquet: column difficulty has non-numeric values (set to NA)" in run.problems
     assert run.tokens["difficulty"].iloc[0] == 0.5 and np.isnan(run.tokens["difficulty"].iloc[1])
     assert set(R.TOKEN_COLUMNS) <= set(run.tokens.columns)
@@ -168,6 +214,7 @@ def test_not_a_directory(tmp_path):
 
 
 # ---------------------------------------------------------------- state
+
 
 def test_states_from_status(tmp_path):
     assert load_run(make_run(tmp_path, "live", state="running", pid=os.getpid())).state == "running"
@@ -192,6 +239,7 @@ def test_a_cached_running_run_turns_crashed_when_its_process_dies(tmp_path):
 
 
 # ---------------------------------------------------------------- caching
+
 
 def test_cache_returns_the_same_object_until_a_file_changes(tmp_path):
     path = make_run(tmp_path, "cached", steps=5)
@@ -235,6 +283,7 @@ def test_cached_load_is_cheap(tmp_path):
 
 # ---------------------------------------------------------------- finding and listing
 
+
 def test_find_runs_sees_runs_sweeps_and_a_run_given_as_root(tmp_path):
     root = tmp_path / "runs"
     a = make_run(root, "a")
@@ -260,10 +309,10 @@ def test_find_runs_sees_runs_sweeps_and_a_run_given_as_root(tmp_path):
 
 
 def test_list_runs_values(tmp_path):
-    make_run(tmp_path, "full", steps=20, config={"idts_c": 0.3, "seed": 2},
-             final_rouge={"d1": 10.0, "d2": 20.0})
-    make_run(tmp_path, "plain", steps=8, config={"latf": "off", "idts": "off"},
-             state="stopped", evals=False, total_steps=50)
+    make_run(tmp_path, "full", steps=20, config={"idts_c": 0.3, "seed": 2}, final_rouge={"d1": 10.0, "d2": 20.0})
+    make_run(
+        tmp_path, "plain", steps=8, config={"latf": "off", "idts": "off"}, state="stopped", evals=False, total_steps=50
+    )
     table = list_runs([tmp_path]).set_index("name")
     full, plain = table.loc["full"], table.loc["plain"]
     assert full["method"] == "rkl + AdaKD (c=0.3)" and full["c"] == 0.3 and full["seed"] == 2
@@ -297,23 +346,26 @@ def test_default_roots_and_samples(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- labels
 
-@pytest.mark.parametrize("overrides, label", [
-    ({}, "rkl + AdaKD"),
-    ({"idts_c": 0.3}, "rkl + AdaKD (c=0.3)"),
-    ({"latf": "off", "idts": "off"}, "rkl"),
-    ({"latf": "off"}, "rkl + IDTS"),
-    ({"idts": "off"}, "rkl + LATF"),
-    ({"latf": "fixed", "ratio_start": 0.75, "idts": "off"}, "rkl + fixed r=0.75"),
-    ({"latf": "cosine", "ratio_start": 1.0, "ratio_end": 0.75, "idts": "off"},
-     "rkl + cosine r 1→0.75"),
-    ({"latf": "linear", "ratio_start": 1.0, "ratio_end": 0.5}, "rkl + linear r 1→0.5 + IDTS"),
-    ({"latf": "off", "idts": "inverse", "idts_c": 0.7}, "rkl + inverse IDTS (c=0.7)"),
-    ({"latf": "off", "idts": "off", "idts_c": 0.9}, "rkl"),  # c does not matter without IDTS
-    ({"divergence": "fkl", "indicator": "entropy"}, "fkl + AdaKD (indicator=entropy)"),
-    ({"regime": "gkd", "divergence": "jsd", "latf": "off", "idts": "off"}, "GKD/jsd"),
-    ({"regime": "distillm", "divergence": "srkl"}, "DistiLLM/srkl + AdaKD"),
-    ({"base_temperature": 2.0, "kd_ratio": 0.5}, "rkl + AdaKD (τ=2, kd_ratio=0.5)"),
-])
+
+@pytest.mark.parametrize(
+    "overrides, label",
+    [
+        ({}, "rkl + AdaKD"),
+        ({"idts_c": 0.3}, "rkl + AdaKD (c=0.3)"),
+        ({"latf": "off", "idts": "off"}, "rkl"),
+        ({"latf": "off"}, "rkl + IDTS"),
+        ({"idts": "off"}, "rkl + LATF"),
+        ({"latf": "fixed", "ratio_start": 0.75, "idts": "off"}, "rkl + fixed r=0.75"),
+        ({"latf": "cosine", "ratio_start": 1.0, "ratio_end": 0.75, "idts": "off"}, "rkl + cosine r 1→0.75"),
+        ({"latf": "linear", "ratio_start": 1.0, "ratio_end": 0.5}, "rkl + linear r 1→0.5 + IDTS"),
+        ({"latf": "off", "idts": "inverse", "idts_c": 0.7}, "rkl + inverse IDTS (c=0.7)"),
+        ({"latf": "off", "idts": "off", "idts_c": 0.9}, "rkl"),  # c does not matter without IDTS
+        ({"divergence": "fkl", "indicator": "entropy"}, "fkl + AdaKD (indicator=entropy)"),
+        ({"regime": "gkd", "divergence": "jsd", "latf": "off", "idts": "off"}, "GKD/jsd"),
+        ({"regime": "distillm", "divergence": "srkl"}, "DistiLLM/srkl + AdaKD"),
+        ({"base_temperature": 2.0, "kd_ratio": 0.5}, "rkl + AdaKD (τ=2, kd_ratio=0.5)"),
+    ],
+)
 def test_method_label(overrides, label):
     assert method_label(default_config(**overrides)) == label
     assert method_label({"config": default_config(**overrides)}) == label  # whole config.json
@@ -324,6 +376,7 @@ def test_method_label_of_an_empty_config():
 
 
 # ---------------------------------------------------------------- the shipped sample runs
+
 
 def test_sample_runs_load_cleanly():
     paths = find_runs([SAMPLE_RUNS_DIR])

@@ -26,8 +26,11 @@ def _fresh_cache():
 
 
 def _run(root, name, config, rouge, seed=0, **kwargs):
-    return load_run(make_run(root, name, config={**config, "seed": seed}, final_rouge=rouge,
-                             tokens=False, gradients=False, **kwargs))
+    return load_run(
+        make_run(
+            root, name, config={**config, "seed": seed}, final_rouge=rouge, tokens=False, gradients=False, **kwargs
+        )
+    )
 
 
 def test_results_table_mean_std_over_seeds_with_references(tmp_path):
@@ -62,13 +65,11 @@ def test_results_table_mean_std_over_seeds_with_references(tmp_path):
     everything = results_table(runs, finished_only=False, references=False).set_index("method")
     assert everything.loc["rkl + AdaKD", "n_seeds"] == 3
     scores = [30.0, 32.0, 99.0]  # the running run's last evaluation counts too
-    assert everything.loc["rkl + AdaKD", "dolly"] == \
-        f"{statistics.mean(scores):.2f} ± {statistics.stdev(scores):.2f}"
+    assert everything.loc["rkl + AdaKD", "dolly"] == f"{statistics.mean(scores):.2f} ± {statistics.stdev(scores):.2f}"
 
 
 def test_results_table_one_row_per_run_and_missing_datasets(tmp_path):
-    runs = [_run(tmp_path, "a", ADAKD, {"dolly": 30.0}),
-            _run(tmp_path, "b", BASE, {"dolly": 20.0, "sni": 10.0})]
+    runs = [_run(tmp_path, "a", ADAKD, {"dolly": 30.0}), _run(tmp_path, "b", BASE, {"dolly": 20.0, "sni": 10.0})]
     table = results_table(runs, group_by=("name",), references=False)
     assert table["name"].tolist() == ["a", "b"]
     assert table.set_index("name").loc["a", "sni"] == ""  # never evaluated there
@@ -85,8 +86,7 @@ def test_empty_results(tmp_path):
     assert results_table([]).columns.tolist() == ["method", "average", "n_seeds"]
     run = load_run(make_run(tmp_path, "no-eval", evals=False))
     assert results_frame([run]).empty
-    assert ablation_table([run]).columns.tolist() == ["component", "method", "average", "n_seeds",
-                                                      "Δ average"]
+    assert ablation_table([run]).columns.tolist() == ["component", "method", "average", "n_seeds", "Δ average"]
 
 
 def test_ablation_table_order_and_deltas(tmp_path):
@@ -103,10 +103,8 @@ def test_ablation_table_order_and_deltas(tmp_path):
     ]
     table = ablation_table(runs)
     assert list(table.columns) == ["component", "method", "d", "average", "n_seeds", "Δ average"]
-    assert table["component"].tolist() == ["base", "+IDTS", "+LATF", "full (AdaKD)", "base",
-                                           "full (AdaKD)"]
-    assert table["method"].tolist() == ["rkl", "rkl + IDTS", "rkl + LATF", "rkl + AdaKD", "fkl",
-                                        "fkl + AdaKD"]
+    assert table["component"].tolist() == ["base", "+IDTS", "+LATF", "full (AdaKD)", "base", "full (AdaKD)"]
+    assert table["method"].tolist() == ["rkl", "rkl + IDTS", "rkl + LATF", "rkl + AdaKD", "fkl", "fkl + AdaKD"]
     # the paper's ablation numbers: base 37.03, +IDTS 38.55, +LATF 37.07, full 39.01
     assert table["average"].tolist() == ["37.03", "38.55", "37.07", "39.01 ± 0.01", "30.00", "31.50"]
     assert table["Δ average"].tolist() == ["+0.00", "+1.52", "+0.04", "+1.98", "+0.00", "+1.50"]
@@ -119,11 +117,17 @@ def test_ablation_without_a_base_run_leaves_delta_blank(tmp_path):
 
 
 def test_grouping_by_seed_next_to_reference_rows(tmp_path):
-    runs = [_run(tmp_path, f"s{seed}", ADAKD, {"d": 30.0 + seed}, seed,
-                 reference_rouge={"teacher": {"d": 40.0 + seed}}) for seed in range(3)]
+    runs = [
+        _run(tmp_path, f"s{seed}", ADAKD, {"d": 30.0 + seed}, seed, reference_rouge={"teacher": {"d": 40.0 + seed}})
+        for seed in range(3)
+    ]
     table = results_table(runs, group_by=("method", "seed"))
-    assert table[["method", "seed"]].values.tolist() == [["teacher", ""], ["rkl + AdaKD", 0],
-                                                         ["rkl + AdaKD", 1], ["rkl + AdaKD", 2]]
+    assert table[["method", "seed"]].values.tolist() == [
+        ["teacher", ""],
+        ["rkl + AdaKD", 0],
+        ["rkl + AdaKD", 1],
+        ["rkl + AdaKD", 2],
+    ]
     assert table["d"].tolist() == ["41.00 ± 1.00", "30.00", "31.00", "32.00"]
     assert table["n_seeds"].tolist() == [3, 1, 1, 1]
 
@@ -131,20 +135,31 @@ def test_grouping_by_seed_next_to_reference_rows(tmp_path):
 def test_paper_table5_one_row_per_arm_never_pooling_methods(tmp_path):
     """CTKD, logit standardisation and fixed τ = 1 all run with IDTS off at τ_base = 1: three
     arms, three rows. Runs that are no arm of the table (rkl + IDTS, LATF off) are left out."""
-    arms = {"fixed-1.0": ({"idts": "off"}, [30.0, 32.0]), "ctkd": ({"idts": "off", "ctkd": True}, [20.0]),
-            "logit-std": ({"idts": "off", "logit_standardize": True}, [25.0]),
-            "fixed-0.8": ({"idts": "off", "base_temperature": 0.8}, [27.0]),
-            "idts": ({}, [35.0])}
+    arms = {
+        "fixed-1.0": ({"idts": "off"}, [30.0, 32.0]),
+        "ctkd": ({"idts": "off", "ctkd": True}, [20.0]),
+        "logit-std": ({"idts": "off", "logit_standardize": True}, [25.0]),
+        "fixed-0.8": ({"idts": "off", "base_temperature": 0.8}, [27.0]),
+        "idts": ({}, [35.0]),
+    }
     runs = []
     for arm, (config, scores) in arms.items():
         for seed, score in enumerate(scores):
-            runs.append(load_run(make_run(tmp_path, f"{arm}-s{seed}", config={**config, "seed": seed},
-                                          final_rouge={"d1": score})))
+            runs.append(
+                load_run(
+                    make_run(tmp_path, f"{arm}-s{seed}", config={**config, "seed": seed}, final_rouge={"d1": score})
+                )
+            )
     runs.append(load_run(make_run(tmp_path, "idts-only", config={"latf": "off"}, final_rouge={"d1": 99.0})))
     table = paper_table(runs, "table5")
     assert table["arm"].tolist() == ["fixed-1.0", "fixed-0.8", "ctkd", "logit-std", "idts"]
-    assert table["average"].tolist() == [f"31.00 ± {statistics.stdev([30.0, 32.0]):.2f}", "27.00", "20.00",
-                                         "25.00", "35.00"]
+    assert table["average"].tolist() == [
+        f"31.00 ± {statistics.stdev([30.0, 32.0]):.2f}",
+        "27.00",
+        "20.00",
+        "25.00",
+        "35.00",
+    ]
     assert table["n_seeds"].tolist() == [2, 1, 1, 1, 1]
     assert table_arm({"latf": "off"}, "table5") is None
     assert table_arm({"seed": 1}, "table3") == "hellinger" and table_arm({"seed": 1}, "table4") == "latf"

@@ -8,15 +8,29 @@ from tests.rundir_factory import make_run
 
 
 def _record(model, step, rouge, spread, ce, degenerate=0.0, kl=None):
-    return {"step": step, "model": model, "rouge_l": {"chat": rouge}, "rouge_l_avg": rouge, "n": {"chat": 120},
-            "rouge_l_spread": {"chat": spread}, "rouge_l_spread_avg": spread, "ce": {"chat": ce}, "ce_avg": ce,
-            "degenerate": {"chat": degenerate}, "degenerate_avg": degenerate,
-            "kl_teacher": {"chat": kl}, "kl_teacher_avg": kl}
+    return {
+        "step": step,
+        "model": model,
+        "rouge_l": {"chat": rouge},
+        "rouge_l_avg": rouge,
+        "n": {"chat": 120},
+        "rouge_l_spread": {"chat": spread},
+        "rouge_l_spread_avg": spread,
+        "ce": {"chat": ce},
+        "ce_avg": ce,
+        "degenerate": {"chat": degenerate},
+        "degenerate_avg": degenerate,
+        "kl_teacher": {"chat": kl},
+        "kl_teacher_avg": kl,
+    }
 
 
 def _run(tmp_path, name, final_rouge, final_ce, spread=0.5, seed=0):
-    evals = [_record("teacher", 0, 20.0, 0.4, 2.0), _record("student_init", 0, 8.0, 0.3, 5.0, 0.2, 1.5),
-             _record("student", 10, final_rouge, spread, final_ce, 0.05, 0.6)]
+    evals = [
+        _record("teacher", 0, 20.0, 0.4, 2.0),
+        _record("student_init", 0, 8.0, 0.3, 5.0, 0.2, 1.5),
+        _record("student", 10, final_rouge, spread, final_ce, 0.05, 0.6),
+    ]
     return load_run(make_run(tmp_path, name, evals=evals, config={"seed": seed}))
 
 
@@ -38,21 +52,26 @@ def test_a_student_that_beats_its_teacher_or_does_not_move_fails(tmp_path):
 
 
 def test_runs_without_the_protocol_are_not_judged(tmp_path):
-    old = load_run(make_run(tmp_path, "old", reference_rouge={"teacher": {"chatterbot": 5.0},
-                                                              "student_init": {"chatterbot": 2.0}}))
+    old = load_run(
+        make_run(tmp_path, "old", reference_rouge={"teacher": {"chatterbot": 5.0}, "student_init": {"chatterbot": 2.0}})
+    )
     assert run_gate(old) == [] and gate_summary([]).startswith("not measured")
     assert list(evaluation_summary(old)["model"]) == ["teacher", "initial student", "final student"]
 
 
 def test_study_gate_uses_the_spread_over_training_seeds(tmp_path):
-    runs = [_run(tmp_path, f"s{i}", final_rouge=r, final_ce=3.0, spread=0.1, seed=i)
-            for i, r in enumerate([12.0, 14.0, 16.0])]
+    runs = [
+        _run(tmp_path, f"s{i}", final_rouge=r, final_ce=3.0, spread=0.1, seed=i)
+        for i, r in enumerate([12.0, 14.0, 16.0])
+    ]
     checks = study_gate(runs)
     assert checks[0].final == pytest.approx(14.0) and checks[0].spread == pytest.approx(2.0)  # sd of 12, 14, 16
     # teacher − final = 6 > 4 and final − initial = 6 > 4: passes; a noisier arm would not
     assert checks[0].passed
-    noisy = [_run(tmp_path, f"n{i}", final_rouge=r, final_ce=3.0, spread=0.1, seed=i)
-             for i, r in enumerate([9.0, 14.0, 19.0])]
+    noisy = [
+        _run(tmp_path, f"n{i}", final_rouge=r, final_ce=3.0, spread=0.1, seed=i)
+        for i, r in enumerate([9.0, 14.0, 19.0])
+    ]
     assert not study_gate(noisy)[0].passed  # sd 5: gaps of 6 are inside 2 × 5
 
 
@@ -68,9 +87,21 @@ def test_report_opens_with_the_gate(tmp_path):
     from analysis.report.study import Study
 
     def arm(name, config, finals):
-        return [load_run(make_run(tmp_path, f"{name}{i}", config={**config, "seed": i}, evals=[
-            _record("teacher", 0, 20.0, 0.4, 2.0), _record("student_init", 0, 8.0, 0.3, 5.0),
-            _record("student", 10, rouge, 0.2, 3.0)])) for i, rouge in enumerate(finals)]
+        return [
+            load_run(
+                make_run(
+                    tmp_path,
+                    f"{name}{i}",
+                    config={**config, "seed": i},
+                    evals=[
+                        _record("teacher", 0, 20.0, 0.4, 2.0),
+                        _record("student_init", 0, 8.0, 0.3, 5.0),
+                        _record("student", 10, rouge, 0.2, 3.0),
+                    ],
+                )
+            )
+            for i, rouge in enumerate(finals)
+        ]
 
     base = arm("base", {"latf": "off", "idts": "off"}, [13.0, 14.0, 15.0])
     full = arm("full", {}, [13.5, 14.5, 15.5])

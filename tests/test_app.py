@@ -25,15 +25,37 @@ from app import jobs
 from tests.rundir_factory import append_garbage, make_run
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
-PAGES = ["views/runs.py", "views/train.py", "views/dynamics.py", "views/gradients.py",
-         "views/temperature.py", "views/compare.py", "views/explorer.py", "views/export.py"]
-TITLES = {"views/runs.py": "Runs", "views/train.py": "Train", "views/dynamics.py": "Token dynamics",
-          "views/gradients.py": "Gradients", "views/temperature.py": "Temperature & entropy",
-          "views/compare.py": "Compare", "views/explorer.py": "Token explorer",
-          "views/export.py": "Report bundle"}
+PAGES = [
+    "views/runs.py",
+    "views/train.py",
+    "views/dynamics.py",
+    "views/gradients.py",
+    "views/temperature.py",
+    "views/compare.py",
+    "views/explorer.py",
+    "views/export.py",
+]
+TITLES = {
+    "views/runs.py": "Runs",
+    "views/train.py": "Train",
+    "views/dynamics.py": "Token dynamics",
+    "views/gradients.py": "Gradients",
+    "views/temperature.py": "Temperature & entropy",
+    "views/compare.py": "Compare",
+    "views/explorer.py": "Token explorer",
+    "views/export.py": "Report bundle",
+}
 # Plotly charts each page draws for one probed, evaluated run (several for Compare).
-CHARTS = {"views/runs.py": 0, "views/train.py": 2, "views/dynamics.py": 3, "views/gradients.py": 2,
-          "views/temperature.py": 1, "views/compare.py": 3, "views/explorer.py": 0, "views/export.py": 0}
+CHARTS = {
+    "views/runs.py": 0,
+    "views/train.py": 2,
+    "views/dynamics.py": 3,
+    "views/gradients.py": 2,
+    "views/temperature.py": 1,
+    "views/compare.py": 3,
+    "views/explorer.py": 0,
+    "views/export.py": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +63,36 @@ def runs_root(tmp_path_factory):
     """Hand-made runs: an AdaKD run and a plain KD run (probed, evaluated, checkpointed), two
     more c values for the c sweep, and a damaged run (a garbage line in metrics.jsonl)."""
     root = tmp_path_factory.mktemp("runs")
-    make_run(root, "adakd-c0.3", config={"idts_c": 0.3}, steps=20, probe_steps=[0, 10, 20],
-             checkpoints=[20], final_rouge={"chatterbot": 31.5}, meta={"started_at": "2026-01-03T00:00:00Z"})
-    make_run(root, "plain-kd", config={"latf": "off", "idts": "off"}, steps=20, probe_steps=[0, 10, 20],
-             final_rouge={"chatterbot": 29.0}, loss_scale=1.2, meta={"started_at": "2026-01-02T00:00:00Z"})
+    make_run(
+        root,
+        "adakd-c0.3",
+        config={"idts_c": 0.3},
+        steps=20,
+        probe_steps=[0, 10, 20],
+        checkpoints=[20],
+        final_rouge={"chatterbot": 31.5},
+        meta={"started_at": "2026-01-03T00:00:00Z"},
+    )
+    make_run(
+        root,
+        "plain-kd",
+        config={"latf": "off", "idts": "off"},
+        steps=20,
+        probe_steps=[0, 10, 20],
+        final_rouge={"chatterbot": 29.0},
+        loss_scale=1.2,
+        meta={"started_at": "2026-01-02T00:00:00Z"},
+    )
     for c, score in ((0.1, 30.0), (0.9, 30.5)):
-        make_run(root, f"adakd-c{c}", config={"idts_c": c}, steps=20, tokens=False, gradients=False,
-                 final_rouge={"chatterbot": score})
+        make_run(
+            root,
+            f"adakd-c{c}",
+            config={"idts_c": c},
+            steps=20,
+            tokens=False,
+            gradients=False,
+            final_rouge={"chatterbot": score},
+        )
     damaged = make_run(root, "damaged", steps=6)
     append_garbage(damaged / "metrics.jsonl")
     return root
@@ -118,8 +163,7 @@ def test_comparison_default_without_a_sweep_selection():
 
     from app.components import comparison_default
 
-    table = pd.DataFrame({"path": ["/r/own", "/s/abl/a", "/s/abl/b", "/s/c/x"],
-                          "sweep": ["", "abl", "abl", "c"]})
+    table = pd.DataFrame({"path": ["/r/own", "/s/abl/a", "/s/abl/b", "/s/c/x"], "sweep": ["", "abl", "abl", "c"]})
     # a run outside any sweep selected: the first sweep in the table's order
     assert comparison_default(table, ["/r/own"]) == ["/s/abl/a", "/s/abl/b"]
     assert comparison_default(table, ["/s/c/x"]) == ["/s/c/x"]
@@ -222,9 +266,14 @@ def test_report_bundle_page_builds_a_zip(env):
     no_failure(at)
     data = at.session_state["export-bundle"]
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-    assert {"figures/adakd-c0.3-loss-ratio.html", "figures/plain-kd-loss-ratio.html",
-            "figures/loss-curves.html", "data/loss-curves.csv", "provenance.json",
-            "runs/adakd-c0.3/config.json"} <= set(names)
+    assert {
+        "figures/adakd-c0.3-loss-ratio.html",
+        "figures/plain-kd-loss-ratio.html",
+        "figures/loss-curves.html",
+        "data/loss-curves.csv",
+        "provenance.json",
+        "runs/adakd-c0.3/config.json",
+    } <= set(names)
     assert [b for b in at.get("download_button") if b.proto.label == "Download adakd-report.zip"]
 
 
@@ -281,8 +330,7 @@ def test_train_page_launches_stops_and_resumes_a_smoke_run(tmp_path, monkeypatch
         assert (run_dir / "train.log").exists()
 
         at.button(key=f"stop-{run_dir}").click().run()
-        wait(at, lambda: status(run_dir).get("state") == "stopped"
-             and not jobs.list_jobs(root), 120, "the run to stop")
+        wait(at, lambda: status(run_dir).get("state") == "stopped" and not jobs.list_jobs(root), 120, "the run to stop")
         no_failure(at)
         stopped_at = status(run_dir)["step"]
         assert 1 <= stopped_at < 40
@@ -315,8 +363,9 @@ def test_train_page_shows_the_queue_and_a_failed_start(tmp_path, monkeypatch):
         jobs.submit(root, "train", [], root / "broken", "testdev", argv=broken)
         deadline = time.time() + 30
         while time.time() < deadline and not (
-                any(j.name == "first" and j.state == "running" for j in jobs.list_jobs(root))
-                and jobs.job_for_run(root, root / "broken", include_exited=True).state == "exited"):
+            any(j.name == "first" and j.state == "running" for j in jobs.list_jobs(root))
+            and jobs.job_for_run(root, root / "broken", include_exited=True).state == "exited"
+        ):
             time.sleep(0.2)
         at = open_page("views/train.py")
         infos = " ".join(i.value for i in at.info)
@@ -335,8 +384,9 @@ def test_train_page_shows_the_queue_and_a_failed_start(tmp_path, monkeypatch):
 
 def test_explorer_reports_a_broken_checkpoint_as_a_message(tmp_path, monkeypatch):
     root = tmp_path / "runs"
-    run = make_run(root, "tiny-broken", config={"teacher": "tiny-random", "student": "tiny-random"},
-                   steps=4, checkpoints=[4])  # an empty model.safetensors: unreadable weights
+    run = make_run(
+        root, "tiny-broken", config={"teacher": "tiny-random", "student": "tiny-random"}, steps=4, checkpoints=[4]
+    )  # an empty model.safetensors: unreadable weights
     monkeypatch.setenv("ADAKD_RUNS", str(root))
     at = open_page("views/explorer.py", selected=[run], timeout=180)
     assert at.selectbox(key=f"explorer-step-{run}").value == 4  # the latest checkpoint by default
@@ -349,8 +399,14 @@ def test_dynamics_page_shows_the_student_data_panel_of_a_regime_run(tmp_path, mo
     from tests.test_analysis_regime import regime_metrics
 
     root = tmp_path / "runs"
-    run = make_run(root, "gkd-run", config={"regime": "gkd", "gkd_lambda": 0.5}, steps=5,
-                   metrics=regime_metrics(), probe_steps=[0, 5])
+    run = make_run(
+        root,
+        "gkd-run",
+        config={"regime": "gkd", "gkd_lambda": 0.5},
+        steps=5,
+        metrics=regime_metrics(),
+        probe_steps=[0, 5],
+    )
     monkeypatch.setenv("ADAKD_RUNS", str(root))
     at = open_page("views/dynamics.py", selected=[run])
     no_failure(at)
@@ -412,8 +468,11 @@ def test_runs_page_shows_the_validity_gate(tmp_path, monkeypatch):
     from tests.test_analysis_validity import _record
 
     def evals(final_rouge, final_ce):
-        return [_record("teacher", 0, 20.0, 0.4, 2.0), _record("student_init", 0, 8.0, 0.3, 5.0),
-                _record("student", 10, final_rouge, 0.5, final_ce)]
+        return [
+            _record("teacher", 0, 20.0, 0.4, 2.0),
+            _record("student_init", 0, 8.0, 0.3, 5.0),
+            _record("student", 10, final_rouge, 0.5, final_ce),
+        ]
 
     root = tmp_path / "runs"
     good = make_run(root, "learns", evals=evals(14.0, 3.0))

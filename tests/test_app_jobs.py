@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from adakd.presets import PRESETS
 from adakd.config import RunConfig
+from adakd.presets import PRESETS
 from app import jobs
 from app.train_form import build_request, overrides_from, parse_extra, sweep_args
 
@@ -111,8 +111,15 @@ subprocess.run([sys.executable, '-c', child, sys.argv[1]])
 
 
 def test_stopping_a_sweep_waits_for_its_running_point(root):
-    job = jobs.submit(root, "sweep", [], root / "sw", "testdev", log_name="sweep.log",
-                      argv=[sys.executable, "-c", SWEEP, str(root / "sw")])
+    job = jobs.submit(
+        root,
+        "sweep",
+        [],
+        root / "sw",
+        "testdev",
+        log_name="sweep.log",
+        argv=[sys.executable, "-c", SWEEP, str(root / "sw")],
+    )
     wait_for(lambda: state_of(root, job) == "running" and (root / "sw" / "sweep.log").exists(), what="sweep running")
     time.sleep(1.0)  # the point has started
     jobs.stop(root, jobs.list_jobs(root)[0])
@@ -179,27 +186,46 @@ def demo_defaults() -> RunConfig:
 
 def test_only_changed_fields_become_overrides():
     d = demo_defaults()
-    values = {"divergence": d.divergence, "lr": float(d.lr), "max_steps": d.max_steps,
-              "student_layers": "", "idts_c": 0.3, "max_train_examples": 0, "seed": 2.0}
+    values = {
+        "divergence": d.divergence,
+        "lr": float(d.lr),
+        "max_steps": d.max_steps,
+        "student_layers": "",
+        "idts_c": 0.3,
+        "max_train_examples": 0,
+        "seed": 2.0,
+    }
     assert overrides_from(values, d) == ["idts_c=0.3", "seed=2"]  # "" = None, the demo's own layers
 
 
 def test_single_run_request_is_the_cli_command(tmp_path):
     d = demo_defaults()
-    req = build_request("single", "demo", {"idts": "inverse", "max_steps": 10}, "probe_interval=5\n# note\n",
-                        {}, "my-run", d, tmp_path)
+    req = build_request(
+        "single", "demo", {"idts": "inverse", "max_steps": 10}, "probe_interval=5\n# note\n", {}, "my-run", d, tmp_path
+    )
     assert req.kind == "train"
-    assert req.args == ["--preset", "demo", "--set", "idts=inverse", "max_steps=10", "probe_interval=5",
-                        "--run-dir", str(tmp_path / "my-run")]
+    assert req.args == [
+        "--preset",
+        "demo",
+        "--set",
+        "idts=inverse",
+        "max_steps=10",
+        "probe_interval=5",
+        "--run-dir",
+        str(tmp_path / "my-run"),
+    ]
     assert req.config.idts == "inverse" and req.config.probe_interval == 5
     assert req.display.startswith("python -m adakd train --preset demo")
 
 
-@pytest.mark.parametrize("extra, message", [
-    ("lr=5", "lr = 5.0 is out of range"),
-    ("learning_rate=0.1", "unknown config field"),
-    ("probe_interval", "not of the form key=value"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("lr=5", "lr = 5.0 is out of range"),
+        ("learning_rate=0.1", "unknown config field"),
+        ("probe_interval", "not of the form key=value"),
+    ],
+)
 def test_invalid_settings_give_the_config_message(tmp_path, extra, message):
     with pytest.raises(ValueError, match=message):
         build_request("single", "demo", {}, extra, {}, "x", demo_defaults(), tmp_path)
@@ -215,11 +241,22 @@ def test_existing_name_and_bad_name_are_refused(tmp_path):
 
 def test_c_sweep_and_ablation_requests(tmp_path):
     d = demo_defaults()
-    req = build_request("c-sweep", "demo", {"idts_c": 0.5, "max_steps": 10}, "", {"idts_c": "0.1, 0.9"},
-                        "sw", d, tmp_path)
+    req = build_request(
+        "c-sweep", "demo", {"idts_c": 0.5, "max_steps": 10}, "", {"idts_c": "0.1, 0.9"}, "sw", d, tmp_path
+    )
     assert req.kind == "sweep" and req.points == 2
-    assert req.args == ["--preset", "demo", "--grid", "idts_c=0.1,0.9", "--set", "max_steps=10",
-                        "--root", str(tmp_path), "--name", "sw"]
+    assert req.args == [
+        "--preset",
+        "demo",
+        "--grid",
+        "idts_c=0.1,0.9",
+        "--set",
+        "max_steps=10",
+        "--root",
+        str(tmp_path),
+        "--name",
+        "sw",
+    ]
     req = build_request("ablation", "demo", {"latf": "fixed", "idts": "off"}, "", {"ablation": ""}, "ab", d, tmp_path)
     assert req.points == 4 and "--grid" in req.args and "ablation" in req.args
     assert not any(a.startswith(("latf=", "idts=")) for a in req.args)  # the grid sets them
@@ -228,9 +265,23 @@ def test_c_sweep_and_ablation_requests(tmp_path):
 
 
 def test_sweep_args_from_manifest_round_trip(tmp_path):
-    manifest = {"preset": "demo", "grid": {"idts_c": ["0.1", "0.5"], "seed": ["0", "1"]},
-                "base_overrides": {"max_steps": "10"}}
+    manifest = {
+        "preset": "demo",
+        "grid": {"idts_c": ["0.1", "0.5"], "seed": ["0", "1"]},
+        "base_overrides": {"max_steps": "10"},
+    }
     assert sweep_args(manifest, tmp_path / "sw") == [
-        "--preset", "demo", "--grid", "idts_c=0.1,0.5", "--grid", "seed=0,1", "--set", "max_steps=10",
-        "--root", str(tmp_path), "--name", "sw"]
+        "--preset",
+        "demo",
+        "--grid",
+        "idts_c=0.1,0.5",
+        "--grid",
+        "seed=0,1",
+        "--set",
+        "max_steps=10",
+        "--root",
+        str(tmp_path),
+        "--name",
+        "sw",
+    ]
     assert parse_extra("a=1\n\n b = 2 ") == ["a=1", "b=2"]

@@ -71,9 +71,13 @@ def test_converted_teacher_answers_paris(real_teacher):
     ids = encode_prompt(tokenizer, Example("What is the capital of France?"), 128)
     assert ids[0] == 1 and ids[1] != 1  # one bos (<|im_start|>), not two
     with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             max_new_tokens=20, do_sample=False)
-    reply = tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+        out = model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=20,
+            do_sample=False,
+        )
+    reply = tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
     assert "Paris" in reply, reply
 
 
@@ -168,8 +172,13 @@ _WORKER = textwrap.dedent(
 
 def _spawn(target: Path, log: Path, sleep: float) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-c", _WORKER, str(target), str(log), str(sleep)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", _WORKER, str(target), str(log), str(sleep)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_the_lock_serialises_two_processes(tmp_path):

@@ -43,16 +43,22 @@ def folders(tmp_path_factory, tokenizer):
     raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", eos_token="<eos>").save_pretrained(
-        out["other-vocab"])
+        out["other-vocab"]
+    )
     tiny_random_llama(len(words), hidden=32, seed=2).save_pretrained(out["other-vocab"])
     # an encoder (bidirectional attention) with the teacher's tokenizer: only causality is wrong
     torch.manual_seed(0)
-    BertForMaskedLM(BertConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=32)).save_pretrained(out["bert"])
+    BertForMaskedLM(
+        BertConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(out["bert"])
     tokenizer.save_pretrained(out["bert"])
-    data = {"empty.jsonl": b"", "malformed.jsonl": b'{"instruction": "Hi", "response": "Hello"}\n{oops\n',
-            "not-utf8.jsonl": '{"instruction": "Caf\u00e9", "response": "ok"}\n'.encode("latin-1"),
-            "no-response.jsonl": b'{"instruction": "Hi"}\n', "list.json": b'{"instruction": "Hi"}'}
+    data = {
+        "empty.jsonl": b"",
+        "malformed.jsonl": b'{"instruction": "Hi", "response": "Hello"}\n{oops\n',
+        "not-utf8.jsonl": '{"instruction": "Caf\u00e9", "response": "ok"}\n'.encode("latin-1"),
+        "no-response.jsonl": b'{"instruction": "Hi"}\n',
+        "list.json": b'{"instruction": "Hi"}',
+    }
     out["empty-folder"] = base / "empty-folder"  # a folder is a chatterbot YAML source: none here
     out["empty-folder"].mkdir()
     for name, content in data.items():
@@ -73,30 +79,36 @@ def nothing_written(root: Path) -> None:
 SMOKE = ["train", "--preset", "smoke", "--quiet"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "lr=-1"], "lr = -1.0 is out of range"),
-    (["--set", "lr_shedule=cosine"], "unknown config field(s) 'lr_shedule' (did you mean lr_schedule"),
-    (["--set", "max_steps=ten"], "max_steps='ten': cannot parse as an integer"),
-    (["--set", "divergence=kl"], "divergence"),
-    (["--set", "teacher=/no/such/model", "student=random"], "teacher path '/no/such/model' does not exist"),
-    (["--set", "teacher=no-such-org/no-such-model", "student=random"],
-     "cannot load teacher 'no-such-org/no-such-model'"),
-    (["--set", "teacher={teacher}", "student={other-vocab}"], "different tokenizers"),
-    (["--set", "teacher={teacher}", "student={bert}"], "is not a causal language model"),
-    (["--set", "teacher={bert}", "student=random"], "is not a causal language model"),
-    (["--set", "data={empty.jsonl}"], "empty file"),
-    (["--set", "data={malformed.jsonl}"], "line 2: invalid JSON"),
-    (["--set", "data={not-utf8.jsonl}"], "not UTF-8"),
-    (["--set", "data={no-response.jsonl}"], "response"),
-    (["--set", "data={list.json}"], "array"),
-    (["--set", "data=/no/such/data.jsonl"], "data file '/no/such/data.jsonl' not found"),
-    (["--set", "data={empty-folder}"], "no .yml files in this folder"),
-    (["--name", "a/b"], "contains a path separator"),
-    (["--name", ".."], "'..'"),
-    (["--name", "../../etc"], "path separator"),
-    (["--name", "caf\u00e9"], "characters other than"),
-    (["--name", " "], "run name is empty"),
-], ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "lr=-1"], "lr = -1.0 is out of range"),
+        (["--set", "lr_shedule=cosine"], "unknown config field(s) 'lr_shedule' (did you mean lr_schedule"),
+        (["--set", "max_steps=ten"], "max_steps='ten': cannot parse as an integer"),
+        (["--set", "divergence=kl"], "divergence"),
+        (["--set", "teacher=/no/such/model", "student=random"], "teacher path '/no/such/model' does not exist"),
+        (
+            ["--set", "teacher=no-such-org/no-such-model", "student=random"],
+            "cannot load teacher 'no-such-org/no-such-model'",
+        ),
+        (["--set", "teacher={teacher}", "student={other-vocab}"], "different tokenizers"),
+        (["--set", "teacher={teacher}", "student={bert}"], "is not a causal language model"),
+        (["--set", "teacher={bert}", "student=random"], "is not a causal language model"),
+        (["--set", "data={empty.jsonl}"], "empty file"),
+        (["--set", "data={malformed.jsonl}"], "line 2: invalid JSON"),
+        (["--set", "data={not-utf8.jsonl}"], "not UTF-8"),
+        (["--set", "data={no-response.jsonl}"], "response"),
+        (["--set", "data={list.json}"], "array"),
+        (["--set", "data=/no/such/data.jsonl"], "data file '/no/such/data.jsonl' not found"),
+        (["--set", "data={empty-folder}"], "no .yml files in this folder"),
+        (["--name", "a/b"], "contains a path separator"),
+        (["--name", ".."], "'..'"),
+        (["--name", "../../etc"], "path separator"),
+        (["--name", "caf\u00e9"], "characters other than"),
+        (["--name", " "], "run name is empty"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
 def test_cli_train_refuses_bad_input(tmp_path, monkeypatch, capsys, folders, args, message):
     err = refused_train(tmp_path, monkeypatch, capsys, args, folders)
     assert message in err, err[-2000:]
@@ -120,12 +132,15 @@ def refused_train(tmp_path, monkeypatch, capsys, args: list[str], paths: dict) -
     return err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["resume", "no-such-run"], "no run folder 'no-such-run'"),
-    (["eval", "no-such-run"], "no run folder 'no-such-run'"),
-    (["resume", "a/../../b"], "contains a path separator"),
-    (["resume", "{not-a-run}"], "not a run directory"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["resume", "no-such-run"], "no run folder 'no-such-run'"),
+        (["eval", "no-such-run"], "no run folder 'no-such-run'"),
+        (["resume", "a/../../b"], "contains a path separator"),
+        (["resume", "{not-a-run}"], "not a run directory"),
+    ],
+)
 def test_cli_unknown_run_is_refused(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ADAKD_RUNS", str(tmp_path / "runs"))
@@ -142,9 +157,24 @@ def test_cli_unknown_run_is_refused(tmp_path, monkeypatch, capsys, argv, message
 
 def test_real_process_bad_model_exit_2_no_traceback_nothing_written(tmp_path, folders):
     run_dir = tmp_path / "victim"
-    proc = subprocess.run([sys.executable, "-m", "adakd", *SMOKE, "--set", f"teacher={folders['teacher']}",
-                           f"student={folders['bert']}", "--run-dir", str(run_dir)],
-                          env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adakd",
+            *SMOKE,
+            "--set",
+            f"teacher={folders['teacher']}",
+            f"student={folders['bert']}",
+            "--run-dir",
+            str(run_dir),
+        ],
+        env=ENV,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "is not a causal language model" in proc.stderr and "Traceback" not in proc.stderr
     assert not run_dir.exists()

@@ -49,20 +49,28 @@ def files(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "data={huge-line.jsonl}"], "line 1: longer than 1 MiB, the most a data line (one record) may have"),
-    (["--set", "data={deep.jsonl}"], "line 2: JSON nested more than 64 levels deep"),
-    (["--set", "data={deep.json}"], "JSON nested more than 64 levels deep"),
-    (["--set", "data={big-record.json}"], "line 1: a record of 2 MiB is larger than the 1 MiB"),
-    (["--set", "eval_data={huge-line.jsonl}"], "line 1: longer than 1 MiB"),
-    (["--set", "max_steps=99999999999999999999999"], "max_steps = 99999999999999999999999 is out of range: "
-                                                     "must be in [1, 10,000,000]"),
-    (["--set", "batch_size=100000"], "batch_size = 100000 is out of range: must be in [1, 4,096]"),
-    (["--set", "seed=99999999999"], "seed = 99999999999 is out of range"),
-    (["--set", "eval_max_new_tokens=10000000"], "eval_max_new_tokens = 10000000 is out of range"),
-    (["--set", "data={no-instruction.jsonl}"],
-     "field 'instruction': missing; each record needs 'instruction' and a response ('response' or 'output')"),
-], ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "data={huge-line.jsonl}"], "line 1: longer than 1 MiB, the most a data line (one record) may have"),
+        (["--set", "data={deep.jsonl}"], "line 2: JSON nested more than 64 levels deep"),
+        (["--set", "data={deep.json}"], "JSON nested more than 64 levels deep"),
+        (["--set", "data={big-record.json}"], "line 1: a record of 2 MiB is larger than the 1 MiB"),
+        (["--set", "eval_data={huge-line.jsonl}"], "line 1: longer than 1 MiB"),
+        (
+            ["--set", "max_steps=99999999999999999999999"],
+            "max_steps = 99999999999999999999999 is out of range: must be in [1, 10,000,000]",
+        ),
+        (["--set", "batch_size=100000"], "batch_size = 100000 is out of range: must be in [1, 4,096]"),
+        (["--set", "seed=99999999999"], "seed = 99999999999 is out of range"),
+        (["--set", "eval_max_new_tokens=10000000"], "eval_max_new_tokens = 10000000 is out of range"),
+        (
+            ["--set", "data={no-instruction.jsonl}"],
+            "field 'instruction': missing; each record needs 'instruction' and a response ('response' or 'output')",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
 def test_cli_refuses_input_over_the_limits(tmp_path, monkeypatch, capsys, files, args, message):
     err = refused_train(tmp_path, monkeypatch, capsys, args, files)
     assert message in err and "'instruction' and 'instruction'" not in err, err[-2000:]
@@ -80,9 +88,23 @@ finally:  # this process's own high-water mark (getrusage would include the fork
 def test_a_60_mb_line_is_refused_within_500_mb(tmp_path, files):
     """A real process: refused before any model loads, with peak memory far from the 15 GB the
     line once cost (the check reads at most 1 MiB of the line)."""
-    done = subprocess.run([sys.executable, "-c", PEAK, *SMOKE, "--set", f"data={files['huge-line.jsonl']}",
-                           "--run-dir", str(tmp_path / "victim")], env=ENV, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PEAK,
+            *SMOKE,
+            "--set",
+            f"data={files['huge-line.jsonl']}",
+            "--run-dir",
+            str(tmp_path / "victim"),
+        ],
+        env=ENV,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     assert "longer than 1 MiB" in done.stderr and "Traceback" not in done.stderr
     peak_mb = int(done.stderr.split("VmHWM:")[1].split()[0]) / 1024  # kB
@@ -129,11 +151,14 @@ def test_the_limits_module_directly(files, tmp_path):
     assert len(load_examples(str(bom))) == 2  # a UTF-8 byte-order mark still reads
 
 
-@pytest.mark.parametrize("argv, message, banned", [
-    (["resume", "{file}"], "is a file, not a run folder: give the run's folder or its name", "--run-dir"),
-    (["eval", "{file}"], "is a file, not a run folder", "--run-dir"),
-    (["resume", "a/../../b"], "no run folder 'a/../../b'", "--run-dir"),
-])
+@pytest.mark.parametrize(
+    "argv, message, banned",
+    [
+        (["resume", "{file}"], "is a file, not a run folder: give the run's folder or its name", "--run-dir"),
+        (["eval", "{file}"], "is a file, not a run folder", "--run-dir"),
+        (["resume", "a/../../b"], "no run folder 'a/../../b'", "--run-dir"),
+    ],
+)
 def test_cli_run_arguments_get_a_message_that_fits(tmp_path, monkeypatch, capsys, argv, message, banned):
     monkeypatch.setenv("ADAKD_RUNS", str(tmp_path / "runs"))
     some_file = tmp_path / "notes.txt"
@@ -146,9 +171,11 @@ def test_cli_run_arguments_get_a_message_that_fits(tmp_path, monkeypatch, capsys
 def test_train_form_applies_the_same_limits(tmp_path, monkeypatch, files):
     at = _train_page(tmp_path, monkeypatch)
     at.text_input(key="train-name-single-smoke").input("fine-name").run()
-    for extra, message in ((f"data={files['huge-line.jsonl']}", "line 1: longer than 1 MiB"),
-                           (f"data={files['deep.jsonl']}", "line 2: JSON nested more than 64 levels deep"),
-                           ("max_steps=99999999999999999999999", "is out of range: must be in [1, 10,000,000]")):
+    for extra, message in (
+        (f"data={files['huge-line.jsonl']}", "line 1: longer than 1 MiB"),
+        (f"data={files['deep.jsonl']}", "line 2: JSON nested more than 64 levels deep"),
+        ("max_steps=99999999999999999999999", "is out of range: must be in [1, 10,000,000]"),
+    ):
         at.text_area(key="train-smoke-extra").input(extra).run()
         errors = " ".join(e.value for e in at.error)
         assert message in errors, (extra, errors)
@@ -163,6 +190,11 @@ def test_deeply_nested_yaml_is_refused_not_a_crash(tmp_path):
     deep.write_text("categories:\n- x\nconversations:\n- " + "[" * 100_000 + "\n")
     with pytest.raises(limits.LimitError, match="YAML nested more than 64 levels deep"):
         limits.check_data_file(deep)
-    done = subprocess.run([sys.executable, "-c", f"from adakd.data import load_examples; load_examples({str(deep)!r})"],
-                          env=ENV, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", f"from adakd.data import load_examples; load_examples({str(deep)!r})"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and "YAML nested more than 64 levels deep" in done.stderr, done.stderr[-2000:]

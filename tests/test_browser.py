@@ -29,15 +29,27 @@ pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "test-artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # url path, page title, Plotly charts expected with the hand-made runs, an element that shows
 # the page is complete
-PAGES = [("", "Runs", 0, '[data-testid="stDataFrame"] canvas'), ("train", "Train", 2, "text=Start"),
-         ("dynamics", "Token dynamics", 3, None), ("gradients", "Gradients", 2, None),
-         ("temperature", "Temperature & entropy", 1, None), ("compare", "Compare", 1, None),
-         ("explorer", "Token explorer", 0, "text=Press Analyse"),
-         ("export", "Report bundle", 0, "text=Build the bundle")]
+PAGES = [
+    ("", "Runs", 0, '[data-testid="stDataFrame"] canvas'),
+    ("train", "Train", 2, "text=Start"),
+    ("dynamics", "Token dynamics", 3, None),
+    ("gradients", "Gradients", 2, None),
+    ("temperature", "Temperature & entropy", 1, None),
+    ("compare", "Compare", 1, None),
+    ("explorer", "Token explorer", 0, "text=Press Analyse"),
+    ("export", "Report bundle", 0, "text=Build the bundle"),
+]
 ALL_CHARTS_DRAWN = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]'))
     .every(e => e.querySelector('.main-svg'))"""
 IDLE = """() => !document.querySelector('[data-testid^="stStatusWidgetRunning"]')
@@ -68,17 +80,48 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser-runs")
-    make_run(root, "adakd-demo", config={"idts_c": 0.3}, steps=20, probe_steps=[0, 10, 20], checkpoints=[20],
-             final_rouge={"chatterbot": 31.5}, meta={"started_at": "2026-01-02T00:00:00Z"})
-    make_run(root, "plain-kd", config={"latf": "off", "idts": "off"}, steps=20, probe_steps=[0, 10, 20],
-             final_rouge={"chatterbot": 29.0}, loss_scale=1.2)
+    make_run(
+        root,
+        "adakd-demo",
+        config={"idts_c": 0.3},
+        steps=20,
+        probe_steps=[0, 10, 20],
+        checkpoints=[20],
+        final_rouge={"chatterbot": 31.5},
+        meta={"started_at": "2026-01-02T00:00:00Z"},
+    )
+    make_run(
+        root,
+        "plain-kd",
+        config={"latf": "off", "idts": "off"},
+        steps=20,
+        probe_steps=[0, 10, 20],
+        final_rouge={"chatterbot": 29.0},
+        loss_scale=1.2,
+    )
     port = free_port()
     env = {**os.environ, "ADAKD_RUNS": str(root), "HF_HUB_OFFLINE": "1", "BROWSER_PATH": CHROMIUM}
     log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-         "--server.headless", "true", "--server.address", "127.0.0.1"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app/main.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -123,7 +166,9 @@ def open_and_check(page, url: str, title: str, n_charts: int, ready: str | None 
         page.wait_for_function(f"""() => document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg')
                                    .length >= {n_charts}""")
     settle(page, ready)
-    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
+        '[data-testid="stException"]'
+    ).first.inner_text()
     assert page.locator(".js-plotly-plot").count() >= n_charts
 
 
@@ -138,8 +183,9 @@ def test_token_explorer_on_a_custom_prompt(page, server):
     page.get_by_text("tiny random (instant)").click()
     page.get_by_role("textbox", name="Prompt", exact=True).fill("Which planet is called the red planet?")
     page.get_by_role("button", name="Analyse").click()
-    page.wait_for_function("""() => document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg').length >= 2""",
-                           timeout=180_000)
+    page.wait_for_function(
+        """() => document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg').length >= 2""", timeout=180_000
+    )
     settle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     reply = page.locator("p", has_text="Reply scored").inner_text()

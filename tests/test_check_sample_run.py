@@ -49,8 +49,17 @@ def test_a_real_run_trains_again_identically(check, tmp_path, capsys):
     from adakd.presets import resolve_preset
     from adakd.trainer import train
 
-    config = resolve_preset("smoke", ["max_steps=6", "checkpoint_interval=0", "eval_examples=2",
-                                      "eval_max_new_tokens=4", "latf=adaptive", "latf_warmup=0"])
+    config = resolve_preset(
+        "smoke",
+        [
+            "max_steps=6",
+            "checkpoint_interval=0",
+            "eval_examples=2",
+            "eval_max_new_tokens=4",
+            "latf=adaptive",
+            "latf_warmup=0",
+        ],
+    )
     run = train(config, tmp_path / "original")
     assert check.main([str(run)]) == 0
     assert "identical: metrics, probes" in capsys.readouterr().out

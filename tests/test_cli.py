@@ -19,18 +19,26 @@ from adakd.rundir import RunDir
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(Path.cwd()))
 
 
-@pytest.mark.parametrize("argv,fragment", [
-    (["train", "--preset", "smoke", "--set", "lr=-1"], "lr = -1.0 is out of range: must be in (0, 1]"),
-    (["train", "--preset", "smoke", "--set", "lr_shedule=1"], "unknown config field(s) 'lr_shedule' (did you mean lr_schedule"),
-    (["train", "--preset", "smoke", "--set", "max_steps=ten"], "max_steps='ten': cannot parse as an integer"),
-    (["train", "--preset", "smoke", "--set", "data=/no/such.jsonl"], "data file '/no/such.jsonl' not found"),
-    (["train", "--preset", "smoke", "--name", "../escape"], "contains a path separator"),
-    (["train", "--preset", "smoke", "--name", ".hidden"], "starts with '.'"),
-    (["train", "--preset", "smoke", "--set", "teacher=no-such-org/no-such-model", "student=subset"],
-     "cannot load teacher 'no-such-org/no-such-model'"),  # found only when loading: still nothing written
-    (["resume", "no-such-run"], "no run folder 'no-such-run'"),
-    (["eval", "no-such-run"], "no run folder 'no-such-run'"),
-])
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["train", "--preset", "smoke", "--set", "lr=-1"], "lr = -1.0 is out of range: must be in (0, 1]"),
+        (
+            ["train", "--preset", "smoke", "--set", "lr_shedule=1"],
+            "unknown config field(s) 'lr_shedule' (did you mean lr_schedule",
+        ),
+        (["train", "--preset", "smoke", "--set", "max_steps=ten"], "max_steps='ten': cannot parse as an integer"),
+        (["train", "--preset", "smoke", "--set", "data=/no/such.jsonl"], "data file '/no/such.jsonl' not found"),
+        (["train", "--preset", "smoke", "--name", "../escape"], "contains a path separator"),
+        (["train", "--preset", "smoke", "--name", ".hidden"], "starts with '.'"),
+        (
+            ["train", "--preset", "smoke", "--set", "teacher=no-such-org/no-such-model", "student=subset"],
+            "cannot load teacher 'no-such-org/no-such-model'",
+        ),  # found only when loading: still nothing written
+        (["resume", "no-such-run"], "no run folder 'no-such-run'"),
+        (["eval", "no-such-run"], "no run folder 'no-such-run'"),
+    ],
+)
 def test_bad_input_exit_2_clear_message_nothing_written(argv, fragment, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ADAKD_RUNS", str(tmp_path / "runs"))
@@ -50,8 +58,24 @@ def test_existing_run_dir_is_refused(tmp_path, capsys):
 
 
 def test_real_process_bad_input_has_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "adakd", "train", "--preset", "smoke", "--set", "idts=maybe",
-                           "--run-dir", str(tmp_path / "r")], env=ENV, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adakd",
+            "train",
+            "--preset",
+            "smoke",
+            "--set",
+            "idts=maybe",
+            "--run-dir",
+            str(tmp_path / "r"),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "error: idts = 'maybe' is not valid" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "r").exists()
@@ -66,8 +90,22 @@ def test_argparse_errors_exit_2(capsys):
 
 def test_train_then_list(tmp_path, capsys):
     root = tmp_path / "runs"
-    code = main(["train", "--preset", "smoke", "--name", "mini", "--root", str(root), "--quiet",
-                 "--set", "max_steps=2", "probe_interval=0", "checkpoint_interval=0"])
+    code = main(
+        [
+            "train",
+            "--preset",
+            "smoke",
+            "--name",
+            "mini",
+            "--root",
+            str(root),
+            "--quiet",
+            "--set",
+            "max_steps=2",
+            "probe_interval=0",
+            "checkpoint_interval=0",
+        ]
+    )
     assert code == 0
     assert f"finished: {root / 'mini'}" in capsys.readouterr().out
     meta = RunDir(root / "mini").read_config()
@@ -99,8 +137,13 @@ def test_kill_9_leaves_a_readable_crashed_run_that_resumes(tmp_path, capsys):
     run_dir = tmp_path / "runs" / "victim"
     script = tmp_path / "killable.py"
     script.write_text(KILLABLE)
-    proc = subprocess.Popen([sys.executable, str(script), str(run_dir)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(run_dir)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     run = RunDir(run_dir)
     try:
         deadline = time.time() + 300
@@ -147,14 +190,40 @@ def test_sweep_and_eval_delegate(tmp_path, monkeypatch, capsys):
 
     def fake_eval(run_dir, data_files, examples, greedy, overrides):
         calls["eval"] = (Path(run_dir), data_files, examples, greedy, overrides)
-        return {"step": 7, "model": "student", "rouge_l": {"d": 12.5}, "rouge_l_spread": {"d": 0.25},
-                "n": {"d": 3}, "degenerate": {"d": 1 / 3}, "ce": {"d": 2.5}, "kl_teacher": {"d": None},
-                "rouge_l_avg": 12.5}
+        return {
+            "step": 7,
+            "model": "student",
+            "rouge_l": {"d": 12.5},
+            "rouge_l_spread": {"d": 0.25},
+            "n": {"d": 3},
+            "degenerate": {"d": 1 / 3},
+            "ce": {"d": 2.5},
+            "kl_teacher": {"d": None},
+            "rouge_l_avg": 12.5,
+        }
 
     monkeypatch.setattr(adakd.sweep, "run_sweep", fake_sweep)
     monkeypatch.setattr(adakd.evaluation, "evaluate_run", fake_eval)
-    assert main(["sweep", "--preset", "demo", "--grid", "idts_c=0.1,0.3", "--grid", "seed=0,1",
-                 "--set", "max_steps=5", "--name", "s1", "--root", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--preset",
+                "demo",
+                "--grid",
+                "idts_c=0.1,0.3",
+                "--grid",
+                "seed=0,1",
+                "--set",
+                "max_steps=5",
+                "--name",
+                "s1",
+                "--root",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert calls["sweep"] == ("demo", {"idts_c": ["0.1", "0.3"], "seed": ["0", "1"]}, ["max_steps=5"], tmp_path, "s1")
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "config.json").write_text("{}")  # eval locks a run folder, never any folder
@@ -177,8 +246,9 @@ def test_progress_bar_shows_loss_ratio_tau_and_throughput(capsys, monkeypatch):
     progress = cli._Progress(quiet=False)
     progress.enabled = True  # stderr is not a TTY under pytest
     for step in (1, 2):
-        progress({"step": step, "total_steps": 4, "loss": 1.5 / step, "ratio": 0.9, "mean_tau": 1.02,
-                  "tokens_per_s": 321.0})
+        progress(
+            {"step": step, "total_steps": 4, "loss": 1.5 / step, "ratio": 0.9, "mean_tau": 1.02, "tokens_per_s": 321.0}
+        )
     progress.close()
     err = capsys.readouterr().err
     assert "2/4" in err and "loss=0.7500" in err and "r=0.900" in err and "tau=1.020" in err and "tok_s=321" in err

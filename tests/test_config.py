@@ -33,30 +33,33 @@ def test_names_match_the_loss_modules():
     assert set(INDICATORS) == set(adakd.difficulty.INDICATORS)
 
 
-@pytest.mark.parametrize("field,value,fragment", [
-    ("lr", 0.0, "lr = 0.0 is out of range: must be in (0, 1]"),
-    ("lr", 2.0, "in (0, 1]"),
-    ("max_steps", 0, "max_steps = 0 is out of range: must be in [1, 10,000,000]"),
-    ("batch_size", -1, "batch_size"),
-    ("ratio_start", 0.0, "ratio_start = 0.0 is out of range: must be in (0, 1]"),
-    ("ratio_end", 1.5, "ratio_end"),
-    ("latf_beta", 1.0, "latf_beta = 1.0 is out of range: must be in [0, 1)"),
-    ("latf_min_ratio", 0.0, "latf_min_ratio"),
-    ("latf_warmup", 1.0, "latf_warmup"),
-    ("kd_ratio", 1.5, "kd_ratio = 1.5 is out of range: must be in [0, 1]"),
-    ("base_temperature", 0.0, "base_temperature"),
-    ("idts_c", -0.1, "idts_c"),
-    ("gen_top_p", 0.0, "gen_top_p"),
-    ("keep_checkpoints", 0, "keep_checkpoints = 0 is out of range: must be in [1, 1,000]"),
-    ("probe_interval", -1, "probe_interval"),
-    ("eval_examples", -5, "eval_examples"),
-    ("warmup_ratio", 1.0, "warmup_ratio"),
-    ("max_grad_norm", -1.0, "max_grad_norm"),
-    ("student_layers", [], "student_layers"),
-    ("student_layers", [0, 0], "distinct"),
-    ("max_train_examples", 0, "max_train_examples"),
-    ("teacher", " ", "teacher"),
-])
+@pytest.mark.parametrize(
+    "field,value,fragment",
+    [
+        ("lr", 0.0, "lr = 0.0 is out of range: must be in (0, 1]"),
+        ("lr", 2.0, "in (0, 1]"),
+        ("max_steps", 0, "max_steps = 0 is out of range: must be in [1, 10,000,000]"),
+        ("batch_size", -1, "batch_size"),
+        ("ratio_start", 0.0, "ratio_start = 0.0 is out of range: must be in (0, 1]"),
+        ("ratio_end", 1.5, "ratio_end"),
+        ("latf_beta", 1.0, "latf_beta = 1.0 is out of range: must be in [0, 1)"),
+        ("latf_min_ratio", 0.0, "latf_min_ratio"),
+        ("latf_warmup", 1.0, "latf_warmup"),
+        ("kd_ratio", 1.5, "kd_ratio = 1.5 is out of range: must be in [0, 1]"),
+        ("base_temperature", 0.0, "base_temperature"),
+        ("idts_c", -0.1, "idts_c"),
+        ("gen_top_p", 0.0, "gen_top_p"),
+        ("keep_checkpoints", 0, "keep_checkpoints = 0 is out of range: must be in [1, 1,000]"),
+        ("probe_interval", -1, "probe_interval"),
+        ("eval_examples", -5, "eval_examples"),
+        ("warmup_ratio", 1.0, "warmup_ratio"),
+        ("max_grad_norm", -1.0, "max_grad_norm"),
+        ("student_layers", [], "student_layers"),
+        ("student_layers", [0, 0], "distinct"),
+        ("max_train_examples", 0, "max_train_examples"),
+        ("teacher", " ", "teacher"),
+    ],
+)
 def test_out_of_range_names_field_and_range(field, value, fragment):
     with pytest.raises(ValueError) as err:
         RunConfig(**{field: value})
@@ -64,13 +67,16 @@ def test_out_of_range_names_field_and_range(field, value, fragment):
     assert field in str(err.value)
 
 
-@pytest.mark.parametrize("field,value,suggestion", [
-    ("latf", "adaptiv", "adaptive"),
-    ("idts", "of", "off"),
-    ("divergence", "rk", "rkl"),
-    ("indicator", "helinger", "hellinger"),
-    ("lr_schedule", "cosin", "cosine"),
-])
+@pytest.mark.parametrize(
+    "field,value,suggestion",
+    [
+        ("latf", "adaptiv", "adaptive"),
+        ("idts", "of", "off"),
+        ("divergence", "rk", "rkl"),
+        ("indicator", "helinger", "hellinger"),
+        ("lr_schedule", "cosin", "cosine"),
+    ],
+)
 def test_bad_choice_lists_valid_values_and_suggests(field, value, suggestion):
     with pytest.raises(ValueError) as err:
         RunConfig(**{field: value})
@@ -111,10 +117,21 @@ def test_regimes():
 
 
 def test_overrides_parse_by_field_type():
-    c = apply_overrides(RunConfig(), [
-        "lr=3e-4", "max_steps=12", "eval_greedy=yes", "trust_remote_code=0",
-        "student_layers=0,5,9", "eval_data=a.jsonl,b.jsonl", 'divergence_params={"lam": 0.8}',
-        "max_train_examples=none", "divergence=jsd", "data=/tmp/x.jsonl"])
+    c = apply_overrides(
+        RunConfig(),
+        [
+            "lr=3e-4",
+            "max_steps=12",
+            "eval_greedy=yes",
+            "trust_remote_code=0",
+            "student_layers=0,5,9",
+            "eval_data=a.jsonl,b.jsonl",
+            'divergence_params={"lam": 0.8}',
+            "max_train_examples=none",
+            "divergence=jsd",
+            "data=/tmp/x.jsonl",
+        ],
+    )
     assert c.lr == 3e-4 and c.max_steps == 12 and c.eval_greedy is True and c.trust_remote_code is False
     assert c.student_layers == [0, 5, 9] and c.eval_data == ["a.jsonl", "b.jsonl"]
     assert c.divergence_params == {"lam": 0.8} and c.max_train_examples is None
@@ -123,16 +140,19 @@ def test_overrides_parse_by_field_type():
     assert apply_overrides(c, ["max_train_examples=7"]).max_train_examples == 7
 
 
-@pytest.mark.parametrize("item,fragment", [
-    ("lr", "not of the form key=value"),
-    ("=3", "not of the form key=value"),
-    ("lr=fast", "lr='fast': cannot parse as a number"),
-    ("max_steps=1.5", "cannot parse as an integer"),
-    ("eval_greedy=maybe", "cannot parse as a bool"),
-    ("divergence_params=[1]", "JSON object"),
-    ("student_layers=a,b", "comma-separated list"),
-    ("stepz=3", "unknown config field(s) 'stepz'"),
-])
+@pytest.mark.parametrize(
+    "item,fragment",
+    [
+        ("lr", "not of the form key=value"),
+        ("=3", "not of the form key=value"),
+        ("lr=fast", "lr='fast': cannot parse as a number"),
+        ("max_steps=1.5", "cannot parse as an integer"),
+        ("eval_greedy=maybe", "cannot parse as a bool"),
+        ("divergence_params=[1]", "JSON object"),
+        ("student_layers=a,b", "comma-separated list"),
+        ("stepz=3", "unknown config field(s) 'stepz'"),
+    ],
+)
 def test_bad_overrides(item, fragment):
     with pytest.raises(ValueError) as err:
         parse_overrides([item])

@@ -27,15 +27,37 @@ def _dolly(tmp_path, n=48):
     path = tmp_path / "dolly.jsonl"
     with open(path, "w") as f:
         for i in range(n):
-            f.write(json.dumps({"instruction": f"What is {i} plus {i + 1}?", "context": "",
-                                "response": f"{i} plus {i + 1} is {2 * i + 1}.", "category": "open_qa"}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "instruction": f"What is {i} plus {i + 1}?",
+                        "context": "",
+                        "response": f"{i} plus {i + 1} is {2 * i + 1}.",
+                        "category": "open_qa",
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
 def _config(tmp_path, *extra):
-    return resolve_preset("smoke", [f"data={_dolly(tmp_path)}", "device=auto", "dtype=auto", "max_steps=6",
-                                    "probe_interval=3", "checkpoint_interval=3", "latf_beta=0.5",
-                                    "latf_eps=0.01", "latf_delta=0.2", "latf_warmup=0", *extra])
+    return resolve_preset(
+        "smoke",
+        [
+            f"data={_dolly(tmp_path)}",
+            "device=auto",
+            "dtype=auto",
+            "max_steps=6",
+            "probe_interval=3",
+            "checkpoint_interval=3",
+            "latf_beta=0.5",
+            "latf_eps=0.01",
+            "latf_delta=0.2",
+            "latf_warmup=0",
+            *extra,
+        ],
+    )
 
 
 def test_auto_device_is_cuda_with_bf16():

@@ -32,8 +32,16 @@ def test_real_chatterbot_corpus(corpus):
     assert len({(e.instruction, e.context, e.response) for e in corpus}) == len(corpus)
     assert len({e.category for e in corpus}) == 21
     assert all(e.instruction and e.response and e.context == "" for e in corpus)
-    assert Example("What is AI?", "", "Artificial Intelligence is the branch of engineering and science "
-                   "devoted to constructing machines that think.", "AI") in corpus
+    assert (
+        Example(
+            "What is AI?",
+            "",
+            "Artificial Intelligence is the branch of engineering and science "
+            "devoted to constructing machines that think.",
+            "AI",
+        )
+        in corpus
+    )
     # a conversation of several turns gives each consecutive pair (conversations.yml, first one)
     assert Example("Good morning, how are you?", "", "I am doing well, how about you?", "conversations") in corpus
     assert Example("I am doing well, how about you?", "", "I'm also good.", "conversations") in corpus
@@ -73,7 +81,8 @@ def test_dolly_jsonl(tmp_path):
     f.write_text(
         json.dumps({"instruction": " Name a fruit. ", "context": "", "response": "Apple.", "category": "open_qa"})
         + "\n\n"
-        + json.dumps({"instruction": "Summarise.", "context": "Cats purr.", "response": "They purr."}) + "\n",
+        + json.dumps({"instruction": "Summarise.", "context": "Cats purr.", "response": "They purr."})
+        + "\n",
         encoding="utf-8",
     )
     assert load_examples(str(f)) == [
@@ -90,8 +99,10 @@ def test_jsonl_with_alpaca_keys(tmp_path):
 
 def test_alpaca_json(tmp_path):
     f = tmp_path / "alpaca.json"
-    records = [{"instruction": "Say hi", "input": "", "output": "Hi!"},
-               {"instruction": "Translate", "input": "chat", "output": "cat", "category": "tr"}]
+    records = [
+        {"instruction": "Say hi", "input": "", "output": "Hi!"},
+        {"instruction": "Translate", "input": "chat", "output": "cat", "category": "tr"},
+    ]
     f.write_text(json.dumps(records, indent=2), encoding="utf-8")
     assert load_examples(str(f)) == [Example("Say hi", "", "Hi!", ""), Example("Translate", "chat", "cat", "tr")]
 
@@ -101,13 +112,17 @@ def test_chatterbot_yaml_file_and_folder(tmp_path):
     f.write_text(
         "categories:\n- small talk\nconversations:\n"
         "- - Hello\n  - Hi there\n  - How are you?\n"
-        "- - Hello\n  - Hi there\n"          # duplicate pair, dropped
-        "- - Is it true?\n  - yes\n"         # unquoted yes stays the text "yes"
+        "- - Hello\n  - Hi there\n"  # duplicate pair, dropped
+        "- - Is it true?\n  - yes\n"  # unquoted yes stays the text "yes"
         "- - Year?\n  - '1984'\n",
         encoding="utf-8",
     )
-    expected = [Example("Hello", "", "Hi there", "small talk"), Example("Hi there", "", "How are you?", "small talk"),
-                Example("Is it true?", "", "yes", "small talk"), Example("Year?", "", "1984", "small talk")]
+    expected = [
+        Example("Hello", "", "Hi there", "small talk"),
+        Example("Hi there", "", "How are you?", "small talk"),
+        Example("Is it true?", "", "yes", "small talk"),
+        Example("Year?", "", "1984", "small talk"),
+    ]
     assert load_examples(str(f)) == expected
     assert load_chatterbot(tmp_path) == expected  # a folder of .yml files
 
@@ -139,8 +154,10 @@ def test_missing_field(tmp_path):
     assert "line 3" in msg and "field 'instruction'" in msg
 
 
-@pytest.mark.parametrize("name, content", [("e.jsonl", ""), ("e.jsonl", "\n \n"), ("e.json", ""),
-                                           ("e.json", "[]"), ("e.yml", ""), ("e.yml", "# nothing\n")])
+@pytest.mark.parametrize(
+    "name, content",
+    [("e.jsonl", ""), ("e.jsonl", "\n \n"), ("e.json", ""), ("e.json", "[]"), ("e.yml", ""), ("e.yml", "# nothing\n")],
+)
 def test_empty_file(tmp_path, name, content):
     assert "empty" in _error(tmp_path, name, content)
 
@@ -167,7 +184,9 @@ def test_invalid_yaml(tmp_path):
 
 
 def test_non_utf8(tmp_path):
-    msg = _error(tmp_path, "d.jsonl", b'{"instruction": "a", "response": "b"}\n{"instruction": "caf\xe9", "response": "x"}\n')
+    msg = _error(
+        tmp_path, "d.jsonl", b'{"instruction": "a", "response": "b"}\n{"instruction": "caf\xe9", "response": "x"}\n'
+    )
     assert "line 2" in msg and "UTF-8" in msg
 
 

@@ -148,8 +148,9 @@ def test_cuda_compiled_scores_match_cpu():
     s[1, :3] = t[1, :3] = -math.inf
     labels = torch.randint(0, 1000, (700,), generator=gen)
     for dtype in (torch.float32, torch.bfloat16):
-        h, nll = score_tokens(s.cuda().to(dtype), t.cuda().to(dtype), labels=labels.cuda(), with_nll=True,
-                              chunk_size=256)
+        h, nll = score_tokens(
+            s.cuda().to(dtype), t.cuda().to(dtype), labels=labels.cuda(), with_nll=True, chunk_size=256
+        )
         ref_h, ref_nll = score_tokens(s.to(dtype), t.to(dtype), labels=labels, with_nll=True)
         assert h[0].item() == 0.0
         assert torch.allclose(h.cpu(), ref_h, atol=2e-6) and torch.allclose(nll.cpu(), ref_nll, atol=2e-5)

@@ -47,12 +47,42 @@ def test_two_process_gloo_identical_ratios_one_run_dir(tmp_path, tokenizer):
     side.mkdir()
     runs = tmp_path / "runs"
     run_dir = runs / "ddp"
-    args = ["train", "--preset", "smoke", "--run-dir", str(run_dir), "--quiet", "--set", "max_steps=6",
-            "grad_accum=2", "batch_size=2", "probe_interval=3", "checkpoint_interval=3", "latf_beta=0.5",
-            "latf_eps=0.01", "latf_delta=0.2", "latf_warmup=0"]
+    args = [
+        "train",
+        "--preset",
+        "smoke",
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+        "--set",
+        "max_steps=6",
+        "grad_accum=2",
+        "batch_size=2",
+        "probe_interval=3",
+        "checkpoint_interval=3",
+        "latf_beta=0.5",
+        "latf_eps=0.01",
+        "latf_delta=0.2",
+        "latf_warmup=0",
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(Path.cwd()))
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(driver), str(side), *args], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(driver),
+            str(side),
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     r0 = json.loads((side / "ratios-rank0.json").read_text())

@@ -49,7 +49,7 @@ def ref_divergence(name, p, q, **kw):
     if name == "ab":
         a, b = kw.get("alpha", 0.2), kw.get("beta", 0.7)
         s = a + b
-        return -sum(x ** a * y ** b - a / s * x ** s - b / s * y ** s for x, y in zip(p, q)) / (a * b)
+        return -sum(x**a * y**b - a / s * x**s - b / s * y**s for x, y in zip(p, q)) / (a * b)
     if name == "akl":
         order = sorted(range(len(p)), key=lambda v: -p[v])
         head, cum = set(), 0.0
@@ -80,8 +80,10 @@ def test_matches_hand_computed_value(name, tau):
     assert got32.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
-@pytest.mark.parametrize("name,params", [("jsd", {"lam": 0.3}), ("sfkl", {"lam": 0.5}), ("srkl", {"lam": 0.25}),
-                                         ("ab", {"alpha": 0.5, "beta": 1.5})])
+@pytest.mark.parametrize(
+    "name,params",
+    [("jsd", {"lam": 0.3}), ("sfkl", {"lam": 0.5}), ("srkl", {"lam": 0.25}), ("ab", {"alpha": 0.5, "beta": 1.5})],
+)
 def test_parameters_change_the_value_as_the_formula_says(name, params):
     expected = ref_divergence(name, softmax(Z_T), softmax(Z_S), **params)
     assert divergence(name, t64(Z_S), t64(Z_T), **params).item() == pytest.approx(expected, rel=1e-10)
@@ -146,7 +148,10 @@ def trl_generalized_jsd(student_logits, teacher_logits, beta):
 @pytest.mark.parametrize("lam", [0.1, 0.5, 0.9])
 def test_jsd_is_the_gkd_generalised_jsd_with_beta_one_minus_lambda(lam):
     gen = torch.Generator().manual_seed(4)
-    s, t = 2 * torch.randn(4, 6, 13, generator=gen, dtype=torch.float64), 2 * torch.randn(4, 6, 13, generator=gen, dtype=torch.float64)
+    s, t = (
+        2 * torch.randn(4, 6, 13, generator=gen, dtype=torch.float64),
+        2 * torch.randn(4, 6, 13, generator=gen, dtype=torch.float64),
+    )
     assert torch.allclose(divergence("jsd", s, t, lam=lam), trl_generalized_jsd(s, t, 1 - lam), atol=1e-12)
 
 

@@ -30,8 +30,12 @@ def test_words_are_rouge_tokens():
 
 
 def test_duplicate_prompts_are_grouped_with_all_their_references():
-    examples = [Example("What is AI?", "", "A field.", "ai"), Example("Hi", "", "Hello", "greet"),
-                Example("What is AI?", "", "Machines that think.", "ai"), Example("What is AI?", "", "A field.", "ai")]
+    examples = [
+        Example("What is AI?", "", "A field.", "ai"),
+        Example("Hi", "", "Hello", "greet"),
+        Example("What is AI?", "", "Machines that think.", "ai"),
+        Example("What is AI?", "", "A field.", "ai"),
+    ]
     grouped = group_prompts(examples)
     assert [p.instruction for p in grouped] == ["What is AI?", "Hi"]  # first-seen order
     assert grouped[0].references == ("A field.", "Machines that think.")  # repeated reference once
@@ -41,13 +45,19 @@ def test_duplicate_prompts_are_grouped_with_all_their_references():
 
 
 def test_only_references_of_eleven_words_count():
-    prompts = [EvalPrompt("a", "", (SHORT, LONG)), EvalPrompt("b", "", (SHORT,)), EvalPrompt("c", "", (LONG + " twelve",))]
+    prompts = [
+        EvalPrompt("a", "", (SHORT, LONG)),
+        EvalPrompt("b", "", (SHORT,)),
+        EvalPrompt("c", "", (LONG + " twelve",)),
+    ]
     kept = keep_long_references(prompts)
     assert [p.instruction for p in kept] == ["a", "c"]
     assert kept[0].references == (LONG,) and kept[0].response == LONG
-    assert keep_long_references(prompts, min_words=0) == [EvalPrompt("a", "", (SHORT, LONG)),
-                                                          EvalPrompt("b", "", (SHORT,)),
-                                                          EvalPrompt("c", "", (LONG + " twelve",))]
+    assert keep_long_references(prompts, min_words=0) == [
+        EvalPrompt("a", "", (SHORT, LONG)),
+        EvalPrompt("b", "", (SHORT,)),
+        EvalPrompt("c", "", (LONG + " twelve",)),
+    ]
 
 
 def test_evaluation_prompts_group_filter_then_spread():
@@ -99,7 +109,10 @@ def test_gate_needs_order_and_gaps_beyond_twice_the_spread():
 
 def test_long_reference_split_holds_out_long_prompts_whole():
     examples = [Example(f"q{i}", "", LONG if i < 8 else SHORT) for i in range(40)]
-    examples += [Example("q3", "", "a second, short reply"), Example("Q3 ", "", SHORT)]  # same prompt as q3 (case/space)
+    examples += [
+        Example("q3", "", "a second, short reply"),
+        Example("Q3 ", "", SHORT),
+    ]  # same prompt as q3 (case/space)
     train, val, test = long_reference_split(examples, held_out=5, seed=0)
     test_prompts = {e.instruction.strip().lower() for e in test}
     assert len(test_prompts) == 5 and all(int(p[1:]) < 8 for p in test_prompts)
@@ -114,8 +127,16 @@ def test_long_reference_split_holds_out_long_prompts_whole():
 
 
 def test_summary_table_rows():
-    record = {"step": 100, "model": "student", "rouge_l": {"chat": 12.345}, "rouge_l_spread": {"chat": 0.5},
-              "n": {"chat": 120}, "degenerate": {"chat": 0.05}, "ce": {"chat": 3.25}, "kl_teacher": {"chat": 0.75}}
+    record = {
+        "step": 100,
+        "model": "student",
+        "rouge_l": {"chat": 12.345},
+        "rouge_l_spread": {"chat": 0.5},
+        "n": {"chat": 120},
+        "degenerate": {"chat": 0.05},
+        "ce": {"chat": 3.25},
+        "kl_teacher": {"chat": 0.75},
+    }
     table = summary_table([record])
     row = [line for line in table.splitlines() if line.startswith("student")][0]
     assert row.split() == ["student", "100", "chat", "120", "12.35", "±", "0.50", "5.0", "%", "3.250", "0.750"]
@@ -128,8 +149,11 @@ def test_a_dataset_without_long_replies_is_refused_before_anything_loads(tmp_pat
     from adakd.runsetup import preflight
 
     data = tmp_path / "short.jsonl"
-    data.write_text("".join(json.dumps({"instruction": f"Say hi ({i}).", "context": "", "response": "Hi."}) + "\n"
-                            for i in range(20)))
+    data.write_text(
+        "".join(
+            json.dumps({"instruction": f"Say hi ({i}).", "context": "", "response": "Hi."}) + "\n" for i in range(20)
+        )
+    )
     config = resolve_preset("smoke", [f"data={data}", "eval_examples=4"])
     with pytest.raises(ValueError, match="eval_min_reference_words lower"):
         preflight(config)

@@ -45,14 +45,19 @@ def test_rouge_l_is_max_over_references_and_zero_for_empty():
         rouge_l("x", [])
 
 
-@pytest.mark.parametrize("prediction, reference", [
-    ("The Eiffel Tower is in Paris, France.", "Paris is where the Eiffel tower stands."),
-    ("I have read about everything in the Internet Archive.", "I have read just about everything."),
-    ("Cats sleeping all day long", "cat sleeps during the day"),
-])
+@pytest.mark.parametrize(
+    "prediction, reference",
+    [
+        ("The Eiffel Tower is in Paris, France.", "Paris is where the Eiffel tower stands."),
+        ("I have read about everything in the Internet Archive.", "I have read just about everything."),
+        ("Cats sleeping all day long", "cat sleeps during the day"),
+    ],
+)
 def test_rouge_l_equals_rouge_score_package(prediction, reference):
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    assert rouge_l(prediction, [reference]) == pytest.approx(100 * scorer.score(reference, prediction)["rougeL"].fmeasure)
+    assert rouge_l(prediction, [reference]) == pytest.approx(
+        100 * scorer.score(reference, prediction)["rougeL"].fmeasure
+    )
 
 
 # ---------------------------------------------------------------------- generation
@@ -61,8 +66,15 @@ def _untied_model(tokenizer):
     token ("\n" after the assistant header), which strips to an empty, uninformative response."""
     from adakd.models import tiny_random_llama
 
-    return tiny_random_llama(len(tokenizer), layers=2, hidden=32, seed=7, tie_word_embeddings=False,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return tiny_random_llama(
+        len(tokenizer),
+        layers=2,
+        hidden=32,
+        seed=7,
+        tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
 
 
 def _force_token(model, token_id):
@@ -96,8 +108,7 @@ def test_sampling_is_reproducible_per_seed_and_leaves_rng_and_mode(tiny_pair):
 def test_greedy_left_padded_batch_equals_plain_greedy_loop(tiny_pair):
     tok = tiny_pair.tokenizer
     model = _untied_model(tok)
-    batched = generate_responses(model, tok, PROMPTS, max_new_tokens=5, greedy=True, batch_size=3,
-                                 max_prompt_length=64)
+    batched = generate_responses(model, tok, PROMPTS, max_new_tokens=5, greedy=True, batch_size=3, max_prompt_length=64)
     assert all(batched) and len(set(batched)) > 1  # real text, and the rows differ
     stop = stop_token_ids(tok)
     model.eval()
@@ -139,19 +150,31 @@ def test_evaluate_model_record_with_known_responses(tiny_pair):
     assert len(paris) == 1
     model = _force_token(tiny_pair.student, paris[0])
     datasets = {"qa": PROMPTS[:1], "mixed": PROMPTS}
-    record = evaluate_model(model, tok, datasets, step=12, model_name="student", max_new_tokens=1,
-                            greedy=True, seed=5, keep_samples=2)
+    record = evaluate_model(
+        model, tok, datasets, step=12, model_name="student", max_new_tokens=1, greedy=True, seed=5, keep_samples=2
+    )
     # "Paris" vs "Paris" = 100; vs "The sea is calm." = 0; vs "The capital is Paris": P = 1, R = 1/4 -> 40
     assert record["rouge_l"] == {"qa": pytest.approx(100.0), "mixed": pytest.approx((100 + 0 + 40) / 3)}
     assert record["rouge_l_avg"] == pytest.approx((100.0 + 140 / 3) / 2)
     assert record["n"] == {"qa": 1, "mixed": 3}
     assert record["step"] == 12 and record["model"] == "student"
-    assert record["decoding"] == {"greedy": True, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 1, "seed": 5,
-                                  "seeds": [5]}
+    assert record["decoding"] == {
+        "greedy": True,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "max_new_tokens": 1,
+        "seed": 5,
+        "seeds": [5],
+    }
     assert [s["response"] for s in record["samples"]["mixed"]] == ["Paris", "Paris"]
-    assert record["samples"]["mixed"][1] == {"instruction": PROMPTS[1].instruction, "reference": "The sea is calm.",
-                                             "references": ["The sea is calm."], "response": "Paris",
-                                             "rouge_l": 0.0, "degenerate": False}
+    assert record["samples"]["mixed"][1] == {
+        "instruction": PROMPTS[1].instruction,
+        "reference": "The sea is calm.",
+        "references": ["The sea is calm."],
+        "response": "Paris",
+        "rouge_l": 0.0,
+        "degenerate": False,
+    }
     # greedy: one "seed", no spread; no max_length: no reference scores
     assert record["rouge_l_seeds"] == {"qa": [pytest.approx(100.0)], "mixed": [pytest.approx(140 / 3)]}
     assert record["rouge_l_spread"] == {"qa": 0.0, "mixed": 0.0}
@@ -168,15 +191,39 @@ def test_evaluate_run_scores_latest_checkpoint_on_given_files(tmp_path):
     from adakd.rundir import RunDir
     from adakd.trainer import train
 
-    run = RunDir(train(resolve_preset("smoke", ["max_steps=2", "probe_interval=0", "eval_examples=0",
-                                                "eval_max_new_tokens=3"]), tmp_path / "run"))
+    run = RunDir(
+        train(
+            resolve_preset("smoke", ["max_steps=2", "probe_interval=0", "eval_examples=0", "eval_max_new_tokens=3"]),
+            tmp_path / "run",
+        )
+    )
     dolly = tmp_path / "my-dolly.jsonl"
-    dolly.write_text("\n".join(json.dumps({"instruction": f"Name a colour ({i}).", "context": "",
-                                           "response": "Blue is the colour of the clear sky on a bright and sunny day.",
-                                           "category": "open_qa"}) for i in range(4)) + "\n")
+    dolly.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "instruction": f"Name a colour ({i}).",
+                    "context": "",
+                    "response": "Blue is the colour of the clear sky on a bright and sunny day.",
+                    "category": "open_qa",
+                }
+            )
+            for i in range(4)
+        )
+        + "\n"
+    )
     alpaca = tmp_path / "my-alpaca.json"
-    alpaca.write_text(json.dumps([{"instruction": "Say yes.", "input": "",
-                                  "output": "Yes, I can say yes to that question and I am happy to do so."}]))
+    alpaca.write_text(
+        json.dumps(
+            [
+                {
+                    "instruction": "Say yes.",
+                    "input": "",
+                    "output": "Yes, I can say yes to that question and I am happy to do so.",
+                }
+            ]
+        )
+    )
 
     record = evaluate_run(run.path, [str(dolly), str(alpaca)], examples=3, greedy=True)
     assert record["step"] == 2 and record["model"] == "student"
@@ -200,8 +247,14 @@ def test_teacher_and_initial_student_evaluations_are_cached_across_runs(tmp_path
     from adakd.rundir import RunDir
     from adakd.trainer import train
 
-    settings = ["max_steps=2", "probe_interval=0", "eval_examples=2", "eval_max_new_tokens=3",
-                "eval_seeds=2", "eval_min_reference_words=0"]
+    settings = [
+        "max_steps=2",
+        "probe_interval=0",
+        "eval_examples=2",
+        "eval_max_new_tokens=3",
+        "eval_seeds=2",
+        "eval_min_reference_words=0",
+    ]
     first = RunDir(train(resolve_preset("smoke", settings), tmp_path / "a"))
     second = RunDir(train(resolve_preset("smoke", settings + ["lr=0.01"]), tmp_path / "b"))
     entries = list((isolated_cache / "evals").glob("*.json"))
@@ -212,7 +265,9 @@ def test_teacher_and_initial_student_evaluations_are_cached_across_runs(tmp_path
 
     a, b = by_model(first), by_model(second)
     for name in ("teacher", "student_init"):
-        assert {k: v for k, v in a[name].items() if k != "seconds"} == {k: v for k, v in b[name].items() if k != "seconds"}
+        assert {k: v for k, v in a[name].items() if k != "seconds"} == {
+            k: v for k, v in b[name].items() if k != "seconds"
+        }
     assert a["student_init"]["kl_teacher_avg"] > 0 and a["teacher"]["kl_teacher_avg"] is None
     cached = [e for e in second.read_events() if e["kind"] == "eval"]
     assert [e.get("cached") for e in cached][:2] == [True, True] and cached[-1].get("cached") is False

@@ -42,8 +42,7 @@ ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), TOKENIZERS_PARA
 # the kill tests run five training processes side by side: one thread each, no oversubscription
 PARALLEL_ENV = dict(ENV, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 STEPS = 10
-OVERRIDES = [f"max_steps={STEPS}", "checkpoint_interval=3", "probe_interval=3", "keep_checkpoints=2",
-             "log_interval=1"]
+OVERRIDES = [f"max_steps={STEPS}", "checkpoint_interval=3", "probe_interval=3", "keep_checkpoints=2", "log_interval=1"]
 
 DRIVER = textwrap.dedent("""
     import json, os, signal, sys
@@ -106,8 +105,18 @@ def start_driver(folder: Path, fault: str, run_dir: Path) -> tuple[subprocess.Po
     script, flushed = folder / "driver.py", folder / "flushed.txt"
     script.write_text(DRIVER)
     env = dict(PARALLEL_ENV, FAULT=fault, FAULT_LOG=str(flushed))
-    argv = [sys.executable, str(script), "train", "--preset", "smoke", "--set", *OVERRIDES,
-            "--run-dir", str(run_dir), "--quiet"]
+    argv = [
+        sys.executable,
+        str(script),
+        "train",
+        "--preset",
+        "smoke",
+        "--set",
+        *OVERRIDES,
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+    ]
     proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return proc, flushed
 
@@ -224,8 +233,14 @@ def test_kill_9_at_an_injected_point_then_resume(victims, fault):
 def test_kill_9_at_a_random_moment_then_resume_with_the_cli(victims):
     run_dir, flushed, pid = victims["random"]
     resume_from = check_crashed_run(run_dir, flushed, pid)
-    done = subprocess.run([sys.executable, "-m", "adakd", "resume", str(run_dir), "--quiet"], env=ENV, cwd=REPO,
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, "-m", "adakd", "resume", str(run_dir), "--quiet"],
+        env=ENV,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     check_resumed(run_dir, resume_from, victims["straight"][0])
@@ -235,8 +250,9 @@ def test_kill_9_at_a_random_moment_then_resume_with_the_cli(victims):
 def _mount_tmpfs(where: Path, size: str) -> bool:
     where.mkdir(parents=True)
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                              capture_output=True, timeout=10)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
@@ -269,9 +285,25 @@ def test_full_and_read_only_disks_give_a_clear_error_and_no_corrupt_files(tmp_pa
             overrides = [o for o in OVERRIDES if not o.startswith("checkpoint_interval")]
             overrides.append("checkpoint_interval=3" if fault == "full" else "checkpoint_interval=0")
             procs[fault] = subprocess.Popen(
-                [sys.executable, "-m", "adakd", "train", "--preset", "smoke", "--set", *overrides, "--run-dir",
-                 str(disk / "victim"), "--quiet"], env=PARALLEL_ENV, cwd=REPO, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, text=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "adakd",
+                    "train",
+                    "--preset",
+                    "smoke",
+                    "--set",
+                    *overrides,
+                    "--run-dir",
+                    str(disk / "victim"),
+                    "--quiet",
+                ],
+                env=PARALLEL_ENV,
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         deadline = time.time() + 240
         while len(RunDir(disks["read-only"] / "victim").read_metrics()) < 2:
             assert procs["read-only"].poll() is None and time.time() < deadline, procs["read-only"].communicate()
@@ -282,7 +314,9 @@ def test_full_and_read_only_disks_give_a_clear_error_and_no_corrupt_files(tmp_pa
             err, run_dir = errors[fault], disks[fault] / "victim"
             assert procs[fault].returncode == 1, err[-3000:]
             # one line that says what happened (the CLI's), and no traceback on the terminal
-            assert any(line.startswith("error: run failed:") and reason in line for line in err.splitlines()), err[-3000:]
+            assert any(line.startswith("error: run failed:") and reason in line for line in err.splitlines()), err[
+                -3000:
+            ]
             assert "Traceback" not in err, err[-3000:]
             status = RunDir(run_dir).read_status()
             if fault == "full":  # space is given back by removing the half checkpoint: the failure is recorded
@@ -316,8 +350,9 @@ def test_enospc_while_writing_metrics_is_recorded_and_nothing_is_corrupt(tmp_pat
     code = main(["train", "--preset", "smoke", "--set", *OVERRIDES, "--run-dir", str(run_dir), "--quiet"])
     err = capsys.readouterr().err
     assert code == 1
-    assert any(line.startswith("error: run failed:") and "No space left on device" in line
-               for line in err.splitlines()), err[-3000:]
+    assert any(
+        line.startswith("error: run failed:") and "No space left on device" in line for line in err.splitlines()
+    ), err[-3000:]
     assert "Traceback" not in err
     status = RunDir(run_dir).read_status()
     assert status["state"] == "failed" and "No space left on device" in status["error"] and status["step"] == 4
@@ -337,7 +372,8 @@ def test_dashboard_with_damaged_runs_next_to_a_good_one(tmp_path, monkeypatch, s
     damage = {
         "cut-parquet": lambda p: (p / "tokens.parquet").write_bytes((p / "tokens.parquet").read_bytes()[:300]),
         "garbage-line": lambda p: (p / "metrics.jsonl").write_text(
-            (p / "metrics.jsonl").read_text().replace("\n", "\n{this is not json\n", 1)),
+            (p / "metrics.jsonl").read_text().replace("\n", "\n{this is not json\n", 1)
+        ),
         "no-config": lambda p: (p / "config.json").unlink(),
     }
     for name, harm in damage.items():
@@ -413,8 +449,9 @@ def test_two_sessions_start_training_at_once(tmp_path, monkeypatch):
             time.sleep(0.2)
         second.button(key="train-launch").click().run()  # the same name, a moment later
         refused = " ".join(e.value for e in second.error)
-        assert "first" in refused and ("already has a running or queued job" in refused
-                                       or "already exists" in refused), refused
+        assert "first" in refused and (
+            "already has a running or queued job" in refused or "already exists" in refused
+        ), refused
         second.text_input(key="train-name-single-smoke").input("second").run()
         second.button(key="train-launch").click().run()
         at_submit = {j.name: j.state for j in jobs.list_jobs(root)}
@@ -497,12 +534,21 @@ def test_runs_folder_without_hard_links_still_gets_the_whole_log(tmp_path, monke
     monkeypatch.setattr(launcher.os, "link", no_links)
     monkeypatch.setattr(launcher, "_group_members", lambda pgid: [])  # in-process: no process group of its own
     run_dir = tmp_path / "run"
-    script = ("import pathlib, sys, time; d = pathlib.Path(sys.argv[1]); print('before the folder', flush=True); "
-              "d.mkdir(); (d / 'config.json').write_text('{}'); time.sleep(1.2); print('after the folder', flush=True)")
+    script = (
+        "import pathlib, sys, time; d = pathlib.Path(sys.argv[1]); print('before the folder', flush=True); "
+        "d.mkdir(); (d / 'config.json').write_text('{}'); time.sleep(1.2); print('after the folder', flush=True)"
+    )
     path = jobs.queue_dir(tmp_path) / "job-1.json"
-    job = jobs.Job(id="job-1", kind="train", argv=[sys.executable, "-c", script, str(run_dir)], run_dir=str(run_dir),
-                   log=str(run_dir / "train.log"), staging=str(path.with_suffix(".log")), device="cpu",
-                   created_at=jobs.utc_now())
+    job = jobs.Job(
+        id="job-1",
+        kind="train",
+        argv=[sys.executable, "-c", script, str(run_dir)],
+        run_dir=str(run_dir),
+        log=str(run_dir / "train.log"),
+        staging=str(path.with_suffix(".log")),
+        device="cpu",
+        created_at=jobs.utc_now(),
+    )
     jobs.write_job(path, job)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -525,8 +571,14 @@ def test_killed_teacher_conversion_never_leaves_a_half_written_cache(tmp_path, t
     cache = tmp_path / "cache"
     env = dict(ENV, ADAKD_CACHE=str(cache))
     target = cache / teacher_dir.name
-    proc = subprocess.Popen([sys.executable, "-m", "adakd.assets"], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adakd.assets"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while not list(cache.glob(f"{target.name}.tmp-*")):
@@ -540,8 +592,9 @@ def test_killed_teacher_conversion_never_leaves_a_half_written_cache(tmp_path, t
     assert not target.exists()  # nothing that looks like a converted folder
     assert not list(cache.glob(f"*/{MANIFEST}"))
 
-    done = subprocess.run([sys.executable, "-m", "adakd.assets"], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "adakd.assets"], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == str(target)
     assert "interrupted conversion" in done.stderr  # the leftover was noticed and removed

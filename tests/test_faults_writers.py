@@ -10,7 +10,6 @@ copy of that killed run.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -73,16 +72,18 @@ HOLD = textwrap.dedent("""
 @pytest.fixture
 def holder(run_copy):
     """Another process holding the run's lock (as a training process would)."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_copy)], env=ENV, cwd=REPO,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run_copy)], env=ENV, cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "held"
     yield proc
     proc.kill()
     proc.wait()
 
 
-@pytest.mark.parametrize("argv", [["resume", "{run}"], ["eval", "{run}"],
-                                  ["train", "--preset", "smoke", "--run-dir", "{run}"]])
+@pytest.mark.parametrize(
+    "argv", [["resume", "{run}"], ["eval", "{run}"], ["train", "--preset", "smoke", "--run-dir", "{run}"]]
+)
 def test_a_second_writer_exits_at_once_with_one_line(run_copy, holder, capsys, argv):
     before = sorted(p.name for p in run_copy.rglob("*"))
     started = time.monotonic()
@@ -139,8 +140,17 @@ def test_two_resumes_started_together_twenty_times_never_share_the_run(run_copy,
     script.write_text(RESUMER)
     attempts, before = 20, steps_of(run_copy)
     env = dict(PARALLEL_ENV, START_AT=str(time.time() + 20), GAP="0.5", ATTEMPTS=str(attempts))
-    procs = [subprocess.Popen([sys.executable, str(script), "resume", str(run_copy), "--quiet"], env=env, cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), "resume", str(run_copy), "--quiet"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outputs]
     results = [[json.loads(line) for line in out.splitlines() if line.startswith("{")] for out, _ in outputs]
@@ -165,9 +175,17 @@ def test_real_resumes_started_together_end_with_unique_continuous_steps(killed, 
     for attempt in range(1):
         run_dir = tmp_path / f"attempt-{attempt}"
         shutil.copytree(killed, run_dir)
-        procs = [subprocess.Popen([sys.executable, "-m", "adakd", "resume", str(run_dir), "--quiet"],
-                                  env=PARALLEL_ENV, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for _ in range(2)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "adakd", "resume", str(run_dir), "--quiet"],
+                env=PARALLEL_ENV,
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
         results = sorted((p.wait(timeout=300), p.communicate()[1]) for p in procs)
         assert [code for code, _ in results] == [0, 2], results
         line = one_line(results[1][1])
@@ -209,9 +227,17 @@ def test_three_default_names_in_the_same_second_are_unique(tmp_path):
     script.write_text(STARTER)
     root = tmp_path / "runs"
     env = dict(PARALLEL_ENV, START_AT=str(time.time() + 8))  # after the three have imported torch
-    procs = [subprocess.Popen([sys.executable, str(script), "train", "--preset", "smoke", "--root", str(root),
-                               "--quiet"], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), "train", "--preset", "smoke", "--root", str(root), "--quiet"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     results = [(p.wait(timeout=120), p.communicate()[1]) for p in procs]
     assert [code for code, _ in results] == [0, 0, 0], results
     names = sorted(p.name for p in root.iterdir())
@@ -230,13 +256,29 @@ def test_refused_train_leaves_no_folder_and_a_failed_one_names_the_disk(tmp_path
     import adakd.checkpoint as checkpoint
 
     def full(*args, **kwargs):
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing "
-                           "file data/0: file write failed")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing "
+            "file data/0: file write failed"
+        )
 
     monkeypatch.setattr(checkpoint.torch, "save", full)
     run_dir = tmp_path / "full"
-    assert main(["train", "--preset", "smoke", "--set", "max_steps=3", "checkpoint_interval=2",
-                 "--run-dir", str(run_dir), "--quiet"]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "smoke",
+                "--set",
+                "max_steps=3",
+                "checkpoint_interval=2",
+                "--run-dir",
+                str(run_dir),
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     line = one_line(capsys.readouterr().err)
     assert line.startswith("error: run failed: disk full (No space left on device)") and "enforce" not in line
     status = RunDir(run_dir).read_status()
@@ -310,12 +352,15 @@ def test_duplicated_steps_are_never_plainly_finished(run_copy, capsys):
     assert "finished, with gaps" in out and "steps 3-4 logged more than once" in out, out
 
 
-@pytest.mark.parametrize("damage, file", [
-    ("state-not-json", "trainer_state.json"),
-    ("rng-short", "trainer_state.json"),
-    ("optimizer-pickle", "optimizer.pt"),
-    ("weights-pickle", "model.safetensors"),
-])
+@pytest.mark.parametrize(
+    "damage, file",
+    [
+        ("state-not-json", "trainer_state.json"),
+        ("rng-short", "trainer_state.json"),
+        ("optimizer-pickle", "optimizer.pt"),
+        ("weights-pickle", "model.safetensors"),
+    ],
+)
 def test_a_failed_resume_keeps_the_run_as_it_was(run_copy, capsys, damage, file):
     """A damaged checkpoint: one line naming the file (never torch's advice to unpickle), and
     status.json still describes the run (its step, its checkpoint) plus the failure."""
@@ -350,8 +395,14 @@ def test_eval_on_a_checkpoint_replaced_by_a_pickle_is_one_line(run_copy):
     import torch
 
     torch.save({"payload": Path("/etc/passwd")}, run_copy / "checkpoints" / "step-000003" / "model.safetensors")
-    done = subprocess.run([sys.executable, "-m", "adakd", "eval", str(run_copy), "--examples", "1"], env=ENV,
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "adakd", "eval", str(run_copy), "--examples", "1"],
+        env=ENV,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     line = one_line(done.stderr)
     assert "step-000003 is damaged (model.safetensors:" in line and "weights_only" not in line
@@ -359,8 +410,14 @@ def test_eval_on_a_checkpoint_replaced_by_a_pickle_is_one_line(run_copy):
 
 def test_debug_shows_the_traceback(run_copy):
     (run_copy / "checkpoints" / "step-000003" / "trainer_state.json").write_text("{")
-    done = subprocess.run([sys.executable, "-m", "adakd", "resume", str(run_copy), "--quiet", "--debug"], env=ENV,
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "adakd", "resume", str(run_copy), "--quiet", "--debug"],
+        env=ENV,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1 and "Traceback" in done.stderr and "CheckpointError" in done.stderr
 
 
@@ -395,8 +452,9 @@ def test_dashboard_delete_refuses_links_and_busy_runs(tmp_path, killed):
         shutil.copytree(killed, root / name)
     shutil.copytree(killed, outside)
     (root / "link").symlink_to(outside, target_is_directory=True)
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(root / "busy")], env=ENV, cwd=REPO,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(root / "busy")], env=ENV, cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "held"
         deleted, refused = delete_runs([root / "plain", root / "link", root / "busy"], root, samples)

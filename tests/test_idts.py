@@ -56,8 +56,9 @@ def test_detached_even_from_a_graph():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=40),
-       st.floats(0.1, 5.0), st.floats(0.0, 2.0))
+@given(
+    st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=40), st.floats(0.1, 5.0), st.floats(0.0, 2.0)
+)
 def test_bounds_and_monotone_decreasing(values, base, c):
     s = torch.tensor(values, dtype=torch.float64)
     tau = idts_temperatures(s, base, c)

@@ -43,10 +43,14 @@ def torch_rkl(s, t, tau):
 
 # ------------------------------------------------------------------ hand-computed batch
 def test_full_adakd_on_a_hand_computed_batch():
-    student = [[[1.0, 0.0, -1.0], [0.0, 0.0, 0.0], [2.0, -1.0, 0.5]],
-               [[0.3, 0.2, 0.1], [-1.0, 2.0, 0.0], [9.0, 9.0, 9.0]]]
-    teacher = [[[0.5, 1.5, -0.5], [3.0, 0.0, 0.0], [2.0, -1.0, 0.0]],
-               [[0.3, 0.2, 0.1], [1.0, 1.0, -2.0], [0.0, 0.0, 0.0]]]
+    student = [
+        [[1.0, 0.0, -1.0], [0.0, 0.0, 0.0], [2.0, -1.0, 0.5]],
+        [[0.3, 0.2, 0.1], [-1.0, 2.0, 0.0], [9.0, 9.0, 9.0]],
+    ]
+    teacher = [
+        [[0.5, 1.5, -0.5], [3.0, 0.0, 0.0], [2.0, -1.0, 0.0]],
+        [[0.3, 0.2, 0.1], [1.0, 1.0, -2.0], [0.0, 0.0, 0.0]],
+    ]
     mask = [[True, True, True], [True, True, False]]
     ratio, c, base = 0.6, 0.5, 1.2
     # Plain Python: valid tokens in row-major order, Hellinger at τ = 1, top-k, IDTS, rkl at τ_i.
@@ -63,12 +67,18 @@ def test_full_adakd_on_a_hand_computed_batch():
     for i in chosen:
         b, t = valid[i]
         tau = taus[i]
-        kd += tau ** 2 * kl(softmax(student[b][t], tau), softmax(teacher[b][t], tau))
+        kd += tau**2 * kl(softmax(student[b][t], tau), softmax(teacher[b][t], tau))
     kd /= k
 
-    out = adakd_loss(torch.tensor(student, dtype=torch.float64, requires_grad=True),
-                     torch.tensor(teacher, dtype=torch.float64), torch.tensor(mask),
-                     ratio=ratio, c=c, base_temperature=base, divergence="rkl")
+    out = adakd_loss(
+        torch.tensor(student, dtype=torch.float64, requires_grad=True),
+        torch.tensor(teacher, dtype=torch.float64),
+        torch.tensor(mask),
+        ratio=ratio,
+        c=c,
+        base_temperature=base,
+        divergence="rkl",
+    )
     assert out.loss.item() == pytest.approx(kd, rel=1e-10)
     assert out.difficulty.tolist() == pytest.approx(diff, rel=1e-10)
     assert out.selected.tolist() == [i in chosen for i in range(len(valid))]
@@ -91,7 +101,7 @@ def test_ratio_one_without_idts_is_plain_kd(base):
     grad = s.grad.clone()
     s.grad = None
     # plain token-level KD, masked mean over the valid tokens, τ² scaling
-    plain = (base ** 2 * torch_rkl(s, t, base) * mask).sum() / mask.sum()
+    plain = (base**2 * torch_rkl(s, t, base) * mask).sum() / mask.sum()
     plain.backward()
     assert out.loss.item() == pytest.approx(plain.item(), rel=1e-6)
     assert torch.allclose(grad, s.grad.float(), rtol=1e-5, atol=1e-6)
@@ -126,7 +136,7 @@ def test_no_gradient_through_difficulty_or_temperature(inverse):
     s.grad = None
     # the same formula with the selection and τ supplied as constants
     sel, tau = out.selected, out.temperature[out.selected]
-    ref = (tau ** 2 * torch_rkl(s[mask][sel], t[mask][sel], tau)).mean()
+    ref = (tau**2 * torch_rkl(s[mask][sel], t[mask][sel], tau)).mean()
     ref.backward()
     assert out.loss.item() == pytest.approx(ref.item(), rel=1e-12)
     assert torch.allclose(got, s.grad, atol=1e-14)
@@ -207,7 +217,7 @@ def test_single_valid_token():
     mask[1, 2] = True
     out = adakd_loss(s, t, mask, ratio=0.1, base_temperature=1.3)
     assert out.selected.tolist() == [True] and out.temperature.tolist() == pytest.approx([1.3])
-    expected = 1.3 ** 2 * torch_rkl(s[1, 2], t[1, 2], 1.3)
+    expected = 1.3**2 * torch_rkl(s[1, 2], t[1, 2], 1.3)
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -271,8 +281,10 @@ def test_bad_input_messages():
 
 
 def test_import_is_light():
-    code = ("import sys, adakd; heavy = [m for m in ('transformers', 'streamlit', 'plotly') if m in sys.modules];"
-            "assert not heavy, heavy; assert adakd.__version__ == '0.1.0'; assert callable(adakd.adakd_loss)")
+    code = (
+        "import sys, adakd; heavy = [m for m in ('transformers', 'streamlit', 'plotly') if m in sys.modules];"
+        "assert not heavy, heavy; assert adakd.__version__ == '0.1.0'; assert callable(adakd.adakd_loss)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

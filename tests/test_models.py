@@ -25,7 +25,9 @@ V = 49_152
 def llama_params(vocab, hidden, layers, kv_dim, mlp):
     """Hand count for a tied Llama: embedding + per layer (q, o: d·d; k, v: d·kv; gate, up,
     down: d·mlp; two RMSNorms: 2d) + final norm d."""
-    return vocab * hidden + layers * (2 * hidden * hidden + 2 * hidden * kv_dim + 3 * hidden * mlp + 2 * hidden) + hidden
+    return (
+        vocab * hidden + layers * (2 * hidden * hidden + 2 * hidden * kv_dim + 3 * hidden * mlp + 2 * hidden) + hidden
+    )
 
 
 def test_parameter_counts_by_hand():
@@ -36,8 +38,14 @@ def test_parameter_counts_by_hand():
 
 @pytest.mark.parametrize(
     "n, k, expected",
-    [(30, 6, [0, 6, 12, 18, 24, 29]), (12, 4, [0, 4, 8, 11]), (4, 4, [0, 1, 2, 3]), (30, 2, [0, 29]),
-     (30, 1, [0]), (5, 3, [0, 2, 4])],
+    [
+        (30, 6, [0, 6, 12, 18, 24, 29]),
+        (12, 4, [0, 4, 8, 11]),
+        (4, 4, [0, 1, 2, 3]),
+        (30, 2, [0, 29]),
+        (30, 1, [0]),
+        (5, 3, [0, 2, 4]),
+    ],
 )
 def test_evenly_spaced_layers(n, k, expected):
     assert evenly_spaced_layers(n, k) == expected
@@ -214,8 +222,9 @@ def test_rejected_model_prints_only_our_error(tmp_path, transformers_records):
     from transformers import BertConfig, BertLMHeadModel
 
     # BertLMHeadModel warns "add `is_decoder=True`" on load; our error already says what to fix.
-    BertLMHeadModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=32)).save_pretrained(tmp_path)
+    BertLMHeadModel(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(tmp_path)
     transformers_records.messages.clear()
     with pytest.raises(ModelError, match="is not a causal language model"):
         load_teacher(str(tmp_path))
@@ -262,8 +271,9 @@ def test_load_model_pair_from_local_folders(tmp_path, tokenizer):
     assert random_pair.student.get_input_embeddings().weight.shape[0] == V + 64
     assert random_pair.teacher.get_input_embeddings().weight.shape[0] == V + 64
     subset_pair = load_model_pair(str(teacher_dir), "subset", student_layers=[1])
-    assert torch.equal(subset_pair.student.model.layers[0].mlp.up_proj.weight,
-                       subset_pair.teacher.model.layers[1].mlp.up_proj.weight)
+    assert torch.equal(
+        subset_pair.student.model.layers[0].mlp.up_proj.weight, subset_pair.teacher.model.layers[1].mlp.up_proj.weight
+    )
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "qwen2"])
@@ -273,8 +283,15 @@ def test_subset_works_beyond_llama(kind):
     if kind == "gpt2":
         config = GPT2Config(vocab_size=120, n_embd=32, n_layer=3, n_head=2, n_positions=64)
     else:
-        config = Qwen2Config(vocab_size=120, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+        config = Qwen2Config(
+            vocab_size=120,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=64,
+        )
     torch.manual_seed(0)
     teacher = AutoModelForCausalLM.from_config(config).eval()
     student = subset_student(teacher, [0, 2])

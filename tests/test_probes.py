@@ -16,8 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from adakd.data import Example
-from adakd.probes import (GRADIENT_COLUMNS, TOKEN_COLUMNS, group_labels, probe_gradient_groups,
-                          probe_tokens, teacher_valid_logits)
+from adakd.probes import (
+    GRADIENT_COLUMNS,
+    TOKEN_COLUMNS,
+    group_labels,
+    probe_gradient_groups,
+    probe_tokens,
+    teacher_valid_logits,
+)
 from adakd.tokenize import collate, encode_example
 
 EXAMPLES = [
@@ -76,11 +82,14 @@ def test_group_counts_are_top_half_of_selected_then_rest():
 @pytest.mark.parametrize("ratio, c, inverse", [(0.5, 0.5, False), (1.0, 0.3, False), (0.3, 0.5, True)])
 def test_probe_tokens_match_direct_recomputation(tiny_pair, batch, ratio, c, inverse):
     student, teacher, tok = tiny_pair.student, tiny_pair.teacher, tiny_pair.tokenizer
-    df = probe_tokens(student, teacher, batch, tok, step=7, ratio=ratio, c=c, base_temperature=1.5,
-                      inverse=inverse)
+    df = probe_tokens(student, teacher, batch, tok, step=7, ratio=ratio, c=c, base_temperature=1.5, inverse=inverse)
     assert list(df.columns) == list(TOKEN_COLUMNS)
     assert {k: str(df[k].dtype) for k in ("step", "difficulty", "selected", "token_id")} == {
-        "step": "int64", "difficulty": "float64", "selected": "bool", "token_id": "int64"}
+        "step": "int64",
+        "difficulty": "float64",
+        "selected": "bool",
+        "token_id": "int64",
+    }
 
     _assert_rows_match(df, student, teacher, batch, tok, ratio=ratio, c=c, base=1.5, inverse=inverse)
     assert (df["step"] == 7).all()
@@ -112,8 +121,8 @@ def _assert_rows_match(df, student, teacher, batch, tok, *, ratio, c, base, inve
     k = max(1, math.floor(ratio * n + 1e-9))
     order = np.argsort(-hell.numpy(), kind="stable")
     assert df["selected"].sum() == k and set(np.flatnonzero(df["selected"])) == set(order[:k])
-    assert set(np.flatnonzero(df["group"] == "hard")) == set(order[:k // 2])
-    assert set(np.flatnonzero(df["group"] == "mid")) == set(order[k // 2:k])
+    assert set(np.flatnonzero(df["group"] == "hard")) == set(order[: k // 2])
+    assert set(np.flatnonzero(df["group"] == "mid")) == set(order[k // 2 : k])
     assert (df["group"] == "easy").sum() == n - k
     # τ over the selected tokens; τ_all over all; hard by the median of all
     sign = -1.0 if inverse else 1.0
@@ -138,11 +147,13 @@ def _assert_rows_match(df, student, teacher, batch, tok, *, ratio, c, base, inve
 def test_idts_off_gives_base_temperature_and_hard_tokens_get_low_tau(tiny_pair, batch):
     with torch.no_grad():  # a random student is near uniform; sharpen it so entropies differ visibly
         tiny_pair.student.model.norm.weight.mul_(40.0)
-    df = probe_tokens(tiny_pair.student, tiny_pair.teacher, batch, tiny_pair.tokenizer, step=0,
-                      ratio=0.5, c=0.0, base_temperature=2.0)
+    df = probe_tokens(
+        tiny_pair.student, tiny_pair.teacher, batch, tiny_pair.tokenizer, step=0, ratio=0.5, c=0.0, base_temperature=2.0
+    )
     assert np.allclose(df["tau"].dropna(), 2.0) and np.allclose(df["tau_all"], 2.0)
-    df = probe_tokens(tiny_pair.student, tiny_pair.teacher, batch, tiny_pair.tokenizer, step=0,
-                      ratio=0.5, c=0.5, base_temperature=1.0)
+    df = probe_tokens(
+        tiny_pair.student, tiny_pair.teacher, batch, tiny_pair.tokenizer, step=0, ratio=0.5, c=0.5, base_temperature=1.0
+    )
     assert (df.loc[df["hard"], "tau_all"] < 1.0).all() and (df.loc[~df["hard"], "tau_all"] >= 1.0).all()
     # Fig. 4's shape: hard tokens are sharpened, so their entropy drops under IDTS
     hard = df[df["hard"]]
@@ -160,8 +171,9 @@ def test_gradient_groups_on_the_real_vocabulary(tiny_pair, batch):
 
 def test_probe_on_batch_without_response_tokens_is_empty_with_columns(tiny_pair, batch):
     empty = {**batch, "labels": torch.full_like(batch["labels"], -100)}
-    df = probe_tokens(tiny_pair.student, tiny_pair.teacher, empty, tiny_pair.tokenizer, step=0,
-                      ratio=0.5, c=0.5, base_temperature=1.0)
+    df = probe_tokens(
+        tiny_pair.student, tiny_pair.teacher, empty, tiny_pair.tokenizer, step=0, ratio=0.5, c=0.5, base_temperature=1.0
+    )
     assert df.empty and list(df.columns) == list(TOKEN_COLUMNS)
     g = probe_gradient_groups(tiny_pair.student, tiny_pair.teacher, empty, step=0, ratio=0.5, divergence="rkl")
     assert g.empty and list(g.columns) == list(GRADIENT_COLUMNS)
@@ -173,22 +185,39 @@ def test_cached_teacher_logits_give_the_same_rows(tiny_pair, batch):
     cached = teacher_valid_logits(teacher, batch)
     assert cached.shape == (int((batch["labels"][:, 1:] != -100).sum()), len(tok))
     kwargs = dict(step=1, ratio=0.5, c=0.5, base_temperature=1.0)
-    pd.testing.assert_frame_equal(probe_tokens(student, teacher, batch, tok, **kwargs, teacher_logits=cached),
-                                  probe_tokens(student, teacher, batch, tok, **kwargs))
+    pd.testing.assert_frame_equal(
+        probe_tokens(student, teacher, batch, tok, **kwargs, teacher_logits=cached),
+        probe_tokens(student, teacher, batch, tok, **kwargs),
+    )
     pd.testing.assert_frame_equal(
         probe_gradient_groups(student, teacher, batch, step=1, ratio=0.5, divergence="rkl", teacher_logits=cached),
-        probe_gradient_groups(student, teacher, batch, step=1, ratio=0.5, divergence="rkl"))
+        probe_gradient_groups(student, teacher, batch, step=1, ratio=0.5, divergence="rkl"),
+    )
     with pytest.raises(ValueError, match="teacher_logits has 3 rows.*teacher_valid_logits"):
         probe_tokens(student, teacher, batch, tok, **kwargs, teacher_logits=cached[:3])
 
 
 def test_bad_input_says_what_to_fix(tiny_pair, batch):
     with pytest.raises(ValueError, match="ratio must be in"):
-        probe_tokens(tiny_pair.student, tiny_pair.teacher, batch, tiny_pair.tokenizer, step=0, ratio=0.0,
-                     c=0.5, base_temperature=1.0)
+        probe_tokens(
+            tiny_pair.student,
+            tiny_pair.teacher,
+            batch,
+            tiny_pair.tokenizer,
+            step=0,
+            ratio=0.0,
+            c=0.5,
+            base_temperature=1.0,
+        )
     with pytest.raises(ValueError, match="missing 'labels'.*collate"):
-        probe_gradient_groups(tiny_pair.student, tiny_pair.teacher, {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]},
-                              step=0, ratio=0.5, divergence="rkl")
+        probe_gradient_groups(
+            tiny_pair.student,
+            tiny_pair.teacher,
+            {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]},
+            step=0,
+            ratio=0.5,
+            divergence="rkl",
+        )
 
 
 # ---------------------------------------------------------------------- gradients.parquet
@@ -202,7 +231,7 @@ def _naive_group_gradients(student, teacher, batch, ratio, name, params):
     n = ys.numel()
     k = max(1, math.floor(ratio * n + 1e-9))
     order = torch.from_numpy(np.argsort(-hell.numpy(), kind="stable").copy())
-    members = {"hard": order[:k // 2], "mid": order[k // 2:k], "easy": order[k:]}
+    members = {"hard": order[: k // 2], "mid": order[k // 2 : k], "easy": order[k:]}
     z = zs.clone().requires_grad_(True)
 
     def grad(loss):
@@ -215,8 +244,12 @@ def _naive_group_gradients(student, teacher, batch, ratio, name, params):
     for group, idx in members.items():
         if idx.numel():
             g_d, g_s = grad(d[idx].mean()), grad(ce[idx].mean())
-            out[group] = (F.cosine_similarity(g_d, g_s, dim=0).item(),
-                          F.cosine_similarity(g_d, g_full, dim=0).item(), g_d.norm().item(), idx.numel())
+            out[group] = (
+                F.cosine_similarity(g_d, g_s, dim=0).item(),
+                F.cosine_similarity(g_d, g_full, dim=0).item(),
+                g_d.norm().item(),
+                idx.numel(),
+            )
     total = sum(v[2] for v in out.values())
     return {g: (*v, 100 * v[2] / total) for g, v in out.items()}
 
@@ -240,13 +273,11 @@ def small_vocab():
     return student, teacher, {"input_ids": ids, "attention_mask": attention, "labels": labels}
 
 
-@pytest.mark.parametrize("name, params", [("rkl", {}), ("fkl", {}), ("jsd", {"lam": 0.5}), ("akl", {}),
-                                          ("tvd", {})])
+@pytest.mark.parametrize("name, params", [("rkl", {}), ("fkl", {}), ("jsd", {"lam": 0.5}), ("akl", {}), ("tvd", {})])
 @pytest.mark.parametrize("ratio", [0.5, 0.8, 1.0])
 def test_gradient_groups_match_per_group_autograd(small_vocab, name, params, ratio):
     student, teacher, batch = small_vocab
-    df = probe_gradient_groups(student, teacher, batch, step=3, ratio=ratio,
-                               divergence=name, divergence_params=params)
+    df = probe_gradient_groups(student, teacher, batch, step=3, ratio=ratio, divergence=name, divergence_params=params)
     assert list(df.columns) == list(GRADIENT_COLUMNS)
     for split, r in (("current", ratio), ("paper", 0.5)):
         part = df[df["split"] == split].set_index("group")
@@ -274,9 +305,11 @@ def test_gradient_groups_match_per_group_autograd(small_vocab, name, params, rat
 
 # ---------------------------------------------------------------------- no side effects
 def _snapshot(model):
-    return ({k: v.clone() for k, v in model.state_dict().items()},
-            [(name, m.training) for name, m in model.named_modules()],
-            [None if p.grad is None else p.grad.clone() for p in model.parameters()])
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        [(name, m.training) for name, m in model.named_modules()],
+        [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+    )
 
 
 def test_probes_leave_modes_grads_weights_and_rng_untouched(small_vocab, tokenizer):
@@ -295,8 +328,10 @@ def test_probes_leave_modes_grads_weights_and_rng_untouched(small_vocab, tokeniz
         after = _snapshot(model)
         assert after[1] == before[1]
         assert all(torch.equal(after[0][k], v) for k, v in before[0].items())
-        assert all((a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
-                   for a, b in zip(after[2], before[2]))
+        assert all(
+            (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+            for a, b in zip(after[2], before[2])
+        )
 
 
 def test_training_step_after_probe_is_bit_identical(small_vocab, tokenizer):
@@ -315,8 +350,9 @@ def test_training_step_after_probe_is_bit_identical(small_vocab, tokenizer):
             probe_gradient_groups(model, teacher, batch, step=0, ratio=0.5, divergence="rkl")
         losses = []
         for _ in range(2):
-            loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                         labels=batch["labels"]).loss
+            loss = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+            ).loss
             loss.backward()
             opt.step()
             opt.zero_grad()
@@ -334,8 +370,9 @@ def test_training_step_after_probe_is_bit_identical(small_vocab, tokenizer):
 
 
 def test_frames_write_to_parquet_and_read_back(tiny_pair, batch, tmp_path):
-    df = probe_tokens(tiny_pair.student, tiny_pair.teacher, batch, tiny_pair.tokenizer, step=0, ratio=0.5,
-                      c=0.5, base_temperature=1.0)
+    df = probe_tokens(
+        tiny_pair.student, tiny_pair.teacher, batch, tiny_pair.tokenizer, step=0, ratio=0.5, c=0.5, base_temperature=1.0
+    )
     g = probe_gradient_groups(tiny_pair.student, tiny_pair.teacher, batch, step=0, ratio=0.5, divergence="rkl")
     for frame, name in ((df, "tokens.parquet"), (g, "gradients.parquet")):
         frame.to_parquet(tmp_path / name, index=False)
@@ -376,8 +413,9 @@ def test_run_tokens_parquet_equals_recomputation_from_final_checkpoint(smoke_run
     final = tokens[tokens["step"] == 3].reset_index(drop=True)
     ratio = float(final["ratio"].iloc[0])
     assert ratio == run.read_metrics()[-1]["next_ratio"]  # the r the next step would use
-    _assert_rows_match(final, student, teacher, batch, tokenizer, ratio=ratio, c=config.idts_c,
-                       base=config.base_temperature)
+    _assert_rows_match(
+        final, student, teacher, batch, tokenizer, ratio=ratio, c=config.idts_c, base=config.base_temperature
+    )
 
     grads = run.read_parquet("gradients.parquet")
     assert sorted(set(grads["step"])) == [0, 3]
@@ -430,11 +468,16 @@ def test_models_without_boolean_logits_to_keep_get_full_logits_and_the_same_rows
     student, teacher, tok = tiny_pair.student, tiny_pair.teacher, tiny_pair.tokenizer
     old_student, old_teacher = _NoMaskKeep(student), _NoMaskKeep(teacher)
     kwargs = dict(step=3, ratio=0.5, c=0.5, base_temperature=1.0)
-    pd.testing.assert_frame_equal(probe_tokens(old_student, old_teacher, batch, tok, **kwargs),
-                                  probe_tokens(student, teacher, batch, tok, **kwargs), rtol=1e-5)
+    pd.testing.assert_frame_equal(
+        probe_tokens(old_student, old_teacher, batch, tok, **kwargs),
+        probe_tokens(student, teacher, batch, tok, **kwargs),
+        rtol=1e-5,
+    )
     pd.testing.assert_frame_equal(
         probe_gradient_groups(old_student, old_teacher, batch, step=3, ratio=0.5, divergence="rkl"),
-        probe_gradient_groups(student, teacher, batch, step=3, ratio=0.5, divergence="rkl"), rtol=1e-5)
+        probe_gradient_groups(student, teacher, batch, step=3, ratio=0.5, divergence="rkl"),
+        rtol=1e-5,
+    )
     # the refusal is met once and remembered for the class: every later call goes straight to full logits
     assert old_student.calls["mask"] + old_teacher.calls["mask"] == 1
     assert old_student.calls["full"] + old_teacher.calls["full"] == 4

@@ -36,8 +36,14 @@ scales = st.sampled_from([1e-4, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4])
 
 # ---------------------------------------------------------------- divergences
 @PROPS
-@given(name=st.sampled_from(NAMES), rows=st.integers(1, 5), vocab=st.integers(2, 50), scale=scales,
-       seed=st.integers(0, 2**31 - 1), tau=st.floats(0.1, 5.0))
+@given(
+    name=st.sampled_from(NAMES),
+    rows=st.integers(1, 5),
+    vocab=st.integers(2, 50),
+    scale=scales,
+    seed=st.integers(0, 2**31 - 1),
+    tau=st.floats(0.1, 5.0),
+)
 def test_divergence_finite_and_non_negative(name, rows, vocab, scale, seed, tau):
     s, t = logits(seed, (rows, vocab), scale), logits(seed + 1, (rows, vocab), scale)
     s.requires_grad_(True)
@@ -51,8 +57,13 @@ def test_divergence_finite_and_non_negative(name, rows, vocab, scale, seed, tau)
 
 
 @PROPS
-@given(name=st.sampled_from(NAMES), rows=st.integers(1, 5), vocab=st.integers(2, 50), scale=scales,
-       seed=st.integers(0, 2**31 - 1))
+@given(
+    name=st.sampled_from(NAMES),
+    rows=st.integers(1, 5),
+    vocab=st.integers(2, 50),
+    scale=scales,
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_divergence_of_identical_inputs_is_zero(name, rows, vocab, scale, seed):
     z64 = logits(seed, (rows, vocab), scale, torch.float64)
     assert divergence(name, z64, z64.clone()).abs().max().item() <= 1e-12
@@ -72,11 +83,21 @@ def test_divergence_with_masked_vocabulary_stays_finite(name, seed, masked):
 
 # ---------------------------------------------------------------- adakd_loss
 @PROPS
-@given(batch=st.integers(1, 3), length=st.integers(1, 8), vocab=st.integers(2, 40), scale=scales,
-       percent=st.integers(1, 100), name=st.sampled_from(NAMES), idts=st.booleans(),
-       c=st.floats(0.0, 2.0), seed=st.integers(0, 2**31 - 1), keep=st.floats(0.0, 1.0))
-def test_adakd_loss_finite_with_the_documented_selection(batch, length, vocab, scale, percent, name, idts, c,
-                                                         seed, keep):
+@given(
+    batch=st.integers(1, 3),
+    length=st.integers(1, 8),
+    vocab=st.integers(2, 40),
+    scale=scales,
+    percent=st.integers(1, 100),
+    name=st.sampled_from(NAMES),
+    idts=st.booleans(),
+    c=st.floats(0.0, 2.0),
+    seed=st.integers(0, 2**31 - 1),
+    keep=st.floats(0.0, 1.0),
+)
+def test_adakd_loss_finite_with_the_documented_selection(
+    batch, length, vocab, scale, percent, name, idts, c, seed, keep
+):
     s = logits(seed, (batch, length, vocab), scale).requires_grad_(True)
     t = logits(seed + 1, (batch, length, vocab), scale)
     gen = torch.Generator().manual_seed(seed + 2)
@@ -108,11 +129,13 @@ def test_adakd_loss_of_identical_models_is_zero(name, percent, scale, seed):
 
 
 # ---------------------------------------------------------------- the run-directory readers
-RECORD = st.fixed_dictionaries({
-    "step": st.integers(0, 10**6),
-    "loss": st.floats(allow_nan=False, allow_infinity=False, width=32),
-    "kind": st.text(max_size=12),
-})
+RECORD = st.fixed_dictionaries(
+    {
+        "step": st.integers(0, 10**6),
+        "loss": st.floats(allow_nan=False, allow_infinity=False, width=32),
+        "kind": st.text(max_size=12),
+    }
+)
 
 
 @PROPS
@@ -144,8 +167,11 @@ def test_jsonl_cut_at_any_byte_keeps_every_complete_line(tmp_path, records, cut)
 
 
 @PROPS
-@given(records=st.lists(RECORD, min_size=1, max_size=6), garbage=st.binary(min_size=1, max_size=40),
-       where=st.integers(0, 6))
+@given(
+    records=st.lists(RECORD, min_size=1, max_size=6),
+    garbage=st.binary(min_size=1, max_size=40),
+    where=st.integers(0, 6),
+)
 def test_jsonl_garbage_line_is_reported_and_the_rest_kept(tmp_path, records, garbage, where):
     bad = garbage.replace(b"\n", b" ").replace(b"\r", b" ")
     try:
@@ -163,8 +189,15 @@ def test_jsonl_garbage_line_is_reported_and_the_rest_kept(tmp_path, records, gar
     assert len(got.problems) == 1 and f"line {where + 1}" in got.problems[0]
 
 
-RUN_FILES = ["config.json", "status.json", "metrics.jsonl", "events.jsonl", "eval.jsonl",
-             "tokens.parquet", "gradients.parquet"]
+RUN_FILES = [
+    "config.json",
+    "status.json",
+    "metrics.jsonl",
+    "events.jsonl",
+    "eval.jsonl",
+    "tokens.parquet",
+    "gradients.parquet",
+]
 
 
 @PROPS

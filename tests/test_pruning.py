@@ -31,8 +31,10 @@ def test_importance_is_the_summed_absolute_mlp_activation_over_attended_tokens()
     importance = neuron_importance(teacher, batch)
     # by hand: the hidden state entering layer l's MLP, through its gate/up projections
     captured = []
-    handles = [layer.post_attention_layernorm.register_forward_hook(lambda m, i, o: captured.append(o))
-               for layer in teacher.model.layers]
+    handles = [
+        layer.post_attention_layernorm.register_forward_hook(lambda m, i, o: captured.append(o))
+        for layer in teacher.model.layers
+    ]
     with torch.no_grad():
         teacher(**batch, use_cache=False)
     for h in handles:
@@ -75,14 +77,20 @@ def test_pruned_student_rejects_impossible_widths():
 def test_reference_scores_match_a_loop_over_references(tokenizer):
     teacher = tiny_random_llama(len(tokenizer), layers=1, hidden=32, seed=1).eval()
     student = tiny_random_llama(len(tokenizer), layers=1, hidden=32, seed=2).eval()
-    prompts = [EvalPrompt("Name a fruit.", "", ("An apple, which is red.", "A pear.")),
-               Example("Say hi.", "", "Hi there!", "")]
+    prompts = [
+        EvalPrompt("Name a fruit.", "", ("An apple, which is red.", "A pear.")),
+        Example("Say hi.", "", "Hi there!", ""),
+    ]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 2
-    got = reference_scores(student, tokenizer, prompts, pad_id=pad, max_prompt_length=32, max_length=64,
-                           teacher=teacher, batch_size=2)
+    got = reference_scores(
+        student, tokenizer, prompts, pad_id=pad, max_prompt_length=32, max_length=64, teacher=teacher, batch_size=2
+    )
     nll, kl, n = 0.0, 0.0, 0
-    for instruction, reply in [("Name a fruit.", "An apple, which is red."), ("Name a fruit.", "A pear."),
-                               ("Say hi.", "Hi there!")]:
+    for instruction, reply in [
+        ("Name a fruit.", "An apple, which is red."),
+        ("Name a fruit.", "A pear."),
+        ("Say hi.", "Hi there!"),
+    ]:
         enc = collate([encode_example(tokenizer, Example(instruction, "", reply), 32, 64)], pad)
         targets, mask = next_token_targets(enc["labels"])
         with torch.no_grad():
@@ -95,6 +103,7 @@ def test_reference_scores_match_a_loop_over_references(tokenizer):
                 n += 1
     assert got["tokens"] == n
     assert abs(got["ce"] - nll / n) < 1e-4 and abs(got["kl_teacher"] - kl / n) < 1e-4
-    alone = reference_scores(teacher, tokenizer, prompts, pad_id=pad, max_prompt_length=32, max_length=64,
-                             teacher=teacher)
+    alone = reference_scores(
+        teacher, tokenizer, prompts, pad_id=pad, max_prompt_length=32, max_length=64, teacher=teacher
+    )
     assert alone["kl_teacher"] is None

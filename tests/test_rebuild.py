@@ -17,8 +17,19 @@ pytestmark = pytest.mark.slow
 
 def test_rebuilt_student_equals_the_deleted_checkpoint(tmp_path, isolated_cache):
     # probes and evaluation on in the original: the rebuild turns them off and must still match
-    run = train(resolve_preset("smoke", ["max_steps=3", "probe_interval=2", "eval_examples=2",
-                                         "eval_min_reference_words=0", "eval_max_new_tokens=2"]), tmp_path / "run")
+    run = train(
+        resolve_preset(
+            "smoke",
+            [
+                "max_steps=3",
+                "probe_interval=2",
+                "eval_examples=2",
+                "eval_min_reference_words=0",
+                "eval_max_new_tokens=2",
+            ],
+        ),
+        tmp_path / "run",
+    )
     original = load_file(str(next((run / "checkpoints").glob("step-*")) / "model.safetensors"))
     shutil.rmtree(run / "checkpoints")  # as in a shipped sample run
     assert rebuilt_checkpoint(run) is None and estimated_seconds(run) > 0

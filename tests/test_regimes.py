@@ -16,8 +16,14 @@ from adakd.config import RunConfig
 from adakd.models import tiny_random_llama
 from adakd.regimes import DistiLLMRegime, GKDRegime, Regime, make_regime, merge_infos
 from adakd.replay import AdaptiveStudentDataProb, ReplayBuffer
-from adakd.student_samples import (build_generated_batch, cut_at_end, derive_seed, prompts_from_batch,
-                                   sample_student_responses, seeded_generator)
+from adakd.student_samples import (
+    build_generated_batch,
+    cut_at_end,
+    derive_seed,
+    prompts_from_batch,
+    sample_student_responses,
+    seeded_generator,
+)
 from adakd.tokenize import collate, next_token_targets
 
 V, PAD, END = 24, 0, 2
@@ -34,9 +40,11 @@ def student():
 def _gt_batch():
     """Two right-padded ground-truth rows, written by hand:
     row 0: prompt [5, 6, 7], response [9, 2];  row 1: prompt [8, 4], response [3, 11, 2]."""
-    return {"input_ids": torch.tensor([[5, 6, 7, 9, 2], [8, 4, 3, 11, 2]]),
-            "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]),
-            "labels": torch.tensor([[M, M, M, 9, 2], [M, M, 3, 11, 2]])}
+    return {
+        "input_ids": torch.tensor([[5, 6, 7, 9, 2], [8, 4, 3, 11, 2]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]),
+        "labels": torch.tensor([[M, M, M, 9, 2], [M, M, 3, 11, 2]]),
+    }
 
 
 def _config(**kw):
@@ -67,9 +75,11 @@ def test_generated_batch_truncates_the_response_tail():
 
 
 def test_prompts_from_batch_by_hand():
-    batch = {"input_ids": torch.tensor([[5, 6, 7, 9, 2, 0], [8, 4, 3, 0, 0, 0]]),
-             "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]]),
-             "labels": torch.tensor([[M, M, M, 9, 2, M], [M, M, 3, M, M, M]])}
+    batch = {
+        "input_ids": torch.tensor([[5, 6, 7, 9, 2, 0], [8, 4, 3, 0, 0, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]]),
+        "labels": torch.tensor([[M, M, M, 9, 2, M], [M, M, 3, M, M, M]]),
+    }
     assert prompts_from_batch(batch) == [[5, 6, 7], [8, 4]]
     bad = dict(batch, labels=torch.tensor([[5, M, M, M, M, M], [M, M, 3, M, M, M]]))
     with pytest.raises(ValueError, match="row 0 has no prompt"):
@@ -107,15 +117,16 @@ def _greedy_reference(model, prompt, n):
         for _ in range(n):
             logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
             ids.append(int(logits.argmax()))
-    return ids[len(prompt):]
+    return ids[len(prompt) :]
 
 
 def test_batched_cached_sampling_matches_a_plain_decode(student):
     """At a tiny temperature sampling is greedy: left padding and the KV cache must then give
     exactly the uncached, unpadded argmax continuation of every prompt."""
     prompts = [[5, 6, 7, 8, 9], [4, 3], [7, 7, 7]]
-    out = sample_student_responses(student, None, prompts, max_new_tokens=6, temperature=1e-4,
-                                   generator_seed=0, eos_ids=[V + 5], pad_id=PAD)  # an end that never occurs
+    out = sample_student_responses(
+        student, None, prompts, max_new_tokens=6, temperature=1e-4, generator_seed=0, eos_ids=[V + 5], pad_id=PAD
+    )  # an end that never occurs
     assert out == [_greedy_reference(student, p, 6) for p in prompts]
 
 
@@ -124,8 +135,16 @@ def test_sampling_stops_at_the_end_token_and_is_bounded(student):
     ref = _greedy_reference(student, prompt, 6)
     end = ref[2]
     expected = ref[: ref.index(end) + 1]
-    out = sample_student_responses(student, None, [prompt, [7, 7, 7]], max_new_tokens=6, temperature=1e-4,
-                                   generator_seed=0, eos_ids=[end], pad_id=PAD)
+    out = sample_student_responses(
+        student,
+        None,
+        [prompt, [7, 7, 7]],
+        max_new_tokens=6,
+        temperature=1e-4,
+        generator_seed=0,
+        eos_ids=[end],
+        pad_id=PAD,
+    )
     assert out[0] == expected and out[0][-1] == end
     assert 1 <= len(out[1]) <= 6 and end not in out[1][:-1]
 
@@ -138,17 +157,16 @@ def test_sampling_is_reproducible_and_leaves_rng_and_mode_alone(student):
     torch.manual_seed(123)
     before = torch.get_rng_state()
     try:
-        a = sample_student_responses(student, None, prompts, max_new_tokens=8, generator_seed=11,
-                                     eos_ids=[END], pad_id=PAD)
+        a = sample_student_responses(
+            student, None, prompts, max_new_tokens=8, generator_seed=11, eos_ids=[END], pad_id=PAD
+        )
     finally:
         hook.remove()
     assert torch.equal(torch.get_rng_state(), before)
     assert student.training and all(m.training for m in student.modules())
     assert seen_modes and not any(seen_modes)  # eval mode (no dropout) while sampling
-    b = sample_student_responses(student, None, prompts, max_new_tokens=8, generator_seed=11,
-                                 eos_ids=[END], pad_id=PAD)
-    c = sample_student_responses(student, None, prompts, max_new_tokens=8, generator_seed=12,
-                                 eos_ids=[END], pad_id=PAD)
+    b = sample_student_responses(student, None, prompts, max_new_tokens=8, generator_seed=11, eos_ids=[END], pad_id=PAD)
+    c = sample_student_responses(student, None, prompts, max_new_tokens=8, generator_seed=12, eos_ids=[END], pad_id=PAD)
     assert a == b and a != c
     assert all(1 <= len(r) <= 8 for r in a)
 
@@ -219,16 +237,20 @@ def test_gkd_lambda_zero_is_ground_truth_and_one_always_samples(student):
         out, info = one.prepare_batch(batch, step, student, None)
         assert info["on_policy"] is True and info["data_source"] == "student"
         assert prompts_from_batch(out) == [[5, 6, 7], [8, 4]]  # same prompts, new responses
-        responses = [[t for t, y in zip(ids, lab) if y != M] for ids, lab in
-                     zip(out["input_ids"].tolist(), out["labels"].tolist())]
+        responses = [
+            [t for t, y in zip(ids, lab) if y != M]
+            for ids, lab in zip(out["input_ids"].tolist(), out["labels"].tolist())
+        ]
         assert info["gen_length"] == pytest.approx(sum(map(len, responses)) / 2)
         assert all(1 <= len(r) <= 5 for r in responses)
 
 
 def test_gkd_coin_frequency_and_reproducibility(student):
     regime = make_regime(_config(gkd_lambda=0.3), pad_id=PAD, eos_ids=[END])
-    coins = [float(torch.rand((), generator=regime.sampler.coin("gkd", s, 0), dtype=torch.float64)) < 0.3
-             for s in range(1, 2001)]
+    coins = [
+        float(torch.rand((), generator=regime.sampler.coin("gkd", s, 0), dtype=torch.float64)) < 0.3
+        for s in range(1, 2001)
+    ]
     assert 0.26 < sum(coins) / len(coins) < 0.34
     # a fresh regime (a resumed run) draws the same coins and the same samples at the same step
     step = next(s for s, c in zip(range(1, 2001), coins) if c)
@@ -257,8 +279,10 @@ def test_distillm_generates_until_full_then_replays_and_never_overflows(student)
         assert info["on_policy"] == (info["data_source"] == "student")
     assert sources == ["student", "student", "buffer", "buffer", "buffer"]
     stored = {tuple(p + r) for p, r in (tuple(x) for x in regime.buffer.state_dict()["items"])}
-    replayed = {tuple(t for t, m in zip(ids, am) if m) for ids, am in
-                zip(out["input_ids"].tolist(), out["attention_mask"].tolist())}
+    replayed = {
+        tuple(t for t, m in zip(ids, am) if m)
+        for ids, am in zip(out["input_ids"].tolist(), out["attention_mask"].tolist())
+    }
     assert replayed <= stored
     # the whole state round-trips through JSON, and the restored regime replays identically
     state = json.loads(json.dumps(regime.state_dict()))
@@ -302,8 +326,11 @@ def test_gkd_on_real_chat_prompts_through_the_trainer_call(tiny_pair):
     examples = [Example("Say hi.", "", "Hi there!", "chat"), Example("Name a colour.", "", "Blue.", "chat")]
     encoded = [encode_example(tok, ex, 64, 96) for ex in examples]
     batch = collate(encoded, tok.pad_token_id)
-    regime = make_regime(_config(gkd_lambda=1.0, max_prompt_length=64, max_length=96, gen_max_new_tokens=6),
-                         tokenizer=tok, pad_id=tok.pad_token_id)
+    regime = make_regime(
+        _config(gkd_lambda=1.0, max_prompt_length=64, max_length=96, gen_max_new_tokens=6),
+        tokenizer=tok,
+        pad_id=tok.pad_token_id,
+    )
     out, info = regime.prepare(batch, step=1, student=tiny_pair.student, teacher=tiny_pair.teacher)
     assert info["on_policy"] is True
     assert prompts_from_batch(out) == [e["input_ids"][: e["prompt_length"]] for e in encoded]
@@ -316,16 +343,30 @@ def test_gkd_on_real_chat_prompts_through_the_trainer_call(tiny_pair):
 
 
 def test_merge_infos_over_micro_batches():
-    gt = {"on_policy": False, "data_source": "ground_truth", "buffer_size": 4, "student_data_prob": 0.5,
-          "gen_length": None}
-    fresh = {"on_policy": True, "data_source": "student", "buffer_size": 6, "student_data_prob": 0.5,
-             "gen_length": 3.0}
-    replay = {"on_policy": False, "data_source": "buffer", "buffer_size": 6, "student_data_prob": 0.5,
-              "gen_length": 5.0}
+    gt = {
+        "on_policy": False,
+        "data_source": "ground_truth",
+        "buffer_size": 4,
+        "student_data_prob": 0.5,
+        "gen_length": None,
+    }
+    fresh = {"on_policy": True, "data_source": "student", "buffer_size": 6, "student_data_prob": 0.5, "gen_length": 3.0}
+    replay = {
+        "on_policy": False,
+        "data_source": "buffer",
+        "buffer_size": 6,
+        "student_data_prob": 0.5,
+        "gen_length": 5.0,
+    }
     assert merge_infos([{}, {}]) == {}
     assert merge_infos([gt, gt]) == gt
-    assert merge_infos([gt, fresh, replay]) == {"on_policy": True, "data_source": "mixed", "buffer_size": 6,
-                                                "student_data_prob": 0.5, "gen_length": 4.0}
+    assert merge_infos([gt, fresh, replay]) == {
+        "on_policy": True,
+        "data_source": "mixed",
+        "buffer_size": 6,
+        "student_data_prob": 0.5,
+        "gen_length": 4.0,
+    }
 
 
 # ------------------------------------------------------------------ the trainer with a regime (smoke preset)

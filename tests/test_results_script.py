@@ -38,28 +38,69 @@ def root(tmp_path):
     plain and with AdaKD, a fixed-r run, and one running run that must be ignored."""
     R.clear_cache()
     root = tmp_path / "sample_runs"
-    arms = {"base": (BASE, 10.0, 1.0), "idts": (IDTS, 12.5, 0.9), "latf": (LATF, 9.0, 1.1),
-            "full": (FULL, 14.0, 0.5)}
+    arms = {"base": (BASE, 10.0, 1.0), "idts": (IDTS, 12.5, 0.9), "latf": (LATF, 9.0, 1.1), "full": (FULL, 14.0, 0.5)}
     for name, (config, rouge, scale) in arms.items():
-        make_run(root / "ablation", f"ablation={name},seed=0", config={**config, "seed": 0},
-                 steps=STEPS, probe_steps=[0, 20, 40], final_rouge={"chatterbot": rouge},
-                 reference_rouge=REFS, loss_scale=scale)
-    write_json(root / "ablation" / "sweep.json", {"format": 1, "grid": {}, "runs": [
-        {"name": f"ablation={n},seed=0", "overrides": {}, "state": "finished"} for n in arms]})
-    make_run(root / "c-sweep", "idts_c=0.3,seed=0", config={**FULL, "idts_c": 0.3, "seed": 0},
-             steps=STEPS, probe_steps=[0, 20, 40], final_rouge={"chatterbot": 11.0})
+        make_run(
+            root / "ablation",
+            f"ablation={name},seed=0",
+            config={**config, "seed": 0},
+            steps=STEPS,
+            probe_steps=[0, 20, 40],
+            final_rouge={"chatterbot": rouge},
+            reference_rouge=REFS,
+            loss_scale=scale,
+        )
+    write_json(
+        root / "ablation" / "sweep.json",
+        {
+            "format": 1,
+            "grid": {},
+            "runs": [{"name": f"ablation={n},seed=0", "overrides": {}, "state": "finished"} for n in arms],
+        },
+    )
+    make_run(
+        root / "c-sweep",
+        "idts_c=0.3,seed=0",
+        config={**FULL, "idts_c": 0.3, "seed": 0},
+        steps=STEPS,
+        probe_steps=[0, 20, 40],
+        final_rouge={"chatterbot": 11.0},
+    )
     for name, config, rouge in (("base", BASE, 8.0), ("full", FULL, 9.5)):
-        make_run(root / "divergences", f"divergence=fkl,ablation={name}",
-                 config={**config, "divergence": "fkl"}, steps=STEPS,
-                 final_rouge={"chatterbot": rouge})
-    make_run(root / "schedule-fixed", "latf=fixed",
-             config={"latf": "fixed", "idts": "on", "ratio_start": 0.75, "seed": 0},
-             steps=STEPS, final_rouge={"chatterbot": 13.0}, loss_scale=0.8)
-    make_run(root / "c-sweep", "idts_c=0.9,seed=0", config={**FULL, "idts_c": 0.9, "seed": 0},
-             steps=STEPS, state="running", final_rouge={"chatterbot": 99.0})
-    write_json(root / "c-sweep" / "sweep.json", {"format": 1, "grid": {}, "runs": [
-        {"name": "idts_c=0.3,seed=0", "overrides": {}, "state": "finished"},
-        {"name": "idts_c=0.9,seed=0", "overrides": {}, "state": "running"}]})
+        make_run(
+            root / "divergences",
+            f"divergence=fkl,ablation={name}",
+            config={**config, "divergence": "fkl"},
+            steps=STEPS,
+            final_rouge={"chatterbot": rouge},
+        )
+    make_run(
+        root / "schedule-fixed",
+        "latf=fixed",
+        config={"latf": "fixed", "idts": "on", "ratio_start": 0.75, "seed": 0},
+        steps=STEPS,
+        final_rouge={"chatterbot": 13.0},
+        loss_scale=0.8,
+    )
+    make_run(
+        root / "c-sweep",
+        "idts_c=0.9,seed=0",
+        config={**FULL, "idts_c": 0.9, "seed": 0},
+        steps=STEPS,
+        state="running",
+        final_rouge={"chatterbot": 99.0},
+    )
+    write_json(
+        root / "c-sweep" / "sweep.json",
+        {
+            "format": 1,
+            "grid": {},
+            "runs": [
+                {"name": "idts_c=0.3,seed=0", "overrides": {}, "state": "finished"},
+                {"name": "idts_c=0.9,seed=0", "overrides": {}, "state": "running"},
+            ],
+        },
+    )
     yield root
     R.clear_cache()
 
@@ -106,8 +147,7 @@ def test_report_tables_have_the_runs_numbers(script, root, tmp_path):
     # Table 4 shape: fixed r = 0.75 against LATF (the full run), CE paired step by step:
     # (0.8 − 0.5)·3/(1 + 0.1t) over t = 21..40
     diff = np.array([kd(t, 0.8) - kd(t, 0.5) for t in range(21, 41)])
-    assert (f"| fixed (r 0.75 → 0.75) | rkl + fixed r=0.75 + IDTS | 13.00 | 1 | "
-            f"{first_ce(0.8):.3f} |") in text
+    assert (f"| fixed (r 0.75 → 0.75) | rkl + fixed r=0.75 + IDTS | 13.00 | 1 | {first_ce(0.8):.3f} |") in text
     assert f"| {diff.mean():+.3f} ± {diff.std(ddof=1) / math.sqrt(20):.3f} |" in text
     assert "the ROUGE-L range over the schedules is 1.00 points, within the 2.0-point" in text
 
@@ -135,10 +175,12 @@ def test_loss_table_numbers(root, tmp_path):
     # probe CE: −log(0.6·(1 − s)) averaged over the tokens
     ce0 = float(np.mean(-np.log(0.6 * (1 - u))))
     ce40 = float(np.mean(-np.log(0.6 * (1 - u * math.exp(-2.0)))))
-    row = (f"| full (AdaKD) | 0 | {mean_kd(first, 0.5):.3f} | {mean_kd(last, 0.5):.3f} | "
-           f"{mean_kd(first, 0.5) + 0.5:.3f} | {mean_kd(last, 0.5) + 0.5:.3f} | "
-           f"{paired:+.3f} ± {paired_se:.3f} | "
-           f"{difficulty} | {ce0:.2f} → {ce40:.2f} |")
+    row = (
+        f"| full (AdaKD) | 0 | {mean_kd(first, 0.5):.3f} | {mean_kd(last, 0.5):.3f} | "
+        f"{mean_kd(first, 0.5) + 0.5:.3f} | {mean_kd(last, 0.5) + 0.5:.3f} | "
+        f"{paired:+.3f} ± {paired_se:.3f} | "
+        f"{difficulty} | {ce0:.2f} → {ce40:.2f} |"
+    )
     assert row in text
     assert f"| base | 0 | {mean_kd(first, 1.0):.3f} | {mean_kd(last, 1.0):.3f} |" in text
     assert f"lower by {abs(paired):.3f} nats" in text
@@ -157,12 +199,17 @@ def test_sample_noise_pools_the_stored_per_prompt_scores(tmp_path):
     R.clear_cache()
     runs = []
     for name, scores in (("a", [2.0, 4.0, 6.0]), ("b", [10.0, 12.0])):
-        record = {"step": 10, "model": "student", "rouge_l": {"chatterbot": 5.0},
-                  "rouge_l_avg": 5.0, "n": {"chatterbot": 24},
-                  "samples": {"chatterbot": [{"instruction": "q", "reference": "r",
-                                              "response": "x", "rouge_l": v} for v in scores]}}
-        runs.append(R.load_run(make_run(tmp_path, name, evals=[record], tokens=False,
-                                        gradients=False)))
+        record = {
+            "step": 10,
+            "model": "student",
+            "rouge_l": {"chatterbot": 5.0},
+            "rouge_l_avg": 5.0,
+            "n": {"chatterbot": 24},
+            "samples": {
+                "chatterbot": [{"instruction": "q", "reference": "r", "response": "x", "rouge_l": v} for v in scores]
+            },
+        }
+        runs.append(R.load_run(make_run(tmp_path, name, evals=[record], tokens=False, gradients=False)))
     noise = report.sample_noise(runs)
     # residuals around each record's mean: −2, 0, 2 and −1, 1 -> Σ r² = 10 over 5 − 2 dof
     sd = math.sqrt(10 / 3)
@@ -177,12 +224,27 @@ def test_table1_names_an_arm_whose_replies_are_empty(tmp_path):
     R.clear_cache()
     root = tmp_path / "sample_runs"
     for name, config, responses in (("base", BASE, ["", " ", "", "x"]), ("full", FULL, ["the a the", "", "b", "c"])):
-        record = {"step": STEPS, "model": "student", "rouge_l": {"chatterbot": 1.0}, "rouge_l_avg": 1.0,
-                  "n": {"chatterbot": 24},
-                  "samples": {"chatterbot": [{"instruction": "q", "reference": "r", "response": text,
-                                              "rouge_l": 0.0} for text in responses]}}
-        make_run(root / "divergences", f"divergence=ab,ablation={name}", config={**config, "divergence": "ab"},
-                 steps=STEPS, evals=[record], tokens=False, gradients=False)
+        record = {
+            "step": STEPS,
+            "model": "student",
+            "rouge_l": {"chatterbot": 1.0},
+            "rouge_l_avg": 1.0,
+            "n": {"chatterbot": 24},
+            "samples": {
+                "chatterbot": [
+                    {"instruction": "q", "reference": "r", "response": text, "rouge_l": 0.0} for text in responses
+                ]
+            },
+        }
+        make_run(
+            root / "divergences",
+            f"divergence=ab,ablation={name}",
+            config={**config, "divergence": "ab"},
+            steps=STEPS,
+            evals=[record],
+            tokens=False,
+            gradients=False,
+        )
     text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
     # base: 3 of 4 replies are blank (" " counts as empty); full: 1 of 4, so it gets no reading
     assert "ab, base: 3 of the 4 stored final replies are empty" in text
@@ -199,9 +261,16 @@ def test_seed_spread_of_the_paired_ce(tmp_path):
     root = tmp_path / "sample_runs"
     for seed, full_scale in ((0, 0.5), (1, 0.7)):
         for name, config, scale in (("base", BASE, 1.0), ("full", FULL, full_scale)):
-            make_run(root / "ablation", f"ablation={name},seed={seed}", config={**config, "seed": seed},
-                     steps=STEPS, final_rouge={"chatterbot": 5.0}, loss_scale=scale, tokens=False,
-                     gradients=False)
+            make_run(
+                root / "ablation",
+                f"ablation={name},seed={seed}",
+                config={**config, "seed": seed},
+                steps=STEPS,
+                final_rouge={"chatterbot": 5.0},
+                loss_scale=scale,
+                tokens=False,
+                gradients=False,
+            )
     study = report.Study(report.collect_runs(root))
     unit = float(np.mean([3.0 / (1.0 + 0.1 * step) for step in range(21, STEPS + 1)]))
     expected = [(0.5 - 1.0) * unit, (0.7 - 1.0) * unit]
@@ -229,17 +298,36 @@ def test_table1_reads_noise_and_the_data_each_regime_used(tmp_path):
             row["data_source"] = "student" if row["step"] in student_steps else "ground_truth"
         return rows
 
-    arms = [("divergences", "srkl-base", {**BASE, "divergence": "srkl"}, 5.0, None),
-            ("divergences", "srkl-full", {**FULL, "divergence": "srkl"}, 8.0, None),
-            ("table1", "distillm", {**BASE, "divergence": "srkl", "divergence_params": {"lam": 0.1},
-                                    "regime": "distillm"}, 5.0, set()),
-            ("table1", "distillm-adakd", {**FULL, "divergence": "srkl", "divergence_params": {"lam": 0.1},
-                                          "regime": "distillm"}, 8.0, set()),
-            ("table1", "gkd", {**BASE, "divergence": "jsd", "regime": "gkd"}, 6.0, {1, 2, 5})]
+    arms = [
+        ("divergences", "srkl-base", {**BASE, "divergence": "srkl"}, 5.0, None),
+        ("divergences", "srkl-full", {**FULL, "divergence": "srkl"}, 8.0, None),
+        (
+            "table1",
+            "distillm",
+            {**BASE, "divergence": "srkl", "divergence_params": {"lam": 0.1}, "regime": "distillm"},
+            5.0,
+            set(),
+        ),
+        (
+            "table1",
+            "distillm-adakd",
+            {**FULL, "divergence": "srkl", "divergence_params": {"lam": 0.1}, "regime": "distillm"},
+            8.0,
+            set(),
+        ),
+        ("table1", "gkd", {**BASE, "divergence": "jsd", "regime": "gkd"}, 6.0, {1, 2, 5}),
+    ]
     for sweep, name, config, rouge, student_steps in arms:
-        make_run(root / sweep, name, config=config, steps=steps, final_rouge={"chatterbot": rouge},
-                 metrics=None if student_steps is None else metrics(config, student_steps),
-                 tokens=False, gradients=False)
+        make_run(
+            root / sweep,
+            name,
+            config=config,
+            steps=steps,
+            final_rouge={"chatterbot": rouge},
+            metrics=None if student_steps is None else metrics(config, student_steps),
+            tokens=False,
+            gradients=False,
+        )
     text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
     # srkl and DistiLLM/srkl: 5.0 -> 8.0 = +3.00, beyond the 2.0-point floor; GKD has no AdaKD arm
     assert "| srkl | 5.00 | 8.00 | +3.00 | 1 / 1 |" in text
@@ -255,20 +343,35 @@ def test_tables_3_and_5_one_row_per_arm(tmp_path):
     Table 5, none pooled into "fixed τ = 1"; the CTKD run stays out of the component ablation."""
     R.clear_cache()
     root = tmp_path / "sample_runs"
-    runs = {"fixed": ({**LATF}, 10.0), "ctkd": ({**LATF, "ctkd": True}, 20.0),
-            "std": ({**LATF, "logit_standardize": True}, 30.0), "full": (FULL, 40.0),
-            "topk": ({**FULL, "indicator": "topk"}, 50.0), "sft": ({**BASE, "kd_ratio": 0.0}, 5.0)}
+    runs = {
+        "fixed": ({**LATF}, 10.0),
+        "ctkd": ({**LATF, "ctkd": True}, 20.0),
+        "std": ({**LATF, "logit_standardize": True}, 30.0),
+        "full": (FULL, 40.0),
+        "topk": ({**FULL, "indicator": "topk"}, 50.0),
+        "sft": ({**BASE, "kd_ratio": 0.0}, 5.0),
+    }
     for name, (config, rouge) in runs.items():
-        make_run(root / "tables", name, config=config, steps=STEPS, tokens=False, gradients=False,
-                 final_rouge={"chatterbot": rouge})
+        make_run(
+            root / "tables",
+            name,
+            config=config,
+            steps=STEPS,
+            tokens=False,
+            gradients=False,
+            final_rouge={"chatterbot": rouge},
+        )
     study = report.Study(report.collect_runs(root))
     assert [r.name for r in study.ablation] == ["fixed", "full"]  # +LATF and full; CTKD/std are not +LATF
     text = report.build_report(study, root, exported=set())
-    for row in ("| fixed τ = 1 | rkl + LATF | 10.00 | 1 |", "| CTKD | rkl + LATF + CTKD | 20.00 | 1 |",
-                "| logit standardisation | rkl + LATF + logit std | 30.00 | 1 |",
-                "| IDTS (c = 0.5) | rkl + AdaKD | 40.00 | 1 |",
-                "| Hellinger (AdaKD) | rkl + AdaKD | 40.00 | 1 |",
-                "| NMTKD top-5 rank violation | rkl + AdaKD (indicator=top-5) | 50.00 | 1 |"):
+    for row in (
+        "| fixed τ = 1 | rkl + LATF | 10.00 | 1 |",
+        "| CTKD | rkl + LATF + CTKD | 20.00 | 1 |",
+        "| logit standardisation | rkl + LATF + logit std | 30.00 | 1 |",
+        "| IDTS (c = 0.5) | rkl + AdaKD | 40.00 | 1 |",
+        "| Hellinger (AdaKD) | rkl + AdaKD | 40.00 | 1 |",
+        "| NMTKD top-5 rank violation | rkl + AdaKD (indicator=top-5) | 50.00 | 1 |",
+    ):
         assert row in text, row
     assert "Not yet run: fixed τ = 0.8, fixed τ = 1.2, fixed τ = e^-0.5, inverse IDTS (c = 0.5)" in text
     assert "Not yet run: forward KL, reverse KL, Jensen–Shannon, cross-entropy" in text

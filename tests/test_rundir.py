@@ -14,8 +14,17 @@ import pytest
 import torch
 
 from adakd import checkpoint as ckpt
-from adakd.rundir import (RunDir, append_jsonl, check_run_name, effective_state, read_json, read_jsonl,
-                          read_jsonl_report, runs_root, write_json_atomic)
+from adakd.rundir import (
+    RunDir,
+    append_jsonl,
+    check_run_name,
+    effective_state,
+    read_json,
+    read_jsonl,
+    read_jsonl_report,
+    runs_root,
+    write_json_atomic,
+)
 
 
 def test_json_atomic_roundtrip_and_no_temp_left(tmp_path):
@@ -39,7 +48,7 @@ def test_jsonl_tolerates_truncated_last_line_and_reports_garbage(tmp_path):
         append_jsonl(path, {"step": i + 1, "loss": 1.0 / (i + 1)})
     with open(path, "a") as f:
         f.write("this is not json\n")
-        f.write('[1, 2]\n')
+        f.write("[1, 2]\n")
         f.write('{"step": 4, "loss": 0.2')  # a writer killed mid-line
     report = read_jsonl_report(path)
     assert [r["step"] for r in report.records] == [1, 2, 3]
@@ -56,10 +65,19 @@ def test_nan_in_jsonl_is_written_as_null(tmp_path):
     assert path.read_text() == '{"step": 1, "loss": null}\n'
 
 
-@pytest.mark.parametrize("name,fragment", [
-    ("", "empty"), ("  ", "empty"), ("a/b", "path separator"), ("..", ".."), ("a..b", ".."),
-    (".hidden", "starts with '.'"), ("bad name", "characters"), ("x\\y", "path separator"),
-])
+@pytest.mark.parametrize(
+    "name,fragment",
+    [
+        ("", "empty"),
+        ("  ", "empty"),
+        ("a/b", "path separator"),
+        ("..", ".."),
+        ("a..b", ".."),
+        (".hidden", "starts with '.'"),
+        ("bad name", "characters"),
+        ("x\\y", "path separator"),
+    ],
+)
 def test_bad_run_names(name, fragment):
     with pytest.raises(ValueError) as err:
         check_run_name(name)
@@ -169,8 +187,7 @@ def test_checkpoint_roundtrip_restores_everything(tmp_path):
     random.seed(5)
     np.random.seed(6)
     torch.manual_seed(7)
-    state = {"schedule": {"ratio": 0.9, "ema": 1.25, "ref": None, "n": 3}, "rng": ckpt.rng_state(),
-             "data_position": 12}
+    state = {"schedule": {"ratio": 0.9, "ema": 1.25, "ref": None, "n": 3}, "rng": ckpt.rng_state(), "data_position": 12}
     path = ckpt.save_checkpoint(tmp_path, 1, model, opt, sched, state)
     assert path.name == "step-000001" and not list(tmp_path.glob("*.tmp"))
     expected = (random.random(), np.random.rand(), torch.rand(1).item())

@@ -8,17 +8,30 @@ import subprocess
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make_sample_runs.sh"
-STUDIES = {"ablation": ["ablation"], "c-sweep": ["c-sweep"], "schedules": ["schedule-fixed", "schedule-cosine"],
-           "divergences": ["divergences"], "seeds": ["ablation-seeds"], "table1": ["table1"],
-           "sft": ["sft"], "table3": ["table3"], "table4": ["table4"], "table5": ["table5"]}
+STUDIES = {
+    "ablation": ["ablation"],
+    "c-sweep": ["c-sweep"],
+    "schedules": ["schedule-fixed", "schedule-cosine"],
+    "divergences": ["divergences"],
+    "seeds": ["ablation-seeds"],
+    "table1": ["table1"],
+    "sft": ["sft"],
+    "table3": ["table3"],
+    "table4": ["table4"],
+    "table5": ["table5"],
+}
 
 
 def run(tmp_path, *studies, **env):
     for folders in STUDIES.values():  # the script cleans each sweep folder after the sweep
         for folder in folders:
             (tmp_path / folder).mkdir(exist_ok=True)
-    return subprocess.run(["bash", str(SCRIPT), *studies], capture_output=True, text=True,
-                          env={**os.environ, "PY": "echo", "ROOT": str(tmp_path), **env})
+    return subprocess.run(
+        ["bash", str(SCRIPT), *studies],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PY": "echo", "ROOT": str(tmp_path), **env},
+    )
 
 
 def commands(result) -> list[str]:
@@ -39,8 +52,7 @@ def test_every_study_runs_one_demo_sweep_per_folder(tmp_path):
 
 
 def test_another_preset_and_overrides_reach_every_sweep(tmp_path):
-    result = run(tmp_path, "ablation", "schedules", PRESET="gpt2-dolly",
-                 SET="data=data/dolly.jsonl max_steps=300")
+    result = run(tmp_path, "ablation", "schedules", PRESET="gpt2-dolly", SET="data=data/dolly.jsonl max_steps=300")
     assert result.returncode == 0, result.stderr
     lines = commands(result)
     assert len(lines) == 3
@@ -53,5 +65,6 @@ def test_another_preset_and_overrides_reach_every_sweep(tmp_path):
 def test_an_unknown_study_is_refused(tmp_path):
     result = run(tmp_path, "ablaton")
     assert result.returncode == 2
-    assert ("unknown study ablaton (ablation, c-sweep, schedules, divergences, seeds, table1, sft, table3, "
-            "table4, table5)") in result.stderr
+    assert (
+        "unknown study ablaton (ablation, c-sweep, schedules, divergences, seeds, table1, sft, table3, table4, table5)"
+    ) in result.stderr

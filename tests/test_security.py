@@ -70,9 +70,24 @@ def test_the_dashboard_server_listens_on_loopback_only(tmp_path):
     env = {**os.environ, "ADAKD_RUNS": str(tmp_path / "runs"), "HF_HUB_OFFLINE": "1"}
     log = open(tmp_path / "streamlit.log", "wb")
     # no --server.address: the project's .streamlit/config.toml decides
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-                             "--server.headless", "true"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app/main.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 90
         while True:
@@ -118,8 +133,9 @@ def test_dashboard_warns_when_trust_remote_code_is_on(tmp_path, monkeypatch):
     from tests.rundir_factory import make_run
 
     root = tmp_path / "runs"
-    trusting = make_run(root, "remote-code", config={"trust_remote_code": True}, steps=4,
-                        meta={"started_at": "2026-01-02T00:00:00Z"})
+    trusting = make_run(
+        root, "remote-code", config={"trust_remote_code": True}, steps=4, meta={"started_at": "2026-01-02T00:00:00Z"}
+    )
     plain = make_run(root, "plain", steps=4, meta={"started_at": "2026-01-01T00:00:00Z"})
     monkeypatch.setenv("ADAKD_RUNS", str(root))
     monkeypatch.setattr(analysis_runs, "SAMPLE_RUNS_DIR", tmp_path / "no-samples")
@@ -184,7 +200,7 @@ def test_a_booby_trapped_checkpoint_is_refused(tmp_path):
         assert not marker.exists(), f"{name} was unpickled"
         (path / name).write_bytes(original)
     torch.save({"state": _Trap(marker)}, path / "model.safetensors")  # a pickle posing as safetensors
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - any refusal will do, as long as nothing is unpickled
         load_checkpoint(path, model)
     assert not marker.exists()
 
@@ -218,11 +234,12 @@ def test_an_accepted_run_name_is_one_folder_inside_the_root(name):
     assert Path(os.path.normpath(root / name)).parent == root
 
 
-@pytest.mark.parametrize("name", ["..", "../x", "a/../../b", "/etc", "a\\b", ".hidden", "x\x00y", "caf\u00e9",
-                                  "tab\tname", "new\nline", " "])
+@pytest.mark.parametrize(
+    "name", ["..", "../x", "a/../../b", "/etc", "a\\b", ".hidden", "x\x00y", "caf\u00e9", "tab\tname", "new\nline", " "]
+)
 def test_traversal_and_odd_run_names_are_refused(name, tmp_path):
-    from adakd.presets import PRESETS
     from adakd.config import RunConfig
+    from adakd.presets import PRESETS
     from adakd.rundir import check_run_name
     from app.train_form import build_request
 
@@ -270,8 +287,11 @@ def scan(root: Path = REPO, packages=PACKAGES) -> list[str]:
         where = path.relative_to(root)
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                findings += [f"{where}:{node.lineno} imports {a.name}" for a in node.names
-                             if a.name.split(".")[0] in UNSAFE_MODULES]
+                findings += [
+                    f"{where}:{node.lineno} imports {a.name}"
+                    for a in node.names
+                    if a.name.split(".")[0] in UNSAFE_MODULES
+                ]
             elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in UNSAFE_MODULES:
                 findings.append(f"{where}:{node.lineno} imports from {node.module}")
             if not isinstance(node, ast.Call):
@@ -316,7 +336,8 @@ def test_the_scan_would_catch_each_pattern(tmp_path):
         "torch.load('a')\ntorch.load('a', weights_only=False)\neval('1')\nexec('x=1')\n"
         "yaml.load('a')\nsubprocess.run('ls', shell=True)\n"
         "AutoModelForCausalLM.from_pretrained('x')\nAutoModelForCausalLM.from_pretrained('x', trust_remote_code=True, "
-        "use_safetensors=True)\n")
+        "use_safetensors=True)\n"
+    )
     found = scan(tmp_path, ("bad",))
     assert [f.split(" ", 1)[0] for f in found] == [f"bad/x.py:{n}" for n in (1, 4, 5, 6, 7, 8, 9, 10, 11)], found
     assert "trust_remote_code=True" in found[-1] and "use_safetensors" in found[-2]

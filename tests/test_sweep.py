@@ -96,27 +96,38 @@ def test_run_sweep_validates_every_point_before_running(tmp_path, monkeypatch):
 def _fake_point(script: str):
     """Replace the point command by a tiny Python script that writes the run dir itself.
     `script` sees `run` (the run folder) and `action` ("train" | "resume")."""
+
     def command(action, run, preset, overrides):
-        body = ("import json, os, sys, pathlib; run = pathlib.Path(sys.argv[1]); action = sys.argv[2]; "
-                "run.mkdir(parents=True, exist_ok=True); (run / 'checkpoints').mkdir(exist_ok=True)\n"
-                "def status(state):\n"
-                "    (run / 'status.json').write_text(json.dumps({'state': state, 'pid': os.getpid()}))\n"
-                + script)
+        body = (
+            "import json, os, sys, pathlib; run = pathlib.Path(sys.argv[1]); action = sys.argv[2]; "
+            "run.mkdir(parents=True, exist_ok=True); (run / 'checkpoints').mkdir(exist_ok=True)\n"
+            "def status(state):\n"
+            "    (run / 'status.json').write_text(json.dumps({'state': state, 'pid': os.getpid()}))\n" + script
+        )
         return [sys.executable, "-c", body, str(run.path), action]
+
     return command
 
 
 def test_manifest_records_failures_and_resume_skips_finished(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "_command", _fake_point(
-        "open(run.parent / 'calls.txt', 'a').write(run.name + ' ' + action + '\\n')\n"
-        "if 'seed=1' in run.name and not (run.parent / 'fixed').exists():\n"
-        "    status('failed'); sys.exit(1)\n"
-        "status('finished')\n"))
+    monkeypatch.setattr(
+        sweep,
+        "_command",
+        _fake_point(
+            "open(run.parent / 'calls.txt', 'a').write(run.name + ' ' + action + '\\n')\n"
+            "if 'seed=1' in run.name and not (run.parent / 'fixed').exists():\n"
+            "    status('failed'); sys.exit(1)\n"
+            "status('finished')\n"
+        ),
+    )
     folder = run_sweep("smoke", ["seed=0,1,2"], ["max_steps=2"], tmp_path, "s")
     manifest = read_json(folder / "sweep.json")
     assert manifest["format"] == 1 and manifest["grid"] == {"seed": ["0", "1", "2"]}
     assert [(r["name"], r["state"]) for r in manifest["runs"]] == [
-        ("seed=0", "finished"), ("seed=1", "failed"), ("seed=2", "finished")]
+        ("seed=0", "finished"),
+        ("seed=1", "failed"),
+        ("seed=2", "finished"),
+    ]
     assert manifest["runs"][1]["overrides"] == {"seed": "1"}
     assert "exit code 1" in manifest["runs"][1]["error"]
 
@@ -129,10 +140,15 @@ def test_manifest_records_failures_and_resume_skips_finished(tmp_path, monkeypat
 
 
 def test_resume_uses_checkpoint_and_stop_ends_the_sweep(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "_command", _fake_point(
-        "open(run.parent / 'calls.txt', 'a').write(run.name + ' ' + action + '\\n')\n"
-        "(run / 'checkpoints' / 'step-000001').mkdir(exist_ok=True)\n"
-        "status('stopped' if action == 'train' and 'seed=0' in run.name else 'finished')\n"))
+    monkeypatch.setattr(
+        sweep,
+        "_command",
+        _fake_point(
+            "open(run.parent / 'calls.txt', 'a').write(run.name + ' ' + action + '\\n')\n"
+            "(run / 'checkpoints' / 'step-000001').mkdir(exist_ok=True)\n"
+            "status('stopped' if action == 'train' and 'seed=0' in run.name else 'finished')\n"
+        ),
+    )
     folder = run_sweep(None, ["seed=0,1"], [], tmp_path, "s")
     states = [r["state"] for r in read_json(folder / "sweep.json")["runs"]]
     assert states == ["stopped", "pending"]  # a stopped point ends the sweep
@@ -176,8 +192,10 @@ def test_smoke_sweep_writes_one_run_per_point_and_a_manifest(tmp_path, monkeypat
     overrides = ["max_steps=2", "probe_interval=0", "checkpoint_interval=0", "eval_examples=0"]
     folder = run_sweep("smoke", ["idts_c=0.1,0.9"], overrides, tmp_path, "c-sweep")
     manifest = read_json(folder / "sweep.json")
-    assert [(r["name"], r["state"]) for r in manifest["runs"]] == [("idts_c=0.1", "finished"),
-                                                                  ("idts_c=0.9", "finished")]
+    assert [(r["name"], r["state"]) for r in manifest["runs"]] == [
+        ("idts_c=0.1", "finished"),
+        ("idts_c=0.9", "finished"),
+    ]
     runs = sorted(p.name for p in folder.iterdir() if p.is_dir())
     assert runs == ["idts_c=0.1", "idts_c=0.9"]
     for name, c in (("idts_c=0.1", 0.1), ("idts_c=0.9", 0.9)):

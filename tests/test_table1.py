@@ -1,5 +1,5 @@
-"""Paper Table 1 on the demo settings (issue 10): the ten presets and the SFT row (issue 14), the `table1` sweep grid, and
-the two student-data regimes through the trainer on tiny random models (a `table1-*` preset
+"""Paper Table 1 on the demo settings (issue 10): the ten presets and the SFT row (issue 14), the `table1`
+sweep grid, and the two student-data regimes through the trainer on tiny random models (a `table1-*` preset
 with the demo's models swapped for the smoke preset's tiny ones)."""
 
 from __future__ import annotations
@@ -20,12 +20,26 @@ from adakd.sweep import build_config, expand_grid, parse_grid
 from adakd.trainer import train
 
 # method -> (divergence, divergence_params, regime), as in the paper / adakd.divergences defaults
-METHODS = {"fkl": ("fkl", {}, "ground_truth"), "rkl": ("rkl", {}, "ground_truth"),
-           "ab": ("ab", {"alpha": 0.2, "beta": 0.7}, "ground_truth"),
-           "gkd": ("jsd", {"lam": 0.9}, "gkd"), "distillm": ("srkl", {"lam": 0.1}, "distillm")}
-TINY = ["teacher=tiny-random", "student=tiny-random", "max_train_examples=64", "max_prompt_length=32",
-        "max_length=64", "eval_examples=0", "probe_interval=0", "probe_examples=2", "gradient_batch_size=4",
-        "gen_max_new_tokens=4", "device=cpu"]
+METHODS = {
+    "fkl": ("fkl", {}, "ground_truth"),
+    "rkl": ("rkl", {}, "ground_truth"),
+    "ab": ("ab", {"alpha": 0.2, "beta": 0.7}, "ground_truth"),
+    "gkd": ("jsd", {"lam": 0.9}, "gkd"),
+    "distillm": ("srkl", {"lam": 0.1}, "distillm"),
+}
+TINY = [
+    "teacher=tiny-random",
+    "student=tiny-random",
+    "max_train_examples=64",
+    "max_prompt_length=32",
+    "max_length=64",
+    "eval_examples=0",
+    "probe_interval=0",
+    "probe_examples=2",
+    "gradient_batch_size=4",
+    "gen_max_new_tokens=4",
+    "device=cpu",
+]
 
 
 def test_the_ten_presets_are_table1_on_the_demo_settings():

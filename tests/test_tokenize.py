@@ -14,8 +14,29 @@ from adakd.tokenize import collate, encode_example, encode_prompt, format_prompt
 
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 # The SmolLM2 pieces of the ChatML prompt, written out by hand (Ġ = a leading space, Ċ = "\n").
-SYSTEM_PIECES = ["<|im_start|>", "system", "Ċ", "You", "Ġare", "Ġa", "Ġhelpful", "ĠAI", "Ġassistant", "Ġnamed",
-                 "ĠSm", "ol", "LM", ",", "Ġtrained", "Ġby", "ĠH", "ugging", "ĠFace", "<|im_end|>", "Ċ"]
+SYSTEM_PIECES = [
+    "<|im_start|>",
+    "system",
+    "Ċ",
+    "You",
+    "Ġare",
+    "Ġa",
+    "Ġhelpful",
+    "ĠAI",
+    "Ġassistant",
+    "Ġnamed",
+    "ĠSm",
+    "ol",
+    "LM",
+    ",",
+    "Ġtrained",
+    "Ġby",
+    "ĠH",
+    "ugging",
+    "ĠFace",
+    "<|im_end|>",
+    "Ċ",
+]
 ASSISTANT_PIECES = ["<|im_start|>", "ass", "istant", "Ċ"]
 
 
@@ -40,7 +61,9 @@ def test_chat_prompt_text(tokenizer):
 
 def test_label_masking_is_exact_on_a_hand_checked_example(tokenizer):
     encoded = encode_example(tokenizer, Example("Hi", "", "Hello there."), max_prompt_length=64, max_length=128)
-    prompt = ids_of(tokenizer, SYSTEM_PIECES + ["<|im_start|>", "user", "Ċ", "Hi", "<|im_end|>", "Ċ"] + ASSISTANT_PIECES)
+    prompt = ids_of(
+        tokenizer, SYSTEM_PIECES + ["<|im_start|>", "user", "Ċ", "Hi", "<|im_end|>", "Ċ"] + ASSISTANT_PIECES
+    )
     response = ids_of(tokenizer, ["Hello", "Ġthere", "."]) + [2]  # + <|im_end|>, the end of the turn
     assert len(prompt) == 31
     assert encoded["input_ids"] == prompt + response
@@ -64,7 +87,7 @@ def test_alpaca_template_without_a_chat_template(teacher_dir):
     )
     encoded = encode_example(plain, Example("Name a colour.", "", "Red."), 64, 128)
     tail = ids_of(plain, ["###", "ĠResponse", ":", "Ċ", "Red", "."]) + [2]
-    assert encoded["input_ids"][-len(tail):] == tail
+    assert encoded["input_ids"][-len(tail) :] == tail
     assert encoded["input_ids"][0] != 1  # this tokenizer adds no bos
     assert encoded["labels"][-3:] == tail[-3:] and set(encoded["labels"][:-3]) == {-100}
     plain.add_bos_token = True  # a tokenizer that adds a bos itself (Llama-2 style) gets exactly one
@@ -102,7 +125,9 @@ def test_no_room_for_a_response_or_instruction_is_a_clear_error(tokenizer):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    instruction=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=80).filter(str.strip),
+    instruction=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=80).filter(
+        str.strip
+    ),
     response=st.text(min_size=1, max_size=80),
     max_prompt=st.integers(34, 80),
     extra=st.integers(1, 40),
@@ -115,8 +140,13 @@ def test_encoding_invariants(tokenizer, instruction, response, max_prompt, extra
 
 
 def test_collate_pads_right_with_masks():
-    batch = collate([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "prompt_length": 1},
-                     {"input_ids": [8, 9], "labels": [-100, 9], "prompt_length": 1}], pad_id=2)
+    batch = collate(
+        [
+            {"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "prompt_length": 1},
+            {"input_ids": [8, 9], "labels": [-100, 9], "prompt_length": 1},
+        ],
+        pad_id=2,
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 9, 2]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [-100, 9, -100]]

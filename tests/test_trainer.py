@@ -20,8 +20,24 @@ from adakd.rundir import RunDir
 from adakd.runsetup import DataOrder, build_models, preflight
 from adakd.trainer import resume, train
 
-METRIC_FIELDS = {"step", "loss", "kd", "ce", "ratio", "next_ratio", "ema", "ref", "mean_tau", "n_valid",
-                 "n_selected", "lr", "grad_norm", "tokens_per_s", "step_seconds", "time"}
+METRIC_FIELDS = {
+    "step",
+    "loss",
+    "kd",
+    "ce",
+    "ratio",
+    "next_ratio",
+    "ema",
+    "ref",
+    "mean_tau",
+    "n_valid",
+    "n_selected",
+    "lr",
+    "grad_norm",
+    "tokens_per_s",
+    "step_seconds",
+    "time",
+}
 # LATF that moves within a few steps, so r trajectories are worth comparing
 LIVELY_LATF = ["latf_beta=0.5", "latf_eps=0.01", "latf_delta=0.2", "latf_warmup=0"]
 
@@ -48,8 +64,14 @@ def test_data_order_is_a_seeded_permutation_per_epoch():
 # ---------------------------------------------------------------- end to end
 def test_smoke_run_end_to_end(tmp_path):
     run_dir = tmp_path / "smoke"
-    config = smoke("max_steps=20", "probe_interval=10", "checkpoint_interval=5", "keep_checkpoints=2",
-                   "eval_examples=2", "eval_max_new_tokens=4")
+    config = smoke(
+        "max_steps=20",
+        "probe_interval=10",
+        "checkpoint_interval=5",
+        "keep_checkpoints=2",
+        "eval_examples=2",
+        "eval_max_new_tokens=4",
+    )
     assert train(config, run_dir, name="smoke", preset="smoke") == run_dir
     run = RunDir(run_dir)
 
@@ -118,6 +140,7 @@ def _stop_at(step: int):
     def on_step(record):
         if record["step"] == step:
             os.kill(os.getpid(), signal.SIGINT)  # the CLI's Ctrl-C: finish the step, checkpoint, stop
+
     return on_step
 
 

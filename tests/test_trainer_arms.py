@@ -25,6 +25,7 @@ def _stop_at(step: int):
     def on_step(record):
         if record["step"] == step:
             os.kill(os.getpid(), signal.SIGINT)
+
     return on_step
 
 
@@ -56,9 +57,20 @@ def test_sft_skips_the_teacher(tmp_path, monkeypatch):
         return real(student_logits, teacher_logits, *args, **kwargs)
 
     monkeypatch.setattr(trainer_mod, "adakd_loss", spy)
-    config = resolve_preset("table1-sft", ["teacher=tiny-random", "student=tiny-random", "max_train_examples=64",
-                                           "max_prompt_length=32", "max_length=64", "max_steps=3",
-                                           "eval_examples=0", "probe_interval=0", "device=cpu"])
+    config = resolve_preset(
+        "table1-sft",
+        [
+            "teacher=tiny-random",
+            "student=tiny-random",
+            "max_train_examples=64",
+            "max_prompt_length=32",
+            "max_length=64",
+            "max_steps=3",
+            "eval_examples=0",
+            "probe_interval=0",
+            "device=cpu",
+        ],
+    )
     train(config, tmp_path / "sft")
     assert calls and all(t is None for t in calls)
     metrics = RunDir(tmp_path / "sft").read_metrics()
@@ -73,13 +85,16 @@ def test_other_arms_train(tmp_path, overrides):
     assert len(metrics) == 3 and all(math.isfinite(m["loss"]) for m in metrics)
 
 
-@pytest.mark.parametrize("values,fragment", [
-    ({"ctkd": True}, "ctkd = true needs idts = 'off'"),
-    ({"ctkd": True, "idts": "off", "kd_ratio": 0.0}, "needs kd_ratio > 0"),
-    ({"ctkd": True, "idts": "off", "base_temperature": 0.05}, "must be > 0.05"),
-    ({"indicator_topk": 0}, "indicator_topk = 0 is out of range"),
-    ({"indicator": "nmtkd"}, "indicator = 'nmtkd' is not valid"),
-])
+@pytest.mark.parametrize(
+    "values,fragment",
+    [
+        ({"ctkd": True}, "ctkd = true needs idts = 'off'"),
+        ({"ctkd": True, "idts": "off", "kd_ratio": 0.0}, "needs kd_ratio > 0"),
+        ({"ctkd": True, "idts": "off", "base_temperature": 0.05}, "must be > 0.05"),
+        ({"indicator_topk": 0}, "indicator_topk = 0 is out of range"),
+        ({"indicator": "nmtkd"}, "indicator = 'nmtkd' is not valid"),
+    ],
+)
 def test_arm_settings_are_validated(values, fragment):
     with pytest.raises(ValueError, match=fragment):
         RunConfig(**values)

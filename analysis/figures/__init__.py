@@ -9,22 +9,47 @@ DataFrame with documented columns) and a figure function (DataFrame -> go.Figure
     ctkd         CTKD's learned temperature and its gradient-reversal strength over training
 """
 
-from analysis.figures.compare import (c_sweep_figure, c_sweep_frame, loss_curves_figure,
-                                      loss_curves_frame, token_diff_figure, token_diff_frame)
+from analysis.figures.compare import (
+    c_sweep_figure,
+    c_sweep_frame,
+    loss_curves_figure,
+    loss_curves_frame,
+    token_diff_figure,
+    token_diff_frame,
+)
 from analysis.figures.ctkd import ctkd_figure, ctkd_frame
-from analysis.figures.dynamics import (difficulty_heatmap_figure, difficulty_heatmap_frame,
-                                       group_difficulty_figure, group_difficulty_frame,
-                                       loss_ratio_figure, loss_ratio_frame)
-from analysis.figures.gradients import (gradient_cosine_figure, gradient_frame,
-                                        gradient_share_figure)
+from analysis.figures.dynamics import (
+    difficulty_heatmap_figure,
+    difficulty_heatmap_frame,
+    group_difficulty_figure,
+    group_difficulty_frame,
+    loss_ratio_figure,
+    loss_ratio_frame,
+)
+from analysis.figures.gradients import gradient_cosine_figure, gradient_frame, gradient_share_figure
 from analysis.figures.regime import regime_figure, regime_frame
 from analysis.figures.temperature import histogram_frame, histogram_grid_figure
 
 __all__ = [
-    "difficulty_heatmap_frame", "difficulty_heatmap_figure", "group_difficulty_frame",
-    "group_difficulty_figure", "loss_ratio_frame", "loss_ratio_figure", "gradient_frame",
-    "gradient_cosine_figure", "gradient_share_figure", "histogram_frame",
-    "histogram_grid_figure", "loss_curves_frame", "loss_curves_figure", "c_sweep_frame",
-    "c_sweep_figure", "token_diff_frame", "token_diff_figure", "regime_frame", "regime_figure",
-    "ctkd_frame", "ctkd_figure",
+    "difficulty_heatmap_frame",
+    "difficulty_heatmap_figure",
+    "group_difficulty_frame",
+    "group_difficulty_figure",
+    "loss_ratio_frame",
+    "loss_ratio_figure",
+    "gradient_frame",
+    "gradient_cosine_figure",
+    "gradient_share_figure",
+    "histogram_frame",
+    "histogram_grid_figure",
+    "loss_curves_frame",
+    "loss_curves_figure",
+    "c_sweep_frame",
+    "c_sweep_figure",
+    "token_diff_frame",
+    "token_diff_figure",
+    "regime_frame",
+    "regime_figure",
+    "ctkd_frame",
+    "ctkd_figure",
 ]

@@ -14,20 +14,39 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.runs import Run, method_label
-from analysis.style import (GROUP_COLORS, LABELS, apply_style, empty_figure, run_color,
-                            token_label)
+from analysis.style import GROUP_COLORS, LABELS, apply_style, empty_figure, run_color, token_label
 
 LOSS_CURVE_COLUMNS = ["run", "label", "legend", "seed", "metric", "step", "value", "smoothed"]
 C_SWEEP_COLUMNS = ["method", "c", "dataset", "rouge_l_mean", "rouge_l_std", "n_seeds"]
-TOKEN_DIFF_COLUMNS = ["example", "token_index", "token_id", "token_text", "token_label", "step",
-                      "difficulty_a", "difficulty_b", "difference", "hard_a", "hard_b",
-                      "group_a", "group_b", "status", "run_a", "run_b"]
+TOKEN_DIFF_COLUMNS = [
+    "example",
+    "token_index",
+    "token_id",
+    "token_text",
+    "token_label",
+    "step",
+    "difficulty_a",
+    "difficulty_b",
+    "difference",
+    "hard_a",
+    "hard_b",
+    "group_a",
+    "group_b",
+    "status",
+    "run_a",
+    "run_b",
+]
 STATUSES = ("hard in both", "hard only in A", "hard only in B", "easy in both")
-STATUS_COLORS = {"hard in both": GROUP_COLORS["hard"], "hard only in A": "#CC79A7",
-                 "hard only in B": "#009E73", "easy in both": "#bbbbbb"}
+STATUS_COLORS = {
+    "hard in both": GROUP_COLORS["hard"],
+    "hard only in A": "#CC79A7",
+    "hard only in B": "#009E73",
+    "easy in both": "#bbbbbb",
+}
 
 
 # ---------------------------------------------------------------- Fig. 3b: loss curves
+
 
 def loss_curves_frame(runs: list[Run], metric: str = "kd", smoothing: float = 0.0) -> pd.DataFrame:
     """One row per (run, logged step) of `metric` (a metrics.jsonl column).
@@ -40,8 +59,7 @@ def loss_curves_frame(runs: list[Run], metric: str = "kd", smoothing: float = 0.
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), not {smoothing}")
     if runs and metric not in runs[0].metrics.columns:
-        raise ValueError(f"unknown metric {metric!r}; metrics columns: "
-                         f"{', '.join(runs[0].metrics.columns)}")
+        raise ValueError(f"unknown metric {metric!r}; metrics columns: {', '.join(runs[0].metrics.columns)}")
     labels = [method_label(run.config) for run in runs]
     parts = []
     for run, label in zip(runs, labels):
@@ -50,10 +68,20 @@ def loss_curves_frame(runs: list[Run], metric: str = "kd", smoothing: float = 0.
             continue
         legend = label if labels.count(label) == 1 else f"{label} · {run.name}"
         values = rows[metric].to_numpy(dtype=float)
-        parts.append(pd.DataFrame({"run": run.name, "label": label, "legend": legend,
-                                   "seed": run.seed, "metric": metric,
-                                   "step": rows["step"].to_numpy(), "value": values,
-                                   "smoothed": ema(values, smoothing)}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "run": run.name,
+                    "label": label,
+                    "legend": legend,
+                    "seed": run.seed,
+                    "metric": metric,
+                    "step": rows["step"].to_numpy(),
+                    "value": values,
+                    "smoothed": ema(values, smoothing),
+                }
+            )
+        )
     if not parts:
         return pd.DataFrame(columns=LOSS_CURVE_COLUMNS)
     return pd.concat(parts, ignore_index=True)[LOSS_CURVE_COLUMNS]
@@ -76,13 +104,30 @@ def loss_curves_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     for i, (legend, rows) in enumerate(df.groupby("legend", sort=False)):
         color = run_color(i)
         if not np.allclose(rows["smoothed"], rows["value"], equal_nan=True):
-            fig.add_trace(go.Scatter(x=rows["step"], y=rows["value"], mode="lines",
-                                     name=f"{legend} (raw)", legendgroup=legend, showlegend=False,
-                                     line={"color": color, "width": 1}, opacity=0.25,
-                                     hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=rows["step"], y=rows["smoothed"], mode="lines", name=legend,
-                                 legendgroup=legend, line={"color": color, "width": 2.2},
-                                 hovertemplate=f"{legend}<br>step %{{x}}: %{{y:.4f}}<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["step"],
+                    y=rows["value"],
+                    mode="lines",
+                    name=f"{legend} (raw)",
+                    legendgroup=legend,
+                    showlegend=False,
+                    line={"color": color, "width": 1},
+                    opacity=0.25,
+                    hoverinfo="skip",
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=rows["step"],
+                y=rows["smoothed"],
+                mode="lines",
+                name=legend,
+                legendgroup=legend,
+                line={"color": color, "width": 2.2},
+                hovertemplate=f"{legend}<br>step %{{x}}: %{{y:.4f}}<extra></extra>",
+            )
+        )
     metric = str(df["metric"].iloc[0])
     fig.update_xaxes(title_text=LABELS["step"])
     fig.update_yaxes(title_text=LABELS.get(metric, metric))
@@ -90,6 +135,7 @@ def loss_curves_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
 
 
 # ---------------------------------------------------------------- Fig. 3c–d: c sweep
+
 
 def c_sweep_frame(runs: list[Run], finished_only: bool = True) -> pd.DataFrame:
     """ROUGE-L of the final student evaluation against c, per method, dataset and "average".
@@ -115,8 +161,11 @@ def c_sweep_frame(runs: list[Run], finished_only: bool = True) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=C_SWEEP_COLUMNS)
     scores = pd.DataFrame(rows)
-    frame = (scores.groupby(["method", "dataset", "c"], sort=False)["rouge_l"]
-             .agg(rouge_l_mean="mean", rouge_l_std="std", n_seeds="count").reset_index())
+    frame = (
+        scores.groupby(["method", "dataset", "c"], sort=False)["rouge_l"]
+        .agg(rouge_l_mean="mean", rouge_l_std="std", n_seeds="count")
+        .reset_index()
+    )
     frame["_method"] = frame["method"].map({m: i for i, m in enumerate(dict.fromkeys(scores["method"]))})
     frame["_last"] = frame["dataset"] == "average"
     frame = frame.sort_values(["_method", "_last", "dataset", "c"]).drop(columns=["_method", "_last"])
@@ -130,8 +179,9 @@ def c_sweep_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     method keeps one line style (solid, dashed, dotted, ...)."""
     if df.empty:
         return empty_figure("No finished runs with IDTS and a student evaluation.", title)
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
-                        subplot_titles=("per dataset", "average over datasets"))
+    fig = make_subplots(
+        rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=("per dataset", "average over datasets")
+    )
     datasets = [d for d in df["dataset"].unique() if d != "average"]
     methods = list(dict.fromkeys(df["method"])) if "method" in df.columns else [None]
     dashes = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -143,20 +193,27 @@ def c_sweep_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
                 continue
             color = "#222222" if dataset == "average" else run_color(i)
             name = dataset if len(methods) == 1 else f"{dataset} · {method}"
-            fig.add_trace(go.Scatter(
-                x=rows["c"], y=rows["rouge_l_mean"], mode="lines+markers", name=name,
-                line={"color": color, "width": 2.5, "dash": dashes[m % len(dashes)]},
-                customdata=rows["n_seeds"],
-                error_y={"type": "data", "array": rows["rouge_l_std"].fillna(0.0), "visible": True},
-                hovertemplate=f"{name}: c=%{{x}} ROUGE-L %{{y:.2f}} (%{{customdata}} seeds)"
-                              "<extra></extra>"),
-                row=1, col=2 if dataset == "average" else 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["c"],
+                    y=rows["rouge_l_mean"],
+                    mode="lines+markers",
+                    name=name,
+                    line={"color": color, "width": 2.5, "dash": dashes[m % len(dashes)]},
+                    customdata=rows["n_seeds"],
+                    error_y={"type": "data", "array": rows["rouge_l_std"].fillna(0.0), "visible": True},
+                    hovertemplate=f"{name}: c=%{{x}} ROUGE-L %{{y:.2f}} (%{{customdata}} seeds)<extra></extra>",
+                ),
+                row=1,
+                col=2 if dataset == "average" else 1,
+            )
     fig.update_xaxes(title_text=LABELS["c"])
     fig.update_yaxes(title_text=LABELS["rouge_l"], col=1)
     return apply_style(fig, title)
 
 
 # ---------------------------------------------------------------- token-level run diff
+
 
 def token_diff_frame(run_a: Run, run_b: Run, step: int | None = None) -> pd.DataFrame:
     """Probe tokens of two runs side by side at one probe step (default: the last step
@@ -172,8 +229,9 @@ def token_diff_frame(run_a: Run, run_b: Run, step: int | None = None) -> pd.Data
     common = sorted(steps_a & steps_b)
     if step is None:
         if not common:
-            raise ValueError(f"{run_a.name} and {run_b.name} share no probe step "
-                             f"({_steps(steps_a)} vs {_steps(steps_b)})")
+            raise ValueError(
+                f"{run_a.name} and {run_b.name} share no probe step ({_steps(steps_a)} vs {_steps(steps_b)})"
+            )
         step = common[-1]
     elif step not in common:
         raise ValueError(f"step {step} is not a probe step of both runs (common: {_steps(common)})")
@@ -182,21 +240,36 @@ def token_diff_frame(run_a: Run, run_b: Run, step: int | None = None) -> pd.Data
     b = run_b.tokens.loc[run_b.tokens["step"] == step, keep]
     merged = a.merge(b, on=["example", "token_index", "token_id"], suffixes=("_a", "_b"))
     if merged.empty:
-        raise ValueError(f"{run_a.name} and {run_b.name} have no probe token in common at step "
-                         f"{step}: they were probed on different examples")
+        raise ValueError(
+            f"{run_a.name} and {run_b.name} have no probe token in common at step "
+            f"{step}: they were probed on different examples"
+        )
     hard_a = merged["hard_a"].fillna(False).astype(bool).to_numpy()
     hard_b = merged["hard_b"].fillna(False).astype(bool).to_numpy()
     status = np.select([hard_a & hard_b, hard_a, hard_b], STATUSES[:3], default=STATUSES[3])
-    frame = pd.DataFrame({
-        "example": merged["example"], "token_index": merged["token_index"],
-        "token_id": merged["token_id"], "token_text": merged["token_text_a"],
-        "token_label": [f"ex {e} · {token_label(i, t)}" for e, i, t in
-                        zip(merged["example"], merged["token_index"], merged["token_text_a"])],
-        "step": step, "difficulty_a": merged["difficulty_a"], "difficulty_b": merged["difficulty_b"],
-        "difference": merged["difficulty_b"] - merged["difficulty_a"],
-        "hard_a": hard_a, "hard_b": hard_b, "group_a": merged["group_a"],
-        "group_b": merged["group_b"], "status": status, "run_a": run_a.name, "run_b": run_b.name,
-    })
+    frame = pd.DataFrame(
+        {
+            "example": merged["example"],
+            "token_index": merged["token_index"],
+            "token_id": merged["token_id"],
+            "token_text": merged["token_text_a"],
+            "token_label": [
+                f"ex {e} · {token_label(i, t)}"
+                for e, i, t in zip(merged["example"], merged["token_index"], merged["token_text_a"])
+            ],
+            "step": step,
+            "difficulty_a": merged["difficulty_a"],
+            "difficulty_b": merged["difficulty_b"],
+            "difference": merged["difficulty_b"] - merged["difficulty_a"],
+            "hard_a": hard_a,
+            "hard_b": hard_b,
+            "group_a": merged["group_a"],
+            "group_b": merged["group_b"],
+            "status": status,
+            "run_a": run_a.name,
+            "run_b": run_b.name,
+        }
+    )
     return frame.sort_values(["example", "token_index"]).reset_index(drop=True)[TOKEN_DIFF_COLUMNS]
 
 
@@ -207,29 +280,48 @@ def token_diff_figure(df: pd.DataFrame, top: int = 20, title: str | None = None)
     if df.empty:
         return empty_figure("No probe tokens to compare.", title)
     name_a, name_b = str(df["run_a"].iloc[0]), str(df["run_b"].iloc[0])
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.22,
-                        subplot_titles=(f"difficulty at step {int(df['step'].iloc[0])}",
-                                        f"largest changes (top {min(top, len(df))})"))
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.5, 0.5],
+        horizontal_spacing=0.22,
+        subplot_titles=(f"difficulty at step {int(df['step'].iloc[0])}", f"largest changes (top {min(top, len(df))})"),
+    )
     for status in STATUSES:
         rows = df[df["status"] == status]
         if rows.empty:
             continue
-        fig.add_trace(go.Scatter(
-            x=rows["difficulty_a"], y=rows["difficulty_b"], mode="markers", name=status,
-            marker={"color": STATUS_COLORS[status], "size": 7, "line": {"width": 0.5,
-                                                                      "color": "#ffffff"}},
-            text=rows["token_label"],
-            hovertemplate="%{text}<br>A %{x:.3f} · B %{y:.3f}<extra>" + status + "</extra>"),
-            row=1, col=1)
-    fig.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line={"dash": "dash", "color": "#666666",
-                                                             "width": 1}, row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=rows["difficulty_a"],
+                y=rows["difficulty_b"],
+                mode="markers",
+                name=status,
+                marker={"color": STATUS_COLORS[status], "size": 7, "line": {"width": 0.5, "color": "#ffffff"}},
+                text=rows["token_label"],
+                hovertemplate="%{text}<br>A %{x:.3f} · B %{y:.3f}<extra>" + status + "</extra>",
+            ),
+            row=1,
+            col=1,
+        )
+    fig.add_shape(
+        type="line", x0=0, y0=0, x1=1, y1=1, line={"dash": "dash", "color": "#666666", "width": 1}, row=1, col=1
+    )
     largest = df.reindex(df["difference"].abs().sort_values(ascending=False).index).head(top)
     largest = largest.iloc[::-1]  # largest at the top of a horizontal bar chart
-    fig.add_trace(go.Bar(x=largest["difference"], y=largest["token_label"], orientation="h",
-                         name="difficulty B − A", showlegend=False,
-                         marker={"color": np.where(largest["difference"] < 0, "#56B4E9",
-                                                   "#D55E00")},
-                         hovertemplate="%{y}: B − A = %{x:.3f}<extra></extra>"), row=1, col=2)
+    fig.add_trace(
+        go.Bar(
+            x=largest["difference"],
+            y=largest["token_label"],
+            orientation="h",
+            name="difficulty B − A",
+            showlegend=False,
+            marker={"color": np.where(largest["difference"] < 0, "#56B4E9", "#D55E00")},
+            hovertemplate="%{y}: B − A = %{x:.3f}<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
     fig.add_vline(x=0.0, line_color="#444444", line_width=1, row=1, col=2)
     fig.update_xaxes(title_text=f"difficulty in A: {name_a}", range=[-0.02, 1.02], row=1, col=1)
     fig.update_yaxes(title_text=f"difficulty in B: {name_b}", range=[-0.02, 1.02], row=1, col=1)

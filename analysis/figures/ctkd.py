@@ -36,10 +36,26 @@ def ctkd_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     if df.empty:
         return empty_figure("No CTKD temperature logged (the run does not use ctkd).", title)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Scatter(x=df["step"], y=df["ctkd_tau"], mode="lines", name="τ (learned)",
-                             line={"color": GROUP_COLORS["hard"], "width": 2}), secondary_y=False)
-    fig.add_trace(go.Scatter(x=df["step"], y=df["ctkd_lambda"], mode="lines", name="λ (GRL strength)",
-                             line={"color": "#888888", "width": 1.5, "dash": "dot"}), secondary_y=True)
+    fig.add_trace(
+        go.Scatter(
+            x=df["step"],
+            y=df["ctkd_tau"],
+            mode="lines",
+            name="τ (learned)",
+            line={"color": GROUP_COLORS["hard"], "width": 2},
+        ),
+        secondary_y=False,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=df["step"],
+            y=df["ctkd_lambda"],
+            mode="lines",
+            name="λ (GRL strength)",
+            line={"color": "#888888", "width": 1.5, "dash": "dot"},
+        ),
+        secondary_y=True,
+    )
     fig.update_xaxes(title_text=LABELS["step"])
     fig.update_yaxes(title_text=LABELS["ctkd_tau"], secondary_y=False)
     fig.update_yaxes(title_text=LABELS["ctkd_lambda"], range=[0, 1.05], secondary_y=True, showgrid=False)

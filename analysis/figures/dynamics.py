@@ -15,17 +15,35 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.runs import Run
-from analysis.style import (DIFFICULTY_SCALE, GROUP_COLORS, GROUP_ORDER, LABELS, apply_style,
-                            empty_figure, hex_to_rgba, token_label)
+from analysis.style import (
+    DIFFICULTY_SCALE,
+    GROUP_COLORS,
+    GROUP_ORDER,
+    LABELS,
+    apply_style,
+    empty_figure,
+    hex_to_rgba,
+    token_label,
+)
 
-HEATMAP_COLUMNS = ["step", "example", "token_index", "token_text", "token_label", "difficulty",
-                   "group", "selected", "hard"]
+HEATMAP_COLUMNS = [
+    "step",
+    "example",
+    "token_index",
+    "token_text",
+    "token_label",
+    "difficulty",
+    "group",
+    "selected",
+    "hard",
+]
 GROUP_DIFFICULTY_COLUMNS = ["step", "group", "n", "median", "p10", "p25", "p75", "p90"]
 LOSS_RATIO_COLUMNS = ["step", "loss", "kd", "ce", "ratio", "next_ratio", "mean_tau"]
 PERCENTILES = {"p10": 10, "p25": 25, "median": 50, "p75": 75, "p90": 90}
 
 
 # ---------------------------------------------------------------- Fig. 1 top: heat map
+
 
 def difficulty_heatmap_frame(run: Run, example: int = 0) -> pd.DataFrame:
     """Difficulty of every response token of probe example `example` at every probe step.
@@ -40,8 +58,9 @@ def difficulty_heatmap_frame(run: Run, example: int = 0) -> pd.DataFrame:
     rows = tokens[tokens["example"] == example]
     if rows.empty:
         examples = sorted(int(e) for e in tokens["example"].unique())
-        raise ValueError(f"example {example} is not in the probe set of {run.name} "
-                         f"(examples: {', '.join(map(str, examples))})")
+        raise ValueError(
+            f"example {example} is not in the probe set of {run.name} (examples: {', '.join(map(str, examples))})"
+        )
     rows = rows.sort_values(["token_index", "step"], kind="stable").copy()
     # The probe set is fixed, so a token's text is the same at every step; take the first.
     text = rows.groupby("token_index")["token_text"].first()
@@ -57,13 +76,20 @@ def difficulty_heatmap_figure(df: pd.DataFrame, title: str | None = None) -> go.
     labels = df.drop_duplicates("token_index").sort_values("token_index")["token_label"].tolist()
     z = df.pivot(index="token_label", columns="step", values="difficulty").reindex(labels)
     group = df.pivot(index="token_label", columns="step", values="group").reindex(labels)
-    fig = go.Figure(go.Heatmap(
-        z=z.to_numpy(dtype=float), x=[int(s) for s in z.columns], y=labels,
-        customdata=group.to_numpy(dtype=object), colorscale=DIFFICULTY_SCALE, zmin=0.0, zmax=1.0,
-        colorbar={"title": {"text": "s"}}, name="difficulty",
-        hovertemplate="token %{y}<br>step %{x}<br>difficulty %{z:.3f}<br>group %{customdata}"
-                      "<extra></extra>",
-    ))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z.to_numpy(dtype=float),
+            x=[int(s) for s in z.columns],
+            y=labels,
+            customdata=group.to_numpy(dtype=object),
+            colorscale=DIFFICULTY_SCALE,
+            zmin=0.0,
+            zmax=1.0,
+            colorbar={"title": {"text": "s"}},
+            name="difficulty",
+            hovertemplate="token %{y}<br>step %{x}<br>difficulty %{z:.3f}<br>group %{customdata}<extra></extra>",
+        )
+    )
     fig.update_yaxes(title_text=LABELS["token"], autorange="reversed", type="category")
     fig.update_xaxes(title_text=LABELS["step"])
     fig.update_layout(height=max(320, 16 * len(labels) + 140))
@@ -71,6 +97,7 @@ def difficulty_heatmap_figure(df: pd.DataFrame, title: str | None = None) -> go.
 
 
 # ---------------------------------------------------------------- Fig. 1 top: group bands
+
 
 def group_difficulty_frame(run: Run, split: str = "current") -> pd.DataFrame:
     """Difficulty distribution of the Hard / Mid / Easy groups at each probe step.
@@ -88,7 +115,8 @@ def group_difficulty_frame(run: Run, split: str = "current") -> pd.DataFrame:
     tokens = tokens[["step", "difficulty", "group"]].dropna(subset=["difficulty"]).copy()
     if split == "paper":
         tokens["group"] = tokens.groupby("step")["difficulty"].transform(
-            lambda s: pd.Series(paper_groups(s.to_numpy()), index=s.index))
+            lambda s: pd.Series(paper_groups(s.to_numpy()), index=s.index)
+        )
     rows = []
     for (step, group), values in tokens.groupby(["step", "group"], sort=True):
         if group not in GROUP_ORDER:
@@ -106,13 +134,9 @@ def group_difficulty_frame(run: Run, split: str = "current") -> pd.DataFrame:
 def paper_groups(difficulty: np.ndarray, ratio: float = 0.5) -> np.ndarray:
     """Hard / Mid / Easy labels of tokens with difficulties `difficulty` [N] at ratio r.
 
-<<<<<<< HEAD
-    k = max(1, floor(r·N)) tokens are selected (docs/method.md); the top k // 2 by s are
-    hard (the group sizes of the paper's release), the other selected ones mid, the rest easy. Ties keep the original order.
-=======
-    k = max(1, floor(r·N)) tokens are selected (docs/method.md §2); the top ceil(k/2) by s are
-    hard, the other selected ones mid, the rest easy. Ties keep the original order.
->>>>>>> issue-14
+    k = max(1, floor(r·N)) tokens are selected (docs/method.md §2); the top k // 2 by s are
+    hard (the group sizes of the paper's release), the other selected ones mid, the rest easy.
+    Ties keep the original order.
     """
     n = len(difficulty)
     k = max(1, int(np.floor(ratio * n)))
@@ -139,18 +163,43 @@ def group_difficulty_figure(df: pd.DataFrame, title: str | None = None) -> go.Fi
             continue
         color = GROUP_COLORS[group]
         for low, high, alpha in (("p10", "p90", 0.12), ("p25", "p75", 0.25)):
-            fig.add_trace(go.Scatter(x=rows["step"], y=rows[low], mode="lines", line={"width": 0},
-                                     legendgroup=group, showlegend=False, hoverinfo="skip",
-                                     name=f"{group} {low}"))
-            fig.add_trace(go.Scatter(x=rows["step"], y=rows[high], mode="lines", line={"width": 0},
-                                     fill="tonexty", fillcolor=hex_to_rgba(color, alpha),
-                                     legendgroup=group, name=f"{group} {low}–{high}",
-                                     hovertemplate=f"{group} {high}: %{{y:.3f}}<extra></extra>"))
-        fig.add_trace(go.Scatter(x=rows["step"], y=rows["median"], mode="lines+markers",
-                                 line={"color": color, "width": 2.5}, legendgroup=group,
-                                 name=f"{group} median", customdata=rows["n"],
-                                 hovertemplate=f"{group}: median %{{y:.3f}} "
-                                               "(%{customdata} tokens)<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["step"],
+                    y=rows[low],
+                    mode="lines",
+                    line={"width": 0},
+                    legendgroup=group,
+                    showlegend=False,
+                    hoverinfo="skip",
+                    name=f"{group} {low}",
+                )
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["step"],
+                    y=rows[high],
+                    mode="lines",
+                    line={"width": 0},
+                    fill="tonexty",
+                    fillcolor=hex_to_rgba(color, alpha),
+                    legendgroup=group,
+                    name=f"{group} {low}–{high}",
+                    hovertemplate=f"{group} {high}: %{{y:.3f}}<extra></extra>",
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=rows["step"],
+                y=rows["median"],
+                mode="lines+markers",
+                line={"color": color, "width": 2.5},
+                legendgroup=group,
+                name=f"{group} median",
+                customdata=rows["n"],
+                hovertemplate=f"{group}: median %{{y:.3f}} (%{{customdata}} tokens)<extra></extra>",
+            )
+        )
     fig.update_xaxes(title_text=LABELS["step"])
     fig.update_yaxes(title_text=LABELS["difficulty"], rangemode="tozero")
     return apply_style(fig, title)
@@ -158,13 +207,15 @@ def group_difficulty_figure(df: pd.DataFrame, title: str | None = None) -> go.Fi
 
 # ---------------------------------------------------------------- Fig. 3a: loss and ratio
 
+
 def loss_ratio_frame(run: Run) -> pd.DataFrame:
     """Per logged step: loss, kd, ce, ratio (r used at that step), next_ratio, mean_tau."""
     return run.metrics[LOSS_RATIO_COLUMNS].reset_index(drop=True)
 
 
-def loss_ratio_figure(df: pd.DataFrame, events: pd.DataFrame | None = None, metric: str = "kd",
-                      title: str | None = None) -> go.Figure:
+def loss_ratio_figure(
+    df: pd.DataFrame, events: pd.DataFrame | None = None, metric: str = "kd", title: str | None = None
+) -> go.Figure:
     """`metric` (default the distillation loss) on the left axis, r (step line) on the right.
 
     events: the run's events frame; "ratio_change" events (logged at the step whose loss
@@ -179,11 +230,20 @@ def loss_ratio_figure(df: pd.DataFrame, events: pd.DataFrame | None = None, metr
     if df[metric].isna().all() and metric != "loss":
         metric = "loss"  # runs logged without a kd column: the total is the distillation loss
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Scatter(x=df["step"], y=df[metric], mode="lines", name=metric,
-                             line={"color": "#333333", "width": 2}), secondary_y=False)
-    fig.add_trace(go.Scatter(x=df["step"], y=df["ratio"], mode="lines", name="ratio r",
-                             line={"color": GROUP_COLORS["hard"], "width": 2, "shape": "hv"}),
-                  secondary_y=True)
+    fig.add_trace(
+        go.Scatter(x=df["step"], y=df[metric], mode="lines", name=metric, line={"color": "#333333", "width": 2}),
+        secondary_y=False,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=df["step"],
+            y=df["ratio"],
+            mode="lines",
+            name="ratio r",
+            line={"color": GROUP_COLORS["hard"], "width": 2, "shape": "hv"},
+        ),
+        secondary_y=True,
+    )
     if events is not None and not events.empty:
         changes = events[events["kind"] == "ratio_change"]
         if not changes.empty:
@@ -191,25 +251,46 @@ def loss_ratio_figure(df: pd.DataFrame, events: pd.DataFrame | None = None, metr
             new = _column(changes, "new")
             # The controller updates r after step t; the new r is used from step t + 1,
             # which is where the step line changes level.
-            fig.add_trace(go.Scatter(
-                x=changes["step"] + 1, y=new, mode="markers", name="ratio change",
-                marker={"symbol": "diamond", "size": 9, "color": GROUP_COLORS["easy"]},
-                customdata=np.stack([changes["step"].to_numpy(dtype=float), old, new], axis=1),
-                hovertemplate="after step %{customdata[0]:.0f}: r %{customdata[1]:.3f} → "
-                              "%{customdata[2]:.3f}<extra></extra>"), secondary_y=True)
+            fig.add_trace(
+                go.Scatter(
+                    x=changes["step"] + 1,
+                    y=new,
+                    mode="markers",
+                    name="ratio change",
+                    marker={"symbol": "diamond", "size": 9, "color": GROUP_COLORS["easy"]},
+                    customdata=np.stack([changes["step"].to_numpy(dtype=float), old, new], axis=1),
+                    hovertemplate="after step %{customdata[0]:.0f}: r %{customdata[1]:.3f} → "
+                    "%{customdata[2]:.3f}<extra></extra>",
+                ),
+                secondary_y=True,
+            )
         skipped = events[events["kind"] == "skipped_step"]
         if not skipped.empty:
             loss = df.dropna(subset=[metric])
             y = np.interp(skipped["step"], loss["step"], loss[metric]) if len(loss) else None
-            fig.add_trace(go.Scatter(x=skipped["step"], y=y, mode="markers", name="skipped step",
-                                     marker={"symbol": "x", "size": 9, "color": "#d62728"},
-                                     text=skipped["message"],
-                                     hovertemplate="step %{x}: skipped (%{text})<extra></extra>"),
-                          secondary_y=False)
+            fig.add_trace(
+                go.Scatter(
+                    x=skipped["step"],
+                    y=y,
+                    mode="markers",
+                    name="skipped step",
+                    marker={"symbol": "x", "size": 9, "color": "#d62728"},
+                    text=skipped["message"],
+                    hovertemplate="step %{x}: skipped (%{text})<extra></extra>",
+                ),
+                secondary_y=False,
+            )
     fig.update_xaxes(title_text=LABELS["step"])
     fig.update_yaxes(title_text=LABELS.get(metric, metric), secondary_y=False)
-    fig.update_yaxes(title_text=LABELS["ratio"], range=[0, 1.05], secondary_y=True,
-                     showgrid=False, tickmode="linear", tick0=0.0, dtick=0.2)
+    fig.update_yaxes(
+        title_text=LABELS["ratio"],
+        range=[0, 1.05],
+        secondary_y=True,
+        showgrid=False,
+        tickmode="linear",
+        tick0=0.0,
+        dtick=0.2,
+    )
     fig = apply_style(fig, title)
     fig.update_yaxes(mirror=False)  # mirrored axis lines would hide the secondary axis line
     return fig

@@ -17,8 +17,17 @@ from plotly.subplots import make_subplots
 from analysis.runs import Run
 from analysis.style import GROUP_COLORS, GROUP_ORDER, LABELS, apply_style, empty_figure
 
-GRADIENT_FRAME_COLUMNS = ["step", "split", "ratio", "group", "n_tokens", "cos_sft", "cos_total",
-                          "norm_share", "grad_norm"]
+GRADIENT_FRAME_COLUMNS = [
+    "step",
+    "split",
+    "ratio",
+    "group",
+    "n_tokens",
+    "cos_sft",
+    "cos_total",
+    "norm_share",
+    "grad_norm",
+]
 SPLITS = ("paper", "current")
 
 
@@ -46,11 +55,17 @@ def gradient_cosine_figure(df: pd.DataFrame, title: str | None = None) -> go.Fig
         rows = df[df["group"] == group]
         if rows.empty:
             continue
-        fig.add_trace(go.Scatter(x=rows["step"], y=rows["cos_sft"], mode="lines+markers",
-                                 name=group, line={"color": GROUP_COLORS[group], "width": 2.5},
-                                 customdata=rows["n_tokens"],
-                                 hovertemplate=f"{group}: cos %{{y:.3f}} (%{{customdata}} tokens)"
-                                               "<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=rows["step"],
+                y=rows["cos_sft"],
+                mode="lines+markers",
+                name=group,
+                line={"color": GROUP_COLORS[group], "width": 2.5},
+                customdata=rows["n_tokens"],
+                hovertemplate=f"{group}: cos %{{y:.3f}} (%{{customdata}} tokens)<extra></extra>",
+            )
+        )
     fig.add_hline(y=0.0, line_dash="dash", line_color="#444444", line_width=1)
     fig.update_xaxes(title_text=LABELS["step"])
     fig.update_yaxes(title_text=LABELS["cos_sft"], range=[-1.05, 1.05])
@@ -63,21 +78,41 @@ def gradient_share_figure(df: pd.DataFrame, title: str | None = None) -> go.Figu
     (the second panel's traces share the legend entry)."""
     if df.empty:
         return empty_figure("No gradient probes: this run has no gradients.parquet rows.", title)
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
-                        subplot_titles=("gradient-norm share", "cos with total gradient"))
+    fig = make_subplots(
+        rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=("gradient-norm share", "cos with total gradient")
+    )
     for group in GROUP_ORDER:
         rows = df[df["group"] == group]
         if rows.empty:
             continue
         line = {"color": GROUP_COLORS[group], "width": 2.5}
-        fig.add_trace(go.Scatter(x=rows["step"], y=rows["norm_share"], mode="lines+markers",
-                                 name=group, legendgroup=group, line=line,
-                                 hovertemplate=f"{group}: %{{y:.1f}} %<extra></extra>"),
-                      row=1, col=1)
-        fig.add_trace(go.Scatter(x=rows["step"], y=rows["cos_total"], mode="lines+markers",
-                                 name=group, legendgroup=group, line=line, showlegend=False,
-                                 hovertemplate=f"{group}: cos %{{y:.3f}}<extra></extra>"),
-                      row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=rows["step"],
+                y=rows["norm_share"],
+                mode="lines+markers",
+                name=group,
+                legendgroup=group,
+                line=line,
+                hovertemplate=f"{group}: %{{y:.1f}} %<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=rows["step"],
+                y=rows["cos_total"],
+                mode="lines+markers",
+                name=group,
+                legendgroup=group,
+                line=line,
+                showlegend=False,
+                hovertemplate=f"{group}: cos %{{y:.3f}}<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
     fig.update_xaxes(title_text=LABELS["step"])
     fig.update_yaxes(title_text=LABELS["norm_share"], range=[0, 100], row=1, col=1)
     fig.update_yaxes(title_text=LABELS["cos_total"], range=[-0.05, 1.05], row=1, col=2)

@@ -21,16 +21,28 @@ from analysis.runs import Run
 from analysis.style import GROUP_COLORS, LABELS, apply_style, empty_figure
 
 REGIME_FIELDS = ["on_policy", "data_source", "buffer_size", "student_data_prob", "gen_length"]
-REGIME_COLUMNS = ["step", "data_source", "on_policy", "student_data", "on_policy_share",
-                  "student_data_share", "buffer_size", "student_data_prob", "gen_length"]
-SOURCE_COLORS = {"student": GROUP_COLORS["hard"], "buffer": GROUP_COLORS["easy"],
-                 "mixed": "#2ca02c", "ground_truth": GROUP_COLORS["mid"]}
+REGIME_COLUMNS = [
+    "step",
+    "data_source",
+    "on_policy",
+    "student_data",
+    "on_policy_share",
+    "student_data_share",
+    "buffer_size",
+    "student_data_prob",
+    "gen_length",
+]
+SOURCE_COLORS = {
+    "student": GROUP_COLORS["hard"],
+    "buffer": GROUP_COLORS["easy"],
+    "mixed": "#2ca02c",
+    "ground_truth": GROUP_COLORS["mid"],
+}
 
 
 def has_regime_fields(run: Run) -> bool:
     """Whether the run's metrics carry the regime fields (a gkd / distillm run)."""
-    return not run.metrics.empty and "data_source" in run.metrics.columns \
-        and run.metrics["data_source"].notna().any()
+    return not run.metrics.empty and "data_source" in run.metrics.columns and run.metrics["data_source"].notna().any()
 
 
 def regime_frame(run: Run) -> pd.DataFrame:
@@ -48,8 +60,9 @@ def regime_frame(run: Run) -> pd.DataFrame:
         return pd.DataFrame(columns=REGIME_COLUMNS)
     metrics = run.metrics
     rows = metrics[metrics["data_source"].notna()].sort_values("step", kind="stable")
-    df = pd.DataFrame({"step": rows["step"].astype(int).to_numpy(),
-                       "data_source": rows["data_source"].astype(str).to_numpy()})
+    df = pd.DataFrame(
+        {"step": rows["step"].astype(int).to_numpy(), "data_source": rows["data_source"].astype(str).to_numpy()}
+    )
     df["on_policy"] = _column(rows, "on_policy").fillna(0).astype(bool).to_numpy()
     df["student_data"] = df["data_source"] != "ground_truth"
     count = np.arange(1, len(df) + 1)
@@ -69,29 +82,69 @@ def regime_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     """
     if df.empty:
         return empty_figure("No regime fields: this run trains on the dataset's responses only.", title)
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        row_heights=[0.45, 0.25, 0.30])
-    fig.add_trace(go.Scatter(x=df["step"], y=df["student_data_prob"], mode="lines",
-                             name="student-data probability", line={"color": "#333333", "width": 2, "shape": "hv"},
-                             hovertemplate="step %{x}: λ/φ = %{y:.2f}<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=df["step"], y=df["on_policy_share"], mode="lines", name="share on-policy",
-                             line={"color": SOURCE_COLORS["student"], "width": 2},
-                             hovertemplate="step %{x}: %{y:.0%} of steps on fresh samples<extra></extra>"),
-                  row=1, col=1)
-    fig.add_trace(go.Scatter(x=df["step"], y=df["student_data_share"], mode="lines", name="share student data",
-                             line={"color": SOURCE_COLORS["buffer"], "width": 2, "dash": "dot"},
-                             hovertemplate="step %{x}: %{y:.0%} of steps on student data<extra></extra>"),
-                  row=1, col=1)
-    fig.add_trace(go.Scatter(x=df["step"], y=df["buffer_size"], mode="lines", name="buffer size",
-                             line={"color": SOURCE_COLORS["buffer"], "width": 2, "shape": "hv"},
-                             hovertemplate="step %{x}: %{y:.0f} samples<extra></extra>"), row=2, col=1)
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.45, 0.25, 0.30])
+    fig.add_trace(
+        go.Scatter(
+            x=df["step"],
+            y=df["student_data_prob"],
+            mode="lines",
+            name="student-data probability",
+            line={"color": "#333333", "width": 2, "shape": "hv"},
+            hovertemplate="step %{x}: λ/φ = %{y:.2f}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=df["step"],
+            y=df["on_policy_share"],
+            mode="lines",
+            name="share on-policy",
+            line={"color": SOURCE_COLORS["student"], "width": 2},
+            hovertemplate="step %{x}: %{y:.0%} of steps on fresh samples<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=df["step"],
+            y=df["student_data_share"],
+            mode="lines",
+            name="share student data",
+            line={"color": SOURCE_COLORS["buffer"], "width": 2, "dash": "dot"},
+            hovertemplate="step %{x}: %{y:.0%} of steps on student data<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=df["step"],
+            y=df["buffer_size"],
+            mode="lines",
+            name="buffer size",
+            line={"color": SOURCE_COLORS["buffer"], "width": 2, "shape": "hv"},
+            hovertemplate="step %{x}: %{y:.0f} samples<extra></extra>",
+        ),
+        row=2,
+        col=1,
+    )
     sampled = df[df["gen_length"].notna()]
-    fig.add_trace(go.Scatter(x=sampled["step"], y=sampled["gen_length"], mode="markers", name="generated length",
-                             marker={"color": [SOURCE_COLORS.get(s, "#333333") for s in sampled["data_source"]],
-                                     "size": 7},
-                             customdata=sampled["data_source"],
-                             hovertemplate="step %{x}: %{y:.1f} tokens (%{customdata})<extra></extra>"),
-                  row=3, col=1)
+    fig.add_trace(
+        go.Scatter(
+            x=sampled["step"],
+            y=sampled["gen_length"],
+            mode="markers",
+            name="generated length",
+            marker={"color": [SOURCE_COLORS.get(s, "#333333") for s in sampled["data_source"]], "size": 7},
+            customdata=sampled["data_source"],
+            hovertemplate="step %{x}: %{y:.1f} tokens (%{customdata})<extra></extra>",
+        ),
+        row=3,
+        col=1,
+    )
     fig.update_yaxes(title_text="probability / share", range=[0, 1.05], row=1, col=1)
     fig.update_yaxes(title_text="buffer (samples)", rangemode="tozero", row=2, col=1)
     fig.update_yaxes(title_text="gen. length (tokens)", rangemode="tozero", row=3, col=1)

@@ -34,8 +34,10 @@ QUANTITIES = {  # view -> quantity -> tokens.parquet column
     "selected": {"tau": "tau", "entropy_before": "entropy_student", "entropy_after": "entropy_student_tau"},
     "all": {"tau": "tau_all", "entropy_before": "entropy_student", "entropy_after": "entropy_student_idts"},
 }
-VIEWS = {"selected": "selected tokens, split at their median (the paper's Fig. 4)",
-         "all": "all probe tokens, split at their median (before selection)"}
+VIEWS = {
+    "selected": "selected tokens, split at their median (the paper's Fig. 4)",
+    "all": "all probe tokens, split at their median (before selection)",
+}
 TWO_GROUPS = ("hard", "easy")
 ROWS = ("tau", "entropy_before", "entropy_after")  # the grid's rows, top to bottom
 
@@ -59,14 +61,16 @@ def _view_rows(tokens: pd.DataFrame, step: int, view: str) -> tuple[pd.DataFrame
     return rows, np.where(selected_hard(rows["difficulty"]), "hard", "easy")
 
 
-def histogram_frame(run: Run, early_step: int | None = None,
-                    late_step: int | None = None, view: str = "selected") -> pd.DataFrame:
+def histogram_frame(
+    run: Run, early_step: int | None = None, late_step: int | None = None, view: str = "selected"
+) -> pd.DataFrame:
     """Long frame of the values behind Fig. 4: one row per (column, quantity, probe token).
 
     column: "early" | "late"; step: the probe step of that column; quantity: "tau" |
     "entropy_before" | "entropy_after" (columns per ``view``, see the module docstring);
     group: "hard" | "easy"; value. Tokens with a missing value are left out (a run probed
-    before ``entropy_student_tau`` existed has no "entropy_after" rows in the selected view). early_step/late_step default to the first and last probe steps;
+    before ``entropy_student_tau`` existed has no "entropy_after" rows in the selected view).
+    early_step/late_step default to the first and last probe steps;
     a step without probe rows raises ValueError listing the probe steps.
     """
     if view not in QUANTITIES:
@@ -79,16 +83,22 @@ def histogram_frame(run: Run, early_step: int | None = None,
     late = steps[-1] if late_step is None else int(late_step)
     for step in (early, late):
         if step not in steps:
-            raise ValueError(f"step {step} has no probe rows in {run.name}; probe steps: "
-                             f"{', '.join(map(str, steps))}")
+            raise ValueError(f"step {step} has no probe rows in {run.name}; probe steps: {', '.join(map(str, steps))}")
     parts = []
     for column, step in (("early", early), ("late", late)):
         rows, group = _view_rows(tokens, step, view)
         for quantity, source in QUANTITIES[view].items():
-            part = pd.DataFrame({"column": column, "step": step, "quantity": quantity,
-                                 "group": group, "example": rows["example"].to_numpy(),
-                                 "token_index": rows["token_index"].to_numpy(),
-                                 "value": rows[source].to_numpy(dtype=float)})
+            part = pd.DataFrame(
+                {
+                    "column": column,
+                    "step": step,
+                    "quantity": quantity,
+                    "group": group,
+                    "example": rows["example"].to_numpy(),
+                    "token_index": rows["token_index"].to_numpy(),
+                    "value": rows[source].to_numpy(dtype=float),
+                }
+            )
             parts.append(part.dropna(subset=["value"]))
     return pd.concat(parts, ignore_index=True)[HISTOGRAM_COLUMNS]
 
@@ -106,9 +116,13 @@ def histogram_grid_figure(df: pd.DataFrame, bins: int = 30, title: str | None = 
     early_step = int(df.loc[df["column"] == "early", "step"].iloc[0])
     late_step = int(df.loc[df["column"] == "late", "step"].iloc[0])
     early_name = "before training" if early_step == 0 else "early"
-    fig = make_subplots(rows=3, cols=2, vertical_spacing=0.09, horizontal_spacing=0.08,
-                        subplot_titles=[f"{early_name} (step {early_step})",
-                                        f"late (step {late_step})", "", "", "", ""])
+    fig = make_subplots(
+        rows=3,
+        cols=2,
+        vertical_spacing=0.09,
+        horizontal_spacing=0.08,
+        subplot_titles=[f"{early_name} (step {early_step})", f"late (step {late_step})", "", "", "", ""],
+    )
     axis_titles = [LABELS["tau"], LABELS["entropy_before"], LABELS["entropy_after"]]
     shown, mean_lines = set(), []
     for row, quantity in enumerate(ROWS, start=1):
@@ -120,26 +134,36 @@ def histogram_grid_figure(df: pd.DataFrame, bins: int = 30, title: str | None = 
         for col, column in enumerate(("early", "late"), start=1):
             highest = 1
             for group in TWO_GROUPS:
-                sel = df[(df["quantity"] == quantity) & (df["column"] == column)
-                         & (df["group"] == group)]["value"].to_numpy(dtype=float)
+                sel = df[(df["quantity"] == quantity) & (df["column"] == column) & (df["group"] == group)][
+                    "value"
+                ].to_numpy(dtype=float)
                 if sel.size == 0:
                     continue
                 counts, _ = np.histogram(sel, bins=edges)
                 color = GROUP_COLORS[group]
-                fig.add_trace(go.Bar(
-                    x=centers, y=counts, width=widths, name=group, legendgroup=group,
-                    showlegend=group not in shown, marker={"color": color, "line": {"width": 0}},
-                    opacity=0.6, customdata=np.stack([edges[:-1], edges[1:]], axis=1),
-                    hovertemplate=f"{group}: %{{y}} tokens in [%{{customdata[0]:.3f}}, "
-                                  "%{customdata[1]:.3f}]<extra></extra>"), row=row, col=col)
+                fig.add_trace(
+                    go.Bar(
+                        x=centers,
+                        y=counts,
+                        width=widths,
+                        name=group,
+                        legendgroup=group,
+                        showlegend=group not in shown,
+                        marker={"color": color, "line": {"width": 0}},
+                        opacity=0.6,
+                        customdata=np.stack([edges[:-1], edges[1:]], axis=1),
+                        hovertemplate=f"{group}: %{{y}} tokens in [%{{customdata[0]:.3f}}, "
+                        "%{customdata[1]:.3f}]<extra></extra>",
+                    ),
+                    row=row,
+                    col=col,
+                )
                 shown.add(group)
                 highest = max(highest, int(counts.max()))
                 mean_lines.append(_vertical_line(float(sel.mean()), color, row, col))
             # Whole-token counts: integer ticks, about five per axis.
-            fig.update_yaxes(dtick=max(1, math.ceil(highest / 5)), rangemode="tozero",
-                             row=row, col=col)
-            fig.update_xaxes(title_text=axis_titles[row - 1], range=[edges[0], edges[-1]],
-                             row=row, col=col)
+            fig.update_yaxes(dtick=max(1, math.ceil(highest / 5)), rangemode="tozero", row=row, col=col)
+            fig.update_xaxes(title_text=axis_titles[row - 1], range=[edges[0], edges[-1]], row=row, col=col)
     fig.update_yaxes(title_text=LABELS["count"], col=1)
     # One layout update for all mean lines: add_vline per subplot costs ~40 ms each.
     fig.update_layout(barmode="overlay", bargap=0, height=900, shapes=mean_lines)
@@ -150,5 +174,13 @@ def _vertical_line(x: float, color: str, row: int, col: int) -> dict:
     """A dashed full-height line at x in subplot (row, col) of the 3 × 2 grid."""
     index = (row - 1) * 2 + col
     suffix = "" if index == 1 else str(index)
-    return {"type": "line", "x0": x, "x1": x, "xref": f"x{suffix}", "y0": 0, "y1": 1,
-            "yref": f"y{suffix} domain", "line": {"color": color, "dash": "dash", "width": 2}}
+    return {
+        "type": "line",
+        "x0": x,
+        "x1": x,
+        "xref": f"x{suffix}",
+        "y0": 0,
+        "y1": 1,
+        "yref": f"y{suffix} domain",
+        "line": {"color": color, "dash": "dash", "width": 2},
+    }

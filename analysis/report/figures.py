@@ -6,11 +6,23 @@ import math
 
 import pandas as pd
 
-from analysis.figures import (c_sweep_figure, c_sweep_frame, difficulty_heatmap_figure,
-                              difficulty_heatmap_frame, gradient_cosine_figure, gradient_frame,
-                              gradient_share_figure, group_difficulty_figure, group_difficulty_frame,
-                              histogram_frame, histogram_grid_figure, loss_curves_figure, loss_curves_frame,
-                              loss_ratio_figure, loss_ratio_frame)
+from analysis.figures import (
+    c_sweep_figure,
+    c_sweep_frame,
+    difficulty_heatmap_figure,
+    difficulty_heatmap_frame,
+    gradient_cosine_figure,
+    gradient_frame,
+    gradient_share_figure,
+    group_difficulty_figure,
+    group_difficulty_frame,
+    histogram_frame,
+    histogram_grid_figure,
+    loss_curves_figure,
+    loss_curves_frame,
+    loss_ratio_figure,
+    loss_ratio_frame,
+)
 from analysis.report.markdown import fmt
 from analysis.report.numbers import group_medians, ratio_summary, window_mean
 from analysis.report.settings import FIGURE_WIDTH, WINDOW
@@ -42,13 +54,19 @@ def build_figures(study: Study) -> dict[str, tuple[object, str]]:
     if full is not None and not full.tokens.empty:
         ex = heatmap_example(full)
         figs["fig1_difficulty_heatmap"] = (
-            difficulty_heatmap_figure(difficulty_heatmap_frame(full, ex),
-                                      title=f"Fig. 1 top: difficulty per token, {full.label}, probe example {ex}"),
-            fig1_top_reading(full, ex))
+            difficulty_heatmap_figure(
+                difficulty_heatmap_frame(full, ex),
+                title=f"Fig. 1 top: difficulty per token, {full.label}, probe example {ex}",
+            ),
+            fig1_top_reading(full, ex),
+        )
         figs["fig1_group_bands"] = (
-            group_difficulty_figure(group_difficulty_frame(full, "paper"),
-                                    title=f"Fig. 1 top: difficulty of hard / mid / easy tokens (r = 0.5 split), {full.label}"),
-            group_reading(full))
+            group_difficulty_figure(
+                group_difficulty_frame(full, "paper"),
+                title=f"Fig. 1 top: difficulty of hard / mid / easy tokens (r = 0.5 split), {full.label}",
+            ),
+            group_reading(full),
+        )
     # Fig. 1 bottom is the paper's motivation, measured on plain KD; AdaKD's run beside it
     base = _pick(study, lambda r: component(r) == "base")
     for suffix, run in (("_plain_kd", base), ("", full)):
@@ -57,40 +75,58 @@ def build_figures(study: Study) -> dict[str, tuple[object, str]]:
         grads = gradient_frame(run, "paper")
         figs[f"fig1_gradient_cosines{suffix}"] = (
             gradient_cosine_figure(grads, title=f"Fig. 1 bottom (a): cos with the SFT gradient, {run.label}"),
-            gradient_reading(grads))
+            gradient_reading(grads),
+        )
         figs[f"fig1_gradient_shares{suffix}"] = (
-            gradient_share_figure(grads, title=f"Fig. 1 bottom (b): gradient-norm share and cos with total, {run.label}"),
-            share_reading(grads))
-    latf_run = full if full is not None and _cfg(full, "latf") == "adaptive" else \
-        _pick(study, lambda r: _cfg(r, "latf") == "adaptive")
+            gradient_share_figure(
+                grads, title=f"Fig. 1 bottom (b): gradient-norm share and cos with total, {run.label}"
+            ),
+            share_reading(grads),
+        )
+    latf_run = (
+        full
+        if full is not None and _cfg(full, "latf") == "adaptive"
+        else _pick(study, lambda r: _cfg(r, "latf") == "adaptive")
+    )
     if latf_run is not None:
         figs["fig3a_loss_ratio"] = (
-            loss_ratio_figure(loss_ratio_frame(latf_run), latf_run.events,
-                              title=f"Fig. 3a: distillation loss and LATF ratio, {latf_run.label}"),
-            ratio_reading(latf_run))
+            loss_ratio_figure(
+                loss_ratio_frame(latf_run),
+                latf_run.events,
+                title=f"Fig. 3a: distillation loss and LATF ratio, {latf_run.label}",
+            ),
+            ratio_reading(latf_run),
+        )
     sched = [r for r in study.schedules if _cfg(r, "latf") in ("fixed", "cosine", "linear")]
-    curve_runs = ([r for r in study.schedules if (r.seed or 0) == 0] if sched
-                  else [r for r in study.ablation if (r.seed or 0) == 0])
+    curve_runs = (
+        [r for r in study.schedules if (r.seed or 0) == 0]
+        if sched
+        else [r for r in study.ablation if (r.seed or 0) == 0]
+    )
     curve_runs = sorted(curve_runs, key=lambda r: r.label)
     if curve_runs:
         what = "LATF vs fixed / cosine r" if sched else "the ablation arms"
         for metric, name in (("kd", "fig3b_loss_curves_kd"), ("ce", "fig3b_loss_curves_ce")):
             frame = loss_curves_frame(curve_runs, metric=metric, smoothing=0.8)
-            figs[name] = (loss_curves_figure(frame, title=f"Fig. 3b: {METRIC_NAMES[metric]} of {what} "
-                                                          "(EMA 0.8)"),
-                          curves_reading(curve_runs, metric, what))
+            figs[name] = (
+                loss_curves_figure(frame, title=f"Fig. 3b: {METRIC_NAMES[metric]} of {what} (EMA 0.8)"),
+                curves_reading(curve_runs, metric, what),
+            )
     if study.c_sweep:
         figs["fig3cd_c_sweep"] = (
             c_sweep_figure(c_sweep_frame(study.c_sweep), title="Fig. 3c–d: ROUGE-L against c"),
             "ROUGE-L of the final student against the IDTS strength c (LATF adaptive); see the "
-            "table above for the values and the noise level.")
-    hist_run = full if full is not None and _cfg(full, "idts") == "on" else \
-        _pick(study, lambda r: _cfg(r, "idts") == "on")
+            "table above for the values and the noise level.",
+        )
+    hist_run = (
+        full if full is not None and _cfg(full, "idts") == "on" else _pick(study, lambda r: _cfg(r, "idts") == "on")
+    )
     if hist_run is not None and not hist_run.tokens.empty:
         frame = histogram_frame(hist_run)
         figs["fig4_histograms"] = (
             histogram_grid_figure(frame, title=f"Fig. 4: τ and student entropy, hard vs easy, {hist_run.label}"),
-            histogram_reading(frame))
+            histogram_reading(frame),
+        )
     for fig, _ in figs.values():
         fig.update_layout(width=FIGURE_WIDTH)
     return figs
@@ -102,19 +138,22 @@ def fig1_top_reading(run: Run, example: int) -> str:
     a = frame[frame["step"] == first].set_index("token_index")["difficulty"]
     b = frame[frame["step"] == last].set_index("token_index")["difficulty"]
     fell = int((b < a).sum())
-    return (f"Each row is a response token of probe example {example} ({len(a)} tokens), each "
-            f"column a probe step. Between step {first} and step {last} the difficulty of {fell} "
-            f"of {len(a)} tokens fell (mean {fmt(float(a.mean()), 3)} → {fmt(float(b.mean()), 3)}); "
-            f"the hardest token at the end has s = {fmt(float(b.max()), 3)}, the easiest "
-            f"{fmt(float(b.min()), 3)}.")
+    return (
+        f"Each row is a response token of probe example {example} ({len(a)} tokens), each "
+        f"column a probe step. Between step {first} and step {last} the difficulty of {fell} "
+        f"of {len(a)} tokens fell (mean {fmt(float(a.mean()), 3)} → {fmt(float(b.mean()), 3)}); "
+        f"the hardest token at the end has s = {fmt(float(b.max()), 3)}, the easiest "
+        f"{fmt(float(b.min()), 3)}."
+    )
 
 
 def group_reading(run: Run) -> str:
     med = group_medians(run)
     parts = [f"{g} {fmt(a, 3)} → {fmt(b, 3)}" for g, (a, b) in med.items()]
-    return ("Median difficulty (lines) with 25–75 % and 10–90 % bands of the probe tokens in the "
-            "hard / mid / easy groups at the paper's r = 0.5 split. First → last probe: "
-            + ", ".join(parts) + ".")
+    return (
+        "Median difficulty (lines) with 25–75 % and 10–90 % bands of the probe tokens in the "
+        "hard / mid / easy groups at the paper's r = 0.5 split. First → last probe: " + ", ".join(parts) + "."
+    )
 
 
 def _first_last(grads: pd.DataFrame, column: str) -> dict[str, tuple[float, float]]:
@@ -130,22 +169,29 @@ def gradient_reading(grads: pd.DataFrame) -> str:
     cos = _first_last(grads, "cos_sft")
     parts = ", ".join(f"{g} {fmt(a, 3)} → {fmt(b, 3)}" for g, (a, b) in cos.items())
     easy_mean = float(grads[grads["group"] == "easy"]["cos_sft"].mean()) if "easy" in cos else math.nan
-    verdict = ("as in the paper, the easy group's divergence gradient points against the SFT "
-               "gradient on average" if easy_mean < 0 else
-               "unlike the paper's Fig. 1, the easy group's divergence gradient does not conflict "
-               "with the SFT gradient on average here")
-    return (f"cos(group divergence gradient, group SFT gradient), gradients w.r.t. the student "
-            f"logits, first → last probe: {parts}. Mean over probes for easy tokens: "
-            f"{fmt(easy_mean, 3)}: {verdict}.")
+    verdict = (
+        "as in the paper, the easy group's divergence gradient points against the SFT gradient on average"
+        if easy_mean < 0
+        else "unlike the paper's Fig. 1, the easy group's divergence gradient does not conflict "
+        "with the SFT gradient on average here"
+    )
+    return (
+        f"cos(group divergence gradient, group SFT gradient), gradients w.r.t. the student "
+        f"logits, first → last probe: {parts}. Mean over probes for easy tokens: "
+        f"{fmt(easy_mean, 3)}: {verdict}."
+    )
 
 
 def share_reading(grads: pd.DataFrame) -> str:
     share = _first_last(grads, "norm_share")
     tot = _first_last(grads, "cos_total")
-    return ("Gradient-norm share (%) first → last probe: "
-            + ", ".join(f"{g} {fmt(a, 1)} → {fmt(b, 1)}" for g, (a, b) in share.items())
-            + "; cos with the full-batch gradient: "
-            + ", ".join(f"{g} {fmt(a, 3)} → {fmt(b, 3)}" for g, (a, b) in tot.items()) + ".")
+    return (
+        "Gradient-norm share (%) first → last probe: "
+        + ", ".join(f"{g} {fmt(a, 1)} → {fmt(b, 1)}" for g, (a, b) in share.items())
+        + "; cos with the full-batch gradient: "
+        + ", ".join(f"{g} {fmt(a, 3)} → {fmt(b, 3)}" for g, (a, b) in tot.items())
+        + "."
+    )
 
 
 def ema_lag(run: Run) -> str:
@@ -158,30 +204,34 @@ def ema_lag(run: Run) -> str:
     beta = float(run.config.get("latf_beta", 0.99))
     if not recent > 0 or ema < 1.2 * recent:
         return ""
-    return (f"With β = {beta:g} the moving average remembers about {1 / (1 - beta):.0f} steps, "
-            f"as long as this run: at the last step it is {fmt(ema)} while the KD objective of the "
-            f"last {WINDOW} steps averages {fmt(recent)}, so it is still shedding the high loss of "
-            "the first steps, and the steady fall of r reflects that as much as progress on the "
-            "selected tokens.")
+    return (
+        f"With β = {beta:g} the moving average remembers about {1 / (1 - beta):.0f} steps, "
+        f"as long as this run: at the last step it is {fmt(ema)} while the KD objective of the "
+        f"last {WINDOW} steps averages {fmt(recent)}, so it is still shedding the high loss of "
+        "the first steps, and the steady fall of r reflects that as much as progress on the "
+        "selected tokens."
+    )
 
 
 def ratio_reading(run: Run) -> str:
     s = ratio_summary(run)
-    return (f"The KD loss (left axis) and the LATF ratio r (right axis) of {run.label}: r starts "
-            f"at {fmt(s['first'])}, changes {s['changes']} times and ends at {fmt(s['last'], 3)} "
-            f"(minimum {fmt(s['min'], 3)}). By the controller's rule r moves by δ = "
-            f"{run.config.get('latf_delta')} whenever the loss's moving average leaves its reference "
-            f"by more than ε = {run.config.get('latf_eps')} (down when it fell, up when it rose). "
-            + ema_lag(run)).rstrip()
+    return (
+        f"The KD loss (left axis) and the LATF ratio r (right axis) of {run.label}: r starts "
+        f"at {fmt(s['first'])}, changes {s['changes']} times and ends at {fmt(s['last'], 3)} "
+        f"(minimum {fmt(s['min'], 3)}). By the controller's rule r moves by δ = "
+        f"{run.config.get('latf_delta')} whenever the loss's moving average leaves its reference "
+        f"by more than ε = {run.config.get('latf_eps')} (down when it fell, up when it rose). " + ema_lag(run)
+    ).rstrip()
 
 
 def curves_reading(runs: list[Run], metric: str, what: str) -> str:
     finals = ", ".join(f"{r.label} {fmt(window_mean(r, metric, 'last'), 3)}" for r in runs)
-    note = (" The KD objective differs between arms (selected tokens, per-token τ), so only the "
-            "shape is comparable." if metric == "kd" else
-            " Same seed, same batches: the curves differ only by the method.")
-    return (f"{METRIC_NAMES.get(metric, metric)} of {what}, mean of the last {WINDOW} steps: "
-            f"{finals}.{note}")
+    note = (
+        " The KD objective differs between arms (selected tokens, per-token τ), so only the shape is comparable."
+        if metric == "kd"
+        else " Same seed, same batches: the curves differ only by the method."
+    )
+    return f"{METRIC_NAMES.get(metric, metric)} of {what}, mean of the last {WINDOW} steps: {finals}.{note}"
 
 
 def histogram_reading(frame: pd.DataFrame) -> str:
@@ -194,9 +244,10 @@ def histogram_reading(frame: pd.DataFrame) -> str:
         tau = rows[rows["quantity"] == "tau"].groupby("group")["value"].mean()
         hb = rows[rows["quantity"] == "entropy_before"].groupby("group")["value"].mean()
         ha = rows[rows["quantity"] == "entropy_after"].groupby("group")["value"].mean()
-        parts.append(f"step {step}: mean τ hard {fmt(tau.get('hard', math.nan), 3)} / easy "
-                     f"{fmt(tau.get('easy', math.nan), 3)}, student entropy before → after IDTS "
-                     f"hard {fmt(hb.get('hard', math.nan))} → {fmt(ha.get('hard', math.nan))}, easy "
-                     f"{fmt(hb.get('easy', math.nan))} → {fmt(ha.get('easy', math.nan))} nats")
-    return ("IDTS gives hard tokens τ < 1 (sharper) and easy tokens τ > 1 (smoother). "
-            + "; ".join(parts) + ".")
+        parts.append(
+            f"step {step}: mean τ hard {fmt(tau.get('hard', math.nan), 3)} / easy "
+            f"{fmt(tau.get('easy', math.nan), 3)}, student entropy before → after IDTS "
+            f"hard {fmt(hb.get('hard', math.nan))} → {fmt(ha.get('hard', math.nan))}, easy "
+            f"{fmt(hb.get('easy', math.nan))} → {fmt(ha.get('easy', math.nan))} nats"
+        )
+    return "IDTS gives hard tokens τ < 1 (sharper) and easy tokens τ > 1 (smoother). " + "; ".join(parts) + "."

@@ -25,22 +25,35 @@ def gate_section(study: Study) -> str:
             continue
         verdicts.append(gate_passed(checks))
         for c in checks:
-            rows.append([arm, f"{len(runs)}", c.metric, f"{c.teacher:.2f}", f"{c.initial:.2f}", f"{c.final:.2f}",
-                         f"{2 * c.spread:.2f}", "passes" if c.passed else "**fails**"])
+            rows.append(
+                [
+                    arm,
+                    f"{len(runs)}",
+                    c.metric,
+                    f"{c.teacher:.2f}",
+                    f"{c.initial:.2f}",
+                    f"{c.final:.2f}",
+                    f"{2 * c.spread:.2f}",
+                    "passes" if c.passed else "**fails**",
+                ]
+            )
     if not rows:
-        lines.append("**Not measured.** These runs were made before the evaluation protocol (held-out "
-                     "cross-entropy, references of ≥ 11 words, 3 generation seeds), so nothing here shows "
-                     "that their students learn from the teacher: **read no table below as a finding "
-                     "about the methods.** Regenerate the study (`bash scripts/make_sample_runs.sh`) to "
-                     "measure it.")
+        lines.append(
+            "**Not measured.** These runs were made before the evaluation protocol (held-out "
+            "cross-entropy, references of ≥ 11 words, 3 generation seeds), so nothing here shows "
+            "that their students learn from the teacher: **read no table below as a finding "
+            "about the methods.** Regenerate the study (`bash scripts/make_sample_runs.sh`) to "
+            "measure it."
+        )
         return "\n".join(lines)
     lines.append(md_table(["arm", "seeds", "metric", "teacher", "initial", "final (mean)", "2 × noise", "gate"], rows))
     lines.append("")
     if all(verdicts):
-        lines.append("Both arms pass: the experiment works, so the comparisons below can be read against "
-                     "their noise.")
+        lines.append("Both arms pass: the experiment works, so the comparisons below can be read against their noise.")
     else:
-        lines.append("**The study fails the gate**: at least one arm's student does not move from its start "
-                     "towards the teacher by more than the noise, so **the method comparisons below are not "
-                     "findings.**")
+        lines.append(
+            "**The study fails the gate**: at least one arm's student does not move from its start "
+            "towards the teacher by more than the noise, so **the method comparisons below are not "
+            "findings.**"
+        )
     return "\n".join(lines)

@@ -13,18 +13,19 @@ def fmt(value, digits: int = 2, signed: bool = False) -> str:
 
 def md_table(header: list[str], rows: list[list]) -> str:
     """A GitHub markdown table (cells as given, | escaped)."""
+
     def cell(v) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
+
     if not rows:
         return "*(no finished run for this table yet)*"
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def compare(a: float, b: float, what: str, unit: str = "", digits: int = 2) -> str:
-    """"<what> is lower/higher than ... by X" (or "equal") for a − b."""
+    """ "<what> is lower/higher than ... by X" (or "equal") for a − b."""
     if math.isnan(a) or math.isnan(b):
         return f"{what}: not available"
     d = a - b

@@ -90,12 +90,15 @@ def ratio_summary(run: Run) -> dict:
     events = run.events
     changes = int((events["kind"] == "ratio_change").sum()) if not events.empty else 0
     if m.empty:
-        return {"first": math.nan, "last": math.nan, "min": math.nan, "changes": changes,
-                "rises": 0}
-    series = np.append(m["ratio"].to_numpy(dtype=float),
-                       float(m["next_ratio"].fillna(m["ratio"]).iloc[-1]))
-    return {"first": float(series[0]), "last": float(series[-1]), "min": float(series.min()),
-            "changes": changes, "rises": int((np.diff(series) > 1e-12).sum())}
+        return {"first": math.nan, "last": math.nan, "min": math.nan, "changes": changes, "rises": 0}
+    series = np.append(m["ratio"].to_numpy(dtype=float), float(m["next_ratio"].fillna(m["ratio"]).iloc[-1]))
+    return {
+        "first": float(series[0]),
+        "last": float(series[-1]),
+        "min": float(series.min()),
+        "changes": changes,
+        "rises": int((np.diff(series) > 1e-12).sum()),
+    }
 
 
 def nan_mean(values) -> float:

@@ -15,14 +15,16 @@ from analysis.runs import Run
 
 
 def decoding_text(run: Run) -> str:
-    """"sampled (temperature 1, top-p 1, ≤ 48 new tokens, seed 0)" from the eval records."""
+    """ "sampled (temperature 1, top-p 1, ≤ 48 new tokens, seed 0)" from the eval records."""
     decoding = next((r.get("decoding") for r in run.eval_records if r.get("decoding")), None)
     if not decoding:
         return "generated"
     if decoding.get("greedy"):
         return f"greedy (≤ {decoding.get('max_new_tokens')} new tokens)"
-    return (f"sampled (temperature {decoding.get('temperature'):g}, top-p {decoding.get('top_p'):g}, "
-            f"≤ {decoding.get('max_new_tokens')} new tokens, seed {decoding.get('seed')})")
+    return (
+        f"sampled (temperature {decoding.get('temperature'):g}, top-p {decoding.get('top_p'):g}, "
+        f"≤ {decoding.get('max_new_tokens')} new tokens, seed {decoding.get('seed')})"
+    )
 
 
 def setup_section(study: Study) -> str:
@@ -38,12 +40,13 @@ def setup_section(study: Study) -> str:
         "## Setup",
         "",
         f"- **Teacher**: `{c.get('teacher')}` ({params.get('teacher', 0) / 1e6:.1f} M parameters)"
-        + (", the offline default (SmolLM2-135M-Instruct)." if c.get("teacher") == "smollm2-135m-instruct"
-           else "."),
-        (f"- **Student**: `subset` = teacher layers {layers} ({len(layers)} of the teacher's layers, "
-         f"{params.get('student', 0) / 1e6:.1f} M parameters), initialised from the teacher's weights."
-         if c.get("student") == "subset" else
-         f"- **Student**: `{c.get('student')}` ({params.get('student', 0) / 1e6:.1f} M parameters)."),
+        + (", the offline default (SmolLM2-135M-Instruct)." if c.get("teacher") == "smollm2-135m-instruct" else "."),
+        (
+            f"- **Student**: `subset` = teacher layers {layers} ({len(layers)} of the teacher's layers, "
+            f"{params.get('student', 0) / 1e6:.1f} M parameters), initialised from the teacher's weights."
+            if c.get("student") == "subset"
+            else f"- **Student**: `{c.get('student')}` ({params.get('student', 0) / 1e6:.1f} M parameters)."
+        ),
         f"- **Data**: `{c.get('data')}` (train/val/test split of the corpus); prompts ≤ "
         f"{c.get('max_prompt_length')} tokens, sequences ≤ {c.get('max_length')} tokens.",
         f"- **Training**: {c.get('max_steps')} steps of batch {c.get('batch_size')} "
@@ -66,9 +69,12 @@ def setup_section(study: Study) -> str:
         f"- **Wall time**: {fmt(np.nanmin(walls), 1)}–{fmt(np.nanmax(walls), 1)} min per run, "
         f"evaluation and probes included; the fastest optimiser step took "
         f"{fmt(float(steps.min()), 2)} s, the median {fmt(float(steps.median()), 2)} s."
-        + (" The machine was shared with other jobs while these ran, so wall times are "
-           "inflated by contention and say nothing about AdaKD's overhead."
-           if float(steps.median()) > 2 * float(steps.min()) else ""),
+        + (
+            " The machine was shared with other jobs while these ran, so wall times are "
+            "inflated by contention and say nothing about AdaKD's overhead."
+            if float(steps.median()) > 2 * float(steps.min())
+            else ""
+        ),
         "",
         f"Regenerate every run with `{REGENERATE}` (the same seeds give the same numbers on the "
         "same machine), then this page and its figures with "
@@ -82,9 +88,14 @@ def setup_section(study: Study) -> str:
 
 def shortest_reference(runs: list[Run]) -> tuple[str, str] | None:
     """(instruction, reference) of the shortest stored reference of a teacher evaluation."""
-    pairs = [(s.get("instruction", ""), s.get("reference", ""))
-             for run in runs for r in run.eval_records if r.get("model") == "teacher"
-             for samples in (r.get("samples") or {}).values() for s in samples]
+    pairs = [
+        (s.get("instruction", ""), s.get("reference", ""))
+        for run in runs
+        for r in run.eval_records
+        if r.get("model") == "teacher"
+        for samples in (r.get("samples") or {}).values()
+        for s in samples
+    ]
     pairs = [p for p in pairs if p[0] and p[1]]
     return min(pairs, key=lambda p: len(p[1])) if pairs else None
 
@@ -106,24 +117,32 @@ def noise_section(study: Study) -> tuple[str, float]:
             f"{fmt(noise['se'])} and a difference of two arms about {fmt(noise['se_diff'])}. That "
             "counts only which prompts were drawn and how they were sampled; the spread from "
             "training seeds is "
-            + ("unknown here: every arm has one seed" if len(seeds) <= 1
-               else f"measured over seeds {seeds} in the tables (± = std over seeds)")
+            + (
+                "unknown here: every arm has one seed"
+                if len(seeds) <= 1
+                else f"measured over seeds {seeds} in the tables (± = std over seeds)"
+            )
             + ". The stored scores cover only the first few prompts of each evaluation, so this "
             "is a rough estimate. We read ROUGE-L differences below "
             f"{fmt(threshold, 1)} points (twice the standard error of a difference, and at least "
-            f"{fmt(NOISE_FLOOR, 0)} points because the seed spread is not counted) as noise.")
+            f"{fmt(NOISE_FLOOR, 0)} points because the seed spread is not counted) as noise."
+        )
     else:
         threshold = NOISE_FLOOR
-        text.append("The eval records store no per-prompt scores, so the sampling noise is unknown; "
-                    f"we read ROUGE-L differences below {fmt(NOISE_FLOOR, 0)} points as noise.")
+        text.append(
+            "The eval records store no per-prompt scores, so the sampling noise is unknown; "
+            f"we read ROUGE-L differences below {fmt(NOISE_FLOOR, 0)} points as noise."
+        )
     if teacher and float(np.mean(teacher)) >= WEAK_TEACHER_ROUGE:
-        text += ["", f"The teacher itself scores {fmt(float(np.mean(teacher)))} ROUGE-L on these "
-                 "prompts."]
+        text += ["", f"The teacher itself scores {fmt(float(np.mean(teacher)))} ROUGE-L on these prompts."]
     elif teacher:
         example = shortest_reference(study.runs)
         example = f' (e.g. "{example[1]}" to "{example[0]}")' if example else ""
-        text += ["", f"The teacher itself scores {fmt(float(np.mean(teacher)))} ROUGE-L on these "
-                 f"prompts: the references are short and idiosyncratic{example}, so even a fluent "
-                 "answer shares few words with them. ROUGE-L is a weak signal at this scale; the "
-                 "loss-level numbers below are the stronger evidence."]
+        text += [
+            "",
+            f"The teacher itself scores {fmt(float(np.mean(teacher)))} ROUGE-L on these "
+            f"prompts: the references are short and idiosyncratic{example}, so even a fluent "
+            "answer shares few words with them. ROUGE-L is a weak signal at this scale; the "
+            "loss-level numbers below are the stronger evidence.",
+        ]
     return "\n".join(text), threshold

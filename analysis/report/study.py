@@ -34,11 +34,14 @@ def _plain_setting(run: Run | dict) -> bool:
     """Ground-truth data, Hellinger indicator, τ_base 1, pure KD, neither CTKD nor logit
     standardisation: the study's common settings (`run` a Run or a RunConfig dict)."""
     config = run if isinstance(run, dict) else run.config
-    return (config.get("regime", "ground_truth") == "ground_truth"
-            and config.get("indicator", "hellinger") == "hellinger"
-            and float(config.get("base_temperature", 1.0)) == 1.0
-            and float(config.get("kd_ratio", 1.0)) == 1.0
-            and not config.get("ctkd", False) and not config.get("logit_standardize", False))
+    return (
+        config.get("regime", "ground_truth") == "ground_truth"
+        and config.get("indicator", "hellinger") == "hellinger"
+        and float(config.get("base_temperature", 1.0)) == 1.0
+        and float(config.get("kd_ratio", 1.0)) == 1.0
+        and not config.get("ctkd", False)
+        and not config.get("logit_standardize", False)
+    )
 
 
 def _c(run: Run) -> float:
@@ -46,7 +49,7 @@ def _c(run: Run) -> float:
 
 
 def component(run: Run) -> str | None:
-    """"base" / "+IDTS" / "+LATF" / "full (AdaKD)" for the ablation arms, else None."""
+    """ "base" / "+IDTS" / "+LATF" / "full (AdaKD)" for the ablation arms, else None."""
     return COMPONENTS.get((_cfg(run, "latf", "adaptive"), _cfg(run, "idts", "on")))
 
 
@@ -62,13 +65,14 @@ class Study:
     @property
     def ablation(self) -> list[Run]:
         """Reverse-KL base / +IDTS / +LATF / full at c = 0.5, every seed."""
-        return [r for r in self._rkl() if component(r) is not None
-                and (_cfg(r, "idts") == "off" or _c(r) == 0.5)]
+        return [r for r in self._rkl() if component(r) is not None and (_cfg(r, "idts") == "off" or _c(r) == 0.5)]
 
     def arm(self, name: str, seed: int | None = None) -> Run | None:
         """The ablation run of component `name` with the lowest seed (or the given seed)."""
-        runs = sorted((r for r in self.ablation if component(r) == name
-                       and (seed is None or r.seed == seed)), key=lambda r: (r.seed or 0))
+        runs = sorted(
+            (r for r in self.ablation if component(r) == name and (seed is None or r.seed == seed)),
+            key=lambda r: r.seed or 0,
+        )
         return runs[0] if runs else None
 
     @property
@@ -84,8 +88,9 @@ class Study:
         """Paired ΔCE (last steps) of component `name` against the base run of the same seed,
         one value per seed that has both."""
         base = {r.seed: r for r in self.ablation if component(r) == "base"}
-        values = [paired_ce_difference(r, base[r.seed]) for r in self.ablation
-                  if component(r) == name and r.seed in base]
+        values = [
+            paired_ce_difference(r, base[r.seed]) for r in self.ablation if component(r) == name and r.seed in base
+        ]
         return [v for v in values if math.isfinite(v)]
 
     @property
@@ -96,15 +101,21 @@ class Study:
     @property
     def schedules(self) -> list[Run]:
         """IDTS on at c = 0.5 with LATF adaptive, fixed, linear or cosine r: Table 4."""
-        return [r for r in self._rkl() if _cfg(r, "idts") == "on" and _c(r) == 0.5
-                and _cfg(r, "latf") in ("adaptive", "fixed", "linear", "cosine")]
+        return [
+            r
+            for r in self._rkl()
+            if _cfg(r, "idts") == "on" and _c(r) == 0.5 and _cfg(r, "latf") in ("adaptive", "fixed", "linear", "cosine")
+        ]
 
     def arms(self, table: str) -> list[Run]:
         """The runs that are an arm of the paper's `table` (analysis.tables.table_arm), sorted by
         the table's arm order, then seed."""
         order = {arm: i for i, arm in enumerate(arm_labels(table))}
-        chosen = [(order[arm], r.seed or 0, i, r) for i, r in enumerate(self.runs)
-                  if (arm := table_arm(r.config, table)) is not None]
+        chosen = [
+            (order[arm], r.seed or 0, i, r)
+            for i, r in enumerate(self.runs)
+            if (arm := table_arm(r.config, table)) is not None
+        ]
         return [r for *_, r in sorted(chosen, key=lambda x: x[:3])]
 
     @property
@@ -127,6 +138,10 @@ class Study:
     def divergences(self) -> list[Run]:
         """Every base divergence and data regime, plain (base) and with AdaKD (full, c = 0.5):
         Table 1."""
-        return [r for r in self.runs if _plain_setting({**r.config, "regime": "ground_truth"})
-                and component(r) in ("base", "full (AdaKD)")
-                and (_cfg(r, "idts") == "off" or _c(r) == 0.5)]
+        return [
+            r
+            for r in self.runs
+            if _plain_setting({**r.config, "regime": "ground_truth"})
+            and component(r) in ("base", "full (AdaKD)")
+            and (_cfg(r, "idts") == "off" or _c(r) == 0.5)
+        ]

@@ -10,8 +10,16 @@ import pandas as pd
 
 from analysis.figures import c_sweep_frame
 from analysis.report.markdown import compare, fmt, md_table
-from analysis.report.numbers import (final_rouge, group_medians, nan_mean, paired_ce_difference, paired_ce_se,
-                                     probe_summary, ratio_summary, window_mean)
+from analysis.report.numbers import (
+    final_rouge,
+    group_medians,
+    nan_mean,
+    paired_ce_difference,
+    paired_ce_se,
+    probe_summary,
+    ratio_summary,
+    window_mean,
+)
 from analysis.report.settings import PAPER_TABLE2, REGENERATE, WINDOW
 from analysis.report.study import Study, _c, _cfg, component
 from analysis.runs import Run, method_label
@@ -30,21 +38,46 @@ def table2_section(study: Study, threshold: float) -> str:
     for _, row in table.iterrows():
         comp = row["component"]
         paper = PAPER_TABLE2.get(comp)
-        rows.append([comp, row["method"], row["average"], row["n_seeds"], row["Δ average"] or "–",
-                     fmt(paper), fmt(paper - PAPER_TABLE2["base"], signed=True) if paper else "–"])
+        rows.append(
+            [
+                comp,
+                row["method"],
+                row["average"],
+                row["n_seeds"],
+                row["Δ average"] or "–",
+                fmt(paper),
+                fmt(paper - PAPER_TABLE2["base"], signed=True) if paper else "–",
+            ]
+        )
     refs = results_frame(study.ablation, references=True)
     refs = refs[(refs["dataset"] == "average") & refs["method"].isin(["teacher", "student (init)"])]
     for _, ref in refs.iterrows():
         rows.append([ref["method"], "", fmt(ref["mean"]), int(ref["n_seeds"]), "", "", ""])
     if study.sft:  # the SFT baseline: cross-entropy on the references, no teacher term
-        rows.append(["SFT", "SFT", fmt(float(np.mean([final_rouge(r) for r in study.sft]))), len(study.sft),
-                     "", "", ""])
-    out.append(md_table(["component", "method", "ROUGE-L (ours)", "seeds", "Δ vs base (ours)",
-                         "ROUGE-L (paper)", "Δ vs base (paper)"], rows))
+        rows.append(
+            ["SFT", "SFT", fmt(float(np.mean([final_rouge(r) for r in study.sft]))), len(study.sft), "", "", ""]
+        )
+    out.append(
+        md_table(
+            [
+                "component",
+                "method",
+                "ROUGE-L (ours)",
+                "seeds",
+                "Δ vs base (ours)",
+                "ROUGE-L (paper)",
+                "Δ vs base (paper)",
+            ],
+            rows,
+        )
+    )
     c = runs[0].config
-    out += ["", f"Ours: `{c.get('teacher')}` → `{c.get('student')}` student, `{c.get('data')}` data, "
-            f"{c.get('eval_examples')} prompts. Paper: Qwen2-7B → Qwen2-1.5B, average of Dolly / "
-            "S-NI / UnNI."]
+    out += [
+        "",
+        f"Ours: `{c.get('teacher')}` → `{c.get('student')}` student, `{c.get('data')}` data, "
+        f"{c.get('eval_examples')} prompts. Paper: Qwen2-7B → Qwen2-1.5B, average of Dolly / "
+        "S-NI / UnNI.",
+    ]
     base = avg["mean"].get(method_label({"divergence": "rkl", "latf": "off", "idts": "off"}))
     if base is not None:
         readings = []
@@ -57,9 +90,12 @@ def table2_section(study: Study, threshold: float) -> str:
             verdict = "within noise" if abs(d) < threshold else ("above" if d > 0 else "below")
             readings.append(f"{comp} {fmt(d, signed=True)} ({verdict})")
         paper_order = "the paper's ordering (full > +IDTS > +LATF ≈ base)"
-        out += ["", f"Reading: against base, {', '.join(readings)}. "
-                f"With the noise estimate above, this ablation can neither confirm nor refute "
-                f"{paper_order} unless a difference exceeds {fmt(threshold, 1)} points."]
+        out += [
+            "",
+            f"Reading: against base, {', '.join(readings)}. "
+            f"With the noise estimate above, this ablation can neither confirm nor refute "
+            f"{paper_order} unless a difference exceeds {fmt(threshold, 1)} points.",
+        ]
     return "\n".join(out)
 
 
@@ -75,55 +111,87 @@ def loss_section(study: Study) -> str:
         base = base_by_seed.get(run.seed)
         paired = paired_ce_difference(run, base) if base is not None and base is not run else math.nan
         paired_se = paired_ce_se(run, base) if base is not None and base is not run else math.nan
-        rows.append([
-            component(run), run.seed, fmt(window_mean(run, "kd", "first"), 3), fmt(window_mean(run, "kd", "last"), 3),
-            fmt(window_mean(run, "ce", "first"), 3), fmt(window_mean(run, "ce", "last"), 3),
-            "–" if base is run else f"{fmt(paired, 3, signed=True)} ± {fmt(paired_se, 3)}",
-            f"{fmt(p.get('difficulty_first', math.nan), 3)} → {fmt(p.get('difficulty_last', math.nan), 3)}",
-            f"{fmt(p.get('ce_student_first', math.nan), 2)} → {fmt(p.get('ce_student_last', math.nan), 2)}",
-        ])
-    out.append(md_table(
-        ["component", "seed", f"KD objective, steps 1–{WINDOW}", f"KD objective, last {WINDOW}",
-         f"CE on labels, steps 1–{WINDOW}", f"CE on labels, last {WINDOW}",
-         f"paired ΔCE vs base, last {WINDOW} (± SE)", "probe difficulty first → last probe",
-         "probe CE (student) first → last"], rows))
+        rows.append(
+            [
+                component(run),
+                run.seed,
+                fmt(window_mean(run, "kd", "first"), 3),
+                fmt(window_mean(run, "kd", "last"), 3),
+                fmt(window_mean(run, "ce", "first"), 3),
+                fmt(window_mean(run, "ce", "last"), 3),
+                "–" if base is run else f"{fmt(paired, 3, signed=True)} ± {fmt(paired_se, 3)}",
+                f"{fmt(p.get('difficulty_first', math.nan), 3)} → {fmt(p.get('difficulty_last', math.nan), 3)}",
+                f"{fmt(p.get('ce_student_first', math.nan), 2)} → {fmt(p.get('ce_student_last', math.nan), 2)}",
+            ]
+        )
+    out.append(
+        md_table(
+            [
+                "component",
+                "seed",
+                f"KD objective, steps 1–{WINDOW}",
+                f"KD objective, last {WINDOW}",
+                f"CE on labels, steps 1–{WINDOW}",
+                f"CE on labels, last {WINDOW}",
+                f"paired ΔCE vs base, last {WINDOW} (± SE)",
+                "probe difficulty first → last probe",
+                "probe CE (student) first → last",
+            ],
+            rows,
+        )
+    )
     teacher_ce = np.array([probe_summary(r).get("ce_teacher_last", math.nan) for r in runs], dtype=float)
-    out += ["",
-            f"Losses in nats per token, averaged over {WINDOW} steps (batch "
-            f"{runs[0].config.get('batch_size')} gives {tokens_range(runs)} response tokens per "
-            "step). The KD objective is what each arm optimises: plain reverse KL over "
-            "all tokens for base, but only the LATF-selected (hardest) tokens and/or per-token "
-            "temperatures for the others, so it is not comparable across arms. CE on labels (the "
-            "student's cross-entropy on every response token of the training batch) and the probe "
-            "columns (the same fixed held-out tokens for every arm: mean Hellinger difficulty at "
-            "τ = 1 and the student's −log p(label)) are comparable. Runs of the same seed see the "
-            "same batches, so the paired ΔCE removes the batch-to-batch spread; its ± is the "
-            "standard error over those steps, which understates the uncertainty (neighbouring "
-            "steps share a model, and the seed spread is not in it)."
-            + (f" The teacher's probe CE is {fmt(nan_mean(teacher_ce), 2)} nats."
-               if np.isfinite(teacher_ce).any() else "")]
+    out += [
+        "",
+        f"Losses in nats per token, averaged over {WINDOW} steps (batch "
+        f"{runs[0].config.get('batch_size')} gives {tokens_range(runs)} response tokens per "
+        "step). The KD objective is what each arm optimises: plain reverse KL over "
+        "all tokens for base, but only the LATF-selected (hardest) tokens and/or per-token "
+        "temperatures for the others, so it is not comparable across arms. CE on labels (the "
+        "student's cross-entropy on every response token of the training batch) and the probe "
+        "columns (the same fixed held-out tokens for every arm: mean Hellinger difficulty at "
+        "τ = 1 and the student's −log p(label)) are comparable. Runs of the same seed see the "
+        "same batches, so the paired ΔCE removes the batch-to-batch spread; its ± is the "
+        "standard error over those steps, which understates the uncertainty (neighbouring "
+        "steps share a model, and the seed spread is not in it)."
+        + (f" The teacher's probe CE is {fmt(nan_mean(teacher_ce), 2)} nats." if np.isfinite(teacher_ce).any() else ""),
+    ]
     base, full = study.arm("base"), study.full
 
     def span(key: str, digits: int) -> str:
         values = [v for r in runs if math.isfinite(v := probe_summary(r).get(key, math.nan))]
         low, high = min(values), max(values)
-        return fmt(low, digits) if round(low, digits) == round(high, digits) else \
-            f"{fmt(low, digits)}–{fmt(high, digits)}"
+        return (
+            fmt(low, digits) if round(low, digits) == round(high, digits) else f"{fmt(low, digits)}–{fmt(high, digits)}"
+        )
 
     if base is not None and full is not None:
         pb, pf = probe_summary(base), probe_summary(full)
-        reading = compare(paired_ce_difference(full, base), 0.0,
-                          f"AdaKD's CE on labels over the last {WINDOW} steps (paired with base)", " nats", 3)
+        reading = compare(
+            paired_ce_difference(full, base),
+            0.0,
+            f"AdaKD's CE on labels over the last {WINDOW} steps (paired with base)",
+            " nats",
+            3,
+        )
         if "difficulty_last" in pb and "difficulty_last" in pf:  # runs without probes have none
             reading += (
-                "; " + compare(pf["difficulty_last"], pb["difficulty_last"],
-                               "its mean probe difficulty at the last probe (vs base)", "", 3)
-                + "; " + compare(pf["ce_student_last"], pb["ce_student_last"], "its probe CE (vs base)", " nats", 2)
+                "; "
+                + compare(
+                    pf["difficulty_last"],
+                    pb["difficulty_last"],
+                    "its mean probe difficulty at the last probe (vs base)",
+                    "",
+                    3,
+                )
+                + "; "
+                + compare(pf["ce_student_last"], pb["ce_student_last"], "its probe CE (vs base)", " nats", 2)
                 + f". After {int(base.config.get('max_steps', 0))} steps the arms' mean probe "
                 f"difficulty is {span('difficulty_last', 3)} (from {fmt(pb['difficulty_first'], 3)} "
                 f"before training) and their probe CE {span('ce_student_last', 2)} nats (from "
                 f"{fmt(pb['ce_student_first'], 2)}), against the teacher's "
-                f"{fmt(pb['ce_teacher_last'], 2)} nats")
+                f"{fmt(pb['ce_teacher_last'], 2)} nats"
+            )
         out += ["", f"Reading: {reading}."]
     out += seed_consistency_reading(study)
     # difficulty per group, paper split
@@ -131,15 +199,25 @@ def loss_section(study: Study) -> str:
     for run in runs:
         med = group_medians(run)
         if med:
-            rows.append([component(run), run.seed] + [
-                f"{fmt(med[g][0], 3)} → {fmt(med[g][1], 3)} ({fmt(med[g][1] - med[g][0], 3, signed=True)})"
-                if g in med else "–" for g in ("hard", "mid", "easy")])
+            rows.append(
+                [component(run), run.seed]
+                + [
+                    f"{fmt(med[g][0], 3)} → {fmt(med[g][1], 3)} ({fmt(med[g][1] - med[g][0], 3, signed=True)})"
+                    if g in med
+                    else "–"
+                    for g in ("hard", "mid", "easy")
+                ]
+            )
     if rows:
         steps = runs[0].probe_steps
-        out += ["", f"Median probe difficulty per group, step {steps[0]} → step {steps[-1]} "
-                "(paper split at r = 0.5: hardest 25 % / next 25 % / easiest 50 % of the probe "
-                "tokens, recomputed at each probe):", "",
-                md_table(["component", "seed", "hard", "mid", "easy"], rows)]
+        out += [
+            "",
+            f"Median probe difficulty per group, step {steps[0]} → step {steps[-1]} "
+            "(paper split at r = 0.5: hardest 25 % / next 25 % / easiest 50 % of the probe "
+            "tokens, recomputed at each probe):",
+            "",
+            md_table(["component", "seed", "hard", "mid", "easy"], rows),
+        ]
     return "\n".join(out)
 
 
@@ -147,21 +225,29 @@ def seed_consistency_reading(study: Study) -> list[str]:
     """Per component with two or more seeds: the paired ΔCE vs the same seed's base, as
     mean ± std over seeds and how many seeds share its sign (the seed spread the single-run
     ± above leaves out)."""
-    parts = [f"{name} {seed_spread_text(values)}" for name in ("+IDTS", "+LATF", "full (AdaKD)")
-             if len(values := study.paired_ce_by_seed(name)) >= 2]
+    parts = [
+        f"{name} {seed_spread_text(values)}"
+        for name in ("+IDTS", "+LATF", "full (AdaKD)")
+        if len(values := study.paired_ce_by_seed(name)) >= 2
+    ]
     if not parts:
         return []
-    return ["", f"Across seeds, the paired ΔCE vs base over the last {WINDOW} steps (mean ± std over "
-            "seeds) is: " + "; ".join(parts) + ". A sign that every seed shares is stronger evidence "
-            "than any single number of the tables above."]
+    return [
+        "",
+        f"Across seeds, the paired ΔCE vs base over the last {WINDOW} steps (mean ± std over "
+        "seeds) is: " + "; ".join(parts) + ". A sign that every seed shares is stronger evidence "
+        "than any single number of the tables above.",
+    ]
 
 
 def seed_spread_text(values: list[float]) -> str:
-    """"-0.566 ± 0.043 nats (3 of 3 seeds below zero)" for paired differences over seeds."""
+    """ "-0.566 ± 0.043 nats (3 of 3 seeds below zero)" for paired differences over seeds."""
     mean = float(np.mean(values))
     agree = sum(np.sign(v) == np.sign(mean) for v in values)
-    return (f"{fmt(mean, 3, signed=True)} ± {fmt(float(np.std(values, ddof=1)), 3)} nats ({agree} of "
-            f"{len(values)} seeds {'below' if mean < 0 else 'above'} zero)")
+    return (
+        f"{fmt(mean, 3, signed=True)} ± {fmt(float(np.std(values, ddof=1)), 3)} nats ({agree} of "
+        f"{len(values)} seeds {'below' if mean < 0 else 'above'} zero)"
+    )
 
 
 def tokens_range(runs: list[Run]) -> str:
@@ -182,18 +268,27 @@ def _rows_with_loss(runs: list[Run], key) -> list[list]:
     rows = []
     for k, part in groups.items():
         rouge = [final_rouge(r) for r in part]
-        rows.append([k, part[0].label, fmt(nan_mean(rouge)), len(part),
-                     fmt(nan_mean([window_mean(r, "ce", "last") for r in part]), 3),
-                     fmt(nan_mean([probe_summary(r).get("difficulty_last", math.nan) for r in part]), 3)])
+        rows.append(
+            [
+                k,
+                part[0].label,
+                fmt(nan_mean(rouge)),
+                len(part),
+                fmt(nan_mean([window_mean(r, "ce", "last") for r in part]), 3),
+                fmt(nan_mean([probe_summary(r).get("difficulty_last", math.nan) for r in part]), 3),
+            ]
+        )
     return rows
 
 
 def table4_section(study: Study, threshold: float) -> str:
     runs = study.schedules
     out = ["## Table 4 shape: LATF against fixed and scheduled ratios (IDTS on, c = 0.5)", ""]
+
     def key(r):
         s = ratio_summary(r)
         return f"{_cfg(r, 'latf')} (r {fmt(s['first'])} → {fmt(s['last'])})"
+
     rows = _rows_with_loss(runs, key)
     latf = {r.seed: r for r in runs if _cfg(r, "latf") == "adaptive"}
     firsts: dict = {}
@@ -202,32 +297,60 @@ def table4_section(study: Study, threshold: float) -> str:
     paired = []
     for run in firsts.values():
         ref = latf.get(run.seed)
-        paired.append("–" if ref is None or ref is run else
-                      f"{fmt(paired_ce_difference(run, ref), 3, signed=True)} ± "
-                      f"{fmt(paired_ce_se(run, ref), 3)}")
+        paired.append(
+            "–"
+            if ref is None or ref is run
+            else f"{fmt(paired_ce_difference(run, ref), 3, signed=True)} ± {fmt(paired_ce_se(run, ref), 3)}"
+        )
     rows = [row + [p] for row, p in zip(rows, paired)]
-    out.append(md_table(["schedule", "method", "ROUGE-L", "seeds", f"CE on labels, last {WINDOW}",
-                         "probe difficulty, last probe",
-                         f"paired ΔCE vs LATF, last {WINDOW} (± SE)"], rows))
+    out.append(
+        md_table(
+            [
+                "schedule",
+                "method",
+                "ROUGE-L",
+                "seeds",
+                f"CE on labels, last {WINDOW}",
+                "probe difficulty, last probe",
+                f"paired ΔCE vs LATF, last {WINDOW} (± SE)",
+            ],
+            rows,
+        )
+    )
     scores = [final_rouge(r) for r in runs if (r.seed or 0) == 0]
     if len(scores) >= 2:
         spread = max(scores) - min(scores)
-        out += ["", f"Reading: the ROUGE-L range over the schedules is {fmt(spread)} points, "
-                + ("within" if spread < threshold else "above")
-                + f" the {fmt(threshold, 1)}-point noise level; the CE columns are the better "
-                "comparison (same seed, same batches)."]
+        out += [
+            "",
+            f"Reading: the ROUGE-L range over the schedules is {fmt(spread)} points, "
+            + ("within" if spread < threshold else "above")
+            + f" the {fmt(threshold, 1)}-point noise level; the CE columns are the better "
+            "comparison (same seed, same batches).",
+        ]
     if not any(_cfg(r, "latf") in ("fixed", "cosine") for r in runs):
-        out += ["", f"Fixed r = 0.75 and cosine 1.0 → 0.75 have not finished yet "
-                f"(`{REGENERATE} schedules`)."]
+        out += ["", f"Fixed r = 0.75 and cosine 1.0 → 0.75 have not finished yet (`{REGENERATE} schedules`)."]
     return "\n".join(out)
 
 
 # The rows of Tables 3 and 5 (arms of adakd.presets.TABLES), as the report names them.
-TABLE3_NAMES = {"hellinger": "Hellinger (AdaKD)", "fkl": "forward KL", "rkl": "reverse KL",
-                "jsd": "Jensen–Shannon", "ce": "cross-entropy", "topk": "NMTKD top-5 rank violation"}
-TABLE5_NAMES = {"fixed-1.0": "fixed τ = 1", "fixed-0.8": "fixed τ = 0.8", "fixed-1.2": "fixed τ = 1.2",
-                "fixed-e-0.5": "fixed τ = e^-0.5", "inverse": "inverse IDTS (c = 0.5)", "ctkd": "CTKD",
-                "logit-std": "logit standardisation", "idts": "IDTS (c = 0.5)"}
+TABLE3_NAMES = {
+    "hellinger": "Hellinger (AdaKD)",
+    "fkl": "forward KL",
+    "rkl": "reverse KL",
+    "jsd": "Jensen–Shannon",
+    "ce": "cross-entropy",
+    "topk": "NMTKD top-5 rank violation",
+}
+TABLE5_NAMES = {
+    "fixed-1.0": "fixed τ = 1",
+    "fixed-0.8": "fixed τ = 0.8",
+    "fixed-1.2": "fixed τ = 1.2",
+    "fixed-e-0.5": "fixed τ = e^-0.5",
+    "inverse": "inverse IDTS (c = 0.5)",
+    "ctkd": "CTKD",
+    "logit-std": "logit standardisation",
+    "idts": "IDTS (c = 0.5)",
+}
 
 
 def _arm_section(runs: list[Run], table: str, title: str, column: str, names: dict[str, str]) -> str:
@@ -235,9 +358,12 @@ def _arm_section(runs: list[Run], table: str, title: str, column: str, names: di
     paper's order, and a line naming the arms not yet run (single-seed rows say so)."""
     out = [title, ""]
     if runs:
-        out.append(md_table([column, "method", "ROUGE-L", "seeds", f"CE on labels, last {WINDOW}",
-                             "probe difficulty, last probe"],
-                            _rows_with_loss(runs, lambda r: names[table_arm(r.config, table)])))
+        out.append(
+            md_table(
+                [column, "method", "ROUGE-L", "seeds", f"CE on labels, last {WINDOW}", "probe difficulty, last probe"],
+                _rows_with_loss(runs, lambda r: names[table_arm(r.config, table)]),
+            )
+        )
         if any(row[3] == 1 for row in _rows_with_loss(runs, lambda r: table_arm(r.config, table))):
             out += ["", "Rows with 1 seed are single-seed runs: read them against the noise level above."]
     missing = [name for arm, name in names.items() if not any(table_arm(r.config, table) == arm for r in runs)]
@@ -247,17 +373,19 @@ def _arm_section(runs: list[Run], table: str, title: str, column: str, names: di
 
 
 def table3_section(study: Study) -> str:
-    return _arm_section(study.indicators, "table3", "## Table 3 shape: difficulty indicator (full AdaKD)",
-                        "indicator", TABLE3_NAMES)
+    return _arm_section(
+        study.indicators, "table3", "## Table 3 shape: difficulty indicator (full AdaKD)", "indicator", TABLE3_NAMES
+    )
 
 
 def table5_section(study: Study) -> str:
-    return _arm_section(study.temperatures, "table5", "## Table 5 shape: temperature strategy (LATF on)",
-                        "temperature", TABLE5_NAMES)
+    return _arm_section(
+        study.temperatures, "table5", "## Table 5 shape: temperature strategy (LATF on)", "temperature", TABLE5_NAMES
+    )
 
 
 def ce_by_c(runs: list[Run]) -> str:
-    """" CE on labels (last WINDOW steps) is lowest at c = …, highest at c = … (range …)."""
+    """ " CE on labels (last WINDOW steps) is lowest at c = …, highest at c = … (range …)."""
     ce: dict[float, list[float]] = {}
     for run in runs:
         ce.setdefault(_c(run), []).append(window_mean(run, "ce", "last"))
@@ -265,8 +393,10 @@ def ce_by_c(runs: list[Run]) -> str:
         return ""
     means = {c: float(np.mean(v)) for c, v in ce.items()}
     low, high = min(means, key=means.get), max(means, key=means.get)
-    return (f" The CE on labels over the last {WINDOW} steps is lowest at c = {fmt(low, 1)} "
-            f"({fmt(means[low], 3)}) and highest at c = {fmt(high, 1)} ({fmt(means[high], 3)}).")
+    return (
+        f" The CE on labels over the last {WINDOW} steps is lowest at c = {fmt(low, 1)} "
+        f"({fmt(means[low], 3)}) and highest at c = {fmt(high, 1)} ({fmt(means[high], 3)})."
+    )
 
 
 def c_section(study: Study, threshold: float) -> str:
@@ -277,23 +407,31 @@ def c_section(study: Study, threshold: float) -> str:
     rows = []
     for _, row in frame.iterrows():
         part = [r for r in runs if _c(r) == row["c"]]
-        rows.append([fmt(row["c"], 1), fmt(row["rouge_l_mean"]), int(row["n_seeds"]),
-                     fmt(float(np.mean([window_mean(r, "ce", "last") for r in part])), 3),
-                     fmt(float(np.mean([probe_summary(r).get("difficulty_last", math.nan)
-                                        for r in part])), 3)])
-    out.append(md_table(["c", "ROUGE-L", "seeds", f"CE on labels, last {WINDOW}",
-                         "probe difficulty, last probe"], rows))
+        rows.append(
+            [
+                fmt(row["c"], 1),
+                fmt(row["rouge_l_mean"]),
+                int(row["n_seeds"]),
+                fmt(float(np.mean([window_mean(r, "ce", "last") for r in part])), 3),
+                fmt(float(np.mean([probe_summary(r).get("difficulty_last", math.nan) for r in part])), 3),
+            ]
+        )
+    out.append(
+        md_table(["c", "ROUGE-L", "seeds", f"CE on labels, last {WINDOW}", "probe difficulty, last probe"], rows)
+    )
     if len(frame) >= 2:
         spread = float(frame["rouge_l_mean"].max() - frame["rouge_l_mean"].min())
         best = float(frame.loc[frame["rouge_l_mean"].idxmax(), "c"])
-        out += ["", f"Reading: the highest ROUGE-L is at c = {fmt(best, 1)}; the range over c is "
-                f"{fmt(spread)} points, which is "
-                + ("within" if spread < threshold else "above")
-                + f" the {fmt(threshold, 1)}-point noise level (the paper's default is c = 0.5)."
-                + ce_by_c(runs)]
+        out += [
+            "",
+            f"Reading: the highest ROUGE-L is at c = {fmt(best, 1)}; the range over c is "
+            f"{fmt(spread)} points, which is "
+            + ("within" if spread < threshold else "above")
+            + f" the {fmt(threshold, 1)}-point noise level (the paper's default is c = 0.5)."
+            + ce_by_c(runs),
+        ]
     planned = {0.1, 0.3, 0.5, 0.7, 0.9}
     missing = sorted(planned - {round(float(c), 2) for c in frame["c"]})
     if missing:
-        out += ["", f"Not yet run: c = {', '.join(fmt(c, 1) for c in missing)} "
-                f"(`{REGENERATE} c-sweep`)."]
+        out += ["", f"Not yet run: c = {', '.join(fmt(c, 1) for c in missing)} (`{REGENERATE} c-sweep`)."]
     return "\n".join(out)

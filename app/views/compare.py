@@ -7,9 +7,12 @@ from app import state
 
 CMP = "analysis.figures.compare"
 
-ui.header("Compare", "Several runs side by side: loss curves of r schedules against LATF "
-          "(Fig. 3b), ROUGE-L against the IDTS strength c (Fig. 3c–d), result and ablation "
-          "tables, and which tokens two runs find hard.")
+ui.header(
+    "Compare",
+    "Several runs side by side: loss curves of r schedules against LATF "
+    "(Fig. 3b), ROUGE-L against the IDTS strength c (Fig. 3c–d), result and ablation "
+    "tables, and which tokens two runs find hard.",
+)
 
 table = state.list_runs()
 if table.empty:
@@ -29,65 +32,118 @@ curves, sweep, results, diff = st.tabs(["Loss curves", "IDTS strength c", "Table
 with curves:
     c1, c2 = st.columns([2, 3])
     metric = c1.segmented_control("Curve", ["kd", "loss", "ce", "ratio"], default="kd", key="compare-metric")
-    smoothing = c2.slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="compare-smoothing",
-                          help="Exponential moving average weight (as in TensorBoard); raw values stay faint.")
+    smoothing = c2.slider(
+        "Smoothing",
+        0.0,
+        0.95,
+        0.0,
+        0.05,
+        key="compare-smoothing",
+        help="Exponential moving average weight (as in TensorBoard); raw values stay faint.",
+    )
     with ui.guarded("the loss curves"):
         df = state.frame_of_runs(CMP, "loss_curves_frame", paths, metric=metric or "kd", smoothing=smoothing)
         fig = compare.loss_curves_figure(df, title=f"{metric or 'kd'} over training")
-        ui.figure(fig, df, f"compare-{metric or 'kd'}-curves", key="curves",
-                  caption="One line per run (label: method and seed).")
+        ui.figure(
+            fig,
+            df,
+            f"compare-{metric or 'kd'}-curves",
+            key="curves",
+            caption="One line per run (label: method and seed).",
+        )
 
 with sweep:
     with ui.guarded("the c sweep"):
         df = state.frame_of_runs(CMP, "c_sweep_frame", paths)
         if df.empty:
-            ui.empty_state("No evaluated runs with IDTS among the chosen ones. A c sweep "
-                           "(Train page → sweep over c) gives one run per c value.", train_link=True)
+            ui.empty_state(
+                "No evaluated runs with IDTS among the chosen ones. A c sweep "
+                "(Train page → sweep over c) gives one run per c value.",
+                train_link=True,
+            )
         else:
             fig = compare.c_sweep_figure(df, title="ROUGE-L against IDTS strength c")
-            ui.figure(fig, df, "compare-c-sweep", key="c-sweep",
-                      caption="Per dataset and averaged; points are means over seeds with their spread. "
-                              "Each method (its label without c) is its own line: two methods are never "
-                              "pooled into one point.")
+            ui.figure(
+                fig,
+                df,
+                "compare-c-sweep",
+                key="c-sweep",
+                caption="Per dataset and averaged; points are means over seeds with their spread. "
+                "Each method (its label without c) is its own line: two methods are never "
+                "pooled into one point.",
+            )
 
 with results:
     with ui.guarded("the results table"):
         st.subheader("Results")
         df = state.frame_of_runs("analysis.tables", "results_table", paths)
         st.dataframe(df, hide_index=True)
-        st.download_button("CSV", df.to_csv(index=False), "results.csv", "text/csv",
-                           key="dl-results-csv", icon=":material/download:", on_click="ignore")
+        st.download_button(
+            "CSV",
+            df.to_csv(index=False),
+            "results.csv",
+            "text/csv",
+            key="dl-results-csv",
+            icon=":material/download:",
+            on_click="ignore",
+        )
     with ui.guarded("the paper's tables"):
         st.subheader("By paper table")
-        names = {"table1": "Table 1 — methods ± AdaKD, SFT", "table3": "Table 3 — difficulty indicator",
-                 "table4": "Table 4 — ratio schedule", "table5": "Table 5 — temperature strategy"}
-        table = st.selectbox("Paper table", list(names), format_func=names.get, key="compare-paper-table",
-                             help="The chosen runs that are an arm of this table (same method as the arm's "
-                                  "preset, any seed); one row per arm, mean ± std over its runs.")
+        names = {
+            "table1": "Table 1 — methods ± AdaKD, SFT",
+            "table3": "Table 3 — difficulty indicator",
+            "table4": "Table 4 — ratio schedule",
+            "table5": "Table 5 — temperature strategy",
+        }
+        table = st.selectbox(
+            "Paper table",
+            list(names),
+            format_func=names.get,
+            key="compare-paper-table",
+            help="The chosen runs that are an arm of this table (same method as the arm's "
+            "preset, any seed); one row per arm, mean ± std over its runs.",
+        )
         df = state.frame_of_runs("analysis.tables", "paper_table", paths, table=table)
         if df.empty:
-            st.caption(f"None of the chosen runs is an arm of {names[table].split(' —')[0]}: run "
-                       f"`python -m adakd sweep --preset demo --grid {table}`.")
+            st.caption(
+                f"None of the chosen runs is an arm of {names[table].split(' —')[0]}: run "
+                f"`python -m adakd sweep --preset demo --grid {table}`."
+            )
         else:
             st.dataframe(df, hide_index=True)
-            st.download_button("CSV", df.to_csv(index=False), f"{table}.csv", "text/csv",
-                               key="dl-paper-table-csv", icon=":material/download:", on_click="ignore")
+            st.download_button(
+                "CSV",
+                df.to_csv(index=False),
+                f"{table}.csv",
+                "text/csv",
+                key="dl-paper-table-csv",
+                icon=":material/download:",
+                on_click="ignore",
+            )
     with ui.guarded("the ablation table"):
         st.subheader("Ablation")
         df = state.frame_of_runs("analysis.tables", "ablation_table", paths)
         if df.empty:
-            st.caption("No ablation arms (base, +IDTS, +LATF, full AdaKD) among the chosen runs: "
-                       "start an ablation set on the Train page.")
+            st.caption(
+                "No ablation arms (base, +IDTS, +LATF, full AdaKD) among the chosen runs: "
+                "start an ablation set on the Train page."
+            )
         else:
             st.dataframe(df, hide_index=True)
-            st.download_button("CSV", df.to_csv(index=False), "ablation.csv", "text/csv",
-                               key="dl-ablation-csv", icon=":material/download:", on_click="ignore")
+            st.download_button(
+                "CSV",
+                df.to_csv(index=False),
+                "ablation.csv",
+                "text/csv",
+                key="dl-ablation-csv",
+                icon=":material/download:",
+                on_click="ignore",
+            )
 
 with diff:
     probed = [p for p, r in zip(paths, runs) if not r.tokens.empty]
     if len(probed) < 2:
-        ui.empty_state("The token diff needs two runs with probe data among the chosen runs.",
-                       train_link=False)
+        ui.empty_state("The token diff needs two runs with probe data among the chosen runs.", train_link=False)
     else:
         names = {p: state.load_run(p).name for p in probed}
         c = st.columns(2)
@@ -96,6 +152,11 @@ with diff:
         with ui.guarded("the token diff"):
             df = state.frame(CMP, "token_diff_frame", a, b)
             fig = compare.token_diff_figure(df, title=f"Difficulty: {names[a]} vs {names[b]}")
-            ui.figure(fig, df, f"token-diff-{names[a]}-{names[b]}", key="token-diff",
-                      caption="Same probe tokens at the last common probe step: above the "
-                              "diagonal, run B finds the token harder than run A.")
+            ui.figure(
+                fig,
+                df,
+                f"token-diff-{names[a]}-{names[b]}",
+                key="token-diff",
+                caption="Same probe tokens at the last common probe step: above the "
+                "diagonal, run B finds the token harder than run A.",
+            )

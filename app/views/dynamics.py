@@ -8,8 +8,11 @@ from app import state
 
 DYN = "analysis.figures.dynamics"
 
-ui.header("Token dynamics", "How hard each response token stays for the student during training "
-          "(paper Fig. 1 top) and how LATF moves the token ratio r with the loss (Fig. 3a).")
+ui.header(
+    "Token dynamics",
+    "How hard each response token stays for the student during training "
+    "(paper Fig. 1 top) and how LATF moves the token ratio r with the loss (Fig. 3a).",
+)
 
 path = ui.run_picker(key="dynamics-run")
 if path is None:
@@ -20,15 +23,25 @@ ui.show_problems(run)
 from analysis.figures import dynamics  # noqa: E402  (after the page shows: imports plotly)
 
 st.subheader("Distillation loss and LATF ratio r")
-metric = st.segmented_control("Loss shown", ["kd", "loss", "ce"], default="kd", key="dynamics-metric",
-                              help="kd: the AdaKD/KD term; loss: the total objective; ce: student "
-                                   "cross-entropy on the labels")
+metric = st.segmented_control(
+    "Loss shown",
+    ["kd", "loss", "ce"],
+    default="kd",
+    key="dynamics-metric",
+    help="kd: the AdaKD/KD term; loss: the total objective; ce: student cross-entropy on the labels",
+)
 with ui.guarded("the loss curve"):
     df = state.frame(DYN, "loss_ratio_frame", path)
-    fig = dynamics.loss_ratio_figure(df, events=run.events, metric=metric or "kd",
-                                     title=f"Loss and LATF ratio — {run.name}")
-    ui.figure(fig, df, f"{run.name}-loss-ratio", key="loss-ratio",
-              caption="Diamonds: LATF ratio changes (hover for old → new r); crosses: skipped steps.")
+    fig = dynamics.loss_ratio_figure(
+        df, events=run.events, metric=metric or "kd", title=f"Loss and LATF ratio — {run.name}"
+    )
+    ui.figure(
+        fig,
+        df,
+        f"{run.name}-loss-ratio",
+        key="loss-ratio",
+        caption="Diamonds: LATF ratio changes (hover for old → new r); crosses: skipped steps.",
+    )
 
 with ui.guarded("the student-data panel"):
     df = state.frame("analysis.figures.regime", "regime_frame", path)
@@ -37,33 +50,54 @@ with ui.guarded("the student-data panel"):
 
         st.subheader("Student-generated data")
         fig = regime_figure(df, title=f"Student data ({run.config.get('regime', 'regime')}) — {run.name}")
-        ui.figure(fig, df, f"{run.name}-regime", key="regime",
-                  caption="Top: probability of training on student samples (GKD λ_on, DistiLLM φ) and "
-                          "the running share of steps on fresh samples / on any student data; middle: "
-                          "replay-buffer size; bottom: mean generated response length per sampled step.")
+        ui.figure(
+            fig,
+            df,
+            f"{run.name}-regime",
+            key="regime",
+            caption="Top: probability of training on student samples (GKD λ_on, DistiLLM φ) and "
+            "the running share of steps on fresh samples / on any student data; middle: "
+            "replay-buffer size; bottom: mean generated response length per sampled step.",
+        )
 
 if run.tokens.empty:
-    ui.empty_state(f"{run.name} has no probe data (its probe_interval is 0), so there is no "
-                   "per-token view. Runs started from the Train page probe every few steps.",
-                   train_link=False)
+    ui.empty_state(
+        f"{run.name} has no probe data (its probe_interval is 0), so there is no "
+        "per-token view. Runs started from the Train page probe every few steps.",
+        train_link=False,
+    )
     st.stop()
 
 st.subheader("Difficulty of each response token over training")
 examples = sorted(int(e) for e in run.tokens["example"].unique())
-example = st.selectbox("Probe example", examples, key="dynamics-example",
-                       format_func=lambda e: f"example {e}")
+example = st.selectbox("Probe example", examples, key="dynamics-example", format_func=lambda e: f"example {e}")
 with ui.guarded("the difficulty heat map"):
     df = state.frame(DYN, "difficulty_heatmap_frame", path, example=example)
     fig = dynamics.difficulty_heatmap_figure(df, title=f"Token difficulty, probe example {example} — {run.name}")
-    ui.figure(fig, df, f"{run.name}-difficulty-example{example}", key="heatmap",
-              caption="Rows: response tokens in order; colour: Hellinger difficulty s at that "
-                      "probe step (0 = the student matches the teacher).")
+    ui.figure(
+        fig,
+        df,
+        f"{run.name}-difficulty-example{example}",
+        key="heatmap",
+        caption="Rows: response tokens in order; colour: Hellinger difficulty s at that "
+        "probe step (0 = the student matches the teacher).",
+    )
 
 st.subheader("Hard / mid / easy groups")
-split = st.radio("Groups", ["current", "paper"], horizontal=True, key="dynamics-split",
-                 format_func=lambda s: {"current": "at the run's r", "paper": "paper split (r = 0.5: 25/25/50)"}[s])
+split = st.radio(
+    "Groups",
+    ["current", "paper"],
+    horizontal=True,
+    key="dynamics-split",
+    format_func=lambda s: {"current": "at the run's r", "paper": "paper split (r = 0.5: 25/25/50)"}[s],
+)
 with ui.guarded("the group bands"):
     df = state.frame(DYN, "group_difficulty_frame", path, split=split)
     fig = dynamics.group_difficulty_figure(df, title=f"Difficulty by token group — {run.name}")
-    ui.figure(fig, df, f"{run.name}-group-difficulty-{split}", key="groups",
-              caption="Median line with 25–75 % (dark) and 10–90 % (light) bands of s per group.")
+    ui.figure(
+        fig,
+        df,
+        f"{run.name}-group-difficulty-{split}",
+        key="groups",
+        caption="Median line with 25–75 % (dark) and 10–90 % (light) bands of s per group.",
+    )

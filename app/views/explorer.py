@@ -6,9 +6,12 @@ from analysis import run_student
 from app import components as ui
 from app import jobs, models, state
 
-ui.header("Token explorer", "Type a prompt: the teacher's reply (or your reference) is scored by "
-          "teacher and student token by token — difficulty, hard / mid / easy group at ratio r, the "
-          "IDTS temperature at strength c. Pick a token for both models' top-k and its attribution.")
+ui.header(
+    "Token explorer",
+    "Type a prompt: the teacher's reply (or your reference) is scored by "
+    "teacher and student token by token — difficulty, hard / mid / easy group at ratio r, the "
+    "IDTS temperature at strength c. Pick a token for both models' top-k and its attribution.",
+)
 
 RESULT = "explorer-result"
 
@@ -16,15 +19,27 @@ RESULT = "explorer-result"
 def rebuild_panel(path: str, name: str, info: dict) -> None:
     """Offer to train the run's student again from its config.json (adakd/rebuild.py), and follow it."""
     estimate = info["estimate_s"]
-    when = f"about {estimate / 60:.0f} min here if this machine is the one that trained it" if estimate else "as long as the run took"
+    when = (
+        f"about {estimate / 60:.0f} min here if this machine is the one that trained it"
+        if estimate
+        else "as long as the run took"
+    )
     job = jobs.job_for_run(state.runs_root(), info["folder"])
     if job is None or not job.live:
-        st.caption(f"{name} kept no checkpoint. Its trained student can be rebuilt exactly from config.json "
-                   f"(training runs again, {when}; kept in the cache, checked against the run's losses).")
+        st.caption(
+            f"{name} kept no checkpoint. Its trained student can be rebuilt exactly from config.json "
+            f"(training runs again, {when}; kept in the cache, checked against the run's losses)."
+        )
         if st.button("Rebuild the trained student", icon=":material/build:", key=f"rebuild-{path}"):
             try:
-                jobs.submit(state.runs_root(), "rebuild", [path], info["folder"], log_name="rebuild.log",
-                            label=f"rebuild {name}")
+                jobs.submit(
+                    state.runs_root(),
+                    "rebuild",
+                    [path],
+                    info["folder"],
+                    log_name="rebuild.log",
+                    label=f"rebuild {name}",
+                )
             except RuntimeError as err:
                 st.error(str(err))
             st.rerun()
@@ -36,10 +51,14 @@ def rebuild_panel(path: str, name: str, info: dict) -> None:
         if now["built"] is not None:
             st.rerun()  # the rebuilt checkpoint is now in the list
         step, total = now["progress"] or (0, 0)
-        st.progress(step / total if total else 0.0,
-                    text=f"Rebuilding the trained student: step {step} / {total or '…'} ({when})")
+        st.progress(
+            step / total if total else 0.0,
+            text=f"Rebuilding the trained student: step {step} / {total or '…'} ({when})",
+        )
 
     follow()
+
+
 # Typed text is bounded before it reaches the tokenizer; the token bounds (analysis.explorer:
 # 1024 prompt / 512 reply tokens, and the model context) then give the precise message.
 MAX_TEXT_CHARS = 20_000
@@ -48,10 +67,15 @@ source_col, prompt_col = st.columns([2, 3], gap="large")
 
 with source_col:
     st.subheader("Models")
-    kind = st.radio("Teacher and student", ["run", "tiny"], horizontal=True, key="explorer-source",
-                    format_func={"run": "from a run", "tiny": "tiny random (instant)"}.get,
-                    help="From a run: the run's own teacher, and its student at initialisation or "
-                         "at a checkpoint. Tiny random: two untrained 2-layer models, for trying the page.")
+    kind = st.radio(
+        "Teacher and student",
+        ["run", "tiny"],
+        horizontal=True,
+        key="explorer-source",
+        format_func={"run": "from a run", "tiny": "tiny random (instant)"}.get,
+        help="From a run: the run's own teacher, and its student at initialisation or "
+        "at a checkpoint. Tiny random: two untrained 2-layer models, for trying the page.",
+    )
     spec = models.TINY_SPEC
     if kind == "run":
         path = ui.run_picker(key="explorer-run")
@@ -70,11 +94,15 @@ with source_col:
             rebuilt = rebuild["built"] is not None and s == rebuild["built"][0] and s not in own
             return f"checkpoint at step {s}" + (" (rebuilt from config.json)" if rebuilt else "")
 
-        step = st.selectbox("Student", options, key=f"explorer-step-{path}", index=1 if checkpoints else 0,
-                            format_func=label)
+        step = st.selectbox(
+            "Student", options, key=f"explorer-step-{path}", index=1 if checkpoints else 0, format_func=label
+        )
         if step is None and run.state == "finished":
-            st.warning("This run finished training, but the student scored here is the one **at initialisation**, "
-                       "not the trained one.", icon=":material/warning:")
+            st.warning(
+                "This run finished training, but the student scored here is the one **at initialisation**, "
+                "not the trained one.",
+                icon=":material/warning:",
+            )
         if not checkpoints and run.state == "finished":
             rebuild_panel(path, run.name, rebuild)
         spec = models.run_spec(run, step)
@@ -84,14 +112,27 @@ with source_col:
 with prompt_col:
     st.subheader("Prompt")
     with st.form("explorer-form", border=False):
-        prompt = st.text_area("Prompt", "What is the capital of France?", key="explorer-prompt", height=90,
-                              max_chars=MAX_TEXT_CHARS)
-        reference = st.text_area("Reference reply (optional)", "", key="explorer-reference", height=70,
-                                 max_chars=MAX_TEXT_CHARS,
-                                 help="Empty: the teacher's greedy reply is scored.")
+        prompt = st.text_area(
+            "Prompt", "What is the capital of France?", key="explorer-prompt", height=90, max_chars=MAX_TEXT_CHARS
+        )
+        reference = st.text_area(
+            "Reference reply (optional)",
+            "",
+            key="explorer-reference",
+            height=70,
+            max_chars=MAX_TEXT_CHARS,
+            help="Empty: the teacher's greedy reply is scored.",
+        )
         c1, c2, c3 = st.columns(3)
-        ratio = c1.slider("LATF ratio r", 0.05, 1.0, 0.5, 0.05, key="explorer-r",
-                          help="Share of tokens LATF keeps: top r/2 hard, next r/2 mid")
+        ratio = c1.slider(
+            "LATF ratio r",
+            0.05,
+            1.0,
+            0.5,
+            0.05,
+            key="explorer-r",
+            help="Share of tokens LATF keeps: top r/2 hard, next r/2 mid",
+        )
         c = c2.slider("IDTS strength c", 0.0, 2.0, 0.5, 0.05, key="explorer-c")
         max_new = c3.slider("Max reply tokens", 8, 128, 48, 8, key="explorer-max-new")
         go = st.form_submit_button("Analyse", type="primary", icon=":material/search:")
@@ -99,8 +140,9 @@ with prompt_col:
 if go:
     with st.spinner("Loading the models and scoring the tokens …"):
         try:
-            result = models.explore(spec, prompt, reference.strip() or None, ratio=ratio, c=c,
-                                    max_new_tokens=int(max_new))
+            result = models.explore(
+                spec, prompt, reference.strip() or None, ratio=ratio, c=c, max_new_tokens=int(max_new)
+            )
         except Exception as err:  # a model that cannot load or a bad prompt: say so, keep the page
             st.error(f"Could not analyse the prompt: {err}", icon=":material/error:")
             result = None
@@ -122,9 +164,14 @@ with ui.guarded("the token map"):
     fig = explorer.explorer_tokens_figure(result, color_by=color_by, tokens_per_row=TOKENS_PER_ROW)
     fig.update_traces(colorbar_title_side="right", selector={"type": "heatmap"})  # room for the tokens
     ui.clickable_cells(fig, len(result.tokens), TOKENS_PER_ROW)
-    event = ui.figure(fig, result.tokens, "explorer-tokens", key="explorer-tokens", on_select=True,
-                      caption="Hover a token for its group, τ, entropies and both models' top-k; "
-                              "click it for its top-k bars below.")
+    event = ui.figure(
+        fig,
+        result.tokens,
+        "explorer-tokens",
+        key="explorer-tokens",
+        on_select=True,
+        caption="Hover a token for its group, τ, entropies and both models' top-k; click it for its top-k bars below.",
+    )
     points = event.selection.points if event is not None else []
     clicked = int(points[0]["customdata"]) if points else None
     if clicked is not None and clicked != st.session_state.get("explorer-clicked"):
@@ -135,8 +182,13 @@ labels = [f"{i}: {t!r}" for i, t in zip(result.tokens["token_index"], result.tok
 hardest = int(result.tokens["difficulty"].idxmax())
 if st.session_state.get("explorer-token") not in range(len(labels)):
     st.session_state["explorer-token"] = hardest
-token = st.selectbox("Token", range(len(labels)), key="explorer-token",
-                     format_func=lambda i: labels[i], help="Starts at the hardest token.")
+token = st.selectbox(
+    "Token",
+    range(len(labels)),
+    key="explorer-token",
+    format_func=lambda i: labels[i],
+    help="Starts at the hardest token.",
+)
 row = result.tokens.iloc[token]
 m = st.columns(5)
 m[0].metric("Difficulty", f"{row['difficulty']:.3f}")
@@ -151,10 +203,18 @@ with ui.guarded("the top-k bars"):
 
 st.subheader("Attribution")
 c1, c2 = st.columns([2, 5])
-method = c1.selectbox("Method", ["feature_ablation", "integrated_gradients"], key="explorer-attr-method",
-                      format_func=lambda s: s.replace("_", " "))
-if c1.button(f"Attribute token {token}", key="explorer-attribute", icon=":material/insights:",
-             help="Which prompt tokens raise or lower each model's log-probability of this token (Captum)."):
+method = c1.selectbox(
+    "Method",
+    ["feature_ablation", "integrated_gradients"],
+    key="explorer-attr-method",
+    format_func=lambda s: s.replace("_", " "),
+)
+if c1.button(
+    f"Attribute token {token}",
+    key="explorer-attribute",
+    icon=":material/insights:",
+    help="Which prompt tokens raise or lower each model's log-probability of this token (Captum).",
+):
     with st.spinner("Attributing (one forward pass per prompt token) …"):
         try:
             st.session_state["explorer-attribution"] = (token, method, models.attribute(spec, result, token, method))
@@ -164,7 +224,8 @@ done = st.session_state.get("explorer-attribution")
 if done and done[0] == token and done[1] == method:
     with ui.guarded("the attribution"):
         fig = models.attribution_figure(done[2])
-        ui.figure(fig, models.attribution_frame(done[2]), f"explorer-attribution-token{token}",
-                  key="explorer-attribution")
+        ui.figure(
+            fig, models.attribution_frame(done[2]), f"explorer-attribution-token{token}", key="explorer-attribution"
+        )
 else:
     c2.caption("Captum attribution of the chosen token to the prompt, teacher and student side by side.")

@@ -8,9 +8,12 @@ from app import components as ui
 from app import state
 from app.figure_catalogue import PER_RUN, SEVERAL_RUNS, build
 
-ui.header("Report bundle", "Pack chosen figures (PNG / SVG / PDF / HTML), the data behind each one "
-          "(CSV), the runs' config.json and status.json and a provenance record (package versions, "
-          "git revision, seeds) into one zip for a report.")
+ui.header(
+    "Report bundle",
+    "Pack chosen figures (PNG / SVG / PDF / HTML), the data behind each one "
+    "(CSV), the runs' config.json and status.json and a provenance record (package versions, "
+    "git revision, seeds) into one zip for a report.",
+)
 
 table = state.list_runs()
 if table.empty:
@@ -22,26 +25,47 @@ if not paths:
     st.stop()
 
 c1, c2 = st.columns(2)
-per_run = c1.multiselect("Figures of each run", list(PER_RUN), default=list(PER_RUN)[:3], key="export-per-run",
-                         format_func=lambda k: PER_RUN[k][0])
-several = c2.multiselect("Figures over the runs", list(SEVERAL_RUNS), default=list(SEVERAL_RUNS)[:1],
-                         key="export-several", format_func=lambda k: SEVERAL_RUNS[k][0])
-formats = st.pills("Image formats", ["png", "svg", "pdf", "html"], default=["png", "html"],
-                   selection_mode="multi", key="export-formats",
-                   help="HTML is interactive and needs no browser; PNG/SVG/PDF are rendered by Kaleido.")
+per_run = c1.multiselect(
+    "Figures of each run",
+    list(PER_RUN),
+    default=list(PER_RUN)[:3],
+    key="export-per-run",
+    format_func=lambda k: PER_RUN[k][0],
+)
+several = c2.multiselect(
+    "Figures over the runs",
+    list(SEVERAL_RUNS),
+    default=list(SEVERAL_RUNS)[:1],
+    key="export-several",
+    format_func=lambda k: SEVERAL_RUNS[k][0],
+)
+formats = st.pills(
+    "Image formats",
+    ["png", "svg", "pdf", "html"],
+    default=["png", "html"],
+    selection_mode="multi",
+    key="export-formats",
+    help="HTML is interactive and needs no browser; PNG/SVG/PDF are rendered by Kaleido.",
+)
 from analysis.export import chromium_available, report_bundle  # noqa: E402
 
 if any(f in ("png", "svg", "pdf") for f in formats or []) and not chromium_available():
-    st.warning("No Chrome/Chromium found, so PNG/SVG/PDF cannot be rendered here: install `chromium` "
-               "or keep only HTML.", icon=":material/warning:")
+    st.warning(
+        "No Chrome/Chromium found, so PNG/SVG/PDF cannot be rendered here: install `chromium` or keep only HTML.",
+        icon=":material/warning:",
+    )
 
 figures, frames, problems = build(per_run, several, paths)
 for problem in problems:
     st.warning(problem, icon=":material/warning:")
-st.caption(f"{len(figures)} figures from {len(paths)} run(s): " + ", ".join(figures) if figures else
-           "No figures chosen.")
-if figures and formats and st.button("Build the bundle", type="primary", icon=":material/inventory_2:",
-                                     key="export-build"):
+st.caption(
+    f"{len(figures)} figures from {len(paths)} run(s): " + ", ".join(figures) if figures else "No figures chosen."
+)
+if (
+    figures
+    and formats
+    and st.button("Build the bundle", type="primary", icon=":material/inventory_2:", key="export-build")
+):
     with st.spinner(f"Rendering {len(figures) * len(formats)} files …"):
         try:
             data = report_bundle(figures, frames, [Path(p) for p in paths], formats=tuple(formats))
@@ -52,8 +76,15 @@ if figures and formats and st.button("Build the bundle", type="primary", icon=":
 bundle = st.session_state.get("export-bundle")
 if bundle:
     st.success(f"Bundle ready: {len(bundle) / 1e6:.2f} MB", icon=":material/check_circle:")
-    st.download_button("Download adakd-report.zip", bundle, "adakd-report.zip", "application/zip",
-                       key="export-download", icon=":material/download:", on_click="ignore")
+    st.download_button(
+        "Download adakd-report.zip",
+        bundle,
+        "adakd-report.zip",
+        "application/zip",
+        key="export-download",
+        icon=":material/download:",
+        on_click="ignore",
+    )
 
 if figures:
     with st.expander("Preview"):

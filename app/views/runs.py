@@ -11,8 +11,11 @@ from app import components as ui
 from app import jobs, state
 from app.run_delete import delete_runs
 
-ui.header("Runs", "Every training run under the runs folder and the shipped sample runs. "
-          "Select one or several rows: the other pages show the selection.")
+ui.header(
+    "Runs",
+    "Every training run under the runs folder and the shipped sample runs. "
+    "Select one or several rows: the other pages show the selection.",
+)
 
 top = st.columns([6, 1])
 if top[1].button("Reload", icon=":material/refresh:", width="stretch"):
@@ -25,29 +28,40 @@ if table.empty:
 
 damaged = table[table["problems"].fillna("").astype(str) != ""]
 for _, row in damaged.iterrows():
-    st.warning(f"**{row['name']}** has problems (what could be read is shown): {row['problems']}",
-               icon=":material/warning:")
+    st.warning(
+        f"**{row['name']}** has problems (what could be read is shown): {row['problems']}", icon=":material/warning:"
+    )
 
-shown = pd.DataFrame({  # a run whose metrics have missing or repeated steps is never plainly "finished"
-    "state": [ui.state_label(s) + (", with gaps" if g else "") for s, g in zip(table["state"],
-                                                                           table["step_gaps"].fillna(""))],
-    "name": table["name"],
-    "method": table["method"],
-    "preset": table["preset"],
-    "steps": [f"{s if pd.notna(s) else '–'} / {t if pd.notna(t) else '–'}"
-              for s, t in zip(table["steps"], table["total_steps"])],
-    "final loss": pd.to_numeric(table["final_loss"], errors="coerce"),
-    "ROUGE-L": pd.to_numeric(table["rouge_l"], errors="coerce"),
-    "seed": table["seed"],
-    "sample": table["is_sample"].astype(bool),
-    "sweep": table["sweep"],
-})
+shown = pd.DataFrame(
+    {  # a run whose metrics have missing or repeated steps is never plainly "finished"
+        "state": [
+            ui.state_label(s) + (", with gaps" if g else "")
+            for s, g in zip(table["state"], table["step_gaps"].fillna(""))
+        ],
+        "name": table["name"],
+        "method": table["method"],
+        "preset": table["preset"],
+        "steps": [
+            f"{s if pd.notna(s) else '–'} / {t if pd.notna(t) else '–'}"
+            for s, t in zip(table["steps"], table["total_steps"])
+        ],
+        "final loss": pd.to_numeric(table["final_loss"], errors="coerce"),
+        "ROUGE-L": pd.to_numeric(table["rouge_l"], errors="coerce"),
+        "seed": table["seed"],
+        "sample": table["is_sample"].astype(bool),
+        "sweep": table["sweep"],
+    }
+)
 paths = table["path"].astype(str).tolist()
 chosen = state.selected_paths()
-styled = shown.style.map(lambda s: f"color: {ui.STATE_TEXT_COLOURS.get(s, '#555')}; font-weight: 600",
-                        subset=["state"]).format({"final loss": "{:.4f}", "ROUGE-L": "{:.2f}"}, na_rep="–")
+styled = shown.style.map(
+    lambda s: f"color: {ui.STATE_TEXT_COLOURS.get(s, '#555')}; font-weight: 600", subset=["state"]
+).format({"final loss": "{:.4f}", "ROUGE-L": "{:.2f}"}, na_rep="–")
 event = st.dataframe(
-    styled, hide_index=True, on_select="rerun", selection_mode="multi-row",
+    styled,
+    hide_index=True,
+    on_select="rerun",
+    selection_mode="multi-row",
     key=f"runs-table-{hash(tuple(paths))}",
     selection_default={"selection": {"rows": [paths.index(p) for p in chosen if p in paths]}},
     column_config={"sample": st.column_config.CheckboxColumn(help="shipped with the project (read-only)")},
@@ -55,17 +69,24 @@ event = st.dataframe(
 if event is not None:  # deselecting every row falls back to the default run
     state.set_selected([paths[i] for i in event.selection.rows if i < len(paths)])
 chosen = state.selected_paths()
-st.caption(f"{len(table)} runs · {len(chosen)} selected — the analysis pages show the first "
-           "selected run; Compare shows all of them.")
+st.caption(
+    f"{len(table)} runs · {len(chosen)} selected — the analysis pages show the first "
+    "selected run; Compare shows all of them."
+)
 
 run = state.load_run(chosen[0])
 st.subheader(run.name)
-st.markdown(f"{ui.badge(run.state)} &nbsp; **{run.label}** · preset `{run.meta.get('preset') or '–'}`"
-            f" · device `{run.meta.get('device', '–')}` · seed `{run.seed}`")
+st.markdown(
+    f"{ui.badge(run.state)} &nbsp; **{run.label}** · preset `{run.meta.get('preset') or '–'}`"
+    f" · device `{run.meta.get('device', '–')}` · seed `{run.seed}`"
+)
 ui.show_problems(run)
 ui.remote_code_notice(run.config)
 m = st.columns(4)
-m[0].metric("Steps", f"{run.status.get('step', len(run.metrics))} / {run.status.get('total_steps', run.config.get('max_steps', '–'))}")
+m[0].metric(
+    "Steps",
+    f"{run.status.get('step', len(run.metrics))} / {run.status.get('total_steps', run.config.get('max_steps', '–'))}",
+)
 m[1].metric("Final loss", f"{run.metrics['loss'].iloc[-1]:.4f}" if len(run.metrics) else "–")
 student = run.final_eval("student")
 avg = student[student["dataset"] == "average"]["rouge_l"]
@@ -77,8 +98,11 @@ checks = run_gate(run)
 if checks and gate_passed(checks):
     st.success(f"Validity gate {gate_summary(checks)}", icon=":material/verified:")
 elif checks:
-    st.error(f"Validity gate {gate_summary(checks)}. The experiment does not show a student learning from its "
-             "teacher, so differences between methods on it are not findings.", icon=":material/gpp_bad:")
+    st.error(
+        f"Validity gate {gate_summary(checks)}. The experiment does not show a student learning from its "
+        "teacher, so differences between methods on it are not findings.",
+        icon=":material/gpp_bad:",
+    )
 elif run.state == "finished":
     st.info("Validity gate: " + gate_summary(checks) + ".", icon=":material/help:")
 scores = evaluation_summary(run)
@@ -87,17 +111,24 @@ if len(scores):
         st.dataframe(scores, hide_index=True)
 replies = replies_frame(run)
 if empty_reply_share(replies) >= 0.5:
-    st.warning(f"{empty_reply_share(replies):.0%} of the final student's stored replies are empty (its first "
-               "token is the end token): its ROUGE-L measures that failure, not the method.",
-               icon=":material/warning:")
+    st.warning(
+        f"{empty_reply_share(replies):.0%} of the final student's stored replies are empty (its first "
+        "token is the end token): its ROUGE-L measures that failure, not the method.",
+        icon=":material/warning:",
+    )
 from analysis.figures import ctkd  # noqa: E402
 
 if ctkd.has_ctkd(run):  # CTKD runs: the learned global temperature, step by step
     with ui.guarded("the CTKD temperature"):
         df = ctkd.ctkd_frame(run)
-        ui.figure(ctkd.ctkd_figure(df, title=f"CTKD temperature — {run.name}"), df, f"{run.name}-ctkd-tau",
-                  key="ctkd-tau", caption="The learned global τ each step used (trained through a "
-                  "gradient-reversal layer) and the reversal strength λ, cosine from 1 to 0.")
+        ui.figure(
+            ctkd.ctkd_figure(df, title=f"CTKD temperature — {run.name}"),
+            df,
+            f"{run.name}-ctkd-tau",
+            key="ctkd-tau",
+            caption="The learned global τ each step used (trained through a "
+            "gradient-reversal layer) and the reversal strength λ, cosine from 1 to 0.",
+        )
 with st.expander("Configuration"):
     st.json(run.config, expanded=False)
 if len(run.events):
@@ -105,8 +136,9 @@ if len(run.events):
         st.dataframe(run.events[["step", "kind", "message"]], hide_index=True)
 if len(replies):
     with st.expander(f"Final student's replies ({len(replies)} stored: what ROUGE-L compares)"):
-        st.dataframe(replies, hide_index=True, column_config={
-            "rouge_l": st.column_config.NumberColumn("ROUGE-L", format="%.1f")})
+        st.dataframe(
+            replies, hide_index=True, column_config={"rouge_l": st.column_config.NumberColumn("ROUGE-L", format="%.1f")}
+        )
 log_file = Path(run.path) / "train.log"
 if log_file.exists():
     with st.expander("Training log (last 40 lines)"):
@@ -117,8 +149,11 @@ st.divider()
 for reason in st.session_state.pop("delete-refused", []):
     st.error(reason, icon=":material/block:")
 deletable = [p for p in chosen if not table.loc[table["path"] == p, "is_sample"].iloc[0]]
-busy = [p for p in deletable if table.loc[table["path"] == p, "state"].iloc[0] == "running"
-        or jobs.job_for_run(state.runs_root(), p) is not None]
+busy = [
+    p
+    for p in deletable
+    if table.loc[table["path"] == p, "state"].iloc[0] == "running" or jobs.job_for_run(state.runs_root(), p) is not None
+]
 if not deletable:
     st.caption("Sample runs are read-only and cannot be deleted.")
 elif busy:
