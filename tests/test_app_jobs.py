@@ -35,6 +35,21 @@ print('done', flush=True)
 """
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def fake(run_dir: Path, seconds: float = 30) -> list[str]:
     return [sys.executable, "-c", FAKE, str(run_dir), str(seconds)]
 
@@ -65,7 +80,8 @@ def test_one_job_per_device_the_next_waits_then_starts(root):
     a = jobs.submit(root, "train", [], root / "a", "testdev", argv=fake(root / "a"))
     b = jobs.submit(root, "train", [], root / "b", "testdev", argv=fake(root / "b", 0.2))
     wait_for(lambda: state_of(root, a) == "running", what="a running")
-    time.sleep(1.5)  # several launcher polls: b must still wait
+    # b's launcher has polled and found the device taken (it says so once): b must still wait
+    wait_for(lambda: "queued: waiting for the device" in _text(Path(b.staging)), what="b's launcher polled")
     assert state_of(root, b) == "queued"
     live = jobs.list_jobs(root)
     assert [j.name for j in live] == ["a", "b"]
@@ -98,14 +114,22 @@ def test_log_is_linked_into_the_new_run_dir(root):
 
 
 # A stand-in sweep: dies at once on SIGTERM, while its current "training run" (a child in the
-# same process group) takes a while to checkpoint and exit.
+# same process group) keeps "checkpointing" after the SIGTERM until the test releases it.
 SWEEP = """
-import subprocess, sys, pathlib
-pathlib.Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)
-(pathlib.Path(sys.argv[1]) / 'sweep.json').write_text('{}')
+import os, subprocess, sys, pathlib
+d = pathlib.Path(sys.argv[1])
+d.mkdir(parents=True, exist_ok=True)
+(d / 'sweep.json').write_text('{}')
+(d / 'sweep.pid').write_text(str(os.getpid()))
 child = ("import signal, sys, time, pathlib\\n"
-         "def stop(*a):\\n    time.sleep(1.5); pathlib.Path(sys.argv[1], 'child-done').write_text('x'); sys.exit(0)\\n"
-         "signal.signal(signal.SIGTERM, stop)\\ntime.sleep(60)")
+         "d = pathlib.Path(sys.argv[1])\\n"
+         "def stop(*a):\\n"
+         "    (d / 'child-stopping').write_text('x')\\n"
+         "    while not (d / 'release').exists(): time.sleep(0.05)\\n"
+         "    (d / 'child-done').write_text('x'); sys.exit(0)\\n"
+         "signal.signal(signal.SIGTERM, stop)\\n"
+         "(d / 'child-started').write_text('x')\\n"
+         "time.sleep(60)")
 subprocess.run([sys.executable, '-c', child, sys.argv[1]])
 """
 
@@ -120,13 +144,16 @@ def test_stopping_a_sweep_waits_for_its_running_point(root):
         log_name="sweep.log",
         argv=[sys.executable, "-c", SWEEP, str(root / "sw")],
     )
-    wait_for(lambda: state_of(root, job) == "running" and (root / "sw" / "sweep.log").exists(), what="sweep running")
-    time.sleep(1.0)  # the point has started
+    sw = root / "sw"
+    wait_for(lambda: state_of(root, job) == "running" and (sw / "child-started").exists(), what="the point started")
+    sweep_pid = int((sw / "sweep.pid").read_text())
     jobs.stop(root, jobs.list_jobs(root)[0])
-    time.sleep(0.7)
+    wait_for(lambda: (sw / "child-stopping").exists(), what="the point checkpointing")
+    wait_for(lambda: not _alive(sweep_pid), what="the sweep process gone")
     assert state_of(root, job) == "running"  # the sweep died, its point is still checkpointing
+    (sw / "release").write_text("x")
     wait_for(lambda: state_of(root, job) == "exited", what="sweep exited")
-    assert (root / "sw" / "child-done").exists()
+    assert (sw / "child-done").exists()
 
 
 def test_cancel_a_queued_job_before_it_starts(root):
