@@ -9,7 +9,7 @@ browser's whole process group is killed and :class:`ExportError` is raised — n
     fig_bytes = figure_to_bytes(fig, "svg")                    # one-shot (starts a browser)
     with ExportServer() as server:                              # a batch: one browser
         export_many(figs, "png", "out/", server=server)
-    zip_bytes = report_bundle(figs, frames, runs, formats=("png", "html"))
+    zip_bytes = analysis.bundle.report_bundle(figs, frames, runs, formats=("png", "html"))
 
 HTML needs no browser: ``fig.to_html(include_plotlyjs=True)`` embeds plotly.js (works offline).
 Finding the browser: ``BROWSER_PATH`` if set, else Kaleido's own search (its download folder,
@@ -388,7 +388,3 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-# The bundle lives in its own module (it needs the functions above); re-exported here so the
-# export API is one import.

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Regenerate sample_runs/: the small-scale study behind docs/results.md and the dashboard's
 # content on a fresh machine. Every point is an ordinary `python -m adakd` run of the `demo`
-# preset (SmolLM2-135M-Instruct teacher, 6-layer subset student, chatterbot data), so the same
-# seeds give the same numbers on the same machine. Checkpoints (student weights) are deleted
-# after each sweep: sample_runs/ holds run data only.
+# preset (the study regime of docs/study_regime.md: SmolLM2-135M-Instruct teacher, the teacher
+# with half its MLP neurons pruned as the student, chatterbot data, 200 steps, evaluation under
+# the protocol of docs/method.md §7), so the same seeds give the same numbers on the same
+# machine. Checkpoints (student weights) are deleted after each sweep: sample_runs/ holds run
+# data only; `adakd rebuild RUN` retrains a run's student from its config.json.
 #
 #   bash scripts/make_sample_runs.sh            # all studies, in priority order
 #   bash scripts/make_sample_runs.sh ablation   # one study
 #
-# Cost on an idle 2-core CPU: about 2.5 minutes per run (GKD about 4.5: it samples student
-# replies); the first 30 runs about 80 minutes, the 15 runs of sft and table3-5 about 40 more. Check a run against a fresh training of its config:
-#   .venv/bin/python scripts/check_sample_run.py "sample_runs/ablation/ablation=full,seed=0"
+# Cost on an idle 2-core CPU: about 12 minutes per run (7.5 min of training, ~4.5 min to
+# evaluate the final student on 100 prompts x 3 generation seeds); the first run also evaluates
+# the teacher and the initial student (~9 min more, cached for every later run). The ablation
+# (6 runs) takes about 80 minutes; all studies (45 runs) about 9 hours: run them on a GPU
+# (docs/gpu_study.md). Check a run against a fresh training of its config:
+#   .venv/bin/python scripts/check_sample_run.py "sample_runs/ablation/seed=0,ablation=full"
 #
 # The same studies on another preset (docs/gpu_study.md), e.g. GPT-2 XL -> GPT-2 on Dolly:
 #   PRESET=gpt2-dolly ROOT=runs-gpt2 HF_HUB_OFFLINE=0 \
@@ -35,21 +40,23 @@ sweep() {  # sweep NAME ARGS...
 
 study() {
   case "$1" in
-    ablation)   sweep ablation --grid ablation --grid seed=0 ;;           # Table 2: base / +IDTS / +LATF / full
+    # Table 2's decisive pair first: plain KD (base) and full AdaKD, three seeds, seed-major so
+    # an interrupted study still holds complete pairs.
+    ablation)   sweep ablation --grid seed=0,1,2 --grid ablation=base,full ;;
+    components) sweep ablation-components --grid seed=0,1,2 --grid ablation=latf,idts ;;  # Table 2: +LATF, +IDTS
     c-sweep)    sweep c-sweep --grid idts_c=0.1,0.9,0.3,0.7 --grid seed=0 ;; # Fig. 3c-d (c = 0.5 is ablation/full; extremes first)
     schedules)  sweep schedule-fixed --grid latf=fixed --set ratio_start=0.75 &&      # Fig. 3b / Table 4
                 sweep schedule-cosine --grid latf=cosine --set ratio_start=1.0 ratio_end=0.75 ;;
     divergences) sweep divergences --grid divergence=fkl,jsd,srkl,ab --grid ablation=base,full ;;  # Table 1
-    seeds)      sweep ablation-seeds --grid ablation --grid seed=1,2 ;;    # seed spread for Table 2
     table1)     sweep table1 --grid table1=gkd,gkd-adakd,distillm,distillm-adakd ;;  # Table 1: GKD / DistiLLM regimes (fkl, rkl, ab are above)
     # The arms of Tables 1 and 3-5 not run above (docs/method.md §6); single seed.
     sft)        sweep sft --grid table1=sft ;;                                # Table 1-2: SFT baseline
     table3)     sweep table3 --grid table3=fkl,rkl,jsd,ce,topk ;;             # hellinger = ablation/full
     table4)     sweep table4 --grid table4=fixed-1.0,linear-0.75,cosine-0.5 ;; # fixed-0.75, cosine-0.75 = schedules; latf = ablation/full
     table5)     sweep table5 --grid table5=fixed-0.8,fixed-1.2,fixed-e-0.5,inverse,ctkd,logit-std ;;  # fixed-1.0 = ablation/latf; idts = ablation/full
-    *) echo "unknown study $1 (ablation, c-sweep, schedules, divergences, seeds, table1, sft, table3, table4, table5)" >&2; exit 2 ;;
+    *) echo "unknown study $1 (ablation, components, c-sweep, schedules, divergences, table1, sft, table3, table4, table5)" >&2; exit 2 ;;
   esac
 }
 
-if [ $# -eq 0 ]; then set -- ablation c-sweep schedules divergences seeds table1 sft table3 table4 table5; fi
+if [ $# -eq 0 ]; then set -- ablation components c-sweep schedules divergences table1 sft table3 table4 table5; fi
 for s in "$@"; do echo "== $s"; study "$s"; done

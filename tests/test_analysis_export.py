@@ -19,6 +19,7 @@ import plotly
 import plotly.graph_objects as go
 import pytest
 
+from analysis.bundle import read_bundle, report_bundle
 from analysis.export import (
     ExportError,
     ExportServer,
@@ -26,8 +27,6 @@ from analysis.export import (
     export_many,
     figure_to_bytes,
     frame_to_csv,
-    read_bundle,
-    report_bundle,
 )
 
 needs_browser = pytest.mark.skipif(

@@ -154,7 +154,7 @@ def test_report_tables_have_the_runs_numbers(script, root, tmp_path):
     # missing studies: the ablation is complete, the c sweep has 1 of 4
     assert "| component ablation, seed 0 (Table 2) |" not in text
     assert "| 1 / 4 | `bash scripts/make_sample_runs.sh c-sweep` |" in text
-    assert "| 0 / 8 | `bash scripts/make_sample_runs.sh seeds` |" in text
+    assert "| 0 / 6 | `bash scripts/make_sample_runs.sh components` |" in text
 
 
 def test_loss_table_numbers(root, tmp_path):

@@ -10,10 +10,10 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make_sample_runs.sh"
 STUDIES = {
     "ablation": ["ablation"],
+    "components": ["ablation-components"],
     "c-sweep": ["c-sweep"],
     "schedules": ["schedule-fixed", "schedule-cosine"],
     "divergences": ["divergences"],
-    "seeds": ["ablation-seeds"],
     "table1": ["table1"],
     "sft": ["sft"],
     "table3": ["table3"],
@@ -45,6 +45,8 @@ def test_every_study_runs_one_demo_sweep_per_folder(tmp_path):
     names = [line.split("--name ")[1].split()[0] for line in lines]
     assert names == [n for folders in STUDIES.values() for n in folders]
     assert all("--preset demo" in line and "--set data" not in line for line in lines)
+    ablation = next(line for line in lines if "--name ablation " in line)
+    assert "--grid seed=0,1,2 --grid ablation=base,full" in ablation  # complete pairs first
     table1 = next(line for line in lines if "--name table1" in line)
     assert "--grid table1=gkd,gkd-adakd,distillm,distillm-adakd" in table1
     table5 = next(line for line in lines if "--name table5" in line)
@@ -66,5 +68,6 @@ def test_an_unknown_study_is_refused(tmp_path):
     result = run(tmp_path, "ablaton")
     assert result.returncode == 2
     assert (
-        "unknown study ablaton (ablation, c-sweep, schedules, divergences, seeds, table1, sft, table3, table4, table5)"
+        "unknown study ablaton (ablation, components, c-sweep, schedules, divergences, table1, sft, table3, "
+        "table4, table5)"
     ) in result.stderr

@@ -28,7 +28,18 @@ from analysis.report.table_sections import (
 # The studies of scripts/make_sample_runs.sh (sweep folder, planned runs, command), in its
 # priority order.
 PLANNED = [
-    ("ablation", 4, "bash scripts/make_sample_runs.sh ablation", "component ablation, seed 0 (Table 2)"),
+    (
+        "ablation",
+        6,
+        "bash scripts/make_sample_runs.sh ablation",
+        "plain KD (base) and full AdaKD, seeds 0-2 (Table 2)",
+    ),
+    (
+        "ablation-components",
+        6,
+        "bash scripts/make_sample_runs.sh components",
+        "+LATF and +IDTS alone, seeds 0-2 (Table 2)",
+    ),
     (
         "c-sweep",
         4,
@@ -52,12 +63,6 @@ PLANNED = [
         8,
         "bash scripts/make_sample_runs.sh divergences",
         "fkl, jsd, srkl, ab, each plain and with AdaKD (Table 1)",
-    ),
-    (
-        "ablation-seeds",
-        8,
-        "bash scripts/make_sample_runs.sh seeds",
-        "component ablation, seeds 1 and 2 (seed spread of Table 2)",
     ),
     (
         "table1",
@@ -232,7 +237,7 @@ def seeds_text(study: Study) -> str:
     if len(seeds) <= 1:
         return (
             "Seeds: one seed per arm so far; the seed spread of every table is unknown until "
-            f"`{REGENERATE} seeds` has run."
+            f"`{REGENERATE} ablation` has run."
         )
     return f"Seeds: the ablation has seeds {seeds}; ± in Table 2 is the standard deviation over them."
 

@@ -47,7 +47,8 @@ formats = st.pills(
     key="export-formats",
     help="HTML is interactive and needs no browser; PNG/SVG/PDF are rendered by Kaleido.",
 )
-from analysis.export import chromium_available, report_bundle  # noqa: E402
+from analysis.bundle import report_bundle  # noqa: E402
+from analysis.export import chromium_available  # noqa: E402
 
 if any(f in ("png", "svg", "pdf") for f in formats or []) and not chromium_available():
     st.warning(
