@@ -267,14 +267,9 @@ def _state_from_status(status: dict) -> str:
 # ---------------------------------------------------------------- finding runs
 
 
-def runs_root() -> Path:
-    """Where new runs go: $ADAKD_RUNS, else ./runs (absolute)."""
-    return _runs_root().expanduser().resolve()
-
-
 def default_roots() -> list[Path]:
-    """[runs root, the repository's sample_runs/] (runs under the second are samples)."""
-    return [runs_root(), SAMPLE_RUNS_DIR]
+    """[runs root (adakd.rundir.runs_root), the repository's sample_runs/] (runs under the second are samples)."""
+    return [_runs_root(), SAMPLE_RUNS_DIR]
 
 
 def is_sample_path(path: str | os.PathLike) -> bool:
