@@ -4,7 +4,7 @@ setup:
 	bash scripts/setup.sh
 
 dashboard: setup
-	HF_HUB_OFFLINE=1 .venv/bin/python -m streamlit run app/main.py
+	HF_HUB_OFFLINE=1 .venv/bin/adakd dashboard
 
 test: setup
 	.venv/bin/ruff check .

@@ -1,15 +1,19 @@
 """Command line: thin glue over adakd.trainer, adakd.sweep and adakd.evaluation.
 
+`adakd ...` (the installed console script) and `python -m adakd ...` are the same command.
+
     python -m adakd train  --preset demo [--set key=value ...] [--run-dir DIR | --name NAME]
     python -m adakd resume RUN                       (a run folder, or a name under the runs root)
     python -m adakd list   [--root DIR]              runs with state, steps, final loss, ROUGE-L
     python -m adakd sweep  --preset demo --grid idts_c=0.1,0.5 [--grid ...] [--set ...] [--name N]
     python -m adakd eval   RUN [--data FILE ...] [--examples N] [--greedy] [--seeds N] [--json]
     python -m adakd rebuild RUN     the trained student of a run that kept no checkpoint, into the cache
+    python -m adakd dashboard [--root DIR] [--print-command] [STREAMLIT ARGS ...]   (adakd/dashboard.py)
 
 Data-parallel: `torchrun --nproc_per_node 2 -m adakd train --preset smoke --name ddp` (gloo on
 CPU, nccl on CUDA); only rank 0 writes the run directory.
-The runs root is ./runs, or $ADAKD_RUNS. Bad input prints one line saying what to fix and
+The runs root is --root, else $ADAKD_RUNS, else runs/ in the user data directory
+(adakd.rundir.runs_root). Bad input prints one line saying what to fix and
 exits with code 2 before anything is written (so does a run that another process is writing:
 train, resume and eval hold the run's lock, adakd/runlock.py); a run that fails later exits
 with 1. Every failure is one line naming the file and what to do; --debug adds the traceback.
@@ -31,6 +35,7 @@ from adakd.rundir import RunDir, check_run_name, latest_step, runs_root
 from adakd.runlock import RunBusy, new_run_lock, run_lock
 
 log = logging.getLogger("adakd")
+ROOT_HELP = "runs root (default: $ADAKD_RUNS, else runs/ in the user data directory)"
 
 
 class UsageError(Exception):
@@ -52,15 +57,15 @@ def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S", stream=sys.stderr)
 
 
-def _resolve_run(spec: str, root: Path | None = None) -> Path:
-    """A run folder path, or a run name under the runs root."""
+def _resolve_run(spec: str, root: Path) -> Path:
+    """A run folder path, or a run name under the runs root `root`."""
     path = Path(spec)
     if path.is_dir():
         return path
     if path.exists():
         raise UsageError(f"{spec} is a file, not a run folder: give the run's folder or its name")
     try:
-        candidate = (root or runs_root()) / check_run_name(spec)
+        candidate = root / check_run_name(spec)
     except ValueError:
         raise UsageError(
             f"no run folder {spec!r}, and as a run name it contains a path separator or "
@@ -68,7 +73,7 @@ def _resolve_run(spec: str, root: Path | None = None) -> Path:
         ) from None
     if candidate.is_dir():
         return candidate
-    raise UsageError(f"no run folder {spec!r} (looked in . and {root or runs_root()}/)")
+    raise UsageError(f"no run folder {spec!r} (looked in . and {root}/)")
 
 
 class _Progress:
@@ -160,7 +165,7 @@ def cmd_train(args) -> int:
         preflight(config)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    root = Path(args.root) if args.root else runs_root()
+    root = runs_root(args.root)
     try:
         name = check_run_name(args.name) if args.name else None
     except ValueError as err:
@@ -213,7 +218,7 @@ def _claim(candidates: list[Path], held: ExitStack) -> Path:
 
 
 def cmd_resume(args) -> int:
-    path = _resolve_run(args.run, Path(args.root) if args.root else None)
+    path = _resolve_run(args.run, runs_root(args.root))
     with _locked(path):  # before the run is read or a model loads: a second resume stops here
         from adakd.trainer import check_resumable, resume
 
@@ -281,7 +286,7 @@ def _run_rows(root: Path) -> list[dict]:
 
 
 def cmd_list(args) -> int:
-    root = Path(args.root) if args.root else runs_root()
+    root = runs_root(args.root)
     rows = _run_rows(root)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -321,7 +326,7 @@ def cmd_sweep(args) -> int:
 
     try:
         grid = parse_grid(args.grid)
-        root = Path(args.root) if args.root else runs_root()
+        root = runs_root(args.root)
         name = check_run_name(args.name or default_run_name(f"sweep-{args.preset or 'run'}"))
         folder = run_sweep(args.preset, grid, args.set, root, name)
     except ValueError as err:
@@ -331,7 +336,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    path = _resolve_run(args.run, Path(args.root) if args.root else None)
+    path = _resolve_run(args.run, runs_root(args.root))
     for f in args.data or []:
         if not Path(f).is_file():
             raise UsageError(f"--data file {f!r} not found")
@@ -370,7 +375,7 @@ def cmd_rebuild(args) -> int:
 
     from adakd.rebuild import rebuild_student, rebuilt_checkpoint
 
-    path = _resolve_run(args.run, Path(args.root) if args.root else None)
+    path = _resolve_run(args.run, runs_root(args.root))
     _quiet_transformers()
     progress = _Progress(args.quiet)
     total = None
@@ -393,14 +398,29 @@ def cmd_rebuild(args) -> int:
     return 0
 
 
+def cmd_dashboard(args) -> int:
+    """Serve the dashboard (adakd/dashboard.py); --print-command only shows how."""
+    from adakd.dashboard import serve, shell_line, streamlit_command
+
+    try:
+        command = streamlit_command(args.streamlit_args)
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from None
+    root = runs_root(args.root)
+    if args.print_command:
+        print(shell_line(command, root))
+        return 0
+    serve(command, root)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from adakd.presets import PRESETS
 
-    parser = argparse.ArgumentParser(prog="python -m adakd", description="AdaKD distillation runs")
+    parser = argparse.ArgumentParser(prog="adakd", description="AdaKD distillation runs (also `python -m adakd`)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p):
-        p.add_argument("--root", help="runs root (default ./runs or $ADAKD_RUNS)")
+        p.add_argument("--root", help=ROOT_HELP)
         p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
         p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
 
@@ -441,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rebuild)
 
     p = sub.add_parser("list", help="list runs with state and headline numbers")
-    p.add_argument("--root", help="runs root (default ./runs or $ADAKD_RUNS)")
+    p.add_argument("--root", help=ROOT_HELP)
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     p.set_defaults(func=cmd_list)
@@ -476,13 +496,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the full record (with sample replies) as JSON")
     common(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "dashboard",
+        help="open the Streamlit dashboard (streamlit run app/main.py)",
+        description="Open the Streamlit dashboard on the runs root and the shipped sample runs. "
+        "Arguments this command does not know go to Streamlit, e.g. `adakd dashboard --server.port 8502`.",
+        allow_abbrev=False,  # a Streamlit flag must never be taken for an abbreviation of ours
+    )
+    p.add_argument("--root", help=ROOT_HELP)
+    p.add_argument("--print-command", action="store_true", help="print the command that serves it and exit")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    p.set_defaults(func=cmd_dashboard)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "dashboard":  # only the dashboard passes arguments on (to Streamlit)
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.streamlit_args = unknown[1:] if unknown[:1] == ["--"] else unknown
     args.argv = argv
     global _DEBUG
     _DEBUG = args.debug

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
@@ -34,9 +36,13 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def runs_root() -> Path:
-    """Default folder holding runs: $ADAKD_RUNS, else ./runs."""
-    return Path(os.environ.get("ADAKD_RUNS") or "runs")
+def runs_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder holding runs, absolute: `root` when given (the CLI's --root), else
+    $ADAKD_RUNS, else `runs/` in the user data directory (platformdirs, e.g.
+    ~/.local/share/adakd/runs on Linux), so the default does not depend on the working
+    directory. The folder may not exist yet: writers create it."""
+    chosen = root or os.environ.get("ADAKD_RUNS") or platformdirs.user_data_path("adakd", appauthor=False) / "runs"
+    return Path(chosen).expanduser().resolve()
 
 
 def check_run_name(name: str) -> str:

@@ -26,16 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from adakd.columns import EVAL_COLUMNS, EVENT_COLUMNS, GRADIENT_COLUMNS, METRIC_COLUMNS, TOKEN_COLUMNS
 from adakd.metric_gaps import gap_problems
 from adakd.rundir import effective_state, latest_step
 from adakd.rundir import runs_root as _runs_root
 from analysis.labels import method_label
 from analysis.readers import (
-    EVAL_COLUMNS,
-    EVENT_COLUMNS,
-    GRADIENT_COLUMNS,
-    METRIC_COLUMNS,
-    TOKEN_COLUMNS,
     checkpoint_steps,
     empty_frame,
     eval_frame,
@@ -271,14 +267,9 @@ def _state_from_status(status: dict) -> str:
 # ---------------------------------------------------------------- finding runs
 
 
-def runs_root() -> Path:
-    """Where new runs go: $ADAKD_RUNS, else ./runs (absolute)."""
-    return _runs_root().expanduser().resolve()
-
-
 def default_roots() -> list[Path]:
-    """[runs root, the repository's sample_runs/] (runs under the second are samples)."""
-    return [runs_root(), SAMPLE_RUNS_DIR]
+    """[runs root (adakd.rundir.runs_root), the repository's sample_runs/] (runs under the second are samples)."""
+    return [_runs_root(), SAMPLE_RUNS_DIR]
 
 
 def is_sample_path(path: str | os.PathLike) -> bool:

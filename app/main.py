@@ -1,17 +1,15 @@
-"""AdaKD dashboard: `streamlit run app/main.py` (or `make dashboard`).
+"""AdaKD dashboard: `adakd dashboard`, `streamlit run app/main.py` or `make dashboard`.
 
 The entry script only sets the page up and routes: each page is a short script in app/views/.
-Runs are read from $ADAKD_RUNS (default: runs/ in the repository) and from sample_runs/.
+Runs are read from the runs root (adakd.rundir.runs_root: $ADAKD_RUNS, else runs/ in the user
+data directory) and from the repository's sample_runs/. `app` and `adakd` are imported as the
+installed packages (`pip install -e .`, done by scripts/setup.sh).
 """
 
 import logging
 import os
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/ on the path, not the repo
-    sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub from the dashboard
 
 import streamlit as st  # noqa: E402

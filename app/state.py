@@ -15,15 +15,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from adakd.rundir import runs_root  # the folder new runs go to; the pages call state.runs_root()
 from analysis import runs as _runs
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SELECTED = "selected_runs"  # session key: list of run paths (str) chosen on the Runs page
-
-
-def runs_root() -> Path:
-    """The folder new runs go to: $ADAKD_RUNS, else runs/ in the repository."""
-    return Path(os.environ.get("ADAKD_RUNS") or REPO_ROOT / "runs").expanduser().resolve()
 
 
 def sample_root() -> Path:

@@ -42,7 +42,7 @@ def machine() -> str:
 
 def run_assets(cache: Path) -> tuple[float, int, str]:
     """(wall seconds, peak RSS of the child in MB, printed folder) of one `python -m adakd.assets`."""
-    env = dict(os.environ, ADAKD_CACHE=str(cache), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    env = dict(os.environ, ADAKD_CACHE=str(cache), HF_HUB_OFFLINE="1")
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "adakd.assets"], env=env, cwd=REPO, capture_output=True, text=True, timeout=1800

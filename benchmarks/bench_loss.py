@@ -44,14 +44,11 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from machine_info import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adakd import adakd_loss, hellinger  # noqa: E402
 from adakd.divergences import divergence, divergence_from_log_probs  # noqa: E402

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib.util
 import os
 import platform
 import shutil
@@ -25,7 +26,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PAGES = [
@@ -61,6 +61,14 @@ def machine() -> str:
     )
 
 
+def _rundir_factory():
+    """tests/rundir_factory.py as a module (tests/ is not an installed package)."""
+    spec = importlib.util.spec_from_file_location("rundir_factory", REPO / "tests" / "rundir_factory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def pick_run(explicit: str | None) -> tuple[Path, str]:
     if explicit:
         return Path(explicit).resolve(), "given"
@@ -69,7 +77,7 @@ def pick_run(explicit: str | None) -> tuple[Path, str]:
     samples = find_runs([SAMPLE_RUNS_DIR])
     if samples:
         return samples[0], "sample run"
-    from tests.rundir_factory import make_run
+    make_run = _rundir_factory().make_run
 
     root = Path(tempfile.mkdtemp(prefix="bench-runs-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)

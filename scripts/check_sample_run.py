@@ -21,11 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # run as a script: make `adakd` importable
-    sys.path.insert(0, str(REPO_ROOT))
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported: it reads this once
 
 import pandas as pd  # noqa: E402
 

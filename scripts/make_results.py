@@ -17,11 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # run as a script: make `analysis` and `adakd` importable
-    sys.path.insert(0, str(REPO_ROOT))
+from analysis.report import Study, build_figures, build_report, collect_runs
 
-from analysis.report import Study, build_figures, build_report, collect_runs  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("make_results")
 PNG_SCALE = 1.5

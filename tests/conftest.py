@@ -15,6 +15,10 @@
                     stay there (and none from earlier runs is found).
 - ``tmp_run_dir``   (function) a path for a run directory that does NOT exist yet (its parent
                     does), so code under test creates it as a real run would.
+- ``$ADAKD_RUNS``   (every test, autouse) a fresh empty folder, so nothing a test runs (in process
+                    or as a subprocess, which inherits the environment) writes into the user's real
+                    runs root. Set before the test modules are imported too, for the environments
+                    they build at import time. A test that needs a particular root sets its own.
 
 Markers: ``cuda`` tests are skipped without a CUDA GPU, ``browser`` tests without chromium.
 """
@@ -28,6 +32,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+# Never the user data directory: the default runs root of this session (see the docstring).
+_SESSION_RUNS = tempfile.mkdtemp(prefix="adakd-test-runs-")
+os.environ["ADAKD_RUNS"] = _SESSION_RUNS
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -47,6 +56,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_cuda)
         if "browser" in item.keywords and not has_chromium:
             item.add_marker(no_browser)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_SESSION_RUNS, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runs_root(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("ADAKD_RUNS", str(tmp_path_factory.mktemp("runs-root")))
 
 
 @pytest.fixture(scope="session")

@@ -336,8 +336,9 @@ def test_default_roots_and_samples(tmp_path, monkeypatch):
     monkeypatch.setenv("ADAKD_RUNS", str(tmp_path / "mine"))
     assert default_roots() == [(tmp_path / "mine").resolve(), SAMPLE_RUNS_DIR]
     monkeypatch.delenv("ADAKD_RUNS")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # the user data directory on Linux
     monkeypatch.chdir(tmp_path)
-    assert default_roots()[0] == tmp_path.resolve() / "runs"
+    assert default_roots()[0] == (tmp_path / "data" / "adakd" / "runs").resolve()  # not ./runs
     assert SAMPLE_RUNS_DIR == Path(R.__file__).resolve().parents[1] / "sample_runs"
     assert is_sample_path(SAMPLE_RUNS_DIR / "demo-ablation" / "full-s0")
     assert not is_sample_path(tmp_path / "sample_runs" / "x")

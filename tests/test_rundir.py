@@ -22,7 +22,6 @@ from adakd.rundir import (
     read_json,
     read_jsonl,
     read_jsonl_report,
-    runs_root,
     write_json_atomic,
 )
 
@@ -87,13 +86,6 @@ def test_bad_run_names(name, fragment):
 def test_good_run_names():
     for name in ("demo", "demo-20260101-120000", "idts_c=0.3,seed=1", "a.b"):
         assert check_run_name(name) == name
-
-
-def test_runs_root_env(monkeypatch, tmp_path):
-    monkeypatch.delenv("ADAKD_RUNS", raising=False)
-    assert str(runs_root()) == "runs"
-    monkeypatch.setenv("ADAKD_RUNS", str(tmp_path))
-    assert runs_root() == tmp_path
 
 
 def test_create_refuses_nonempty(tmp_path):

@@ -1,7 +1,8 @@
 """Security: what SECURITY.md promises, checked.
 
-- The dashboard binds to 127.0.0.1 by default (.streamlit/config.toml), and a real
-  `streamlit run app/main.py` started without address flags listens on loopback only.
+- The dashboard binds to 127.0.0.1 by default (app/.streamlit/config.toml, read next to the
+  script), and a real `streamlit run <repo>/app/main.py` started without address flags, from
+  another working directory, listens on loopback only.
 - Uploads are size-limited in the config (the app has no upload widget; typed text is bounded).
 - trust_remote_code is off by default everywhere and the dashboard warns when a config turns it on.
 - Only safetensors weights are loaded; nothing is unpickled from a run directory or a model folder:
@@ -36,7 +37,7 @@ PACKAGES = ("adakd", "analysis", "app")
 
 # ---------------------------------------------------------------- binding and uploads
 def test_streamlit_config_binds_loopback_and_limits_uploads():
-    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    config = tomllib.loads((REPO / "app" / ".streamlit" / "config.toml").read_text())
     server = config["server"]
     assert server["address"] == "127.0.0.1"
     assert 1 <= server["maxUploadSize"] <= 50  # MB; Streamlit's default is 200
@@ -69,20 +70,20 @@ def test_the_dashboard_server_listens_on_loopback_only(tmp_path):
         port = s.getsockname()[1]
     env = {**os.environ, "ADAKD_RUNS": str(tmp_path / "runs"), "HF_HUB_OFFLINE": "1"}
     log = open(tmp_path / "streamlit.log", "wb")
-    # no --server.address: the project's .streamlit/config.toml decides
+    # no --server.address, and a working directory without a .streamlit/: app/.streamlit/config.toml decides
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "streamlit",
             "run",
-            "app/main.py",
+            str(REPO / "app" / "main.py"),
             "--server.port",
             str(port),
             "--server.headless",
             "true",
         ],
-        cwd=REPO,
+        cwd=tmp_path,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
