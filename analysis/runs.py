@@ -26,16 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from adakd.columns import EVAL_COLUMNS, EVENT_COLUMNS, GRADIENT_COLUMNS, METRIC_COLUMNS, TOKEN_COLUMNS
 from adakd.metric_gaps import gap_problems
 from adakd.rundir import effective_state, latest_step
 from adakd.rundir import runs_root as _runs_root
 from analysis.labels import method_label
 from analysis.readers import (
-    EVAL_COLUMNS,
-    EVENT_COLUMNS,
-    GRADIENT_COLUMNS,
-    METRIC_COLUMNS,
-    TOKEN_COLUMNS,
     checkpoint_steps,
     empty_frame,
     eval_frame,
