@@ -392,3 +392,4 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 # The bundle lives in its own module (it needs the functions above); re-exported here so the
 # export API is one import.
+from analysis.bundle import read_bundle, report_bundle  # noqa: E402, F401
