@@ -5,9 +5,10 @@ to analysis. `load_run` reads one into a `Run`: every file as a DataFrame with t
 columns (empty when the file is absent), the raw config and status, and a list of problems
 for what could not be read. A damaged or half-written run never raises; it loads what it can.
 
-`load_run` is cached by (path, identity of each file: mtime, size, inode), so calling it on
-every Streamlit rerun costs a few `stat` calls. The returned Run is shared between callers:
-treat its frames as read-only (copy before changing them).
+`load_run` is cached on the run's file signature (`run_signature`: mtime, size and inode of
+each file), so calling it on every Streamlit rerun costs a few `stat` calls; a run that is
+still training is read afresh each time. The returned Run is shared between callers: treat
+its frames as read-only (copy before changing them).
 
 Usage:
     from analysis.runs import default_roots, list_runs, load_run
@@ -17,10 +18,9 @@ Usage:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +73,8 @@ class Run:
     eval_records: the eval.jsonl objects as written. problems: what could not be read.
     checkpoints: steps of the complete checkpoints under checkpoints/. step_gaps: steps missing
     from or repeated in metrics.jsonl (adakd.metric_gaps); such a run is never shown as plainly
-    finished.
+    finished. signature: `run_signature` of the folder when it was read (what caches of
+    anything computed from the run are keyed on).
     """
 
     path: Path
@@ -92,6 +93,7 @@ class Run:
     is_sample: bool
     checkpoints: list[int] = field(default_factory=list)
     step_gaps: list[str] = field(default_factory=list)  # missing / repeated metrics steps (also in problems)
+    signature: tuple = ()
 
     @property
     def label(self) -> str:
@@ -118,9 +120,9 @@ class Run:
 
 # ---------------------------------------------------------------- loading one run
 
-_CACHE: OrderedDict[Path, tuple[tuple, Run]] = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 256
+# Runs kept in memory: more than the runs folder and sample_runs/ usually hold together, because
+# `list_runs` loads every run in turn and an LRU cache smaller than that scan would never hit.
+RUN_CACHE_SIZE = 256
 
 
 def load_run(path: str | os.PathLike, is_sample: bool | None = None) -> Run:
@@ -129,25 +131,19 @@ def load_run(path: str | os.PathLike, is_sample: bool | None = None) -> Run:
     is_sample: None = decided by whether the path lies under the repository's sample_runs/.
     Never raises for bad content; a path that is not a directory gives a Run in state
     "unknown" with the problem stated.
+
+    A run that is still training is read afresh on every call: it changes with every logged
+    step, so a cache keyed on its signature would only pile up stale copies of it.
     """
     path = Path(path).expanduser().resolve()
     if is_sample is None:
         is_sample = is_sample_path(path)
     if not path.is_dir():
         return _unreadable_run(path, is_sample, "run directory not found")
-    signature = (_file_signature(path), is_sample)
-    with _CACHE_LOCK:
-        cached = _CACHE.get(path)
-        if cached is not None and cached[0] == signature and _state_still_valid(cached[1]):
-            _CACHE.move_to_end(path)
-            return cached[1]
-    run = _read_run(path, is_sample)
-    with _CACHE_LOCK:
-        _CACHE[path] = (signature, run)
-        _CACHE.move_to_end(path)
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return run
+    signature = run_signature(path)
+    if _is_training(path):
+        return _read_run(path, is_sample, signature)
+    return _read_settled_run(path, is_sample, signature)
 
 
 def load_runs(paths) -> list[Run]:
@@ -157,29 +153,39 @@ def load_runs(paths) -> list[Run]:
 
 def clear_cache() -> None:
     """Forget every cached run (tests; the app's "reload" button)."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
+    _read_settled_run.cache_clear()
 
 
-def _file_signature(path: Path) -> tuple:
-    signature = []
+def run_signature(path: str | os.PathLike) -> tuple:
+    """(name, mtime_ns, size, inode) of each of the run's RUN_FILES, (name, None) when absent.
+
+    Changes whenever the run writes, replaces (temp file + rename: a new inode) or removes one
+    of its files; a few `stat` calls.
+    """
+    signature: list[tuple] = []
     for name in RUN_FILES:
         try:
-            st = (path / name).stat()
+            st = os.stat(os.path.join(path, name))
             signature.append((name, st.st_mtime_ns, st.st_size, st.st_ino))
         except OSError:
             signature.append((name, None))
     return tuple(signature)
 
 
-def _state_still_valid(run: Run) -> bool:
-    """A cached "running" run must be re-checked: its process may have died since."""
-    if run.status.get("state") != "running":
-        return True
-    return run.state == _state_from_status(run.status)
+def _is_training(path: Path) -> bool:
+    """Whether status.json says running and the run's process is still alive."""
+    status, _ = read_json(path / "status.json")
+    return status is not None and _state_from_status(status) == "running"
 
 
-def _read_run(path: Path, is_sample: bool) -> Run:
+@functools.lru_cache(maxsize=RUN_CACHE_SIZE)
+def _read_settled_run(path: Path, is_sample: bool, signature: tuple) -> Run:
+    """`_read_run` of a run that is not training, cached: any change to its files changes the
+    signature, hence the key. A crashed run stays cached as crashed: its process cannot come back."""
+    return _read_run(path, is_sample, signature)
+
+
+def _read_run(path: Path, is_sample: bool, signature: tuple) -> Run:
     problems: list[str] = []
 
     meta, found = read_json(path / "config.json")
@@ -246,6 +252,7 @@ def _read_run(path: Path, is_sample: bool) -> Run:
         is_sample=is_sample,
         checkpoints=checkpoint_steps(path),
         step_gaps=gaps,
+        signature=signature,
     )
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from analysis.runs import Run
 from app import state
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,9 @@ def no_runs() -> None:
     empty_state("No runs yet — start the demo on the Train page (a few minutes on a laptop CPU).")
 
 
-def show_problems(run) -> None:
+def show_problems(run: Run) -> None:
     """Problems found while reading a damaged run, as one warning (the rest still works)."""
-    problems = list(getattr(run, "problems", []) or [])
+    problems = run.problems
     if problems:
         shown = "\n".join(f"- {p}" for p in problems[:8])
         more = f"\n- … and {len(problems) - 8} more" if len(problems) > 8 else ""

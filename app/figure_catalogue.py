@@ -6,67 +6,60 @@ PER_RUN: one figure per run; SEVERAL_RUNS: one figure over all chosen runs. Each
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from app import state
+import pandas as pd
+import plotly.graph_objects as go
+
+from analysis.figures import compare, dynamics, gradients, temperature
+from app import loaders, state
+
+Built = tuple[go.Figure, pd.DataFrame]
 
 
-def _loss_ratio(path):
-    from analysis.figures import dynamics
-
+def _loss_ratio(path: str) -> Built:
     run = state.load_run(path)
-    df = state.frame("analysis.figures.dynamics", "loss_ratio_frame", path)
+    df = loaders.loss_ratio_frame(run)
     return dynamics.loss_ratio_figure(df, events=run.events, title=f"Loss and LATF ratio — {run.name}"), df
 
 
-def _heatmap(path):
-    from analysis.figures import dynamics
-
+def _heatmap(path: str) -> Built:
     run = state.load_run(path)
     example = int(run.tokens["example"].min()) if len(run.tokens) else 0
-    df = state.frame("analysis.figures.dynamics", "difficulty_heatmap_frame", path, example=example)
+    df = loaders.difficulty_heatmap_frame(run, example)
     return dynamics.difficulty_heatmap_figure(df, title=f"Token difficulty, example {example} — {run.name}"), df
 
 
-def _groups(path):
-    from analysis.figures import dynamics
-
-    df = state.frame("analysis.figures.dynamics", "group_difficulty_frame", path, split="current")
+def _groups(path: str) -> Built:
+    df = loaders.group_difficulty_frame(state.load_run(path), "current")
     return dynamics.group_difficulty_figure(df, title=f"Difficulty by group — {Path(path).name}"), df
 
 
-def _grad_cos(path):
-    from analysis.figures import gradients
-
-    df = state.frame("analysis.figures.gradients", "gradient_frame", path, split="paper")
+def _grad_cos(path: str) -> Built:
+    df = loaders.gradient_frame(state.load_run(path), "paper")
     return gradients.gradient_cosine_figure(df, title=f"cos with the SFT gradient — {Path(path).name}"), df
 
 
-def _grad_share(path):
-    from analysis.figures import gradients
-
-    df = state.frame("analysis.figures.gradients", "gradient_frame", path, split="paper")
+def _grad_share(path: str) -> Built:
+    df = loaders.gradient_frame(state.load_run(path), "paper")
     return gradients.gradient_share_figure(df, title=f"Gradient norm share — {Path(path).name}"), df
 
 
-def _histograms(path):
-    from analysis.figures import temperature
-
-    df = state.frame("analysis.figures.temperature", "histogram_frame", path)
+def _histograms(path: str) -> Built:
+    # the paper's Fig. 4: first against last probe step, over the tokens LATF selected
+    df = loaders.histogram_frame(state.load_run(path), None, None, "selected")
     return temperature.histogram_grid_figure(df, title=f"τ and entropy — {Path(path).name}"), df
 
 
-def _curves(paths):
-    from analysis.figures import compare
-
-    df = state.frame_of_runs("analysis.figures.compare", "loss_curves_frame", paths, metric="kd")
+def _curves(paths: list[str]) -> Built:
+    df = loaders.loss_curves_frame(state.load_runs(paths), "kd", 0.0)
     return compare.loss_curves_figure(df, title="Distillation loss"), df
 
 
-def _c_sweep(paths):
-    from analysis.figures import compare
-
-    df = state.frame_of_runs("analysis.figures.compare", "c_sweep_frame", paths)
+def _c_sweep(paths: list[str]) -> Built:
+    df = loaders.c_sweep_frame(state.load_runs(paths))
     return compare.c_sweep_figure(df, title="ROUGE-L against IDTS strength c"), df
 
 
@@ -84,14 +77,18 @@ SEVERAL_RUNS = {
 }
 
 
-def build(per_run: list[str], several: list[str], paths: list[str]):
+def build(
+    per_run: list[str], several: list[str], paths: list[str]
+) -> tuple[dict[str, go.Figure], dict[str, pd.DataFrame], list[str]]:
     """({name: figure}, {name: frame}, [problems]) for the chosen catalogue entries."""
     figures, frames, problems = {}, {}, []
-    jobs = [(f"{Path(p).name}-{key}", PER_RUN[key], p) for p in paths for key in per_run]
-    jobs += [(key, SEVERAL_RUNS[key], list(paths)) for key in several]
-    for name, (label, builder), arg in jobs:
+    jobs: list[tuple[str, str, Callable[[], Built]]] = [
+        (f"{Path(p).name}-{key}", PER_RUN[key][0], partial(PER_RUN[key][1], p)) for p in paths for key in per_run
+    ]
+    jobs += [(key, SEVERAL_RUNS[key][0], partial(SEVERAL_RUNS[key][1], list(paths))) for key in several]
+    for name, label, builder in jobs:
         try:
-            figures[name], frames[name] = builder(arg)
+            figures[name], frames[name] = builder()
         except Exception as err:  # one figure that cannot be drawn must not sink the bundle
             problems.append(f"{label} for {name}: {err}")
     return figures, frames, problems

@@ -1,15 +1,16 @@
-"""Where runs live, cached run loading, and the run selection shared by the pages.
+"""Where runs live, the cached run table, run loading, and the run selection shared by the pages.
 
 `analysis.runs.load_run` already keeps loaded runs in memory until one of their files changes
-(it checks mtime/size of each file), so the app calls it directly and shares the `Run`
-(read-only). What the pages derive from runs — the run table and the per-figure frames —
-goes through `st.cache_data`, keyed on the run paths plus a signature of their files
-(size + mtime), so a run that is still training is re-read as soon as it writes something.
+(`analysis.runs.run_signature`: mtime, size and inode of each file), so the app calls it
+directly and shares the `Run` (read-only). The run table goes through `st.cache_data`, keyed on
+the signatures of every run under the roots, so a run that is still training shows its new
+steps as soon as it writes them. The frames behind the figures are cached in app/loaders.py.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ import streamlit as st
 
 from adakd.rundir import runs_root  # the folder new runs go to; the pages call state.runs_root()
 from analysis import runs as _runs
+from analysis.runs import Run
 
 SELECTED = "selected_runs"  # session key: list of run paths (str) chosen on the Runs page
 
@@ -30,21 +32,9 @@ def roots() -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(p) for p in (runs_root(), sample_root())))
 
 
-def run_signature(path: str | os.PathLike) -> tuple:
-    """(file, size, mtime) of the run's files: changes whenever the run writes anything."""
-    sig = []
-    for name in _runs.RUN_FILES:
-        try:
-            st_ = os.stat(os.path.join(path, name))
-            sig.append((name, st_.st_size, st_.st_mtime_ns))
-        except OSError:
-            pass
-    return tuple(sig)
-
-
 def roots_signature(search: tuple[str, ...]) -> tuple:
     """Signature over every run folder under the roots (a few stat calls per run)."""
-    return tuple((str(p), run_signature(p)) for p in _runs.find_runs([Path(r) for r in search]))
+    return tuple((str(p), _runs.run_signature(p)) for p in _runs.find_runs([Path(r) for r in search]))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -64,52 +54,22 @@ def list_runs() -> pd.DataFrame:
     return _list_runs(search, roots_signature(search))
 
 
-def load_run(path: str | os.PathLike):
+def load_run(path: str | os.PathLike) -> Run:
     """The analysis `Run` at `path` (cached by analysis.runs until its files change)."""
     return _runs.load_run(path)
 
 
-def load_runs(paths) -> list:
+def load_runs(paths: Iterable[str | os.PathLike]) -> list[Run]:
     return [load_run(p) for p in paths]
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
-def _frame(module: str, func: str, paths: tuple[str, ...], signature: tuple, kwargs: tuple):
-    import importlib
-
-    fn = getattr(importlib.import_module(module), func)
-    runs = [load_run(p) for p in paths]
-    return fn(*runs, **dict(kwargs))
-
-
-def frame(module: str, func: str, *paths: str, **kwargs) -> pd.DataFrame:
-    """`module.func(run_1, …, **kwargs)` cached on the runs' file signatures.
-
-    e.g. frame("analysis.figures.dynamics", "loss_ratio_frame", path).
-    """
-    sig = tuple(run_signature(p) for p in paths)
-    return _frame(module, func, tuple(str(p) for p in paths), sig, tuple(sorted(kwargs.items())))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _frame_of_list(module: str, func: str, paths: tuple[str, ...], signature: tuple, kwargs: tuple):
-    import importlib
-
-    fn = getattr(importlib.import_module(module), func)
-    return fn([load_run(p) for p in paths], **dict(kwargs))
-
-
-def frame_of_runs(module: str, func: str, paths, **kwargs) -> pd.DataFrame:
-    """`module.func([runs], **kwargs)` cached on the runs' file signatures (compare figures)."""
-    paths = tuple(str(p) for p in paths)
-    sig = tuple(run_signature(p) for p in paths)
-    return _frame_of_list(module, func, paths, sig, tuple(sorted(kwargs.items())))
-
-
 def clear_caches() -> None:
+    """Forget the run table and the loaded runs (the Runs page's Reload button, after a delete).
+
+    The figure frames (app/loaders.py) need no clearing: they are keyed on the files they were
+    computed from.
+    """
     _list_runs.clear()
-    _frame.clear()
-    _frame_of_list.clear()
     _runs.clear_cache()
 
 
@@ -130,5 +90,5 @@ def default_run(table: pd.DataFrame) -> str:
     return str((finished if len(finished) else table)["path"].iloc[0])
 
 
-def set_selected(paths) -> None:
+def set_selected(paths: Iterable[str | os.PathLike]) -> None:
     st.session_state[SELECTED] = [str(p) for p in paths]

@@ -244,6 +244,7 @@ def test_a_cached_running_run_turns_crashed_when_its_process_dies(tmp_path):
 def test_cache_returns_the_same_object_until_a_file_changes(tmp_path):
     path = make_run(tmp_path, "cached", steps=5)
     first = load_run(path)
+    assert first.signature == R.run_signature(path) and len(first.signature) == len(R.RUN_FILES)
     assert load_run(path) is first
     assert load_run(str(path)) is first  # same directory, any spelling
     assert load_runs([path, path]) == [first, first]
@@ -252,6 +253,7 @@ def test_cache_returns_the_same_object_until_a_file_changes(tmp_path):
         f.write(json.dumps({"step": 6, "loss": 0.5}) + "\n")
     second = load_run(path)
     assert second is not first and second.metrics["step"].max() == 6
+    assert second.signature != first.signature
 
     status = json.loads((path / "status.json").read_text())
     write_json(path / "status.json", {**status, "state": "stopped"})
@@ -270,6 +272,24 @@ def test_cache_returns_the_same_object_until_a_file_changes(tmp_path):
 
     R.clear_cache()
     assert load_run(path) is not fourth
+
+
+def test_a_training_run_is_read_afresh_and_never_cached(tmp_path):
+    """It changes every step: a cache keyed on its signature would keep a stale copy per step."""
+    path = make_run(tmp_path, "live", steps=3, state="running", pid=os.getpid())
+    first = load_run(path)
+    assert first.state == "running" and load_run(path) is not first
+    for step in (4, 5, 6):
+        with open(path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "loss": 0.5}) + "\n")
+        assert load_run(path).metrics["step"].max() == step
+    assert R._read_settled_run.cache_info().currsize == 0
+
+    status = json.loads((path / "status.json").read_text())
+    write_json(path / "status.json", {**status, "state": "finished"})
+    finished = load_run(path)
+    assert load_run(path) is finished  # cached from now on
+    assert R._read_settled_run.cache_info().currsize == 1
 
 
 def test_cached_load_is_cheap(tmp_path):

@@ -5,8 +5,6 @@ import streamlit as st
 from app import components as ui
 from app import state
 
-CMP = "analysis.figures.compare"
-
 ui.header(
     "Compare",
     "Several runs side by side: loss curves of r schedules against LATF "
@@ -26,6 +24,7 @@ runs = state.load_runs(paths)
 for run in runs:
     ui.show_problems(run)
 from analysis.figures import compare  # noqa: E402
+from app import loaders  # noqa: E402
 
 curves, sweep, results, diff = st.tabs(["Loss curves", "IDTS strength c", "Tables", "Token diff"])
 
@@ -42,7 +41,7 @@ with curves:
         help="Exponential moving average weight (as in TensorBoard); raw values stay faint.",
     )
     with ui.guarded("the loss curves"):
-        df = state.frame_of_runs(CMP, "loss_curves_frame", paths, metric=metric or "kd", smoothing=smoothing)
+        df = loaders.loss_curves_frame(runs, metric or "kd", smoothing)
         fig = compare.loss_curves_figure(df, title=f"{metric or 'kd'} over training")
         ui.figure(
             fig,
@@ -54,7 +53,7 @@ with curves:
 
 with sweep:
     with ui.guarded("the c sweep"):
-        df = state.frame_of_runs(CMP, "c_sweep_frame", paths)
+        df = loaders.c_sweep_frame(runs)
         if df.empty:
             ui.empty_state(
                 "No evaluated runs with IDTS among the chosen ones. A c sweep "
@@ -76,7 +75,7 @@ with sweep:
 with results:
     with ui.guarded("the results table"):
         st.subheader("Results")
-        df = state.frame_of_runs("analysis.tables", "results_table", paths)
+        df = loaders.results_table(runs)
         st.dataframe(df, hide_index=True)
         st.download_button(
             "CSV",
@@ -103,7 +102,7 @@ with results:
             help="The chosen runs that are an arm of this table (same method as the arm's "
             "preset, any seed); one row per arm, mean ± std over its runs.",
         )
-        df = state.frame_of_runs("analysis.tables", "paper_table", paths, table=table)
+        df = loaders.paper_table(runs, table)
         if df.empty:
             st.caption(
                 f"None of the chosen runs is an arm of {names[table].split(' —')[0]}: run "
@@ -122,7 +121,7 @@ with results:
             )
     with ui.guarded("the ablation table"):
         st.subheader("Ablation")
-        df = state.frame_of_runs("analysis.tables", "ablation_table", paths)
+        df = loaders.ablation_table(runs)
         if df.empty:
             st.caption(
                 "No ablation arms (base, +IDTS, +LATF, full AdaKD) among the chosen runs: "
@@ -141,16 +140,16 @@ with results:
             )
 
 with diff:
-    probed = [p for p, r in zip(paths, runs) if not r.tokens.empty]
+    probed = {p: r for p, r in zip(paths, runs) if not r.tokens.empty}
     if len(probed) < 2:
         ui.empty_state("The token diff needs two runs with probe data among the chosen runs.", train_link=False)
     else:
-        names = {p: state.load_run(p).name for p in probed}
+        names = {p: r.name for p, r in probed.items()}
         c = st.columns(2)
-        a = c[0].selectbox("Run A", probed, index=0, key="diff-a", format_func=names.get)
-        b = c[1].selectbox("Run B", probed, index=1, key="diff-b", format_func=names.get)
+        a = c[0].selectbox("Run A", list(probed), index=0, key="diff-a", format_func=names.get)
+        b = c[1].selectbox("Run B", list(probed), index=1, key="diff-b", format_func=names.get)
         with ui.guarded("the token diff"):
-            df = state.frame(CMP, "token_diff_frame", a, b)
+            df = loaders.token_diff_frame(probed[a], probed[b])
             fig = compare.token_diff_figure(df, title=f"Difficulty: {names[a]} vs {names[b]}")
             ui.figure(
                 fig,

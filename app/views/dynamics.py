@@ -6,8 +6,6 @@ import streamlit as st
 from app import components as ui
 from app import state
 
-DYN = "analysis.figures.dynamics"
-
 ui.header(
     "Token dynamics",
     "How hard each response token stays for the student during training "
@@ -21,6 +19,8 @@ if path is None:
 run = state.load_run(path)
 ui.show_problems(run)
 from analysis.figures import dynamics  # noqa: E402  (after the page shows: imports plotly)
+from analysis.figures.regime import regime_figure  # noqa: E402
+from app import loaders  # noqa: E402
 
 st.subheader("Distillation loss and LATF ratio r")
 metric = st.segmented_control(
@@ -31,7 +31,7 @@ metric = st.segmented_control(
     help="kd: the AdaKD/KD term; loss: the total objective; ce: student cross-entropy on the labels",
 )
 with ui.guarded("the loss curve"):
-    df = state.frame(DYN, "loss_ratio_frame", path)
+    df = loaders.loss_ratio_frame(run)
     fig = dynamics.loss_ratio_figure(
         df, events=run.events, metric=metric or "kd", title=f"Loss and LATF ratio — {run.name}"
     )
@@ -44,10 +44,8 @@ with ui.guarded("the loss curve"):
     )
 
 with ui.guarded("the student-data panel"):
-    df = state.frame("analysis.figures.regime", "regime_frame", path)
+    df = loaders.regime_frame(run)
     if not df.empty:  # gkd / distillm runs only
-        from analysis.figures.regime import regime_figure
-
         st.subheader("Student-generated data")
         fig = regime_figure(df, title=f"Student data ({run.config.get('regime', 'regime')}) — {run.name}")
         ui.figure(
@@ -72,7 +70,7 @@ st.subheader("Difficulty of each response token over training")
 examples = sorted(int(e) for e in run.tokens["example"].unique())
 example = st.selectbox("Probe example", examples, key="dynamics-example", format_func=lambda e: f"example {e}")
 with ui.guarded("the difficulty heat map"):
-    df = state.frame(DYN, "difficulty_heatmap_frame", path, example=example)
+    df = loaders.difficulty_heatmap_frame(run, example)
     fig = dynamics.difficulty_heatmap_figure(df, title=f"Token difficulty, probe example {example} — {run.name}")
     ui.figure(
         fig,
@@ -92,7 +90,7 @@ split = st.radio(
     format_func=lambda s: {"current": "at the run's r", "paper": "paper split (r = 0.5: 25/25/50)"}[s],
 )
 with ui.guarded("the group bands"):
-    df = state.frame(DYN, "group_difficulty_frame", path, split=split)
+    df = loaders.group_difficulty_frame(run, split)
     fig = dynamics.group_difficulty_figure(df, title=f"Difficulty by token group — {run.name}")
     ui.figure(
         fig,

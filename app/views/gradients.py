@@ -5,8 +5,6 @@ import streamlit as st
 from app import components as ui
 from app import state
 
-GRAD = "analysis.figures.gradients"
-
 ui.header(
     "Gradients",
     "Per token group, the direction and size of the distillation gradient "
@@ -27,6 +25,7 @@ if run.gradients.empty:
     )
     st.stop()
 from analysis.figures import gradients  # noqa: E402
+from app import loaders  # noqa: E402
 
 split = st.radio(
     "Groups",
@@ -37,7 +36,7 @@ split = st.radio(
     help="The paper split makes runs with different r comparable.",
 )
 with ui.guarded("the gradient figures"):
-    df = state.frame(GRAD, "gradient_frame", path, split=split)
+    df = loaders.gradient_frame(run, split)
     st.subheader("Agreement with SFT")
     fig = gradients.gradient_cosine_figure(df, title=f"cos with the SFT gradient — {run.name}")
     ui.figure(

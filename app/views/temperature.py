@@ -26,6 +26,7 @@ if not steps:
     )
     st.stop()
 from analysis.figures import temperature  # noqa: E402
+from app import loaders  # noqa: E402
 
 if len(steps) == 1:
     early = late = steps[0]
@@ -48,9 +49,7 @@ view = st.radio(
     "their median difficulty, at the temperatures they are trained at.",
 )
 with ui.guarded("the histogram grid"):
-    df = state.frame(
-        "analysis.figures.temperature", "histogram_frame", path, early_step=int(early), late_step=int(late), view=view
-    )
+    df = loaders.histogram_frame(run, int(early), int(late), view)
     fig = temperature.histogram_grid_figure(df, title=f"τ and student entropy, hard vs easy — {run.name}")
     ui.figure(
         fig,
