@@ -1,5 +1,8 @@
-# The two commands of the README. Each does its own idempotent set-up first.
-.PHONY: setup dashboard test
+# The two commands of the README (dashboard, test). Each does its own idempotent set-up first.
+# The test tiers of tests/README.md run alone with `make test-unit` (and -integration, -app,
+# -browser); `make test` runs the static checks and every tier, one pytest worker per core.
+PYTEST = HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -n auto --dist worksteal
+.PHONY: setup dashboard test test-unit test-integration test-app test-browser
 setup:
 	bash scripts/setup.sh
 
@@ -9,4 +12,7 @@ dashboard: setup
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest
+	$(PYTEST)
+
+test-unit test-integration test-app test-browser: test-%: setup
+	$(PYTEST) tests/$*

@@ -41,7 +41,10 @@ os.environ["ADAKD_RUNS"] = _SESSION_RUNS
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+# At most two intra-op threads per test process, fewer when pytest-xdist runs several workers
+# (the README's test command runs one per core): oversubscribed cores make torch slower, not faster.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 2) // _WORKERS)))
 
 
 def pytest_collection_modifyitems(config, items):

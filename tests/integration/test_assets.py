@@ -24,7 +24,7 @@ from adakd.assets import (
     verify_sha256,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- the real conversion

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make_sample_runs.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_sample_runs.sh"
 STUDIES = {
     "ablation": ["ablation"],
     "components": ["ablation-components"],

@@ -174,7 +174,7 @@ sweep._command = _fake_point(
     "status('running'); (run.parent / 'started').touch(); time.sleep(60)\\n")
 sweep.run_sweep(None, ["seed=0,1"], [], {str(tmp_path)!r}, "s")
 """
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1])
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])
     folder = tmp_path / "s"
     deadline = time.monotonic() + 60
     while not (folder / "started").exists():

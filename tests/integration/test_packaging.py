@@ -14,7 +14,7 @@ import pytest
 
 from adakd.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_installed_console_script_runs_from_any_folder(tmp_path):

@@ -19,9 +19,9 @@ import pytest
 from adakd import limits
 from adakd.cli import main
 from adakd.data import load_examples
-from tests.test_bad_input import SMOKE, _train_page, nothing_written, refused_train
+from tests.integration.test_bad_input import SMOKE, _train_page, nothing_written, refused_train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
 RECORD = '{"instruction": "Hi", "response": "Hello"}\n'
 

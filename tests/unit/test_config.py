@@ -20,7 +20,7 @@ def test_contract_field_names_present():
     # docs/contracts.md documents every field; analysis and the dashboard read them by these names
     from pathlib import Path
 
-    contracts = (Path(__file__).resolve().parents[1] / "docs" / "contracts.md").read_text()
+    contracts = (Path(__file__).resolve().parents[2] / "docs" / "contracts.md").read_text()
     undocumented = [name for name in RunConfig.field_names() if f"`{name}`" not in contracts]
     assert undocumented == []
 

@@ -20,7 +20,7 @@ import torch
 
 from adakd.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
 
 

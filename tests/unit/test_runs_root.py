@@ -81,4 +81,4 @@ def test_analysis_and_the_app_search_the_runs_root_and_the_samples(tmp_path, mon
     assert default_roots() == [tmp_path / "mine", SAMPLE_RUNS_DIR]
     assert state.runs_root() == tmp_path / "mine"
     assert state.roots() == (str(tmp_path / "mine"), str(SAMPLE_RUNS_DIR))
-    assert SAMPLE_RUNS_DIR == Path(__file__).resolve().parents[1] / "sample_runs"
+    assert SAMPLE_RUNS_DIR == Path(__file__).resolve().parents[2] / "sample_runs"

@@ -24,9 +24,9 @@ from adakd.metric_gaps import run_step_problems
 from adakd.rundir import RunDir
 from adakd.runlock import LOCK_NAME
 from analysis.runs import clear_cache, load_run, summary_row
-from tests.test_faults import ENV, PARALLEL_ENV, STEPS, start_driver
+from tests.integration.test_faults import ENV, PARALLEL_ENV, STEPS, start_driver
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUSY = "is being written by another process"
 
 

@@ -37,7 +37,7 @@ from adakd.cli import main
 from adakd.rundir import RunDir
 from analysis.runs import clear_cache, load_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
 # the kill tests run five training processes side by side: one thread each, no oversubscription
 PARALLEL_ENV = dict(ENV, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")

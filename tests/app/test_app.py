@@ -24,7 +24,7 @@ from analysis import runs as analysis_runs
 from app import jobs
 from tests.rundir_factory import append_garbage, make_run
 
-MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 PAGES = [
     "views/runs.py",
     "views/train.py",
@@ -352,7 +352,7 @@ def test_train_page_launches_stops_and_resumes_a_smoke_run(tmp_path, monkeypatch
 
 
 def test_train_page_shows_the_queue_and_a_failed_start(tmp_path, monkeypatch):
-    from tests.test_app_jobs import fake
+    from tests.app.test_app_jobs import fake
 
     root = tmp_path / "runs"
     monkeypatch.setenv("ADAKD_RUNS", str(root))
@@ -396,7 +396,7 @@ def test_explorer_reports_a_broken_checkpoint_as_a_message(tmp_path, monkeypatch
 
 
 def test_dynamics_page_shows_the_student_data_panel_of_a_regime_run(tmp_path, monkeypatch):
-    from tests.test_analysis_regime import regime_metrics
+    from tests.unit.test_analysis_regime import regime_metrics
 
     root = tmp_path / "runs"
     run = make_run(
@@ -465,7 +465,7 @@ def test_runs_page_draws_the_ctkd_temperature_of_a_ctkd_run(tmp_path, monkeypatc
 
 
 def test_runs_page_shows_the_validity_gate(tmp_path, monkeypatch):
-    from tests.test_analysis_validity import _record
+    from tests.unit.test_analysis_validity import _record
 
     def evals(final_rouge, final_ce):
         return [
