@@ -9,4 +9,5 @@ dashboard: setup
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest
