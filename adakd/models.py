@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import logging.handlers
+import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,16 +137,14 @@ def _from_pretrained(auto_class, where: str, dtype, trust_remote_code: bool, rol
 
 
 @contextmanager
-def _warnings_only_if_accepted():
+def _warnings_only_if_accepted() -> Iterator[None]:
     """Hold transformers' log records while a model loads; pass them on only if it is accepted.
 
     A rejected model (e.g. BERT's "add `is_decoder=True`" warning) would otherwise print
     transformers' advice above our own error, which already says what to fix.
     """
     library_logger = logging.getLogger("transformers")
-    held: list[logging.LogRecord] = []
-    holder = logging.Handler()
-    holder.emit = held.append
+    holder = logging.handlers.BufferingHandler(capacity=sys.maxsize)  # keeps every record in .buffer
     saved = library_logger.handlers[:], library_logger.propagate
     library_logger.handlers, library_logger.propagate = [holder], False
     accepted = False
@@ -152,7 +153,7 @@ def _warnings_only_if_accepted():
         accepted = True
     finally:
         library_logger.handlers, library_logger.propagate = saved
-        for record in held if accepted else ():
+        for record in holder.buffer if accepted else ():
             library_logger.handle(record)
 
 

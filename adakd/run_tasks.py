@@ -22,7 +22,7 @@ from adakd.rundir import EVAL, GRADIENTS, TOKENS, utc_now
 from adakd.tokenize import next_token_targets
 
 if TYPE_CHECKING:  # only for the annotations below: adakd.trainer imports this module
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from adakd.config import RunConfig
     from adakd.device import Distributed
@@ -56,8 +56,8 @@ class RunTasks:
     _status_written: float  # time.monotonic() of the last status.json rewrite
     device: torch.device
     dtype: torch.dtype  # the autocast dtype
-    teacher: torch.nn.Module
-    student: torch.nn.Module
+    teacher: PreTrainedModel
+    student: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     data: TrainData
     schedule: RatioSchedule
@@ -207,7 +207,7 @@ class RunTasks:
         self._evaluate("teacher", self.teacher)
         self._evaluate("student_init", self.student)
 
-    def _evaluate(self, model_name: str, model: torch.nn.Module) -> None:
+    def _evaluate(self, model_name: str, model: PreTrainedModel) -> None:
         c = self.config
         if not self.main or c.eval_examples == 0 or (self.step, model_name) in self.done_evals:
             return

@@ -189,7 +189,7 @@ class _Run(RunTasks):
         )
         # ground truth passes batches through; gkd / distillm swap in student samples
         self.regime = make_regime(c, self.pad_id, tokenizer=self.tokenizer, rank=self.dist.rank, device=self.device)
-        self.model = self.student
+        self.model: torch.nn.Module = self.student  # the student, or its DistributedDataParallel wrapper
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.student, device_ids=ids)
