@@ -29,9 +29,12 @@ import pandas as pd
 from adakd.columns import (
     EVAL_COLUMNS,
     EVAL_EXTRA,
+    EVENT_COLUMNS,  # noqa: F401 (re-exported for analysis.runs)
     GRADIENT_COLUMNS,  # noqa: F401 (re-exported)
     LATER_COLUMNS,
+    METRIC_COLUMNS,  # noqa: F401 (re-exported)
     PANDAS_DTYPES,
+    TOKEN_COLUMNS,  # noqa: F401 (re-exported)
 )
 from adakd.rundir import read_jsonl_report
 
@@ -174,8 +177,8 @@ def eval_frame(records: list[dict], problems: list[str]) -> tuple[pd.DataFrame, 
             problems.append(f"eval.jsonl record {number}: rouge_l has non-numeric scores, skipped")
             continue
         kept.append(record)
-        counts = record.get("n") if isinstance(record.get("n"), dict) else {}
-        extra = {k: record.get(k) if isinstance(record.get(k), dict) else {} for k in EVAL_EXTRA}
+        counts = record["n"] if isinstance(record.get("n"), dict) else {}
+        extra: dict[str, dict] = {k: record[k] if isinstance(record.get(k), dict) else {} for k in EVAL_EXTRA}
         for dataset, score in scores.items():
             rows.append(
                 {
