@@ -21,7 +21,7 @@ from adakd.device import autocast
 from adakd.rundir import EVAL, GRADIENTS, TOKENS, utc_now
 from adakd.tokenize import next_token_targets
 
-if TYPE_CHECKING:  # only for the annotations below: adakd.trainer imports this module
+if TYPE_CHECKING:  # for the annotations only: importing transformers at module load costs seconds
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from adakd.config import RunConfig
