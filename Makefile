@@ -12,6 +12,7 @@ dashboard: setup
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 	$(PYTEST)
 
 test-unit test-integration test-app test-browser: test-%: setup

@@ -246,7 +246,10 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     plain.eval()
     plain.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    _patch_json(out_dir / "config.json", rope_theta=float(config.rope_parameters["rope_theta"]))
+    rope_theta = (config.rope_parameters or {}).get("rope_theta")
+    if rope_theta is None:  # every Llama GGUF records its RoPE base
+        raise ValueError(f"{gguf_path} records no RoPE base (rope_theta): not a Llama GGUF this converter knows")
+    _patch_json(out_dir / "config.json", rope_theta=float(rope_theta))
     _patch_json(
         out_dir / "tokenizer_config.json",
         tokenizer_class="GPT2Tokenizer",

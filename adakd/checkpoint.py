@@ -41,7 +41,10 @@ def checkpoint_name(step: int) -> str:
 def rng_state() -> dict[str, Any]:
     """All RNG states the run uses, as JSON-safe lists."""
     version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = np.random.get_state()
+    if not isinstance(numpy_state, tuple):  # a dict comes only from a generator other than MT19937
+        raise RuntimeError("numpy's global random generator is not MT19937: its state cannot be saved")
+    name, keys, pos, has_gauss, cached = numpy_state
     state = {
         "python": [version, list(internal), gauss],
         "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],

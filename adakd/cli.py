@@ -28,11 +28,15 @@ import os
 import sys
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adakd.failures import describe
 from adakd.metric_gaps import run_step_problems
 from adakd.rundir import RunDir, check_run_name, latest_step, runs_root
 from adakd.runlock import RunBusy, new_run_lock, run_lock
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger("adakd")
 ROOT_HELP = "runs root (default: $ADAKD_RUNS, else runs/ in the user data directory)"
@@ -81,7 +85,7 @@ class _Progress:
 
     def __init__(self, quiet: bool):
         self.enabled = not quiet and sys.stderr.isatty() and _rank() == 0
-        self.bar = None
+        self.bar: tqdm | None = None  # created at the first step
 
     def __call__(self, record: dict) -> None:
         if not self.enabled:
@@ -252,7 +256,7 @@ def _locked(path: Path):
 
 
 def _run_rows(root: Path) -> list[dict]:
-    rows = []
+    rows: list[dict] = []
     if not root.is_dir():
         return rows
     for child in sorted(root.iterdir()):

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -101,8 +103,7 @@ def score_tokens(
         )
     need_labels = indicator == "ce" or with_nll
     lead, vocab = student_logits.shape[:-1], student_logits.shape[-1]
-    if need_labels:
-        labels = check_labels(labels, lead, vocab, indicator)
+    flat_labels = check_labels(labels, lead, vocab, indicator).reshape(-1) if need_labels else None
     if indicator == "topk" and (isinstance(topk, bool) or int(topk) != topk or topk < 1):
         raise ValueError(f"the topk indicator's k must be an integer >= 1 (got {topk!r})")
     rows = chunk_size or default_chunk_rows(vocab)
@@ -114,7 +115,6 @@ def score_tokens(
     t = teacher_logits.detach().reshape(-1, vocab)
     n_rows = s.shape[0]
     rows = min(rows, max(1, n_rows))
-    flat_labels = labels.reshape(-1) if need_labels else None
     difficulty = torch.empty(n_rows, dtype=dtype, device=s.device)
     nll = torch.empty_like(difficulty) if with_nll else None
     fused = _fused_hellinger(s) if indicator == "hellinger" else None
@@ -122,14 +122,17 @@ def score_tokens(
         rows = max(rows, FUSED_CHUNK_ELEMENTS // max(1, vocab))
         for i in range(0, n_rows, rows):
             j = min(i + rows, n_rows)
-            h, chunk_nll = fused(s[i:j], t[i:j], flat_labels[i:j] if with_nll else None)
+            # here the labels are given exactly when with_nll (hellinger needs none)
+            h, chunk_nll = fused(s[i:j], t[i:j], flat_labels[i:j] if flat_labels is not None else None)
             if j - i == n_rows:  # one chunk: keep the result, skip a copy
-                difficulty, nll = h.to(dtype), (chunk_nll.to(dtype) if with_nll else None)
+                difficulty, nll = h.to(dtype), (chunk_nll.to(dtype) if chunk_nll is not None else None)
                 break
             difficulty[i:j] = h
-            if with_nll:
+            if nll is not None:
+                if chunk_nll is None:  # hellinger_rows returns −log q whenever it is given labels
+                    raise RuntimeError("the fused Hellinger scorer returned no −log q for its labels")
                 nll[i:j] = chunk_nll
-        return difficulty.reshape(lead), (nll.reshape(lead) if with_nll else None)
+        return difficulty.reshape(lead), (nll.reshape(lead) if nll is not None else None)
 
     # Eager: two work buffers reused by every chunk, so no [rows, V] tensor is allocated per
     # chunk (on CPU each fresh large allocation costs page faults).
@@ -140,12 +143,12 @@ def score_tokens(
         logq = torch.log_softmax(s[i:j], dim=-1, dtype=dtype, out=buf_q[: j - i])
         logp = torch.log_softmax(t[i:j], dim=-1, dtype=dtype, out=buf_p[: j - i])
         chunk_nll = None
-        if need_labels:
+        if flat_labels is not None:  # need_labels
             chunk_nll = -logq.gather(-1, flat_labels[i:j, None]).squeeze(-1)
-            if with_nll:
+            if nll is not None:  # with_nll
                 nll[i:j] = chunk_nll
         difficulty[i:j] = _indicator(indicator, logq, logp, chunk_nll, topk)
-    return difficulty.reshape(lead), (nll.reshape(lead) if with_nll else None)
+    return difficulty.reshape(lead), (nll.reshape(lead) if nll is not None else None)
 
 
 def _indicator(indicator: str, logq: Tensor, logp: Tensor, nll: Tensor | None, topk: int) -> Tensor:
@@ -157,6 +160,8 @@ def _indicator(indicator: str, logq: Tensor, logp: Tensor, nll: Tensor | None, t
         h2 = 0.5 * sq.sub_(sp).square_().sum(-1)
         return h2.clamp_(0.0, 1.0).sqrt_()
     if indicator == "ce":
+        if nll is None:
+            raise ValueError("the ce indicator needs the labels' −log q (score_tokens passes it)")
         return nll
     if indicator == "topk":
         return rank_violation(logq, logp, topk)
@@ -190,10 +195,11 @@ def hellinger_rows(s: Tensor, t: Tensor, labels: Tensor | None = None) -> tuple[
     return h, lse_s.squeeze(-1) - s.gather(-1, labels[:, None]).squeeze(-1)
 
 
-_compiled = None  # the compiled hellinger_rows, False once compiling failed or is switched off
+RowScorer = Callable[[Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor | None]]  # hellinger_rows' signature
+_compiled: RowScorer | Literal[False] | None = None  # the compiled hellinger_rows, False once compiling failed
 
 
-def _fused_hellinger(s: Tensor):
+def _fused_hellinger(s: Tensor) -> RowScorer | None:
     """The compiled scorer for CUDA tensors, or None (CPU, ADAKD_COMPILE=0, or no compiler).
 
     Why: in eager mode the scoring costs ~7 full passes over [N, V] float32 (≈ 0.7× a plain
@@ -210,14 +216,15 @@ def _fused_hellinger(s: Tensor):
             _compiled = False
             return None
 
-    def run(s_rows: Tensor, t_rows: Tensor, labels: Tensor | None):
+    def run(s_rows: Tensor, t_rows: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
         global _compiled
-        try:
-            return _compiled(s_rows, t_rows, labels)
-        except Exception as err:  # noqa: BLE001
-            log.warning("compiled difficulty scoring failed (%s); falling back to eager", err)
-            _compiled = False
-            return hellinger_rows(s_rows, t_rows, labels)
+        if _compiled:  # False once an earlier chunk failed: eager from then on, without a warning per chunk
+            try:
+                return _compiled(s_rows, t_rows, labels)
+            except Exception as err:  # noqa: BLE001
+                log.warning("compiled difficulty scoring failed (%s); falling back to eager", err)
+                _compiled = False
+        return hellinger_rows(s_rows, t_rows, labels)
 
     return run
 

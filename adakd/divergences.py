@@ -55,6 +55,7 @@ def log_probs(logits: Tensor, temperature: float | Tensor = 1.0, dtype: torch.dt
     per token, broadcast over V). −inf logits are floored at ``LOG_FLOOR`` (see module doc).
     """
     dtype = dtype or compute_dtype(logits)
+    tau: Tensor | float | None  # None: τ = 1, nothing to divide
     if isinstance(temperature, Tensor):
         tau = temperature.to(dtype).unsqueeze(-1)
     else:

@@ -21,8 +21,12 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 CACHE_FORMAT = 1
 log = logging.getLogger(__name__)
@@ -94,7 +98,7 @@ def store_record(key: str, record: dict) -> None:
 
 
 def evaluate_with_cache(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer,
     datasets: dict,
     *,
@@ -115,12 +119,12 @@ def evaluate_with_cache(
     from adakd.evaluation import evaluate_model
 
     started = time.perf_counter()
-    compare = teacher is not None and teacher is not model
+    compare_to = None if teacher is model else teacher  # a model is not compared with itself
     key = record_key(
         weights_digest(model),
         datasets,
         settings,
-        teacher_digest=weights_digest(teacher) if compare else None,
+        teacher_digest=weights_digest(compare_to) if compare_to is not None else None,
         device=torch.device(device).type,
         dtype=str(dtype),
     )

@@ -16,12 +16,16 @@ import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import GenerationConfig
 
 from adakd.probes import untouched
 from adakd.tokenize import encode_prompt
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ def _seed_generators(model: torch.nn.Module, seed: int) -> None:
 
 
 def generate_responses(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer,
     examples: Sequence,
     *,
@@ -152,7 +156,7 @@ def _generate_batches(
 
 # ---------------------------------------------------------------------- eval.jsonl records
 def evaluate_model(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer,
     datasets: Mapping[str, Sequence],
     *,
@@ -213,6 +217,8 @@ def evaluate_model(
             per_seed.append(scores)
             replies_all += replies
             first = first or (replies, scores)
+        if first is None:  # seed_list holds at least one seed (checked above)
+            raise RuntimeError("no seed was evaluated")
         summary = summarise_seeds(per_seed)
         out["rouge_l"][name], out["rouge_l_spread"][name] = summary.mean, summary.spread
         out["rouge_l_seeds"][name] = list(summary.per_seed)

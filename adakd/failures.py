@@ -30,7 +30,7 @@ def is_unsafe_pickle(err: BaseException) -> bool:
     return "weights_only" in str(err) or type(err).__name__ == "UnpicklingError"
 
 
-def first_line(text: str) -> str:
+def first_line(text: object) -> str:
     """The first non-empty line of `text`, shortened to MAX_LENGTH characters."""
     line = next((part.strip() for part in str(text).splitlines() if part.strip()), "")
     return line if len(line) <= MAX_LENGTH else line[: MAX_LENGTH - 1] + "…"

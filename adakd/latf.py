@@ -260,6 +260,7 @@ def _check_kind(kind: str, state: dict) -> None:
 
 
 RATIO_KINDS = ("adaptive", "off", "fixed", "linear", "cosine")
+RatioSchedule = LATFController | FixedRatio | LinearRatio  # what make_ratio_schedule returns (CosineRatio included)
 
 
 def make_ratio_schedule(
@@ -273,7 +274,7 @@ def make_ratio_schedule(
     delta: float = 0.05,
     warmup: float = 0.05,
     min_ratio: float = 0.1,
-):
+) -> RatioSchedule:
     """Build the ratio schedule of a run.
 
     kind: ``adaptive`` LATFController starting at ``start`` (1.0 in the paper), with

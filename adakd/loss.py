@@ -169,6 +169,8 @@ def adakd_loss(
         s_sel, t_sel, d_sel = _take_rows(s_valid, (idx,)), t_valid[idx], difficulty[idx]
 
     temperature = torch.full((n_valid,), math.nan, dtype=difficulty.dtype, device=difficulty.device)
+    tau_arg: Tensor | float  # τ of the selected tokens: one per token (IDTS), CTKD's learned one, or τ_base
+    tau_sq: Tensor | float
     if idts:
         tau_sel = idts_temperatures(d_sel, base_temperature, c, inverse=inverse)
         tau_arg, tau_sq = tau_sel, tau_sel.square()
@@ -195,6 +197,8 @@ def adakd_loss(
         loss = kd
         ce = nll.mean() if nll is not None else kd.new_tensor(math.nan)
     else:
+        if targets is None:  # _validate refuses kd_ratio < 1 without labels
+            raise ValueError("labels are needed when kd_ratio < 1")
         ce = torch.nn.functional.cross_entropy(s_valid.to(kd.dtype), targets)
         loss = (1.0 - kd_ratio) * ce + (kd_ratio * kd if kd_ratio > 0 else 0.0)
     return AdaKDOutput(
@@ -234,6 +238,8 @@ def _take_rows(x: Tensor, index: tuple[Tensor, ...]) -> Tensor:
 
 def _sft_output(student_logits: Tensor, mask: Tensor, labels: Tensor | None) -> AdaKDOutput:
     """SFT without a teacher: loss = mean over the valid tokens of −log q(label); kd = 0."""
+    if labels is None:  # _validate refuses SFT without labels
+        raise ValueError("SFT (no teacher logits) needs labels")
     vocab, rows = student_logits.shape[-1], mask.reshape(-1)
     logits, targets = student_logits.reshape(-1, vocab)[rows], labels.reshape(-1)[rows]
     n_valid = targets.numel()

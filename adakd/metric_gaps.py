@@ -24,7 +24,8 @@ def expected_steps(upto: int, log_interval: int, max_steps: int, skipped: Iterab
 
 def ranges(steps: Iterable[int]) -> str:
     """Sorted steps as short text: [1, 2, 3, 7] -> "1-3, 7"."""
-    out, run = [], []
+    out: list[str] = []
+    run: list[int] = []
     for s in sorted(set(steps)):
         if run and s == run[-1] + 1:
             run.append(s)

@@ -20,15 +20,22 @@ from __future__ import annotations
 
 import copy
 import logging
+import logging.handlers
+import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from adakd.assets import DEFAULT_TEACHER_NAME, default_teacher_dir
 from adakd.failures import first_line
+
+if TYPE_CHECKING:  # transformers is imported where a model is built (it takes seconds)
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -130,16 +137,14 @@ def _from_pretrained(auto_class, where: str, dtype, trust_remote_code: bool, rol
 
 
 @contextmanager
-def _warnings_only_if_accepted():
+def _warnings_only_if_accepted() -> Iterator[None]:
     """Hold transformers' log records while a model loads; pass them on only if it is accepted.
 
     A rejected model (e.g. BERT's "add `is_decoder=True`" warning) would otherwise print
     transformers' advice above our own error, which already says what to fix.
     """
     library_logger = logging.getLogger("transformers")
-    held: list[logging.LogRecord] = []
-    holder = logging.Handler()
-    holder.emit = held.append
+    holder = logging.handlers.BufferingHandler(capacity=sys.maxsize)  # keeps every record in .buffer
     saved = library_logger.handlers[:], library_logger.propagate
     library_logger.handlers, library_logger.propagate = [holder], False
     accepted = False
@@ -148,12 +153,12 @@ def _warnings_only_if_accepted():
         accepted = True
     finally:
         library_logger.handlers, library_logger.propagate = saved
-        for record in held if accepted else ():
+        for record in holder.buffer if accepted else ():
             library_logger.handle(record)
 
 
 @torch.no_grad()
-def check_causal(model: nn.Module, name: str = "model") -> None:
+def check_causal(model: PreTrainedModel, name: str = "model") -> None:
     """Raise ModelError when the logits at position t depend on later tokens.
 
     An encoder such as BERT has a causal-LM class in transformers (``BertLMHeadModel``) but
@@ -161,7 +166,7 @@ def check_causal(model: nn.Module, name: str = "model") -> None:
     the answer. Two 4-token inputs that differ only in the last token must give the same logits
     at the first three positions.
     """
-    vocab = model.get_input_embeddings().num_embeddings
+    vocab = _weight_rows(model.get_input_embeddings())
     if vocab < 3:
         return
     device = next(model.parameters()).device
@@ -185,7 +190,7 @@ def check_causal(model: nn.Module, name: str = "model") -> None:
 
 
 def build_student(
-    teacher: nn.Module,
+    teacher: PreTrainedModel,
     spec: str = "subset",
     layers: list[int] | None = None,
     random_layers: int = 4,
@@ -194,7 +199,7 @@ def build_student(
     device=None,
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
-) -> nn.Module:
+) -> PreTrainedModel:
     """A trainable student (train mode, gradients on), on the teacher's device/dtype by default.
 
     spec ``"subset"``: the teacher with only ``layers`` kept (default: 6 evenly spaced, see
@@ -212,7 +217,7 @@ def build_student(
     elif spec == "random":
         cfg = teacher.config
         student = tiny_random_llama(
-            teacher.get_input_embeddings().num_embeddings,
+            _weight_rows(teacher.get_input_embeddings()),
             layers=random_layers,
             hidden=random_hidden,
             seed=seed,
@@ -223,7 +228,8 @@ def build_student(
         )
     else:
         student = _load_causal_lm(spec, dtype, trust_remote_code, role="student")
-    return student.to(device=device, dtype=dtype).train().requires_grad_(True)
+    # transformers declares PreTrainedModel.to with @wraps(nn.Module.to), which mypy reads as unbound
+    return student.to(device=device, dtype=dtype).train().requires_grad_(True)  # type: ignore[call-arg]
 
 
 def evenly_spaced_layers(num_layers: int, k: int) -> list[int]:
@@ -240,7 +246,7 @@ def evenly_spaced_layers(num_layers: int, k: int) -> list[int]:
     return [min(i * num_layers // (k - 1), num_layers - 1) for i in range(k)]
 
 
-def subset_student(teacher: nn.Module, layers: list[int]) -> nn.Module:
+def subset_student(teacher: PreTrainedModel, layers: list[int]) -> PreTrainedModel:
     """A copy of the teacher keeping only decoder layers ``layers`` (strictly increasing).
 
     Student layer j is teacher layer ``layers[j]``; every other weight (embeddings, final norm,
@@ -288,7 +294,7 @@ def tiny_random_llama(vocab_size: int, layers: int = 2, hidden: int = 64, seed: 
         raise ValueError(f"hidden size {hidden} must be a multiple of 64, or an even number below 64")
     if layers < 1 or vocab_size < 1:
         raise ValueError(f"need layers >= 1 and vocab_size >= 1, got {layers} and {vocab_size}")
-    settings = dict(
+    settings: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=hidden,
         intermediate_size=4 * hidden,
@@ -337,7 +343,7 @@ def load_model_pair(
     return ModelPair(teacher_model, student_model, tokenizer)
 
 
-def check_vocab(teacher: nn.Module, student: nn.Module, tokenizer, student_tokenizer=None) -> int:
+def check_vocab(teacher: PreTrainedModel, student: PreTrainedModel, tokenizer, student_tokenizer=None) -> int:
     """Make teacher and student logits index the same tokens; return the shared size V.
 
     Token-level KD compares p_T(v) with p_S(v) for every v, so both must use one tokenizer.
@@ -371,16 +377,24 @@ def check_vocab(teacher: nn.Module, student: nn.Module, tokenizer, student_token
 # --------------------------------------------------------------------------- helpers
 
 
-def _vocab_rows(model: nn.Module) -> int:
+def _vocab_rows(model: PreTrainedModel) -> int:
     head = model.get_output_embeddings()
-    return (head if head is not None else model.get_input_embeddings()).weight.shape[0]
+    return _weight_rows(head if head is not None else model.get_input_embeddings())
 
 
-def _num_layers(model: nn.Module) -> int:
+def _weight_rows(module: nn.Module) -> int:
+    """Rows of an embedding or LM head's weight ([V, H] for both): the token ids it covers."""
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        raise ModelError(f"{type(module).__name__} has no weight matrix: cannot tell its vocabulary size")
+    return weight.shape[0]
+
+
+def _num_layers(model: PreTrainedModel) -> int:
     return model.config.get_text_config().num_hidden_layers
 
 
-def _layer_list_name(model: nn.Module) -> str:
+def _layer_list_name(model: PreTrainedModel) -> str:
     """Dotted name of the ModuleList holding the decoder layers (``model.layers``, ``transformer.h``)."""
     n = _num_layers(model)
     names = [name for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n]

@@ -282,19 +282,21 @@ def probe_tokens(
         tau_all = idts_temperatures(difficulty, base_temperature, c, inverse).float()
         hard = difficulty > difficulty.median()
 
-        stats = {k: [] for k in ("h_s", "h_si", "h_sel", "h_t", "p_t", "p_s", "top_t", "top_s")}
+        chunks: dict[str, list[torch.Tensor]] = {
+            k: [] for k in ("h_s", "h_si", "h_sel", "h_t", "p_t", "p_s", "top_t", "top_s")
+        }
         tau_or_one = torch.nan_to_num(tau, nan=1.0)  # unselected rows: any τ, the result is masked
         for lo in range(0, n, _ROW_CHUNK):
             s, t, y = s_logits[lo : lo + _ROW_CHUNK], t_logits[lo : lo + _ROW_CHUNK], targets[lo : lo + _ROW_CHUNK]
-            stats["h_s"].append(_entropy(s))
-            stats["h_si"].append(_entropy(s / tau_all[lo : lo + _ROW_CHUNK, None]))
-            stats["h_sel"].append(_entropy(s / tau_or_one[lo : lo + _ROW_CHUNK, None]))
-            stats["h_t"].append(_entropy(t))
-            stats["p_s"].append(_label_prob(s, y))
-            stats["p_t"].append(_label_prob(t, y))
-            stats["top_s"].append(s.argmax(-1))
-            stats["top_t"].append(t.argmax(-1))
-        stats = {k: torch.cat(v).cpu().numpy() for k, v in stats.items()}
+            chunks["h_s"].append(_entropy(s))
+            chunks["h_si"].append(_entropy(s / tau_all[lo : lo + _ROW_CHUNK, None]))
+            chunks["h_sel"].append(_entropy(s / tau_or_one[lo : lo + _ROW_CHUNK, None]))
+            chunks["h_t"].append(_entropy(t))
+            chunks["p_s"].append(_label_prob(s, y))
+            chunks["p_t"].append(_label_prob(t, y))
+            chunks["top_s"].append(s.argmax(-1))
+            chunks["top_t"].append(t.argmax(-1))
+        stats = {k: torch.cat(v).cpu().numpy() for k, v in chunks.items()}
         stats["h_sel"][~selected.cpu().numpy()] = np.nan
 
     mask_cpu = mask.cpu()
@@ -360,7 +362,7 @@ def _group_rows(
     d_sq, c_sq, dc = stats
     n = d_sq.numel()
     full_norm = d_sq.sum().sqrt() / n  # ‖g_full‖
-    out = {k: [] for k in GRADIENT_COLUMNS}
+    out: dict[str, list] = {k: [] for k in GRADIENT_COLUMNS}
     for name in GROUPS:
         idx = torch.from_numpy(np.flatnonzero(groups == name)).to(d_sq.device)
         if idx.numel() == 0:

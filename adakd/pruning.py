@@ -21,12 +21,24 @@ loadable anywhere). Deterministic: the calibration batch is fixed by the run's d
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
-def _mlps(model: nn.Module) -> list[nn.Module]:
+
+class GatedMLP(Protocol):
+    """What width pruning needs of a decoder layer's MLP (``_mlps`` checks it at run time)."""
+
+    gate_proj: nn.Linear
+    up_proj: nn.Linear
+    down_proj: nn.Linear
+
+
+def _mlps(model: nn.Module) -> list[GatedMLP]:
     """The gated MLP of every decoder layer (Llama, Qwen2, Mistral, Gemma: gate/up/down_proj)."""
     layers = getattr(getattr(model, "model", None), "layers", None)
     if layers is None or not all(hasattr(layer, "mlp") for layer in layers):
@@ -37,7 +49,7 @@ def _mlps(model: nn.Module) -> list[nn.Module]:
             raise ValueError(
                 f"width pruning needs gated MLPs (gate_proj, up_proj, down_proj); {type(mlp).__name__} is not"
             )
-    return mlps
+    return cast(list[GatedMLP], mlps)
 
 
 @torch.no_grad()
@@ -81,7 +93,7 @@ def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear
     return new
 
 
-def width_pruned_student(teacher: nn.Module, calibration: dict, keep: int) -> nn.Module:
+def width_pruned_student(teacher: PreTrainedModel, calibration: dict, keep: int) -> PreTrainedModel:
     """A copy of ``teacher`` whose every MLP keeps its ``keep`` most important neurons.
 
     Attention, embeddings, norms and the (tied) head are copied unchanged. The copy's config has

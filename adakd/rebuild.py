@@ -90,9 +90,14 @@ def estimated_seconds(run_dir: str | Path) -> float | None:
     machine takes about as long, minus probes and evaluation."""
     from adakd.rundir import read_jsonl
 
-    seconds = [r.get("step_seconds") for r in read_jsonl(Path(run_dir) / "metrics.jsonl")]
-    seconds = [s for s in seconds if isinstance(s, (int, float)) and math.isfinite(s)]
+    logged = [r.get("step_seconds") for r in read_jsonl(Path(run_dir) / "metrics.jsonl")]
+    seconds = [s for s in logged if isinstance(s, (int, float)) and math.isfinite(s)]
     return sum(seconds) if seconds else None
+
+
+def _losses(records: list[dict]) -> dict[int, float]:
+    """step -> loss of the metrics lines that logged a float loss."""
+    return {r["step"]: r["loss"] for r in records if "step" in r and isinstance(r.get("loss"), float)}
 
 
 def rebuild_student(run_dir: str | Path, on_step=None) -> Path:
@@ -124,9 +129,9 @@ def rebuild_student(run_dir: str | Path, on_step=None) -> Path:
         found = latest_checkpoint(Path(trained) / "checkpoints")
         if found is None:
             raise RuntimeError(f"rebuilding {run_dir} wrote no checkpoint")
-        ours = {r["step"]: r.get("loss") for r in read_jsonl(Path(trained) / "metrics.jsonl") if "step" in r}
-        theirs = {r["step"]: r.get("loss") for r in read_jsonl(run_dir / "metrics.jsonl") if "step" in r}
-        shared = [s for s in theirs if s in ours and isinstance(theirs[s], float) and isinstance(ours[s], float)]
+        ours = _losses(read_jsonl(Path(trained) / "metrics.jsonl"))
+        theirs = _losses(read_jsonl(run_dir / "metrics.jsonl"))
+        shared = [s for s in theirs if s in ours]
         report = {
             "run": str(run_dir),
             "step": found[0],

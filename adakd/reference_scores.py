@@ -54,7 +54,7 @@ def reference_scores(
     if not encoded:
         raise ValueError("no reference token fits max_length: nothing to score")
     device = next(model.parameters()).device
-    compare = teacher is not None and teacher is not model
+    compare_to = None if teacher is model else teacher  # a model is not compared with itself
     ce_sum = kl_sum = 0.0
     count = 0
     with untouched(model):
@@ -70,9 +70,9 @@ def reference_scores(
             logq = F.log_softmax(logits, dim=-1)
             nll = -logq.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
             ce_sum += nll[mask].double().sum().item()
-            if compare:
+            if compare_to is not None:
                 t_logits = (
-                    teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+                    compare_to(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
                     .logits[:, :-1]
                     .float()
                 )
@@ -80,4 +80,4 @@ def reference_scores(
                 kl = (logp.exp() * (logp - logq)).sum(-1)
                 kl_sum += kl[mask].double().sum().item()
             count += int(mask.sum())
-    return {"ce": ce_sum / count, "kl_teacher": kl_sum / count if compare else None, "tokens": count}
+    return {"ce": ce_sum / count, "kl_teacher": kl_sum / count if compare_to is not None else None, "tokens": count}

@@ -10,6 +10,7 @@ writes; the validation loss is computed on every rank (DDP all-reduces it).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -20,11 +21,50 @@ from adakd.device import autocast
 from adakd.rundir import EVAL, GRADIENTS, TOKENS, utc_now
 from adakd.tokenize import next_token_targets
 
+if TYPE_CHECKING:  # for the annotations only: importing transformers at module load costs seconds
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from adakd.config import RunConfig
+    from adakd.device import Distributed
+    from adakd.latf import RatioSchedule
+    from adakd.regimes import Regime
+    from adakd.rundir import RunDir
+    from adakd.runsetup import TrainData
+    from adakd.temperature import CTKDTemperature
+
 SHARED_MODELS = ("teacher", "student_init")  # evaluation records every run of a study shares (adakd/eval_cache.py)
 
 
 class RunTasks:
-    """Checkpoint, probe, evaluate and validate the run of ``adakd.trainer._Run``."""
+    """Checkpoint, probe, evaluate and validate the run of ``adakd.trainer._Run``.
+
+    The run's state these methods read and write; ``_Run.__init__`` and ``_Run._setup`` set it.
+    """
+
+    config: RunConfig
+    run: RunDir
+    dist: Distributed
+    main: bool  # rank 0: the only process that writes the run directory
+    step: int  # optimiser steps done
+    position: int  # examples consumed (adakd.runsetup.DataOrder)
+    last_checkpoint: int | None
+    tokens_frame: pd.DataFrame | None  # tokens.parquet so far
+    gradients_frame: pd.DataFrame | None  # gradients.parquet so far
+    done_evals: set[tuple[int, str]]  # (step, model name) already in eval.jsonl
+    validated: set[int]  # steps whose `validation` event is already in events.jsonl
+    teacher_probe_logits: dict[str, torch.Tensor] | None  # "probe" / "gradient" -> [N, V]
+    _status_written: float  # time.monotonic() of the last status.json rewrite
+    device: torch.device
+    dtype: torch.dtype  # the autocast dtype
+    teacher: PreTrainedModel
+    student: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    data: TrainData
+    schedule: RatioSchedule
+    regime: Regime
+    ctkd: CTKDTemperature | None  # CTKD's learnable temperature, None without CTKD
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
 
     def _write_running_status(self) -> None:
         self.run.set_status(
@@ -167,7 +207,7 @@ class RunTasks:
         self._evaluate("teacher", self.teacher)
         self._evaluate("student_init", self.student)
 
-    def _evaluate(self, model_name: str, model: torch.nn.Module) -> None:
+    def _evaluate(self, model_name: str, model: PreTrainedModel) -> None:
         c = self.config
         if not self.main or c.eval_examples == 0 or (self.step, model_name) in self.done_evals:
             return

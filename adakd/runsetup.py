@@ -22,7 +22,7 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,11 +31,14 @@ from adakd.device import choose_device_and_dtype, dtype_name
 from adakd.limits import check_data_file
 from adakd.rundir import FORMAT, utc_now
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
 TINY = "tiny-random"
 PRUNED = "pruned"  # the teacher with narrower MLPs (adakd/pruning.py)
-TINY_TEACHER = {
+TINY_TEACHER: dict[str, Any] = {
     "layers": 2,
     "hidden": 64,
     "seed": 1234,
@@ -144,7 +147,7 @@ def build_models(config: RunConfig, device: torch.device):
     return teacher, student, tokenizer
 
 
-def pruned_student(config: RunConfig, teacher: torch.nn.Module, tokenizer) -> torch.nn.Module:
+def pruned_student(config: RunConfig, teacher: PreTrainedModel, tokenizer) -> PreTrainedModel:
     """The "pruned" student: the teacher's MLPs cut to ``student_mlp_keep`` neurons per layer,
     ranked on the first ``pruning_examples`` training examples (spread over the fixed split, so
     every category is seen); the same config always gives the same student (adakd/pruning.py)."""
@@ -293,7 +296,8 @@ class DataOrder:
         if n < 1:
             raise ValueError("DataOrder needs at least one example")
         self.n, self.seed = n, seed
-        self._epoch, self._perm = -1, None
+        self._epoch = -1
+        self._perm: list[int] = []  # the permutation of epoch self._epoch (none yet)
 
     def permutation(self, epoch: int) -> list[int]:
         if epoch != self._epoch:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 IGNORE_INDEX = -100
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")  # ChatML end of turn; GPT-2 style end of text
@@ -98,7 +101,7 @@ def cut_at_end(tokens: Sequence[int], end_ids: Sequence[int]) -> list[int]:
 
 
 def sample_student_responses(
-    student: torch.nn.Module,
+    student: PreTrainedModel,
     tokenizer,
     prompt_ids: Sequence[Sequence[int]],
     *,
@@ -142,7 +145,9 @@ def sample_student_responses(
     if pad_id is None:
         pad_id = getattr(tokenizer, "pad_token_id", None)
     pad = int(pad_id) if pad_id is not None else stop[0]
-    model = getattr(student, "module", student)  # DistributedDataParallel has no generate()
+    # DistributedDataParallel has no generate(). Any: transformers types generate()'s `self` as a
+    # Protocol (for its own checker) that mypy finds no model class satisfying
+    model: Any = getattr(student, "module", student)
     device = next(model.parameters()).device
 
     width = max(len(p) for p in prompts)

@@ -143,7 +143,8 @@ def _name_part(value: str) -> str:
 
 def expand_grid(grid: Mapping[str, list[str]]) -> list[tuple[str, dict[str, str]]]:
     """All grid points in order as (run name, field overrides); names are unique."""
-    points, seen = [], {}
+    points: list[tuple[str, dict[str, str]]] = []
+    seen: dict[str, int] = {}
     for combo in itertools.product(*grid.values()):
         axes = dict(zip(grid.keys(), combo))
         name = ",".join(f"{k}={_name_part(v)}" for k, v in axes.items())
@@ -250,7 +251,7 @@ def run_sweep(preset: str | None, grid, base_overrides, root, name: str) -> Path
             continue
         if state == "running":  # another live process owns it
             raise RuntimeError(
-                f"{run.path} is being trained by pid {run.read_status().get('pid')}; "
+                f"{run.path} is being trained by pid {(run.read_status() or {}).get('pid')}; "
                 "wait for it or stop it before resuming the sweep"
             )
         action = "train"

@@ -128,7 +128,7 @@ def tempered_divergence(
     with torch.no_grad():
         t = _floored(teacher_logits.to(dtype))
         t_std = t.std(-1, keepdim=True) + STD_EPS if standardize else None
-    if standardize:
+    if t_std is not None:  # standardize
         s_scaled = s / (tau * (s.std(-1, keepdim=True) + STD_EPS))
         t_scaled = t / (tau * t_std)
     elif isinstance(tau, Tensor) and tau.dim() == 0:  # CTKD's one τ: a cheaper backward for τ

@@ -31,13 +31,14 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from adakd import checkpoint as ckpt
 from adakd.config import RunConfig
@@ -133,7 +134,8 @@ def resume(run_dir: str | os.PathLike, *, on_step: StepCallback | None = None) -
         session.created = True
         # until the checkpoint is restored, a failure is recorded against the run as it was
         status = run.read_status() or {}
-        session.step = status.get("step") if isinstance(status.get("step"), int) else 0
+        saved_step = status.get("step")
+        session.step = saved_step if isinstance(saved_step, int) else 0
         session.last_checkpoint = status.get("last_checkpoint")
         if first_rank:
             ckpt.clean_leftovers(run.path)
@@ -187,10 +189,8 @@ class _Run(RunTasks):
         )
         # ground truth passes batches through; gkd / distillm swap in student samples
         self.regime = make_regime(c, self.pad_id, tokenizer=self.tokenizer, rank=self.dist.rank, device=self.device)
-        self.model = self.student
+        self.model: torch.nn.Module = self.student  # the student, or its DistributedDataParallel wrapper
         if self.dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.student, device_ids=ids)
 
@@ -371,8 +371,8 @@ class _Run(RunTasks):
                 batch, step=self.step + 1, student=self.student, tokenizer=self.tokenizer, micro=micro
             )
             infos.append(info)
-            sync = nullcontext()
-            if self.dist.world > 1 and micro < c.grad_accum - 1:
+            sync: AbstractContextManager[Any] = nullcontext()
+            if isinstance(self.model, DistributedDataParallel) and micro < c.grad_accum - 1:  # world > 1
                 sync = self.model.no_sync()  # all-reduce gradients once, after the last micro-batch
             teacher_logits = None  # SFT (kd_ratio = 0) needs no teacher
             if c.kd_ratio > 0:

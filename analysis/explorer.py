@@ -108,7 +108,7 @@ def explore_prompt(
     has_reference = bool(reference and reference.strip())
     if has_reference and reply_ids is not None:
         raise ValueError("give either a reference reply or the teacher's reply ids, not both")
-    example = _example(prompt, reference if has_reference else "", context)
+    example = _example(prompt, (reference or "") if has_reference else "", context)
     context_length = _pair_context_length(teacher, student)
     with untouched(teacher, student), torch.no_grad():
         if has_reference:

@@ -87,8 +87,8 @@ def explorer_tokens_figure(
     hover = np.full((n_rows, width), "", dtype=object)
     index = np.full((n_rows, width), -1, dtype=np.int64)
     topk_by_token = dict(tuple(result.topk.groupby("token_index")))
-    for i, row in df.iterrows():
-        r, col = divmod(int(i), width)
+    for i, (_, row) in enumerate(df.iterrows()):
+        r, col = divmod(i, width)
         text[r, col] = _visible(row["token_text"])
         index[r, col] = int(row["token_index"])
         hover[r, col] = _hover(row, topk_by_token.get(row["token_index"], result.topk.iloc[:0]))

@@ -177,8 +177,8 @@ def eval_frame(records: list[dict], problems: list[str]) -> tuple[pd.DataFrame, 
             problems.append(f"eval.jsonl record {number}: rouge_l has non-numeric scores, skipped")
             continue
         kept.append(record)
-        counts = record.get("n") if isinstance(record.get("n"), dict) else {}
-        extra = {k: record.get(k) if isinstance(record.get(k), dict) else {} for k in EVAL_EXTRA}
+        counts = record["n"] if isinstance(record.get("n"), dict) else {}
+        extra: dict[str, dict] = {k: record[k] if isinstance(record.get(k), dict) else {} for k in EVAL_EXTRA}
         for dataset, score in scores.items():
             rows.append(
                 {

@@ -30,7 +30,7 @@ def last_eval_record(run: Run, model: str = "student") -> dict | None:
 def replies_frame(run: Run, model: str = "student") -> pd.DataFrame:
     """One row per stored prompt of `model`'s last evaluation (empty frame when none)."""
     record = last_eval_record(run, model) or {}
-    samples = record.get("samples") if isinstance(record.get("samples"), dict) else {}
+    samples = record["samples"] if isinstance(record.get("samples"), dict) else {}
     rows = [
         {
             "dataset": str(dataset),

@@ -196,7 +196,7 @@ def _read_run(path: Path, is_sample: bool, signature: tuple) -> Run:
         meta = {}
     elif meta.get("format", 1) != 1:
         problems.append(f"config.json: format {meta.get('format')!r} is not 1; read as format 1")
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    config = meta["config"] if isinstance(meta.get("config"), dict) else {}
     if meta and not config:
         problems.append('config.json: no "config" object with the run settings')
 
@@ -257,8 +257,12 @@ def _read_run(path: Path, is_sample: bool, signature: tuple) -> Run:
 
 
 def _unreadable_run(path: Path, is_sample: bool, problem: str) -> Run:
-    frames = [empty_frame(c) for c in (METRIC_COLUMNS, EVENT_COLUMNS, TOKEN_COLUMNS, GRADIENT_COLUMNS, EVAL_COLUMNS)]
-    return Run(path, path.name, {}, {}, {}, "unknown", *frames[:4], frames[4], [], [problem], is_sample)
+    metrics, events, tokens, gradients, evals = (
+        empty_frame(c) for c in (METRIC_COLUMNS, EVENT_COLUMNS, TOKEN_COLUMNS, GRADIENT_COLUMNS, EVAL_COLUMNS)
+    )
+    return Run(
+        path, path.name, {}, {}, {}, "unknown", metrics, events, tokens, gradients, evals, [], [problem], is_sample
+    )
 
 
 # ---------------------------------------------------------------- state of a run

@@ -117,7 +117,7 @@ def evaluation_summary(run: Run):
                 "prompts": row["n"],
                 "ROUGE-L": row["rouge_l"],
                 "± seeds": row.get("rouge_l_spread"),
-                "degenerate %": 100 * row.get("degenerate") if pd.notna(row.get("degenerate")) else None,
+                "degenerate %": 100 * row["degenerate"] if pd.notna(row.get("degenerate")) else None,
                 "CE (nats)": row.get("ce"),
                 "KL(T‖model)": row.get("kl_teacher"),
             }

@@ -122,7 +122,8 @@ def group_difficulty_frame(run: Run, split: str = "current") -> pd.DataFrame:
         if group not in GROUP_ORDER:
             continue
         s = values["difficulty"].to_numpy(dtype=float)
-        row = {"step": int(step), "group": group, "n": len(s)}
+        # pandas-stubs types group keys as Hashable, which int() does not take; here they are step numbers
+        row = {"step": int(step), "group": group, "n": len(s)}  # type: ignore[call-overload]
         row.update({name: float(np.percentile(s, q)) for name, q in PERCENTILES.items()})
         rows.append(row)
     frame = pd.DataFrame(rows, columns=GROUP_DIFFICULTY_COLUMNS)

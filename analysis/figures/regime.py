@@ -42,7 +42,9 @@ SOURCE_COLORS = {
 
 def has_regime_fields(run: Run) -> bool:
     """Whether the run's metrics carry the regime fields (a gkd / distillm run)."""
-    return not run.metrics.empty and "data_source" in run.metrics.columns and run.metrics["data_source"].notna().any()
+    return bool(
+        not run.metrics.empty and "data_source" in run.metrics.columns and run.metrics["data_source"].notna().any()
+    )
 
 
 def regime_frame(run: Run) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -30,6 +31,9 @@ from analysis.report.study import Study, _cfg, component
 from analysis.report.table_sections import METRIC_NAMES
 from analysis.runs import Run
 
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
 
 def _pick(study: Study, *preds) -> Run | None:
     """The first finished run matching the first predicate that matches any (lowest seed)."""
@@ -44,12 +48,13 @@ def heatmap_example(run: Run, most: int = 48) -> int:
     """The probe example with the longest response of at most `most` tokens (else the shortest)."""
     counts = run.tokens[run.tokens["step"] == run.probe_steps[0]].groupby("example").size()
     fitting = counts[counts <= most]
-    return int(fitting.idxmax() if len(fitting) else counts.idxmin())
+    # pandas-stubs types index labels as Hashable, which int() does not take; here they are example numbers
+    return int(fitting.idxmax() if len(fitting) else counts.idxmin())  # type: ignore[call-overload]
 
 
-def build_figures(study: Study) -> dict[str, tuple[object, str]]:
+def build_figures(study: Study) -> dict[str, tuple[go.Figure, str]]:
     """{file name: (figure, reading)} for the figures the finished runs allow."""
-    figs: dict[str, tuple[object, str]] = {}
+    figs: dict[str, tuple[go.Figure, str]] = {}
     full = study.full or _pick(study, lambda r: component(r) is not None)
     if full is not None and not full.tokens.empty:
         ex = heatmap_example(full)

@@ -54,7 +54,11 @@ def probe_summary(run: Run) -> dict:
     if tokens.empty:
         return {}
     steps = run.probe_steps
-    out = {"first_step": steps[0], "last_step": steps[-1], "n_tokens": int((tokens["step"] == steps[-1]).sum())}
+    out: dict[str, float] = {
+        "first_step": steps[0],
+        "last_step": steps[-1],
+        "n_tokens": int((tokens["step"] == steps[-1]).sum()),
+    }
     for name, step in (("first", steps[0]), ("last", steps[-1])):
         rows = tokens[tokens["step"] == step]
         out[f"difficulty_{name}"] = float(rows["difficulty"].mean())
@@ -81,8 +85,8 @@ def group_medians(run: Run) -> dict[str, tuple[float, float]]:
 
 def final_rouge(run: Run, model: str = "student") -> float:
     rows = run.final_eval(model)
-    rows = rows[rows["dataset"] == "average"]["rouge_l"]
-    return float(rows.iloc[0]) if len(rows) else math.nan
+    scores = rows[rows["dataset"] == "average"]["rouge_l"]
+    return float(scores.iloc[0]) if len(scores) else math.nan
 
 
 def ratio_summary(run: Run) -> dict:

@@ -136,8 +136,8 @@ def noise_section(study: Study) -> tuple[str, float]:
     if teacher and float(np.mean(teacher)) >= WEAK_TEACHER_ROUGE:
         text += ["", f"The teacher itself scores {fmt(float(np.mean(teacher)))} ROUGE-L on these prompts."]
     elif teacher:
-        example = shortest_reference(study.runs)
-        example = f' (e.g. "{example[1]}" to "{example[0]}")' if example else ""
+        shortest = shortest_reference(study.runs)
+        example = f' (e.g. "{shortest[1]}" to "{shortest[0]}")' if shortest else ""
         text += [
             "",
             f"The teacher itself scores {fmt(float(np.mean(teacher)))} ROUGE-L on these "

@@ -256,7 +256,7 @@ def tokens_range(runs: list[Run]) -> str:
 
 
 METRIC_NAMES = {"kd": "KD objective", "ce": "CE on labels"}
-COMPONENTS_ORDER = {"base": 0, "+IDTS": 1, "+LATF": 2, "full (AdaKD)": 3}
+COMPONENTS_ORDER: dict[str | None, int] = {"base": 0, "+IDTS": 1, "+LATF": 2, "full (AdaKD)": 3}
 
 
 def _rows_with_loss(runs: list[Run], key) -> list[list]:
@@ -353,6 +353,14 @@ TABLE5_NAMES = {
 }
 
 
+def _arm(run: Run, table: str) -> str:
+    """The arm of `table` that `run` belongs to (the study sorted it into that table)."""
+    arm = table_arm(run.config, table)
+    if arm is None:
+        raise ValueError(f"{run.path} is not an arm of {table}")
+    return arm
+
+
 def _arm_section(runs: list[Run], table: str, title: str, column: str, names: dict[str, str]) -> str:
     """One row per arm of `table` that has runs (the arm's method only: never pooled), in the
     paper's order, and a line naming the arms not yet run (single-seed rows say so)."""
@@ -361,7 +369,7 @@ def _arm_section(runs: list[Run], table: str, title: str, column: str, names: di
         out.append(
             md_table(
                 [column, "method", "ROUGE-L", "seeds", f"CE on labels, last {WINDOW}", "probe difficulty, last probe"],
-                _rows_with_loss(runs, lambda r: names[table_arm(r.config, table)]),
+                _rows_with_loss(runs, lambda r: names[_arm(r, table)]),
             )
         )
         if any(row[3] == 1 for row in _rows_with_loss(runs, lambda r: table_arm(r.config, table))):
@@ -392,7 +400,7 @@ def ce_by_c(runs: list[Run]) -> str:
     if len(ce) < 2:
         return ""
     means = {c: float(np.mean(v)) for c, v in ce.items()}
-    low, high = min(means, key=means.get), max(means, key=means.get)
+    low, high = min(means, key=lambda c: means[c]), max(means, key=lambda c: means[c])
     return (
         f" The CE on labels over the last {WINDOW} steps is lowest at c = {fmt(low, 1)} "
         f"({fmt(means[low], 3)}) and highest at c = {fmt(high, 1)} ({fmt(means[high], 3)})."
@@ -421,7 +429,7 @@ def c_section(study: Study, threshold: float) -> str:
     )
     if len(frame) >= 2:
         spread = float(frame["rouge_l_mean"].max() - frame["rouge_l_mean"].min())
-        best = float(frame.loc[frame["rouge_l_mean"].idxmax(), "c"])
+        best = float(frame["c"].iloc[frame["rouge_l_mean"].argmax()])
         out += [
             "",
             f"Reading: the highest ROUGE-L is at c = {fmt(best, 1)}; the range over c is "

@@ -154,3 +154,34 @@ def test_cuda_compiled_scores_match_cpu():
         ref_h, ref_nll = score_tokens(s.to(dtype), t.to(dtype), labels=labels, with_nll=True)
         assert h[0].item() == 0.0
         assert torch.allclose(h.cpu(), ref_h, atol=2e-6) and torch.allclose(nll.cpu(), ref_nll, atol=2e-5)
+
+
+def test_failed_compiled_scorer_falls_back_to_eager_once(monkeypatch, caplog):
+    """After the compiled Hellinger fails on one chunk, every later chunk runs eagerly without
+    calling it again and without another warning (it used to call False and warn per chunk)."""
+    import logging
+    from types import SimpleNamespace
+
+    from adakd import difficulty
+
+    calls = []
+
+    def broken(s_rows, t_rows, labels):
+        calls.append(len(s_rows))
+        raise RuntimeError("compiler exploded")
+
+    monkeypatch.setattr(difficulty, "_compiled", broken)
+    monkeypatch.delenv("ADAKD_COMPILE", raising=False)
+    run = difficulty._fused_hellinger(SimpleNamespace(is_cuda=True))  # only is_cuda is read
+    gen = torch.Generator().manual_seed(6)
+    s, t = torch.randn(4, 30, generator=gen), torch.randn(4, 30, generator=gen)
+    labels = torch.randint(0, 30, (4,), generator=gen)
+    with caplog.at_level(logging.WARNING, logger="adakd.difficulty"):
+        for rows in (slice(0, 2), slice(2, 4)):
+            h, nll = run(s[rows], t[rows], labels[rows])
+            ref_h, ref_nll = difficulty.hellinger_rows(s[rows], t[rows], labels[rows])
+            assert torch.equal(h, ref_h) and torch.equal(nll, ref_nll)
+    assert calls == [2]
+    assert [r.getMessage() for r in caplog.records] == [
+        "compiled difficulty scoring failed (compiler exploded); falling back to eager"
+    ]
