@@ -9,18 +9,24 @@ only in seed share a label and tables can group by it.
 
 from __future__ import annotations
 
+from adakd.config import RunConfig
+
+# The method's settings a label describes, at their defaults (RunConfig's, the paper's method).
 DEFAULTS = {
-    "divergence": "rkl",
-    "latf": "adaptive",
-    "idts": "on",
-    "idts_c": 0.5,
-    "base_temperature": 1.0,
-    "indicator": "hellinger",
-    "kd_ratio": 1.0,
-    "regime": "ground_truth",
-    "indicator_topk": 5,
-    "ctkd": False,
-    "logit_standardize": False,
+    key: getattr(RunConfig(), key)
+    for key in (
+        "divergence",
+        "latf",
+        "idts",
+        "idts_c",
+        "base_temperature",
+        "indicator",
+        "kd_ratio",
+        "regime",
+        "indicator_topk",
+        "ctkd",
+        "logit_standardize",
+    )
 }
 REGIME_NAMES = {"gkd": "GKD", "distillm": "DistiLLM"}
 
