@@ -17,7 +17,8 @@ import torch.distributed as dist
 
 from adakd import checkpoint as ckpt
 from adakd.device import autocast
-from adakd.rundir import EVAL, GRADIENTS, TOKENS, utc_now
+from adakd.rundir import EVAL, GRADIENTS, TOKENS
+from adakd.timestamps import utc_now
 from adakd.tokenize import next_token_targets
 
 SHARED_MODELS = ("teacher", "student_init")  # evaluation records every run of a study shares (adakd/eval_cache.py)
