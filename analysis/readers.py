@@ -26,12 +26,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from adakd.columns import (
+from adakd.columns import (  # noqa: F401 (the *_COLUMNS are re-exported: analysis reads them from here)
     EVAL_COLUMNS,
     EVAL_EXTRA,
-    GRADIENT_COLUMNS,  # noqa: F401 (re-exported)
+    EVENT_COLUMNS,
+    GRADIENT_COLUMNS,
     LATER_COLUMNS,
+    METRIC_COLUMNS,
     PANDAS_DTYPES,
+    TOKEN_COLUMNS,
 )
 from adakd.rundir import read_jsonl_report
 
