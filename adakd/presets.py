@@ -59,7 +59,7 @@
                 fixed-1.2, fixed-e-0.5 (τ = e^-0.5 ≈ 0.607), inverse (τ_base·e^{+c·ŝ}), ctkd
                 (learnable global τ behind a gradient-reversal layer), logit-std (z-scored
                 logits, τ 1), idts (the method's). `--grid table5` runs the eight (`TABLE5`).
-    Exact definitions of every arm: docs/method.md.
+    Exact definitions of every arm: docs/method.md §6.
 
 `resolve_preset(name, overrides)` gives a validated RunConfig.
 """
@@ -189,7 +189,7 @@ TABLE1: dict[str, dict] = {
 }
 TABLE1["sft"] = {"kd_ratio": 0.0, "regime": "ground_truth", **PLAIN}  # the SFT baseline row
 
-# The paper's ablation tables 3-5 (docs/method.md): reverse KL on ground truth, IDTS c = 0.5.
+# The paper's ablation tables 3-5 (docs/method.md §6): reverse KL on ground truth, IDTS c = 0.5.
 _RKL = {"divergence": "rkl", "divergence_params": {}, "regime": "ground_truth", "idts_c": 0.5}
 TABLE3: dict[str, dict] = {
     indicator: {**_RKL, **ADAKD, "indicator": indicator}
