@@ -470,7 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=V1,V2",
         help="an axis of the grid (repeatable), or a named grid such as 'ablation'",
     )
-    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--set",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config fields for every point, as for train (`python -m adakd settings` lists them)",
+    )
     p.add_argument("--name", help="sweep folder name under the root")
     common(p)
     p.set_defaults(func=cmd_sweep)
