@@ -41,6 +41,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from adakd.timestamps import utc_now
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEACHER_NAME = "smollm2-135m-instruct"
@@ -210,7 +212,7 @@ def convert_default_teacher(out_dir: Path) -> None:
         },
         "dtype": "float32",
         "transformers_version": transformers.__version__,
-        "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "converted_at": utc_now(),
         "seconds": round(seconds, 2),
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

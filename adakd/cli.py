@@ -9,6 +9,7 @@
     python -m adakd eval   RUN [--data FILE ...] [--examples N] [--greedy] [--seeds N] [--json]
     python -m adakd rebuild RUN     the trained student of a run that kept no checkpoint, into the cache
     python -m adakd dashboard [--root DIR] [--print-command] [STREAMLIT ARGS ...]   (adakd/dashboard.py)
+    python -m adakd settings [NAME ...] [--markdown]   the config fields: type, default, allowed values, meaning
 
 Data-parallel: `torchrun --nproc_per_node 2 -m adakd train --preset smoke --name ddp` (gloo on
 CPU, nccl on CUDA); only rank 0 writes the run directory.
@@ -417,6 +418,17 @@ def cmd_dashboard(args) -> int:
     serve(command, root)
 
 
+def cmd_settings(args) -> int:
+    """List RunConfig's settings (from their field metadata, adakd/config_docs.py)."""
+    from adakd.config_docs import settings_markdown, settings_text
+
+    try:
+        print(settings_markdown() if args.markdown else settings_text(args.names), end="" if args.markdown else "\n")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from adakd.presets import PRESETS
 
@@ -442,7 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override config fields, e.g. --set lr=1e-4 idts_c=0.3",
+        help="override config fields, e.g. --set lr=1e-4 idts_c=0.3 student_layers=0,6,12 max_train_examples=none "
+        "(lists comma separated or JSON, dicts JSON, bools true/false); `python -m adakd settings` lists every field "
+        "with its default and allowed values",
     )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--run-dir", help="run folder path (must not exist or be empty)")
@@ -480,10 +494,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=V1,V2",
         help="an axis of the grid (repeatable), or a named grid such as 'ablation'",
     )
-    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--set",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config fields for every point, as for train (`python -m adakd settings` lists them)",
+    )
     p.add_argument("--name", help="sweep folder name under the root")
     common(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser(
+        "settings",
+        help="list the config fields --set takes: type, default, allowed values, meaning",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these fields (default: all)")
+    p.add_argument("--markdown", action="store_true", help="all fields as docs/contracts.md's table")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    p.set_defaults(func=cmd_settings)
 
     p = sub.add_parser("eval", help="evaluate a run's latest checkpoint (ROUGE-L)")
     p.add_argument("run", help="run folder, or run name under the runs root")

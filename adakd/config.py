@@ -1,9 +1,15 @@
 """RunConfig: the one validated configuration of a training run.
 
-Every field is listed in docs/contracts.md. `RunConfig(...)` validates in `__post_init__`
-and raises a `ValueError` naming the field and its valid range; `RunConfig.from_dict`
-rejects unknown keys (with close-match suggestions); `apply_overrides` applies
-`key=value` strings as typed by the field (the CLI's `--set` and the sweep grids use it).
+Each field carries its documentation as dataclass field metadata (`setting(...)`: a help
+sentence, a unit, and the allowed values as choices, a `Range` or a text). That one source
+gives the CLI's `python -m adakd settings` listing, the Train page's help texts and the
+settings table of docs/contracts.md (adakd/config_docs.py; scripts/settings_table.py), and the
+range and choice checks below.
+
+`RunConfig(...)` validates in `__post_init__` and raises a `ValueError` naming the field and
+what it must be; `RunConfig.from_dict` rejects unknown keys (with close-match suggestions);
+`apply_overrides` applies `key=value` strings parsed by the field's type with pydantic (the
+CLI's `--set` and the sweep grids use it).
 
 This module imports nothing heavy (no torch), so the dashboard can validate a config cheaply.
 """
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import types
@@ -19,15 +26,87 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-DIVERGENCES = ("fkl", "rkl", "jsd", "tvd", "sfkl", "srkl", "ab", "akl")
-LATF_KINDS = ("adaptive", "off", "fixed", "linear", "cosine")
+from pydantic import TypeAdapter, ValidationError
+
+from adakd import names
+from adakd.names import INDICATORS, LATF_KINDS
+
+DIVERGENCES = tuple(names.DIVERGENCES)  # the names; their default parameters are in adakd/names.py
 IDTS_MODES = ("on", "off", "inverse")
-INDICATORS = ("hellinger", "fkl", "rkl", "jsd", "ce", "entropy", "topk")
 REGIMES = ("ground_truth", "gkd", "distillm")
 OPTIMIZERS = ("adamw",)
 LR_SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = ("auto", "float32", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+# Upper bounds of the counts: far past any real run, low enough that a typo (an extra digit, a
+# pasted number) is refused with a message instead of allocating or looping for ever.
+MAX_COUNT = 10_000_000  # steps, examples, buffer entries
+MAX_TOKENS = 1_000_000  # lengths in tokens
+MAX_BATCH = 4096  # examples per batch, probe examples, accumulation steps
+MAX_LAYERS = 1024
+MAX_HIDDEN = 65_536
+MAX_SEED = 2**32 - 1  # numpy's seed range
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a field allows: `low` .. `high` (None = unbounded), each end included unless
+    `low_open` / `high_open`; `note` says what a special value means (e.g. "0 = probes off")."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    note: str = ""
+
+    def __contains__(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            text = f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        else:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            text = f"in {left}{_number(self.low)}, {_number(self.high)}{right}"
+        return f"{text} ({self.note})" if self.note else text
+
+
+def _number(x: float | None) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    help: str,
+    unit: str = "",
+    choices: tuple[str, ...] = (),
+    range: Range | None = None,
+    allowed: str = "",
+) -> Any:
+    """A RunConfig field with its documentation (`dataclasses.field` metadata).
+
+    help: one sentence for the CLI, the Train page and docs/contracts.md. unit: of the value
+    ("steps", "tokens", ...). The allowed values, checked by `RunConfig`: `choices` or a
+    `range`; `allowed` describes a check written out in `_validate` (lists, cross-field rules).
+    """
+    metadata = {"help": help, "unit": unit, "choices": choices, "range": range, "allowed": allowed}
+    return field(default=default, default_factory=factory, metadata=metadata)
+
+
+def _optional(hint: Any) -> bool:
+    """True for `X | None`."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    return union and type(None) in typing.get_args(hint)
+
+
+def _inner(hint: Any) -> Any:
+    """`X` of `X | None`, else the hint itself."""
+    return next(a for a in typing.get_args(hint) if a is not type(None)) if _optional(hint) else hint
 
 
 @dataclass
@@ -35,82 +114,287 @@ class RunConfig:
     """A complete, validated description of one distillation run (see docs/contracts.md)."""
 
     # --- models and data
-    teacher: str = "smollm2-135m-instruct"
-    student: str = "subset"
-    student_layers: list[int] | None = None  # None: evenly spaced teacher layers (models.py)
-    random_layers: int = 4
-    random_hidden: int = 256
-    student_mlp_keep: int = 768  # "pruned": MLP neurons kept per layer (adakd/pruning.py)
-    pruning_examples: int = 64  # "pruned": training examples whose activations rank the neurons
-    trust_remote_code: bool = False
-    data: str = "chatterbot"
-    eval_data: list[str] = field(default_factory=list)
-    max_train_examples: int | None = None
-    max_prompt_length: int = 128
-    max_length: int = 256
+    teacher: str = setting(
+        "smollm2-135m-instruct",
+        help="Teacher model: smollm2-135m-instruct (embedded), tiny-random, a Hugging Face id or a local folder.",
+        allowed="a non-empty string",
+    )
+    student: str = setting(
+        "subset",
+        help="Student model: subset (some of the teacher's layers), pruned (the teacher with narrower MLPs, "
+        "adakd/pruning.py), random (a small random Llama with the teacher's vocabulary), tiny-random, "
+        "or a Hugging Face id or local folder.",
+        allowed="a non-empty string",
+    )
+    student_layers: list[int] | None = setting(
+        None,
+        help='Teacher layers the "subset" student keeps, e.g. 0,6,12; null = evenly spaced.',
+        allowed="null or a non-empty list of distinct layer indices >= 0",
+    )
+    random_layers: int = setting(4, help='Layers of the "random" student.', unit="layers", range=Range(1, MAX_LAYERS))
+    random_hidden: int = setting(256, help='Hidden size of the "random" student.', range=Range(8, MAX_HIDDEN))
+    student_mlp_keep: int = setting(
+        768,
+        help='MLP neurons the "pruned" student keeps per layer, ranked by activation on training text '
+        "(at most the teacher's MLP width: 1,536 for SmolLM2-135M).",
+        unit="neurons",
+        range=Range(1, MAX_HIDDEN),
+    )
+    pruning_examples: int = setting(
+        64,
+        help='Training examples whose activations rank the "pruned" student\'s neurons.',
+        unit="examples",
+        range=Range(1, MAX_BATCH),
+    )
+    trust_remote_code: bool = setting(
+        False, help="Let a Hugging Face model run its own Python code when it loads (only for models you trust)."
+    )
+    data: str = setting(
+        "chatterbot",
+        help="Training data: chatterbot (built in) or a Dolly JSONL / Alpaca JSON file.",
+        allowed="a non-empty string",
+    )
+    eval_data: list[str] = setting(
+        factory=list,
+        help="Evaluation sets: Dolly JSONL / Alpaca JSON files.",
+        allowed="a list of file paths (empty = the held-out split of data)",
+    )
+    max_train_examples: int | None = setting(
+        None,
+        help="Training examples used, spread over the training split; null = all.",
+        unit="examples",
+        range=Range(1, MAX_COUNT),
+    )
+    max_prompt_length: int = setting(
+        128,
+        help="Prompt tokens kept (a longer prompt is shortened inside the template).",
+        unit="tokens",
+        range=Range(1, MAX_TOKENS),
+    )
+    max_length: int = setting(
+        256,
+        help="Prompt and response tokens of a training example.",
+        unit="tokens",
+        allowed=f"> max_prompt_length and <= {MAX_TOKENS:,}",
+    )
 
     # --- loss
-    divergence: str = "rkl"
-    divergence_params: dict = field(default_factory=dict)
-    latf: str = "adaptive"
-    ratio_start: float = 1.0
-    ratio_end: float = 0.5
-    latf_beta: float = 0.99
-    latf_eps: float = 0.05
-    latf_delta: float = 0.05
-    latf_warmup: float = 0.05
-    latf_min_ratio: float = 0.1
-    idts: str = "on"
-    idts_c: float = 0.5
-    base_temperature: float = 1.0
-    indicator: str = "hellinger"
-    indicator_topk: int = 5  # k of the topk (NMTKD rank-violation) indicator; the public release uses 10
-    ctkd: bool = False  # CTKD: one learnable global temperature behind a gradient-reversal layer
-    logit_standardize: bool = False  # z-score each token's logits over V (both models) before τ
-    kd_ratio: float = 1.0
+    divergence: str = setting(
+        "rkl",
+        help="Base divergence between teacher and student distributions; rkl is the paper's main base "
+        "(docs/method.md §4).",
+        choices=DIVERGENCES,
+    )
+    divergence_params: dict = setting(
+        factory=dict,
+        help="Parameters of the divergence over its defaults: lam (jsd, sfkl, srkl), alpha and beta (ab), mu (akl).",
+        allowed='a JSON object of numbers, e.g. {"lam": 0.9}',
+    )
+    latf: str = setting(
+        "adaptive",
+        help="Ratio r of selected tokens: adaptive = LATF's controller; off = every token; fixed, linear, "
+        "cosine = Table 4's schedules (docs/method.md §2).",
+        choices=LATF_KINDS,
+    )
+    ratio_start: float = setting(
+        1.0,
+        help='r₀: the ratio at the first step (the ratio of "fixed").',
+        unit="share of tokens",
+        range=Range(0, 1, low_open=True),
+    )
+    ratio_end: float = setting(
+        0.5,
+        help='r₁: the ratio at the last step ("linear", "cosine").',
+        unit="share of tokens",
+        range=Range(0, 1, low_open=True),
+    )
+    latf_beta: float = setting(
+        0.99, help="β: smoothing of the LATF controller's loss average (EMA).", range=Range(0, 1, high_open=True)
+    )
+    latf_eps: float = setting(
+        0.05,
+        help="ε: relative change of the loss average against its reference that moves r.",
+        range=Range(0, 1, high_open=True),
+    )
+    latf_delta: float = setting(
+        0.05, help="δ: relative step of r, r·(1 − δ) or r·(1 + δ).", range=Range(0, 1, high_open=True)
+    )
+    latf_warmup: float = setting(
+        0.05,
+        help="Steps before the LATF controller sets its reference.",
+        unit="fraction of max_steps",
+        range=Range(0, 1, high_open=True),
+    )
+    latf_min_ratio: float = setting(
+        0.1, help="r_min: the LATF controller's floor for r.", unit="share of tokens", range=Range(0, 1, low_open=True)
+    )
+    idts: str = setting(
+        "on",
+        help="Per-token temperatures: on = IDTS (hard tokens sharper, easy ones smoother); off = base_temperature "
+        "for every token; inverse = the opposite of on (docs/method.md §3).",
+        choices=IDTS_MODES,
+    )
+    idts_c: float = setting(0.5, help="c: IDTS strength; τ stays within τ_base·e^−c … τ_base·e^c.", range=Range(0, 10))
+    base_temperature: float = setting(
+        1.0,
+        help="τ_base: the temperature IDTS scales (the fixed τ with idts off; CTKD's starting τ).",
+        range=Range(0, 100, low_open=True),
+    )
+    indicator: str = setting(
+        "hellinger",
+        help="Token difficulty indicator; hellinger is the paper's (docs/method.md §1).",
+        choices=INDICATORS,
+    )
+    indicator_topk: int = setting(
+        5,
+        help="k of the topk (NMTKD rank-violation) indicator; the paper's 5, the public release passes 10.",
+        unit="tokens",
+        range=Range(1, 1000),
+    )
+    ctkd: bool = setting(
+        False,
+        help="CTKD: one learnable global temperature behind a gradient-reversal layer; needs idts off "
+        "(docs/method.md §3.1).",
+    )
+    logit_standardize: bool = setting(
+        False,
+        help="z-score each token's logits over the vocabulary (both models) before the temperature "
+        "(docs/method.md §3.1).",
+    )
+    kd_ratio: float = setting(
+        1.0,
+        help="Weight of distillation: loss = (1 − kd_ratio)·CE + kd_ratio·KD; 0 runs no teacher forward.",
+        range=Range(0, 1, note="1 = pure KD, 0 = pure SFT"),
+    )
 
     # --- data regime (student-generated data; adakd/regimes.py)
-    regime: str = "ground_truth"
-    gkd_lambda: float = 0.5
-    gen_max_new_tokens: int = 48
-    gen_temperature: float = 1.0
-    gen_top_p: float = 1.0
-    buffer_capacity: int = 1000
-    distillm_prob_step: float = 0.1
-    distillm_threshold: float = 0.1
+    regime: str = setting(
+        "ground_truth",
+        help="Responses trained on: ground_truth (the dataset's), gkd (the student's own samples with "
+        "probability gkd_lambda), distillm (DistiLLM's adaptive student samples and replay buffer).",
+        choices=REGIMES,
+    )
+    gkd_lambda: float = setting(
+        0.5, help="λ_on: probability that a GKD batch trains on the student's own samples.", range=Range(0, 1)
+    )
+    gen_max_new_tokens: int = setting(
+        48, help="Longest student sample (gkd, distillm).", unit="tokens", range=Range(1, MAX_TOKENS)
+    )
+    gen_temperature: float = setting(
+        1.0, help="Sampling temperature of the student samples.", range=Range(0, low_open=True)
+    )
+    gen_top_p: float = setting(
+        1.0, help="Top-p (nucleus) of the student samples; 1 = off.", range=Range(0, 1, low_open=True)
+    )
+    buffer_capacity: int = setting(
+        1000,
+        help="DistiLLM's replay buffer: the newest student samples kept.",
+        unit="samples",
+        range=Range(1, MAX_COUNT),
+    )
+    distillm_prob_step: float = setting(
+        0.1,
+        help="δ: rise of DistiLLM's student-data probability φ when the validation loss comes back up.",
+        range=Range(0, 1),
+    )
+    distillm_threshold: float = setting(
+        0.1,
+        help="ε: how far the validation loss must come back above its reference before φ rises.",
+        unit="nats per token",
+        range=Range(0),
+    )
 
     # --- optimisation
-    optimizer: str = "adamw"
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    lr_schedule: str = "cosine"
-    warmup_ratio: float = 0.0
-    max_steps: int = 100
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0  # 0 = no clipping (the norm is still logged)
-    seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
+    optimizer: str = setting("adamw", help="Optimiser.", choices=OPTIMIZERS)
+    lr: float = setting(1e-4, help="Peak learning rate.", range=Range(0, 1, low_open=True))
+    weight_decay: float = setting(0.0, help="AdamW weight decay.", range=Range(0, 1))
+    lr_schedule: str = setting("cosine", help="Learning-rate decay after the warm-up.", choices=LR_SCHEDULES)
+    warmup_ratio: float = setting(
+        0.0, help="Linear learning-rate warm-up.", unit="fraction of max_steps", range=Range(0, 1, high_open=True)
+    )
+    max_steps: int = setting(100, help="Training length.", unit="optimiser steps", range=Range(1, MAX_COUNT))
+    batch_size: int = setting(4, help="Examples per micro-batch.", unit="examples", range=Range(1, MAX_BATCH))
+    grad_accum: int = setting(
+        1, help="Micro-batches accumulated per optimiser step.", unit="micro-batches", range=Range(1, MAX_BATCH)
+    )
+    max_grad_norm: float = setting(
+        1.0,
+        help="Gradient-norm clipping (the norm is logged either way).",
+        range=Range(0, note="0 = no clipping"),
+    )
+    seed: int = setting(
+        0, help="Seed of the student's initialisation, the data order and sampling.", range=Range(0, MAX_SEED)
+    )
+    dtype: str = setting(
+        "auto",
+        help="Precision: auto = bf16 autocast on a GPU that supports it, float32 elsewhere.",
+        choices=DTYPES,
+    )
+    device: str = setting("auto", help="auto = CUDA, then Apple MPS, then CPU.", choices=DEVICES)
 
     # --- instrumentation
-    log_interval: int = 1
-    probe_interval: int = 0  # 0 = probes off
-    probe_examples: int = 4
-    gradient_batch_size: int = 8
-    eval_interval: int = 0  # 0 = only at the end
-    eval_examples: int = 32  # 0 = no evaluation at all
-    eval_max_new_tokens: int = 48
-    eval_greedy: bool = False
-    eval_seed: int = 0
-    eval_seeds: int = 3  # generation seeds eval_seed, eval_seed+1, ...: ROUGE-L is their mean
-    eval_holdout: int = 0  # 0 = 80/10/10 split; N = hold out N prompts with a long reference as the test set
-    eval_min_reference_words: int = 11  # MiniLLM/DistiLLM: only references of >= 11 words (0 = all)
-    checkpoint_interval: int = 0  # 0 = only at the end (and when stopped)
-    keep_checkpoints: int = 2
+    log_interval: int = setting(
+        1, help="Steps between lines of metrics.jsonl.", unit="steps", range=Range(1, MAX_COUNT)
+    )
+    probe_interval: int = setting(
+        0,
+        help="Steps between probes (tokens.parquet, gradients.parquet).",
+        unit="steps",
+        range=Range(0, MAX_COUNT, note="0 = probes off"),
+    )
+    probe_examples: int = setting(
+        4, help="Held-out examples whose tokens every probe records.", unit="examples", range=Range(1, MAX_BATCH)
+    )
+    gradient_batch_size: int = setting(
+        8, help="Examples in the gradient probe's batch.", unit="examples", range=Range(1, MAX_BATCH)
+    )
+    eval_interval: int = setting(
+        0,
+        help="Steps between evaluations.",
+        unit="steps",
+        range=Range(0, MAX_COUNT, note="0 = only at the end"),
+    )
+    eval_examples: int = setting(
+        32,
+        help="Prompts per evaluation set.",
+        unit="prompts",
+        range=Range(0, MAX_COUNT, note="0 = no evaluation"),
+    )
+    eval_max_new_tokens: int = setting(
+        48, help="Longest generated reply in an evaluation.", unit="tokens", range=Range(1, MAX_TOKENS)
+    )
+    eval_greedy: bool = setting(
+        False, help="Greedy decoding in evaluations instead of sampling (the protocol samples)."
+    )
+    eval_seed: int = setting(0, help="First generation seed of an evaluation.", range=Range(0, MAX_SEED))
+    eval_seeds: int = setting(
+        3,
+        help="Generation seeds eval_seed, eval_seed + 1, …; ROUGE-L is their mean.",
+        unit="seeds",
+        range=Range(1, 100),
+    )
+    eval_holdout: int = setting(
+        0,
+        help="Prompts with a long reference held out as the test set.",
+        unit="prompts",
+        range=Range(0, MAX_COUNT, note="0 = the 80/10/10 split"),
+    )
+    eval_min_reference_words: int = setting(
+        11,
+        help="Score only references of at least this many words (MiniLLM / DistiLLM: 11).",
+        unit="words",
+        range=Range(0, MAX_TOKENS, note="0 = every reference"),
+    )
+    checkpoint_interval: int = setting(
+        0,
+        help="Steps between checkpoints (one is also written when a run stops).",
+        unit="steps",
+        range=Range(0, MAX_COUNT, note="0 = only at the end"),
+    )
+    keep_checkpoints: int = setting(2, help="Newest checkpoints kept.", range=Range(1, 1000))
 
     def __post_init__(self) -> None:
-        _coerce_types(self)
+        _check_types(self)
         _validate(self)
 
     # ------------------------------------------------------------------ (de)serialisation
@@ -127,17 +411,48 @@ class RunConfig:
         """Build from a (possibly partial) dict; unknown keys raise with the valid names."""
         unknown = [k for k in values if k not in cls.field_names()]
         if unknown:
-            raise ValueError(_unknown_message(unknown, cls.field_names()))
+            raise ValueError(unknown_fields_message(unknown, cls.field_names()))
         return cls(**values)
 
 
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
+TYPES: dict[str, Any] = typing.get_type_hints(RunConfig)  # the fields' types (annotations are strings here)
+
+
+def allowed_text(name: str) -> str:
+    """What field `name` accepts, as its error messages and the docs say it, e.g. "in (0, 1]"."""
+    meta = FIELDS[name].metadata
+    if meta["choices"]:
+        text = f"one of {', '.join(meta['choices'])}"
+    elif meta["range"] is not None:
+        text = str(meta["range"])
+    else:
+        text = meta["allowed"]
+    return f"{text} or null" if text and _optional(TYPES[name]) and not meta["allowed"] else text
+
+
+def value_range(name: str) -> tuple[Any, Any]:
+    """(low, high) of field `name`'s `Range`, e.g. for a number widget's bounds."""
+    limits = FIELDS[name].metadata["range"]
+    return limits.low, limits.high
+
+
+@functools.cache
+def _adapter(name: str) -> TypeAdapter:
+    """pydantic's validator of the type of field `name`."""
+    return TypeAdapter(TYPES[name])
+
+
 # ---------------------------------------------------------------------- overrides
+NULL_WORDS = ("none", "null", "")
+
+
 def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     """Return a new RunConfig with `key=value` overrides applied (parsed by field type).
 
-    bool: true/false/yes/no/on/off/1/0; int, float as usual; `int | None` also takes
-    none/null; list[int] / list[str]: comma separated or a JSON list (empty = []);
-    dict: JSON object. The result is validated as a whole.
+    bool: true/false/yes/no/on/off/1/0; int, float as usual; `X | None` also takes
+    none/null/empty; list[int] / list[str]: comma separated or a JSON list (empty = []);
+    dict: a JSON object. The result is validated as a whole.
     """
     values = config.to_dict()
     values.update(parse_overrides(overrides))
@@ -146,71 +461,52 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """Parse `key=value` strings into typed values (no range validation yet)."""
-    hints = typing.get_type_hints(RunConfig)
     parsed: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"override {item!r} is not of the form key=value")
-        if key not in hints:
-            raise ValueError(_unknown_message([key], RunConfig.field_names()))
-        parsed[key] = parse_value(key, hints[key], raw.strip())
+        if key not in FIELDS:
+            raise ValueError(unknown_fields_message([key], RunConfig.field_names()))
+        parsed[key] = parse_value(key, raw.strip())
     return parsed
 
 
-def parse_value(key: str, hint: Any, raw: str) -> Any:
-    """Parse one override value for the field `key` of type `hint`."""
-    args = typing.get_args(hint)
-    optional = type(None) in args and (typing.get_origin(hint) in (typing.Union, types.UnionType))
-    if optional:
-        if raw.lower() in ("none", "null", ""):
-            return None
-        hint = next(a for a in args if a is not type(None))
-    origin = typing.get_origin(hint) or hint
+def parse_value(key: str, raw: str) -> Any:
+    """Parse one override value for the field `key` by its type (pydantic, lax: "12" -> 12)."""
+    hint = TYPES[key]
+    if _optional(hint) and raw.lower() in NULL_WORDS:
+        return None
+    container = typing.get_origin(_inner(hint)) or _inner(hint)
     try:
-        if hint is bool:
-            low = raw.lower()
-            if low in ("true", "yes", "on", "1"):
-                return True
-            if low in ("false", "no", "off", "0"):
-                return False
-            raise ValueError
-        if hint is int:
-            return int(raw)
-        if hint is float:
-            return float(raw)
-        if hint is str:
-            return raw
-        if origin is list:
-            (item_type,) = typing.get_args(hint) or (str,)
-            if raw.startswith("["):
-                items = json.loads(raw)
-            else:
-                items = [s.strip() for s in raw.split(",") if s.strip()]
-            return [item_type(x) for x in items]
-        if origin is dict:
-            value = json.loads(raw) if raw else {}
-            if not isinstance(value, dict):
-                raise ValueError
-            return value
-    except (ValueError, TypeError, json.JSONDecodeError):
-        pass
-    raise ValueError(f"{key}={raw!r}: cannot parse as {_type_name(hint)}")
+        if container in (list, dict) and raw.startswith(("[", "{")):
+            return _adapter(key).validate_json(raw)
+        if container is list:
+            return _adapter(key).validate_python([s.strip() for s in raw.split(",") if s.strip()])
+        if container is dict and not raw:
+            return {}
+        return _adapter(key).validate_strings(raw)
+    except ValidationError:
+        raise ValueError(f"{key}={raw!r}: cannot parse as {_expected(hint)}") from None
 
 
-def _type_name(hint: Any) -> str:
+def _expected(hint: Any) -> str:
+    """What a value of type `hint` is, in words ("an integer", "a JSON object ...")."""
+    if _optional(hint):
+        return f"{_expected(_inner(hint))} or null"
     names = {bool: "a bool (true/false)", int: "an integer", float: "a number", str: "a string"}
     if hint in names:
         return names[hint]
     if typing.get_origin(hint) is list:
-        return "a comma-separated list or a JSON list"
+        (item,) = typing.get_args(hint)
+        return f"a comma-separated list or a JSON list of {'integers' if item is int else 'strings'}"
     if typing.get_origin(hint) is dict or hint is dict:
         return "a JSON object, e.g. '{\"lam\": 0.9}'"
     return str(hint)
 
 
-def _unknown_message(unknown: list[str], valid: list[str]) -> str:
+def unknown_fields_message(unknown: list[str], valid: list[str]) -> str:
     parts = []
     for key in unknown:
         close = difflib.get_close_matches(key, valid, n=3)
@@ -219,50 +515,20 @@ def _unknown_message(unknown: list[str], valid: list[str]) -> str:
 
 
 # ---------------------------------------------------------------------- validation
-def _coerce_types(c: RunConfig) -> None:
-    """Check each field's type; accept ints for floats (JSON writes 1.0 as 1)."""
-    hints = typing.get_type_hints(RunConfig)
-    for f in dataclasses.fields(c):
-        value, hint = getattr(c, f.name), hints[f.name]
-        args = typing.get_args(hint)
-        if type(None) in args and typing.get_origin(hint) in (typing.Union, types.UnionType):
-            if value is None:
-                continue
-            hint = next(a for a in args if a is not type(None))
-        origin = typing.get_origin(hint) or hint
-        if hint is float and isinstance(value, int) and not isinstance(value, bool):
-            setattr(c, f.name, float(value))
-        elif hint is float and isinstance(value, float):
-            pass
-        elif hint is int and isinstance(value, int) and not isinstance(value, bool):
-            pass
-        elif hint in (bool, str) and isinstance(value, hint):
-            pass
-        elif origin is list and isinstance(value, (list, tuple)):
-            (item_type,) = typing.get_args(hint)
-            bad = [x for x in value if not isinstance(x, item_type) or isinstance(x, bool) and item_type is int]
-            if bad:
-                raise ValueError(f"{f.name} must be {_type_name(hint)} of {item_type.__name__} (got {value!r})")
-            setattr(c, f.name, list(value))
-        elif origin is dict and isinstance(value, dict):
-            setattr(c, f.name, dict(value))
-        else:
-            raise ValueError(f"{f.name} must be {_type_name(hint)} (got {value!r})")
-
-
-# Upper bounds of the counts: far past any real run, low enough that a typo (an extra digit, a
-# pasted number) is refused with a message instead of allocating or looping for ever.
-MAX_COUNT = 10_000_000  # steps, examples, buffer entries
-MAX_TOKENS = 1_000_000  # lengths in tokens
-MAX_BATCH = 4096  # examples per batch, probe examples, accumulation steps
-MAX_LAYERS = 1024
-MAX_HIDDEN = 65_536
-MAX_SEED = 2**32 - 1  # numpy's seed range
-
-
-def _bounded(c: RunConfig, name: str, low: int, high: int, note: str = "") -> None:
-    value = getattr(c, name)
-    _check(low <= value <= high, name, value, f"in [{low}, {high:,}]{note}")
+def _check_types(c: RunConfig) -> None:
+    """Check each field's type with pydantic's strict mode (no "12" for 12, no True for 1);
+    ints are taken for floats (JSON writes 1.0 as 1) and come back as floats."""
+    for name in FIELDS:
+        value = getattr(c, name)
+        if isinstance(value, tuple):  # a Python caller's tuple for a list field
+            value = list(value)
+        try:
+            checked = _adapter(name).validate_python(value, strict=True)
+        except ValidationError:
+            raise ValueError(f"{name} must be {_expected(TYPES[name])} (got {value!r})") from None
+        if isinstance(checked, float) and not math.isfinite(checked):
+            raise ValueError(f"{name} = {value!r} must be a finite number")
+        setattr(c, name, checked)
 
 
 def _check(ok: bool, name: str, value: Any, valid: str) -> None:
@@ -270,25 +536,25 @@ def _check(ok: bool, name: str, value: Any, valid: str) -> None:
         raise ValueError(f"{name} = {value!r} is out of range: must be {valid}")
 
 
-def _choice(c: RunConfig, name: str, choices: tuple[str, ...]) -> None:
-    value = getattr(c, name)
-    if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
+def _check_metadata(c: RunConfig, name: str) -> None:
+    """The field's own choices or range (from its `setting` metadata)."""
+    value, meta = getattr(c, name), FIELDS[name].metadata
+    if value is None:  # an optional field's null: its type check allowed it
+        return
+    if meta["choices"] and value not in meta["choices"]:
+        close = difflib.get_close_matches(str(value), meta["choices"], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"{name} = {value!r} is not valid{hint}: must be one of {', '.join(choices)}")
-
-
-def _finite(c: RunConfig) -> None:
-    for f in dataclasses.fields(c):
-        value = getattr(c, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{f.name} = {value!r} must be a finite number")
+        raise ValueError(f"{name} = {value!r} is not valid{hint}: must be {allowed_text(name)}")
+    if meta["range"] is not None:
+        _check(value in meta["range"], name, value, allowed_text(name))
 
 
 def _validate(c: RunConfig) -> None:
-    _finite(c)
+    for name in FIELDS:
+        _check_metadata(c, name)
+    # the rules `setting(allowed=...)` describes: each message is that text
     for name in ("teacher", "student", "data"):
-        _check(bool(getattr(c, name).strip()), name, getattr(c, name), "a non-empty string")
+        _check(bool(getattr(c, name).strip()), name, getattr(c, name), allowed_text(name))
     if c.student_layers is not None:
         layers = c.student_layers
         _check(
@@ -297,29 +563,9 @@ def _validate(c: RunConfig) -> None:
             and len(set(layers)) == len(layers),
             "student_layers",
             layers,
-            "null or a non-empty list of distinct layer indices >= 0",
+            allowed_text("student_layers"),
         )
-    _bounded(c, "random_layers", 1, MAX_LAYERS)
-    _bounded(c, "random_hidden", 8, MAX_HIDDEN)
-    _bounded(c, "student_mlp_keep", 1, MAX_HIDDEN, " (at most the teacher's MLP width)")
-    _bounded(c, "pruning_examples", 1, MAX_BATCH)
-    _check(
-        all(isinstance(p, str) and p.strip() for p in c.eval_data),
-        "eval_data",
-        c.eval_data,
-        "a list of file paths (empty = the held-out split of data)",
-    )
-    if c.max_train_examples is not None:
-        _bounded(c, "max_train_examples", 1, MAX_COUNT, " or null")
-    _bounded(c, "max_prompt_length", 1, MAX_TOKENS)
-    _check(
-        c.max_prompt_length < c.max_length <= MAX_TOKENS,
-        "max_length",
-        c.max_length,
-        f"> max_prompt_length ({c.max_prompt_length}), leaving room for the response, and <= {MAX_TOKENS:,}",
-    )
-
-    _choice(c, "divergence", DIVERGENCES)
+    _check(all(p.strip() for p in c.eval_data), "eval_data", c.eval_data, allowed_text("eval_data"))
     _check(
         all(
             isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -327,21 +573,15 @@ def _validate(c: RunConfig) -> None:
         ),
         "divergence_params",
         c.divergence_params,
-        'a JSON object of numbers, e.g. {"lam": 0.9}',
+        allowed_text("divergence_params"),
     )
-    _choice(c, "latf", LATF_KINDS)
-    _check(0 < c.ratio_start <= 1, "ratio_start", c.ratio_start, "in (0, 1]")
-    _check(0 < c.ratio_end <= 1, "ratio_end", c.ratio_end, "in (0, 1]")
-    _check(0 <= c.latf_beta < 1, "latf_beta", c.latf_beta, "in [0, 1)")
-    _check(0 <= c.latf_eps < 1, "latf_eps", c.latf_eps, "in [0, 1)")
-    _check(0 <= c.latf_delta < 1, "latf_delta", c.latf_delta, "in [0, 1)")
-    _check(0 <= c.latf_warmup < 1, "latf_warmup", c.latf_warmup, "in [0, 1) (a fraction of max_steps)")
-    _check(0 < c.latf_min_ratio <= 1, "latf_min_ratio", c.latf_min_ratio, "in (0, 1]")
-    _choice(c, "idts", IDTS_MODES)
-    _check(0 <= c.idts_c <= 10, "idts_c", c.idts_c, "in [0, 10]")
-    _check(0 < c.base_temperature <= 100, "base_temperature", c.base_temperature, "in (0, 100]")
-    _choice(c, "indicator", INDICATORS)
-    _check(1 <= c.indicator_topk <= 1000, "indicator_topk", c.indicator_topk, "in [1, 1000]")
+    _check(
+        c.max_prompt_length < c.max_length <= MAX_TOKENS,
+        "max_length",
+        c.max_length,
+        f"> max_prompt_length ({c.max_prompt_length}), leaving room for the response, and <= {MAX_TOKENS:,}",
+    )
+    # rules across fields
     if c.ctkd and c.idts != "off":
         raise ValueError(
             f"ctkd = true needs idts = 'off' (got idts = {c.idts!r}): CTKD's one learned "
@@ -354,40 +594,3 @@ def _validate(c: RunConfig) -> None:
             f"ctkd = true starts the learned temperature at base_temperature, which must be "
             f"> 0.05 (its floor); got {c.base_temperature}"
         )
-    _check(0 <= c.kd_ratio <= 1, "kd_ratio", c.kd_ratio, "in [0, 1] (1 = pure KD, 0 = pure SFT)")
-
-    _choice(c, "regime", REGIMES)
-    _check(0 <= c.gkd_lambda <= 1, "gkd_lambda", c.gkd_lambda, "in [0, 1]")
-    _bounded(c, "gen_max_new_tokens", 1, MAX_TOKENS)
-    _check(c.gen_temperature > 0, "gen_temperature", c.gen_temperature, "> 0")
-    _check(0 < c.gen_top_p <= 1, "gen_top_p", c.gen_top_p, "in (0, 1]")
-    _bounded(c, "buffer_capacity", 1, MAX_COUNT)
-    _check(0 <= c.distillm_prob_step <= 1, "distillm_prob_step", c.distillm_prob_step, "in [0, 1]")
-    _check(c.distillm_threshold >= 0, "distillm_threshold", c.distillm_threshold, ">= 0")
-
-    _choice(c, "optimizer", OPTIMIZERS)
-    _check(0 < c.lr <= 1, "lr", c.lr, "in (0, 1]")
-    _check(0 <= c.weight_decay <= 1, "weight_decay", c.weight_decay, "in [0, 1]")
-    _choice(c, "lr_schedule", LR_SCHEDULES)
-    _check(0 <= c.warmup_ratio < 1, "warmup_ratio", c.warmup_ratio, "in [0, 1)")
-    _bounded(c, "max_steps", 1, MAX_COUNT)
-    _bounded(c, "batch_size", 1, MAX_BATCH)
-    _bounded(c, "grad_accum", 1, MAX_BATCH)
-    _check(c.max_grad_norm >= 0, "max_grad_norm", c.max_grad_norm, ">= 0 (0 = no clipping)")
-    _bounded(c, "seed", 0, MAX_SEED)
-    _choice(c, "dtype", DTYPES)
-    _choice(c, "device", DEVICES)
-
-    _bounded(c, "log_interval", 1, MAX_COUNT)
-    _bounded(c, "probe_interval", 0, MAX_COUNT, " (0 = probes off)")
-    _bounded(c, "probe_examples", 1, MAX_BATCH)
-    _bounded(c, "gradient_batch_size", 1, MAX_BATCH)
-    _bounded(c, "eval_interval", 0, MAX_COUNT, " (0 = only at the end)")
-    _bounded(c, "eval_examples", 0, MAX_COUNT, " (0 = no evaluation)")
-    _bounded(c, "eval_max_new_tokens", 1, MAX_TOKENS)
-    _bounded(c, "eval_seed", 0, MAX_SEED)
-    _bounded(c, "eval_seeds", 1, 100, " (generation seeds averaged)")
-    _bounded(c, "eval_holdout", 0, MAX_COUNT, " (0 = the 80/10/10 split)")
-    _bounded(c, "eval_min_reference_words", 0, MAX_TOKENS, " (0 = every reference)")
-    _bounded(c, "checkpoint_interval", 0, MAX_COUNT, " (0 = only at the end)")
-    _bounded(c, "keep_checkpoints", 1, 1000)

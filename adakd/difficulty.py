@@ -32,11 +32,11 @@ import torch
 from torch import Tensor
 
 from .divergences import LOG_FLOOR, compute_dtype, divergence_from_log_probs
+from .names import INDICATORS
 from .rank_violation import rank_violation
 
 log = logging.getLogger(__name__)
 
-INDICATORS = ("hellinger", "fkl", "rkl", "jsd", "ce", "entropy", "topk")
 DEFAULT_TOPK = 5  # k of the "topk" indicator: the paper's (the public release passes 10)
 # Elements per scoring work buffer (there are two): ≈ 64 MB of float32. Large enough for few
 # kernel launches on CUDA; on CPU, smaller chunks measured no faster (2-core EPYC, V = 49,152).

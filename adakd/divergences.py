@@ -28,19 +28,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-LOG_FLOOR = -1e30  # −inf logits are clamped here: exp(LOG_FLOOR) == 0 exactly, logs stay finite
+from .names import DIVERGENCES  # name -> default parameters; exposed as adakd.DIVERGENCES
 
-# name -> default parameters (docs/method.md §4). Exposed as adakd.DIVERGENCES.
-DIVERGENCES: dict[str, dict[str, float]] = {
-    "fkl": {},
-    "rkl": {},
-    "jsd": {"lam": 0.9},
-    "tvd": {},
-    "sfkl": {"lam": 0.1},
-    "srkl": {"lam": 0.1},
-    "ab": {"alpha": 0.2, "beta": 0.7},
-    "akl": {"mu": 0.5},
-}
+LOG_FLOOR = -1e30  # −inf logits are clamped here: exp(LOG_FLOOR) == 0 exactly, logs stay finite
 
 
 def compute_dtype(*tensors: Tensor) -> torch.dtype:

@@ -20,6 +20,8 @@ import math
 import torch
 from torch import Tensor
 
+from .names import LATF_KINDS
+
 log = logging.getLogger(__name__)
 
 _COUNT_TOLERANCE = 1e-9  # floor(r·N) of the *intended* product: 0.29·100 selects 29, not 28
@@ -259,7 +261,6 @@ def _check_kind(kind: str, state: dict) -> None:
         )
 
 
-RATIO_KINDS = ("adaptive", "off", "fixed", "linear", "cosine")
 RatioSchedule = LATFController | FixedRatio | LinearRatio  # what make_ratio_schedule returns (CosineRatio included)
 
 
@@ -281,8 +282,8 @@ def make_ratio_schedule(
     ``warmup_steps = floor(warmup · total_steps)``; ``off`` FixedRatio(1.0); ``fixed``
     FixedRatio(start); ``linear`` / ``cosine`` from ``start`` to ``end`` over ``total_steps``.
     """
-    if kind not in RATIO_KINDS:
-        raise ValueError(f"unknown ratio schedule {kind!r}; valid: {', '.join(RATIO_KINDS)}")
+    if kind not in LATF_KINDS:
+        raise ValueError(f"unknown ratio schedule {kind!r}; valid: {', '.join(LATF_KINDS)}")
     if isinstance(total_steps, bool) or int(total_steps) != total_steps or total_steps < 1:
         raise ValueError(f"total_steps must be an integer >= 1 (got {total_steps!r})")
     if kind == "adaptive":

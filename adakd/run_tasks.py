@@ -18,7 +18,8 @@ import torch.distributed as dist
 
 from adakd import checkpoint as ckpt
 from adakd.device import autocast
-from adakd.rundir import EVAL, GRADIENTS, TOKENS, utc_now
+from adakd.rundir import EVAL, GRADIENTS, TOKENS
+from adakd.timestamps import utc_now
 from adakd.tokenize import next_token_targets
 
 if TYPE_CHECKING:  # for the annotations only: importing transformers at module load costs seconds

@@ -15,7 +15,6 @@ import math
 import os
 import re
 import socket
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,17 +22,15 @@ from typing import Any
 
 import platformdirs
 
+from adakd.atomic import TEMP_NAME, atomic_path, fsync_dir, write_bytes_atomic
+from adakd.timestamps import utc_now
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 CONFIG, STATUS, METRICS, EVENTS, EVAL = "config.json", "status.json", "metrics.jsonl", "events.jsonl", "eval.jsonl"
 TOKENS, GRADIENTS, CHECKPOINTS = "tokens.parquet", "gradients.parquet", "checkpoints"
 STATES = ("running", "finished", "stopped", "failed")
-
-
-def utc_now() -> str:
-    """ISO-8601 UTC timestamp with seconds, e.g. 2026-01-02T03:04:05Z."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def runs_root(root: str | os.PathLike | None = None) -> Path:
@@ -71,37 +68,6 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temp file beside `path`, fsync, rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; run files are meant to be read by others
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n").encode())
 
@@ -129,19 +95,9 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def write_parquet_atomic(path: Path, frame) -> None:
-    """Write a pandas DataFrame as parquet via temp file + rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o644)
-    os.close(fd)
-    try:
+    """Write a pandas DataFrame as parquet, atomically (adakd/atomic.py)."""
+    with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _step_of(record: dict) -> int:
@@ -162,7 +118,7 @@ def move_aside(path: Path) -> Path:
     """Rename a damaged file to `<name>.damaged-<time>` (never overwrite it); return the new path."""
     target = damaged_name(Path(path))
     os.replace(path, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return target
 
 
@@ -173,15 +129,12 @@ def keep_damaged_copy(path: Path) -> Path:
     return target
 
 
-_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")  # tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")
-
-
 def remove_temp_files(folder: Path) -> list[Path]:
     """Delete the temp files of atomic writes that a killed writer left in `folder` (only safe
     for the writer holding the run's lock: no other write can be under way)."""
     removed = []
     for child in Path(folder).iterdir() if Path(folder).is_dir() else []:
-        if _TEMP.match(child.name) and child.is_file():
+        if TEMP_NAME.match(child.name) and child.is_file():
             child.unlink(missing_ok=True)
             removed.append(child)
     return removed

@@ -29,7 +29,8 @@ import torch
 from adakd.config import RunConfig
 from adakd.device import choose_device_and_dtype, dtype_name
 from adakd.limits import check_data_file
-from adakd.rundir import FORMAT, utc_now
+from adakd.rundir import FORMAT
+from adakd.timestamps import utc_now
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

@@ -37,8 +37,9 @@ from pathlib import Path
 
 from adakd.config import RunConfig, apply_overrides, parse_overrides
 from adakd.presets import TABLES
-from adakd.rundir import RunDir, check_run_name, read_json, utc_now, write_json_atomic
+from adakd.rundir import RunDir, check_run_name, read_json, write_json_atomic
 from adakd.runlock import run_lock
+from adakd.timestamps import utc_now
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ from adakd.loss import adakd_loss
 from adakd.metric_gaps import run_step_problems
 from adakd.regimes import make_regime, merge_infos
 from adakd.run_tasks import RunTasks
-from adakd.rundir import CONFIG, GRADIENTS, METRICS, TOKENS, RunDir, move_aside, utc_now
+from adakd.rundir import CONFIG, GRADIENTS, METRICS, TOKENS, RunDir, move_aside
 from adakd.runlock import holds_lock, new_run_lock, run_lock
 from adakd.runsetup import (
     DataOrder,
@@ -62,6 +62,7 @@ from adakd.runsetup import (
 )
 from adakd.signals import StopRequest
 from adakd.temperature import CTKDTemperature, ctkd_strength
+from adakd.timestamps import utc_now
 from adakd.tokenize import collate, next_token_targets
 
 log = logging.getLogger(__name__)

@@ -18,17 +18,17 @@ import platform
 import subprocess
 import zipfile
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 
+from adakd.atomic import write_bytes_atomic
+from adakd.timestamps import utc_now
 from analysis.export import (
     DEFAULT_TIMEOUT,
     ExportServer,
-    atomic_write,
     frame_to_csv,
     normalise_formats,
     render_all,
@@ -91,7 +91,7 @@ def report_bundle(
     if out_path is not None:
         target = Path(out_path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, data)
+        write_bytes_atomic(target, data)
     return data
 
 
@@ -254,7 +254,7 @@ def provenance(run_files: Sequence[dict[str, Any]], **extra: Any) -> dict[str, A
             }
         )
     return {
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_at": utc_now(),
         "git_revision": git_revision(),
         "versions": package_versions(),
         "seeds": {r["bundle_name"]: r["seed"] for r in runs},

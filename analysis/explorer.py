@@ -33,10 +33,10 @@ from adakd.evaluation import stop_token_ids
 from adakd.idts import idts_temperatures
 from adakd.probes import group_labels, untouched
 from adakd.tokenize import encode_example, encode_prompt, format_prompt
+from analysis.explorer_figures import INDICATORS  # the alternatives of adakd.token_difficulty shown
 
 MAX_PROMPT_TOKENS = 1024  # explorer bound on the formatted prompt (also capped by the model context)
 MAX_RESPONSE_TOKENS = 512  # bound on the scored reply: memory is ~2·N·V float32 logits (200 MB at V = 49k)
-INDICATORS = ("fkl", "rkl", "jsd", "ce", "entropy")  # the alternatives of adakd.token_difficulty
 DIVERGENCE_NAMES = tuple(DIVERGENCES)  # fkl, rkl, jsd, tvd, sfkl, srkl, ab, akl
 TOKEN_COLUMNS = (
     "token_index",

@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from adakd import names
 from analysis.style import (
     DIFFICULTY_SCALE,
     GROUP_COLORS,
@@ -27,8 +28,10 @@ from analysis.style import (
 if TYPE_CHECKING:
     from analysis.explorer import ExplorerResult
 
-INDICATORS = ("fkl", "rkl", "jsd", "ce", "entropy")
-DIVERGENCE_COLUMNS = tuple(f"div_{n}" for n in ("fkl", "rkl", "jsd", "tvd", "sfkl", "srkl", "ab", "akl"))
+# token_difficulty's other indicators, each a column beside `difficulty` (the Hellinger score);
+# topk is left out: its score needs a k.
+INDICATORS = tuple(name for name in names.INDICATORS if name not in ("hellinger", "topk"))
+DIVERGENCE_COLUMNS = tuple(f"div_{name}" for name in names.DIVERGENCES)
 COLOR_OPTIONS = (
     "difficulty",
     "group",

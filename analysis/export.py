@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import signal
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -33,6 +32,8 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+
+from adakd.atomic import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -364,7 +365,7 @@ def export_many(
 ) -> dict[str, list[Path]]:
     """Write ``<out_dir>/<name>.<fmt>`` for each figure (one browser for the batch).
 
-    Files are written to a temp name and renamed, so a failed export leaves no half file.
+    Files are written atomically (adakd/atomic.py), so a failed export leaves no half file.
     Returns {name: [paths]}.
     """
     names = unique_file_names(figs)
@@ -374,17 +375,6 @@ def export_many(
     written: dict[str, list[Path]] = {name: [] for name in figs}
     for (name, f), data in rendered.items():
         path = out / f"{names[name]}.{f}"
-        atomic_write(path, data)
+        write_bytes_atomic(path, data)
         written[name].append(path)
     return written
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

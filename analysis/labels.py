@@ -9,18 +9,24 @@ only in seed share a label and tables can group by it.
 
 from __future__ import annotations
 
+from adakd.config import RunConfig
+
+# The method's settings a label describes, at their defaults (RunConfig's, the paper's method).
 DEFAULTS = {
-    "divergence": "rkl",
-    "latf": "adaptive",
-    "idts": "on",
-    "idts_c": 0.5,
-    "base_temperature": 1.0,
-    "indicator": "hellinger",
-    "kd_ratio": 1.0,
-    "regime": "ground_truth",
-    "indicator_topk": 5,
-    "ctkd": False,
-    "logit_standardize": False,
+    key: getattr(RunConfig(), key)
+    for key in (
+        "divergence",
+        "latf",
+        "idts",
+        "idts_c",
+        "base_temperature",
+        "indicator",
+        "kd_ratio",
+        "regime",
+        "indicator_topk",
+        "ctkd",
+        "logit_standardize",
+    )
 }
 REGIME_NAMES = {"gkd": "GKD", "distillm": "DistiLLM"}
 
@@ -44,10 +50,11 @@ def method_label(config: dict) -> str:
     if not _differs(get("kd_ratio"), 0.0):
         return "SFT" if get("regime") in (None, "ground_truth") else f"SFT ({get('regime')})"
     base = str(get("divergence"))
-    if get("regime") in REGIME_NAMES:
-        base = f"{REGIME_NAMES[get('regime')]}/{base}"
-    elif get("regime") not in (None, "ground_truth"):
-        base = f"{get('regime')}/{base}"
+    regime = get("regime")
+    if isinstance(regime, str) and regime in REGIME_NAMES:
+        base = f"{REGIME_NAMES[regime]}/{base}"
+    elif regime not in (None, "ground_truth"):
+        base = f"{regime}/{base}"
 
     latf, idts = get("latf"), get("idts")
     parts = []

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from adakd.columns import (  # noqa: F401 (the column sets are re-exported for analysis)
+from adakd.columns import (  # noqa: F401 (the *_COLUMNS are re-exported: analysis reads them from here)
     EVAL_COLUMNS,
     EVAL_EXTRA,
     EVENT_COLUMNS,

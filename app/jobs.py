@@ -51,7 +51,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from adakd.atomic import write_text_atomic
 from adakd.rundir import pid_alive as process_alive
+from adakd.timestamps import parse_utc, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +95,6 @@ class Job:
         """Where the output can be read now: the run's log once linked, else the staging file."""
         final = Path(self.log)
         return final if final.exists() else Path(self.staging)
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 # --------------------------------------------------------------------------- processes
@@ -155,9 +153,7 @@ def lock(root) -> FileLock:
 
 
 def write_job(path: Path, job: Job) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(asdict(job), indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(asdict(job), indent=1))
 
 
 def _read_jobs(root) -> list[tuple[Path, Job]]:
@@ -173,7 +169,7 @@ def _read_jobs(root) -> list[tuple[Path, Job]]:
 
 
 def _age(stamp: str | None) -> float:
-    return time.time() - datetime.fromisoformat(stamp).timestamp() if stamp else 0.0
+    return time.time() - parse_utc(stamp).timestamp() if stamp else 0.0
 
 
 def prune_jobs(root) -> list[tuple[Path, Job]]:

@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from adakd.config import RunConfig
+from adakd.config import TYPES, RunConfig
 from adakd.presets import TABLE3, TABLE4, TABLE5, resolve_preset
 from adakd.rundir import check_run_name
 from adakd.sweep import build_config, expand_grid, parse_grid
@@ -101,10 +101,8 @@ def _normalise(field: str, value):
             raise ValueError(f"student_layers = {value!r}: give comma-separated layer numbers, e.g. 0,6,12") from None
     if field == "max_train_examples":
         return None if not value else int(value)
-    if field in ("random_layers", "random_hidden", "max_steps", "batch_size", "seed"):
-        return int(value)
-    if field in ("ratio_start", "ratio_end", "idts_c", "lr"):
-        return float(value)
+    if TYPES[field] in (int, float):  # number widgets: the field's own type
+        return TYPES[field](value)
     return value.strip() if isinstance(value, str) else value
 
 

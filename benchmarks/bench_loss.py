@@ -14,7 +14,7 @@ Each variant is one forward + backward of a loss on random logits ``[B, T, V]``:
              difficulty and τ with gradient, no gathering, masked sum over all tokens
   difficulty hellinger() alone on the valid rows (no grad, forward only): its cost
 
-The ablation arms (docs/method.md; ``--variants arms`` runs plain and these), all at r = 0.5:
+The ablation arms (docs/method.md §6; ``--variants arms`` runs plain and these), all at r = 0.5:
 
   topk       full AdaKD with the NMTKD top-k rank-violation indicator (k = 5)
   ind_fkl, ind_rkl, ind_jsd, ind_ce   full AdaKD with the other Table 3 indicators

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from adakd.atomic import write_text_atomic
 from analysis.report import Study, build_figures, build_report, collect_runs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,19 +27,6 @@ PNG_SCALE = 1.5
 # ---------------------------------------------------------------- main
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the page is a normal repository file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_figures(figures: dict, out_dir: Path) -> set[str]:
     """PNG + SVG of every figure with one browser; returns the names written."""
     from analysis.export import ExportError, ExportServer, export_many
@@ -49,7 +35,7 @@ def export_figures(figures: dict, out_dir: Path) -> set[str]:
         return set()
     try:
         with ExportServer(timeout=120) as server:
-            written = export_many(
+            export_many(
                 {n: f for n, (f, _) in figures.items()},
                 ("png", "svg"),
                 out_dir,
@@ -60,9 +46,6 @@ def export_figures(figures: dict, out_dir: Path) -> set[str]:
     except ExportError as err:
         log.error("figure export failed: %s", err)
         return set()
-    for paths in written.values():
-        for path in paths:
-            path.chmod(0o644)  # export writes through mkstemp (0600)
     return set(figures)
 
 
@@ -85,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         exported = export_figures(figures, fig_dir)
     else:
         exported = {n for n in figures if (fig_dir / f"{n}.png").is_file()}
-    atomic_write_text(args.out, build_report(study, args.root, exported, figures, rel))
+    write_text_atomic(args.out, build_report(study, args.root, exported, figures, rel))
     log.info("wrote %s (%d figures)", args.out, len(exported or ()))
     return 0
 

@@ -3,7 +3,7 @@
 Every number in the report is computed from the run directories (config.json, metrics.jsonl,
 tokens.parquet, gradients.parquet, eval.jsonl) with the project's own analysis code
 (analysis.runs, analysis.tables, analysis.figures); only the paper's numbers
-(``settings.PAPER_*``, from docs/method.md) are constants. Runs that are not finished are left
+(``settings.PAPER_*``, from docs/method.md §9) are constants. Runs that are not finished are left
 out and listed as missing, so the report can be regenerated at any point while
 ``scripts/make_sample_runs.sh`` is still producing the study.
 

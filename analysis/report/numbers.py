@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
 
 import numpy as np
 import pandas as pd
 
+from adakd.timestamps import parse_utc
 from analysis.figures import group_difficulty_frame
 from analysis.replies import last_eval_record, replies_frame
 from analysis.report.settings import WINDOW
@@ -148,8 +148,8 @@ def sample_noise(runs: list[Run]) -> dict:
 
 def wall_minutes(run: Run) -> float:
     try:
-        start = datetime.fromisoformat(str(run.meta["started_at"]).replace("Z", "+00:00"))
-        end = datetime.fromisoformat(str(run.status["updated_at"]).replace("Z", "+00:00"))
+        start = parse_utc(str(run.meta["started_at"]))
+        end = parse_utc(str(run.status["updated_at"]))
     except (KeyError, ValueError):
         return math.nan
     return (end - start).total_seconds() / 60.0

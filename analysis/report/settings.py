@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# The paper's numbers (docs/method.md; Qwen2-7B -> Qwen2-1.5B, ROUGE-L x100).
+# The paper's numbers (docs/method.md §9; Qwen2-7B -> Qwen2-1.5B, ROUGE-L x100).
 PAPER_TABLE1_RKL = (31.70, 32.97)  # reverse-KL KD, plain -> with AdaKD (five-set average)
 PAPER_TABLE2 = {"base": 37.03, "+IDTS": 38.55, "+LATF": 37.07, "full (AdaKD)": 39.01}  # Dolly / S-NI / UnNI average
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.labels import DEFAULTS
 from analysis.report.numbers import final_rouge, paired_ce_difference
 from analysis.runs import Run, find_runs, load_runs
 from analysis.tables import COMPONENTS, arm_labels, table_arm
@@ -34,14 +35,8 @@ def _plain_setting(run: Run | dict) -> bool:
     """Ground-truth data, Hellinger indicator, τ_base 1, pure KD, neither CTKD nor logit
     standardisation: the study's common settings (`run` a Run or a RunConfig dict)."""
     config = run if isinstance(run, dict) else run.config
-    return (
-        config.get("regime", "ground_truth") == "ground_truth"
-        and config.get("indicator", "hellinger") == "hellinger"
-        and float(config.get("base_temperature", 1.0)) == 1.0
-        and float(config.get("kd_ratio", 1.0)) == 1.0
-        and not config.get("ctkd", False)
-        and not config.get("logit_standardize", False)
-    )
+    common = ("regime", "indicator", "base_temperature", "kd_ratio", "ctkd", "logit_standardize")
+    return all(config.get(key, DEFAULTS[key]) == DEFAULTS[key] for key in common)
 
 
 def _c(run: Run) -> float:

@@ -4,7 +4,8 @@ from datetime import datetime
 
 import streamlit as st
 
-from adakd.config import DEVICES, DIVERGENCES, IDTS_MODES, LATF_KINDS, RunConfig
+from adakd.config import DEVICES, DIVERGENCES, IDTS_MODES, LATF_KINDS, RunConfig, value_range
+from adakd.config_docs import form_help
 from adakd.presets import PRESETS
 from app import components as ui
 from app import jobs, state
@@ -54,7 +55,7 @@ with form_col:
             "Teacher",
             defaults.teacher,
             key=k("teacher"),
-            help="smollm2-135m-instruct (embedded), tiny-random, a HF id or a local folder",
+            help=form_help("teacher"),
         )
         students = ["pruned", "subset", "random", "tiny-random"]
         student = defaults.student if defaults.student in students else "custom"
@@ -63,13 +64,14 @@ with form_col:
             students + ["custom"],
             index=(students + ["custom"]).index(student),
             key=k("student-kind"),
-            help="pruned: the teacher with narrower MLPs (starts close "
-            "to it, docs/study_regime.md); subset: a few of the teacher's layers; "
-            "random: a small random Llama with the teacher's vocabulary",
+            help=form_help("student"),
         )
         values["student"] = (
             st.text_input(
-                "Student model (HF id or folder)", defaults.student if student == "custom" else "", key=k("student")
+                "Student model (HF id or folder)",
+                defaults.student if student == "custom" else "",
+                key=k("student"),
+                help=form_help("student"),
             )
             if choice == "custom"
             else choice
@@ -79,29 +81,45 @@ with form_col:
                 "Teacher layers kept",
                 ",".join(map(str, defaults.student_layers or [])),
                 key=k("layers"),
-                help="Comma-separated layer indices; empty = evenly spaced",
+                help=form_help("student_layers"),
             )
         if choice == "pruned":
             values["student_mlp_keep"] = st.number_input(
                 "MLP neurons kept per layer",
-                1,
-                65_536,
+                *value_range("student_mlp_keep"),
                 defaults.student_mlp_keep,
                 key=k("mlp-keep"),
-                help="Of the teacher's MLP width (1,536 for SmolLM2-135M), ranked by activation on training text",
+                help=form_help("student_mlp_keep"),
             )
         if choice == "random":
             c1, c2 = st.columns(2)
-            values["random_layers"] = c1.number_input("Layers", 1, 64, defaults.random_layers, key=k("rl"))
-            values["random_hidden"] = c2.number_input("Hidden size", 8, 8192, defaults.random_hidden, key=k("rh"))
+            values["random_layers"] = c1.number_input(
+                "Layers",
+                *value_range("random_layers"),
+                defaults.random_layers,
+                key=k("rl"),
+                help=form_help("random_layers"),
+            )
+            values["random_hidden"] = c2.number_input(
+                "Hidden size",
+                *value_range("random_hidden"),
+                defaults.random_hidden,
+                key=k("rh"),
+                help=form_help("random_hidden"),
+            )
         values["data"] = st.text_input(
             "Training data",
             defaults.data,
             key=k("data"),
-            help="chatterbot (built in) or a Dolly JSONL / Alpaca JSON file",
+            help=form_help("data"),
         )
         values["max_train_examples"] = st.number_input(
-            "Max training examples (0 = all)", 0, 10_000_000, defaults.max_train_examples or 0, key=k("mte")
+            "Max training examples (0 = all)",
+            0,  # the form's "all" (the setting's null)
+            value_range("max_train_examples")[1],
+            defaults.max_train_examples or 0,
+            key=k("mte"),
+            help=form_help("max_train_examples"),
         )
 
     st.markdown("**AdaKD**")
@@ -111,23 +129,31 @@ with form_col:
         DIVERGENCES,
         DIVERGENCES.index(defaults.divergence),
         key=k("div"),
-        help="rkl is the paper's main base",
+        help=form_help("divergence"),
     )
     values["latf"] = c2.selectbox(
         "LATF / r schedule",
         LATF_KINDS,
         LATF_KINDS.index(defaults.latf),
         key=k("latf"),
-        help="adaptive = LATF; off = all tokens; fixed/linear/cosine = ablation schedules",
+        help=form_help("latf"),
         disabled=mode == "ablation",
     )
     if values["latf"] in ("fixed", "linear", "cosine") and mode != "ablation":
         c1, c2 = st.columns(2)
         values["ratio_start"] = c1.slider(
-            "r start" if values["latf"] != "fixed" else "r", 0.05, 1.0, float(defaults.ratio_start), 0.05, key=k("r0")
+            "r start" if values["latf"] != "fixed" else "r",
+            0.05,
+            1.0,
+            float(defaults.ratio_start),
+            0.05,
+            key=k("r0"),
+            help=form_help("ratio_start"),
         )
         if values["latf"] != "fixed":
-            values["ratio_end"] = c2.slider("r end", 0.05, 1.0, float(defaults.ratio_end), 0.05, key=k("r1"))
+            values["ratio_end"] = c2.slider(
+                "r end", 0.05, 1.0, float(defaults.ratio_end), 0.05, key=k("r1"), help=form_help("ratio_end")
+            )
     c1, c2 = st.columns(2)
     values["idts"] = (
         c1.segmented_control(
@@ -136,24 +162,43 @@ with form_col:
             default=defaults.idts,
             key=k("idts"),
             disabled=mode == "ablation",
-            help="on: hard tokens sharper, easy smoother; inverse: the opposite",
+            help=form_help("idts"),
         )
         or defaults.idts
     )
     if mode != "c-sweep":
         values["idts_c"] = c2.slider(
-            "IDTS strength c", 0.0, 2.0, float(defaults.idts_c), 0.05, key=k("c"), disabled=values["idts"] == "off"
+            "IDTS strength c",
+            0.0,
+            2.0,
+            float(defaults.idts_c),
+            0.05,
+            key=k("c"),
+            disabled=values["idts"] == "off",
+            help=form_help("idts_c"),
         )
 
     st.markdown("**Optimisation**")
     c1, c2, c3 = st.columns(3)
-    values["max_steps"] = c1.number_input("Steps", 1, 10_000_000, defaults.max_steps, key=k("steps"))
-    values["batch_size"] = c2.number_input("Batch size", 1, 4096, defaults.batch_size, key=k("bs"))
-    values["lr"] = c3.number_input("Learning rate", 1e-7, 1.0, float(defaults.lr), format="%.1e", key=k("lr"))
+    values["max_steps"] = c1.number_input(
+        "Steps", *value_range("max_steps"), defaults.max_steps, key=k("steps"), help=form_help("max_steps")
+    )
+    values["batch_size"] = c2.number_input(
+        "Batch size", *value_range("batch_size"), defaults.batch_size, key=k("bs"), help=form_help("batch_size")
+    )
+    values["lr"] = c3.number_input(
+        "Learning rate",
+        1e-7,  # the setting's range is (0, 1]: a widget needs a smallest value
+        float(value_range("lr")[1]),
+        float(defaults.lr),
+        format="%.1e",
+        key=k("lr"),
+        help=form_help("lr"),
+    )
     c1, c2 = st.columns(2)
-    values["seed"] = c1.number_input("Seed", 0, 2**31 - 1, defaults.seed, key=k("seed"))
+    values["seed"] = c1.number_input("Seed", *value_range("seed"), defaults.seed, key=k("seed"), help=form_help("seed"))
     values["device"] = c2.selectbox(
-        "Device", DEVICES, DEVICES.index(defaults.device), key=k("device"), help="auto: CUDA, then Apple MPS, then CPU"
+        "Device", DEVICES, DEVICES.index(defaults.device), key=k("device"), help=form_help("device")
     )
 
     grid = {}
@@ -175,7 +220,8 @@ with form_col:
         key=k("extra"),
         height=80,
         placeholder="probe_interval=5\neval_examples=32",
-        help="Any RunConfig field, as with --set on the command line.",
+        help="Any RunConfig field, as with --set on the command line (`python -m adakd settings` lists them "
+        "with their defaults and allowed values).",
     )
 
     request = None

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from adakd.config import DIVERGENCES, INDICATORS, RunConfig, apply_overrides, parse_overrides
+from adakd.config import DIVERGENCES, INDICATORS, LATF_KINDS, RunConfig, apply_overrides, parse_overrides
 from adakd.presets import PRESETS, resolve_preset
 
 
@@ -28,9 +28,12 @@ def test_contract_field_names_present():
 def test_names_match_the_loss_modules():
     import adakd.difficulty
     import adakd.divergences
+    import adakd.latf
 
-    assert set(DIVERGENCES) == set(adakd.divergences.DIVERGENCES)
-    assert set(INDICATORS) == set(adakd.difficulty.INDICATORS)
+    # one definition each (adakd/names.py), not copies that could drift apart
+    assert DIVERGENCES == tuple(adakd.divergences.DIVERGENCES)
+    assert INDICATORS is adakd.difficulty.INDICATORS
+    assert LATF_KINDS is adakd.latf.LATF_KINDS
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ def t64(values):
 def test_hellinger_hand_computed():
     p, q = softmax(Z_T), softmax(Z_S)
     expected = math.sqrt(0.5 * sum((math.sqrt(x) - math.sqrt(y)) ** 2 for x, y in zip(p, q)))
-    # the two forms of docs/method.md agree
+    # the two forms of docs/method.md §1 agree
     assert expected == pytest.approx(math.sqrt(1 - sum(math.sqrt(x * y) for x, y in zip(p, q))), rel=1e-12)
     assert hellinger(t64(Z_S), t64(Z_T)).item() == pytest.approx(expected, rel=1e-12)
     got32 = hellinger(torch.tensor(Z_S), torch.tensor(Z_T))
