@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import GenerationConfig
 
+from adakd.decoding import STOP_TOKENS, decoding_config, without_model_defaults
 from adakd.probes import untouched
 from adakd.tokenize import encode_prompt
 
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
-
-STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")  # ChatML end of turn; GPT-2 style end of text
 
 
 # ---------------------------------------------------------------------- ROUGE-L
@@ -64,25 +63,6 @@ def stop_token_ids(tokenizer) -> list[int]:
     if not ids:
         raise ValueError("the tokenizer has no eos token: generation would never stop early")
     return list(dict.fromkeys(ids))
-
-
-def _generation_config(
-    max_new_tokens: int, greedy: bool, temperature: float, top_p: float, stop: list[int], pad: int
-) -> GenerationConfig:
-    """Every decoding knob explicit: a model's own generation_config (top_k = 50, repetition
-    penalties, ...) must not silently change the protocol. top_k = 0 disables top-k."""
-    sampling = {} if greedy else {"temperature": temperature, "top_p": top_p, "top_k": 0}
-    return GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=not greedy,
-        num_beams=1,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        eos_token_id=stop,
-        pad_token_id=pad,
-        use_cache=True,
-        **sampling,
-    )
 
 
 def _seed_generators(model: torch.nn.Module, seed: int) -> None:
@@ -121,20 +101,12 @@ def generate_responses(
         raise ValueError(f"sampling needs temperature > 0 and top_p in (0, 1] (got {temperature}, {top_p})")
     stop = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
-    config = _generation_config(max_new_tokens, greedy, temperature, top_p, stop, pad)
+    config = decoding_config(max_new_tokens, greedy=greedy, stop=stop, pad=pad, temperature=temperature, top_p=top_p)
     # the exact prompt ids training used (shortened inside the template when too long)
     prompts = [encode_prompt(tokenizer, ex, max_prompt_length) for ex in examples]
-    responses: list[str] = []
-    # generate() fills every knob we leave unset from model.generation_config; a blank one
-    # for the duration of the call keeps the decoding protocol exactly what `config` says.
-    saved_defaults, model.generation_config = model.generation_config, GenerationConfig()
-    try:
-        with untouched(model), torch.no_grad():
-            _seed_generators(model, seed)
-            responses = _generate_batches(model, tokenizer, prompts, config, batch_size, stop, pad)
-    finally:
-        model.generation_config = saved_defaults
-    return responses
+    with without_model_defaults(model), untouched(model), torch.no_grad():
+        _seed_generators(model, seed)
+        return _generate_batches(model, tokenizer, prompts, config, batch_size, stop, pad)
 
 
 def _generate_batches(

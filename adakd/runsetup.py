@@ -19,7 +19,6 @@ import logging
 import os
 import platform
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ import torch
 from adakd.config import RunConfig
 from adakd.device import choose_device_and_dtype, dtype_name
 from adakd.limits import check_data_file
+from adakd.provenance import git_revision
 from adakd.rundir import FORMAT
 from adakd.timestamps import utc_now
 
@@ -104,25 +104,8 @@ def build_models(config: RunConfig, device: torch.device):
         from adakd.assets import default_teacher_dir
 
         tokenizer = models.load_tokenizer(default_teacher_dir())
-        ids = dict(
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        teacher = models.tiny_random_llama(len(tokenizer), **TINY_TEACHER, **ids)
-        if config.student == TINY:
-            student = models.tiny_random_llama(len(tokenizer), seed=config.seed, **TINY_STUDENT, **ids)
-        elif config.student == PRUNED:
-            student = pruned_student(config, teacher, tokenizer)
-        else:
-            student = models.build_student(
-                teacher,
-                spec=config.student,
-                layers=config.student_layers,
-                random_layers=config.random_layers,
-                random_hidden=config.random_hidden,
-                seed=config.seed,
-            )
+        teacher = tiny_teacher(tokenizer)
+        student = initial_student(config, teacher, tokenizer)
     elif config.student == PRUNED:
         teacher, tokenizer = models.load_teacher(config.teacher, "cpu", torch.float32, config.trust_remote_code)
         student = pruned_student(config, teacher, tokenizer)
@@ -146,6 +129,53 @@ def build_models(config: RunConfig, device: torch.device):
     for p in student.parameters():
         p.requires_grad_(True)
     return teacher, student, tokenizer
+
+
+def _special_token_ids(tokenizer) -> dict[str, Any]:
+    """The tokenizer's bos / eos / pad ids as model-config fields (the pad id also zeroes
+    that embedding row at initialisation)."""
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+# tiny_teacher and initial_student return a PreTrainedModel but say so only in words: transformers
+# types PreTrainedModel.to so that mypy rejects the callers' `.to(device)` (see models.build_student).
+def tiny_teacher(tokenizer):
+    """The "tiny-random" teacher over ``tokenizer``'s vocabulary: TINY_TEACHER with its fixed
+    seed, so every run that uses it (and every later rebuild of it) has the same weights."""
+    from adakd import models
+
+    return models.tiny_random_llama(len(tokenizer), **TINY_TEACHER, **_special_token_ids(tokenizer))
+
+
+def initial_student(config: RunConfig, teacher: PreTrainedModel, tokenizer):
+    """The student ``config`` asks for, before any training, built around ``teacher``.
+
+    "tiny-random": TINY_STUDENT seeded with the run's seed; "pruned": :func:`pruned_student`;
+    anything else: ``adakd.models.build_student`` (a layer subset of the teacher, a random
+    Llama, or a model id / path). Training (:func:`build_models`) and the explorer's rebuild
+    of a run's student (``analysis.run_student``) both call this, so both get the same model.
+    """
+    from adakd import models
+
+    if config.student == TINY:
+        return models.tiny_random_llama(
+            len(tokenizer), seed=config.seed, **TINY_STUDENT, **_special_token_ids(tokenizer)
+        )
+    if config.student == PRUNED:
+        return pruned_student(config, teacher, tokenizer)
+    return models.build_student(
+        teacher,
+        spec=config.student,
+        layers=config.student_layers,
+        random_layers=config.random_layers,
+        random_hidden=config.random_hidden,
+        seed=config.seed,
+        trust_remote_code=config.trust_remote_code,
+    )
 
 
 def pruned_student(config: RunConfig, teacher: PreTrainedModel, tokenizer) -> PreTrainedModel:
@@ -338,26 +368,6 @@ def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
 
 
 # ---------------------------------------------------------------------- config.json
-def _git_revision() -> str | None:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        if not rev:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _versions() -> dict[str, str | None]:
     import transformers
 
@@ -395,7 +405,7 @@ def run_metadata(
         "dtype": dtype_name(dtype),
         "device_reason": reason,
         "versions": _versions(),
-        "git_revision": _git_revision(),
+        "git_revision": git_revision(),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "gpu": gpu},
         "command": list(command),
         "started_at": utc_now(),

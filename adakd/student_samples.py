@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from adakd.decoding import STOP_TOKENS, decoding_config, without_model_defaults
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 IGNORE_INDEX = -100
-END_TOKENS = ("<|im_end|>", "<|endoftext|>")  # ChatML end of turn; GPT-2 style end of text
 
 
 # --------------------------------------------------------------------------- seeds and RNG
@@ -79,7 +80,7 @@ def end_token_ids(tokenizer) -> list[int]:
     """Ids that end a response: the tokenizer's eos plus <|im_end|> / <|endoftext|> if known."""
     ids = [tokenizer.eos_token_id] if getattr(tokenizer, "eos_token_id", None) is not None else []
     vocab = tokenizer.get_vocab()
-    ids += [vocab[t] for t in END_TOKENS if t in vocab]
+    ids += [vocab[t] for t in STOP_TOKENS if t in vocab]
     if not ids:
         raise ValueError(
             "the tokenizer has no eos / <|im_end|> token: sampling would never stop early; pass eos_ids explicitly"
@@ -130,8 +131,6 @@ def sample_student_responses(
     exactly as before the call. ``eos_ids`` default to :func:`end_token_ids`; ``pad_id`` to
     the tokenizer's pad id, else the first end id. A DDP wrapper is unwrapped (``.module``).
     """
-    from transformers import GenerationConfig
-
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1 (got {max_new_tokens})")
     if not temperature > 0 or not 0 < top_p <= 1:
@@ -153,27 +152,9 @@ def sample_student_responses(
     width = max(len(p) for p in prompts)
     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
     attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=True,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=0,
-        num_beams=1,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        eos_token_id=stop,
-        pad_token_id=pad,
-        use_cache=True,
-    )
-    # generate() fills every knob left unset from model.generation_config (min_p, typical_p,
-    # suppress_tokens, ...): a blank one for the call keeps the protocol exactly `config`.
-    saved_defaults, model.generation_config = model.generation_config, GenerationConfig()
-    try:
-        with _sampling_context(model, generator_seed):
-            out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
-    finally:
-        model.generation_config = saved_defaults
+    config = decoding_config(max_new_tokens, greedy=False, stop=stop, pad=pad, temperature=temperature, top_p=top_p)
+    with without_model_defaults(model), _sampling_context(model, generator_seed):
+        out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
     return [cut_at_end(row, stop) for row in out[:, width:].tolist()]
 
 

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import platform
-import subprocess
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from adakd.atomic import write_bytes_atomic
+from adakd.provenance import git_revision
 from adakd.timestamps import utc_now
 from analysis.export import (
     DEFAULT_TIMEOUT,
@@ -168,26 +168,6 @@ def package_versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def git_revision(root: str | os.PathLike | None = None) -> str | None:
-    """The checkout's commit (with "-dirty" when files changed), or None outside git."""
-    cwd = Path(root) if root else Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{rev}-dirty" if dirty else rev or None
 
 
 def read_run_files(runs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from transformers import GenerationConfig
 
 from adakd.data import Example
+from adakd.decoding import decoding_config, without_model_defaults
 from adakd.difficulty import hellinger
 from adakd.divergences import DIVERGENCES, divergence_from_log_probs, log_probs
 from adakd.evaluation import stop_token_ids
@@ -262,22 +262,10 @@ def greedy_response_ids(model, tokenizer, prompt_ids: list[int], max_new_tokens:
         raise ValueError("the prompt fills the model's context: no room for a response")
     stop = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        num_beams=1,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        eos_token_id=stop,
-        pad_token_id=pad,
-        use_cache=True,
-    )
+    config = decoding_config(max_new_tokens, greedy=True, stop=stop, pad=pad)
     input_ids = torch.tensor([prompt_ids], device=_device(model))
-    saved, model.generation_config = model.generation_config, GenerationConfig()
-    try:
+    with without_model_defaults(model):
         out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config)
-    finally:
-        model.generation_config = saved
     new = out[0, len(prompt_ids) :].tolist()
     cut = next((i + 1 for i, t in enumerate(new) if t in stop), len(new))
     return new[:cut]

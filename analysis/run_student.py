@@ -80,31 +80,16 @@ def _load_run_teacher(config):
     from adakd import models, runsetup
 
     if config.teacher == runsetup.TINY:
-        tokenizer = models.load_tokenizer(models.default_teacher_dir())
-        return models.tiny_random_llama(len(tokenizer), **runsetup.TINY_TEACHER).eval().requires_grad_(False)
+        return runsetup.tiny_teacher(_run_tokenizer(config)).eval().requires_grad_(False)
     teacher, _ = models.load_teacher(config.teacher, trust_remote_code=config.trust_remote_code)
     return teacher
 
 
 def _build_run_student(config, teacher):
     """The student exactly as ``adakd.runsetup.build_models`` builds it for this config."""
-    from adakd import models, runsetup
+    from adakd import runsetup
 
-    if config.student == runsetup.TINY:
-        vocab = teacher.get_input_embeddings().num_embeddings
-        student = models.tiny_random_llama(vocab, seed=config.seed, **runsetup.TINY_STUDENT)
-    elif config.student == runsetup.PRUNED:
-        student = runsetup.pruned_student(config, teacher, _run_tokenizer(config))
-    else:
-        student = models.build_student(
-            teacher,
-            spec=config.student,
-            layers=config.student_layers,
-            random_layers=config.random_layers,
-            random_hidden=config.random_hidden,
-            seed=config.seed,
-            trust_remote_code=config.trust_remote_code,
-        )
+    student = runsetup.initial_student(config, teacher, _run_tokenizer(config))
     return student.to(device=_device(teacher), dtype=torch.float32)
 
 

@@ -45,8 +45,12 @@ def run_color(index: int) -> str:
     return RUN_COLORS[index % len(RUN_COLORS)]
 
 
-def apply_style(fig: go.Figure, title: str | None = None) -> go.Figure:
-    """White template, 14 pt font, outlined axes with outside ticks; returns `fig`."""
+def apply_style(fig: go.Figure, title: str | None = None, *, secondary_y: bool = False) -> go.Figure:
+    """White template, 14 pt font, outlined axes with outside ticks; returns `fig`.
+
+    secondary_y: the figure has a right-hand y axis (``make_subplots(specs=[[{"secondary_y":
+    True}]])``); its y axis lines are then not mirrored, as the mirror would hide that axis line.
+    """
     fig.update_layout(
         template="plotly_white",
         font={"family": FONT_FAMILY, "size": FONT_SIZE, "color": "#222222"},
@@ -68,7 +72,7 @@ def apply_style(fig: go.Figure, title: str | None = None) -> go.Figure:
         "tickfont": {"size": FONT_SIZE - 2},
     }
     fig.update_xaxes(**axis)
-    fig.update_yaxes(**axis)
+    fig.update_yaxes(**{**axis, "mirror": not secondary_y})
     fig.update_annotations(font_size=FONT_SIZE)  # subplot titles
     return fig
 

@@ -144,6 +144,36 @@ def runs_multi_picker(label: str = "Runs", *, key: str, where=None, default_all:
     return st.multiselect(label, paths, key=key, format_func=_run_label(table))
 
 
+def run_or_stop(*, key: str) -> Run:
+    """The run chosen in a :func:`run_picker`, loaded, with its reading problems shown.
+
+    With no runs at all, says how to start one and stops the page (``st.stop``).
+    """
+    path = run_picker(key=key)
+    if path is None:
+        no_runs()
+        st.stop()
+    run = state.load_run(path)
+    show_problems(run)
+    return run
+
+
+def runs_or_stop(label: str, *, key: str, none_chosen: str) -> list[str]:
+    """Paths of the runs chosen in a :func:`runs_multi_picker` labelled ``label``.
+
+    Stops the page (``st.stop``) with the way forward when there are no runs at all, or with
+    the message ``none_chosen`` when the user has cleared the picker.
+    """
+    if state.list_runs().empty:
+        no_runs()
+        st.stop()
+    paths = runs_multi_picker(label, key=key)
+    if not paths:
+        empty_state(none_chosen, train_link=False)
+        st.stop()
+    return paths
+
+
 def comparison_default(table: pd.DataFrame, chosen: list[str]) -> list[str]:
     """Runs to compare before the user picks: the Runs page selection when it holds two or
     more; else the sweep (same folder) of the selected run or, failing that, of the first run
@@ -158,6 +188,20 @@ def comparison_default(table: pd.DataFrame, chosen: list[str]) -> list[str]:
         return paths
     folder = Path(anchor).parent
     return [p for p in paths if Path(p).parent == folder]
+
+
+def table_with_csv(frame: pd.DataFrame, file_name: str, *, key: str) -> None:
+    """A table (no index column) with a "CSV" download button of the same rows under it."""
+    st.dataframe(frame, hide_index=True)
+    st.download_button(
+        "CSV",
+        frame.to_csv(index=False),
+        file_name,
+        "text/csv",
+        key=key,
+        icon=":material/download:",
+        on_click="ignore",
+    )
 
 
 def slug(text: str) -> str:

@@ -59,6 +59,4 @@ def ctkd_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     fig.update_xaxes(title_text=LABELS["step"])
     fig.update_yaxes(title_text=LABELS["ctkd_tau"], secondary_y=False)
     fig.update_yaxes(title_text=LABELS["ctkd_lambda"], range=[0, 1.05], secondary_y=True, showgrid=False)
-    fig = apply_style(fig, title)
-    fig.update_yaxes(mirror=False)
-    return fig
+    return apply_style(fig, title, secondary_y=True)

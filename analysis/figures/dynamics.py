@@ -292,9 +292,7 @@ def loss_ratio_figure(
         tick0=0.0,
         dtick=0.2,
     )
-    fig = apply_style(fig, title)
-    fig.update_yaxes(mirror=False)  # mirrored axis lines would hide the secondary axis line
-    return fig
+    return apply_style(fig, title, secondary_y=True)
 
 
 def _column(frame: pd.DataFrame, name: str) -> np.ndarray:

@@ -12,14 +12,11 @@ ui.header(
     "tables, and which tokens two runs find hard.",
 )
 
-table = state.list_runs()
-if table.empty:
-    ui.no_runs()
-    st.stop()
-paths = ui.runs_multi_picker("Runs to compare", key="compare-runs")
-if not paths:
-    ui.empty_state("Pick at least one run above (or select several on the Runs page).", train_link=False)
-    st.stop()
+paths = ui.runs_or_stop(
+    "Runs to compare",
+    key="compare-runs",
+    none_chosen="Pick at least one run above (or select several on the Runs page).",
+)
 runs = state.load_runs(paths)
 for run in runs:
     ui.show_problems(run)
@@ -76,16 +73,7 @@ with results:
     with ui.guarded("the results table"):
         st.subheader("Results")
         df = loaders.results_table(runs)
-        st.dataframe(df, hide_index=True)
-        st.download_button(
-            "CSV",
-            df.to_csv(index=False),
-            "results.csv",
-            "text/csv",
-            key="dl-results-csv",
-            icon=":material/download:",
-            on_click="ignore",
-        )
+        ui.table_with_csv(df, "results.csv", key="dl-results-csv")
     with ui.guarded("the paper's tables"):
         st.subheader("By paper table")
         names = {
@@ -109,16 +97,7 @@ with results:
                 f"`python -m adakd sweep --preset demo --grid {table}`."
             )
         else:
-            st.dataframe(df, hide_index=True)
-            st.download_button(
-                "CSV",
-                df.to_csv(index=False),
-                f"{table}.csv",
-                "text/csv",
-                key="dl-paper-table-csv",
-                icon=":material/download:",
-                on_click="ignore",
-            )
+            ui.table_with_csv(df, f"{table}.csv", key="dl-paper-table-csv")
     with ui.guarded("the ablation table"):
         st.subheader("Ablation")
         df = loaders.ablation_table(runs)
@@ -128,16 +107,7 @@ with results:
                 "start an ablation set on the Train page."
             )
         else:
-            st.dataframe(df, hide_index=True)
-            st.download_button(
-                "CSV",
-                df.to_csv(index=False),
-                "ablation.csv",
-                "text/csv",
-                key="dl-ablation-csv",
-                icon=":material/download:",
-                on_click="ignore",
-            )
+            ui.table_with_csv(df, "ablation.csv", key="dl-ablation-csv")
 
 with diff:
     probed = {p: r for p, r in zip(paths, runs) if not r.tokens.empty}

@@ -4,7 +4,6 @@ for GKD / DistiLLM runs, a small panel of the student-generated data each step t
 import streamlit as st
 
 from app import components as ui
-from app import state
 
 ui.header(
     "Token dynamics",
@@ -12,12 +11,7 @@ ui.header(
     "(paper Fig. 1 top) and how LATF moves the token ratio r with the loss (Fig. 3a).",
 )
 
-path = ui.run_picker(key="dynamics-run")
-if path is None:
-    ui.no_runs()
-    st.stop()
-run = state.load_run(path)
-ui.show_problems(run)
+run = ui.run_or_stop(key="dynamics-run")
 from analysis.figures import dynamics  # noqa: E402  (after the page shows: imports plotly)
 from analysis.figures.regime import regime_figure  # noqa: E402
 from app import loaders  # noqa: E402

@@ -5,7 +5,6 @@ from pathlib import Path
 import streamlit as st
 
 from app import components as ui
-from app import state
 from app.figure_catalogue import PER_RUN, SEVERAL_RUNS, build
 
 ui.header(
@@ -15,14 +14,7 @@ ui.header(
     "git revision, seeds) into one zip for a report.",
 )
 
-table = state.list_runs()
-if table.empty:
-    ui.no_runs()
-    st.stop()
-paths = ui.runs_multi_picker("Runs", key="export-runs")
-if not paths:
-    ui.empty_state("Pick at least one run.", train_link=False)
-    st.stop()
+paths = ui.runs_or_stop("Runs", key="export-runs", none_chosen="Pick at least one run.")
 
 c1, c2 = st.columns(2)
 per_run = c1.multiselect(

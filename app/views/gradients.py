@@ -3,7 +3,6 @@
 import streamlit as st
 
 from app import components as ui
-from app import state
 
 ui.header(
     "Gradients",
@@ -12,12 +11,7 @@ ui.header(
     "dominates the update (paper Fig. 1 bottom)?",
 )
 
-path = ui.run_picker(key="gradients-run")
-if path is None:
-    ui.no_runs()
-    st.stop()
-run = state.load_run(path)
-ui.show_problems(run)
+run = ui.run_or_stop(key="gradients-run")
 if run.gradients.empty:
     ui.empty_state(
         f"{run.name} has no gradient probes (its probe_interval is 0). "

@@ -3,7 +3,6 @@
 import streamlit as st
 
 from app import components as ui
-from app import state
 
 ui.header(
     "Temperature & entropy",
@@ -12,12 +11,7 @@ ui.header(
     "before and after scaling, early against late in training (paper Fig. 4).",
 )
 
-path = ui.run_picker(key="temperature-run")
-if path is None:
-    ui.no_runs()
-    st.stop()
-run = state.load_run(path)
-ui.show_problems(run)
+run = ui.run_or_stop(key="temperature-run")
 steps = run.probe_steps
 if not steps:
     ui.empty_state(

@@ -7,6 +7,7 @@ logits with the formulas of docs/method.md, not taken from the code under test.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -323,18 +324,20 @@ def _fake_run(tmp_path, seed=3):
 
 def test_load_student_at_init_and_at_checkpoints(tmp_path, tokenizer):
     from adakd import runsetup
+    from adakd.config import RunConfig
 
     teacher = tiny_random_llama(len(tokenizer), **runsetup.TINY_TEACHER).eval()
     run = _fake_run(tmp_path, seed=3)
     with pytest.raises(ValueError, match="no complete checkpoint"):
         load_student_checkpoint(run, teacher=teacher)
     init = load_student_checkpoint(run, step=0, teacher=teacher)
-    fresh = tiny_random_llama(len(tokenizer), seed=3, **runsetup.TINY_STUDENT)  # independent rebuild
+    config = RunConfig.from_dict(json.loads((run / "config.json").read_text())["config"])
+    _, fresh, _ = runsetup.build_models(config, torch.device("cpu"))  # the student training starts from
     for (name, a), b in zip(init.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), name
     assert not init.training and not any(p.requires_grad for p in init.parameters())
 
-    trained = tiny_random_llama(len(tokenizer), seed=3, **runsetup.TINY_STUDENT)
+    trained = copy.deepcopy(fresh)
     optimizer = torch.optim.SGD(trained.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
     for step in (5, 10):

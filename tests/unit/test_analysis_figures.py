@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import torch
+from plotly.subplots import make_subplots
 
 from analysis import runs as R
 from analysis.figures import (
@@ -499,6 +500,14 @@ def test_apply_style():
     assert fig.layout.template.layout.paper_bgcolor == "white"
     assert fig.layout.xaxis.showline and fig.layout.yaxis.ticks == "outside"
     assert GROUP_COLORS == {"hard": "#1f77b4", "mid": "#7f7f7f", "easy": "#ff7f0e"}
+
+
+def test_apply_style_leaves_a_secondary_y_axis_visible():
+    # mirrored y axis lines would draw over the right-hand axis of a twin-axis figure
+    twin = apply_style(make_subplots(specs=[[{"secondary_y": True}]]), secondary_y=True)
+    assert twin.layout.yaxis.mirror is False and twin.layout.yaxis2.mirror is False
+    assert twin.layout.xaxis.mirror is True and twin.layout.yaxis.showline
+    assert apply_style(go.Figure()).layout.yaxis.mirror is True
 
 
 def test_generated_gradients_match_the_contract():
