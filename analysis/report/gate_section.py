@@ -34,7 +34,7 @@ def gate_section(study: Study) -> str:
                     f"{c.initial:.2f}",
                     f"{c.final:.2f}",
                     f"{2 * c.spread:.2f}",
-                    "passes" if c.passed else "**fails**",
+                    "passes" if c.passed else f"**fails**: {c.reason}",
                 ]
             )
     if not rows:
@@ -50,10 +50,29 @@ def gate_section(study: Study) -> str:
     lines.append("")
     if all(verdicts):
         lines.append("Both arms pass: the experiment works, so the comparisons below can be read against their noise.")
-    else:
-        lines.append(
-            "**The study fails the gate**: at least one arm's student does not move from its start "
-            "towards the teacher by more than the noise, so **the method comparisons below are not "
-            "findings.**"
-        )
+        return "\n".join(lines)
+    failed = [c for arm_checks in _checks_by_arm(study) for c in arm_checks if not c.passed]
+    lines.append(
+        "**The study fails the gate**, so **the method comparisons below are not findings** on the metrics that fail."
+    )
+    if any(_reached_teacher(c) for c in failed):
+        lines += [
+            "",
+            'Where a trained student comes within the noise of the teacher ("teacher − final" '
+            "above), the student did learn, but the metric can no longer tell the teacher from a "
+            "trained student, so it cannot rank methods either: two arms that both reach the "
+            "teacher's score look equal whatever their quality. Read the metrics that pass "
+            "(held-out cross-entropy, and KL(teacher ‖ student) in the tables) instead.",
+        ]
+    if any(not _reached_teacher(c) for c in failed):
+        lines += ["", 'Where "final − initial" fails, the student did not learn beyond the noise.']
     return "\n".join(lines)
+
+
+def _checks_by_arm(study: Study) -> list[list]:
+    return [study_gate([r for r in study.ablation if component(r) == arm]) for arm in ARMS]
+
+
+def _reached_teacher(check) -> bool:
+    """The learning gap clears the noise and only the teacher gap does not."""
+    return "final − initial" not in check.reason and "teacher − final" in check.reason

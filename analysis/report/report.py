@@ -9,6 +9,7 @@ from pathlib import Path
 from analysis.figures import gradient_frame, histogram_frame
 from analysis.report.figures import build_figures, ema_lag
 from analysis.report.gate_section import gate_section
+from analysis.report.heldout_section import heldout_section
 from analysis.report.markdown import compare, fmt, md_table
 from analysis.report.numbers import group_medians, paired_ce_difference, paired_ce_se, probe_summary, ratio_summary
 from analysis.report.settings import PAPER_TABLE2, REGENERATE, WINDOW
@@ -291,6 +292,7 @@ def build_report(
     sections = [
         header,
         gate_section(study),
+        heldout_section(study),
         setup_section(study),
         noise_text,
         table2_section(study, threshold),

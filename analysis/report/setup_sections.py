@@ -21,9 +21,11 @@ def decoding_text(run: Run) -> str:
         return "generated"
     if decoding.get("greedy"):
         return f"greedy (≤ {decoding.get('max_new_tokens')} new tokens)"
+    seeds = decoding.get("seeds") or [decoding.get("seed")]
+    seeds_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"generation seeds {', '.join(map(str, seeds))} averaged"
     return (
         f"sampled (temperature {decoding.get('temperature'):g}, top-p {decoding.get('top_p'):g}, "
-        f"≤ {decoding.get('max_new_tokens')} new tokens, seed {decoding.get('seed')})"
+        f"≤ {decoding.get('max_new_tokens')} new tokens, {seeds_text})"
     )
 
 
@@ -60,7 +62,15 @@ def setup_section(study: Study) -> str:
         f"{c.get('gradient_batch_size')} examples.",
         f"- **Evaluation**: ROUGE-L (F, ×100) of {decoding_text(ref)} responses on "
         f"{c.get('eval_examples')} held-out prompts, for the teacher, the initial student and "
-        "the final student.",
+        "the final student"
+        + (
+            f" (docs/method.md §7: references of ≥ {c['eval_min_reference_words']} words, a "
+            "duplicated prompt scored once against all its references; beside ROUGE-L the "
+            "held-out cross-entropy on the references, KL(teacher ‖ model) and the share of "
+            "degenerate replies)."
+            if c.get("eval_min_reference_words")
+            else "."
+        ),
         f"- **Hardware**: {machine.get('cpu_count')} CPU cores, "
         f"{'GPU ' + str(machine['gpu']) if machine.get('gpu') else 'no GPU'} "
         f"(`{machine.get('platform')}`), device `{meta.get('device')}`, {meta.get('dtype')}; "

@@ -1,0 +1,116 @@
+"""Results report: the held-out evaluation of each ablation arm and its paired difference to base.
+
+These are the numbers the validity gate judges (analysis/validity.py), per run: ROUGE-L of sampled
+replies (mean over generation seeds), the student's cross-entropy on the reference replies, KL
+(teacher ‖ student) on them, and the share of degenerate replies (docs/method.md §7). Each arm is
+then compared with base of the same training seed: the runs of one seed see the same batches and
+are scored on the same prompts, so the difference removes what the seeds share, and its mean over
+seeds gets a 95 % Student-t interval
+
+    mean(d) ± t_{0.975, n−1} · sd(d) / √n,   d_s = metric(arm, seed s) − metric(base, seed s).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from analysis.report.markdown import md_table
+from analysis.report.study import Study, component
+from analysis.runs import Run
+
+ARM_ORDER = ("base", "+IDTS", "+LATF", "full (AdaKD)")
+# (eval column, label, higher is better, format)
+METRICS = (
+    ("rouge_l", "ROUGE-L", True, ".2f"),
+    ("ce", "held-out CE", False, ".3f"),
+    ("kl_teacher", "KL(teacher ‖ student)", False, ".3f"),
+    ("degenerate", "degenerate replies", False, ".1%"),
+)
+# Two-sided 95 % quantiles of Student's t for 1..10 degrees of freedom (standard tables).
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def final_average(run: Run, column: str, model: str = "student") -> float:
+    """The run's last evaluation of `model`, averaged over evaluation sets (NaN when absent)."""
+    rows = run.final_eval(model)
+    rows = rows[rows["dataset"] == "average"]
+    if rows.empty or column not in rows:
+        return math.nan
+    value = rows[column].iloc[0]
+    return math.nan if value is None else float(value)
+
+
+def paired_interval(differences: list[float]) -> tuple[float, float] | None:
+    """(mean, half-width of the 95 % t interval) of paired differences; None below two pairs."""
+    n = len(differences)
+    if n < 2:
+        return None
+    t = T_975[min(n - 1, len(T_975)) - 1]
+    return statistics.fmean(differences), t * statistics.stdev(differences) / math.sqrt(n)
+
+
+def _value(value: float, fmt: str) -> str:
+    return "–" if math.isnan(value) else format(value, fmt)
+
+
+def heldout_section(study: Study) -> str:
+    """## Held-out evaluation: one row per ablation run, then each arm minus base, paired by seed."""
+    runs = sorted(
+        (r for r in study.ablation if not math.isnan(final_average(r, "ce"))),
+        key=lambda r: (ARM_ORDER.index(component(r) or "base"), r.seed or 0),
+    )
+    if not runs:
+        return ""
+    lines = ["## Held-out evaluation of the ablation arms", ""]
+    rows: list[list[str]] = []
+    for run in runs:
+        spread = final_average(run, "rouge_l_spread")
+        rouge = _value(final_average(run, "rouge_l"), ".2f") + ("" if math.isnan(spread) else f" ± {spread:.2f}")
+        rows.append(
+            [str(component(run)), str(run.seed), rouge]
+            + [_value(final_average(run, column), fmt) for column, _, _, fmt in METRICS[1:]]
+        )
+    reference = runs[0]
+    for model, label in (("teacher", "teacher"), ("student_init", "student (init)")):
+        rows.append(
+            [label, "", _value(final_average(reference, "rouge_l", model), ".2f")]
+            + [_value(final_average(reference, column, model), fmt) for column, _, _, fmt in METRICS[1:]]
+        )
+    lines.append(md_table(["arm", "seed", "ROUGE-L (± generation sd)"] + [m[1] for m in METRICS[1:]], rows))
+    lines += ["", _paired_text(runs)]
+    return "\n".join(lines)
+
+
+def _paired_text(runs: list[Run]) -> str:
+    base = {r.seed: r for r in runs if component(r) == "base"}
+    rows = []
+    for arm in ARM_ORDER[1:]:
+        pairs = [(r, base[r.seed]) for r in runs if component(r) == arm and r.seed in base]
+        if not pairs:
+            continue
+        cells = [arm, str(len(pairs))]
+        for column, _, higher, fmt in METRICS:
+            d = [final_average(a, column) - final_average(b, column) for a, b in pairs]
+            d = [x for x in d if not math.isnan(x)]
+            interval = paired_interval(d)
+            if interval is None:
+                cells.append(f"{format(d[0], '+' + fmt)} (one seed)" if d else "–")
+                continue
+            mean, half = interval
+            better = mean > half if higher else mean < -half
+            worse = mean < -half if higher else mean > half
+            verdict = "better" if better else "worse" if worse else "no difference shown"
+            cells.append(f"{format(mean, '+' + fmt)} ± {format(half, fmt)} ({verdict})")
+        rows.append(cells)
+    if not rows:
+        return "No arm shares a training seed with a base run yet, so no paired difference."
+    return "\n".join(
+        [
+            "Each arm minus base of the same training seed, mean over seeds ± the 95 % t interval "
+            '("better"/"worse" only when the interval excludes 0; higher ROUGE-L is better, lower '
+            "CE, KL and degenerate share are better):",
+            "",
+            md_table(["arm", "seeds"] + [m[1] for m in METRICS], rows),
+        ]
+    )

@@ -1,0 +1,67 @@
+"""The results report's held-out section (analysis/report/heldout_section.py): per-run rows and
+the paired arm − base differences with a 95 % t interval, against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from analysis.report.heldout_section import heldout_section, paired_interval
+from analysis.report.study import Study
+from analysis.runs import load_run
+from tests.rundir_factory import make_run
+from tests.unit.test_analysis_validity import _record
+
+BASE = {"latf": "off", "idts": "off"}
+FULL = {"latf": "adaptive", "idts": "on", "idts_c": 0.5}
+
+
+def test_paired_interval_by_hand():
+    assert paired_interval([0.7]) is None  # one pair: no spread, no interval
+    mean, half = paired_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, t(0.975, 2) = 4.303
+    assert mean == pytest.approx(2.0) and half == pytest.approx(4.303 / math.sqrt(3))
+    mean, half = paired_interval([-0.2, -0.4])  # mean -0.3, sd 0.1414, t(0.975, 1) = 12.706
+    assert mean == pytest.approx(-0.3) and half == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2))
+
+
+def _run(tmp_path, name, arm, seed, rouge, ce, kl):
+    evals = [
+        _record("teacher", 0, 20.0, 0.4, 2.0),
+        _record("student_init", 0, 8.0, 0.3, 5.0, 0.2, 1.5),
+        _record("student", 10, rouge, 0.5, ce, 0.05, kl),
+    ]
+    return load_run(make_run(tmp_path, name, evals=evals, config={"seed": seed, **arm}))
+
+
+def test_section_rows_and_paired_differences(tmp_path):
+    runs = [
+        _run(tmp_path, "b0", BASE, 0, 12.0, 3.00, 1.00),
+        _run(tmp_path, "b1", BASE, 1, 13.0, 3.10, 1.10),
+        _run(tmp_path, "b2", BASE, 2, 12.5, 3.05, 1.05),
+        _run(tmp_path, "f0", FULL, 0, 12.5, 2.90, 0.90),
+        _run(tmp_path, "f1", FULL, 1, 13.1, 3.00, 1.00),
+        _run(tmp_path, "f2", FULL, 2, 12.4, 2.95, 0.98),
+    ]
+    text = heldout_section(Study(runs))
+    assert "| base | 0 | 12.00 ± 0.50 | 3.000 | 1.000 | 5.0% |" in text
+    assert "| full (AdaKD) | 2 | 12.40 ± 0.50 | 2.950 | 0.980 | 5.0% |" in text
+    assert "| teacher |  | 20.00 | 2.000 | – | 0.0% |" in text
+    assert "| student (init) |  | 8.00 | 5.000 | 1.500 | 20.0% |" in text
+    # CE differences -0.10, -0.10, -0.10: sd 0, so the interval is 0 wide and excludes 0
+    assert "-0.100 ± 0.000 (better)" in text
+    # ROUGE-L differences +0.5, +0.1, -0.1: mean 0.1667, sd 0.3055, half = 4.303 * 0.3055 / sqrt(3)
+    d = [0.5, 0.1, -0.1]
+    half = 4.303 * (sum((x - sum(d) / 3) ** 2 for x in d) / 2) ** 0.5 / 3**0.5
+    assert f"+0.17 ± {half:.2f} (no difference shown)" in text
+    # KL differences -0.10, -0.10, -0.07
+    assert "(better)" in text.split("\n")[-1]
+
+
+def test_one_seed_says_so_and_no_pairs_say_so(tmp_path):
+    one = [_run(tmp_path, "b0", BASE, 0, 12.0, 3.0, 1.0), _run(tmp_path, "f0", FULL, 0, 11.0, 3.2, 1.1)]
+    text = heldout_section(Study(one))
+    assert "| full (AdaKD) | 1 | -1.00 (one seed) | +0.200 (one seed) | +0.100 (one seed) |" in text
+    unpaired = [_run(tmp_path, "b5", BASE, 5, 12.0, 3.0, 1.0), _run(tmp_path, "f6", FULL, 6, 11.0, 3.2, 1.1)]
+    assert "No arm shares a training seed with a base run yet" in heldout_section(Study(unpaired))
+    assert heldout_section(Study([])) == ""
