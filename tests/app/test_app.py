@@ -149,11 +149,11 @@ def test_dynamics_page_shows_the_selected_run(env):
 
 def test_compare_defaults_to_one_sweep_not_every_run(env):
     """One selected run of a sweep: Compare starts on that sweep's runs; two selected: those."""
-    c_sweep = sorted((analysis_runs.SAMPLE_RUNS_DIR / "c-sweep").glob("idts_c=*"))
-    assert len(c_sweep) >= 2  # the committed sample study
-    at = open_page("views/compare.py", selected=[c_sweep[0]])
+    ablation = sorted((analysis_runs.SAMPLE_RUNS_DIR / "ablation").glob("seed=*"))
+    assert len(ablation) >= 2  # the committed sample study
+    at = open_page("views/compare.py", selected=[ablation[0]])
     no_failure(at)
-    assert sorted(at.multiselect[0].value) == sorted(str(p) for p in c_sweep)
+    assert sorted(at.multiselect[0].value) == sorted(str(p) for p in ablation)
     at = open_page("views/compare.py", selected=[env / "adakd-c0.3", env / "plain-kd"])
     assert sorted(at.multiselect[0].value) == sorted([str(env / "adakd-c0.3"), str(env / "plain-kd")])
 
@@ -183,13 +183,23 @@ def test_runs_page_lists_runs_and_warns_about_the_damaged_one(env):
 
 
 def test_runs_page_shows_the_stored_replies_and_flags_empty_ones(env):
-    """The sample alpha-beta run without AdaKD ends with empty replies; full AdaKD does not."""
-    divergences = analysis_runs.SAMPLE_RUNS_DIR / "divergences"
-    at = open_page("views/runs.py", selected=[divergences / "divergence=ab,ablation=base"])
+    """A final student whose stored replies are mostly empty is flagged; one that answers is not."""
+
+    def run_with_replies(name: str, replies: list[str]):
+        samples = [
+            {"instruction": f"question {i}", "reference": "a reference reply", "response": r, "rouge_l": 0.0}
+            for i, r in enumerate(replies)
+        ]
+        record = {"step": 10, "model": "student", "rouge_l": {"chat": 1.0}, "rouge_l_avg": 1.0, "n": {"chat": 3}}
+        return make_run(env, name, evals=[{**record, "samples": {"chat": samples}}])
+
+    silent = run_with_replies("silent-student", ["", " ", "an answer"])
+    at = open_page("views/runs.py", selected=[silent])
     no_failure(at)
     assert any("stored replies are empty" in w.value for w in at.warning)
     assert any(e.label.startswith("Final student's replies") for e in at.expander)
-    at = open_page("views/runs.py", selected=[divergences / "divergence=ab,ablation=full"])
+    talking = run_with_replies("talking-student", ["one answer", "", "another answer"])
+    at = open_page("views/runs.py", selected=[talking])
     assert not any("stored replies are empty" in w.value for w in at.warning)
 
 
