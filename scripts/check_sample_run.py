@@ -1,6 +1,6 @@
 """Train a sample run again from its config.json and compare every recorded number.
 
-    .venv/bin/python scripts/check_sample_run.py "sample_runs/ablation/ablation=full,seed=0"
+    .venv/bin/python scripts/check_sample_run.py "sample_runs/ablation/seed=0,ablation=full"
 
 The run is trained again into a temporary folder with the same RunConfig (the same code path
 as `python -m adakd train`), then metrics.jsonl (every field but wall-clock timings),
