@@ -126,7 +126,11 @@ def summarise_seeds(scores_by_seed: Sequence[Sequence[float]]) -> SeedSummary:
 # ---------------------------------------------------------------------- the validity gate
 @dataclass(frozen=True)
 class GateCheck:
-    """One metric of the gate: is teacher > final > initial, each gap > 2 × spread?"""
+    """One metric of the gate: is teacher > final > initial, each gap > 2 × spread?
+
+    learned: final ≻ initial beyond the noise; below_teacher: teacher ≻ final beyond the noise
+    (passed = both). A student that learned but is not below the teacher has reached the
+    teacher's score: the metric can no longer rank trained students."""
 
     metric: str
     teacher: float
@@ -136,6 +140,8 @@ class GateCheck:
     higher_is_better: bool
     passed: bool
     reason: str
+    learned: bool = False
+    below_teacher: bool = False
 
 
 def gate_check(
@@ -169,7 +175,10 @@ def gate_check(
         if problems
         else (f"teacher {teacher:.2f} ≻ final {final:.2f} ≻ initial {initial:.2f}, gaps > 2×spread {margin:.2f}")
     )
-    return GateCheck(metric, teacher, initial, final, spread, higher_is_better, not problems, reason)
+    learned, below_teacher = learn_gap > margin, top_gap > margin
+    return GateCheck(
+        metric, teacher, initial, final, spread, higher_is_better, not problems, reason, learned, below_teacher
+    )
 
 
 def gate_passed(checks: Sequence[GateCheck]) -> bool:

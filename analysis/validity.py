@@ -25,12 +25,13 @@ from collections.abc import Sequence
 from adakd.eval_protocol import GateCheck, gate_check, gate_passed
 from analysis.runs import Run
 
-__all__ = ["GateCheck", "evaluation_summary", "gate_passed", "gate_summary", "run_gate", "study_gate"]
+__all__ = ["GateCheck", "evaluation_summary", "final_average", "gate_passed", "gate_summary", "run_gate", "study_gate"]
 
 METRICS = (("rouge_l", "ROUGE-L", True), ("ce", "held-out cross-entropy", False))
 
 
-def _average(run: Run, model: str, column: str) -> float:
+def final_average(run: Run, model: str, column: str) -> float:
+    """`column` of the run's last evaluation of `model`, averaged over evaluation sets (NaN when absent)."""
     rows = run.final_eval(model)
     rows = rows[rows["dataset"] == "average"]
     if rows.empty or column not in rows:
@@ -40,7 +41,7 @@ def _average(run: Run, model: str, column: str) -> float:
 
 
 def _has_protocol(run: Run) -> bool:
-    return all(not math.isnan(_average(run, m, "ce")) for m in ("teacher", "student_init", "student"))
+    return all(not math.isnan(final_average(run, m, "ce")) for m in ("teacher", "student_init", "student"))
 
 
 def run_gate(run: Run) -> list[GateCheck]:
@@ -48,7 +49,7 @@ def run_gate(run: Run) -> list[GateCheck]:
     has no teacher / initial / final evaluation under the protocol (e.g. written before it)."""
     if not _has_protocol(run):
         return []
-    spreads = [_average(run, m, "rouge_l_spread") for m in ("teacher", "student_init", "student")]
+    spreads = [final_average(run, m, "rouge_l_spread") for m in ("teacher", "student_init", "student")]
     noise = max((s for s in spreads if not math.isnan(s)), default=0.0)
     checks = []
     for column, label, higher in METRICS:
@@ -56,9 +57,9 @@ def run_gate(run: Run) -> list[GateCheck]:
         checks.append(
             gate_check(
                 label,
-                _average(run, "teacher", column),
-                _average(run, "student_init", column),
-                _average(run, "student", column),
+                final_average(run, "teacher", column),
+                final_average(run, "student_init", column),
+                final_average(run, "student", column),
                 spread,
                 higher,
             )
@@ -74,18 +75,20 @@ def study_gate(runs: Sequence[Run]) -> list[GateCheck]:
         return []
     checks = []
     for column, label, higher in METRICS:
-        finals = [_average(r, "student", column) for r in runs]
+        finals = [final_average(r, "student", column) for r in runs]
         seed_sd = statistics.stdev(finals) if len(finals) > 1 else 0.0
         generation = 0.0
         if column == "rouge_l":
-            spreads = [_average(r, m, "rouge_l_spread") for r in runs for m in ("teacher", "student_init", "student")]
+            spreads = [
+                final_average(r, m, "rouge_l_spread") for r in runs for m in ("teacher", "student_init", "student")
+            ]
             generation = max((s for s in spreads if not math.isnan(s)), default=0.0)
         first = runs[0]
         checks.append(
             gate_check(
                 label,
-                _average(first, "teacher", column),
-                _average(first, "student_init", column),
+                final_average(first, "teacher", column),
+                final_average(first, "student_init", column),
                 statistics.fmean(finals),
                 max(seed_sd, generation),
                 higher,

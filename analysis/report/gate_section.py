@@ -17,13 +17,14 @@ def gate_section(study: Study) -> str:
     """## Validity gate: per ablation arm (all its seeds), teacher ≻ final ≻ initial on ROUGE-L and
     held-out cross-entropy, each gap beyond twice the noise."""
     lines = ["## Validity gate: does the student learn from its teacher?", ""]
-    rows, verdicts = [], []
+    rows, verdicts, failed = [], [], []
     for arm in ARMS:
         runs = [r for r in study.ablation if component(r) == arm]
         checks = study_gate(runs)
         if not checks:
             continue
         verdicts.append(gate_passed(checks))
+        failed += [c for c in checks if not c.passed]
         for c in checks:
             rows.append(
                 [
@@ -51,11 +52,10 @@ def gate_section(study: Study) -> str:
     if all(verdicts):
         lines.append("Both arms pass: the experiment works, so the comparisons below can be read against their noise.")
         return "\n".join(lines)
-    failed = [c for arm_checks in _checks_by_arm(study) for c in arm_checks if not c.passed]
     lines.append(
         "**The study fails the gate**, so **the method comparisons below are not findings** on the metrics that fail."
     )
-    if any(_reached_teacher(c) for c in failed):
+    if any(c.learned and not c.below_teacher for c in failed):
         lines += [
             "",
             'Where a trained student comes within the noise of the teacher ("teacher − final" '
@@ -64,15 +64,6 @@ def gate_section(study: Study) -> str:
             "teacher's score look equal whatever their quality. Read the metrics that pass "
             "(held-out cross-entropy, and KL(teacher ‖ student) in the tables) instead.",
         ]
-    if any(not _reached_teacher(c) for c in failed):
+    if any(not c.learned for c in failed):
         lines += ["", 'Where "final − initial" fails, the student did not learn beyond the noise.']
     return "\n".join(lines)
-
-
-def _checks_by_arm(study: Study) -> list[list]:
-    return [study_gate([r for r in study.ablation if component(r) == arm]) for arm in ARMS]
-
-
-def _reached_teacher(check) -> bool:
-    """The learning gap clears the noise and only the teacher gap does not."""
-    return "final − initial" not in check.reason and "teacher − final" in check.reason

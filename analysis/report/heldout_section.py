@@ -18,6 +18,7 @@ import statistics
 from analysis.report.markdown import md_table
 from analysis.report.study import Study, component
 from analysis.runs import Run
+from analysis.validity import final_average
 
 ARM_ORDER = ("base", "+IDTS", "+LATF", "full (AdaKD)")
 # (eval column, label, higher is better, format)
@@ -29,16 +30,6 @@ METRICS = (
 )
 # Two-sided 95 % quantiles of Student's t for 1..10 degrees of freedom (standard tables).
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
-
-
-def final_average(run: Run, column: str, model: str = "student") -> float:
-    """The run's last evaluation of `model`, averaged over evaluation sets (NaN when absent)."""
-    rows = run.final_eval(model)
-    rows = rows[rows["dataset"] == "average"]
-    if rows.empty or column not in rows:
-        return math.nan
-    value = rows[column].iloc[0]
-    return math.nan if value is None else float(value)
 
 
 def paired_interval(differences: list[float]) -> tuple[float, float] | None:
@@ -57,7 +48,7 @@ def _value(value: float, fmt: str) -> str:
 def heldout_section(study: Study) -> str:
     """## Held-out evaluation: one row per ablation run, then each arm minus base, paired by seed."""
     runs = sorted(
-        (r for r in study.ablation if not math.isnan(final_average(r, "ce"))),
+        (r for r in study.ablation if not math.isnan(final_average(r, "student", "ce"))),
         key=lambda r: (ARM_ORDER.index(component(r) or "base"), r.seed or 0),
     )
     if not runs:
@@ -65,17 +56,19 @@ def heldout_section(study: Study) -> str:
     lines = ["## Held-out evaluation of the ablation arms", ""]
     rows: list[list[str]] = []
     for run in runs:
-        spread = final_average(run, "rouge_l_spread")
-        rouge = _value(final_average(run, "rouge_l"), ".2f") + ("" if math.isnan(spread) else f" ± {spread:.2f}")
+        spread = final_average(run, "student", "rouge_l_spread")
+        rouge = _value(final_average(run, "student", "rouge_l"), ".2f") + (
+            "" if math.isnan(spread) else f" ± {spread:.2f}"
+        )
         rows.append(
             [str(component(run)), str(run.seed), rouge]
-            + [_value(final_average(run, column), fmt) for column, _, _, fmt in METRICS[1:]]
+            + [_value(final_average(run, "student", column), fmt) for column, _, _, fmt in METRICS[1:]]
         )
     reference = runs[0]
     for model, label in (("teacher", "teacher"), ("student_init", "student (init)")):
         rows.append(
-            [label, "", _value(final_average(reference, "rouge_l", model), ".2f")]
-            + [_value(final_average(reference, column, model), fmt) for column, _, _, fmt in METRICS[1:]]
+            [label, "", _value(final_average(reference, model, "rouge_l"), ".2f")]
+            + [_value(final_average(reference, model, column), fmt) for column, _, _, fmt in METRICS[1:]]
         )
     lines.append(md_table(["arm", "seed", "ROUGE-L (± generation sd)"] + [m[1] for m in METRICS[1:]], rows))
     lines += ["", _paired_text(runs)]
@@ -91,7 +84,7 @@ def _paired_text(runs: list[Run]) -> str:
             continue
         cells = [arm, str(len(pairs))]
         for column, _, higher, fmt in METRICS:
-            d = [final_average(a, column) - final_average(b, column) for a, b in pairs]
+            d = [final_average(a, "student", column) - final_average(b, "student", column) for a, b in pairs]
             d = [x for x in d if not math.isnan(x)]
             interval = paired_interval(d)
             if interval is None:

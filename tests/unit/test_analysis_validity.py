@@ -111,6 +111,11 @@ def test_report_opens_with_the_gate(tmp_path):
     stuck = arm("stuck", {"latf": "off", "idts": "off"}, [8.1, 8.3, 8.2])
     text = gate_section(Study(stuck + full))
     assert "**fails**" in text and "are not findings" in text
+    assert "did not learn beyond the noise" in text and "can no longer tell the teacher" not in text
+    # a student at the teacher's score learned, but that metric cannot rank: the report says which
+    saturated = arm("saturated", {"latf": "off", "idts": "off"}, [19.9, 20.1, 20.0])
+    text = gate_section(Study(saturated + full))
+    assert "can no longer tell the teacher" in text and "did not learn beyond the noise" not in text
     # runs made before the protocol are not judged, and the report says so first
     old = load_run(make_run(tmp_path, "old", config={"latf": "off", "idts": "off"}))
     assert "**Not measured.**" in gate_section(Study([old]))

@@ -97,8 +97,11 @@ def test_gate_needs_order_and_gaps_beyond_twice_the_spread():
     assert ok.passed and "teacher 20.00" in ok.reason
     close = gate_check("rouge_l", teacher=20.0, initial=5.0, final=6.5, spread=1.0)  # final−initial 1.5 ≤ 2
     assert not close.passed and "final − initial +1.50" in close.reason
+    assert not close.learned and close.below_teacher
     above_teacher = gate_check("rouge_l", teacher=10.0, initial=5.0, final=11.0, spread=0.0)
     assert not above_teacher.passed and "teacher − final -1.00" in above_teacher.reason
+    assert above_teacher.learned and not above_teacher.below_teacher  # reached the teacher's score
+    assert ok.learned and ok.below_teacher
     # lower is better for cross-entropy: teacher 2 < final 3 < initial 5
     ce = gate_check("ce", teacher=2.0, initial=5.0, final=3.0, spread=0.2, higher_is_better=False)
     assert ce.passed
