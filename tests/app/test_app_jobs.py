@@ -28,8 +28,8 @@ if d.exists() and any(d.iterdir()):
     print('run directory not empty', flush=True); sys.exit(2)
 d.mkdir(parents=True, exist_ok=True)
 (d / 'config.json').write_text('{}')
-print('training', os.getpid(), flush=True)
 signal.signal(signal.SIGTERM, lambda *a: (print('stopping cleanly', flush=True), sys.exit(3)))
+print('training', os.getpid(), flush=True)  # after the handler: 'training' means a stop is handled
 time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 30)
 print('done', flush=True)
 """
@@ -80,6 +80,8 @@ def test_one_job_per_device_the_next_waits_then_starts(root):
     a = jobs.submit(root, "train", [], root / "a", "testdev", argv=fake(root / "a"))
     b = jobs.submit(root, "train", [], root / "b", "testdev", argv=fake(root / "b", 0.2))
     wait_for(lambda: state_of(root, a) == "running", what="a running")
+    # "running" is the job's state, set before the stand-in has installed its SIGTERM handler
+    wait_for(lambda: "training" in _text(root / "a" / "train.log"), what="a's handler installed")
     # b's launcher has polled and found the device taken (it says so once): b must still wait
     wait_for(lambda: "queued: waiting for the device" in _text(Path(b.staging)), what="b's launcher polled")
     assert state_of(root, b) == "queued"
