@@ -36,6 +36,7 @@ from adakd.checkpoint import list_checkpoints
 from adakd.cli import main
 from adakd.rundir import RunDir
 from analysis.runs import clear_cache, load_run
+from tests.build_once import build_once
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
@@ -128,12 +129,24 @@ def flushed_steps(flushed: Path) -> list[int]:
 INJECTED = {"step:5": 3, "metrics:8": 6, "checkpoint:9": 6}  # fault -> the checkpoint a resume starts from
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def victims(tmp_path_factory):
     """Every training process of the kill tests, run side by side to save time: the reference
     run without a fault ("straight"), the three injected faults, and one run killed from outside
-    after a seeded random delay ("random"). Returns {name: (run_dir, flushed steps, pid)}."""
-    base = tmp_path_factory.mktemp("victims")
+    after a seeded random delay ("random"). Built once per session, whichever xdist worker asks
+    first (each test resumes only its own victim in place). Returns {name: (run_dir, flushed
+    steps, pid)}, plus "pristine": an untouched copy of the "step:5" run (test_faults_writers)."""
+    return built_victims(tmp_path_factory)
+
+
+def built_victims(tmp_path_factory) -> dict[str, tuple[Path, list[int], int]]:
+    """The victims fixture's value, for other modules (built at most once per session)."""
+    built = build_once(tmp_path_factory, "fault-victims", _run_victims)
+    assert isinstance(built, dict)
+    return {name: (Path(d), flushed, pid) for name, (d, flushed, pid) in built.items()}
+
+
+def _run_victims(base: Path) -> dict:
     procs = {}
     for name in ("straight", *INJECTED, "random"):
         folder = base / name.replace(":", "-")
@@ -161,10 +174,14 @@ def victims(tmp_path_factory):
     for name, (_, p, _) in procs.items():
         if name != "straight":
             assert p.returncode == -signal.SIGKILL, (name, errors[name][-3000:])
-    return {name: (d, flushed_steps(f), p.pid) for name, (d, p, f) in procs.items()}
+    built = {name: (str(d), flushed_steps(f), p.pid) for name, (d, p, f) in procs.items()}
+    pristine = base / "pristine" / "run"
+    shutil.copytree(procs["step:5"][0], pristine, symlinks=True)
+    built["pristine"] = (str(pristine), built["step:5"][1], built["step:5"][2])
+    return built
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def straight(victims):
     """The finished reference run (no fault)."""
     return victims["straight"][0]

@@ -24,21 +24,19 @@ from adakd.metric_gaps import run_step_problems
 from adakd.rundir import RunDir
 from adakd.runlock import LOCK_NAME
 from analysis.runs import clear_cache, load_run, summary_row
-from tests.integration.test_faults import ENV, PARALLEL_ENV, STEPS, start_driver
+from tests.integration.test_faults import ENV, PARALLEL_ENV, STEPS, built_victims
 
 REPO = Path(__file__).resolve().parents[2]
 BUSY = "is being written by another process"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def killed(tmp_path_factory) -> Path:
-    """A smoke run killed inside step 5 (checkpoint 3, metrics 1-4, probes at 0 and 3)."""
-    base = tmp_path_factory.mktemp("killed")
-    proc, _ = start_driver(base, "step:5", base / "run")
-    err = proc.communicate(timeout=300)[1]
-    assert proc.returncode == -9, err[-3000:]
-    assert [m["step"] for m in RunDir(base / "run").read_metrics()] == [1, 2, 3, 4]
-    return base / "run"
+    """A smoke run killed inside step 5 (checkpoint 3, metrics 1-4, probes at 0 and 3): the untouched
+    copy test_faults' victims keep of their own "step:5" run. Tests copy it, never change it."""
+    run_dir = built_victims(tmp_path_factory)["pristine"][0]
+    assert [m["step"] for m in RunDir(run_dir).read_metrics()] == [1, 2, 3, 4]
+    return run_dir
 
 
 @pytest.fixture
@@ -57,6 +55,20 @@ def one_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
     return lines[0]
+
+
+def open_gate(gate: Path, procs: list[subprocess.Popen], lead: float = 0.3) -> None:
+    """Start processes together: once every one has imported and touched its `ready-<pid>` file
+    beside `gate`, write the start time (now + `lead`) into `gate` by rename, so none reads half of it."""
+    deadline = time.time() + 180
+    while len(list(gate.parent.glob("ready-*"))) < len(procs):
+        for proc in procs:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, "the processes never reached the starting gate"
+        time.sleep(0.02)
+    staged = gate.with_name(gate.name + ".tmp")
+    staged.write_text(repr(time.time() + lead))
+    staged.rename(gate)
 
 
 # ---------------------------------------------------------------- one writer per run
@@ -101,9 +113,17 @@ RESUMER = textwrap.dedent("""
     # `python -m adakd resume RUN` through the real CLI and its lock, 20 times in one process,
     # with the training replaced by a stand-in that continues metrics.jsonl by three steps (a
     # step every 20 ms) and only appends: if two ever wrote at once, the steps would repeat for
-    # good. Each attempt i starts at START_AT + i * GAP in both processes (one torch import each).
-    import io, json, os, sys, time, types
+    # good. Each attempt i starts at the gate's time + i * GAP in both processes.
+    import io, json, os, pathlib, sys, time, types
     from contextlib import redirect_stderr
+
+    def start_time():
+        # the starting gate (see open_gate): say ready once imported, then wait for the start time
+        gate = pathlib.Path(os.environ["START_GATE"])
+        (gate.parent / f"ready-{os.getpid()}").touch()
+        while not gate.exists():
+            time.sleep(0.001)
+        return float(gate.read_text())
 
     def check_resumable(path):
         return types.SimpleNamespace(max_steps=10 ** 6), None
@@ -121,7 +141,7 @@ RESUMER = textwrap.dedent("""
     sys.modules["adakd.trainer"] = types.SimpleNamespace(check_resumable=check_resumable, resume=resume)
     import adakd.cli
     adakd.cli._quiet_transformers = lambda: None
-    start, gap = float(os.environ["START_AT"]), float(os.environ["GAP"])
+    start, gap = start_time(), float(os.environ["GAP"])
     for attempt in range(int(os.environ["ATTEMPTS"])):
         while time.time() < start + attempt * gap:  # both processes leave this loop together
             time.sleep(0.0005)
@@ -139,7 +159,8 @@ def test_two_resumes_started_together_twenty_times_never_share_the_run(run_copy,
     script = tmp_path / "resumer.py"
     script.write_text(RESUMER)
     attempts, before = 20, steps_of(run_copy)
-    env = dict(PARALLEL_ENV, START_AT=str(time.time() + 20), GAP="0.5", ATTEMPTS=str(attempts))
+    (tmp_path / "gate").mkdir()
+    env = dict(PARALLEL_ENV, START_GATE=str(tmp_path / "gate" / "start"), GAP="0.3", ATTEMPTS=str(attempts))
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), "resume", str(run_copy), "--quiet"],
@@ -151,6 +172,7 @@ def test_two_resumes_started_together_twenty_times_never_share_the_run(run_copy,
         )
         for _ in range(2)
     ]
+    open_gate(tmp_path / "gate" / "start", procs)
     outputs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outputs]
     results = [[json.loads(line) for line in out.splitlines() if line.startswith("{")] for out, _ in outputs]
@@ -200,8 +222,16 @@ def test_real_resumes_started_together_end_with_unique_continuous_steps(killed, 
 STARTER = textwrap.dedent("""
     # `python -m adakd train --preset smoke` without --name, the clock frozen at one second and
     # training replaced by a stand-in that writes config.json and holds the folder for a moment.
-    import os, sys, time, types
+    import os, pathlib, sys, time, types
     import adakd.runsetup
+
+    def start_time():
+        # the starting gate (see open_gate): say ready once imported, then wait for the start time
+        gate = pathlib.Path(os.environ["START_GATE"])
+        (gate.parent / f"ready-{os.getpid()}").touch()
+        while not gate.exists():
+            time.sleep(0.001)
+        return float(gate.read_text())
     adakd.runsetup.utc_now = lambda: "2026-01-02T03:04:05Z"
 
     def train(config, path, **kwargs):
@@ -215,7 +245,7 @@ STARTER = textwrap.dedent("""
 
     sys.modules["adakd.trainer"] = types.SimpleNamespace(train=train)
     import adakd.cli
-    start = float(os.environ["START_AT"])
+    start = start_time()
     while time.time() < start:
         time.sleep(0.001)
     sys.exit(adakd.cli.main(sys.argv[1:]))
@@ -226,7 +256,8 @@ def test_three_default_names_in_the_same_second_are_unique(tmp_path):
     script = tmp_path / "starter.py"
     script.write_text(STARTER)
     root = tmp_path / "runs"
-    env = dict(PARALLEL_ENV, START_AT=str(time.time() + 8))  # after the three have imported torch
+    (tmp_path / "gate").mkdir()
+    env = dict(PARALLEL_ENV, START_GATE=str(tmp_path / "gate" / "start"))
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), "train", "--preset", "smoke", "--root", str(root), "--quiet"],
@@ -238,6 +269,7 @@ def test_three_default_names_in_the_same_second_are_unique(tmp_path):
         )
         for _ in range(3)
     ]
+    open_gate(tmp_path / "gate" / "start", procs)
     results = [(p.wait(timeout=120), p.communicate()[1]) for p in procs]
     assert [code for code, _ in results] == [0, 0, 0], results
     names = sorted(p.name for p in root.iterdir())
