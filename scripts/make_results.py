@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from adakd.atomic import write_text_atomic
-from analysis.report import Study, build_figures, build_report, collect_runs
+from analysis.report import build_figures, build_report, collect_study
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("kaleido", "choreographer", "logistro"):  # browser chatter at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    study = Study(collect_runs(args.root))
+    study = collect_study(args.root)
     log.info("%d finished runs under %s", len(study.runs), args.root)
     figures = build_figures(study) if study.runs else {}
     # docs/results.md -> docs/figures/; any other page -> <page>-figures/ beside it

@@ -7,6 +7,7 @@ DataFrame with documented columns) and a figure function (DataFrame -> go.Figure
     compare      Fig. 3b (loss curves), Fig. 3c–d (c sweep), token-level diff of two runs
     regime       student-generated data (GKD / DistiLLM): λ/φ, on-policy share, buffer, gen. length
     ctkd         CTKD's learned temperature and its gradient-reversal strength over training
+    competence   held-out CE (share of the gap to the teacher closed) and degenerate replies per evaluation
 """
 
 from analysis.figures.compare import (
@@ -17,6 +18,7 @@ from analysis.figures.compare import (
     token_diff_figure,
     token_diff_frame,
 )
+from analysis.figures.competence import competence_figure, competence_frame
 from analysis.figures.ctkd import ctkd_figure, ctkd_frame
 from analysis.figures.dynamics import (
     difficulty_heatmap_figure,
@@ -31,6 +33,8 @@ from analysis.figures.regime import regime_figure, regime_frame
 from analysis.figures.temperature import histogram_frame, histogram_grid_figure
 
 __all__ = [
+    "competence_frame",
+    "competence_figure",
     "difficulty_heatmap_frame",
     "difficulty_heatmap_figure",
     "group_difficulty_frame",

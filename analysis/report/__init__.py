@@ -7,7 +7,7 @@ tokens.parquet, gradients.parquet, eval.jsonl) with the project's own analysis c
 out and listed as missing, so the report can be regenerated at any point while
 ``scripts/make_sample_runs.sh`` is still producing the study.
 
-    study = Study(collect_runs("sample_runs"))
+    study = collect_study("sample_runs")           # the runs of its most common recipe
     figures = build_figures(study)                  # name -> (plotly figure, reading)
     text = build_report(study, Path("sample_runs"), exported=set(figures), figures=figures)
 
@@ -19,6 +19,6 @@ Modules, in the report's order: ``study`` (grouping), ``numbers`` (per-run numbe
 from analysis.report.figures import build_figures
 from analysis.report.numbers import sample_noise
 from analysis.report.report import build_report
-from analysis.report.study import Study, collect_runs
+from analysis.report.study import Study, collect_runs, collect_study
 
-__all__ = ["Study", "build_figures", "build_report", "collect_runs", "sample_noise"]
+__all__ = ["Study", "build_figures", "build_report", "collect_runs", "collect_study", "sample_noise"]

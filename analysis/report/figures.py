@@ -10,6 +10,8 @@ import pandas as pd
 from analysis.figures import (
     c_sweep_figure,
     c_sweep_frame,
+    competence_figure,
+    competence_frame,
     difficulty_heatmap_figure,
     difficulty_heatmap_frame,
     gradient_cosine_figure,
@@ -24,6 +26,8 @@ from analysis.figures import (
     loss_ratio_figure,
     loss_ratio_frame,
 )
+from analysis.report.competence_section import curve_runs as runs_with_curves
+from analysis.report.competence_section import run_reading as competence_reading
 from analysis.report.markdown import fmt
 from analysis.report.numbers import group_medians, ratio_summary, window_mean
 from analysis.report.settings import FIGURE_WIDTH, WINDOW
@@ -131,6 +135,12 @@ def build_figures(study: Study) -> dict[str, tuple[go.Figure, str]]:
         figs["fig4_histograms"] = (
             histogram_grid_figure(frame, title=f"Fig. 4: τ and student entropy, hard vs easy, {hist_run.label}"),
             histogram_reading(frame),
+        )
+    for run in runs_with_curves(study):
+        frame = competence_frame(run)
+        figs[f"competence_{run.path.parent.name}_{run.name}".replace("=", "-").replace(",", "_")] = (
+            competence_figure(frame, title=f"Competence over training: {run.path.parent.name}/{run.name}"),
+            competence_reading(frame),
         )
     for fig, _ in figs.values():
         fig.update_layout(width=FIGURE_WIDTH)

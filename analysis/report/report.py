@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from analysis.figures import gradient_frame, histogram_frame
+from analysis.report.competence_section import competence_section
 from analysis.report.figures import build_figures, ema_lag
 from analysis.report.gate_section import gate_section
 from analysis.report.heldout_section import heldout_section
@@ -293,6 +294,7 @@ def build_report(
         header,
         gate_section(study),
         heldout_section(study),
+        competence_section(study),
         setup_section(study),
         noise_text,
         table2_section(study, threshold),
@@ -306,4 +308,4 @@ def build_report(
         verdict_section(study, threshold),
         missing_section(root),
     ]
-    return "\n\n".join(s.rstrip() for s in sections) + "\n"
+    return "\n\n".join(s.rstrip() for s in sections if s.strip()) + "\n"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from adakd.config import RunConfig
 from analysis.labels import DEFAULTS
 from analysis.report.numbers import final_rouge, paired_ce_difference
 from analysis.runs import Run, find_runs, load_runs
@@ -25,6 +28,77 @@ def collect_runs(root: str | os.PathLike) -> list[Run]:
         for problem in run.problems:
             log.warning("%s: %s", run.name, problem)
     return [run for run in runs if run.state == "finished"]
+
+
+# What every arm of one study shares: the teacher and the starting student, the data, the training
+# budget and the evaluation protocol. Runs that differ in any of these belong to another study
+# (e.g. a longer run made for the competence curve) and are never compared with its arms. The
+# method's own settings (divergence, LATF, IDTS, indicator, regime, ...) and the seed vary by arm.
+RECIPE_FIELDS = (
+    "teacher",
+    "student",
+    "student_layers",
+    "random_layers",
+    "random_hidden",
+    "student_mlp_keep",
+    "pruning_examples",
+    "data",
+    "eval_data",
+    "max_train_examples",
+    "max_prompt_length",
+    "max_length",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "lr_schedule",
+    "warmup_ratio",
+    "max_steps",
+    "batch_size",
+    "grad_accum",
+    "max_grad_norm",
+    "dtype",
+    "eval_examples",
+    "eval_max_new_tokens",
+    "eval_greedy",
+    "eval_seed",
+    "eval_seeds",
+    "eval_holdout",
+    "eval_min_reference_words",
+)
+
+
+_RECIPE_DEFAULTS = {key: value for key, value in RunConfig().to_dict().items() if key in RECIPE_FIELDS}
+
+
+def recipe(run: Run) -> str:
+    """The run's RECIPE_FIELDS as one comparable string (fields its config lacks at their defaults)."""
+    return json.dumps({key: run.config.get(key, _RECIPE_DEFAULTS[key]) for key in RECIPE_FIELDS}, sort_keys=True)
+
+
+def recipe_differences(run: Run, reference: Run) -> str:
+    """ "max_steps 1000 (study: 200), eval_seeds 1 (study: 3)": where `run`'s recipe differs."""
+    ours, theirs = json.loads(recipe(run)), json.loads(recipe(reference))
+    return ", ".join(f"{key} {ours[key]} (study: {theirs[key]})" for key in RECIPE_FIELDS if ours[key] != theirs[key])
+
+
+def split_by_recipe(runs: list[Run]) -> tuple[list[Run], list[Run]]:
+    """(the runs of the most common recipe, every other run), each in the given order. A tie goes
+    to the recipe of the earliest run."""
+    if not runs:
+        return [], []
+    counts = Counter(recipe(run) for run in runs)
+    first_seen = {key: i for i, key in reversed(list(enumerate(recipe(run) for run in runs)))}
+    main = max(counts, key=lambda key: (counts[key], -first_seen[key]))
+    return [r for r in runs if recipe(r) == main], [r for r in runs if recipe(r) != main]
+
+
+def collect_study(root: str | os.PathLike) -> Study:
+    """The study under `root`: its finished runs of the most common recipe; the others are logged
+    and kept apart in `other_recipes`."""
+    runs, others = split_by_recipe(collect_runs(root))
+    for run in others:
+        log.info("%s: another recipe, kept out of the study's tables: %s", run.name, recipe_differences(run, runs[0]))
+    return Study(runs, others)
 
 
 def _cfg(run: Run, key: str, default=None):
@@ -50,9 +124,11 @@ def component(run: Run) -> str | None:
 
 @dataclass
 class Study:
-    """The finished runs, grouped by the paper's tables and figures."""
+    """The finished runs of one recipe, grouped by the paper's tables and figures; other_recipes
+    holds the finished runs of other recipes under the same root (never compared with `runs`)."""
 
     runs: list[Run]
+    other_recipes: list[Run] = field(default_factory=list)
 
     def _rkl(self) -> list[Run]:
         return [r for r in self.runs if _cfg(r, "divergence") == "rkl" and _plain_setting(r)]

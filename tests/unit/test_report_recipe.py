@@ -1,0 +1,48 @@
+"""The report compares only runs of one recipe (analysis/report/study.py)."""
+
+from __future__ import annotations
+
+from analysis.report.study import collect_study, recipe_differences, split_by_recipe
+from analysis.runs import clear_cache, load_run
+from tests.rundir_factory import make_run, make_sweep
+
+
+def test_the_most_common_recipe_is_the_study_and_a_longer_run_is_kept_apart(tmp_path):
+    make_sweep(
+        tmp_path,
+        "ablation",
+        {
+            "seed=0,base": {"seed": 0, "latf": "off", "idts": "off"},
+            "seed=0,full": {"seed": 0},
+            "seed=1,base": {"seed": 1, "latf": "off", "idts": "off"},
+        },
+        steps=20,
+    )
+    make_run(tmp_path / "curve", "base-long", config={"latf": "off", "idts": "off", "eval_seeds": 1}, steps=40)
+    clear_cache()
+    study = collect_study(tmp_path)
+    assert sorted(r.name for r in study.runs) == ["seed=0,base", "seed=0,full", "seed=1,base"]
+    assert [r.name for r in study.other_recipes] == ["base-long"]
+    # only the study's runs are arms of its tables
+    assert all(r.name != "base-long" for r in study.ablation)
+    reason = recipe_differences(study.other_recipes[0], study.runs[0])
+    assert reason == "max_steps 40 (study: 20), eval_seeds 1 (study: 3)"
+
+
+def test_seeds_and_method_settings_do_not_split_a_study(tmp_path):
+    paths = [
+        make_run(tmp_path, "a", config={"seed": 0, "divergence": "fkl", "idts_c": 0.9}),
+        make_run(tmp_path, "b", config={"seed": 7, "latf": "cosine", "regime": "gkd"}),
+    ]
+    clear_cache()
+    runs = [load_run(p) for p in paths]
+    assert split_by_recipe(runs) == (runs, [])
+
+
+def test_a_tie_goes_to_the_earliest_runs_recipe(tmp_path):
+    paths = [make_run(tmp_path, "a", config={"lr": 1e-4}), make_run(tmp_path, "b", config={"lr": 3e-4})]
+    clear_cache()
+    first, second = (load_run(p) for p in paths)
+    assert split_by_recipe([first, second]) == ([first], [second])
+    assert split_by_recipe([second, first]) == ([second], [first])
+    assert split_by_recipe([]) == ([], [])
