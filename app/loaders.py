@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis import tables
-from analysis.figures import compare, dynamics, gradients, regime, temperature
+from analysis.figures import compare, competence, dynamics, gradients, regime, temperature
 from analysis.runs import Run
 
 PER_RUN_ENTRIES = 32  # frames of one function kept, e.g. heat maps of 32 (run, example) pairs
@@ -54,6 +54,11 @@ def difficulty_heatmap_frame(run: Run, example: int) -> pd.DataFrame:
 @st.cache_data(max_entries=PER_RUN_ENTRIES, show_spinner=False, hash_funcs=BY_RUN_FILES)
 def group_difficulty_frame(run: Run, split: str) -> pd.DataFrame:
     return dynamics.group_difficulty_frame(run, split=split)
+
+
+@st.cache_data(max_entries=PER_RUN_ENTRIES, show_spinner=False, hash_funcs=BY_RUN_FILES)
+def competence_frame(run: Run) -> pd.DataFrame:
+    return competence.competence_frame(run)
 
 
 @st.cache_data(max_entries=PER_RUN_ENTRIES, show_spinner=False, hash_funcs=BY_RUN_FILES)

@@ -5,10 +5,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from analysis.figures.competence import competence_figure
 from analysis.replies import empty_reply_share, replies_frame
 from analysis.validity import evaluation_summary, gate_passed, gate_summary, run_gate
 from app import components as ui
-from app import jobs, state
+from app import jobs, loaders, state
 from app.run_delete import delete_runs
 
 ui.header(
@@ -109,6 +110,17 @@ scores = evaluation_summary(run)
 if len(scores):
     with st.expander("Evaluation: teacher, initial and final student", expanded=bool(checks)):
         st.dataframe(scores, hide_index=True)
+curve = loaders.competence_frame(run)
+if len(curve) >= 3:  # the initial student and two or more evaluations during training
+    with st.expander("Competence over training: held-out CE and degenerate replies per evaluation"):
+        ui.figure(
+            competence_figure(curve, title=f"Competence over training — {run.name}"),
+            curve,
+            f"{run.name}-competence",
+            key="competence",
+            caption="CE gap closed = (CE_init − CE_step) / (CE_init − CE_teacher); the study regime's target "
+            "for a default run is 50 %. Evaluated every eval_interval steps on the held-out prompts.",
+        )
 replies = replies_frame(run)
 if empty_reply_share(replies) >= 0.5:
     st.warning(

@@ -494,3 +494,22 @@ def test_runs_page_shows_the_validity_gate(tmp_path, monkeypatch):
     at = open_page("views/runs.py", selected=[stuck])
     assert not at.exception
     assert any(e.value.startswith("Validity gate FAILS") and "not findings" in e.value for e in at.error)
+
+
+def test_runs_page_draws_the_competence_curve_of_a_run_evaluated_during_training(tmp_path, monkeypatch):
+    from tests.unit.test_analysis_competence import _record
+
+    evals = [_record(0, "teacher", 2.0, 0.0, None, 12.0), _record(0, "student_init", 6.0, 0.02, 3.0, 6.0)]
+    evals += [_record(step, "student", ce, 0.01, 2.0, 9.0) for step, ce in ((5, 5.0), (10, 4.0))]
+    root = tmp_path / "runs"
+    curve = make_run(root, "curve", steps=10, evals=evals)
+    once = make_run(root, "once", steps=10, evals=evals[:2] + evals[-1:])
+    monkeypatch.setenv("ADAKD_RUNS", str(root))
+    at = open_page("views/runs.py", selected=[curve])
+    no_failure(at)
+    panel = next(f for f in charts(at) if f["layout"]["title"]["text"] == "Competence over training — curve")
+    gap = next(t for t in panel["data"] if t["name"] == "CE gap closed (%)")
+    assert _values(gap["y"]) == pytest.approx([0.0, 25.0, 50.0])  # (6 − CE) / (6 − 2), by hand
+    at = open_page("views/runs.py", selected=[once])  # evaluated only at its end: no curve to draw
+    no_failure(at)
+    assert not any(e.label.startswith("Competence over training") for e in at.expander)
