@@ -129,30 +129,22 @@ def competence_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
         col=1,
         secondary_y=True,
     )
-    fig.add_trace(
-        go.Scatter(
-            x=df["step"],
-            y=100 * df["degenerate"],
-            mode="lines+markers",
-            name="student degenerate (%)",
-            line={"color": student},
-            showlegend=False,
-        ),
-        row=2,
-        col=1,
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=df["step"],
-            y=100 * df["teacher_degenerate"],
-            mode="lines",
-            name="teacher degenerate (%)",
-            line={"color": "#000000", "dash": "dash"},
-            showlegend=False,
-        ),
-        row=2,
-        col=1,
-    )
+    for column, name, color, dash in (
+        ("degenerate", "student degenerate (%)", student, None),
+        ("teacher_degenerate", "teacher degenerate (%)", "#000000", "dash"),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=df["step"],
+                y=100 * df[column],
+                mode="lines" if dash else "lines+markers",
+                name=name,
+                line={"color": color, "dash": dash},
+                showlegend=False,
+            ),
+            row=2,
+            col=1,
+        )
     fig.update_yaxes(title_text=LABELS["ce"], row=1, col=1)
     fig.update_yaxes(title_text="CE gap closed (%)", range=[0, 100], row=1, col=1, secondary_y=True)
     fig.update_yaxes(title_text="degenerate replies (%)", rangemode="tozero", row=2, col=1)

@@ -109,7 +109,19 @@ def test_a_second_writer_exits_at_once_with_one_line(run_copy, holder, capsys, a
     assert sorted(p.name for p in run_copy.rglob("*")) == before  # nothing touched
 
 
-RESUMER = textwrap.dedent("""
+# The child's half of open_gate: say ready once imported, then wait for the start time.
+GATE = textwrap.dedent("""
+    import os, pathlib, time
+
+    def start_time():
+        gate = pathlib.Path(os.environ["START_GATE"])
+        (gate.parent / f"ready-{os.getpid()}").touch()
+        while not gate.exists():
+            time.sleep(0.001)
+        return float(gate.read_text())
+""")
+
+RESUMER = GATE + textwrap.dedent("""
     # `python -m adakd resume RUN` through the real CLI and its lock, 20 times in one process,
     # with the training replaced by a stand-in that continues metrics.jsonl by three steps (a
     # step every 20 ms) and only appends: if two ever wrote at once, the steps would repeat for
@@ -117,13 +129,6 @@ RESUMER = textwrap.dedent("""
     import io, json, os, pathlib, sys, time, types
     from contextlib import redirect_stderr
 
-    def start_time():
-        # the starting gate (see open_gate): say ready once imported, then wait for the start time
-        gate = pathlib.Path(os.environ["START_GATE"])
-        (gate.parent / f"ready-{os.getpid()}").touch()
-        while not gate.exists():
-            time.sleep(0.001)
-        return float(gate.read_text())
 
     def check_resumable(path):
         return types.SimpleNamespace(max_steps=10 ** 6), None
@@ -219,19 +224,12 @@ def test_real_resumes_started_together_end_with_unique_continuous_steps(killed, 
         assert len(resumes) == 1
 
 
-STARTER = textwrap.dedent("""
+STARTER = GATE + textwrap.dedent("""
     # `python -m adakd train --preset smoke` without --name, the clock frozen at one second and
     # training replaced by a stand-in that writes config.json and holds the folder for a moment.
     import os, pathlib, sys, time, types
     import adakd.runsetup
 
-    def start_time():
-        # the starting gate (see open_gate): say ready once imported, then wait for the start time
-        gate = pathlib.Path(os.environ["START_GATE"])
-        (gate.parent / f"ready-{os.getpid()}").touch()
-        while not gate.exists():
-            time.sleep(0.001)
-        return float(gate.read_text())
     adakd.runsetup.utc_now = lambda: "2026-01-02T03:04:05Z"
 
     def train(config, path, **kwargs):
