@@ -146,8 +146,20 @@ def competence_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
             col=1,
         )
     fig.update_yaxes(title_text=LABELS["ce"], row=1, col=1)
-    fig.update_yaxes(title_text="CE gap closed (%)", range=[0, 100], row=1, col=1, secondary_y=True)
+    fig.update_yaxes(
+        title_text="CE gap closed (%)",
+        range=[0, 100],
+        tickmode="linear",
+        dtick=25,
+        showgrid=False,  # the grid follows the CE axis; a second one would not line up
+        row=1,
+        col=1,
+        secondary_y=True,
+    )
     fig.update_yaxes(title_text="degenerate replies (%)", rangemode="tozero", row=2, col=1)
     fig.update_xaxes(title_text=LABELS["step"], row=2, col=1)
     fig.update_layout(height=620, hovermode="x unified")
-    return apply_style(fig, title, secondary_y=True)
+    apply_style(fig, title, secondary_y=True)
+    # below the plots: at the right the legend would sit on the secondary axis' title
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0.0}, margin={"b": 110})
+    return fig
