@@ -13,7 +13,8 @@
 # Cost on an idle 2-core CPU: about 12 minutes per run (7.5 min of training, ~4.5 min to
 # evaluate the final student on 100 prompts x 3 generation seeds); the first run also evaluates
 # the teacher and the initial student (~9 min more, cached for every later run). The ablation
-# (6 runs) takes about 80 minutes; all studies (45 runs) about 9 hours: run them on a GPU
+# (6 runs) takes about 80 minutes, the competence curve (one 1,000-step run) about 45; all studies
+# (46 runs) about 10 hours: run them on a GPU
 # (docs/gpu_study.md). Check a run against a fresh training of its config:
 #   .venv/bin/python scripts/check_sample_run.py "sample_runs/ablation/seed=0,ablation=full"
 #
@@ -43,6 +44,8 @@ study() {
     # Table 2's decisive pair first: plain KD (base) and full AdaKD, three seeds, seed-major so
     # an interrupted study still holds complete pairs.
     ablation)   sweep ablation --grid seed=0,1,2 --grid ablation=base,full ;;
+    # The competence curve (docs/study_regime.md §6): plain KD to 1,000 steps, evaluated every 100.
+    curve)      sweep competence-curve --grid ablation=base --set max_steps=1000 eval_interval=100 eval_seeds=1 ;;
     components) sweep ablation-components --grid seed=0,1,2 --grid ablation=latf,idts ;;  # Table 2: +LATF, +IDTS
     c-sweep)    sweep c-sweep --grid idts_c=0.1,0.9,0.3,0.7 --grid seed=0 ;; # Fig. 3c-d (c = 0.5 is ablation/full; extremes first)
     schedules)  sweep schedule-fixed --grid latf=fixed --set ratio_start=0.75 &&      # Fig. 3b / Table 4
@@ -54,9 +57,9 @@ study() {
     table3)     sweep table3 --grid table3=fkl,rkl,jsd,ce,topk ;;             # hellinger = ablation/full
     table4)     sweep table4 --grid table4=fixed-1.0,linear-0.75,cosine-0.5 ;; # fixed-0.75, cosine-0.75 = schedules; latf = ablation/full
     table5)     sweep table5 --grid table5=fixed-0.8,fixed-1.2,fixed-e-0.5,inverse,ctkd,logit-std ;;  # fixed-1.0 = ablation/latf; idts = ablation/full
-    *) echo "unknown study $1 (ablation, components, c-sweep, schedules, divergences, table1, sft, table3, table4, table5)" >&2; exit 2 ;;
+    *) echo "unknown study $1 (ablation, curve, components, c-sweep, schedules, divergences, table1, sft, table3, table4, table5)" >&2; exit 2 ;;
   esac
 }
 
-if [ $# -eq 0 ]; then set -- ablation components c-sweep schedules divergences table1 sft table3 table4 table5; fi
+if [ $# -eq 0 ]; then set -- ablation curve components c-sweep schedules divergences table1 sft table3 table4 table5; fi
 for s in "$@"; do echo "== $s"; study "$s"; done

@@ -10,6 +10,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_sample_runs.sh"
 STUDIES = {
     "ablation": ["ablation"],
+    "curve": ["competence-curve"],
     "components": ["ablation-components"],
     "c-sweep": ["c-sweep"],
     "schedules": ["schedule-fixed", "schedule-cosine"],
@@ -49,6 +50,8 @@ def test_every_study_runs_one_demo_sweep_per_folder(tmp_path):
     assert "--grid seed=0,1,2 --grid ablation=base,full" in ablation  # complete pairs first
     table1 = next(line for line in lines if "--name table1" in line)
     assert "--grid table1=gkd,gkd-adakd,distillm,distillm-adakd" in table1
+    curve = next(line for line in lines if "--name competence-curve" in line)
+    assert curve.endswith("--grid ablation=base --set max_steps=1000 eval_interval=100 eval_seeds=1")
     table5 = next(line for line in lines if "--name table5" in line)
     assert "--grid table5=fixed-0.8,fixed-1.2,fixed-e-0.5,inverse,ctkd,logit-std" in table5
 
@@ -68,6 +71,6 @@ def test_an_unknown_study_is_refused(tmp_path):
     result = run(tmp_path, "ablaton")
     assert result.returncode == 2
     assert (
-        "unknown study ablaton (ablation, components, c-sweep, schedules, divergences, table1, sft, table3, "
-        "table4, table5)"
+        "unknown study ablaton (ablation, curve, components, c-sweep, schedules, divergences, table1, sft, "
+        "table3, table4, table5)"
     ) in result.stderr
