@@ -318,7 +318,7 @@ def cmd_list(args) -> int:
         )
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
     for row in table:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     for r in rows:  # what "with gaps" means, per run
         for problem in r["problems"]:
             print(f"{r['name']}: {problem}")

@@ -25,6 +25,7 @@ Bad input raises ``DataError`` naming the file, line and field.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import logging
 import random
@@ -186,7 +187,7 @@ def _chatterbot_file(path: Path) -> list[Example]:
             turns.append(turn.value.strip())
         if len(turns) < 2:
             logger.warning("%s, line %d: conversation %d has a single turn and no reply; skipped", path, line, i)
-        for prompt, reply in zip(turns, turns[1:]):
+        for prompt, reply in itertools.pairwise(turns):  # each turn is the reply to the one before
             examples.append(Example(prompt, "", reply, category))
     return examples
 
@@ -251,9 +252,9 @@ def load_alpaca_json(path) -> list[Example]:
     if not data:
         raise DataError("empty array: no examples", path)
     lines = _array_item_lines(text)
-    for record, line in zip(data, lines):
+    for record, line in zip(data, lines, strict=True):
         check_record_size(json.dumps(record), f"{path}, line {line}")
-    return [_example_from_record(record, path, line) for record, line in zip(data, lines)]
+    return [_example_from_record(record, path, line) for record, line in zip(data, lines, strict=True)]
 
 
 def _array_item_lines(text: str) -> list[int]:

@@ -185,7 +185,7 @@ def evaluate_model(
                 batch_size=batch_size,
                 max_prompt_length=max_prompt_length,
             )
-            scores = [rouge_l(r, _references(p)) for r, p in zip(replies, prompts)]
+            scores = [rouge_l(r, _references(p)) for r, p in zip(replies, prompts, strict=True)]
             per_seed.append(scores)
             replies_all += replies
             first = first or (replies, scores)
@@ -205,7 +205,7 @@ def evaluate_model(
                 "rouge_l": sc,
                 "degenerate": is_degenerate(r),
             }
-            for p, r, sc in list(zip(prompts, *first))[:keep_samples]
+            for p, r, sc in list(zip(prompts, *first, strict=True))[:keep_samples]
         ]
         if max_length is not None:
             pad = (

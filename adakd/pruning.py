@@ -105,7 +105,7 @@ def width_pruned_student(teacher: PreTrainedModel, calibration: dict, keep: int)
         raise ValueError(f"student_mlp_keep must be in [1, {width}] (the teacher's MLP width), got {keep}")
     importance = neuron_importance(teacher, calibration)
     student = copy.deepcopy(teacher)
-    for mlp, scores in zip(_mlps(student), importance):
+    for mlp, scores in zip(_mlps(student), importance, strict=True):
         kept = scores.topk(keep).indices.sort().values  # original order: nothing else to permute
         mlp.gate_proj = _slice_linear(mlp.gate_proj, kept, 0)
         mlp.up_proj = _slice_linear(mlp.up_proj, kept, 0)

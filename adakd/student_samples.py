@@ -171,9 +171,9 @@ def prompts_from_batch(batch: Mapping[str, torch.Tensor]) -> list[list[int]]:
     labels = batch["labels"].tolist()
     mask = batch["attention_mask"].tolist() if "attention_mask" in batch else [[1] * len(r) for r in ids]
     prompts = []
-    for row, (tokens, lab, valid) in enumerate(zip(ids, labels, mask)):
+    for row, (tokens, lab, valid) in enumerate(zip(ids, labels, mask, strict=True)):
         first = next((t for t, y in enumerate(lab) if y != IGNORE_INDEX), len(lab))
-        prompt = [tok for tok, v in zip(tokens[:first], valid[:first]) if v]
+        prompt = [tok for tok, v in zip(tokens[:first], valid[:first], strict=True) if v]
         if not prompt:
             raise ValueError(
                 f"batch row {row} has no prompt tokens before its first label: "
@@ -207,7 +207,7 @@ def build_generated_batch(
     if not prompt_ids:
         raise ValueError("build_generated_batch needs at least one row")
     encoded = []
-    for prompt, response in zip(prompt_ids, response_ids):
+    for prompt, response in zip(prompt_ids, response_ids, strict=True):
         prompt = [int(t) for t in prompt]
         if not prompt or len(prompt) > max_length:
             raise ValueError(f"prompt length {len(prompt)} must be in [1, max_length={max_length}]")

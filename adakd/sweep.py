@@ -147,7 +147,7 @@ def expand_grid(grid: Mapping[str, list[str]]) -> list[tuple[str, dict[str, str]
     points: list[tuple[str, dict[str, str]]] = []
     seen: dict[str, int] = {}
     for combo in itertools.product(*grid.values()):
-        axes = dict(zip(grid.keys(), combo))
+        axes = dict(zip(grid.keys(), combo, strict=True))
         name = ",".join(f"{k}={_name_part(v)}" for k, v in axes.items())
         if name in seen:  # two paths with the same file name: disambiguate, still deterministic
             seen[name] += 1

@@ -55,7 +55,7 @@ def _visible(text: str) -> str:
 def _hover(row: pd.Series, topk: pd.DataFrame) -> str:
     def top(model: str) -> str:
         rows = topk[topk["model"] == model]
-        return ", ".join(f"{_visible(t)} {p:.2f}" for t, p in zip(rows["token_text"], rows["prob"]))
+        return ", ".join(f"{_visible(t)} {p:.2f}" for t, p in zip(rows["token_text"], rows["prob"], strict=True))
 
     tau = "not selected" if np.isnan(row["tau"]) else f"{row['tau']:.3f}"
     return "<br>".join(
@@ -146,7 +146,7 @@ def topk_figure(result: ExplorerResult, token_index: int) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("teacher", "student"), horizontal_spacing=0.18)
     for col, (who, color) in enumerate((("teacher", RUN_COLORS[0]), ("student", RUN_COLORS[1])), start=1):
         rows = result.topk[(result.topk["token_index"] == int(token_index)) & (result.topk["model"] == who)]
-        labels = [token_label(r, t) for r, t in zip(rows["rank"], rows["token_text"])]
+        labels = [token_label(r, t) for r, t in zip(rows["rank"], rows["token_text"], strict=True)]
         fig.add_trace(
             go.Bar(
                 x=rows["prob"],

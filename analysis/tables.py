@@ -67,7 +67,7 @@ def results_frame(
             continue
         final = run.final_eval("student")
         keys = {key: group_value(run, key) for key in group_by}
-        for dataset, score in zip(final["dataset"], final["rouge_l"]):
+        for dataset, score in zip(final["dataset"], final["rouge_l"], strict=True):
             rows.append({**keys, "dataset": dataset, "score": float(score)})
     if references:
         rows = _reference_rows(runs, group_by, finished_only) + rows
@@ -179,7 +179,7 @@ def _reference_rows(runs: list[Run], group_by: tuple, finished_only: bool) -> li
                 continue
             seen.add((model, run.seed))
             keys = {key: (name if i == 0 else "") for i, key in enumerate(group_by)}
-            for dataset, score in zip(final["dataset"], final["rouge_l"]):
+            for dataset, score in zip(final["dataset"], final["rouge_l"], strict=True):
                 rows.append({**keys, "dataset": dataset, "score": float(score)})
     return rows
 
@@ -194,10 +194,10 @@ def _widen(long: pd.DataFrame, group_by: tuple, digits: int) -> pd.DataFrame:
     datasets = _dataset_order(long["dataset"]) if not long.empty else ["average"]
     rows = []
     for keys, part in long.groupby(list(group_by), sort=False, dropna=False):
-        row = dict(zip(group_by, keys if isinstance(keys, tuple) else (keys,)))
+        row = dict(zip(group_by, keys if isinstance(keys, tuple) else (keys,), strict=True))
         cells = {
             d: _cell(m, sd, n, digits)
-            for d, m, sd, n in zip(part["dataset"], part["mean"], part["std"], part["n_seeds"])
+            for d, m, sd, n in zip(part["dataset"], part["mean"], part["std"], part["n_seeds"], strict=True)
         }
         row.update({d: cells.get(d, "") for d in datasets})
         row["n_seeds"] = int(part["n_seeds"].max())

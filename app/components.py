@@ -96,10 +96,10 @@ def remote_code_notice(config) -> None:
 
 
 def _run_label(table: pd.DataFrame):
-    names = dict(zip(table["path"].astype(str), table["name"].astype(str)))
-    states = dict(zip(table["path"].astype(str), table["state"].astype(str)))
-    samples = dict(zip(table["path"].astype(str), table["is_sample"].astype(bool)))
-    methods = dict(zip(table["path"].astype(str), table["method"].astype(str)))
+    names = dict(zip(table["path"].astype(str), table["name"].astype(str), strict=True))
+    states = dict(zip(table["path"].astype(str), table["state"].astype(str), strict=True))
+    samples = dict(zip(table["path"].astype(str), table["is_sample"].astype(bool), strict=True))
+    methods = dict(zip(table["path"].astype(str), table["method"].astype(str), strict=True))
 
     def label(path: str) -> str:
         sample = ", sample" if samples.get(path) else ""
@@ -292,7 +292,7 @@ def clickable_cells(fig, n: int, width: int) -> None:
     hover = heat.hovertext
     rows = [i // width for i in range(n)]
     cols = [i % width for i in range(n)]
-    texts = [hover[r][c] for r, c in zip(rows, cols)] if hover is not None else None
+    texts = [hover[r][c] for r, c in zip(rows, cols, strict=True)] if hover is not None else None
     heat.update(hoverinfo="skip")
     fig.add_trace(
         go.Scatter(

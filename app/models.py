@@ -157,8 +157,8 @@ def attribution_figure(results):
 def attribution_frame(results) -> pd.DataFrame:
     """The scores behind the attribution figure, one row per (model, prompt token)."""
     rows = []
-    for model, res in zip(("teacher", "student"), results):
-        for i, (tok, score) in enumerate(zip(res.tokens, res.scores)):
+    for model, res in zip(("teacher", "student"), results, strict=True):
+        for i, (tok, score) in enumerate(zip(res.tokens, res.scores, strict=True)):
             rows.append(
                 {
                     "model": model,

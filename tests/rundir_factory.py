@@ -230,7 +230,7 @@ def tokens_from(**columns) -> pd.DataFrame:
     data.setdefault("example", [0] * n)
     data.setdefault("token_index", list(range(n)))
     data.setdefault("position", [i + 10 for i in data["token_index"]])
-    data.setdefault("token_id", [100 + i + 1000 * e for i, e in zip(data["token_index"], data["example"])])
+    data.setdefault("token_id", [100 + i + 1000 * e for i, e in zip(data["token_index"], data["example"], strict=True)])
     data.setdefault("token_text", [TOKEN_TEXTS[i % len(TOKEN_TEXTS)] for i in data["token_index"]])
     for key, value in (
         ("difficulty", 0.5),

@@ -62,7 +62,7 @@ def loss_curves_frame(runs: list[Run], metric: str = "kd", smoothing: float = 0.
         raise ValueError(f"unknown metric {metric!r}; metrics columns: {', '.join(runs[0].metrics.columns)}")
     labels = [method_label(run.config) for run in runs]
     parts = []
-    for run, label in zip(runs, labels):
+    for run, label in zip(runs, labels, strict=True):
         rows = run.metrics[["step", metric]].dropna()
         if rows.empty:
             continue
@@ -156,7 +156,7 @@ def c_sweep_frame(runs: list[Run], finished_only: bool = True) -> pd.DataFrame:
         final = run.final_eval("student")
         c = run.config.get("idts_c", 0.5)
         method = method_label({**run.config, "idts_c": 0.5})
-        for dataset, score in zip(final["dataset"], final["rouge_l"]):
+        for dataset, score in zip(final["dataset"], final["rouge_l"], strict=True):
             rows.append({"method": method, "c": float(c), "dataset": dataset, "rouge_l": float(score)})
     if not rows:
         return pd.DataFrame(columns=C_SWEEP_COLUMNS)
@@ -255,7 +255,7 @@ def token_diff_frame(run_a: Run, run_b: Run, step: int | None = None) -> pd.Data
             "token_text": merged["token_text_a"],
             "token_label": [
                 f"ex {e} · {token_label(i, t)}"
-                for e, i, t in zip(merged["example"], merged["token_index"], merged["token_text_a"])
+                for e, i, t in zip(merged["example"], merged["token_index"], merged["token_text_a"], strict=True)
             ],
             "step": step,
             "difficulty_a": merged["difficulty_a"],

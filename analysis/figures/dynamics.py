@@ -65,7 +65,7 @@ def difficulty_heatmap_frame(run: Run, example: int = 0) -> pd.DataFrame:
     # The probe set is fixed, so a token's text is the same at every step; take the first.
     text = rows.groupby("token_index")["token_text"].first()
     rows["token_text"] = rows["token_index"].map(text)
-    rows["token_label"] = [token_label(i, t) for i, t in zip(rows["token_index"], rows["token_text"])]
+    rows["token_label"] = [token_label(i, t) for i, t in zip(rows["token_index"], rows["token_text"], strict=True)]
     return rows[HEATMAP_COLUMNS].reset_index(drop=True)
 
 

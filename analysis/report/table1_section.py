@@ -126,7 +126,7 @@ def data_regime_reading(runs: list[Run], base_of) -> list[str]:
         ]
         text = (
             f"{title}: "
-            + ", ".join(f"{r.label} {k} of {n}" for r, (k, n) in zip(part, counts))
+            + ", ".join(f"{r.label} {k} of {n}" for r, (k, n) in zip(part, counts, strict=True))
             + " logged steps trained on student-generated replies"
         )
         if regime == "distillm" and all(k == 0 for k, _ in counts):

@@ -302,7 +302,7 @@ def table4_section(study: Study, threshold: float) -> str:
             if ref is None or ref is run
             else f"{fmt(paired_ce_difference(run, ref), 3, signed=True)} ± {fmt(paired_ce_se(run, ref), 3)}"
         )
-    rows = [row + [p] for row, p in zip(rows, paired)]
+    rows = [row + [p] for row, p in zip(rows, paired, strict=True)]
     out.append(
         md_table(
             [

@@ -110,7 +110,7 @@ with results:
             ui.table_with_csv(df, "ablation.csv", key="dl-ablation-csv")
 
 with diff:
-    probed = {p: r for p, r in zip(paths, runs) if not r.tokens.empty}
+    probed = {p: r for p, r in zip(paths, runs, strict=True) if not r.tokens.empty}
     if len(probed) < 2:
         ui.empty_state("The token diff needs two runs with probe data among the chosen runs.", train_link=False)
     else:

@@ -178,7 +178,7 @@ with ui.guarded("the token map"):
         st.session_state["explorer-token"] = clicked  # a click picks the token below
     st.session_state["explorer-clicked"] = clicked
 
-labels = [f"{i}: {t!r}" for i, t in zip(result.tokens["token_index"], result.tokens["token_text"])]
+labels = [f"{i}: {t!r}" for i, t in zip(result.tokens["token_index"], result.tokens["token_text"], strict=True)]
 hardest = int(result.tokens["difficulty"].idxmax())
 if st.session_state.get("explorer-token") not in range(len(labels)):
     st.session_state["explorer-token"] = hardest

@@ -37,14 +37,14 @@ shown = pd.DataFrame(
     {  # a run whose metrics have missing or repeated steps is never plainly "finished"
         "state": [
             ui.state_label(s) + (", with gaps" if g else "")
-            for s, g in zip(table["state"], table["step_gaps"].fillna(""))
+            for s, g in zip(table["state"], table["step_gaps"].fillna(""), strict=True)
         ],
         "name": table["name"],
         "method": table["method"],
         "preset": table["preset"],
         "steps": [
             f"{s if pd.notna(s) else '–'} / {t if pd.notna(t) else '–'}"
-            for s, t in zip(table["steps"], table["total_steps"])
+            for s, t in zip(table["steps"], table["total_steps"], strict=True)
         ],
         "final loss": pd.to_numeric(table["final_loss"], errors="coerce"),
         "ROUGE-L": pd.to_numeric(table["rouge_l"], errors="coerce"),

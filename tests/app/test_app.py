@@ -459,7 +459,7 @@ def test_runs_page_draws_the_ctkd_temperature_of_a_ctkd_run(tmp_path, monkeypatc
     config = {"idts": "off", "ctkd": True}
     metrics = make_metrics(5, config)
     taus = [1.0, 1.01, 1.03, 1.02, 1.05]
-    for record, tau, step in zip(metrics, taus, range(5)):
+    for record, tau, step in zip(metrics, taus, range(5), strict=True):
         record.update(ctkd_tau=tau, ctkd_lambda=0.5 * (1 + math.cos(math.pi * step / 4)))
     root = tmp_path / "runs"
     run = make_run(root, "ctkd-run", config=config, steps=5, metrics=metrics, probe_steps=[0, 5])

@@ -333,7 +333,7 @@ def test_load_student_at_init_and_at_checkpoints(tmp_path, tokenizer):
     init = load_student_checkpoint(run, step=0, teacher=teacher)
     config = RunConfig.from_dict(json.loads((run / "config.json").read_text())["config"])
     _, fresh, _ = runsetup.build_models(config, torch.device("cpu"))  # the student training starts from
-    for (name, a), b in zip(init.state_dict().items(), fresh.state_dict().values()):
+    for (name, a), b in zip(init.state_dict().items(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert not init.training and not any(p.requires_grad for p in init.parameters())
 

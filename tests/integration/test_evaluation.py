@@ -112,7 +112,7 @@ def test_greedy_left_padded_batch_equals_plain_greedy_loop(tiny_pair):
     assert all(batched) and len(set(batched)) > 1  # real text, and the rows differ
     stop = stop_token_ids(tok)
     model.eval()
-    for example, response in zip(PROMPTS, batched):
+    for example, response in zip(PROMPTS, batched, strict=True):
         ids = encode_prompt(tok, example, 64)
         out = []
         with torch.no_grad():

@@ -136,7 +136,7 @@ def test_subset_rejects_bad_layer_lists(layers):
 
 def test_tiny_random_llama_is_seeded_and_validated():
     a, b = tiny_random_llama(100, seed=5), tiny_random_llama(100, seed=5)
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert a.config.hidden_size == 64 and a.config.num_hidden_layers == 2
     with pytest.raises(ValueError, match="multiple of 64"):
         tiny_random_llama(100, hidden=100)
@@ -309,6 +309,6 @@ def test_subset_works_beyond_llama(kind):
     t_layers = teacher.transformer.h if kind == "gpt2" else teacher.model.layers
     assert len(layers) == 2 and student.config.num_hidden_layers == 2
     for j, i in enumerate([0, 2]):
-        for (name, a), (_, b) in zip(layers[j].state_dict().items(), t_layers[i].state_dict().items()):
+        for (name, a), (_, b) in zip(layers[j].state_dict().items(), t_layers[i].state_dict().items(), strict=True):
             assert torch.equal(a, b), name
     assert student(torch.tensor([[3, 4, 5]])).logits.shape == (1, 3, 120)

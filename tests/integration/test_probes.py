@@ -108,7 +108,7 @@ def _assert_rows_match(df, student, teacher, batch, tok, *, ratio, c, base, inve
     assert df["position"].tolist() == (cols + 1).tolist()
     assert df["token_id"].tolist() == ys.tolist()
     ids = batch["input_ids"]
-    assert all(ids[e, p] == t for e, p, t in zip(df["example"], df["position"], df["token_id"]))
+    assert all(ids[e, p] == t for e, p, t in zip(df["example"], df["position"], df["token_id"], strict=True))
     for e in range(ids.shape[0]):  # token_index counts 0, 1, 2, ... within each response
         assert df.loc[df["example"] == e, "token_index"].tolist() == list(range((df["example"] == e).sum()))
     assert df["token_text"].tolist() == [tok.decode([i]) for i in ys.tolist()]
@@ -330,7 +330,7 @@ def test_probes_leave_modes_grads_weights_and_rng_untouched(small_vocab, tokeniz
         assert all(torch.equal(after[0][k], v) for k, v in before[0].items())
         assert all(
             (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
-            for a, b in zip(after[2], before[2])
+            for a, b in zip(after[2], before[2], strict=True)
         )
 
 
@@ -361,7 +361,7 @@ def test_training_step_after_probe_is_bit_identical(small_vocab, tokenizer):
 
     plain, probed = step(twin, False), step(student, True)
     assert plain == probed
-    assert all(torch.equal(a, b) for a, b in zip(twin.parameters(), student.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(twin.parameters(), student.parameters(), strict=True))
     # and the dropout really draws random numbers (otherwise this test would prove nothing)
     torch.manual_seed(0)
     a = student(input_ids=batch["input_ids"], labels=batch["labels"]).loss

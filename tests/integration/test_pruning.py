@@ -39,7 +39,7 @@ def test_importance_is_the_summed_absolute_mlp_activation_over_attended_tokens()
         teacher(**batch, use_cache=False)
     for h in handles:
         h.remove()
-    for layer, h, got in zip(teacher.model.layers, captured, importance):
+    for layer, h, got in zip(teacher.model.layers, captured, importance, strict=True):
         mlp = layer.mlp
         x = F.silu(h @ mlp.gate_proj.weight.T) * (h @ mlp.up_proj.weight.T)  # [B, T, F]
         expected = x.abs()[batch["attention_mask"].bool()].sum(0)
@@ -54,7 +54,7 @@ def test_pruned_student_equals_the_teacher_with_the_dropped_neurons_silenced():
     assert all(layer.mlp.down_proj.in_features == keep for layer in student.model.layers)
     # reference: the teacher with the down_proj columns of the least important neurons zeroed
     silenced = tiny_random_llama(VOCAB, layers=2, hidden=32, seed=3, initializer_range=0.2).eval()
-    for layer, scores in zip(silenced.model.layers, neuron_importance(teacher, batch)):
+    for layer, scores in zip(silenced.model.layers, neuron_importance(teacher, batch), strict=True):
         dropped = scores.argsort(descending=True)[keep:]
         layer.mlp.down_proj.weight.data[:, dropped] = 0.0
     probe = torch.randint(3, VOCAB, (2, 7), generator=torch.Generator().manual_seed(5))

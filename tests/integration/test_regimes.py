@@ -238,8 +238,8 @@ def test_gkd_lambda_zero_is_ground_truth_and_one_always_samples(student):
         assert info["on_policy"] is True and info["data_source"] == "student"
         assert prompts_from_batch(out) == [[5, 6, 7], [8, 4]]  # same prompts, new responses
         responses = [
-            [t for t, y in zip(ids, lab) if y != M]
-            for ids, lab in zip(out["input_ids"].tolist(), out["labels"].tolist())
+            [t for t, y in zip(ids, lab, strict=True) if y != M]
+            for ids, lab in zip(out["input_ids"].tolist(), out["labels"].tolist(), strict=True)
         ]
         assert info["gen_length"] == pytest.approx(sum(map(len, responses)) / 2)
         assert all(1 <= len(r) <= 5 for r in responses)
@@ -253,7 +253,7 @@ def test_gkd_coin_frequency_and_reproducibility(student):
     ]
     assert 0.26 < sum(coins) / len(coins) < 0.34
     # a fresh regime (a resumed run) draws the same coins and the same samples at the same step
-    step = next(s for s, c in zip(range(1, 2001), coins) if c)
+    step = next(s for s, c in zip(range(1, 2001), coins, strict=True) if c)
     torch.manual_seed(0)
     a, info_a = regime.prepare_batch(_gt_batch(), step, student, None)
     torch.manual_seed(99)  # the global RNG does not matter
@@ -280,8 +280,8 @@ def test_distillm_generates_until_full_then_replays_and_never_overflows(student)
     assert sources == ["student", "student", "buffer", "buffer", "buffer"]
     stored = {tuple(p + r) for p, r in (tuple(x) for x in regime.buffer.state_dict()["items"])}
     replayed = {
-        tuple(t for t, m in zip(ids, am) if m)
-        for ids, am in zip(out["input_ids"].tolist(), out["attention_mask"].tolist())
+        tuple(t for t, m in zip(ids, am, strict=True) if m)
+        for ids, am in zip(out["input_ids"].tolist(), out["attention_mask"].tolist(), strict=True)
     }
     assert replayed <= stored
     # the whole state round-trips through JSON, and the restored regime replays identically
@@ -335,8 +335,8 @@ def test_gkd_on_real_chat_prompts_through_the_trainer_call(tiny_pair):
     assert info["on_policy"] is True
     assert prompts_from_batch(out) == [e["input_ids"][: e["prompt_length"]] for e in encoded]
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
-    for ids, lab, e in zip(out["input_ids"].tolist(), out["labels"].tolist(), encoded):
-        response = [t for t, y in zip(ids, lab) if y != M]
+    for ids, lab, e in zip(out["input_ids"].tolist(), out["labels"].tolist(), encoded, strict=True):
+        response = [t for t, y in zip(ids, lab, strict=True) if y != M]
         assert 1 <= len(response) <= 6 and im_end not in response[:-1]
         assert lab[: e["prompt_length"]] == [M] * e["prompt_length"]
     assert tiny_pair.student.training

@@ -96,7 +96,7 @@ def test_gkd_with_adakd_and_grad_accum_logs_the_merged_micro_batch_fields(tmp_pa
     assert [m["step"] for m in metrics] == [1, 2, 3, 4] and len(infos) == 8
     assert all(math.isfinite(m["loss"]) for m in metrics)
     sources = []
-    for m, (a, b) in zip(metrics, zip(infos[::2], infos[1::2])):
+    for m, (a, b) in zip(metrics, zip(infos[::2], infos[1::2], strict=True), strict=True):
         source = a["data_source"] if a["data_source"] == b["data_source"] else "mixed"
         lengths = [i["gen_length"] for i in (a, b) if i["gen_length"] is not None]
         assert m["data_source"] == source and m["on_policy"] == (a["on_policy"] or b["on_policy"])

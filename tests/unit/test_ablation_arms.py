@@ -53,15 +53,15 @@ def ref_difficulty(zs, zt, label, indicator, k):
     logq, logp = ref_log_softmax(zs.detach()), ref_log_softmax(zt)
     q, p = logq.exp().tolist(), logp.exp().tolist()
     if indicator == "hellinger":
-        return math.sqrt(0.5 * sum((math.sqrt(a) - math.sqrt(b)) ** 2 for a, b in zip(p, q)))
+        return math.sqrt(0.5 * sum((math.sqrt(a) - math.sqrt(b)) ** 2 for a, b in zip(p, q, strict=True)))
     if indicator == "fkl":
-        return sum(a * (math.log(a) - math.log(b)) for a, b in zip(p, q))
+        return sum(a * (math.log(a) - math.log(b)) for a, b in zip(p, q, strict=True))
     if indicator == "rkl":
-        return sum(b * (math.log(b) - math.log(a)) for a, b in zip(p, q))
+        return sum(b * (math.log(b) - math.log(a)) for a, b in zip(p, q, strict=True))
     if indicator == "jsd":
-        m = [0.5 * (a + b) for a, b in zip(p, q)]
-        kl_qm = sum(b * math.log(b / x) for b, x in zip(q, m))
-        return 0.5 * kl_qm + 0.5 * sum(a * math.log(a / x) for a, x in zip(p, m))
+        m = [0.5 * (a + b) for a, b in zip(p, q, strict=True)]
+        kl_qm = sum(b * math.log(b / x) for b, x in zip(q, m, strict=True))
+        return 0.5 * kl_qm + 0.5 * sum(a * math.log(a / x) for a, x in zip(p, m, strict=True))
     if indicator == "ce":
         return -math.log(q[label])
     if indicator == "topk":
@@ -222,7 +222,7 @@ def test_table5_logit_standardisation_arm(idts, seed):
 
 def test_standardize_logits_formula():
     z = torch.randn(4, 9, dtype=torch.float64)
-    for row, got in zip(z, standardize_logits(z)):
+    for row, got in zip(z, standardize_logits(z), strict=True):
         torch.testing.assert_close(got, ref_standardize(row))
 
 

@@ -316,7 +316,7 @@ def test_histogram_counts_equal_token_counts_on_a_generated_run(run):
     df = histogram_frame(run, view="all")
     fig = histogram_grid_figure(df)
     for trace, (column, group) in zip(
-        fig.data[:4], [("early", "hard"), ("early", "easy"), ("late", "hard"), ("late", "easy")]
+        fig.data[:4], [("early", "hard"), ("early", "easy"), ("late", "hard"), ("late", "easy")], strict=True
     ):
         step = 0 if column == "early" else 20
         rows = run.tokens[(run.tokens["step"] == step) & (run.tokens["hard"] == (group == "hard"))]

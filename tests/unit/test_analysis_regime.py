@@ -22,7 +22,7 @@ REGIME = [
 
 def regime_metrics() -> list[dict]:
     records = make_metrics(len(REGIME), {"latf": "off"})
-    for record, (source, on_policy, size, prob, length) in zip(records, REGIME):
+    for record, (source, on_policy, size, prob, length) in zip(records, REGIME, strict=True):
         record.update(
             data_source=source, on_policy=on_policy, buffer_size=size, student_data_prob=prob, gen_length=length
         )

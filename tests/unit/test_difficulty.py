@@ -21,7 +21,7 @@ def softmax(z):
 
 
 def kl(a, b):
-    return sum(x * math.log(x / y) for x, y in zip(a, b) if x > 0)
+    return sum(x * math.log(x / y) for x, y in zip(a, b, strict=True) if x > 0)
 
 
 def t64(values):
@@ -30,9 +30,9 @@ def t64(values):
 
 def test_hellinger_hand_computed():
     p, q = softmax(Z_T), softmax(Z_S)
-    expected = math.sqrt(0.5 * sum((math.sqrt(x) - math.sqrt(y)) ** 2 for x, y in zip(p, q)))
+    expected = math.sqrt(0.5 * sum((math.sqrt(x) - math.sqrt(y)) ** 2 for x, y in zip(p, q, strict=True)))
     # the two forms of docs/method.md §1 agree
-    assert expected == pytest.approx(math.sqrt(1 - sum(math.sqrt(x * y) for x, y in zip(p, q))), rel=1e-12)
+    assert expected == pytest.approx(math.sqrt(1 - sum(math.sqrt(x * y) for x, y in zip(p, q, strict=True))), rel=1e-12)
     assert hellinger(t64(Z_S), t64(Z_T)).item() == pytest.approx(expected, rel=1e-12)
     got32 = hellinger(torch.tensor(Z_S), torch.tensor(Z_T))
     assert got32.dtype == torch.float32 and got32.item() == pytest.approx(expected, rel=1e-5)
@@ -95,7 +95,7 @@ def test_indicators_hand_computed():
     s, t = t64(Z_S), t64(Z_T)
     assert token_difficulty(s, t, "fkl").item() == pytest.approx(kl(p, q), rel=1e-10)
     assert token_difficulty(s, t, "rkl").item() == pytest.approx(kl(q, p), rel=1e-10)
-    m = [(x + y) / 2 for x, y in zip(p, q)]
+    m = [(x + y) / 2 for x, y in zip(p, q, strict=True)]
     assert token_difficulty(s, t, "jsd").item() == pytest.approx(0.5 * kl(p, m) + 0.5 * kl(q, m), rel=1e-10)
     assert token_difficulty(s, t, "ce", labels=torch.tensor(2)).item() == pytest.approx(-math.log(q[2]), rel=1e-10)
     assert token_difficulty(s, t, "entropy").item() == pytest.approx(-sum(x * math.log(x) for x in q), rel=1e-10)

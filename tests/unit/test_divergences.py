@@ -22,11 +22,11 @@ def softmax(z, tau=1.0):
 
 
 def kl(a, b):
-    return sum(x * math.log(x / y) for x, y in zip(a, b) if x > 0)
+    return sum(x * math.log(x / y) for x, y in zip(a, b, strict=True) if x > 0)
 
 
 def mix(a, b, w):  # w·a + (1−w)·b
-    return [w * x + (1 - w) * y for x, y in zip(a, b)]
+    return [w * x + (1 - w) * y for x, y in zip(a, b, strict=True)]
 
 
 def ref_divergence(name, p, q, **kw):
@@ -39,7 +39,7 @@ def ref_divergence(name, p, q, **kw):
         m = mix(p, q, 1 - lam)
         return lam * kl(q, m) + (1 - lam) * kl(p, m)
     if name == "tvd":
-        return 0.5 * sum(abs(x - y) for x, y in zip(p, q))
+        return 0.5 * sum(abs(x - y) for x, y in zip(p, q, strict=True))
     if name == "sfkl":
         lam = kw.get("lam", 0.1)
         return kl(p, mix(p, q, lam))
@@ -49,7 +49,7 @@ def ref_divergence(name, p, q, **kw):
     if name == "ab":
         a, b = kw.get("alpha", 0.2), kw.get("beta", 0.7)
         s = a + b
-        return -sum(x**a * y**b - a / s * x**s - b / s * y**s for x, y in zip(p, q)) / (a * b)
+        return -sum(x**a * y**b - a / s * x**s - b / s * y**s for x, y in zip(p, q, strict=True)) / (a * b)
     if name == "akl":
         order = sorted(range(len(p)), key=lambda v: -p[v])
         head, cum = set(), 0.0
@@ -57,7 +57,7 @@ def ref_divergence(name, p, q, **kw):
             if cum < 0.5:
                 head.add(v)
             cum += p[v]
-        err = [abs(x - y) for x, y in zip(p, q)]
+        err = [abs(x - y) for x, y in zip(p, q, strict=True)]
         h = sum(err[v] for v in head) / sum(err)
         return h * kl(p, q) + (1 - h) * kl(q, p)
     raise KeyError(name)
@@ -106,7 +106,7 @@ def test_akl_head_weight_guards_zero_over_zero():
 
 def test_ab_at_one_half_is_four_times_squared_hellinger():
     p, q = softmax(Z_T), softmax(Z_S)
-    h2 = 1 - sum(math.sqrt(x * y) for x, y in zip(p, q))
+    h2 = 1 - sum(math.sqrt(x * y) for x, y in zip(p, q, strict=True))
     got = divergence("ab", t64(Z_S), t64(Z_T), alpha=0.5, beta=0.5).item()
     assert got == pytest.approx(4 * h2, rel=1e-10)
 

@@ -19,7 +19,7 @@ def softmax(z, tau=1.0):
 
 
 def kl(a, b):
-    return sum(x * math.log(x / y) for x, y in zip(a, b) if x > 0)
+    return sum(x * math.log(x / y) for x, y in zip(a, b, strict=True) if x > 0)
 
 
 def batch(b=2, t=5, v=11, seed=0, dtype=torch.float32):
@@ -58,7 +58,7 @@ def test_full_adakd_on_a_hand_computed_batch():
     diff = []
     for b, t in valid:
         p, q = softmax(teacher[b][t]), softmax(student[b][t])
-        diff.append(math.sqrt(0.5 * sum((math.sqrt(x) - math.sqrt(y)) ** 2 for x, y in zip(p, q))))
+        diff.append(math.sqrt(0.5 * sum((math.sqrt(x) - math.sqrt(y)) ** 2 for x, y in zip(p, q, strict=True))))
     k = max(1, math.floor(ratio * len(valid)))  # floor(0.6·5) = 3
     chosen = sorted(range(len(valid)), key=lambda i: -diff[i])[:k]
     m = sorted(diff[i] for i in chosen)[(k - 1) // 2]  # lower median

@@ -148,7 +148,7 @@ def test_jsonl_cut_at_any_byte_keeps_every_complete_line(tmp_path, records, cut)
     path.write_bytes(data[:cut])
     got = read_jsonl_report(path)
     complete, used = [], 0
-    for r, line in zip(records, lines):
+    for r, line in zip(records, lines, strict=True):
         size = len(line.encode())
         if used + size - 1 <= cut:  # the object itself is whole (its newline may be cut off)
             complete.append(r)

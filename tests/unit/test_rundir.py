@@ -187,7 +187,7 @@ def test_checkpoint_roundtrip_restores_everything(tmp_path):
     model2, opt2, sched2 = _tiny()
     loaded = ckpt.load_checkpoint(path, model2, opt2, sched2)
     assert loaded["step"] == 1 and loaded["data_position"] == 12 and loaded["schedule"]["ema"] == 1.25
-    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert model2[1].weight is model2[0].weight  # still tied
     assert sched2.last_epoch == sched.last_epoch and sched2.get_last_lr() == sched.get_last_lr()
@@ -196,7 +196,7 @@ def test_checkpoint_roundtrip_restores_everything(tmp_path):
     # the next update is identical from the restored state
     _train_once(model, opt, sched)
     _train_once(model2, opt2, sched2)
-    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
