@@ -269,7 +269,10 @@ def run_sweep(preset: str | None, grid, base_overrides, root, name: str) -> Path
             try:
                 returncode = _run_point(_command(action, run, preset, {**base, **entry["overrides"]}))
             except KeyboardInterrupt:
-                save(entry, "stopped")
+                # The signal may reach the sweep just after its point finished (one pkill / Ctrl-C
+                # for the process group): record what the run's own status says, not "stopped".
+                finished = run.effective_state() == "finished"
+                save(entry, "finished" if finished else "stopped")
                 log.warning("sweep %s interrupted at %s; run it again to resume", name, entry["name"])
                 raise
         state = run.effective_state()

@@ -139,6 +139,24 @@ def test_manifest_records_failures_and_resume_skips_finished(tmp_path, monkeypat
     assert {r["state"] for r in read_json(folder / "sweep.json")["runs"]} == {"finished"}
 
 
+def test_a_signal_right_after_a_point_finished_records_it_as_finished(tmp_path, monkeypatch):
+    """SIGTERM to the process group as the point's run writes "finished": the sweep ends, and its
+    manifest says finished for that point (it said "stopped", and the report counted it missing)."""
+    from adakd.rundir import RunDir
+
+    def finish_then_interrupt(command):
+        run = RunDir(Path(command[command.index("--run-dir") + 1]))
+        run.create()
+        run.set_status("finished", step=2, total_steps=2)
+        raise KeyboardInterrupt  # what _sigterm_as_interrupt turns the signal into
+
+    monkeypatch.setattr(sweep, "_run_point", finish_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep("smoke", ["seed=0,1"], ["max_steps=2"], tmp_path, "s")
+    states = [(r["name"], r["state"]) for r in read_json(tmp_path / "s" / "sweep.json")["runs"]]
+    assert states == [("seed=0", "finished"), ("seed=1", "pending")]
+
+
 def test_resume_uses_checkpoint_and_stop_ends_the_sweep(tmp_path, monkeypatch):
     monkeypatch.setattr(
         sweep,
