@@ -373,6 +373,12 @@ class RunConfig:
         unit="seeds",
         range=Range(1, 100),
     )
+    eval_batch_size: int = setting(
+        96,
+        help="Replies generated per batch in an evaluation (all seeds in one pass; replies do not depend on it).",
+        unit="replies",
+        range=Range(1, MAX_BATCH),
+    )
     eval_holdout: int = setting(
         0,
         help="Prompts with a long reference held out as the test set.",

@@ -28,7 +28,11 @@ import torch
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-CACHE_FORMAT = 1
+# 2: replies sampled row by row (adakd.decoding.RowSeededGumbel); format-1 records drew them
+# from the global generator, seed by seed, and are not what a run computes now
+CACHE_FORMAT = 2
+# settings that change how fast a record is computed, not what it holds
+_SPEED_ONLY = ("generation_batch_size",)
 log = logging.getLogger(__name__)
 
 
@@ -57,7 +61,7 @@ def record_key(
         "model": model_digest,
         "teacher": teacher_digest,
         "sets": sets,
-        "settings": settings,
+        "settings": {k: v for k, v in settings.items() if k not in _SPEED_ONLY},
         "device": device,
         "dtype": dtype,
         "torch": torch.__version__,

@@ -1,9 +1,11 @@
 """Evaluation as the paper scores it: sampled responses, ROUGE-L F-measure ×100 (Porter stemmer).
 
 - :func:`rouge_l`: ``rouge-score``'s ROUGE-L F-measure with stemming, ×100, max over references.
-- :func:`generate_responses`: batched, left-padded, KV-cached generation; sampling (top-p 1.0,
-  temperature 1.0 by default) from a fixed seed per call, greedy as an option. The global RNG
-  is saved and restored, so evaluating never changes what training draws next.
+- :func:`generate_for_seeds`: batched, left-padded, KV-cached generation of every (seed, prompt)
+  reply in one pass; sampling (top-p 1.0, temperature 1.0 by default) with one seeded generator
+  per reply, so a reply does not depend on its batch; greedy as an option. The global RNG is
+  not touched, so evaluating never changes what training draws next.
+  :func:`generate_responses`: the same for one seed.
 - :func:`evaluate_model`: one ``eval.jsonl`` record (docs/contracts.md) for a model over named
   datasets of :class:`adakd.data.Example`.
 - :func:`evaluate_run`: ``python -m adakd eval RUN [--data FILE ...]``: score a run's latest
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import GenerationConfig
 
-from adakd.decoding import STOP_TOKENS, decoding_config, without_model_defaults
+from adakd.decoding import STOP_TOKENS, decoding_config, row_seed, row_seeded_sampling, without_model_defaults
 from adakd.probes import untouched
 from adakd.tokenize import encode_prompt
 
@@ -65,14 +67,6 @@ def stop_token_ids(tokenizer) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def _seed_generators(model: torch.nn.Module, seed: int) -> None:
-    """Seed the generators sampling draws from: CPU and the model's own CUDA device (only)."""
-    torch.random.default_generator.manual_seed(seed)
-    device = next(model.parameters()).device
-    if device.type == "cuda":
-        torch.cuda.default_generators[device.index or 0].manual_seed(seed)
-
-
 def generate_responses(
     model: PreTrainedModel,
     tokenizer,
@@ -86,43 +80,95 @@ def generate_responses(
     batch_size: int = 8,
     max_prompt_length: int = 256,
 ) -> list[str]:
-    """Responses of ``model`` to each example's prompt, in order (decoded, special tokens
-    removed, stripped; cut at the first stop token).
+    """Responses of ``model`` to each example's prompt under one generation seed, in order
+    (decoded, special tokens removed, stripped; cut at the first stop token).
+    ``generate_for_seeds(..., seeds=[seed])[0]``."""
+    return generate_for_seeds(
+        model,
+        tokenizer,
+        examples,
+        seeds=[seed],
+        max_new_tokens=max_new_tokens,
+        greedy=greedy,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        max_prompt_length=max_prompt_length,
+    )[0]
 
-    Batches of ``batch_size`` prompts, left-padded so every row continues from its last prompt
-    token, KV cache on. Sampling uses softmax(z/temperature) restricted to the top-p nucleus and
-    nothing else; the generators are seeded with ``seed`` at the start of the call, so the same
-    call gives the same responses; the global RNG states and the model's train/eval modes are
-    restored afterwards.
+
+def generate_for_seeds(
+    model: PreTrainedModel,
+    tokenizer,
+    examples: Sequence,
+    *,
+    seeds: Sequence[int],
+    max_new_tokens: int,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 8,
+    max_prompt_length: int = 256,
+) -> list[list[str]]:
+    """``replies[s][i]``: the reply to example i under generation seed ``seeds[s]``.
+
+    Sampling draws from softmax(z/temperature) restricted to the top-p nucleus and nothing else
+    (``adakd.decoding.row_seeded_sampling``): the reply to example i under seed s comes from its
+    own generator, seeded with ``row_seed(s, i)``, so it is the same whatever the batch size and
+    whichever rows share its batch. That lets every (seed, prompt) row go through one pass of
+    batches of ``batch_size`` rows, sorted by prompt length (left-padded, KV cache on), instead
+    of one pass per seed. Greedy decoding has one reply list (seeds beyond the first would
+    repeat it). Neither the global RNG nor the model's train/eval modes are changed.
     """
     if max_new_tokens < 1 or batch_size < 1 or max_prompt_length < 1:
         raise ValueError("max_new_tokens, batch_size and max_prompt_length must be >= 1")
     if not greedy and (temperature <= 0 or not 0 < top_p <= 1):
         raise ValueError(f"sampling needs temperature > 0 and top_p in (0, 1] (got {temperature}, {top_p})")
+    if not seeds:
+        raise ValueError("generate_for_seeds needs at least one seed")
     stop = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
-    config = decoding_config(max_new_tokens, greedy=greedy, stop=stop, pad=pad, temperature=temperature, top_p=top_p)
     # the exact prompt ids training used (shortened inside the template when too long)
     prompts = [encode_prompt(tokenizer, ex, max_prompt_length) for ex in examples]
+    seed_list = list(seeds[:1]) if greedy else list(seeds)
+    rows = [(s, i) for s in range(len(seed_list)) for i in range(len(prompts))]
+    # similar lengths share a batch: less padding to run through the model
+    rows.sort(key=lambda row: len(prompts[row[1]]))
+    replies: list[list[str]] = [[""] * len(prompts) for _ in seed_list]
     with without_model_defaults(model), untouched(model), torch.no_grad():
-        _seed_generators(model, seed)
-        return _generate_batches(model, tokenizer, prompts, config, batch_size, stop, pad)
+        for lo in range(0, len(rows), batch_size):
+            chunk = rows[lo : lo + batch_size]
+            if greedy:
+                config, processors = decoding_config(max_new_tokens, greedy=True, stop=stop, pad=pad), None
+            else:
+                config, processors = row_seeded_sampling(
+                    max_new_tokens,
+                    row_seeds=[row_seed(seed_list[s], i) for s, i in chunk],
+                    stop=stop,
+                    pad=pad,
+                    temperature=temperature,
+                    top_p=top_p,
+                )
+            texts = _generate_batch(model, tokenizer, [prompts[i] for _, i in chunk], config, processors, stop, pad)
+            for (s, i), text in zip(chunk, texts, strict=True):
+                replies[s][i] = text
+    return replies
 
 
-def _generate_batches(
-    model, tokenizer, prompts: list[list[int]], config: GenerationConfig, batch_size: int, stop: list[int], pad: int
+def _generate_batch(
+    model, tokenizer, prompts: list[list[int]], config: GenerationConfig, processors, stop: list[int], pad: int
 ) -> list[str]:
     device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    out = model.generate(
+        input_ids=input_ids, attention_mask=attention, generation_config=config, logits_processor=processors
+    )
     responses = []
-    for lo in range(0, len(prompts), batch_size):
-        chunk = prompts[lo : lo + batch_size]
-        width = max(len(p) for p in chunk)
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
-        out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
-        for row in out[:, width:].tolist():
-            cut = next((i for i, t in enumerate(row) if t in stop), len(row))
-            responses.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+    for row in out[:, width:].tolist():
+        cut = next((i for i, t in enumerate(row) if t in stop), len(row))
+        responses.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
     return responses
 
 
@@ -141,6 +187,7 @@ def evaluate_model(
     seed: int = 0,
     seeds: int = 1,
     batch_size: int = 8,
+    generation_batch_size: int = 64,
     max_prompt_length: int = 256,
     max_length: int | None = None,
     teacher=None,
@@ -157,6 +204,8 @@ def evaluate_model(
     and, when ``teacher`` is another model, ``kl_teacher`` (KL(teacher ‖ model) per token), see
     ``adakd.reference_scores``. ``*_avg`` = unweighted means over datasets (as the paper averages
     its evaluation sets). Samples: the first ``keep_samples`` prompts under the first seed.
+    ``generation_batch_size``: (seed, prompt) rows per generation batch (all seeds in one pass);
+    ``batch_size``: (prompt, reference) pairs per forward pass of the reference scores.
     """
     from adakd.eval_protocol import is_degenerate, summarise_seeds
     from adakd.reference_scores import reference_scores
@@ -172,19 +221,19 @@ def evaluate_model(
     }
     for name, prompts in datasets.items():
         per_seed, replies_all, first = [], [], None
-        for s in seed_list:
-            replies = generate_responses(
-                model,
-                tokenizer,
-                prompts,
-                max_new_tokens=max_new_tokens,
-                greedy=greedy,
-                temperature=temperature,
-                top_p=top_p,
-                seed=s,
-                batch_size=batch_size,
-                max_prompt_length=max_prompt_length,
-            )
+        replies_by_seed = generate_for_seeds(
+            model,
+            tokenizer,
+            prompts,
+            seeds=seed_list,
+            max_new_tokens=max_new_tokens,
+            greedy=greedy,
+            temperature=temperature,
+            top_p=top_p,
+            batch_size=generation_batch_size,
+            max_prompt_length=max_prompt_length,
+        )
+        for replies in replies_by_seed:
             scores = [rouge_l(r, _references(p)) for r, p in zip(replies, prompts, strict=True)]
             per_seed.append(scores)
             replies_all += replies
@@ -240,6 +289,9 @@ def evaluate_model(
             "max_new_tokens": max_new_tokens,
             "seed": seed,
             "seeds": seed_list,
+            # each reply from its own generator (adakd.decoding.RowSeededGumbel); records before
+            # this field sampled each seed's batches from the global generator
+            "sampler": "greedy" if greedy else "row-seeded",
         },
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -261,6 +313,7 @@ def protocol_settings(config, pad_id: int) -> dict:
     """evaluate_model's keyword arguments for a run's config: decoding, seeds, lengths."""
     return {
         "max_new_tokens": config.eval_max_new_tokens,
+        "generation_batch_size": config.eval_batch_size,
         "greedy": config.eval_greedy,
         "seed": config.eval_seed,
         "seeds": config.eval_seeds,

@@ -11,7 +11,14 @@ import torch
 from rouge_score import rouge_scorer
 
 from adakd.data import Example
-from adakd.evaluation import evaluate_model, evaluate_run, generate_responses, rouge_l, stop_token_ids
+from adakd.evaluation import (
+    evaluate_model,
+    evaluate_run,
+    generate_for_seeds,
+    generate_responses,
+    rouge_l,
+    stop_token_ids,
+)
 from adakd.tokenize import encode_prompt
 
 PROMPTS = [
@@ -105,6 +112,20 @@ def test_sampling_is_reproducible_per_seed_and_leaves_rng_and_mode(tiny_pair):
     assert len(first) == 3 and all(isinstance(r, str) for r in first)
 
 
+def test_sampled_replies_do_not_depend_on_the_batch(tiny_pair):
+    """Each (seed, prompt) reply has its own generator: batch size and neighbours change nothing."""
+    model, tok = tiny_pair.student, tiny_pair.tokenizer
+    kwargs = dict(seeds=[3, 4], max_new_tokens=6, max_prompt_length=64)
+    together = generate_for_seeds(model, tok, PROMPTS, batch_size=6, **kwargs)
+    one_by_one = generate_for_seeds(model, tok, PROMPTS, batch_size=1, **kwargs)
+    assert together == one_by_one
+    assert together[0] == generate_responses(model, tok, PROMPTS, seed=3, batch_size=2, max_new_tokens=6)
+    assert together[0] != together[1]  # the seeds draw differently
+    # a prompt's reply is the same when it is scored alone, at its own index
+    alone = generate_for_seeds(model, tok, PROMPTS[:1], batch_size=4, **kwargs)
+    assert [replies[0] for replies in together] == [replies[0] for replies in alone]
+
+
 def test_greedy_left_padded_batch_equals_plain_greedy_loop(tiny_pair):
     tok = tiny_pair.tokenizer
     model = _untied_model(tok)
@@ -165,6 +186,7 @@ def test_evaluate_model_record_with_known_responses(tiny_pair):
         "max_new_tokens": 1,
         "seed": 5,
         "seeds": [5],
+        "sampler": "greedy",
     }
     assert [s["response"] for s in record["samples"]["mixed"]] == ["Paris", "Paris"]
     assert record["samples"]["mixed"][1] == {
