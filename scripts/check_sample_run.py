@@ -29,17 +29,44 @@ from adakd.config import RunConfig  # noqa: E402
 from adakd.rundir import read_jsonl  # noqa: E402
 
 WALL_CLOCK = {"time", "tokens_per_s", "step_seconds", "seconds"}  # differ on every run
+# eval.jsonl fields that come from sampled replies: comparable only between records of the same
+# sampler (records written before the row-seeded sampler have no decoding.sampler)
+SAMPLED = {
+    "rouge_l",
+    "rouge_l_spread",
+    "rouge_l_seeds",
+    "degenerate",
+    "samples",
+    "rouge_l_avg",
+    "rouge_l_spread_avg",
+    "degenerate_avg",
+    "decoding",
+}
 
 
-def differences(old: Path, new: Path) -> list[str]:
-    """Human-readable differences between two run folders' recorded numbers (empty: identical)."""
-    found = []
+def _sampler(record: dict) -> str:
+    return (record.get("decoding") or {}).get("sampler", "global generator, seed by seed")
+
+
+def differences(old: Path, new: Path, notes: list[str] | None = None) -> list[str]:
+    """Human-readable differences between two run folders' recorded numbers (empty: identical).
+
+    ``notes`` (when given) collects what was not compared and why."""
+    found: list[str] = []
+    notes = [] if notes is None else notes
     for name in ("metrics.jsonl", "eval.jsonl"):
         a, b = read_jsonl(old / name), read_jsonl(new / name)
         if len(a) != len(b):
             found.append(f"{name}: {len(a)} records vs {len(b)}")
         for x, y in zip(a, b, strict=False):  # unequal lengths are reported above; compare the common part
-            for key in sorted((set(x) | set(y)) - WALL_CLOCK):
+            skip = WALL_CLOCK
+            if name == "eval.jsonl" and _sampler(x) != _sampler(y):
+                skip = WALL_CLOCK | SAMPLED  # other draws by design; CE and KL must still agree
+                notes.append(
+                    f"eval.jsonl step {x.get('step')} {x.get('model', '')}: replies not compared "
+                    f"(sampler {_sampler(x)!r} vs {_sampler(y)!r})"
+                )
+            for key in sorted((set(x) | set(y)) - skip):
                 if x.get(key) != y.get(key):
                     found.append(
                         f"{name} step {x.get('step')} {x.get('model', '')} {key}: "
@@ -82,9 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         target = args.keep or Path(scratch) / args.run.name
         print(f"training {args.run} again into {target} ({config.max_steps} steps)", flush=True)
         train(config, target, name=args.run.name, preset=meta.get("preset"), command=sys.argv)
-        found = differences(args.run, target)
+        notes: list[str] = []
+        found = differences(args.run, target, notes)
     recorded = meta.get("machine", {})
     print(f"recorded on: {recorded}")
+    print("\n".join(f"note: {line}" for line in notes))
     if found:
         print(f"{len(found)} difference(s):")
         print("\n".join(f"  {line}" for line in found[:40]))

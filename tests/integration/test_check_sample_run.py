@@ -63,3 +63,19 @@ def test_a_real_run_trains_again_identically(check, tmp_path, capsys):
     run = train(config, tmp_path / "original")
     assert check.main([str(run)]) == 0
     assert "identical: metrics, probes" in capsys.readouterr().out
+
+
+def test_replies_of_another_sampler_are_not_compared_but_their_cross_entropy_is(check, tmp_path):
+    old = make_run(tmp_path / "a", "run", steps=6)
+    new = Path(shutil.copytree(old, tmp_path / "b" / "run"))
+    record = {"step": 6, "model": "student", "rouge_l_avg": 10.0, "ce_avg": 3.5, "decoding": {"greedy": False}}
+    (old / "eval.jsonl").write_text(json.dumps(record) + "\n")
+    newer = dict(record, rouge_l_avg=11.0, decoding={"greedy": False, "sampler": "row-seeded"})
+    (new / "eval.jsonl").write_text(json.dumps(newer) + "\n")
+    notes: list[str] = []
+    assert check.differences(old, new, notes) == []
+    assert len(notes) == 1 and "replies not compared" in notes[0] and "row-seeded" in notes[0]
+    (new / "eval.jsonl").write_text(json.dumps(dict(newer, ce_avg=3.6)) + "\n")
+    assert any("ce_avg" in line for line in check.differences(old, new))
+    (new / "eval.jsonl").write_text(json.dumps(dict(record, rouge_l_avg=11.0)) + "\n")  # same sampler
+    assert any("rouge_l_avg" in line for line in check.differences(old, new))

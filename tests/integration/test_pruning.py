@@ -107,3 +107,39 @@ def test_reference_scores_match_a_loop_over_references(tokenizer):
         teacher, tokenizer, prompts, pad_id=pad, max_prompt_length=32, max_length=64, teacher=teacher
     )
     assert alone["kl_teacher"] is None
+
+
+def test_cached_importance_is_computed_once_and_an_unreadable_entry_is_set_aside(tmp_path, monkeypatch):
+    from adakd import pruning
+
+    monkeypatch.setenv("ADAKD_CACHE", str(tmp_path))
+    teacher, batch = _teacher(), _batch()
+    expected = neuron_importance(teacher, batch)
+    calls = []
+    real = pruning.neuron_importance
+    monkeypatch.setattr(pruning, "neuron_importance", lambda *a: calls.append(1) or real(*a))
+
+    first = pruning.cached_neuron_importance(teacher, batch)
+    again = pruning.cached_neuron_importance(teacher, batch)
+    assert len(calls) == 1  # the second call read the stored result
+    for a, b, c in zip(first, again, expected, strict=True):
+        assert torch.equal(a, c) and torch.equal(b, c)
+    (entry,) = (tmp_path / "pruning").glob("*.safetensors")
+
+    other = dict(batch, attention_mask=batch["attention_mask"].clone())
+    other["attention_mask"][0, 8] = 0  # another batch: another key, computed afresh
+    pruning.cached_neuron_importance(teacher, other)
+    assert len(calls) == 2 and len(list((tmp_path / "pruning").glob("*.safetensors"))) == 2
+
+    entry.write_bytes(b"not a safetensors file")
+    recomputed = pruning.cached_neuron_importance(teacher, batch)
+    assert len(calls) == 3
+    assert all(torch.equal(a, c) for a, c in zip(recomputed, expected, strict=True))
+    assert (entry.parent / (entry.name + ".unreadable")).read_bytes() == b"not a safetensors file"
+    # the pruned student built through the cache is the one built without it
+    probe = torch.randint(3, VOCAB, (2, 7), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            width_pruned_student(teacher, batch, 50, cache=True)(input_ids=probe).logits,
+            width_pruned_student(teacher, batch, 50)(input_ids=probe).logits,
+        )

@@ -225,4 +225,6 @@ def test_smoke_sweep_writes_one_run_per_point_and_a_manifest(tmp_path, monkeypat
 
     monkeypatch.setattr(sweep, "_run_point", lambda *a, **k: pytest.fail("finished points must be skipped"))
     run_sweep("smoke", ["idts_c=0.1,0.9"], overrides, tmp_path, "c-sweep")
-    assert json.loads((folder / "sweep.json").read_text())["runs"][1]["state"] == "finished"
+    resumed = json.loads((folder / "sweep.json").read_text())
+    assert resumed["runs"][1]["state"] == "finished"
+    assert resumed["runs"] == manifest["runs"]  # skipped points keep the time they finished
