@@ -5,14 +5,13 @@
                 768 of its 1,536 MLP neurons per layer, ranked by activation (94.7 M parameters,
                 held-out CE 4.39 vs the teacher's 1.76) — on chatterbot, 200 steps of batch 4 at
                 lr 1e-4, probes every 50 steps; evaluation under the protocol of docs/method.md §7 on
-                100 held-out prompts with replies of >= 11 words, 3 generation seeds. Measured in
-                the sample study on the 2-core development VM (other work running beside it at a
-                lower priority): 1.8-2.0 s per step (median), 3.4-4.0 min to evaluate the final
-                student, 10.2-11.0 min per run in all; the first run also evaluates the teacher
-                and the initial student (about as long again each; cached for every later run with
-                the same models and prompts). 200 steps close 25-34 % of the held-out CE gap to the
-                teacher (docs/study_regime.md §5): a student that learns, not yet the >= 50 % the
-                study targets.
+                100 held-out prompts with replies of >= 11 words, 3 generation seeds. Measured on
+                the idle 2-core development VM: 7.9 min per run (1.75 s per step, median; 76 s to
+                evaluate the final student); the first run also evaluates the teacher and the
+                initial student (about 1.5 min each, cached for every later run with the same
+                models and prompts). 200 steps close 25-34 % of the held-out CE gap to the
+                teacher (docs/study_regime.md §5-7): a student that learns, not yet the >= 50 %
+                the same recipe reaches at 800 steps.
     quick       the former demo, for a quick look at the machinery (~3 min): a 6-layer subset student
                 (49.6 M) that starts worse than uniform and is still writing word salad after its
                 100 steps. It fails the validity gate; do not compare methods on it.

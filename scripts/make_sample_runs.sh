@@ -10,11 +10,11 @@
 #   bash scripts/make_sample_runs.sh            # all studies, in priority order
 #   bash scripts/make_sample_runs.sh ablation   # one study
 #
-# Cost on an idle 2-core CPU: about 12 minutes per run (7.5 min of training, ~4.5 min to
-# evaluate the final student on 100 prompts x 3 generation seeds); the first run also evaluates
-# the teacher and the initial student (~9 min more, cached for every later run). The ablation
-# (6 runs) takes about 80 minutes, the competence curve (one 1,000-step run) about 45; all studies
-# (46 runs) about 10 hours: run them on a GPU
+# Cost on an idle 2-core CPU: about 8 minutes per run (6.3 min of training, 1.3 min to evaluate
+# the final student on 100 prompts x 3 generation seeds; docs/study_regime.md §7); the first run
+# also evaluates the teacher and the initial student (~3.5 min more, cached for every later run).
+# The ablation (6 runs) takes about 50 minutes, the competence curve (one 1,000-step run) about 40;
+# all studies (46 runs) about 6.5 hours: run them on a GPU
 # (docs/gpu_study.md). Check a run against a fresh training of its config:
 #   .venv/bin/python scripts/check_sample_run.py "sample_runs/ablation/seed=0,ablation=full"
 #

@@ -18,11 +18,11 @@ import statistics
 from analysis.report.markdown import md_table
 from analysis.report.study import Study, component
 from analysis.runs import Run
-from analysis.validity import final_average
+from analysis.validity import final_average, study_gate
 
 ARM_ORDER = ("base", "+IDTS", "+LATF", "full (AdaKD)")
 # (eval column, label, higher is better, format)
-METRICS = (
+METRICS: tuple[tuple[str, str, bool, str], ...] = (
     ("rouge_l", "ROUGE-L", True, ".2f"),
     ("ce", "held-out CE", False, ".3f"),
     ("kl_teacher", "KL(teacher ‖ student)", False, ".3f"),
@@ -75,8 +75,21 @@ def heldout_section(study: Study) -> str:
     return "\n".join(lines)
 
 
+# the gate's metric labels (analysis.validity.METRICS) for the columns it judges
+GATE_LABELS = {"rouge_l": "ROUGE-L", "ce": "held-out cross-entropy"}
+
+
+def failing_metrics(base_runs: list[Run]) -> set[str]:
+    """Eval columns on which base's seeds fail the validity gate: the metric cannot tell the
+    teacher from a trained student there, so a difference between two trained arms on it is not
+    a finding whatever its interval."""
+    failed = {check.metric for check in study_gate(base_runs) if not check.passed}
+    return {column for column, label in GATE_LABELS.items() if label in failed}
+
+
 def _paired_text(runs: list[Run]) -> str:
     base = {r.seed: r for r in runs if component(r) == "base"}
+    unranked = failing_metrics(list(base.values()))
     rows = []
     for arm in ARM_ORDER[1:]:
         pairs = [(r, base[r.seed]) for r in runs if component(r) == arm and r.seed in base]
@@ -94,6 +107,8 @@ def _paired_text(runs: list[Run]) -> str:
             better = mean > half if higher else mean < -half
             worse = mean < -half if higher else mean > half
             verdict = "better" if better else "worse" if worse else "no difference shown"
+            if column in unranked:
+                verdict = "not a finding: the gate fails on this metric"
             cells.append(f"{format(mean, '+' + fmt)} ± {format(half, fmt)} ({verdict})")
         rows.append(cells)
     if not rows:
@@ -101,8 +116,8 @@ def _paired_text(runs: list[Run]) -> str:
     return "\n".join(
         [
             "Each arm minus base of the same training seed, mean over seeds ± the 95 % t interval "
-            '("better"/"worse" only when the interval excludes 0; higher ROUGE-L is better, lower '
-            "CE, KL and degenerate share are better):",
+            '("better"/"worse" only when the interval excludes 0 and base passes the validity gate on '
+            "that metric; higher ROUGE-L is better, lower CE, KL and degenerate share are better):",
             "",
             md_table(["arm", "seeds"] + [m[1] for m in METRICS], rows),
         ]

@@ -67,3 +67,19 @@ def test_one_seed_says_so_and_no_pairs_say_so(tmp_path):
     unpaired = [_run(tmp_path, "b5", BASE, 5, 12.0, 3.0, 1.0), _run(tmp_path, "f6", FULL, 6, 11.0, 3.2, 1.1)]
     assert "No arm shares a training seed with a base run yet" in heldout_section(Study(unpaired))
     assert heldout_section(Study([])) == ""
+
+
+def test_a_metric_on_which_base_fails_the_gate_gives_no_finding(tmp_path):
+    """Base reaches the teacher's ROUGE-L (20.0): the gate fails on ROUGE-L, so a clear ROUGE-L
+    difference is not a finding, while CE (teacher 2.0 < base ~3 < initial 5.0) still ranks."""
+    runs = [
+        _run(tmp_path, "b0", BASE, 0, 20.0, 3.00, 1.00),
+        _run(tmp_path, "b1", BASE, 1, 20.1, 3.10, 1.10),
+        _run(tmp_path, "b2", BASE, 2, 19.9, 3.05, 1.05),
+        _run(tmp_path, "f0", FULL, 0, 18.0, 3.20, 1.20),
+        _run(tmp_path, "f1", FULL, 1, 18.1, 3.30, 1.30),
+        _run(tmp_path, "f2", FULL, 2, 17.9, 3.25, 1.25),
+    ]
+    text = heldout_section(Study(runs))
+    assert "-2.00 ± 0.00 (not a finding: the gate fails on this metric)" in text
+    assert "+0.200 ± 0.000 (worse)" in text  # CE: every seed +0.2
