@@ -393,15 +393,26 @@ def table5_section(study: Study) -> str:
     )
 
 
-def ce_by_c(runs: list[Run]) -> str:
-    """ " CE on labels (last WINDOW steps) is lowest at c = …, highest at c = … (range …)."""
-    ce: dict[float, list[float]] = {}
+def _lowest_and_highest_by_c(runs: list[Run], value) -> tuple[float, float, dict[float, float]] | None:
+    """(c of the lowest mean, c of the highest mean, mean per c) of ``value(run)`` over the runs
+    of each c (NaN values left out); None below two values of c."""
+    by_c: dict[float, list[float]] = {}
     for run in runs:
-        ce.setdefault(_c(run), []).append(window_mean(run, "ce", "last"))
-    if len(ce) < 2:
+        v = value(run)
+        if not math.isnan(v):
+            by_c.setdefault(float(_c(run)), []).append(v)
+    if len(by_c) < 2:
+        return None
+    means = {c: float(np.mean(v)) for c, v in by_c.items()}
+    return min(means, key=lambda c: means[c]), max(means, key=lambda c: means[c]), means
+
+
+def ce_by_c(runs: list[Run]) -> str:
+    """ " CE on labels (last WINDOW steps) is lowest at c = …, highest at c = …."""
+    found = _lowest_and_highest_by_c(runs, lambda run: window_mean(run, "ce", "last"))
+    if found is None:
         return ""
-    means = {c: float(np.mean(v)) for c, v in ce.items()}
-    low, high = min(means, key=lambda c: means[c]), max(means, key=lambda c: means[c])
+    low, high, means = found
     return (
         f" The CE on labels over the last {WINDOW} steps is lowest at c = {fmt(low, 1)} "
         f"({fmt(means[low], 3)}) and highest at c = {fmt(high, 1)} ({fmt(means[high], 3)})."
@@ -410,15 +421,10 @@ def ce_by_c(runs: list[Run]) -> str:
 
 def heldout_ce_by_c(runs: list[Run]) -> str:
     """One sentence: the c with the lowest and the highest held-out CE (mean over its runs)."""
-    by_c: dict[float, list[float]] = {}
-    for run in runs:
-        value = final_average(run, "student", "ce")
-        if not math.isnan(value):
-            by_c.setdefault(float(_c(run)), []).append(value)
-    if len(by_c) < 2:
+    found = _lowest_and_highest_by_c(runs, lambda run: final_average(run, "student", "ce"))
+    if found is None:
         return ""
-    means = {c: float(np.mean(v)) for c, v in by_c.items()}
-    low, high = min(means, key=lambda c: means[c]), max(means, key=lambda c: means[c])
+    low, high, means = found
     return (
         f" Held-out CE is lowest at c = {fmt(low, 1)} ({fmt(means[low], 3)}) and highest at "
         f"c = {fmt(high, 1)} ({fmt(means[high], 3)}), a range of {fmt(means[high] - means[low], 3)} nats "
