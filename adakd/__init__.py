@@ -16,8 +16,10 @@ import importlib
 
 from .difficulty import hellinger, token_difficulty
 from .divergences import DIVERGENCES, divergence
+from .hidden_loss import adakd_loss_from_hidden
 from .idts import idts_temperatures
 from .latf import CosineRatio, FixedRatio, LATFController, LinearRatio, make_ratio_schedule, select_tokens
+from .lm_head import LMHead
 from .loss import AdaKDOutput, adakd_loss
 
 __version__ = "0.1.0"
@@ -42,6 +44,8 @@ __all__ = [
     "CosineRatio",
     "make_ratio_schedule",
     "adakd_loss",
+    "adakd_loss_from_hidden",
+    "LMHead",
     "AdaKDOutput",
     *_LAZY,
     "__version__",

@@ -37,6 +37,10 @@ REGIMES = ("ground_truth", "gkd", "distillm")
 OPTIMIZERS = ("adamw", "adamw-fused")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = ("auto", "float32", "bfloat16")
+LOSS_INPUTS = ("hidden", "logits")
+# Fields added after runs were recorded, at the value that reproduces those runs: a config.json
+# without the field was made that way (RunConfig.from_record).
+RECORDED_DEFAULTS: dict[str, Any] = {"loss_input": "logits"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 # Upper bounds of the counts: far past any real run, low enough that a typo (an extra digit, a
@@ -261,6 +265,13 @@ class RunConfig:
         help="z-score each token's logits over the vocabulary (both models) before the temperature "
         "(docs/method.md §3.1).",
     )
+    loss_input: str = setting(
+        "hidden",
+        help="What the loss reads: hidden (the last hidden states and the output heads, chunked: the "
+        "[B, T, V] logits are never built and only the selected tokens get a gradient) or logits (the "
+        "materialised logits); the same loss and gradient up to float rounding (docs/method.md §10).",
+        choices=LOSS_INPUTS,
+    )
     kd_ratio: float = setting(
         1.0,
         help="Weight of distillation: loss = (1 − kd_ratio)·CE + kd_ratio·KD; 0 runs no teacher forward.",
@@ -424,6 +435,12 @@ class RunConfig:
         if unknown:
             raise ValueError(unknown_fields_message(unknown, cls.field_names()))
         return cls(**values)
+
+    @classmethod
+    def from_record(cls, values: dict[str, Any]) -> RunConfig:
+        """The config of a recorded run (config.json's "config"): a field it lacks was added after
+        the run was made and takes the value that reproduces it (``RECORDED_DEFAULTS``)."""
+        return cls.from_dict({**{k: v for k, v in RECORDED_DEFAULTS.items() if k not in values}, **values})
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}

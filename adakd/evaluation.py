@@ -351,7 +351,7 @@ def evaluate_run(
         meta = run.read_config()
         if not meta or "config" not in meta:
             raise ValueError(f"{run.path} has no readable config.json: not a run directory")
-        config = RunConfig.from_dict({**meta["config"], **(overrides or {})})
+        config = RunConfig.from_record({**meta["config"], **(overrides or {})})
         ckpt.clean_leftovers(run.path)
         found = ckpt.latest_checkpoint(run.checkpoints)
         if found is None:

@@ -143,7 +143,7 @@ def adakd_loss(
         t_valid = teacher_logits.detach().reshape(-1, vocab)
         targets = labels.reshape(-1) if labels is not None else None
     else:
-        s_valid = _take_rows(student_logits, positions)
+        s_valid = take_rows(student_logits, positions)
         t_valid = teacher_logits.detach()[positions]
         targets = labels[positions] if labels is not None else None
     if targets is not None:
@@ -157,34 +157,12 @@ def adakd_loss(
     if n_valid == 0:
         return _empty_output(s_valid, difficulty, targets is not None)
 
-    n_selected = selection_count(n_valid, ratio)
-    selected = torch.zeros(n_valid, dtype=torch.bool, device=difficulty.device)
-    if n_selected == n_valid:  # r = 1: every valid row, no copy
-        idx = None
-        selected.fill_(True)
-        s_sel, t_sel, d_sel = s_valid, t_valid, difficulty
+    plan = select_and_temper(difficulty, ratio, idts, base_temperature, c, inverse, learned_temperature)
+    if plan.idx is None:  # r = 1: every valid row, no copy
+        s_sel, t_sel = s_valid, t_valid
     else:
-        idx = top_indices(difficulty, n_selected)  # ascending: selected rows keep their order
-        selected[idx] = True
-        s_sel, t_sel, d_sel = _take_rows(s_valid, (idx,)), t_valid[idx], difficulty[idx]
-
-    temperature = torch.full((n_valid,), math.nan, dtype=difficulty.dtype, device=difficulty.device)
-    tau_arg: Tensor | float  # τ of the selected tokens: one per token (IDTS), CTKD's learned one, or τ_base
-    tau_sq: Tensor | float
-    if idts:
-        tau_sel = idts_temperatures(d_sel, base_temperature, c, inverse=inverse)
-        tau_arg, tau_sq = tau_sel, tau_sel.square()
-        if idx is None:
-            temperature.copy_(tau_sel)
-        else:
-            temperature.index_copy_(0, idx, tau_sel)
-    elif learned_temperature is not None:  # CTKD: one τ with gradient for every selected token
-        tau_arg = learned_temperature.to(difficulty.dtype)
-        tau_sq = tau_arg.square()
-        temperature.masked_fill_(selected, tau_arg.detach())
-    else:
-        tau_arg, tau_sq = float(base_temperature), float(base_temperature) ** 2
-        temperature.masked_fill_(selected, float(base_temperature))
+        s_sel, t_sel = take_rows(s_valid, (plan.idx,)), t_valid[plan.idx]
+    tau_arg, tau_sq = plan.tau_arg, plan.tau_sq
 
     with torch.set_grad_enabled(torch.is_grad_enabled() and kd_ratio > 0):
         if standardize or learned_temperature is not None:
@@ -206,11 +184,72 @@ def adakd_loss(
         kd=kd.detach(),
         ce=ce.detach(),
         difficulty=difficulty,
-        selected=selected,
-        temperature=temperature,
+        selected=plan.selected,
+        temperature=plan.temperature,
         n_valid=n_valid,
-        n_selected=n_selected,
+        n_selected=plan.n_selected,
     )
+
+
+@dataclass
+class TokenPlan:
+    """Which valid tokens are distilled and at which temperature (the middle of the loss).
+
+    idx: ``[k]`` ascending row indices of the selected tokens, or None when all N are selected.
+    selected ``[N]`` bool; temperature ``[N]`` (τ on selected tokens, NaN elsewhere).
+    tau_arg: what the divergence receives as τ — ``[k]`` per-token (IDTS), a 0-dim tensor with
+    gradient (CTKD) or the float τ_base; tau_sq: its square (the τ² factor).
+    """
+
+    idx: Tensor | None
+    selected: Tensor
+    temperature: Tensor
+    tau_arg: Tensor | float
+    tau_sq: Tensor | float
+    n_selected: int
+
+
+def select_and_temper(
+    difficulty: Tensor,
+    ratio: float,
+    idts: bool,
+    base_temperature: float,
+    c: float,
+    inverse: bool,
+    learned_temperature: Tensor | None,
+) -> TokenPlan:
+    """LATF's top-k of ``difficulty [N]`` (k = max(1, floor(r·N)), pooled) and the τ of the
+    selected tokens: IDTS τ_i = τ_base·exp(∓c·ŝ_i) over the selected ones, CTKD's learned τ,
+    or τ_base (docs/method.md §2-3). Shared by ``adakd_loss`` and the hidden-state loss."""
+    n_valid = difficulty.numel()
+    n_selected = selection_count(n_valid, ratio)
+    selected = torch.zeros(n_valid, dtype=torch.bool, device=difficulty.device)
+    idx: Tensor | None = None
+    if n_selected == n_valid:
+        selected.fill_(True)
+        d_sel = difficulty
+    else:
+        idx = top_indices(difficulty, n_selected)  # ascending: selected rows keep their order
+        selected[idx] = True
+        d_sel = difficulty[idx]
+    temperature = torch.full((n_valid,), math.nan, dtype=difficulty.dtype, device=difficulty.device)
+    tau_arg: Tensor | float
+    tau_sq: Tensor | float
+    if idts:
+        tau_sel = idts_temperatures(d_sel, base_temperature, c, inverse=inverse)
+        tau_arg, tau_sq = tau_sel, tau_sel.square()
+        if idx is None:
+            temperature.copy_(tau_sel)
+        else:
+            temperature.index_copy_(0, idx, tau_sel)
+    elif learned_temperature is not None:  # CTKD: one τ with gradient for every selected token
+        tau_arg = learned_temperature.to(difficulty.dtype)
+        tau_sq = tau_arg.square()
+        temperature.masked_fill_(selected, tau_arg.detach())
+    else:
+        tau_arg, tau_sq = float(base_temperature), float(base_temperature) ** 2
+        temperature.masked_fill_(selected, float(base_temperature))
+    return TokenPlan(idx, selected, temperature, tau_arg, tau_sq, n_selected)
 
 
 class _TakeRows(torch.autograd.Function):
@@ -232,7 +271,8 @@ class _TakeRows(torch.autograd.Function):
         return (grad.new_zeros(ctx.shape).index_put_(index, grad), *(None for _ in index))
 
 
-def _take_rows(x: Tensor, index: tuple[Tensor, ...]) -> Tensor:
+def take_rows(x: Tensor, index: tuple[Tensor, ...]) -> Tensor:
+    """``x[index]`` for unique rows, with a deterministic, atomics-free backward (``_TakeRows``)."""
     return _TakeRows.apply(x, *index) if x.requires_grad else x[index]
 
 
@@ -281,11 +321,8 @@ def _empty_output(s_valid: Tensor, difficulty: Tensor, with_labels: bool) -> Ada
 def _validate(
     student_logits, teacher_logits, mask, ratio, divergence, c, base_temperature, indicator, labels, kd_ratio
 ) -> None:
-    if teacher_logits is None:
-        if kd_ratio != 0.0 or labels is None:
-            raise ValueError("teacher_logits may be None only for SFT: kd_ratio=0 with labels")
-        teacher_logits = student_logits
-    if student_logits.shape != teacher_logits.shape:
+    check_settings(teacher_logits is None, mask, ratio, divergence, c, base_temperature, indicator, labels, kd_ratio)
+    if teacher_logits is not None and student_logits.shape != teacher_logits.shape:
         raise ValueError(
             f"student logits {tuple(student_logits.shape)} and teacher logits "
             f"{tuple(teacher_logits.shape)} must have the same shape [B, T, V]"
@@ -294,6 +331,23 @@ def _validate(
         raise ValueError(
             f"mask has shape {tuple(mask.shape)}; expected {tuple(student_logits.shape[:-1])} (the logits without V)"
         )
+
+
+def check_settings(
+    no_teacher: bool,
+    mask: Tensor,
+    ratio: float,
+    divergence: str,
+    c: float,
+    base_temperature: float,
+    indicator: str,
+    labels: Tensor | None,
+    kd_ratio: float,
+) -> None:
+    """The checks of the loss's settings shared by ``adakd_loss`` and the hidden-state loss;
+    ValueError naming the argument and what it must be."""
+    if no_teacher and (kd_ratio != 0.0 or labels is None):
+        raise ValueError("the teacher may be None only for SFT: kd_ratio=0 with labels")
     if mask.dtype.is_floating_point:
         raise ValueError(f"mask must be bool (or 0/1 integers), got dtype {mask.dtype}")
     if not 0.0 < ratio <= 1.0:

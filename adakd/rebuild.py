@@ -113,7 +113,7 @@ def rebuild_student(run_dir: str | Path, on_step=None) -> Path:
     if existing is not None:
         return existing[1]
     original = _run_config(run_dir)
-    config = RunConfig.from_dict({**original, **REBUILD_OVERRIDES})
+    config = RunConfig.from_record({**original, **REBUILD_OVERRIDES})
     folder = rebuild_folder(run_dir)
     folder.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

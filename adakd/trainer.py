@@ -3,10 +3,12 @@
 One optimiser step, read top to bottom in `_Run.step`:
 
     for each of grad_accum micro-batches (the next examples of the seeded data order):
-        teacher forward   (eval mode, no grad)          z_T [B, T, V]   (skipped for SFT, kd_ratio = 0)
-        student forward   (train mode)                  z_S [B, T, V]
-        targets, mask = next_token_targets(labels)      logits[:, :-1] are scored
-        out = adakd_loss(z_S[:, :-1], z_T[:, :-1], mask, ratio=r, ...)   (CTKD: τ = ctkd(λ_step))
+        teacher forward   (eval mode, no grad)          h_T [B, T, H_T]  (skipped for SFT, kd_ratio = 0)
+        student forward   (train mode)                  h_S [B, T, H_S]
+        targets, mask = next_token_targets(labels)      positions [:, :-1] are scored
+        out = adakd_loss_from_hidden(h_S[:, :-1], h_T[:, :-1], mask, head_S, head_T, ratio=r, ...)
+              (loss_input = logits: z = model(...).logits [B, T, V] and adakd_loss(z_S, z_T, ...);
+               CTKD: τ = ctkd(λ_step))
         (out.loss / grad_accum).backward()
     mean loss over micro-batches (and ranks); non-finite -> skip the update (event)
     clip grad norm (student only), AdamW step (student and CTKD's τ), LR scheduler step
@@ -44,7 +46,9 @@ from adakd import checkpoint as ckpt
 from adakd.config import RunConfig
 from adakd.device import Distributed, autocast, dtype_name, init_distributed
 from adakd.failures import describe
+from adakd.hidden_loss import adakd_loss_from_hidden
 from adakd.latf import make_ratio_schedule
+from adakd.lm_head import LastHidden, LMHead
 from adakd.loss import adakd_loss
 from adakd.metric_gaps import run_step_problems
 from adakd.regimes import make_regime, merge_infos
@@ -104,7 +108,7 @@ def check_resumable(run_dir: str | os.PathLike) -> tuple[RunConfig, tuple[int, P
     if not meta or "config" not in meta:
         raise ValueError(f"{run.path} has no readable config.json: not a run directory")
     try:
-        config = RunConfig.from_dict(meta["config"])
+        config = RunConfig.from_record(meta["config"])
     except (TypeError, ValueError) as err:
         raise ValueError(
             f"{run.file(CONFIG)} holds settings that are no longer valid ({err}): start a new run"
@@ -190,10 +194,17 @@ class _Run(RunTasks):
         )
         # ground truth passes batches through; gkd / distillm swap in student samples
         self.regime = make_regime(c, self.pad_id, tokenizer=self.tokenizer, rank=self.dist.rank, device=self.device)
-        self.model: torch.nn.Module = self.student  # the student, or its DistributedDataParallel wrapper
+        # What the loss reads (loss_input): the last hidden states and the heads, or the logits.
+        self.hidden = c.loss_input == "hidden"
+        self.teacher_forward: torch.nn.Module = LastHidden(self.teacher) if self.hidden else self.teacher
+        student_forward: torch.nn.Module = LastHidden(self.student) if self.hidden else self.student
+        head_dtype = self.dtype if self.dtype != torch.float32 else None  # the autocast dtype of the products
+        self.student_head = LMHead.of(self.student, head_dtype) if self.hidden else None
+        self.teacher_head = LMHead.of(self.teacher, head_dtype) if self.hidden else None
+        self.model: torch.nn.Module = student_forward  # or its DistributedDataParallel wrapper
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DistributedDataParallel(self.student, device_ids=ids)
+            self.model = DistributedDataParallel(student_forward, device_ids=ids)
 
     def start(self, *, name: str, preset: str | None, command: list[str]) -> Path:
         with self.stop:
@@ -356,6 +367,12 @@ class _Run(RunTasks):
         self.position += bs * world
         return {k: v.to(self.device) for k, v in batch.items()}
 
+    @staticmethod
+    def _forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The last hidden states ``[B, T, H]`` (a ``LastHidden``) or the logits ``[B, T, V]``."""
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return out if isinstance(out, torch.Tensor) else out.logits
+
     def _train_step(self) -> dict[str, Any]:
         c = self.config
         started = time.perf_counter()
@@ -375,22 +392,15 @@ class _Run(RunTasks):
             sync: AbstractContextManager[Any] = nullcontext()
             if isinstance(self.model, DistributedDataParallel) and micro < c.grad_accum - 1:  # world > 1
                 sync = self.model.no_sync()  # all-reduce gradients once, after the last micro-batch
-            teacher_logits = None  # SFT (kd_ratio = 0) needs no teacher
+            teacher_out = None  # SFT (kd_ratio = 0) needs no teacher
             if c.kd_ratio > 0:
                 with torch.no_grad(), autocast(self.device, self.dtype):
-                    teacher_logits = self.teacher(
-                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                    ).logits
+                    teacher_out = self._forward(self.teacher_forward, batch)
             with sync:
                 with autocast(self.device, self.dtype):
-                    student_logits = self.model(
-                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                    ).logits
+                    student_out = self._forward(self.model, batch)
                 targets, mask = next_token_targets(batch["labels"])
-                out = adakd_loss(
-                    student_logits[:, :-1],
-                    None if teacher_logits is None else teacher_logits[:, :-1],
-                    mask,
+                settings: dict[str, Any] = dict(
                     ratio=ratio,
                     divergence=c.divergence,
                     c=c.idts_c,
@@ -405,6 +415,13 @@ class _Run(RunTasks):
                     standardize=c.logit_standardize,
                     learned_temperature=self.ctkd(strength) if self.ctkd is not None else None,
                 )
+                teacher_rows = None if teacher_out is None else teacher_out[:, :-1]
+                if self.student_head is not None:
+                    out = adakd_loss_from_hidden(
+                        student_out[:, :-1], teacher_rows, mask, self.student_head, self.teacher_head, **settings
+                    )
+                else:
+                    out = adakd_loss(student_out[:, :-1], teacher_rows, mask, **settings)
                 # backward even for a non-finite loss: in DDP every rank must join the all-reduce
                 (out.loss / c.grad_accum).backward()
             tau = out.temperature[out.selected]

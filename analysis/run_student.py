@@ -58,7 +58,7 @@ def load_student_checkpoint(run_dir: str | Path, step: int | None = None, teache
     document = read_json(run / "config.json")
     if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
         raise ValueError(f"{run}: config.json is missing or unreadable, so the student cannot be rebuilt")
-    config = RunConfig.from_dict(document["config"])
+    config = RunConfig.from_record(document["config"])
     found = _checkpoints(run)
     if step is None:
         if not found:

@@ -9,10 +9,13 @@ Three variants of one full optimiser step on the same batches, measured side by 
     (b) kd      the same with plain token-level KD: masked mean of D(p_T, q_S) at τ = 1
                 (adakd.divergences.divergence, no difficulty, selection or IDTS)
     (c) adakd   the same with adakd_loss (Hellinger difficulty, LATF selection at r = 0.5,
-                IDTS on): what `train` runs
+                IDTS on) on the materialised logits (`loss_input=logits`)
+    (d) kd_h    plain KD from the last hidden states (adakd_loss_from_hidden, r = 1, IDTS off)
+    (e) adakd_h (c) from the last hidden states: what `train` runs (`loss_input=hidden`)
 
 Each step: zero_grad, forwards, loss, backward, grad clipping, AdamW step. Prints the
-machine, medians and the ratios (b)/(a) and (c)/(b) (targets: ≤ 1.10 and ≤ 1.05).
+machine, medians and the ratios (b)/(a), (c)/(b) (targets: ≤ 1.10 and ≤ 1.05), (e)/(d) and
+(e)/(b).
 The teacher's forward is counted in all three, as it is in training.
 Not a test: timings depend on the machine; run it by hand.
 """
@@ -35,6 +38,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from adakd.device import autocast, choose_device_and_dtype, dtype_name  # noqa: E402
 from adakd.divergences import divergence  # noqa: E402
+from adakd.hidden_loss import adakd_loss_from_hidden  # noqa: E402
+from adakd.lm_head import LastHidden, LMHead  # noqa: E402
 from adakd.loss import adakd_loss  # noqa: E402
 from adakd.presets import resolve_preset  # noqa: E402
 from adakd.runsetup import DataOrder, build_models, build_optimizer, prepare_data  # noqa: E402
@@ -80,35 +85,51 @@ def make_losses(config):
         per_token = divergence(config.divergence, s[mask], t[mask], 1.0, **(config.divergence_params or {}))
         return per_token.mean()
 
+    settings = dict(
+        divergence=config.divergence,
+        c=config.idts_c,
+        base_temperature=config.base_temperature,
+        indicator=config.indicator,
+        divergence_params=config.divergence_params or None,
+    )
+
     def ada(s, t, mask, targets):
-        return adakd_loss(
-            s,
-            t,
-            mask,
-            ratio=0.5,
-            divergence=config.divergence,
-            c=config.idts_c,
-            base_temperature=config.base_temperature,
-            idts=True,
-            indicator=config.indicator,
-            divergence_params=config.divergence_params or None,
-            labels=targets,
-        ).loss
+        return adakd_loss(s, t, mask, ratio=0.5, idts=True, labels=targets, **settings).loss
 
-    return {"ce": ce, "kd": kd, "adakd": ada}
+    def from_hidden(ratio, idts):
+        def loss(s, t, mask, targets, heads):
+            return adakd_loss_from_hidden(s, t, mask, *heads, ratio=ratio, idts=idts, labels=targets, **settings).loss
+
+        return loss
+
+    # name -> (loss, whether it reads the last hidden states)
+    return {
+        "ce": (ce, False),
+        "kd": (kd, False),
+        "adakd": (ada, False),
+        "kd_h": (from_hidden(1.0, False), True),
+        "adakd_h": (from_hidden(0.5, True), True),
+    }
 
 
-def step(teacher, student, optimizer, batch, loss_fn, device, dtype) -> float:
+def step(teacher, student, optimizer, batch, variant, device, dtype) -> float:
+    loss_fn, hidden = variant
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     started = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
+    ids, attention = batch["input_ids"], batch["attention_mask"]
+    head_dtype = dtype if dtype != torch.float32 else None
     with torch.no_grad(), autocast(device, dtype):
-        t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        t = LastHidden(teacher)(ids, attention) if hidden else teacher(input_ids=ids, attention_mask=attention).logits
     with autocast(device, dtype):
-        s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        s = LastHidden(student)(ids, attention) if hidden else student(input_ids=ids, attention_mask=attention).logits
     targets, mask = next_token_targets(batch["labels"])
-    loss = loss_fn(s[:, :-1], t[:, :-1], mask, targets)
+    if hidden:
+        heads = (LMHead.of(student, head_dtype), LMHead.of(teacher, head_dtype))
+        loss = loss_fn(s[:, :-1], t[:, :-1], mask, targets, heads)
+    else:
+        loss = loss_fn(s[:, :-1], t[:, :-1], mask, targets)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
     optimizer.step()
@@ -149,7 +170,7 @@ def main(argv=None) -> int:
     times: dict[str, list[float]] = {name: [] for name in losses}
     for i, batch in enumerate(batches):
         names = list(losses)
-        names = names[i % 3 :] + names[: i % 3]  # rotate the order: no variant always runs first
+        names = names[i % len(names) :] + names[: i % len(names)]  # rotate: no variant always runs first
         for name in names:
             seconds = step(teacher, student, optimizer, batch, losses[name], device, dtype)
             if i >= args.warmup:
@@ -163,11 +184,14 @@ def main(argv=None) -> int:
     print(f"preset {args.preset}: {shape}; device {device} ({dtype_name(dtype)}): {reason}")
     print(f"{args.iters} timed steps per variant after {args.warmup} warm-up, interleaved")
     print(f"{'variant':8} {'median s':>9} {'min s':>8} {'max s':>8} {'/ (a)':>7}")
-    for name, label in (("ce", "(a) ce"), ("kd", "(b) kd"), ("adakd", "(c) adakd")):
+    labels = {"ce": "(a) ce", "kd": "(b) kd", "adakd": "(c) adakd", "kd_h": "(d) kd_h", "adakd_h": "(e) adakd_h"}
+    for name, label in labels.items():
         v = times[name]
         print(f"{label:9} {med[name]:9.4f} {min(v):8.4f} {max(v):8.4f} {med[name] / med['ce']:7.3f}")
     print(f"(b)/(a) = {med['kd'] / med['ce']:.3f}  (target <= 1.10)")
     print(f"(c)/(b) = {med['adakd'] / med['kd']:.3f}  (target <= 1.05)")
+    print(f"(e)/(d) = {med['adakd_h'] / med['kd_h']:.3f}  (AdaKD / plain KD, both from hidden states)")
+    print(f"(e)/(b) = {med['adakd_h'] / med['kd']:.3f}  (the trainer's default path / plain KD on logits)")
     return 0
 
 

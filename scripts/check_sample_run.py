@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # the trainer logs its steps; no "Loading weights" bars
     meta = json.loads((args.run / "config.json").read_text(encoding="utf-8"))
-    config = RunConfig.from_dict(meta["config"])
+    config = RunConfig.from_record(meta["config"])
     from adakd.trainer import train
 
     with tempfile.TemporaryDirectory(prefix="adakd-check-") as scratch:

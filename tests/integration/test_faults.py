@@ -83,14 +83,14 @@ DRIVER = textwrap.dedent("""
     checkpoint.save_model = save_model
 
     calls = 0
-    real_loss = trainer.adakd_loss
+    real_loss = trainer.adakd_loss_from_hidden  # the default loss_input = hidden
     def loss(*args, **kwargs):
         global calls
         calls += 1
         if fault == "step" and calls == at:  # one loss per step (grad_accum = 1)
             die()
         return real_loss(*args, **kwargs)
-    trainer.adakd_loss = loss
+    trainer.adakd_loss_from_hidden = loss
 
     from adakd.cli import main
     sys.exit(main(sys.argv[1:]))

@@ -178,9 +178,27 @@ def test_resume_equivalence(tmp_path):
         resume(split)
 
 
+@pytest.mark.parametrize("arm", [["idts=on"], ["kd_ratio=0.5", "divergence=fkl"], ["ctkd=true", "idts=off"]])
+def test_hidden_state_loss_trains_like_the_logits_loss(tmp_path, arm):
+    """loss_input=hidden (the default) and loss_input=logits: the same losses, LATF ratios,
+    selections and gradient norms over 6 steps with two accumulated micro-batches (docs/method.md §10)."""
+    runs = {}
+    for path in ("hidden", "logits"):
+        config = smoke("max_steps=6", "grad_accum=2", f"loss_input={path}", *LIVELY_LATF, *arm)
+        runs[path] = train(config, tmp_path / path)
+    a, b = RunDir(runs["hidden"]).read_metrics(), RunDir(runs["logits"]).read_metrics()
+    assert [m["ratio"] for m in a] == [m["ratio"] for m in b]
+    assert [m["n_selected"] for m in a] == [m["n_selected"] for m in b]
+    for key in ("loss", "kd", "ce", "grad_norm"):
+        assert [m[key] for m in a] == pytest.approx([m[key] for m in b], rel=1e-5, abs=1e-7), key
+    # (Weights are not compared element by element: AdamW divides each gradient by its own
+    # running scale, so entries whose gradient is float noise on both paths move by up to lr
+    # in either direction; the losses of later steps are what those weights produce.)
+
+
 # ---------------------------------------------------------------- faults
 def test_non_finite_loss_is_skipped_and_logged(tmp_path, monkeypatch):
-    real = trainer_mod.adakd_loss
+    real = trainer_mod.adakd_loss_from_hidden  # the default loss_input = hidden
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -197,7 +215,7 @@ def test_non_finite_loss_is_skipped_and_logged(tmp_path, monkeypatch):
         updates["n"] += 1
         return real_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_mod, "adakd_loss", poisoned)
+    monkeypatch.setattr(trainer_mod, "adakd_loss_from_hidden", poisoned)
     monkeypatch.setattr(torch.optim.AdamW, "step", counting_step)
     run_dir = tmp_path / "nan"
     train(smoke("max_steps=5"), run_dir)
@@ -214,7 +232,7 @@ def test_non_finite_loss_is_skipped_and_logged(tmp_path, monkeypatch):
 
 
 def test_exception_marks_run_failed(tmp_path, monkeypatch):
-    real = trainer_mod.adakd_loss
+    real = trainer_mod.adakd_loss_from_hidden  # the default loss_input = hidden
     calls = {"n": 0}
 
     def broken(*args, **kwargs):
@@ -223,7 +241,7 @@ def test_exception_marks_run_failed(tmp_path, monkeypatch):
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_mod, "adakd_loss", broken)
+    monkeypatch.setattr(trainer_mod, "adakd_loss_from_hidden", broken)
     with pytest.raises(RuntimeError, match="boom"):
         train(smoke("max_steps=4"), tmp_path / "f")
     run = RunDir(tmp_path / "f")

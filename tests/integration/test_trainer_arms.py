@@ -50,13 +50,13 @@ def test_ctkd_temperature_trains_is_logged_and_resumes_exactly(tmp_path):
 
 def test_sft_skips_the_teacher(tmp_path, monkeypatch):
     calls = []
-    real = trainer_mod.adakd_loss
+    real = trainer_mod.adakd_loss_from_hidden  # the default loss_input = hidden
 
-    def spy(student_logits, teacher_logits, *args, **kwargs):
-        calls.append(teacher_logits)
-        return real(student_logits, teacher_logits, *args, **kwargs)
+    def spy(student_hidden, teacher_hidden, *args, **kwargs):
+        calls.append(teacher_hidden)
+        return real(student_hidden, teacher_hidden, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_mod, "adakd_loss", spy)
+    monkeypatch.setattr(trainer_mod, "adakd_loss_from_hidden", spy)
     config = resolve_preset(
         "table1-sft",
         [

@@ -195,3 +195,13 @@ def test_unknown_preset_suggests():
 def test_preset_plus_overrides():
     c = resolve_preset("smoke", ["max_steps=3", "idts=inverse"])
     assert c.max_steps == 3 and c.idts == "inverse" and c.teacher == "tiny-random"
+
+
+def test_a_recorded_config_without_a_later_field_reads_as_the_run_was_made():
+    from adakd.config import RECORDED_DEFAULTS, RunConfig
+
+    recorded = RunConfig().to_dict()
+    del recorded["loss_input"]  # written before the setting existed
+    assert RunConfig.from_record(recorded).loss_input == "logits" == RECORDED_DEFAULTS["loss_input"]
+    assert RunConfig.from_dict(recorded).loss_input == "hidden"  # a new, partial config: the default
+    assert RunConfig.from_record({**recorded, "loss_input": "hidden"}).loss_input == "hidden"
