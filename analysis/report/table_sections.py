@@ -261,25 +261,83 @@ COMPONENTS_ORDER: dict[str | None, int] = {"base": 0, "+IDTS": 1, "+LATF": 2, "f
 
 
 def _rows_with_loss(runs: list[Run], key) -> list[list]:
-    """Rows: key(run), method, ROUGE-L, seeds, CE last WINDOW, probe difficulty last — averaged
-    over runs sharing the key."""
-    groups: dict = {}
-    for run in runs:
-        groups.setdefault(key(run), []).append(run)
+    """Rows: key(run), method, ROUGE-L, seeds, held-out CE, KL(teacher ‖ student), CE on labels
+    over the last WINDOW steps, probe difficulty at the last probe — each a mean over the runs
+    sharing the key (their seeds)."""
     rows = []
-    for k, part in groups.items():
-        rouge = [final_rouge(r) for r in part]
+    for k, part in _groups(runs, key).items():
         rows.append(
             [
                 k,
                 part[0].label,
-                fmt(nan_mean(rouge)),
+                fmt(nan_mean([final_rouge(r) for r in part])),
                 len(part),
+                fmt(nan_mean([final_average(r, "student", "ce") for r in part]), 3),
+                fmt(nan_mean([final_average(r, "student", "kl_teacher") for r in part]), 3),
                 fmt(nan_mean([window_mean(r, "ce", "last") for r in part]), 3),
                 fmt(nan_mean([probe_summary(r).get("difficulty_last", math.nan) for r in part]), 3),
             ]
         )
     return rows
+
+
+LOSS_COLUMNS = [
+    "ROUGE-L",
+    "seeds",
+    "held-out CE",
+    "KL(teacher ‖ student)",
+    f"CE on labels, last {WINDOW}",
+    "probe difficulty, last probe",
+]
+
+
+def _groups(runs: list[Run], key) -> dict:
+    groups: dict = {}
+    for run in runs:
+        groups.setdefault(key(run), []).append(run)
+    return groups
+
+
+def heldout_reading(runs: list[Run], key, reference: str) -> list[str]:
+    """Each arm's held-out CE against the method's own arm `reference` (a key of ``key(run)``),
+    as a difference of means over seeds: ROUGE-L cannot rank the arms of this study, the gate's
+    held-out CE can. Noise: s, the largest standard deviation over seeds of any arm with two or
+    more seeds; a difference between arms of n_a and n_b seeds counts beyond noise when it
+    exceeds 2·s·√(1/n_a + 1/n_b) (twice its standard error if every arm had spread s).
+    [] without a reference arm, without an arm of several seeds, or without another arm."""
+    ce = {
+        k: values
+        for k, part in _groups(runs, key).items()
+        if (values := [v for r in part if not math.isnan(v := final_average(r, "student", "ce"))])
+    }
+    spreads = {k: float(np.std(v, ddof=1)) for k, v in ce.items() if len(v) >= 2}
+    if reference not in ce or not spreads or len(ce) < 2:
+        return []
+    s_arm = max(spreads, key=lambda k: spreads[k])
+    s = spreads[s_arm]
+    ref = float(np.mean(ce[reference]))
+    lower, within, higher = [], [], []
+    for k, values in ce.items():
+        if k == reference:
+            continue
+        d = float(np.mean(values)) - ref
+        limit = 2 * s * math.sqrt(1 / len(values) + 1 / len(ce[reference]))
+        text = f"{k} {fmt(d, 3, signed=True)} (noise {fmt(limit, 3)})"
+        (lower if d < -limit else higher if d > limit else within).append(text)
+    parts = [
+        f"{label}: {', '.join(items)}"
+        for label, items in (("Lower beyond noise", lower), ("Within noise", within), ("Higher beyond noise", higher))
+        if items
+    ]
+    return [
+        "",
+        f"Held-out CE (nats, lower is better) against {reference} ({fmt(ref, 3)}, {len(ce[reference])} "
+        f"seeds). Noise: 2·s·√(1/n + 1/n_ref) with s = {fmt(s, 3)}, the std over the "
+        f"{len(ce[s_arm])} seeds of {s_arm} (the largest of the arms with several seeds). "
+        + ". ".join(parts)
+        + ". A single seed per arm reads this against one training seed: treat a difference beyond "
+        "noise as a lead to re-run with more seeds, not as a finding.",
+    ]
 
 
 def table4_section(study: Study, threshold: float) -> str:
@@ -309,10 +367,7 @@ def table4_section(study: Study, threshold: float) -> str:
             [
                 "schedule",
                 "method",
-                "ROUGE-L",
-                "seeds",
-                f"CE on labels, last {WINDOW}",
-                "probe difficulty, last probe",
+                *LOSS_COLUMNS,
                 f"paired ΔCE vs LATF, last {WINDOW} (± SE)",
             ],
             rows,
@@ -328,12 +383,15 @@ def table4_section(study: Study, threshold: float) -> str:
             + f" the {fmt(threshold, 1)}-point noise level; the CE columns are the better "
             "comparison (same seed, same batches).",
         ]
+    out += heldout_reading(
+        runs, lambda r: TABLE4_NAMES.get(table_arm(r.config, "table4") or "", r.label), TABLE4_NAMES["latf"]
+    )
     if not any(_cfg(r, "latf") in ("fixed", "cosine") for r in runs):
         out += ["", f"Fixed r = 0.75 and cosine 1.0 → 0.75 have not finished yet (`{REGENERATE} schedules`)."]
     return "\n".join(out)
 
 
-# The rows of Tables 3 and 5 (arms of adakd.presets.TABLES), as the report names them.
+# The rows of Tables 3, 4 and 5 (arms of adakd.presets.TABLES), as the report names them.
 TABLE3_NAMES = {
     "hellinger": "Hellinger (AdaKD)",
     "fkl": "forward KL",
@@ -341,6 +399,14 @@ TABLE3_NAMES = {
     "jsd": "Jensen–Shannon",
     "ce": "cross-entropy",
     "topk": "NMTKD top-5 rank violation",
+}
+TABLE4_NAMES = {
+    "fixed-1.0": "fixed r = 1",
+    "fixed-0.75": "fixed r = 0.75",
+    "linear-0.75": "linear 1 → 0.75",
+    "cosine-0.75": "cosine 1 → 0.75",
+    "cosine-0.5": "cosine 1 → 0.5",
+    "latf": "LATF (adaptive)",
 }
 TABLE5_NAMES = {
     "fixed-1.0": "fixed τ = 1",
@@ -362,17 +428,19 @@ def _arm(run: Run, table: str) -> str:
     return arm
 
 
-def _arm_section(runs: list[Run], table: str, title: str, column: str, names: dict[str, str]) -> str:
+def _arm_section(runs: list[Run], table: str, title: str, column: str, names: dict[str, str], reference: str) -> str:
     """One row per arm of `table` that has runs (the arm's method only: never pooled), in the
-    paper's order, and a line naming the arms not yet run (single-seed rows say so)."""
+    paper's order, a reading of held-out CE against the method's own arm `reference`, and a line
+    naming the arms not yet run (single-seed rows say so)."""
     out = [title, ""]
     if runs:
         out.append(
             md_table(
-                [column, "method", "ROUGE-L", "seeds", f"CE on labels, last {WINDOW}", "probe difficulty, last probe"],
+                [column, "method", *LOSS_COLUMNS],
                 _rows_with_loss(runs, lambda r: names[_arm(r, table)]),
             )
         )
+        out += heldout_reading(runs, lambda r: names[_arm(r, table)], names[reference])
         if any(row[3] == 1 for row in _rows_with_loss(runs, lambda r: table_arm(r.config, table))):
             out += ["", "Rows with 1 seed are single-seed runs: read them against the noise level above."]
     missing = [name for arm, name in names.items() if not any(table_arm(r.config, table) == arm for r in runs)]
@@ -383,13 +451,23 @@ def _arm_section(runs: list[Run], table: str, title: str, column: str, names: di
 
 def table3_section(study: Study) -> str:
     return _arm_section(
-        study.indicators, "table3", "## Table 3 shape: difficulty indicator (full AdaKD)", "indicator", TABLE3_NAMES
+        study.indicators,
+        "table3",
+        "## Table 3 shape: difficulty indicator (full AdaKD)",
+        "indicator",
+        TABLE3_NAMES,
+        "hellinger",
     )
 
 
 def table5_section(study: Study) -> str:
     return _arm_section(
-        study.temperatures, "table5", "## Table 5 shape: temperature strategy (LATF on)", "temperature", TABLE5_NAMES
+        study.temperatures,
+        "table5",
+        "## Table 5 shape: temperature strategy (LATF on)",
+        "temperature",
+        TABLE5_NAMES,
+        "idts",
     )
 
 

@@ -148,7 +148,7 @@ def test_report_tables_have_the_runs_numbers(script, root, tmp_path):
     # Table 4 shape: fixed r = 0.75 against LATF (the full run), CE paired step by step:
     # (0.8 − 0.5)·3/(1 + 0.1t) over t = 21..40
     diff = np.array([kd(t, 0.8) - kd(t, 0.5) for t in range(21, 41)])
-    assert (f"| fixed (r 0.75 → 0.75) | rkl + fixed r=0.75 + IDTS | 13.00 | 1 | {first_ce(0.8):.3f} |") in text
+    assert (f"| fixed (r 0.75 → 0.75) | rkl + fixed r=0.75 + IDTS | 13.00 | 1 | – | – | {first_ce(0.8):.3f} |") in text
     assert f"| {diff.mean():+.3f} ± {diff.std(ddof=1) / math.sqrt(20):.3f} |" in text
     assert "the ROUGE-L range over the schedules is 1.00 points, within the 2.0-point" in text
 
@@ -378,4 +378,50 @@ def test_tables_3_and_5_one_row_per_arm(tmp_path):
     assert "Not yet run: forward KL, reverse KL, Jensen–Shannon, cross-entropy" in text
     assert "| SFT | SFT | 5.00 | 1 |" in text  # Table 2's SFT row
     assert "| SFT | 5.00 | – | – | 1 / – |" in text  # Table 1's
+    R.clear_cache()
+
+
+def test_heldout_ce_reading_against_the_methods_arm(tmp_path):
+    """Table 5 shape: IDTS (the method's arm) over 3 seeds with held-out CE 3.9 / 4.0 / 4.1
+    (std s = 0.1), fixed τ = 1 over 2 seeds at 3.6 / 3.7, CTKD one seed at 3.95. By hand:
+    fixed τ = 1: Δ = 3.65 − 4.0 = −0.35, noise 2·0.1·√(1/2 + 1/3) = 0.183 → lower beyond noise;
+    CTKD: Δ = −0.05, noise 2·0.1·√(1/1 + 1/3) = 0.231 → within noise."""
+    R.clear_cache()
+    root = tmp_path / "sample_runs"
+    arms = {
+        "idts": (FULL, [3.9, 4.0, 4.1]),
+        "fixed": (LATF, [3.6, 3.7]),
+        "ctkd": ({**LATF, "ctkd": True}, [3.95]),
+    }
+    for name, (config, ces) in arms.items():
+        for seed, ce in enumerate(ces):
+            record = {
+                "step": STEPS,
+                "model": "student",
+                "rouge_l": {"chatterbot": 10.0},
+                "rouge_l_avg": 10.0,
+                "ce": {"chatterbot": ce},
+                "ce_avg": ce,
+                "kl_teacher": {"chatterbot": ce / 2},
+                "kl_teacher_avg": ce / 2,
+                "n": {"chatterbot": 100},
+            }
+            make_run(
+                root / "t5",
+                f"{name},seed={seed}",
+                config={**config, "seed": seed},
+                steps=STEPS,
+                evals=[record],
+                tokens=False,
+                gradients=False,
+            )
+    text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
+    assert "| fixed τ = 1 | rkl + LATF | 10.00 | 2 | 3.650 | 1.825 |" in text
+    assert "| CTKD | rkl + LATF + CTKD | 10.00 | 1 | 3.950 | 1.975 |" in text
+    line = next(line for line in text.splitlines() if line.startswith("Held-out CE") and "IDTS (c = 0.5)" in line)
+    assert "against IDTS (c = 0.5) (4.000, 3 seeds)" in line
+    assert "s = 0.100, the std over the 3 seeds of IDTS (c = 0.5)" in line
+    assert "Lower beyond noise: fixed τ = 1 -0.350 (noise 0.183)" in line
+    assert "Within noise: CTKD -0.050 (noise 0.231)" in line
+    assert "Higher beyond noise" not in line
     R.clear_cache()
