@@ -16,11 +16,12 @@ import importlib
 
 from .difficulty import hellinger, token_difficulty
 from .divergences import DIVERGENCES, divergence
-from .hidden_loss import adakd_loss_from_hidden
+from .hidden_loss import adakd_loss_from_hidden, token_scores_from_hidden
 from .idts import idts_temperatures
 from .latf import CosineRatio, FixedRatio, LATFController, LinearRatio, make_ratio_schedule, select_tokens
 from .lm_head import LMHead
-from .loss import AdaKDOutput, adakd_loss
+from .loss import AdaKDOutput, adakd_loss, token_scores
+from .pooled_selection import PooledShare, TokenScores, pool_selection
 
 __version__ = "0.1.0"
 
@@ -47,6 +48,11 @@ __all__ = [
     "adakd_loss_from_hidden",
     "LMHead",
     "AdaKDOutput",
+    "token_scores",
+    "token_scores_from_hidden",
+    "pool_selection",
+    "PooledShare",
+    "TokenScores",
     *_LAZY,
     "__version__",
 ]

@@ -38,6 +38,7 @@ OPTIMIZERS = ("adamw", "adamw-fused")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = ("auto", "float32", "bfloat16")
 LOSS_INPUTS = ("hidden", "logits")
+LATF_POOLS = ("micro-batch", "step")
 # Fields added after runs were recorded, at the value that reproduces those runs: a config.json
 # without the field was made that way (RunConfig.from_record).
 RECORDED_DEFAULTS: dict[str, Any] = {"loss_input": "logits"}
@@ -231,6 +232,14 @@ class RunConfig:
     )
     latf_min_ratio: float = setting(
         0.1, help="r_min: the LATF controller's floor for r.", unit="share of tokens", range=Range(0, 1, low_open=True)
+    )
+    latf_pool: str = setting(
+        "micro-batch",
+        help="Tokens LATF ranks together (and IDTS takes its median over): micro-batch = each micro-batch "
+        "its own top k, as the public release; step = all micro-batches of the optimisation step on every "
+        "rank, as one batch of them (one extra student forward without gradient per micro-batch; "
+        "docs/method.md §2.2).",
+        choices=LATF_POOLS,
     )
     idts: str = setting(
         "on",

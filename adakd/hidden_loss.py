@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,9 @@ from .latf import selection_count
 from .lm_head import LMHead
 from .loss import AdaKDOutput, TokenPlan, check_settings, select_and_temper, take_rows
 from .temperature import tempered_divergence
+
+if TYPE_CHECKING:
+    from .pooled_selection import PooledShare, TokenScores
 
 
 def adakd_loss_from_hidden(
@@ -62,6 +66,7 @@ def adakd_loss_from_hidden(
     topk: int = DEFAULT_TOPK,
     learned_temperature: Tensor | None = None,
     standardize: bool = False,
+    pooled: PooledShare | None = None,
 ) -> AdaKDOutput:
     """AdaKD loss of one batch from the models' last hidden states (see the module docstring).
 
@@ -74,6 +79,9 @@ def adakd_loss_from_hidden(
         student_head, teacher_head: the heads (``LMHead.of(model)``); their vocabularies match.
         chunk_size: rows per chunk in both passes (default ``default_chunk_rows(V)``, about
             64 MB of float32 logits per model and chunk).
+        pooled: this batch's share of a step-pooled selection (``adakd_loss``'s argument): the
+            scoring pass is skipped (at kd_ratio < 1 it runs for the cross-entropy's gradient only)
+            and the gradient pass covers the share's selected rows.
         The other arguments are those of ``adakd_loss``, with the same meaning and defaults.
 
     Equal to ``adakd_loss(head_S(h_S), head_T(h_T), mask, ...)`` in value, per-token outputs and
@@ -125,12 +133,28 @@ def adakd_loss_from_hidden(
     grads = _Gradients.zeros(h_s, weight, bias, tau_input) if wanted else None
 
     dtype = torch.float64 if h_s.dtype == torch.float64 else torch.float32
-    n_selected = selection_count(n_valid, ratio) if n_valid else 0
+    if pooled is not None:
+        pooled.check(n_valid, idts, learned_temperature)
+        n_selected = pooled.plan.n_selected
+        kd_denominator = pooled.kd_denominator
+    else:
+        n_selected = selection_count(n_valid, ratio) if n_valid else 0
+        kd_denominator = max(n_selected, 1)
     task = _Task(s_head, teacher_head, targets, indicator, topk, divergence, params, standardize, grads, dtype)
     ce_weight = (1.0 - kd_ratio) / max(n_valid, 1)
-    kd_weight = kd_ratio / max(n_selected, 1)
+    kd_weight = kd_ratio / kd_denominator
     with torch.autocast(h_s.device.type, enabled=False):  # the dtypes are chosen here, not by autocast
-        if h_t is None or teacher_head is None:  # SFT: no teacher, no scoring, no selection
+        if pooled is not None and h_t is not None and teacher_head is not None:
+            plan = pooled.plan_with(tau_input)
+            difficulty = pooled.scores.difficulty
+            if kd_ratio < 1.0:  # the cross-entropy's gradient covers every valid row
+                scored = _pass(h_s, None, task, rows, ce_weight, kd_weight, score=True, plan=None)
+            else:  # the CE only logged: from the pool's scoring pass
+                nll_sum = pooled.scores.nll_sum
+                zero = torch.zeros((), dtype=dtype, device=h_s.device)
+                scored = _Sums(difficulty, nll_sum.to(dtype) if nll_sum is not None else zero, zero)
+            kd_sum = _pass(h_s, h_t, task, rows, ce_weight, kd_weight, score=False, plan=plan).kd_sum
+        elif h_t is None or teacher_head is None:  # SFT: no teacher, no scoring, no selection
             scored = _pass(h_s, None, task, rows, ce_weight, kd_weight, score=True, plan=None)
             nan = torch.full((n_valid,), math.nan, dtype=dtype, device=h_s.device)
             plan = TokenPlan(None, torch.zeros(n_valid, dtype=torch.bool, device=h_s.device), nan.clone(), 1.0, 1.0, 0)
@@ -147,7 +171,7 @@ def adakd_loss_from_hidden(
             difficulty = scored.difficulty
             plan = select_and_temper(difficulty, ratio, idts, base_temperature, c, inverse, tau_input)
             kd_sum = _pass(h_s, h_t, task, rows, ce_weight, kd_weight, score=False, plan=plan).kd_sum
-    kd = kd_sum / max(n_selected, 1)
+    kd = kd_sum / kd_denominator
 
     ce = scored.nll_sum / n_valid if targets is not None and n_valid else kd.new_tensor(math.nan)
     if n_valid == 0:
@@ -172,6 +196,45 @@ def adakd_loss_from_hidden(
         n_valid=n_valid,
         n_selected=plan.n_selected,
     )
+
+
+def token_scores_from_hidden(
+    student_hidden: Tensor,
+    teacher_hidden: Tensor,
+    mask: Tensor,
+    student_head: LMHead,
+    teacher_head: LMHead,
+    indicator: str = "hellinger",
+    labels: Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+    topk: int = DEFAULT_TOPK,
+) -> TokenScores:
+    """The scoring pass of ``adakd_loss_from_hidden`` alone (no gradient, row chunks): the
+    difficulty ``[N]`` of the valid tokens and Σ −log q(label) over them when ``labels`` are
+    given — one part of a pooled selection (adakd/pooled_selection.py)."""
+    from .pooled_selection import TokenScores
+
+    if student_hidden.shape[:-1] != mask.shape or teacher_hidden.shape[:-1] != mask.shape:
+        raise ValueError(
+            f"mask {tuple(mask.shape)}, student hidden states {tuple(student_hidden.shape)} and teacher "
+            f"hidden states {tuple(teacher_hidden.shape)} must agree on [B, T]"
+        )
+    mask = mask.bool().reshape(-1)
+    h_s = student_hidden.detach().reshape(-1, student_hidden.shape[-1])[mask]
+    h_t = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])[mask]
+    targets = labels.reshape(-1)[mask] if labels is not None else None
+    if targets is not None:
+        targets = check_labels(targets, torch.Size([h_s.shape[0]]), student_head.vocab_size, "ce")
+    dtype = torch.float64 if h_s.dtype == torch.float64 else torch.float32
+    weight = student_head.weight.detach().to(student_head.dtype or student_head.weight.dtype)
+    bias = student_head.bias.detach().to(weight.dtype) if student_head.bias is not None else None
+    s_head = replace(student_head, weight=weight, bias=bias)
+    task = _Task(s_head, teacher_head, targets, indicator, topk, "rkl", {}, False, None, dtype)
+    rows = chunk_size or default_chunk_rows(student_head.vocab_size)
+    with torch.no_grad(), torch.autocast(h_s.device.type, enabled=False):
+        sums = _pass(h_s, h_t, task, rows, 0.0, 0.0, score=True, plan=None)
+    return TokenScores(sums.difficulty, sums.nll_sum if targets is not None else None)
 
 
 # ----------------------------------------------------------------------------- the two passes

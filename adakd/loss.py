@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -43,6 +44,9 @@ from .divergences import resolve_params
 from .idts import idts_temperatures
 from .latf import selection_count, top_indices
 from .temperature import tempered_divergence
+
+if TYPE_CHECKING:
+    from .pooled_selection import PooledShare, TokenScores
 
 
 @dataclass
@@ -93,6 +97,7 @@ def adakd_loss(
     topk: int = DEFAULT_TOPK,
     learned_temperature: Tensor | None = None,
     standardize: bool = False,
+    pooled: PooledShare | None = None,
 ) -> AdaKDOutput:
     """AdaKD loss of one batch.
 
@@ -117,6 +122,10 @@ def adakd_loss(
         learned_temperature: CTKD's τ, a 0-dim tensor (``CTKDTemperature(λ)``) used for every
             selected token in place of τ_base; its gradient is kept. Needs ``idts=False``.
         standardize: z-score each token's logits over V (both models) before the temperature.
+        pooled: this batch's share of a selection over a larger pool (adakd/pooled_selection.py,
+            ``latf_pool = "step"``): its selected tokens and τ replace this batch's own top-k
+            (``ratio``, ``idts``, ``c``, ``inverse`` and ``base_temperature`` were applied to the
+            pool), and the KD term is Σ τ²·D over them divided by ``pooled.kd_denominator``.
 
     An all-masked batch gives loss 0 (connected to the graph, zero gradient), not NaN.
 
@@ -151,13 +160,21 @@ def adakd_loss(
 
     # At kd_ratio = 1 the cross-entropy is only logged: take it from the scoring pass for free.
     log_ce_from_scores = targets is not None and kd_ratio == 1.0
-    difficulty, nll = score_tokens(
-        s_valid, t_valid, indicator, targets, chunk_size=chunk_size, with_nll=log_ce_from_scores, topk=topk
-    )
+    nll: Tensor | None
+    if pooled is None:
+        difficulty, nll = score_tokens(
+            s_valid, t_valid, indicator, targets, chunk_size=chunk_size, with_nll=log_ce_from_scores, topk=topk
+        )
+    else:  # scored with the pool: no second scoring pass
+        pooled.check(n_valid, idts, learned_temperature)
+        difficulty, nll = pooled.scores.difficulty, None
     if n_valid == 0:
         return _empty_output(s_valid, difficulty, targets is not None)
 
-    plan = select_and_temper(difficulty, ratio, idts, base_temperature, c, inverse, learned_temperature)
+    if pooled is None:
+        plan = select_and_temper(difficulty, ratio, idts, base_temperature, c, inverse, learned_temperature)
+    else:
+        plan = pooled.plan_with(learned_temperature)
     if plan.idx is None:  # r = 1: every valid row, no copy
         s_sel, t_sel = s_valid, t_valid
     else:
@@ -169,11 +186,17 @@ def adakd_loss(
             per_token = tempered_divergence(divergence, s_sel, t_sel, tau_arg, standardize=standardize, **params)
         else:
             per_token = divergence_fn(divergence, s_sel, t_sel, tau_arg, **params)
-        kd = (tau_sq * per_token).mean()
+        if pooled is None:
+            kd = (tau_sq * per_token).mean()
+        else:  # a share of the pool's mean (a share may hold no selected token: then 0)
+            kd = (tau_sq * per_token).sum() / pooled.kd_denominator
 
     if kd_ratio == 1.0:
         loss = kd
-        ce = nll.mean() if nll is not None else kd.new_tensor(math.nan)
+        if pooled is not None and log_ce_from_scores and pooled.scores.nll_sum is not None:
+            ce = (pooled.scores.nll_sum / n_valid).to(kd.dtype)
+        else:
+            ce = nll.mean() if nll is not None else kd.new_tensor(math.nan)
     else:
         if targets is None:  # _validate refuses kd_ratio < 1 without labels
             raise ValueError("labels are needed when kd_ratio < 1")
@@ -274,6 +297,41 @@ class _TakeRows(torch.autograd.Function):
 def take_rows(x: Tensor, index: tuple[Tensor, ...]) -> Tensor:
     """``x[index]`` for unique rows, with a deterministic, atomics-free backward (``_TakeRows``)."""
     return _TakeRows.apply(x, *index) if x.requires_grad else x[index]
+
+
+def token_scores(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    mask: Tensor,
+    indicator: str = "hellinger",
+    labels: Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+    topk: int = DEFAULT_TOPK,
+) -> TokenScores:
+    """The scoring pass of ``adakd_loss`` alone (no gradient): difficulty ``[N]`` of the valid
+    tokens of ``mask`` (row-major) and Σ −log q(label) over them when ``labels`` are given — one
+    part of a pooled selection (adakd/pooled_selection.py)."""
+    from .pooled_selection import TokenScores
+
+    mask = mask.bool()
+    if mask.shape != student_logits.shape[:-1]:
+        raise ValueError(
+            f"mask has shape {tuple(mask.shape)}; expected {tuple(student_logits.shape[:-1])} (the logits without V)"
+        )
+    with torch.no_grad():
+        positions = mask.nonzero().unbind(1)
+        targets = labels[positions] if labels is not None else None
+        difficulty, nll = score_tokens(
+            student_logits[positions],
+            teacher_logits[positions],
+            indicator,
+            targets,
+            chunk_size=chunk_size,
+            with_nll=targets is not None,
+            topk=topk,
+        )
+    return TokenScores(difficulty, nll.sum() if nll is not None else None)
 
 
 def _sft_output(student_logits: Tensor, mask: Tensor, labels: Tensor | None) -> AdaKDOutput:

@@ -1,14 +1,16 @@
 """The training loop: `train(config, run_dir)` and `resume(run_dir)`.
 
-One optimiser step, read top to bottom in `_Run.step`:
+One optimiser step, read top to bottom in `_Run._train_step`:
 
+    (latf_pool = step: first score every micro-batch of the step, on every rank, with a student
+     forward without gradient, and select over all of them: `_pool_step`, docs/method.md §2.2)
     for each of grad_accum micro-batches (the next examples of the seeded data order):
         teacher forward   (eval mode, no grad)          h_T [B, T, H_T]  (skipped for SFT, kd_ratio = 0)
         student forward   (train mode)                  h_S [B, T, H_S]
         targets, mask = next_token_targets(labels)      positions [:, :-1] are scored
         out = adakd_loss_from_hidden(h_S[:, :-1], h_T[:, :-1], mask, head_S, head_T, ratio=r, ...)
               (loss_input = logits: z = model(...).logits [B, T, V] and adakd_loss(z_S, z_T, ...);
-               CTKD: τ = ctkd(λ_step))
+               CTKD: τ = ctkd(λ_step); latf_pool = step: pooled = this micro-batch's share)
         (out.loss / grad_accum).backward()
     mean loss over micro-batches (and ranks); non-finite -> skip the update (event)
     clip grad norm (student only), AdamW step (student and CTKD's τ), LR scheduler step
@@ -46,11 +48,12 @@ from adakd import checkpoint as ckpt
 from adakd.config import RunConfig
 from adakd.device import Distributed, autocast, dtype_name, init_distributed
 from adakd.failures import describe
-from adakd.hidden_loss import adakd_loss_from_hidden
+from adakd.hidden_loss import adakd_loss_from_hidden, token_scores_from_hidden
 from adakd.latf import make_ratio_schedule
 from adakd.lm_head import LastHidden, LMHead
-from adakd.loss import adakd_loss
+from adakd.loss import adakd_loss, token_scores
 from adakd.metric_gaps import run_step_problems
+from adakd.pooled_selection import gather_scores, pool_selection
 from adakd.regimes import make_regime, merge_infos
 from adakd.run_tasks import RunTasks
 from adakd.rundir import CONFIG, GRADIENTS, METRICS, TOKENS, RunDir, move_aside
@@ -373,6 +376,51 @@ class _Run(RunTasks):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         return out if isinstance(out, torch.Tensor) else out.logits
 
+    def _prepared_micro_batch(self, micro: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The next micro-batch as the data regime trains on it (ground truth or student samples)."""
+        batch = self._micro_batch()
+        return self.regime.prepare(
+            batch, step=self.step + 1, student=self.student, tokenizer=self.tokenizer, micro=micro
+        )
+
+    def _teacher_out(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The teacher's hidden states or logits for the batch; None for SFT (kd_ratio = 0)."""
+        if self.config.kd_ratio == 0:
+            return None
+        with torch.no_grad(), autocast(self.device, self.dtype):
+            return self._forward(self.teacher_forward, batch)
+
+    def _pool_step(self, ratio: float) -> tuple[list[tuple[dict[str, torch.Tensor], dict[str, Any], Any]], list]:
+        """latf_pool = step (docs/method.md §2.2): the step's micro-batches, each scored by a student
+        forward without gradient, and LATF's selection and IDTS's τ over all of them and over every
+        rank (micro-batch, then rank, then position: the data order, one batch of them). Returns each
+        micro-batch with its regime info and teacher output (kept for the gradient pass) and this
+        rank's shares of the selection."""
+        c = self.config
+        student = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        prepared, parts = [], []
+        for micro in range(c.grad_accum):
+            batch, info = self._prepared_micro_batch(micro)
+            teacher_out = self._teacher_out(batch)
+            assert teacher_out is not None  # kd_ratio > 0
+            with torch.no_grad(), autocast(self.device, self.dtype):
+                student_out = self._forward(student, batch)
+            targets, mask = next_token_targets(batch["labels"])
+            scoring: dict[str, Any] = dict(indicator=c.indicator, labels=targets, topk=c.indicator_topk)
+            if self.student_head is not None and self.teacher_head is not None:
+                part = token_scores_from_hidden(
+                    student_out[:, :-1], teacher_out[:, :-1], mask, self.student_head, self.teacher_head, **scoring
+                )
+            else:
+                part = token_scores(student_out[:, :-1], teacher_out[:, :-1], mask, **scoring)
+            del student_out
+            prepared.append((batch, info, teacher_out))
+            parts.append(part)
+        pool = gather_scores(parts, self.dist.rank, self.dist.world)
+        shares = pool_selection(pool, ratio, c.idts != "off", c.base_temperature, c.idts_c, c.idts == "inverse")
+        mine = shares[self.dist.rank :: self.dist.world]  # gather_scores' order: micro-batch, then rank
+        return prepared, mine
+
     def _train_step(self) -> dict[str, Any]:
         c = self.config
         started = time.perf_counter()
@@ -383,19 +431,18 @@ class _Run(RunTasks):
         infos: list[dict[str, Any]] = []
         strength = ctkd_strength(self.step, c.max_steps) if self.ctkd is not None else None
         ctkd_tau = self.ctkd.value if self.ctkd is not None else None
+        # latf_pool = step: every micro-batch (of every rank) scored first, one selection over them
+        prepared, shares = self._pool_step(ratio) if c.latf_pool == "step" and c.kd_ratio > 0 else ([], None)
         for micro in range(c.grad_accum):
-            batch = self._micro_batch()
-            batch, info = self.regime.prepare(
-                batch, step=self.step + 1, student=self.student, tokenizer=self.tokenizer, micro=micro
-            )
+            if prepared:
+                batch, info, teacher_out = prepared[micro]
+            else:
+                batch, info = self._prepared_micro_batch(micro)
+                teacher_out = self._teacher_out(batch)
             infos.append(info)
             sync: AbstractContextManager[Any] = nullcontext()
             if isinstance(self.model, DistributedDataParallel) and micro < c.grad_accum - 1:  # world > 1
                 sync = self.model.no_sync()  # all-reduce gradients once, after the last micro-batch
-            teacher_out = None  # SFT (kd_ratio = 0) needs no teacher
-            if c.kd_ratio > 0:
-                with torch.no_grad(), autocast(self.device, self.dtype):
-                    teacher_out = self._forward(self.teacher_forward, batch)
             with sync:
                 with autocast(self.device, self.dtype):
                     student_out = self._forward(self.model, batch)
@@ -414,6 +461,7 @@ class _Run(RunTasks):
                     topk=c.indicator_topk,
                     standardize=c.logit_standardize,
                     learned_temperature=self.ctkd(strength) if self.ctkd is not None else None,
+                    pooled=shares[micro] if shares is not None else None,
                 )
                 teacher_rows = None if teacher_out is None else teacher_out[:, :-1]
                 if self.student_head is not None:

@@ -26,6 +26,7 @@ DEFAULTS = {
         "indicator_topk",
         "ctkd",
         "logit_standardize",
+        "latf_pool",
     )
 }
 REGIME_NAMES = {"gkd": "GKD", "distillm": "DistiLLM"}
@@ -39,7 +40,8 @@ def method_label(config: dict) -> str:
     "inverse IDTS", "fixed r=0.75", "linear r 1→0.5", "cosine r 1→0.75", "CTKD", "logit std"
     joined by " + ".
     Extras in parentheses: c (when IDTS is used and c ≠ 0.5), indicator ≠ hellinger ("top-5"
-    for the topk indicator with k = 5), τ_base ≠ 1, kd_ratio ≠ 1. kd_ratio = 0 is "SFT" alone.
+    for the topk indicator with k = 5), τ_base ≠ 1, kd_ratio ≠ 1, "pool=step" (latf_pool, when
+    tokens are selected or tempered). kd_ratio = 0 is "SFT" alone.
     Accepts the whole config.json too (uses its "config"). An empty config gives "unknown".
     """
     if isinstance(config.get("config"), dict):
@@ -87,6 +89,8 @@ def method_label(config: dict) -> str:
         extras.append(f"τ={_num(get('base_temperature'))}")
     if _differs(get("kd_ratio"), DEFAULTS["kd_ratio"]):
         extras.append(f"kd_ratio={_num(get('kd_ratio'))}")
+    if get("latf_pool") != DEFAULTS["latf_pool"] and (latf != "off" or idts != "off"):
+        extras.append(f"pool={get('latf_pool')}")  # which tokens are ranked together
 
     label = " + ".join([base, *parts])
     return f"{label} ({', '.join(extras)})" if extras else label

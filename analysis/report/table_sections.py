@@ -316,7 +316,9 @@ def heldout_reading(runs: list[Run], key, reference: str) -> list[str]:
     s_arm = max(spreads, key=lambda k: spreads[k])
     s = spreads[s_arm]
     ref = float(np.mean(ce[reference]))
-    lower, within, higher = [], [], []
+    lower: list[str] = []
+    within: list[str] = []
+    higher: list[str] = []
     for k, values in ce.items():
         if k == reference:
             continue

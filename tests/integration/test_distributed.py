@@ -14,6 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from adakd.rundir import RunDir
 
 DRIVER = textwrap.dedent("""
@@ -113,3 +115,35 @@ def test_two_process_gloo_identical_ratios_one_run_dir(tmp_path, tokenizer):
     assert run.read_status()["state"] == "finished"
     events = [e["kind"] for e in run.read_events()]
     assert events.count("start") == 1 and events.count("finished") == 1 and events.count("checkpoint") == 2
+
+
+def test_two_process_step_pool_trains_like_one_batch(tmp_path):
+    """latf_pool=step over 2 ranks x 2 micro-batches of 2 examples selects over all 8 examples
+    of the step (docs/method.md §2.2): the same LATF ratios, selection counts, losses and mean τ
+    as one process with one micro-batch of 8 (the same examples in the same order)."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    side = tmp_path / "side"
+    side.mkdir()
+    lively = ["latf_beta=0.5", "latf_eps=0.01", "latf_delta=0.2", "latf_warmup=0", "probe_interval=0"]
+    common = ["max_steps=5", "checkpoint_interval=0", *lively]
+    args = ["train", "--preset", "smoke", "--run-dir", str(tmp_path / "ddp"), "--quiet", "--set", *common]
+    args += ["grad_accum=2", "batch_size=2", "latf_pool=step"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(Path.cwd()))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        [*command, str(driver), str(side), *args], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    from adakd.presets import resolve_preset
+    from adakd.trainer import train
+
+    one = train(resolve_preset("smoke", [*common, "grad_accum=1", "batch_size=8"]), tmp_path / "one")
+    pooled, single = RunDir(tmp_path / "ddp").read_metrics(), RunDir(one).read_metrics()
+    assert len({m["ratio"] for m in single}) > 1, "r should move in this test"
+    assert [m["ratio"] for m in pooled] == [m["ratio"] for m in single]
+    assert [m["n_selected"] for m in pooled] == [m["n_selected"] for m in single]
+    assert [m["n_valid"] for m in pooled] == [m["n_valid"] for m in single]
+    for key in ("loss", "kd", "mean_tau", "grad_norm"):
+        assert [m[key] for m in pooled] == pytest.approx([m[key] for m in single], rel=2e-5), key

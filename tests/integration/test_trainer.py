@@ -196,6 +196,28 @@ def test_hidden_state_loss_trains_like_the_logits_loss(tmp_path, arm):
     # in either direction; the losses of later steps are what those weights produce.)
 
 
+@pytest.mark.parametrize("loss_input", ["hidden", "logits"])
+def test_step_pool_selects_as_one_batch_of_its_micro_batches(tmp_path, loss_input):
+    """latf_pool=step with 2 accumulated micro-batches of b examples trains like one micro-batch
+    of 2b (the same examples, docs/method.md §2.2): the same LATF ratios, selection counts,
+    losses and gradient norms over 5 steps. The default (micro-batch) pool with 2 micro-batches
+    differs from both (its own IDTS median and top-k per micro-batch)."""
+    common = ("max_steps=5", f"loss_input={loss_input}", *LIVELY_LATF, "idts=on")
+    b = resolve_preset("smoke").batch_size
+    runs = {
+        "pooled": train(smoke(*common, "grad_accum=2", "latf_pool=step"), tmp_path / "pooled"),
+        "one": train(smoke(*common, "grad_accum=1", f"batch_size={2 * b}"), tmp_path / "one"),
+        "micro": train(smoke(*common, "grad_accum=2"), tmp_path / "micro"),
+    }
+    pooled, one, micro = (RunDir(runs[k]).read_metrics() for k in ("pooled", "one", "micro"))
+    assert [m["ratio"] for m in pooled] == [m["ratio"] for m in one]
+    assert [m["n_selected"] for m in pooled] == [m["n_selected"] for m in one]
+    for key in ("loss", "kd", "mean_tau", "grad_norm"):
+        assert [m[key] for m in pooled] == pytest.approx([m[key] for m in one], rel=2e-5), key
+    assert pooled[0]["kd"] != pytest.approx(micro[0]["kd"], rel=1e-4)  # another IDTS median per micro-batch
+    assert json.loads((runs["pooled"] / "config.json").read_text())["config"]["latf_pool"] == "step"
+
+
 # ---------------------------------------------------------------- faults
 def test_non_finite_loss_is_skipped_and_logged(tmp_path, monkeypatch):
     real = trainer_mod.adakd_loss_from_hidden  # the default loss_input = hidden

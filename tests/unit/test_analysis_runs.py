@@ -385,6 +385,8 @@ def test_default_roots_and_samples(tmp_path, monkeypatch):
         ({"regime": "gkd", "divergence": "jsd", "latf": "off", "idts": "off"}, "GKD/jsd"),
         ({"regime": "distillm", "divergence": "srkl"}, "DistiLLM/srkl + AdaKD"),
         ({"base_temperature": 2.0, "kd_ratio": 0.5}, "rkl + AdaKD (τ=2, kd_ratio=0.5)"),
+        ({"latf_pool": "step"}, "rkl + AdaKD (pool=step)"),
+        ({"latf_pool": "step", "latf": "off", "idts": "off"}, "rkl"),  # nothing is selected or tempered
     ],
 )
 def test_method_label(overrides, label):
