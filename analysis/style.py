@@ -1,8 +1,8 @@
 """Paper-ready look for every figure: colours, fonts, axis labels with units.
 
 GROUP_COLORS follow the paper (hard blue, easy orange; mid grey). RUN_COLORS is the
-Okabe-Ito colour-blind-safe palette for one line per run. `apply_style(fig)` gives a white
-template, readable font sizes and visible axes; every figure function calls it last.
+Okabe-Ito colour-blind-safe palette (its yellow swapped for a dark wine) for one line per run.
+`apply_style(fig)` gives a white template, readable font sizes and visible axes; every figure function calls it last.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import plotly.graph_objects as go
 
 GROUP_ORDER = ("hard", "mid", "easy")
 GROUP_COLORS = {"hard": "#1f77b4", "mid": "#7f7f7f", "easy": "#ff7f0e"}
-RUN_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#000000", "#F0E442"]
+# Okabe-Ito without its yellow (#F0E442, barely visible on white), then Paul Tol's wine.
+RUN_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#000000", "#882255"]
 DIFFICULTY_SCALE = "Viridis"
 FONT_FAMILY = "Arial, Helvetica, sans-serif"
 FONT_SIZE = 14

@@ -84,9 +84,15 @@ def token_diff_frame(run_a: Run, run_b: Run) -> pd.DataFrame:
 # ---------------------------------------------------------------- several runs
 
 
-@st.cache_data(max_entries=SEVERAL_RUNS_ENTRIES, show_spinner=False, hash_funcs=BY_RUN_FILES)
+@st.cache_data(max_entries=4 * PER_RUN_ENTRIES, show_spinner=False, hash_funcs=BY_RUN_FILES)
+def run_curve(run: Run, metric: str, smoothing: float) -> pd.DataFrame:
+    return compare.run_curve(run, metric, smoothing)
+
+
 def loss_curves_frame(runs: list[Run], metric: str, smoothing: float) -> pd.DataFrame:
-    return compare.loss_curves_frame(runs, metric=metric, smoothing=smoothing)
+    """Not cached as a whole: each run's curve is (``run_curve``), so adding a run to the
+    comparison computes that run's curve only; the legends depend on all of them."""
+    return compare.with_legends([run_curve(run, metric, smoothing) for run in runs])
 
 
 @st.cache_data(max_entries=SEVERAL_RUNS_ENTRIES, show_spinner=False, hash_funcs=BY_RUN_FILES)

@@ -51,59 +51,119 @@ STATUS_COLORS = {
 def loss_curves_frame(runs: list[Run], metric: str = "kd", smoothing: float = 0.0) -> pd.DataFrame:
     """One row per (run, logged step) of `metric` (a metrics.jsonl column).
 
-    smoothed: exponential moving average with weight w = `smoothing` in [0, 1):
-    s_0 = v_0, s_t = w·s_{t−1} + (1−w)·v_t (TensorBoard's smoothing; w = 0 leaves the values).
-    label: method_label of the run; legend: the label, or "label · run name" when several
-    runs share it. Runs that never logged the metric are left out.
+    smoothed: the bias-corrected exponential moving average of weight w = `smoothing` in [0, 1)
+    (``ema``; w = 0 leaves the values). label: method_label of the run; legend: the label, or
+    "label · seed N" when several runs share the label and their seeds tell them apart, else
+    "label · run name". Runs that never logged the metric are left out.
     """
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), not {smoothing}")
     if runs and metric not in runs[0].metrics.columns:
         raise ValueError(f"unknown metric {metric!r}; metrics columns: {', '.join(runs[0].metrics.columns)}")
-    labels = [method_label(run.config) for run in runs]
-    parts = []
-    for run, label in zip(runs, labels, strict=True):
-        rows = run.metrics[["step", metric]].dropna()
-        if rows.empty:
-            continue
-        legend = label if labels.count(label) == 1 else f"{label} · {run.name}"
-        values = rows[metric].to_numpy(dtype=float)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "run": run.name,
-                    "label": label,
-                    "legend": legend,
-                    "seed": run.seed,
-                    "metric": metric,
-                    "step": rows["step"].to_numpy(),
-                    "value": values,
-                    "smoothed": ema(values, smoothing),
-                }
-            )
-        )
-    if not parts:
+    return with_legends([run_curve(run, metric, smoothing) for run in runs])
+
+
+def run_curve(run: Run, metric: str, smoothing: float) -> pd.DataFrame:
+    """One run's rows of ``loss_curves_frame`` before the legends (which depend on the other
+    runs): a page caches this per run, so adding a run computes only that run's curve."""
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), not {smoothing}")
+    if metric not in run.metrics.columns:  # never logged (or no metrics at all): left out
         return pd.DataFrame(columns=LOSS_CURVE_COLUMNS)
-    return pd.concat(parts, ignore_index=True)[LOSS_CURVE_COLUMNS]
+    rows = run.metrics[["step", metric]].dropna()
+    values = rows[metric].to_numpy(dtype=float)
+    label = method_label(run.config)
+    return pd.DataFrame(
+        {
+            "run": run.name,
+            "label": label,
+            "legend": label,
+            "seed": run.seed,
+            "metric": metric,
+            "step": rows["step"].to_numpy(),
+            "value": values,
+            "smoothed": ema(values, smoothing),
+        },
+        columns=LOSS_CURVE_COLUMNS,
+    )
+
+
+def with_legends(curves: list[pd.DataFrame]) -> pd.DataFrame:
+    """The runs' curves (``run_curve``) in one frame, each legend made unique among them."""
+    curves = [c.copy() for c in curves if not c.empty]
+    if not curves:
+        return pd.DataFrame(columns=LOSS_CURVE_COLUMNS)
+    labels = [str(c["label"].iloc[0]) for c in curves]
+    seeds = [c["seed"].iloc[0] for c in curves]
+    for curve, label in zip(curves, labels, strict=True):
+        same = [seed for other, seed in zip(labels, seeds, strict=True) if other == label]
+        if len(same) == 1:
+            continue
+        seed = curve["seed"].iloc[0]
+        by_seed = seed is not None and not pd.isna(seed) and same.count(seed) == 1
+        curve["legend"] = f"{label} · seed {int(seed)}" if by_seed else f"{label} · {curve['run'].iloc[0]}"
+    return pd.concat(curves, ignore_index=True)[LOSS_CURVE_COLUMNS]
 
 
 def ema(values: np.ndarray, weight: float) -> np.ndarray:
-    """s_0 = v_0, s_t = weight·s_{t−1} + (1 − weight)·v_t over a 1-D array."""
+    """Bias-corrected exponential moving average of a 1-D array (as Adam's moments):
+
+        m_t = w·m_{t−1} + (1 − w)·v_t,  m_{−1} = 0;    ŝ_t = m_t / (1 − w^{t+1})
+
+    i.e. ŝ_t = Σ_{i ≤ t} w^{t−i} v_i / Σ_{i ≤ t} w^{t−i}: a weighted mean of the values so far,
+    with no lag towards the first value (w = 0 leaves the values unchanged)."""
     out = np.empty(len(values), dtype=float)
+    m = 0.0
     for i, v in enumerate(values):
-        out[i] = v if i == 0 else weight * out[i - 1] + (1.0 - weight) * v
+        m = weight * m + (1.0 - weight) * v
+        out[i] = m / (1.0 - weight ** (i + 1))
     return out
 
 
-def loss_curves_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """One line per run (named by its `legend`) of the smoothed values; when smoothing is on,
-    the raw values as a faint line of the same colour (named "<legend> (raw)", no legend)."""
+# Line styles cycled with the colours, so runs with identical curves stay visible (a dashed line
+# over a solid one) and the figure reads in greyscale.
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "cross", "triangle-down")
+
+
+def loss_curves_figure(
+    df: pd.DataFrame, title: str | None = None, *, log_y: bool = False, aggregate_seeds: bool = False
+) -> go.Figure:
+    """One line per run (named by its `legend`) of the smoothed values, each with its own colour,
+    dash and marker; when smoothing is on, the raw values as a faint line of the same colour
+    (named "<legend> (raw)", no legend). Hover shows every run at the step.
+
+    aggregate_seeds: runs sharing a method label (runs that differ only by seed) become one mean
+    line with a ± one standard deviation band over them, at the steps all of them logged
+    ("<label> (mean ± std, n seeds)"). log_y: logarithmic y axis."""
     if df.empty:
         return empty_figure("None of the selected runs logged this metric.", title)
     fig = go.Figure()
-    for i, (legend, rows) in enumerate(df.groupby("legend", sort=False)):
-        color = run_color(i)
-        if not np.allclose(rows["smoothed"], rows["value"], equal_nan=True):
+    groups = (
+        _seed_groups(df)
+        if aggregate_seeds
+        else [(legend, rows, 1) for legend, rows in df.groupby("legend", sort=False)]
+    )
+    for i, (legend, rows, n) in enumerate(groups):
+        color, dash, symbol = run_color(i), DASHES[i % len(DASHES)], SYMBOLS[i % len(SYMBOLS)]
+        if n > 1:
+            band_x = list(rows["step"]) + list(rows["step"])[::-1]
+            band_y = list(rows["smoothed"] + rows["std"]) + list(rows["smoothed"] - rows["std"])[::-1]
+            fig.add_trace(
+                go.Scatter(
+                    x=band_x,
+                    y=band_y,
+                    fill="toself",
+                    fillcolor=color,
+                    opacity=0.18,
+                    line={"width": 0},
+                    name=f"{legend} (± std)",
+                    legendgroup=legend,
+                    showlegend=False,
+                    hoverinfo="skip",
+                )
+            )
+        elif not np.allclose(rows["smoothed"], rows["value"], equal_nan=True):
             fig.add_trace(
                 go.Scatter(
                     x=rows["step"],
@@ -112,7 +172,7 @@ def loss_curves_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
                     name=f"{legend} (raw)",
                     legendgroup=legend,
                     showlegend=False,
-                    line={"color": color, "width": 1},
+                    line={"color": color, "width": 1, "dash": dash},
                     opacity=0.25,
                     hoverinfo="skip",
                 )
@@ -121,17 +181,41 @@ def loss_curves_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
             go.Scatter(
                 x=rows["step"],
                 y=rows["smoothed"],
-                mode="lines",
+                mode="lines+markers",
                 name=legend,
                 legendgroup=legend,
-                line={"color": color, "width": 2.2},
-                hovertemplate=f"{legend}<br>step %{{x}}: %{{y:.4f}}<extra></extra>",
+                line={"color": color, "width": 2.2, "dash": dash},
+                marker={"symbol": symbol, "size": 7, "color": color, "maxdisplayed": 12},
+                hovertemplate=f"{legend}: %{{y:.4f}}<extra></extra>",
             )
         )
     metric = str(df["metric"].iloc[0])
     fig.update_xaxes(title_text=LABELS["step"])
-    fig.update_yaxes(title_text=LABELS.get(metric, metric))
+    fig.update_yaxes(title_text=LABELS.get(metric, metric), type="log" if log_y else "linear")
+    fig.update_layout(hovermode="x unified")
     return apply_style(fig, title)
+
+
+def _seed_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame, int]]:
+    """(legend, rows with step / smoothed (the mean) / value / std, number of runs) per method
+    label; a label with one run keeps its own rows and legend."""
+    groups = []
+    for label, rows in df.groupby("label", sort=False):
+        runs = list(dict.fromkeys(rows["run"]))
+        if len(runs) == 1:
+            groups.append((str(rows["legend"].iloc[0]), rows, 1))
+            continue
+        wide = rows.pivot_table(index="step", columns="run", values="smoothed").dropna()  # steps all logged
+        mean = pd.DataFrame(
+            {
+                "step": wide.index.to_numpy(),
+                "smoothed": wide.mean(axis=1).to_numpy(),
+                "value": wide.mean(axis=1).to_numpy(),
+                "std": wide.std(axis=1, ddof=1).to_numpy(),
+            }
+        )
+        groups.append((f"{label} (mean ± std, {len(runs)} seeds)", mean, len(runs)))
+    return groups
 
 
 # ---------------------------------------------------------------- Fig. 3c–d: c sweep

@@ -26,7 +26,7 @@ from app import loaders  # noqa: E402
 curves, sweep, results, diff = st.tabs(["Loss curves", "IDTS strength c", "Tables", "Token diff"])
 
 with curves:
-    c1, c2 = st.columns([2, 3])
+    c1, c2, c3 = st.columns([2, 3, 2])
     metric = c1.segmented_control("Curve", ["kd", "loss", "ce", "ratio"], default="kd", key="compare-metric")
     smoothing = c2.slider(
         "Smoothing",
@@ -35,17 +35,28 @@ with curves:
         0.0,
         0.05,
         key="compare-smoothing",
-        help="Exponential moving average weight (as in TensorBoard); raw values stay faint.",
+        help="Exponential moving average weight, bias-corrected (no lag towards the first steps); "
+        "raw values stay faint.",
+    )
+    log_y = c3.toggle("Log scale", key="compare-log-y")
+    aggregate = c3.toggle(
+        "Mean ± std over seeds",
+        key="compare-aggregate",
+        help="Runs of the same method (they differ only by seed) as one mean line with a ± one standard "
+        "deviation band, at the steps all of them logged.",
     )
     with ui.guarded("the loss curves"):
         df = loaders.loss_curves_frame(runs, metric or "kd", smoothing)
-        fig = compare.loss_curves_figure(df, title=f"{metric or 'kd'} over training")
+        fig = compare.loss_curves_figure(
+            df, title=f"{metric or 'kd'} over training", log_y=log_y, aggregate_seeds=aggregate
+        )
         ui.figure(
             fig,
             df,
             f"compare-{metric or 'kd'}-curves",
             key="curves",
-            caption="One line per run (label: method and seed).",
+            caption="One line per run, each with its own colour, dash and marker (label: the method, "
+            "with the seed or the run name when several runs share it).",
         )
 
 with sweep:

@@ -158,6 +158,20 @@ def test_compare_defaults_to_one_sweep_not_every_run(env):
     assert sorted(at.multiselect[0].value) == sorted([str(env / "adakd-c0.3"), str(env / "plain-kd")])
 
 
+def test_compare_curves_in_log_scale_and_over_seeds():
+    """The sample ablation's three seeds per arm: with "Mean ± std over seeds" each arm is one
+    mean line (and its band); "Log scale" turns the y axis logarithmic."""
+    ablation = sorted((analysis_runs.SAMPLE_RUNS_DIR / "ablation").glob("seed=*"))
+    at = open_page("views/compare.py", selected=[ablation[0]])
+    at.toggle(key="compare-aggregate").set_value(True).run()
+    at.toggle(key="compare-log-y").set_value(True).run()
+    no_failure(at)
+    curves = next(f for f in charts(at) if f["layout"]["title"]["text"] == "kd over training")
+    means = [t["name"] for t in curves["data"] if t["name"].endswith("seeds)")]
+    assert sorted(means) == ["rkl (mean ± std, 3 seeds)", "rkl + AdaKD (mean ± std, 3 seeds)"]
+    assert curves["layout"]["yaxis"]["type"] == "log"
+
+
 def test_comparison_default_without_a_sweep_selection():
     import pandas as pd
 

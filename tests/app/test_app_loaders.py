@@ -22,24 +22,24 @@ from tests.rundir_factory import make_run
 def computed(monkeypatch):
     """Names of the runs each analysis call behind the loaders below was made for, in order."""
     names: list[str] = []
-    loss_ratio, loss_curves = dynamics.loss_ratio_frame, compare.loss_curves_frame
+    loss_ratio, run_curve = dynamics.loss_ratio_frame, compare.run_curve
 
     def count_loss_ratio(run):
         names.append(run.name)
         return loss_ratio(run)
 
-    def count_loss_curves(runs, **settings):
-        names.append("+".join(r.name for r in runs))
-        return loss_curves(runs, **settings)
+    def count_run_curve(run, *settings):
+        names.append(run.name)
+        return run_curve(run, *settings)
 
     monkeypatch.setattr(dynamics, "loss_ratio_frame", count_loss_ratio)
-    monkeypatch.setattr(compare, "loss_curves_frame", count_loss_curves)
+    monkeypatch.setattr(compare, "run_curve", count_run_curve)
     loaders.loss_ratio_frame.clear()
-    loaders.loss_curves_frame.clear()
+    loaders.run_curve.clear()
     R.clear_cache()
     yield names
     loaders.loss_ratio_frame.clear()
-    loaders.loss_curves_frame.clear()
+    loaders.run_curve.clear()
     R.clear_cache()
 
 
@@ -71,15 +71,21 @@ def test_a_training_run_gets_new_frames_as_it_writes(tmp_path, computed):
     assert computed == ["live", "live"]
 
 
-def test_a_list_of_runs_is_keyed_on_each_run(tmp_path, computed):
-    a, b = make_run(tmp_path, "a", steps=4), make_run(tmp_path, "b", steps=4)
+def test_a_list_of_runs_is_computed_run_by_run(tmp_path, computed):
+    """The Compare page's curves: each run's curve is cached on its own files, so a second look,
+    a new write to one run or one more run in the comparison computes only what changed."""
+    a, b, c = (make_run(tmp_path, n, steps=4) for n in "abc")
     for _ in range(2):
         loaders.loss_curves_frame(R.load_runs([a, b]), "kd", 0.0)
-    loaders.loss_curves_frame(R.load_runs([a, b]), "kd", 0.5)  # another setting: another frame
+    assert computed == ["a", "b"]
+    loaders.loss_curves_frame(R.load_runs([a, b]), "kd", 0.5)  # another setting: other curves
+    assert computed == ["a", "b", "a", "b"]
     log_step(b, 5)
     curves = loaders.loss_curves_frame(R.load_runs([a, b]), "kd", 0.0)
-    assert computed == ["a+b", "a+b", "a+b"]
+    assert computed == ["a", "b", "a", "b", "b"]
     assert curves.groupby("run")["step"].max().to_dict() == {"a": 4, "b": 5}
+    loaders.loss_curves_frame(R.load_runs([a, b, c]), "kd", 0.0)  # one more run: only its curve
+    assert computed == ["a", "b", "a", "b", "b", "c"]
 
 
 def test_a_run_whose_process_died_is_recomputed_as_crashed(tmp_path, computed):

@@ -337,7 +337,9 @@ def test_loss_curves_frame_values_and_smoothing(tmp_path):
     assert list(df.columns) == LOSS_CURVE_COLUMNS
     rows_a = df[df["run"] == "a"]
     assert rows_a["value"].tolist() == [1.0, 2.0, 4.0]
-    assert rows_a["smoothed"].tolist() == [1.0, 1.5, 2.75]  # s = 0.5·s + 0.5·v
+    # bias-corrected EMA by hand, w = 0.5: weights w^{t-i} normalised over the values so far
+    # t=0: 1; t=1: (0.5·1 + 2)/1.5 = 5/3; t=2: (0.25·1 + 0.5·2 + 4)/1.75 = 3
+    assert rows_a["smoothed"].tolist() == pytest.approx([1.0, 5 / 3, 3.0])
     rows_b = df[df["run"] == "b"]
     assert rows_b["value"].tolist() == pytest.approx([6 / (1 + 0.1 * s) for s in range(1, 6)])
     assert set(df["legend"]) == {"rkl + AdaKD", "rkl"}
@@ -354,11 +356,58 @@ def test_loss_curves_figure_one_line_per_run(tmp_path):
     runs.append(load_run(make_run(tmp_path, "no-metrics", metrics=False)))
     df = loss_curves_frame(runs)
     fig = loss_curves_figure(df)
-    assert names(fig) == ["rkl + AdaKD · s0", "rkl + AdaKD · s1", "rkl + fixed r=0.75"]
+    assert names(fig) == ["rkl + AdaKD · seed 0", "rkl + AdaKD · seed 1", "rkl + fixed r=0.75"]
     smooth = loss_curves_figure(loss_curves_frame(runs, smoothing=0.6))
     assert len(smooth.data) == 6
-    assert names(smooth)[:2] == ["rkl + AdaKD · s0 (raw)", "rkl + AdaKD · s0"]
+    assert names(smooth)[:2] == ["rkl + AdaKD · seed 0 (raw)", "rkl + AdaKD · seed 0"]
+    # identical curves stay distinguishable: colour, dash and marker differ per run
     assert len({t.line.color for t in fig.data}) == 3
+    assert len({t.line.dash for t in fig.data}) == 3 and len({t.marker.symbol for t in fig.data}) == 3
+    assert fig.layout.hovermode == "x unified" and fig.layout.yaxis.type == "linear"
+    assert loss_curves_figure(df, log_y=True).layout.yaxis.type == "log"
+
+
+def test_ema_is_bias_corrected():
+    """A constant stays constant from the first step (no lag), w = 0 is the identity, and each
+    value is the normalised w^{t-i}-weighted mean of the values so far."""
+    assert ema(np.full(5, 3.0), 0.9) == pytest.approx(np.full(5, 3.0))
+    values = np.array([4.0, 1.0, 7.0, 2.0])
+    assert ema(values, 0.0).tolist() == values.tolist()
+    w = 0.8
+    expected = [sum(w ** (t - i) * values[i] for i in range(t + 1)) / sum(w**k for k in range(t + 1)) for t in range(4)]
+    assert ema(values, w) == pytest.approx(expected)
+
+
+def test_loss_curves_mean_and_std_over_seeds(tmp_path):
+    """Two seeds of one method (loss scales 1 and 3) and another method: the seeds become one mean
+    line with a ± std band at their shared steps; the other method keeps its own line."""
+    runs = [
+        load_run(make_run(tmp_path, f"s{seed}", config={"seed": seed}, steps=4, loss_scale=scale))
+        for seed, scale in ((0, 1.0), (1, 3.0))
+    ]
+    runs.append(load_run(make_run(tmp_path, "plain", config={"latf": "off", "idts": "off"}, steps=4)))
+    df = loss_curves_frame(runs)
+    fig = loss_curves_figure(df, aggregate_seeds=True)
+    assert names(fig) == ["rkl + AdaKD (mean ± std, 2 seeds) (± std)", "rkl + AdaKD (mean ± std, 2 seeds)", "rkl"]
+    a, b = (df[df["run"] == n]["value"].to_numpy() for n in ("s0", "s1"))
+    mean = fig.data[1]
+    assert list(mean.y) == pytest.approx((a + b) / 2)
+    std = np.abs(a - b) / np.sqrt(2)  # sample std of two values
+    band = np.array(fig.data[0].y)
+    assert band[:4] == pytest.approx((a + b) / 2 + std)
+    assert band[4:] == pytest.approx(((a + b) / 2 - std)[::-1])
+
+
+def test_adding_a_run_keeps_the_other_runs_curves(tmp_path):
+    """loss_curves_frame is the per-run curves with legends: the same rows as each run's own
+    run_curve (what the Compare page caches per run)."""
+    from analysis.figures.compare import run_curve, with_legends
+
+    runs = [load_run(make_run(tmp_path, n, config={"seed": i}, steps=5)) for i, n in enumerate("ab")]
+    whole = loss_curves_frame(runs, smoothing=0.3)
+    parts = with_legends([run_curve(r, "kd", 0.3) for r in runs])
+    pd.testing.assert_frame_equal(whole, parts)
+    assert run_curve(runs[0], "no-such-metric", 0.0).empty  # a run that never logged it is left out
 
 
 # ---------------------------------------------------------------- Fig. 3c–d
