@@ -142,7 +142,7 @@ def loss_curves_figure(
     groups = (
         _seed_groups(df)
         if aggregate_seeds
-        else [(legend, rows, 1) for legend, rows in df.groupby("legend", sort=False)]
+        else [(str(legend), rows, 1) for legend, rows in df.groupby("legend", sort=False)]
     )
     for i, (legend, rows, n) in enumerate(groups):
         color, dash, symbol = run_color(i), DASHES[i % len(DASHES)], SYMBOLS[i % len(SYMBOLS)]
