@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.runs import Run
-from app import state
+from app import state, url_state
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +138,16 @@ def runs_multi_picker(label: str = "Runs", *, key: str, where=None, default_all:
     if where is not None and len(table):
         table = table[table.apply(where, axis=1)]
     paths = table["path"].astype(str).tolist()
-    if key not in st.session_state or any(p not in paths for p in st.session_state[key]):
+
+    def default() -> list[str]:
         chosen = [p for p in state.selected_paths() if p in paths]
-        st.session_state[key] = paths if default_all else comparison_default(table, chosen)
+        return paths if default_all else comparison_default(table, chosen)
+
+    # kept across pages and in the URL; runs deleted since (or not in a shared link's roots) drop out
+    value = url_state.keep(key, default, url_state.RUNS)
+    if any(p not in paths for p in value):
+        st.session_state[key] = [p for p in value if p in paths] or default()
+        url_state.keep(key, default, url_state.RUNS)
     return st.multiselect(label, paths, key=key, format_func=_run_label(table))
 
 

@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub from
 
 import streamlit as st  # noqa: E402
 
-from app import state  # noqa: E402
+from app import state, url_state  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -38,6 +38,8 @@ PAGES = {
 }
 
 page = st.navigation(PAGES)
+# The runs selected on the Runs page, in the URL too: a reload or a shared link keeps them.
+url_state.keep(state.SELECTED, [], url_state.RUNS)
 with st.sidebar:
     st.caption(f"Runs folder: `{state.runs_root()}`")
     selected = st.session_state.get(state.SELECTED) or []

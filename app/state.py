@@ -80,7 +80,8 @@ def selected_paths() -> list[str]:
     chosen = [p for p in st.session_state.get(SELECTED, []) if p in known]
     if not chosen and known:
         chosen = [default_run(table)]
-    st.session_state[SELECTED] = chosen
+    if chosen != st.session_state.get(SELECTED):
+        set_selected(chosen)
     return chosen
 
 
@@ -91,4 +92,7 @@ def default_run(table: pd.DataFrame) -> str:
 
 
 def set_selected(paths: Iterable[str | os.PathLike]) -> None:
+    from app import url_state
+
     st.session_state[SELECTED] = [str(p) for p in paths]
+    url_state.keep(SELECTED, [], url_state.RUNS)  # the session's copy and the URL follow at once

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app import components as ui
-from app import state
+from app import state, url_state
 
 ui.header(
     "Compare",
@@ -25,15 +25,20 @@ from app import loaders  # noqa: E402
 
 curves, sweep, results, diff = st.tabs(["Loss curves", "IDTS strength c", "Tables", "Token diff"])
 
+CURVES = ["kd", "loss", "ce", "ratio"]
+# Every choice below is kept across pages and in the URL (app/url_state.py), so no widget gets a default.
+url_state.keep("compare-metric", "kd", url_state.choice(CURVES))
+url_state.keep("compare-smoothing", 0.0, url_state.number(0.0, 0.95))
+url_state.keep("compare-log-y", False, url_state.BOOL)
+url_state.keep("compare-aggregate", False, url_state.BOOL)
 with curves:
     c1, c2, c3 = st.columns([2, 3, 2])
-    metric = c1.segmented_control("Curve", ["kd", "loss", "ce", "ratio"], default="kd", key="compare-metric")
+    metric = c1.segmented_control("Curve", CURVES, key="compare-metric")
     smoothing = c2.slider(
         "Smoothing",
         0.0,
         0.95,
-        0.0,
-        0.05,
+        step=0.05,
         key="compare-smoothing",
         help="Exponential moving average weight, bias-corrected (no lag towards the first steps); "
         "raw values stay faint.",
@@ -93,6 +98,7 @@ with results:
             "table4": "Table 4 — ratio schedule",
             "table5": "Table 5 — temperature strategy",
         }
+        url_state.keep("compare-paper-table", "table1", url_state.choice(list(names)))
         table = st.selectbox(
             "Paper table",
             list(names),

@@ -213,3 +213,29 @@ def test_download_one_png(page, server):
     assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:40]
     assert len(data) > 5_000
     assert download.value.suggested_filename.endswith(".png")
+
+
+def test_compare_choices_survive_navigation_and_reload(page, server):
+    """A shared link opens the Compare page on its runs and curve; leaving the page through the
+    sidebar and coming back, and reloading, keep them (app/url_state.py)."""
+    open_and_check(page, f"{server}/compare?compare-runs=plain-kd&compare-metric=ce", "Compare", 1)
+    picker = page.locator('[data-testid="stMultiSelect"]').first
+    assert "plain-kd" in picker.inner_text() and "adakd-demo" not in picker.inner_text()
+    assert "compare-metric=ce" in page.url
+
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Runs").click()
+    page.get_by_role("heading", name="Runs", level=1).wait_for()
+    settle(page)
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Compare").click()
+    page.get_by_role("heading", name="Compare", level=1).wait_for()
+    settle(page)
+    picker = page.locator('[data-testid="stMultiSelect"]').first
+    assert "plain-kd" in picker.inner_text() and "adakd-demo" not in picker.inner_text()
+    assert "compare-runs=plain-kd" in page.url and "compare-metric=ce" in page.url
+
+    page.reload()
+    page.get_by_role("heading", name="Compare", level=1).wait_for()
+    settle(page)
+    picker = page.locator('[data-testid="stMultiSelect"]').first
+    assert "plain-kd" in picker.inner_text() and "adakd-demo" not in picker.inner_text()
+    page.screenshot(path=str(SHOTS / "compare-from-url.png"))
