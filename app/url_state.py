@@ -23,7 +23,7 @@ path, a sample run as ``sample_runs/<relative path>``, anything else as its abso
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,21 +108,25 @@ def integer(low: int, high: int) -> Codec:
     return Codec(lambda v: [str(int(v))], decode)
 
 
-def choice(options: list[str] | tuple[str, ...]) -> Codec:
-    """One of ``options`` (a select box's or segmented control's)."""
+def choice(options: Sequence[Any]) -> Codec:
+    """One of ``options`` (a select box's, radio's or segmented control's), written as its str."""
 
-    def decode(values: list[str]) -> str:
-        if values[0] not in options:
-            raise ValueError(values[0])
-        return values[0]
+    def decode(values: list[str]) -> Any:
+        for option in options:
+            if str(option) == values[0]:
+                return option
+        raise ValueError(values[0])
 
     return Codec(lambda v: [str(v)], decode)
 
 
-def keep(key: str, default: Any, codec: Codec) -> Any:
+def keep(key: str, default: Any, codec: Codec, valid: Callable[[Any], bool] | None = None) -> Any:
     """Restore and record the value of the widget (or session value) ``key``; returns it.
-    ``default`` may be a function, called only when nothing is remembered."""
+    ``default`` may be a function, called only when nothing is remembered (or when ``valid``
+    refuses the remembered value: e.g. a probe example that another run does not have)."""
     session = st.session_state
+    if valid is not None and key in session and not valid(session[key]):
+        session[key] = default() if callable(default) else default
     if key not in session:
         if COPY + key in session:
             session[key] = session[COPY + key]
@@ -132,6 +136,8 @@ def keep(key: str, default: Any, codec: Codec) -> Any:
             except (ValueError, IndexError):  # a hand-edited or stale link: the default instead
                 session[key] = default() if callable(default) else default
         else:
+            session[key] = default() if callable(default) else default
+        if valid is not None and not valid(session[key]):
             session[key] = default() if callable(default) else default
     value = session[key]
     session[COPY + key] = value

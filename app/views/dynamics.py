@@ -4,6 +4,7 @@ for GKD / DistiLLM runs, a small panel of the student-generated data each step t
 import streamlit as st
 
 from app import components as ui
+from app import url_state
 
 ui.header(
     "Token dynamics",
@@ -17,10 +18,11 @@ from analysis.figures.regime import regime_figure  # noqa: E402
 from app import loaders  # noqa: E402
 
 st.subheader("Distillation loss and LATF ratio r")
+# the page's choices are kept across pages and in the URL (app/url_state.py): no widget defaults
+url_state.keep("dynamics-metric", "kd", url_state.choice(["kd", "loss", "ce"]))
 metric = st.segmented_control(
     "Loss shown",
     ["kd", "loss", "ce"],
-    default="kd",
     key="dynamics-metric",
     help="kd: the AdaKD/KD term; loss: the total objective; ce: student cross-entropy on the labels",
 )
@@ -62,6 +64,7 @@ if run.tokens.empty:
 
 st.subheader("Difficulty of each response token over training")
 examples = sorted(int(e) for e in run.tokens["example"].unique())
+url_state.keep("dynamics-example", examples[0], url_state.choice(examples), valid=lambda e: e in examples)
 example = st.selectbox("Probe example", examples, key="dynamics-example", format_func=lambda e: f"example {e}")
 with ui.guarded("the difficulty heat map"):
     df = loaders.difficulty_heatmap_frame(run, example)
@@ -76,6 +79,7 @@ with ui.guarded("the difficulty heat map"):
     )
 
 st.subheader("Hard / mid / easy groups")
+url_state.keep("dynamics-split", "current", url_state.choice(["current", "paper"]))
 split = st.radio(
     "Groups",
     ["current", "paper"],

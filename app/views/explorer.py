@@ -4,7 +4,7 @@ import streamlit as st
 
 from analysis import run_student
 from app import components as ui
-from app import jobs, models, state
+from app import jobs, models, state, url_state
 
 ui.header(
     "Token explorer",
@@ -67,6 +67,8 @@ source_col, prompt_col = st.columns([2, 3], gap="large")
 
 with source_col:
     st.subheader("Models")
+    # the page's choices are kept across pages and in the URL (app/url_state.py): no widget defaults
+    url_state.keep("explorer-source", "run", url_state.choice(["run", "tiny"]))
     kind = st.radio(
         "Teacher and student",
         ["run", "tiny"],
@@ -124,17 +126,19 @@ with prompt_col:
             help="Empty: the teacher's greedy reply is scored.",
         )
         c1, c2, c3 = st.columns(3)
+        url_state.keep("explorer-r", 0.5, url_state.number(0.05, 1.0))
+        url_state.keep("explorer-c", 0.5, url_state.number(0.0, 2.0))
+        url_state.keep("explorer-max-new", 48, url_state.integer(8, 128))
         ratio = c1.slider(
             "LATF ratio r",
             0.05,
             1.0,
-            0.5,
-            0.05,
+            step=0.05,
             key="explorer-r",
             help="Share of tokens LATF keeps: top r/2 hard, next r/2 mid",
         )
-        c = c2.slider("IDTS strength c", 0.0, 2.0, 0.5, 0.05, key="explorer-c")
-        max_new = c3.slider("Max reply tokens", 8, 128, 48, 8, key="explorer-max-new")
+        c = c2.slider("IDTS strength c", 0.0, 2.0, step=0.05, key="explorer-c")
+        max_new = c3.slider("Max reply tokens", 8, 128, step=8, key="explorer-max-new")
         go = st.form_submit_button("Analyse", type="primary", icon=":material/search:")
 
 if go:
@@ -159,6 +163,7 @@ from analysis import explorer  # noqa: E402
 
 source = "your reference" if result.response_source == "reference" else "the teacher's greedy reply"
 st.markdown(f"**Reply scored** ({source}, {len(result.tokens)} tokens): {result.response}")
+url_state.keep("explorer-color", explorer.COLOR_OPTIONS[0], url_state.choice(explorer.COLOR_OPTIONS))
 color_by = st.selectbox("Colour tokens by", explorer.COLOR_OPTIONS, key="explorer-color")
 with ui.guarded("the token map"):
     fig = explorer.explorer_tokens_figure(result, color_by=color_by, tokens_per_row=TOKENS_PER_ROW)

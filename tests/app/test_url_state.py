@@ -93,3 +93,15 @@ def test_run_ids_round_trip(env, monkeypatch):  # noqa: F811
     assert url_state.run_id(elsewhere) == elsewhere
     for path in (own, sample, elsewhere):
         assert url_state.run_path(url_state.run_id(path)) == path
+
+
+def test_one_run_pages_and_the_explorer_read_their_choices_from_the_url(env):  # noqa: F811
+    at = opened("views/dynamics.py", {"dynamics-metric": "ce", "dynamics-split": "paper", "dynamics-example": "9"})
+    assert at.segmented_control(key="dynamics-metric").value == "ce"
+    assert at.radio(key="dynamics-split").value == "paper"
+    examples = at.selectbox(key="dynamics-example").options
+    assert at.selectbox(key="dynamics-example").value == 0 and "example 9" not in examples  # no such example
+    at = opened("views/explorer.py", {"explorer-r": "0.25", "explorer-c": "1.5", "explorer-source": "tiny"})
+    assert at.slider(key="explorer-r").value == pytest.approx(0.25)
+    assert at.slider(key="explorer-c").value == pytest.approx(1.5)
+    assert at.radio(key="explorer-source").value == "tiny"
