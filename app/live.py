@@ -20,6 +20,14 @@ from app.train_form import sweep_args
 
 REFRESH_SECONDS = 2.0
 WATCH = "train-watch"  # session key: the run (or sweep folder) shown in the live panel
+WATCH_SELECT = "train-watch-select"  # the "Watching" select box's key
+STOPPING = "train-stopping"  # session key: ids of the jobs whose Stop was pressed (until they end)
+
+
+def watch(run_dir: str) -> None:
+    """Make the live panel show `run_dir` on its next run (the Train page's Start does this)."""
+    st.session_state[WATCH] = run_dir
+    st.session_state[WATCH_SELECT] = run_dir
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -75,9 +83,9 @@ def live_panel(root: Path) -> None:
             train_link=False,
         )
         return
-    if st.session_state.get("train-watch-select") not in options:
-        st.session_state["train-watch-select"] = options[0]
-    watched = st.selectbox("Watching", options, key="train-watch-select", format_func=lambda p: Path(p).name)
+    if st.session_state.get(WATCH_SELECT) not in options:
+        st.session_state[WATCH_SELECT] = options[0]
+    watched = st.selectbox("Watching", options, key=WATCH_SELECT, format_func=lambda p: Path(p).name)
     st.session_state[WATCH] = watched
     path = Path(watched)
     job = jobs.job_for_run(root, path, include_exited=True)
@@ -87,26 +95,43 @@ def live_panel(root: Path) -> None:
         _run(root, path, job)
 
 
+def _request_stop(root: Path, job: jobs.Job) -> None:
+    """The Stop / Cancel button's callback: signal the job and remember that it is stopping."""
+    outcome = jobs.stop(root, job)
+    if outcome == "stopping":
+        st.session_state.setdefault(STOPPING, set()).add(job.id)
+    st.toast(
+        {
+            "stopping": f"Stopping {job.name}: saving a checkpoint …",
+            "cancelled": f"Cancelled {job.name}",
+            "gone": f"{job.name} had already ended",
+        }[outcome]
+    )
+
+
 def _controls(root: Path, path: Path, job: jobs.Job | None, run=None) -> None:
     live = job is not None and job.live
     row = st.container(horizontal=True, gap="small")
     cols = (row, row)
-    if live:
+    stopping: set[str] = st.session_state.setdefault(STOPPING, set())
+    if live and job.id in stopping:  # Stop was pressed: the run checkpoints, then its job ends
+        cols[0].button(
+            "Stopping …",
+            key=f"stopping-{path}",
+            icon=":material/hourglass_top:",
+            disabled=True,
+            help="Finishing the current step and saving a checkpoint.",
+        )
+    elif live:
         label = "Cancel" if job.state == "queued" else "Stop"
-        if cols[0].button(
+        cols[0].button(
             label,
             key=f"stop-{path}",
             icon=":material/stop_circle:",
             help="Stops after the current step, saves a checkpoint: resume later.",
-        ):
-            outcome = jobs.stop(root, job)
-            st.toast(
-                {
-                    "stopping": f"Stopping {path.name}: saving a checkpoint …",
-                    "cancelled": f"Cancelled {path.name}",
-                    "gone": f"{path.name} had already ended",
-                }[outcome]
-            )
+            on_click=_request_stop,  # before the rerun, so the rerun already shows "Stopping …"
+            args=(root, job),
+        )
     elif run is not None and run.state == "running":  # started by hand in a terminal
         if cols[0].button("Stop", key=f"stop-pid-{path}", icon=":material/stop_circle:"):
             jobs.stop_pid(int(run.status.get("pid", 0)))

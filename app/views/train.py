@@ -8,7 +8,7 @@ from adakd.config import DEVICES, DIVERGENCES, IDTS_MODES, LATF_KINDS, RunConfig
 from adakd.config_docs import form_help
 from adakd.presets import PRESETS
 from app import components as ui
-from app import jobs, state
+from app import jobs, live, state
 from app.live import live_panel
 from app.train_form import PRESET_HELP, build_request
 
@@ -251,7 +251,7 @@ with form_col:
             except (RuntimeError, OSError) as err:
                 st.error(f"Could not start: {err}")
             else:
-                st.session_state["train-watch"] = str(request.run_dir)
+                live.watch(str(request.run_dir))  # the panel follows the run just started
                 st.session_state.pop(name_key, None)
                 blocked = jobs.queue_position(job, jobs.list_jobs(root))[1]
                 st.toast(f"{'Queued' if blocked else 'Started'} {job.name}")

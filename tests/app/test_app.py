@@ -336,8 +336,10 @@ def test_train_page_launches_stops_and_resumes_a_smoke_run(tmp_path, monkeypatch
     root = tmp_path / "runs"
     monkeypatch.setenv("ADAKD_RUNS", str(root))
     run_dir = root / "smoke-app"
+    make_run(root, "older", steps=3)  # watched first: Start must switch the panel to the new run
     try:
         at = open_page("views/train.py")
+        assert at.selectbox(key="train-watch-select").value == str(root / "older")
         at.selectbox(key="train-preset").set_value("smoke").run()
         at.text_input(key="train-name-single-smoke").input("smoke-app").run()
         # enough steps that Stop lands mid-run even on a fast machine
@@ -345,6 +347,7 @@ def test_train_page_launches_stops_and_resumes_a_smoke_run(tmp_path, monkeypatch
         no_failure(at)
         at.button(key="train-launch").click().run()
         no_failure(at)
+        assert at.selectbox(key="train-watch-select").value == str(run_dir)  # follows the new run
 
         wait(at, lambda: metric_steps(run_dir), 180, "the first logged step")
         no_failure(at)
@@ -354,6 +357,9 @@ def test_train_page_launches_stops_and_resumes_a_smoke_run(tmp_path, monkeypatch
         assert (run_dir / "train.log").exists()
 
         at.button(key=f"stop-{run_dir}").click().run()
+        if jobs.list_jobs(root):  # still checkpointing: the button says so at once
+            assert any(b.key == f"stopping-{run_dir}" and b.disabled for b in at.button)
+            assert not any(b.key == f"stop-{run_dir}" for b in at.button)
         wait(at, lambda: status(run_dir).get("state") == "stopped" and not jobs.list_jobs(root), 120, "the run to stop")
         no_failure(at)
         stopped_at = status(run_dir)["step"]
