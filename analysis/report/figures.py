@@ -77,7 +77,8 @@ def build_figures(study: Study) -> dict[str, tuple[go.Figure, str]]:
             group_reading(full),
         )
     # Fig. 1 bottom is the paper's motivation, measured on plain KD; AdaKD's run beside it
-    base = _pick(study, lambda r: component(r) == "base")
+    # the reverse-KL ablation's base (lowest seed), not another divergence's plain arm
+    base = study.arm("base") or _pick(study, lambda r: component(r) == "base")
     for suffix, run in (("_plain_kd", base), ("", full)):
         if run is None or run.gradients.empty:
             continue

@@ -87,6 +87,20 @@ def failing_metrics(base_runs: list[Run]) -> set[str]:
     return {column for column, label in GATE_LABELS.items() if label in failed}
 
 
+def paired_heldout(runs: list[Run], arm: str, column: str) -> tuple[float, float, int] | None:
+    """(mean, 95 % half-width, seeds) of `column` of ablation arm `arm` minus base of the same
+    training seed, over the seeds that have both; None below two pairs."""
+    base = {r.seed: r for r in runs if component(r) == "base"}
+    d = [
+        final_average(r, "student", column) - final_average(base[r.seed], "student", column)
+        for r in runs
+        if component(r) == arm and r.seed in base
+    ]
+    d = [x for x in d if not math.isnan(x)]
+    interval = paired_interval(d)
+    return None if interval is None else (interval[0], interval[1], len(d))
+
+
 def _paired_text(runs: list[Run]) -> str:
     base = {r.seed: r for r in runs if component(r) == "base"}
     unranked = failing_metrics(list(base.values()))

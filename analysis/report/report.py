@@ -10,12 +10,12 @@ from analysis.figures import gradient_frame, histogram_frame
 from analysis.report.competence_section import competence_section
 from analysis.report.figures import build_figures, ema_lag
 from analysis.report.gate_section import gate_section
-from analysis.report.heldout_section import heldout_section
+from analysis.report.heldout_section import failing_metrics, heldout_section, paired_heldout
 from analysis.report.markdown import compare, fmt, md_table
 from analysis.report.numbers import group_medians, paired_ce_difference, paired_ce_se, probe_summary, ratio_summary
 from analysis.report.settings import PAPER_TABLE2, REGENERATE, WINDOW
 from analysis.report.setup_sections import noise_section, setup_section
-from analysis.report.study import Study
+from analysis.report.study import Study, component
 from analysis.report.table1_section import table1_section
 from analysis.report.table_sections import (
     c_section,
@@ -171,7 +171,10 @@ def verdict_section(study: Study, threshold: float) -> str:
             f"**ROUGE-L gain of AdaKD over base: {fmt(d, signed=True)} points** "
             f"(paper: {fmt(PAPER_TABLE2['full (AdaKD)'] - PAPER_TABLE2['base'], signed=True)}); "
             + (
-                "within our noise level, so neither a reproduction nor a refutation"
+                "not a finding: the study fails the validity gate on ROUGE-L (a trained student "
+                "already scores like the teacher), so it cannot rank methods here"
+                if "rouge_l" in failing_metrics([r for r in study.ablation if component(r) == "base"])
+                else "within our noise level, so neither a reproduction nor a refutation"
                 if abs(d) < threshold
                 else (
                     "same sign as the paper and above our noise level"
@@ -180,6 +183,18 @@ def verdict_section(study: Study, threshold: float) -> str:
                 )
             )
         )
+        heldout = [(arm, paired_heldout(study.ablation, arm, "ce")) for arm in ("+IDTS", "+LATF", "full (AdaKD)")]
+        shown = [(arm, x) for arm, x in heldout if x is not None]
+        if shown:
+            items.append(
+                "**Held-out CE** (the gate's metric that can rank here), each arm minus base of the "
+                "same seed, 95 % t interval: "
+                + ", ".join(
+                    f"{arm} {fmt(m, 3, signed=True)} ± {fmt(h, 3)} over {n} seeds "
+                    + ("(worse)" if m > h else "(better)" if m < -h else "(no difference shown)")
+                    for arm, (m, h, n) in shown
+                )
+            )
         by_seed = {name: study.paired_ce_by_seed(name) for name in ("full (AdaKD)", "+LATF", "+IDTS")}
         if len(by_seed["full (AdaKD)"]) >= 2:
             text = (

@@ -8,11 +8,13 @@ import math
 import numpy as np
 
 from adakd.divergences import resolve_params
+from analysis.report.heldout_section import failing_metrics, paired_interval
 from analysis.report.markdown import fmt, md_table
-from analysis.report.numbers import final_replies, final_rouge
+from analysis.report.numbers import final_replies, final_rouge, nan_mean
 from analysis.report.settings import PAPER_TABLE1_RKL, REGENERATE
 from analysis.report.study import Study, _cfg, component
 from analysis.runs import Run, method_label
+from analysis.validity import final_average
 
 
 def table1_section(study: Study, threshold: float) -> str:
@@ -23,47 +25,49 @@ def table1_section(study: Study, threshold: float) -> str:
         return method_label({**run.config, "latf": "off", "idts": "off"})
 
     divs = list(dict.fromkeys(base_of(r) for r in runs))
+    arms = {
+        (div, comp): [r for r in runs if base_of(r) == div and component(r) == comp]
+        for div in divs
+        for comp in ("base", "full (AdaKD)")
+    }
+    rouge = {key: nan_mean([final_rouge(r) for r in part]) for key, part in arms.items()}
+    ce = {key: _heldout_ce(part) for key, part in arms.items()}
     rows, deltas = [], {}
     for div in divs:
-        cells, seeds = [], []
-        for comp in ("base", "full (AdaKD)"):
-            part = [r for r in runs if base_of(r) == div and component(r) == comp]
-            cells.append(float(np.mean([final_rouge(r) for r in part])) if part else math.nan)
-            seeds.append(str(len(part)))
-        deltas[div] = cells[1] - cells[0]
+        plain, ada = (div, "base"), (div, "full (AdaKD)")
+        deltas[div] = rouge[ada] - rouge[plain]
         paper = PAPER_TABLE1_RKL if div == "rkl" else (math.nan, math.nan)
         rows.append(
             [
                 div,
-                fmt(cells[0]),
-                fmt(cells[1]),
+                fmt(rouge[plain]),
+                fmt(rouge[ada]),
                 fmt(deltas[div], signed=True),
-                " / ".join(seeds),
+                fmt(nan_mean(ce[plain]), 3),
+                fmt(nan_mean(ce[ada]), 3),
+                fmt(nan_mean(ce[ada]) - nan_mean(ce[plain]), 3, signed=True),
+                f"{len(arms[plain])} / {len(arms[ada])}",
                 fmt(paper[0]),
                 fmt(paper[1]),
                 fmt(paper[1] - paper[0], signed=True),
             ]
         )
     if study.sft:  # the SFT baseline has no AdaKD variant
+        sft_ce = fmt(nan_mean(_heldout_ce(study.sft)), 3)
         rows.append(
-            [
-                "SFT",
-                fmt(float(np.mean([final_rouge(r) for r in study.sft]))),
-                "–",
-                "–",
-                f"{len(study.sft)} / –",
-                "–",
-                "–",
-                "–",
-            ]
+            ["SFT", fmt(nan_mean([final_rouge(r) for r in study.sft])), "–", "–", sft_ce, "–", "–"]
+            + [f"{len(study.sft)} / –", "–", "–", "–"]
         )
     out.append(
         md_table(
             [
                 "method",
-                "plain (ours)",
-                "+ AdaKD (ours)",
-                "Δ (ours)",
+                "ROUGE-L plain",
+                "ROUGE-L + AdaKD",
+                "Δ ROUGE-L",
+                "held-out CE plain",
+                "held-out CE + AdaKD",
+                "Δ CE",
                 "seeds (plain / AdaKD)",
                 "plain (paper)",
                 "+ AdaKD (paper)",
@@ -74,15 +78,23 @@ def table1_section(study: Study, threshold: float) -> str:
     )
     out += [
         "",
-        "ROUGE-L of the final student, averaged over its seeds. The paper's per-method numbers "
-        "other than reverse KL are not restated here (docs/method.md gives only that row).",
+        "ROUGE-L and held-out CE (nats, lower is better) of the final student, each averaged over "
+        "its seeds. The paper's columns are ROUGE-L; its per-method numbers other than reverse KL "
+        "are not restated here (docs/method.md gives only that row).",
     ]
-    beyond = [f"{d} ({fmt(v, signed=True)})" for d, v in deltas.items() if abs(v) >= threshold]
-    within = [d for d, v in deltas.items() if abs(v) < threshold]
     if deltas:
+        unranked = "rouge_l" in failing_metrics([r for r in study.ablation if component(r) == "base"])
+        beyond = [f"{d} ({fmt(v, signed=True)})" for d, v in deltas.items() if abs(v) >= threshold]
+        within = [d for d, v in deltas.items() if abs(v) < threshold]
         out += [
             "",
-            "Reading: "
+            "Reading, ROUGE-L: "
+            + (
+                "not a finding whatever its size, the study fails the validity gate on ROUGE-L "
+                "(a trained student already scores like the teacher). "
+                if unranked
+                else ""
+            )
             + (
                 f"Δ within the {fmt(threshold, 1)}-point noise level for {', '.join(within)}"
                 if within
@@ -91,6 +103,7 @@ def table1_section(study: Study, threshold: float) -> str:
             + (f"; beyond it: {', '.join(beyond)}" if beyond else "")
             + ".",
         ]
+    out += ce_delta_reading(divs, arms)
     out += degenerate_replies_reading(runs, base_of)
     out += data_regime_reading(runs, base_of)
     missing = [d for d in ("fkl", "jsd", "srkl", "ab") if d not in divs]
@@ -102,9 +115,71 @@ def table1_section(study: Study, threshold: float) -> str:
     return "\n".join(out)
 
 
+def _heldout_ce(runs: list[Run]) -> list[float]:
+    """The final students' held-out CE, one per run that has it."""
+    return [v for r in runs if not math.isnan(v := final_average(r, "student", "ce"))]
+
+
+def ce_delta_reading(divs: list[str], arms: dict[tuple[str, str], list[Run]]) -> list[str]:
+    """Each method's Δ held-out CE (AdaKD − plain, means over seeds). A method with two or more
+    seeds in both arms is read as the component ablation is (heldout_section): differences
+    paired by training seed, with their 95 % t interval. The others (one seed an arm) against a
+    noise limit 2·s·√(1/n_plain + 1/n_AdaKD), s the largest std over seeds of any arm with two
+    or more seeds. [] when no arm has several seeds (no spread to read against)."""
+    ce = {key: _heldout_ce(part) for key, part in arms.items()}
+    spreads = {key: float(np.std(v, ddof=1)) for key, v in ce.items() if len(v) >= 2}
+    if not spreads:
+        return []
+    s_key = max(spreads, key=lambda k: spreads[k])
+    s = spreads[s_key]
+    groups: dict[str, list[str]] = {"lower": [], "within": [], "higher": []}
+    for div in divs:
+        plain, ada = arms[(div, "base")], arms[(div, "full (AdaKD)")]
+        by_seed = {r.seed: final_average(r, "student", "ce") for r in plain}
+        paired = [final_average(r, "student", "ce") - by_seed[r.seed] for r in ada if r.seed in by_seed]
+        interval = paired_interval([d for d in paired if not math.isnan(d)])
+        if interval is not None:
+            d, limit = interval
+            noise = f"paired by seed, 95 % interval ± {fmt(limit, 3)}"
+        elif ce[(div, "base")] and ce[(div, "full (AdaKD)")]:
+            d = float(np.mean(ce[(div, "full (AdaKD)")])) - float(np.mean(ce[(div, "base")]))
+            limit = 2 * s * math.sqrt(1 / len(ce[(div, "base")]) + 1 / len(ce[(div, "full (AdaKD)")]))
+            noise = f"noise {fmt(limit, 3)}"
+        else:
+            continue
+        side = "lower" if d < -limit else "higher" if d > limit else "within"
+        groups[side].append(f"{div} {fmt(d, 3, signed=True)} ({noise})")
+    parts = [
+        f"{label} {', '.join(groups[side])}"
+        for side, label in (
+            ("lower", "AdaKD lowers it beyond noise for"),
+            ("within", "within noise for"),
+            ("higher", "AdaKD raises it beyond noise for"),
+        )
+        if groups[side]
+    ]
+    signs = [float(np.mean(ce[(d, "full (AdaKD)")])) - float(np.mean(ce[(d, "base")])) for d in divs]
+    signs = [x for x in signs if not math.isnan(x)]
+    if len(signs) >= 3:  # one direction across methods says more than each single-seed row
+        parts.append(
+            f"AdaKD's held-out CE is above plain's for {sum(x > 0 for x in signs)} of the {len(signs)} methods"
+        )
+    return [
+        "",
+        "Reading, held-out CE: methods with several seeds per arm are paired by seed; the others "
+        f"are read against the noise limit 2·s·√(1/n + 1/n) with s = {fmt(s, 3)}, the std over "
+        f"the {len(ce[s_key])} seeds of {s_key[0]} {'plain' if s_key[1] == 'base' else '+ AdaKD'} "
+        "(the largest of the arms with several seeds); "
+        + "; ".join(parts)
+        + ". A row with one seed per arm reads a single training seed: a difference beyond noise "
+        "there is a lead to re-run with more seeds, not a finding.",
+    ]
+
+
 def data_regime_reading(runs: list[Run], base_of) -> list[str]:
-    """Which data each student-generated-data run actually trained on (metrics' data_source):
-    a DistiLLM run whose adaptive probability never left 0 is its divergence on ground truth."""
+    """Which data each student-generated-data run actually trained on (metrics' data_source),
+    and for DistiLLM where its adaptive probability φ went: a DistiLLM run whose φ never left 0
+    is its divergence on ground truth (said so, and checked against the ground-truth twin)."""
 
     def same_objective(a: Run, b: Run) -> bool:
         name = _cfg(a, "divergence")
@@ -129,25 +204,52 @@ def data_regime_reading(runs: list[Run], base_of) -> list[str]:
             + ", ".join(f"{r.label} {k} of {n}" for r, (k, n) in zip(part, counts, strict=True))
             + " logged steps trained on student-generated replies"
         )
-        if regime == "distillm" and all(k == 0 for k, _ in counts):
-            twins = [
-                t
-                for r in part
-                for t in runs
-                if _cfg(t, "regime", "ground_truth") == "ground_truth"
-                and same_objective(r, t)
-                and final_rouge(t) == final_rouge(r)
-            ]
-            text += (
-                ". DistiLLM's student-data probability stayed 0: it rises only when the "
-                "validation CE comes back above its reference, and a student that is still "
-                f"learning keeps improving, so these runs are plain {_cfg(part[0], 'divergence')} "
-                "on the data"
-            )
-            if len(twins) == len(part):
-                text += " and score exactly as the " + " and ".join(t.label for t in twins) + " runs"
+        if regime == "distillm":
+            idle = [r for r, (k, _) in zip(part, counts, strict=True) if k == 0 and _phi_rise(r) is None]
+            for run in part:
+                rise = _phi_rise(run)
+                if rise is not None:
+                    text += f". {run.label}: φ rose to {fmt(rise[1])} at step {rise[0]}"
+            if idle:
+                twins = [
+                    t
+                    for r in idle
+                    for t in runs
+                    if _cfg(t, "regime", "ground_truth") == "ground_truth"
+                    and same_objective(r, t)
+                    and final_rouge(t) == final_rouge(r)
+                    and _same(final_average(t, "student", "ce"), final_average(r, "student", "ce"))
+                ]
+                text += (
+                    f". {' and '.join(r.label for r in idle)}: φ stayed 0 (DistiLLM raises it only "
+                    "when the validation CE comes back above its reference, and a student that is "
+                    f"still learning keeps improving), so {'this run is' if len(idle) == 1 else 'these runs are'} "
+                    f"plain {_cfg(idle[0], 'divergence')} on the data"
+                )
+                if len(twins) == len(idle):
+                    text += (
+                        f" and score{'s' * (len(idle) == 1)} exactly as the "
+                        + " and ".join(t.label for t in twins)
+                        + f" run{'s' * (len(twins) > 1)}"
+                    )
         lines.append(text)
     return ["", "Data regimes: " + "; ".join(lines) + "."] if lines else []
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal, or both missing (a run evaluated before the held-out protocol has no CE)."""
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _phi_rise(run: Run) -> tuple[int, float] | None:
+    """(first step, highest value) of DistiLLM's student-data probability φ when it ever left 0."""
+    if "student_data_prob" not in run.metrics:
+        return None
+    phi = run.metrics[["step", "student_data_prob"]].dropna()
+    raised = phi[phi["student_data_prob"] > 0]
+    if raised.empty:
+        return None
+    return int(raised["step"].iloc[0]), float(raised["student_data_prob"].max())
 
 
 def degenerate_replies_reading(runs: list[Run], base_of) -> list[str]:

@@ -83,3 +83,14 @@ def test_a_metric_on_which_base_fails_the_gate_gives_no_finding(tmp_path):
     text = heldout_section(Study(runs))
     assert "-2.00 ± 0.00 (not a finding: the gate fails on this metric)" in text
     assert "+0.200 ± 0.000 (worse)" in text  # CE: every seed +0.2
+
+    # the report's verdict list says the same: no ROUGE-L verdict, CE worse by the same interval
+    from analysis.report.heldout_section import paired_heldout
+    from analysis.report.report import verdict_section
+
+    mean, half, n = paired_heldout(runs, "full (AdaKD)", "ce")
+    assert (mean, half, n) == (pytest.approx(0.2), pytest.approx(0.0, abs=1e-12), 3)
+    assert paired_heldout(runs, "+IDTS", "ce") is None  # no such arm
+    verdicts = verdict_section(Study(runs), threshold=2.0)
+    assert "not a finding: the study fails the validity gate on ROUGE-L" in verdicts
+    assert "full (AdaKD) +0.200 ± 0.000 over 3 seeds (worse)" in verdicts

@@ -132,8 +132,8 @@ def test_report_tables_have_the_runs_numbers(script, root, tmp_path):
     assert "full (AdaKD) +4.00 (above)" in text
 
     # Table 1 shape: reverse KL plain 10 -> AdaKD 14 next to the paper's 31.70 -> 32.97
-    assert "| rkl | 10.00 | 14.00 | +4.00 | 1 / 1 | 31.70 | 32.97 | +1.27 |" in text
-    assert "| fkl | 8.00 | 9.50 | +1.50 | 1 / 1 | – | – | – |" in text
+    assert "| rkl | 10.00 | 14.00 | +4.00 | – | – | – | 1 / 1 | 31.70 | 32.97 | +1.27 |" in text
+    assert "| fkl | 8.00 | 9.50 | +1.50 | – | – | – | 1 / 1 | – | – | – |" in text
     assert "Not yet run: jsd, srkl, ab" in text
     # the forward-KL runs stay out of the reverse-KL ablation
     assert "| base | rkl | 10.00 | 1 | +0.00 |" in text and "fkl + AdaKD | 9.50" not in text
@@ -331,7 +331,7 @@ def test_table1_reads_noise_and_the_data_each_regime_used(tmp_path):
         )
     text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
     # srkl and DistiLLM/srkl: 5.0 -> 8.0 = +3.00, beyond the 2.0-point floor; GKD has no AdaKD arm
-    assert "| srkl | 5.00 | 8.00 | +3.00 | 1 / 1 |" in text
+    assert "| srkl | 5.00 | 8.00 | +3.00 | – | – | – | 1 / 1 |" in text
     assert "beyond it: srkl (+3.00), DistiLLM/srkl (+3.00)" in text
     assert "GKD/jsd 3 of 6 logged steps trained on student-generated replies" in text
     assert "DistiLLM/srkl 0 of 6, DistiLLM/srkl + AdaKD 0 of 6" in text
@@ -377,7 +377,7 @@ def test_tables_3_and_5_one_row_per_arm(tmp_path):
     assert "Not yet run: fixed τ = 0.8, fixed τ = 1.2, fixed τ = e^-0.5, inverse IDTS (c = 0.5)" in text
     assert "Not yet run: forward KL, reverse KL, Jensen–Shannon, cross-entropy" in text
     assert "| SFT | SFT | 5.00 | 1 |" in text  # Table 2's SFT row
-    assert "| SFT | 5.00 | – | – | 1 / – |" in text  # Table 1's
+    assert "| SFT | 5.00 | – | – | – | – | – | 1 / – |" in text  # Table 1's
     R.clear_cache()
 
 
@@ -424,4 +424,73 @@ def test_heldout_ce_reading_against_the_methods_arm(tmp_path):
     assert "Lower beyond noise: fixed τ = 1 -0.350 (noise 0.183)" in line
     assert "Within noise: CTKD -0.050 (noise 0.231)" in line
     assert "Higher beyond noise" not in line
+    R.clear_cache()
+
+
+def test_table1_reads_heldout_ce_paired_by_seed_and_against_noise(tmp_path):
+    """Table 1 with held-out CE. rkl: plain 3.8 / 3.9 / 4.0 and AdaKD 4.0 / 4.3 / 4.1 over seeds
+    0-2 -> paired d = 0.2, 0.4, 0.1: mean 0.2333, sd 0.15275, 95 % half-width
+    4.303·0.15275/√3 = 0.379 -> within. s = 0.15275 (both rkl arms). fkl 3.0 -> 3.5 (one seed): noise 2·s·√2 = 0.432, Δ +0.5 ->
+    higher beyond noise. jsd 3.0 -> 2.9: Δ −0.1 within. Signs: 2 of 3 above plain."""
+    R.clear_cache()
+    root = tmp_path / "sample_runs"
+    arms = {
+        ("rkl", "base"): [3.8, 3.9, 4.0],
+        ("rkl", "full"): [4.0, 4.3, 4.1],
+        ("fkl", "base"): [3.0],
+        ("fkl", "full"): [3.5],
+        ("jsd", "base"): [3.0],
+        ("jsd", "full"): [2.9],
+    }
+    for (div, arm), ces in arms.items():
+        for seed, ce in enumerate(ces):
+            record = {
+                "step": STEPS,
+                "model": "student",
+                "rouge_l": {"chatterbot": 10.0},
+                "rouge_l_avg": 10.0,
+                "ce": {"chatterbot": ce},
+                "ce_avg": ce,
+                "n": {"chatterbot": 100},
+            }
+            make_run(
+                root / "divergences",
+                f"divergence={div},ablation={arm},seed={seed}",
+                config={**(BASE if arm == "base" else FULL), "divergence": div, "seed": seed},
+                steps=STEPS,
+                evals=[record],
+                tokens=False,
+                gradients=False,
+            )
+    text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
+    assert "| rkl | 10.00 | 10.00 | +0.00 | 3.900 | 4.133 | +0.233 | 3 / 3 |" in text
+    assert "| fkl | 10.00 | 10.00 | +0.00 | 3.000 | 3.500 | +0.500 | 1 / 1 |" in text
+    line = next(line for line in text.splitlines() if line.startswith("Reading, held-out CE"))
+    assert "s = 0.153" in line
+    within = line.split("within noise for ")[1].split(";")[0]
+    assert "rkl +0.233 (paired by seed, 95 % interval ± 0.379)" in within
+    assert "jsd -0.100 (noise 0.432)" in within and "fkl" not in within
+    assert "AdaKD raises it beyond noise for fkl +0.500 (noise 0.432)" in line
+    assert "AdaKD lowers it" not in line
+    assert "AdaKD's held-out CE is above plain's for 2 of the 3 methods" in line
+    R.clear_cache()
+
+
+def test_table1_says_when_distillms_phi_rose(tmp_path):
+    """φ (student_data_prob) 0 for steps 1-2, 0.1 at 3-4, 0.2 at 5-6: 'rose to 0.20 at step 3';
+    the run trained on student replies at steps 4 and 6, so it is not called plain srkl."""
+    from tests.rundir_factory import make_metrics
+
+    R.clear_cache()
+    root = tmp_path / "sample_runs"
+    config = {**FULL, "divergence": "srkl", "regime": "distillm"}
+    rows = make_metrics(6, config)
+    for row in rows:
+        row["student_data_prob"] = {1: 0.0, 2: 0.0, 3: 0.1, 4: 0.1, 5: 0.2, 6: 0.2}[row["step"]]
+        row["data_source"] = "student" if row["step"] in (4, 6) else "ground_truth"
+    make_run(root / "table1", "distillm-adakd", config=config, steps=6, metrics=rows, tokens=False, gradients=False)
+    text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
+    assert "DistiLLM/srkl + AdaKD 2 of 6 logged steps trained on student-generated replies" in text
+    assert "DistiLLM/srkl + AdaKD: φ rose to 0.20 at step 3" in text
+    assert "φ stayed 0" not in text
     R.clear_cache()
