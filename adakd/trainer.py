@@ -145,6 +145,10 @@ def resume(run_dir: str | os.PathLike, *, on_step: StepCallback | None = None) -
         saved_step = status.get("step")
         session.step = saved_step if isinstance(saved_step, int) else 0
         session.last_checkpoint = status.get("last_checkpoint")
+        # why the run needs resuming, for its resume event: "stopped", "failed", "crashed" (marked
+        # running, process gone: killed), ... and the step it had reached then (its later log
+        # lines, a failure's event included, are dropped when the checkpoint is restored)
+        session.interrupted = {"previous_state": run.effective_state(), "previous_step": session.step}
         if first_rank:
             ckpt.clean_leftovers(run.path)
         return session.start_resumed(found)
@@ -158,6 +162,7 @@ class _Run(RunTasks):
         self.main = dist_info.rank == 0
         self.on_step = on_step
         self.step = 0
+        self.interrupted: dict = {}  # resume(): the state and step the run was left in
         self.position = 0
         self.last_checkpoint: int | None = None
         self.tokens_frame: pd.DataFrame | None = None
@@ -297,7 +302,9 @@ class _Run(RunTasks):
                 "running", step=step, total_steps=self.config.max_steps, last_checkpoint=self.last_checkpoint
             )
             where = f"checkpoint step {step}" if found else "the start (no checkpoint was written)"
-            self.run.event(step, "resume", f"resumed from {where}", checkpoint=found and str(found[1]))
+            self.run.event(
+                step, "resume", f"resumed from {where}", checkpoint=found and str(found[1]), **self.interrupted
+            )
             for problem in problems:  # reported, never silent: the damaged data is kept aside
                 log.warning("%s: %s", self.run.path, problem)
                 self.run.event(step, "warning", problem)

@@ -8,6 +8,7 @@ file reads and one or two small charts.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ import streamlit as st
 
 from app import components as ui
 from app import jobs, state
+from app.eta import eta_seconds
 from app.train_form import sweep_args
 
 REFRESH_SECONDS = 2.0
@@ -200,9 +202,9 @@ def _progress_text(run, step: int, total: int) -> str:
             parts.append(f"r {last['ratio']:.2f}")
         if pd.notna(last.get("tokens_per_s")):
             parts.append(f"{last['tokens_per_s']:.0f} tok/s")
-        secs = m["step_seconds"].dropna().tail(10)
-        if run.state == "running" and len(secs) and step < total:
-            parts.append(f"about {_duration(float(secs.mean()) * (total - step))} left")
+        left = eta_seconds(m, run.events, step, total)
+        if run.state == "running" and step < total and math.isfinite(left):
+            parts.append(f"about {_duration(left)} left")
     return " · ".join(parts)
 
 

@@ -13,10 +13,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from analysis.figures.interruptions import interruptions
 from analysis.runs import Run, method_label
 from analysis.style import GROUP_COLORS, LABELS, apply_style, empty_figure, run_color, token_label
 
-LOSS_CURVE_COLUMNS = ["run", "label", "legend", "seed", "metric", "step", "value", "smoothed"]
+LOSS_CURVE_COLUMNS = ["run", "label", "legend", "seed", "metric", "step", "value", "smoothed", "interruption"]
 C_SWEEP_COLUMNS = ["method", "c", "dataset", "rouge_l_mean", "rouge_l_std", "n_seeds"]
 TOKEN_DIFF_COLUMNS = [
     "example",
@@ -52,7 +53,9 @@ def loss_curves_frame(runs: list[Run], metric: str = "kd", smoothing: float = 0.
     """One row per (run, logged step) of `metric` (a metrics.jsonl column).
 
     smoothed: the bias-corrected exponential moving average of weight w = `smoothing` in [0, 1)
-    (``ema``; w = 0 leaves the values). label: method_label of the run; legend: the label, or
+    (``ema``; w = 0 leaves the values). interruption: on the first row logged after a resume
+    (or the last one before a stop that was not resumed), what happened there
+    (analysis.figures.interruptions), else None. label: method_label of the run; legend: the label, or
     "label · seed N" when several runs share the label and their seeds tell them apart, else
     "label · run name". Runs that never logged the metric are left out.
     """
@@ -73,6 +76,7 @@ def run_curve(run: Run, metric: str, smoothing: float) -> pd.DataFrame:
     rows = run.metrics[["step", metric]].dropna()
     values = rows[metric].to_numpy(dtype=float)
     label = method_label(run.config)
+    steps = rows["step"].to_numpy()
     return pd.DataFrame(
         {
             "run": run.name,
@@ -80,12 +84,28 @@ def run_curve(run: Run, metric: str, smoothing: float) -> pd.DataFrame:
             "legend": label,
             "seed": run.seed,
             "metric": metric,
-            "step": rows["step"].to_numpy(),
+            "step": steps,
             "value": values,
             "smoothed": ema(values, smoothing),
+            "interruption": _interruption_column(steps, interruptions(run.events)),
         },
         columns=LOSS_CURVE_COLUMNS,
     )
+
+
+def _interruption_column(steps: np.ndarray, marks: pd.DataFrame) -> list[str | None]:
+    """Each mark's label on the row where the curve shows it: the first logged step ≥ a resume's
+    step (training continues after it), the last logged step ≤ a stop's or failure's; several
+    marks on one row are joined with "; "."""
+    column: list[str | None] = [None] * len(steps)
+    for step, kind, label in zip(marks["step"], marks["kind"], marks["label"], strict=True):
+        if kind == "resumed":
+            at = int(np.searchsorted(steps, step, side="left"))
+        else:
+            at = int(np.searchsorted(steps, step, side="right")) - 1
+        if 0 <= at < len(steps):
+            column[at] = label if column[at] is None else f"{column[at]}; {label}"
+    return column
 
 
 def with_legends(curves: list[pd.DataFrame]) -> pd.DataFrame:
@@ -131,7 +151,9 @@ def loss_curves_figure(
 ) -> go.Figure:
     """One line per run (named by its `legend`) of the smoothed values, each with its own colour,
     dash and marker; when smoothing is on, the raw values as a faint line of the same colour
-    (named "<legend> (raw)", no legend). Hover shows every run at the step.
+    (named "<legend> (raw)", no legend); a run's stops and resumes as vertical ticks on its
+    line ("<legend>: stop / resume", no legend; not on seed means). Hover shows every run at
+    the step.
 
     aggregate_seeds: runs sharing a method label (runs that differ only by seed) become one mean
     line with a ± one standard deviation band over them, at the steps all of them logged
@@ -189,6 +211,21 @@ def loss_curves_figure(
                 hovertemplate=f"{legend}: %{{y:.4f}}<extra></extra>",
             )
         )
+        marked = rows[rows["interruption"].notna()] if n == 1 and "interruption" in rows else rows.iloc[:0]
+        if not marked.empty:  # on the run's own line: several runs' stops stay told apart
+            fig.add_trace(
+                go.Scatter(
+                    x=marked["step"],
+                    y=marked["smoothed"],
+                    mode="markers",
+                    name=f"{legend}: stop / resume",
+                    legendgroup=legend,
+                    showlegend=False,
+                    marker={"symbol": "line-ns", "size": 18, "line": {"width": 3, "color": color}},
+                    text=marked["interruption"],
+                    hovertemplate=f"{legend}: %{{text}}<extra></extra>",
+                )
+            )
     metric = str(df["metric"].iloc[0])
     fig.update_xaxes(title_text=LABELS["step"])
     fig.update_yaxes(title_text=LABELS.get(metric, metric), type="log" if log_y else "linear")

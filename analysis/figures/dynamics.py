@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from analysis.figures.interruptions import interruptions, mark_interruptions
 from analysis.runs import Run
 from analysis.style import (
     DIFFICULTY_SCALE,
@@ -222,7 +223,8 @@ def loss_ratio_figure(
     events: the run's events frame; "ratio_change" events (logged at the step whose loss
     moved r) become markers on the r axis at (step + 1, new r), the first step using the new
     r, named "ratio change"; "skipped_step" events crosses on the loss line
-    named "skipped step". Traces: metric, "ratio r", then the event traces present.
+    named "skipped step"; stops, crashes and resumes dotted vertical lines
+    (analysis.figures.interruptions). Traces: metric, "ratio r", then the event traces present.
     """
     if metric not in df.columns:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(df.columns[1:])}")
@@ -281,6 +283,7 @@ def loss_ratio_figure(
                 ),
                 secondary_y=False,
             )
+        mark_interruptions(fig, interruptions(events))
     fig.update_xaxes(title_text=LABELS["step"])
     fig.update_yaxes(title_text=LABELS.get(metric, metric), secondary_y=False)
     fig.update_yaxes(

@@ -61,7 +61,8 @@ with curves:
             f"compare-{metric or 'kd'}-curves",
             key="curves",
             caption="One line per run, each with its own colour, dash and marker (label: the method, "
-            "with the seed or the run name when several runs share it).",
+            "with the seed or the run name when several runs share it). A vertical tick on a line marks "
+            "where that run was stopped, crashed or resumed (hover it for what happened).",
         )
 
 with sweep:

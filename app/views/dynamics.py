@@ -36,7 +36,8 @@ with ui.guarded("the loss curve"):
         df,
         f"{run.name}-loss-ratio",
         key="loss-ratio",
-        caption="Diamonds: LATF ratio changes (hover for old → new r); crosses: skipped steps.",
+        caption="Diamonds: LATF ratio changes (hover for old → new r); crosses: skipped steps; "
+        "dotted lines: where the run was stopped, crashed or resumed (hover the word at the top).",
     )
 
 with ui.guarded("the student-data panel"):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rundir_factory import make_run
+from tests.rundir_factory import make_events, make_run
 
 pytestmark = pytest.mark.browser
 
@@ -90,10 +90,24 @@ def server(tmp_path_factory):
         final_rouge={"chatterbot": 31.5},
         meta={"started_at": "2026-01-02T00:00:00Z"},
     )
+    plain = {"latf": "off", "idts": "off"}
+    events = make_events(20, plain, "finished")
+    at = next(i for i, e in enumerate(events) if e["step"] > 10)
+    events[at:at] = [  # stopped after step 10, resumed from its checkpoint
+        {"step": 10, "kind": "stopped", "message": "stopped on request", "time": "2026-01-01T00:00:30Z"},
+        {
+            "step": 10,
+            "kind": "resume",
+            "message": "resumed",
+            "time": "2026-01-01T00:00:40Z",
+            "previous_state": "stopped",
+        },
+    ]
     make_run(
         root,
         "plain-kd",
-        config={"latf": "off", "idts": "off"},
+        config=plain,
+        events=events,
         steps=20,
         probe_steps=[0, 10, 20],
         final_rouge={"chatterbot": 29.0},
@@ -239,3 +253,19 @@ def test_compare_choices_survive_navigation_and_reload(page, server):
     picker = page.locator('[data-testid="stMultiSelect"]').first
     assert "plain-kd" in picker.inner_text() and "adakd-demo" not in picker.inner_text()
     page.screenshot(path=str(SHOTS / "compare-from-url.png"))
+
+
+def test_a_stop_and_resume_is_marked_on_the_curves(page, server):
+    """plain-kd was stopped after step 10 and resumed: its loss / r curve on Token dynamics shows
+    a dotted line captioned "resumed", and its line on Compare a tick at step 10."""
+    open_and_check(page, f"{server}/dynamics?selected_runs=plain-kd", "Token dynamics", 3)
+    marks = page.locator('[data-testid="stPlotlyChart"] .annotation-text', has_text="resumed")
+    assert marks.count() == 1
+    page.screenshot(path=str(SHOTS / "dynamics-stop-resume.png"))
+    open_and_check(page, f"{server}/compare?compare-runs=plain-kd&compare-runs=adakd-demo", "Compare", 1)
+    ticks = page.evaluate(
+        """() => Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(
+            p => (p._fullData || []).filter(t => (t.name || '').endsWith(': stop / resume'))
+            .map(t => [t.name, Array.from(t.x)]))"""
+    )
+    assert len(ticks) == 1 and list(ticks[0][1]) == [10], ticks

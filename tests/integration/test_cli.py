@@ -165,6 +165,7 @@ def test_kill_9_leaves_a_readable_crashed_run_that_resumes(tmp_path, capsys):
     assert main(["list", "--root", str(run_dir.parent), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["state"] == "crashed"
 
+    reached = status["step"]  # what the killed process had recorded
     assert main(["resume", str(run_dir), "--quiet"]) == 0
     metrics = run.read_metrics()
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]  # step 4 redone from checkpoint 3, once
@@ -172,6 +173,8 @@ def test_kill_9_leaves_a_readable_crashed_run_that_resumes(tmp_path, capsys):
     events = run.read_events()
     resumed = [e for e in events if e["kind"] == "resume"]
     assert len(resumed) == 1 and resumed[0]["step"] == 3
+    # the resume says why (the truncation kept no trace of the kill otherwise)
+    assert (resumed[0]["previous_state"], resumed[0]["previous_step"]) == ("crashed", reached)
     assert [e["step"] for e in events if e["kind"] == "probe"] == [0, 3, 6]
     import pandas as pd
 

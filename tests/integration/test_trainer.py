@@ -173,6 +173,8 @@ def test_resume_equivalence(tmp_path):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
     kinds = [e["kind"] for e in RunDir(split).read_events()]
     assert kinds.count("resume") == 1 and kinds[-1] == "finished" and "stopped" in kinds
+    resumed = next(e for e in RunDir(split).read_events() if e["kind"] == "resume")
+    assert (resumed["step"], resumed["previous_state"], resumed["previous_step"]) == (4, "stopped", 4)
     assert RunDir(split).read_status()["state"] == "finished"
     with pytest.raises(ValueError, match="already finished"):
         resume(split)

@@ -430,8 +430,8 @@ def test_heldout_ce_reading_against_the_methods_arm(tmp_path):
 def test_table1_reads_heldout_ce_paired_by_seed_and_against_noise(tmp_path):
     """Table 1 with held-out CE. rkl: plain 3.8 / 3.9 / 4.0 and AdaKD 4.0 / 4.3 / 4.1 over seeds
     0-2 -> paired d = 0.2, 0.4, 0.1: mean 0.2333, sd 0.15275, 95 % half-width
-    4.303·0.15275/√3 = 0.379 -> within. s = 0.15275 (both rkl arms). fkl 3.0 -> 3.5 (one seed): noise 2·s·√2 = 0.432, Δ +0.5 ->
-    higher beyond noise. jsd 3.0 -> 2.9: Δ −0.1 within. Signs: 2 of 3 above plain."""
+    4.303·0.15275/√3 = 0.379 -> within. s = 0.15275 (both rkl arms). fkl 3.0 -> 3.5 (one seed):
+    noise 2·s·√2 = 0.432, Δ +0.5 -> higher beyond noise. jsd 3.0 -> 2.9: Δ −0.1 within. Signs: 2 of 3 above plain."""
     R.clear_cache()
     root = tmp_path / "sample_runs"
     arms = {
