@@ -28,6 +28,7 @@ import pandas as pd
 
 from adakd.columns import EVAL_COLUMNS, EVENT_COLUMNS, GRADIENT_COLUMNS, METRIC_COLUMNS, TOKEN_COLUMNS
 from adakd.metric_gaps import gap_problems
+from adakd.run_notes import read_notes
 from adakd.rundir import effective_state, latest_step
 from adakd.rundir import runs_root as _runs_root
 from analysis.labels import method_label
@@ -54,6 +55,7 @@ RUN_FILES = (
     "tokens.parquet",
     "gradients.parquet",
     "eval.jsonl",
+    "notes.json",  # tags and notes (adakd.run_notes): the run table shows them
     "checkpoints",
 )
 STATES = ("running", "finished", "stopped", "failed", "crashed", "unknown")
@@ -350,6 +352,8 @@ LIST_COLUMNS = [
     "step_gaps",
     "sweep",
     "started_at",
+    "tags",
+    "notes",
 ]
 
 
@@ -361,7 +365,8 @@ def list_runs(roots) -> pd.DataFrame:
     config max_steps; final_loss: the last logged `loss`; rouge_l: the last student eval's
     average; problems: the run's problems joined by "; " ("" when none); step_gaps: the missing or
     repeated steps of metrics.jsonl ("" when none; part of problems too); sweep: the folder
-    holding the run when it is not a root itself ("" otherwise).
+    holding the run when it is not a root itself ("" otherwise); tags (joined by ", ") and notes:
+    the run's notes.json (adakd.run_notes; a damaged one adds a problem).
     """
     roots = [Path(r).expanduser().resolve() for r in roots]
     rows = []
@@ -380,6 +385,7 @@ def summary_row(run: Run, sweep: str = "") -> dict:
     final_loss = float(run.metrics["loss"].iloc[-1]) if not run.metrics.empty else None
     student = run.final_eval("student")
     average = student[student["dataset"] == "average"]["rouge_l"]
+    notes = read_notes(run.path)
     return {
         "name": run.name,
         "path": str(run.path),
@@ -396,8 +402,10 @@ def summary_row(run: Run, sweep: str = "") -> dict:
         "final_loss": final_loss,
         "rouge_l": float(average.iloc[0]) if len(average) else None,
         "is_sample": run.is_sample,
-        "problems": "; ".join(run.problems),
+        "problems": "; ".join([*run.problems, *notes.problems]),
         "step_gaps": "; ".join(run.step_gaps),
         "sweep": sweep,
         "started_at": run.meta.get("started_at"),
+        "tags": ", ".join(notes.tags),
+        "notes": notes.notes,
     }

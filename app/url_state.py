@@ -120,6 +120,15 @@ def choice(options: Sequence[Any]) -> Codec:
     return Codec(lambda v: [str(v)], decode)
 
 
+def choices(options: Sequence[Any]) -> Codec:
+    """Any of ``options`` (a multiselect's), written as their str; unknown ones are dropped."""
+
+    def decode(values: list[str]) -> list[Any]:
+        return [option for option in options if str(option) in values]
+
+    return Codec(lambda v: [str(x) for x in v], decode)
+
+
 def keep(key: str, default: Any, codec: Codec, valid: Callable[[Any], bool] | None = None) -> Any:
     """Restore and record the value of the widget (or session value) ``key``; returns it.
     ``default`` may be a function, called only when nothing is remembered (or when ``valid``

@@ -44,8 +44,9 @@ def interruptions(events: pd.DataFrame | None) -> pd.DataFrame:
             previous = event.get("previous_state")
             if isinstance(previous, str):
                 before = event.get("previous_step")
-                known = isinstance(before, int | float) and before == before  # NaN (absent in this row) != NaN
-                pending = (previous, int(before) if known else step)
+                # NaN (absent in this row) != NaN
+                at = int(before) if isinstance(before, int | float) and before == before else step
+                pending = (previous, at)
             rows.append({"step": step, "kind": "resumed", "label": _resume_label(pending, step)})
             pending = None
     if pending is not None:

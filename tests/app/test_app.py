@@ -220,7 +220,7 @@ def test_runs_page_shows_the_stored_replies_and_flags_empty_ones(env):
 def test_delete_needs_confirmation_and_never_touches_sample_runs(env, tmp_path, monkeypatch):
     victim = make_run(env, "to-delete", steps=2, meta={"started_at": "2026-02-01T00:00:00Z"})
     at = open_page("views/runs.py", selected=[victim])
-    delete = next(b for b in at.button if b.label.startswith("Delete 1 selected"))
+    delete = next(b for b in at.button if b.label.startswith("Delete the 1 checked"))
     delete.click().run()
     assert victim.exists()  # only asked
     assert any("for good" in w.value for w in at.warning)
@@ -533,3 +533,41 @@ def test_runs_page_draws_the_competence_curve_of_a_run_evaluated_during_training
     at = open_page("views/runs.py", selected=[once])  # evaluated only at its end: no curve to draw
     no_failure(at)
     assert not any(e.label.startswith("Competence over training") for e in at.expander)
+
+
+def test_runs_page_saves_tags_and_filters_by_them_and_by_search(tmp_path, monkeypatch):
+    """Tags typed in the form land in notes.json and the table; the tag filter and the search
+    box narrow the table (kept in the URL); with no row checked the details ask for one."""
+    monkeypatch.setenv("ADAKD_RUNS", str(tmp_path))
+    first = make_run(tmp_path, "lr-a", steps=2, meta={"started_at": "2026-03-02T00:00:00Z"})
+    second = make_run(tmp_path, "lr-b", steps=2, meta={"started_at": "2026-03-01T00:00:00Z"})
+    make_run(tmp_path, "other", steps=2, config={"latf": "off", "idts": "off"})
+    at = open_page("views/runs.py", selected=[first])
+    no_failure(at)
+    assert at.subheader[0].value == "lr-a"
+    at.text_input[1].set_value("Baseline, lr sweep")  # the form's Tags field (0 is the search box)
+    at.text_area[0].set_value("first try")
+    next(b for b in at.button if b.label == "Save").click().run()
+    no_failure(at)
+    saved = json.loads((first / "notes.json").read_text())
+    assert saved["tags"] == ["Baseline", "lr sweep"] and saved["notes"] == "first try"
+    table = at.dataframe[0].value
+    assert table.set_index("name").loc["lr-a", "tags"] == "Baseline, lr sweep"
+    assert table.set_index("name").loc["lr-b", "tags"] == ""
+
+    at.multiselect(key="runs-filter-tags").set_value(["lr sweep"]).run()
+    no_failure(at)
+    assert at.dataframe[0].value["name"].tolist() == ["lr-a"]
+    at.multiselect(key="runs-filter-tags").set_value([]).run()
+    at.text_input(key="runs-search").set_value("LR-").run()  # words match in any case
+    no_failure(at)
+    assert sorted(at.dataframe[0].value["name"]) == ["lr-a", "lr-b"]
+    assert dict(at.query_params)["runs-search"] == "LR-"
+    at.text_input(key="runs-search").set_value("try").run()  # the notes are searched too
+    assert at.dataframe[0].value["name"].tolist() == ["lr-a"]
+    at.text_input(key="runs-search").set_value("nothing-like-this").run()
+    no_failure(at)
+    assert at.dataframe[0].value.empty
+    assert any("Check a row" in i.value for i in at.info)
+    assert not [b for b in at.button if b.label.startswith("Delete")]  # acts only on checked rows
+    assert second.exists()

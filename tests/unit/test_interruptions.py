@@ -22,7 +22,7 @@ def test_each_kind_of_interruption_gets_its_sentence():
         {"step": 5, "kind": "stopped"},
         {"step": 5, "kind": "resume"},  # written before previous_state existed: read the stop
         {"step": 10, "kind": "resume", "previous_state": "crashed", "previous_step": 12},
-        {"step": 14, "kind": "failed"},  # survived in an old run: resumed from an earlier checkpoint
+        {"step": 12, "kind": "failed"},  # failed right after its checkpoint (a run of before previous_state)
         {"step": 12, "kind": "resume"},
         {"step": 20, "kind": "resume"},  # nothing recorded before it
         {"step": 25, "kind": "stopped"},  # not resumed (yet)
@@ -33,7 +33,7 @@ def test_each_kind_of_interruption_gets_its_sentence():
     assert marks["label"].tolist() == [
         "stopped after step 5, resumed",
         "crashed (process killed) at step 12, resumed from step 10",
-        "failed at step 14, resumed from step 12",
+        "failed at step 12, resumed",
         "interrupted with no stop recorded (killed?), resumed from step 20",
         "stopped after step 25",
     ]
