@@ -28,9 +28,11 @@ from adakd.provenance import git_revision
 from adakd.timestamps import utc_now
 from analysis.export import (
     DEFAULT_TIMEOUT,
+    PLOTLY_JS,
     ExportServer,
     frame_to_csv,
     normalise_formats,
+    plotly_js_bytes,
     render_all,
     safe_name,
     unique_file_names,
@@ -55,6 +57,7 @@ def report_bundle(
         README.txt                     manifest: every file and what it is
         provenance.json                created_at, package versions, git revision, runs + seeds
         figures/<name>.<fmt>           each figure in each chosen format
+        figures/plotly.min.js          one plotly.js for every HTML figure (they load it from beside them)
         data/<name>.csv                each frame
         runs/<run>/config.json         as written by the trainer (when present)
         runs/<run>/status.json
@@ -65,7 +68,7 @@ def report_bundle(
     figure_names = unique_file_names(figures)
     frame_names = unique_file_names(frames)
     run_files = read_run_files(runs)
-    rendered = render_all(figures, formats, scale=scale, timeout=timeout, server=server)
+    rendered = render_all(figures, formats, scale=scale, timeout=timeout, server=server, shared_plotly_js=True)
 
     manifest: list[tuple[str, str]] = []
     buffer = io.BytesIO()
@@ -74,6 +77,10 @@ def report_bundle(
             arc = f"figures/{figure_names[name]}.{fmt}"
             zf.writestr(arc, data)
             manifest.append((arc, f"figure {name!r} as {fmt.upper()}"))
+        if any(fmt == "html" for _, fmt in rendered):
+            arc = f"figures/{PLOTLY_JS}"
+            zf.writestr(arc, plotly_js_bytes())
+            manifest.append((arc, "plotly.js, loaded by every HTML figure (keep it beside them)"))
         for name, frame in frames.items():
             arc = f"data/{frame_names[name]}.csv"
             zf.writestr(arc, frame_to_csv(frame))
@@ -125,6 +132,8 @@ def read_bundle(data: bytes) -> dict[str, Any]:
                 out["readme"] = content.decode("utf-8")
             elif arc == "provenance.json":
                 out["provenance"] = json.loads(content)
+            elif arc == f"figures/{PLOTLY_JS}":
+                continue  # the HTML figures' shared library, not a figure
             elif parts[0] == "figures" and len(parts) == 2:
                 stem, _, fmt = parts[1].rpartition(".")
                 out["figures"].setdefault(stem, {})[fmt] = content

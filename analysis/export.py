@@ -11,7 +11,11 @@ browser's whole process group is killed and :class:`ExportError` is raised — n
         export_many(figs, "png", "out/", server=server)
     zip_bytes = analysis.bundle.report_bundle(figs, frames, runs, formats=("png", "html"))
 
-HTML needs no browser: ``fig.to_html(include_plotlyjs=True)`` embeds plotly.js (works offline).
+HTML needs no browser: one figure's page embeds plotly.js (≈4.8 MB, opens offline); a batch
+(export_many, the report bundle) writes plotly.js once as ``plotly.min.js`` beside its pages,
+which load it by a relative path (still offline, as long as the files stay together).
+SVGs get stable element ids (plotly.js draws a random one per render), so re-exporting an
+unchanged figure gives the same bytes.
 Finding the browser: ``BROWSER_PATH`` if set, else Kaleido's own search (its download folder,
 ``chrome``/``chromium`` on PATH, /usr/bin/chromium, ...). Install Debian's ``chromium`` if none.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import hashlib
 import logging
 import os
 import re
@@ -40,6 +45,7 @@ logger = logging.getLogger(__name__)
 IMAGE_FORMATS = ("png", "svg", "pdf")
 FORMATS = (*IMAGE_FORMATS, "html")
 DEFAULT_TIMEOUT = 60.0
+PLOTLY_JS = "plotly.min.js"  # the shared copy's file name in a batch of HTML pages
 
 _INSTALL_HINT = (
     "Install Chrome/Chromium (Debian/Ubuntu: `apt-get install chromium`) or set BROWSER_PATH "
@@ -253,15 +259,18 @@ class ExportServer:
             opts["width"] = width
         if height:
             opts["height"] = height
-        spec = fig.to_dict() if hasattr(fig, "to_dict") else fig
+        spec = fig.to_dict() if hasattr(fig, "to_dict") else dict(fig)
+        if fmt == "svg":  # traces without a uid get a random one in their class names: number them
+            spec["data"] = [{"uid": f"t{i}", **trace} for i, trace in enumerate(spec.get("data", []))]
         with self._lock:
             if not self.running:
                 self.start()
-            return self._wait(
+            data = self._wait(
                 self._kaleido.calc_fig(spec, opts=opts),
                 timeout or self.timeout,
                 what=f"rendering a {fmt.upper()}",
             )
+        return stable_svg_ids(data) if fmt == "svg" else data
 
 
 def figure_to_bytes(
@@ -288,9 +297,36 @@ def figure_to_bytes(
         return one_shot.render(fig, fmt, width=width, height=height, scale=scale)
 
 
-def figure_to_html(fig: go.Figure) -> str:
-    """A full HTML page with plotly.js embedded: opens offline, interactive."""
-    return fig.to_html(include_plotlyjs=True, full_html=True)
+def figure_to_html(fig: go.Figure, shared_plotly_js: bool = False) -> str:
+    """A full HTML page, interactive and offline: plotly.js embedded, or with
+    ``shared_plotly_js`` loaded from ``plotly.min.js`` beside the page (plotly_js_bytes)."""
+    return fig.to_html(include_plotlyjs=PLOTLY_JS if shared_plotly_js else True, full_html=True)
+
+
+def plotly_js_bytes() -> bytes:
+    """The plotly.js that plotly.py embeds (the same version the pages were made for)."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs().encode("utf-8")
+
+
+# plotly.js names each drawing's <defs>, clip paths, legend and gradients after a random
+# 6-hex-digit id (fullLayout._uid); found from <defs id="defs-UID"> and replaced where it is used
+_SVG_UID = re.compile(rb'<defs id="defs-([0-9a-f]{6})"')
+_SVG_UID_USES = rb"(defs-|clip|legend|#g|\"g)"
+
+
+def stable_svg_ids(svg: bytes) -> bytes:
+    """The SVG with plotly.js's random id replaced by one derived from the drawing itself: the
+    same figure gives the same bytes, two different figures still get different ids (so SVGs
+    inlined in one HTML page keep their own clip paths). Anything else is returned unchanged."""
+    found = _SVG_UID.search(svg)
+    if found is None:
+        return svg
+    uses = re.compile(_SVG_UID_USES + re.escape(found.group(1)))
+    template = uses.sub(rb"\1@UID@", svg)
+    uid = hashlib.sha256(template).hexdigest()[:6].encode()
+    return template.replace(b"@UID@", uid)
 
 
 def frame_to_csv(df: pd.DataFrame) -> bytes:
@@ -332,13 +368,15 @@ def render_all(
     scale: float = 2,
     timeout: float = DEFAULT_TIMEOUT,
     server: ExportServer | None = None,
+    shared_plotly_js: bool = False,
 ) -> dict[tuple[str, str], bytes]:
-    """{(name, fmt): bytes} for every figure and format, with one browser for the whole batch."""
+    """{(name, fmt): bytes} for every figure and format, with one browser for the whole batch;
+    ``shared_plotly_js``: HTML pages load plotly.min.js from beside them (figure_to_html)."""
     formats = normalise_formats(formats)
     out: dict[tuple[str, str], bytes] = {}
     for name, fig in figs.items():
         if "html" in formats:
-            out[(name, "html")] = figure_to_html(fig).encode("utf-8")
+            out[(name, "html")] = figure_to_html(fig, shared_plotly_js).encode("utf-8")
     if not figs or not any(f in IMAGE_FORMATS for f in formats):
         return out
     own = server is None
@@ -363,15 +401,19 @@ def export_many(
     timeout: float = DEFAULT_TIMEOUT,
     server: ExportServer | None = None,
 ) -> dict[str, list[Path]]:
-    """Write ``<out_dir>/<name>.<fmt>`` for each figure (one browser for the batch).
+    """Write ``<out_dir>/<name>.<fmt>`` for each figure (one browser for the batch); HTML pages
+    share one ``<out_dir>/plotly.min.js`` (written with them, not listed in the result).
 
     Files are written atomically (adakd/atomic.py), so a failed export leaves no half file.
     Returns {name: [paths]}.
     """
     names = unique_file_names(figs)
-    rendered = render_all(figs, normalise_formats(fmt), scale=scale, timeout=timeout, server=server)
+    formats = normalise_formats(fmt)
+    rendered = render_all(figs, formats, scale=scale, timeout=timeout, server=server, shared_plotly_js=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if figs and "html" in formats:  # first, so no page is ever there without its plotly.js
+        write_bytes_atomic(out / PLOTLY_JS, plotly_js_bytes())
     written: dict[str, list[Path]] = {name: [] for name in figs}
     for (name, f), data in rendered.items():
         path = out / f"{names[name]}.{f}"

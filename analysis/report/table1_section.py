@@ -158,8 +158,11 @@ def ce_delta_reading(divs: list[str], arms: dict[tuple[str, str], list[Run]]) ->
         )
         if groups[side]
     ]
-    signs = [float(np.mean(ce[(d, "full (AdaKD)")])) - float(np.mean(ce[(d, "base")])) for d in divs]
-    signs = [x for x in signs if not math.isnan(x)]
+    signs = [
+        float(np.mean(ce[(d, "full (AdaKD)")])) - float(np.mean(ce[(d, "base")]))
+        for d in divs
+        if ce[(d, "full (AdaKD)")] and ce[(d, "base")]  # a method with an arm lacking CE has no sign
+    ]
     if len(signs) >= 3:  # one direction across methods says more than each single-seed row
         parts.append(
             f"AdaKD's held-out CE is above plain's for {sum(x > 0 for x in signs)} of the {len(signs)} methods"

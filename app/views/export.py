@@ -37,7 +37,8 @@ formats = st.pills(
     default=["png", "html"],
     selection_mode="multi",
     key="export-formats",
-    help="HTML is interactive and needs no browser; PNG/SVG/PDF are rendered by Kaleido.",
+    help="HTML is interactive and needs no browser (the pages share one figures/plotly.min.js: unzip "
+    "them together); PNG/SVG/PDF are rendered by Kaleido.",
 )
 from analysis.bundle import report_bundle  # noqa: E402
 from analysis.export import chromium_available  # noqa: E402

@@ -21,12 +21,14 @@ import pytest
 
 from analysis.bundle import read_bundle, report_bundle
 from analysis.export import (
+    PLOTLY_JS,
     ExportError,
     ExportServer,
     chromium_available,
     export_many,
     figure_to_bytes,
     frame_to_csv,
+    plotly_js_bytes,
 )
 
 needs_browser = pytest.mark.skipif(
@@ -127,6 +129,43 @@ def test_export_many_writes_each_file_with_one_browser(server, tmp_path):
     assert (tmp_path / "fig2.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(tmp_path.glob("*.tmp"))  # temp + rename leaves nothing behind
     assert server.running  # a given server stays open for the caller
+
+
+def test_html_pages_of_a_batch_share_one_plotly_js(tmp_path):
+    """A bundle of three HTML figures holds plotly.js once (not 3 x 4.8 MB), each page loads it
+    by a relative path and keeps its own data; export_many writes it beside the pages."""
+    figs = {f"fig{i}": _figure(f"trace-{i}") for i in range(3)}
+    data = report_bundle(figs, {}, [], formats=("html",))
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    library = zf.read(f"figures/{PLOTLY_JS}")
+    assert library == plotly_js_bytes() and len(library) > 1_000_000
+    assert sum(info.file_size for info in zf.infolist()) < len(library) + 3 * 100_000
+    for i in range(3):
+        page = zf.read(f"figures/fig{i}.html").decode("utf-8")
+        assert f'<script charset="utf-8" src="{PLOTLY_JS}"></script>' in page and f"trace-{i}" in page
+    assert set(read_bundle(data)["figures"]) == set(figs)  # the library is not read as a figure
+    assert f"figures/{PLOTLY_JS}" in read_bundle(data)["readme"]
+
+    written = export_many(figs, "html", tmp_path)
+    assert (tmp_path / PLOTLY_JS).read_bytes() == library and len(written) == 3
+
+
+@needs_browser
+def test_svg_ids_are_stable_across_renders_and_distinct_between_figures(server):
+    """plotly.js names clip paths after a random id per render: replaced by one derived from
+    the drawing, the same figure renders to the same bytes; another figure gets another id."""
+    first = server.render(_figure("a"), "svg")
+    assert server.render(_figure("a"), "svg") == first
+    ET.fromstring(first)  # still well-formed
+    other = server.render(_figure("a").update_layout(title="another drawing"), "svg")
+
+    def uid(svg: bytes) -> bytes:
+        found = re.search(rb'<defs id="defs-([0-9a-f]{6})"', svg)
+        assert found is not None
+        return found.group(1)
+
+    assert uid(first) != uid(other)
+    assert first.count(b"clip" + uid(first)) >= 2  # defined and referenced under the new id
 
 
 def test_export_many_rejects_names_that_collide(tmp_path):
