@@ -406,5 +406,10 @@ def topk_table(
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
-from analysis.explorer_figures import COLOR_OPTIONS, explorer_tokens_figure, topk_figure  # noqa: E402,F401
+from analysis.explorer_figures import (  # noqa: E402,F401
+    COLOR_LABELS,
+    COLOR_OPTIONS,
+    explorer_tokens_figure,
+    topk_figure,
+)
 from analysis.run_student import load_student_checkpoint, run_checkpoints  # noqa: E402,F401

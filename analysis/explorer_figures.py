@@ -19,7 +19,6 @@ from analysis.style import (
     DIFFICULTY_SCALE,
     GROUP_COLORS,
     GROUP_ORDER,
-    LABELS,
     RUN_COLORS,
     apply_style,
     token_label,
@@ -45,6 +44,54 @@ COLOR_OPTIONS = (
     *INDICATORS,
     *DIVERGENCE_COLUMNS,
 )
+_DIVERGENCE_NAMES = {
+    "fkl": "forward KL",
+    "rkl": "reverse KL",
+    "jsd": "generalised JSD",
+    "tvd": "total variation",
+    "sfkl": "skew forward KL",
+    "srkl": "skew reverse KL",
+    "ab": "α-β divergence",
+    "akl": "adaptive KL",
+}
+
+
+def _divergence_label(name: str) -> str:
+    params = ", ".join(f"{k} = {v:g}" for k, v in names.DIVERGENCES[name].items())
+    return f"{_DIVERGENCE_NAMES.get(name, name)} ({name}{', ' + params if params else ''})"
+
+
+# What each colouring option shows, as the page lists it and the colour bar names it
+COLOR_LABELS: dict[str, str] = {
+    "difficulty": "difficulty s (Hellinger, 0–1)",
+    "group": "hard / mid / easy group",
+    "tau": "τ of the LATF-selected tokens (IDTS)",
+    "tau_all": "τ if every token were selected",
+    "entropy_student": "student entropy (nats)",
+    "entropy_student_idts": "student entropy at τ (nats)",
+    "entropy_teacher": "teacher entropy (nats)",
+    "p_label_teacher": "teacher p(reply token)",
+    "p_label_student": "student p(reply token)",
+    "fkl": "indicator: KL(teacher ‖ student)",
+    "rkl": "indicator: KL(student ‖ teacher)",
+    "jsd": "indicator: Jensen–Shannon (λ = ½)",
+    "ce": "indicator: student cross-entropy on the reply token",
+    "entropy": "indicator: student entropy",
+    **{f"div_{name}": "loss term: " + _divergence_label(name) for name in names.DIVERGENCES},
+}
+_SHORT = {
+    "difficulty": "s",
+    "tau": "τ",
+    "tau_all": "τ (all)",
+    "entropy_student": "H student",
+    "entropy_student_idts": "H student at τ",
+    "entropy_teacher": "H teacher",
+    "p_label_teacher": "p teacher",
+    "p_label_student": "p student",
+}
+# the colour bar's title: short, since the figure title names the option in full
+COLORBAR_TITLES = {option: _SHORT.get(option, option.removeprefix("div_")) for option in COLOR_OPTIONS}
+NO_VALUE_COLOR = "#e4e4e4"
 
 
 def _visible(text: str) -> str:
@@ -125,14 +172,49 @@ def explorer_tokens_figure(
         )
     else:
         bounds = {"zmin": 0.0, "zmax": 1.0} if color_by == "difficulty" else {}
-        heat.update(colorscale=DIFFICULTY_SCALE, colorbar={"title": LABELS.get(color_by, color_by)}, **bounds)
+        heat.update(colorscale=DIFFICULTY_SCALE, colorbar={"title": COLORBAR_TITLES[color_by]}, **bounds)
     fig = go.Figure(go.Heatmap(**heat))
+    blank = (index >= 0) & np.isnan(z)  # a token with no value (τ of a token LATF left out)
+    if blank.any():  # grey cells with their text and a legend entry, rather than a silent gap
+        fig.add_trace(
+            go.Heatmap(
+                z=np.where(blank, 0.0, np.nan),
+                text=np.where(blank, text, ""),
+                hovertext=np.where(blank, hover, ""),
+                texttemplate="%{text}",
+                hoverinfo="text",
+                xgap=2,
+                ygap=2,
+                colorscale=[(0, NO_VALUE_COLOR), (1, NO_VALUE_COLOR)],
+                showscale=False,
+                name="no value",
+                textfont={"size": 12},
+            )
+        )
+        fig.add_trace(  # the legend entry (a heat map has none)
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                marker={
+                    "symbol": "square",
+                    "size": 14,
+                    "color": NO_VALUE_COLOR,
+                    "line": {"color": "#999999", "width": 1},
+                },
+                name="not selected by LATF (no τ)" if color_by == "tau" else f"no {color_by} value",
+                showlegend=True,
+            )
+        )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
     source = "reference" if result.response_source == "reference" else "teacher's greedy reply"
-    title = f"Response tokens ({source}) coloured by {color_by} · r = {result.ratio:g}, c = {result.c:g}"
+    title = f"Response tokens ({source}) coloured by {COLOR_LABELS[color_by]} · r = {result.ratio:g}, c = {result.c:g}"
     fig = apply_style(fig, title)
-    fig.update_layout(height=120 + 46 * n_rows)
+    fig.update_layout(
+        height=120 + 46 * n_rows + (30 if blank.any() else 0),
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yanchor": "top"},
+    )
     return fig
 
 

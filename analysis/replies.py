@@ -19,6 +19,8 @@ import pandas as pd
 from analysis.runs import Run
 
 REPLY_COLUMNS = ("dataset", "instruction", "reference", "reply", "rouge_l")
+# from this share of blank stored replies on, a student's ROUGE-L measures the blank replies
+EMPTY_REPLY_LIMIT = 0.5
 
 
 def last_eval_record(run: Run, model: str = "student") -> dict | None:

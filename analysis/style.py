@@ -55,7 +55,8 @@ def apply_style(fig: go.Figure, title: str | None = None, *, secondary_y: bool =
     fig.update_layout(
         template="plotly_white",
         font={"family": FONT_FAMILY, "size": FONT_SIZE, "color": "#222222"},
-        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": FONT_SIZE + 3}}
+        # aligned with the plot's left edge, not the page's (an export's title is not flush left)
+        title={"text": title, "x": 0.0, "xref": "paper", "xanchor": "left", "font": {"size": FONT_SIZE + 3}}
         if title
         else fig.layout.title,
         legend={"bgcolor": "rgba(255,255,255,0.8)", "font": {"size": FONT_SIZE - 1}},

@@ -23,9 +23,19 @@ import statistics
 from collections.abc import Sequence
 
 from adakd.eval_protocol import GateCheck, gate_check, gate_passed
+from analysis.replies import EMPTY_REPLY_LIMIT, empty_reply_share, replies_frame
 from analysis.runs import Run
 
-__all__ = ["GateCheck", "evaluation_summary", "final_average", "gate_passed", "gate_summary", "run_gate", "study_gate"]
+__all__ = [
+    "GateCheck",
+    "baseline_problems",
+    "evaluation_summary",
+    "final_average",
+    "gate_passed",
+    "gate_summary",
+    "run_gate",
+    "study_gate",
+]
 
 METRICS = (("rouge_l", "ROUGE-L", True), ("ce", "held-out cross-entropy", False))
 
@@ -135,3 +145,17 @@ def gate_summary(checks: Sequence[GateCheck]) -> str:
     if gate_passed(checks):
         return "passes: " + "; ".join(f"{c.metric}: {c.reason}" for c in checks)
     return "FAILS: " + "; ".join(f"{c.metric}: {c.reason}" for c in checks if not c.passed)
+
+
+def baseline_problems(run: Run) -> list[str]:
+    """Why the run's scores are no basis for comparing methods ([] when none is known): its
+    validity gate fails (run_gate), or at least EMPTY_REPLY_LIMIT of its final student's stored
+    replies are blank. A run with no protocol evaluation is not flagged (nothing to judge)."""
+    problems = []
+    checks = run_gate(run)
+    if checks and not gate_passed(checks):  # the reasons with their numbers: the Runs page
+        problems.append("fails the validity gate on " + " and ".join(c.metric for c in checks if not c.passed))
+    share = empty_reply_share(replies_frame(run))
+    if share >= EMPTY_REPLY_LIMIT:  # NaN (no replies stored) compares False
+        problems.append(f"{share:.0%} of the final student's stored replies are empty")
+    return problems

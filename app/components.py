@@ -300,7 +300,7 @@ def clickable_cells(fig, n: int, width: int) -> None:
     rows = [i // width for i in range(n)]
     cols = [i % width for i in range(n)]
     texts = [hover[r][c] for r, c in zip(rows, cols, strict=True)] if hover is not None else None
-    heat.update(hoverinfo="skip")
+    fig.update_traces(hoverinfo="skip", selector={"type": "heatmap"})  # every layer: the markers hover
     fig.add_trace(
         go.Scatter(
             x=cols,

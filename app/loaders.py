@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analysis import tables
+from analysis import tables, validity
 from analysis.figures import compare, competence, dynamics, gradients, regime, temperature
 from analysis.runs import Run
 
@@ -113,3 +113,8 @@ def paper_table(runs: list[Run], table: str) -> pd.DataFrame:
 @st.cache_data(max_entries=SEVERAL_RUNS_ENTRIES, show_spinner=False, hash_funcs=BY_RUN_FILES)
 def ablation_table(runs: list[Run]) -> pd.DataFrame:
     return tables.ablation_table(runs)
+
+
+@st.cache_data(max_entries=PER_RUN_ENTRIES, show_spinner=False, hash_funcs=BY_RUN_FILES)
+def baseline_problems(run: Run) -> list[str]:
+    return validity.baseline_problems(run)

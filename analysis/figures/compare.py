@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.figures.interruptions import interruptions
+from analysis.figures.smoothing import ema
 from analysis.runs import Run, method_label
 from analysis.style import GROUP_COLORS, LABELS, apply_style, empty_figure, run_color, token_label
 
@@ -123,21 +124,6 @@ def with_legends(curves: list[pd.DataFrame]) -> pd.DataFrame:
         by_seed = seed is not None and not pd.isna(seed) and same.count(seed) == 1
         curve["legend"] = f"{label} · seed {int(seed)}" if by_seed else f"{label} · {curve['run'].iloc[0]}"
     return pd.concat(curves, ignore_index=True)[LOSS_CURVE_COLUMNS]
-
-
-def ema(values: np.ndarray, weight: float) -> np.ndarray:
-    """Bias-corrected exponential moving average of a 1-D array (as Adam's moments):
-
-        m_t = w·m_{t−1} + (1 − w)·v_t,  m_{−1} = 0;    ŝ_t = m_t / (1 − w^{t+1})
-
-    i.e. ŝ_t = Σ_{i ≤ t} w^{t−i} v_i / Σ_{i ≤ t} w^{t−i}: a weighted mean of the values so far,
-    with no lag towards the first value (w = 0 leaves the values unchanged)."""
-    out = np.empty(len(values), dtype=float)
-    m = 0.0
-    for i, v in enumerate(values):
-        m = weight * m + (1.0 - weight) * v
-        out[i] = m / (1.0 - weight ** (i + 1))
-    return out
 
 
 # Line styles cycled with the colours, so runs with identical curves stay visible (a dashed line

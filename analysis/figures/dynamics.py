@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.figures.interruptions import interruptions, mark_interruptions
+from analysis.figures.smoothing import ema
 from analysis.runs import Run
 from analysis.style import (
     DIFFICULTY_SCALE,
@@ -216,9 +217,17 @@ def loss_ratio_frame(run: Run) -> pd.DataFrame:
 
 
 def loss_ratio_figure(
-    df: pd.DataFrame, events: pd.DataFrame | None = None, metric: str = "kd", title: str | None = None
+    df: pd.DataFrame,
+    events: pd.DataFrame | None = None,
+    metric: str = "kd",
+    title: str | None = None,
+    smoothing: float = 0.0,
 ) -> go.Figure:
     """`metric` (default the distillation loss) on the left axis, r (step line) on the right.
+
+    smoothing: weight w in [0, 1) of the bias-corrected EMA (analysis.figures.smoothing.ema) of
+    the metric over its logged steps; above 0 the raw values are kept as a faint last trace
+    named "<metric>, raw" (r is never smoothed: it is the controller's exact value).
 
     events: the run's events frame; "ratio_change" events (logged at the step whose loss
     moved r) become markers on the r axis at (step + 1, new r), the first step using the new
@@ -230,11 +239,20 @@ def loss_ratio_figure(
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(df.columns[1:])}")
     if df.empty:
         return empty_figure("No metrics logged yet.", title)
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), not {smoothing}")
     if df[metric].isna().all() and metric != "loss":
         metric = "loss"  # runs logged without a kd column: the total is the distillation loss
+    logged = df.dropna(subset=[metric])  # smooth over the steps that have the value, in order
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(
-        go.Scatter(x=df["step"], y=df[metric], mode="lines", name=metric, line={"color": "#333333", "width": 2}),
+        go.Scatter(
+            x=logged["step"],
+            y=ema(logged[metric].to_numpy(dtype=float), smoothing),
+            mode="lines",
+            name=metric,
+            line={"color": "#333333", "width": 2},
+        ),
         secondary_y=False,
     )
     fig.add_trace(
@@ -284,6 +302,18 @@ def loss_ratio_figure(
                 secondary_y=False,
             )
         mark_interruptions(fig, interruptions(events))
+    if smoothing > 0:
+        fig.add_trace(
+            go.Scatter(
+                x=logged["step"],
+                y=logged[metric],
+                mode="lines",
+                name=f"{metric}, raw",
+                line={"color": "#333333", "width": 1},
+                opacity=0.3,
+            ),
+            secondary_y=False,
+        )
     fig.update_xaxes(title_text=LABELS["step"])
     fig.update_yaxes(title_text=LABELS.get(metric, metric), secondary_y=False)
     fig.update_yaxes(

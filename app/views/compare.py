@@ -23,6 +23,14 @@ for run in runs:
 from analysis.figures import compare  # noqa: E402
 from app import loaders  # noqa: E402
 
+flagged = {run.name: problems for run in runs if (problems := loaders.baseline_problems(run))}
+if flagged:  # a broken baseline makes every comparison with it meaningless: say so first
+    st.warning(
+        "Not a sound basis for comparing methods (their numbers below are not findings; the Runs "
+        "page shows why):\n" + "\n".join(f"- **{name}**: {'; '.join(problems)}" for name, problems in flagged.items()),
+        icon=":material/gpp_bad:",
+    )
+
 curves, sweep, results, diff = st.tabs(["Loss curves", "IDTS strength c", "Tables", "Token diff"])
 
 CURVES = ["kd", "loss", "ce", "ratio"]

@@ -20,16 +20,31 @@ from app import loaders  # noqa: E402
 st.subheader("Distillation loss and LATF ratio r")
 # the page's choices are kept across pages and in the URL (app/url_state.py): no widget defaults
 url_state.keep("dynamics-metric", "kd", url_state.choice(["kd", "loss", "ce"]))
-metric = st.segmented_control(
+url_state.keep("dynamics-smoothing", 0.0, url_state.number(0.0, 0.95))
+c1, c2 = st.columns([2, 3])
+metric = c1.segmented_control(
     "Loss shown",
     ["kd", "loss", "ce"],
     key="dynamics-metric",
     help="kd: the AdaKD/KD term; loss: the total objective; ce: student cross-entropy on the labels",
 )
+smoothing = c2.slider(
+    "Smoothing",
+    0.0,
+    0.95,
+    step=0.05,
+    key="dynamics-smoothing",
+    help="Exponential moving average weight of the loss, bias-corrected (no lag towards the first "
+    "steps); raw values stay faint. r is drawn as it was.",
+)
 with ui.guarded("the loss curve"):
     df = loaders.loss_ratio_frame(run)
     fig = dynamics.loss_ratio_figure(
-        df, events=run.events, metric=metric or "kd", title=f"Loss and LATF ratio — {run.name}"
+        df,
+        events=run.events,
+        metric=metric or "kd",
+        title=f"Loss and LATF ratio — {run.name}",
+        smoothing=smoothing,
     )
     ui.figure(
         fig,

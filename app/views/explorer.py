@@ -164,7 +164,9 @@ from analysis import explorer  # noqa: E402
 source = "your reference" if result.response_source == "reference" else "the teacher's greedy reply"
 st.markdown(f"**Reply scored** ({source}, {len(result.tokens)} tokens): {result.response}")
 url_state.keep("explorer-color", explorer.COLOR_OPTIONS[0], url_state.choice(explorer.COLOR_OPTIONS))
-color_by = st.selectbox("Colour tokens by", explorer.COLOR_OPTIONS, key="explorer-color")
+color_by = st.selectbox(
+    "Colour tokens by", explorer.COLOR_OPTIONS, key="explorer-color", format_func=explorer.COLOR_LABELS.get
+)
 with ui.guarded("the token map"):
     fig = explorer.explorer_tokens_figure(result, color_by=color_by, tokens_per_row=TOKENS_PER_ROW)
     fig.update_traces(colorbar_title_side="right", selector={"type": "heatmap"})  # room for the tokens

@@ -7,7 +7,7 @@ import streamlit as st
 
 from adakd.run_notes import MAX_NOTES_LENGTH, parse_tags, read_notes, write_notes
 from analysis.figures.competence import competence_figure
-from analysis.replies import empty_reply_share, replies_frame
+from analysis.replies import EMPTY_REPLY_LIMIT, empty_reply_share, replies_frame
 from analysis.validity import evaluation_summary, gate_passed, gate_summary, run_gate
 from app import components as ui
 from app import jobs, loaders, state, url_state
@@ -183,7 +183,7 @@ if len(curve) >= 3:  # the initial student and two or more evaluations during tr
             "for a default run is 50 %. Evaluated every eval_interval steps on the held-out prompts.",
         )
 replies = replies_frame(run)
-if empty_reply_share(replies) >= 0.5:
+if empty_reply_share(replies) >= EMPTY_REPLY_LIMIT:
     st.warning(
         f"{empty_reply_share(replies):.0%} of the final student's stored replies are empty (its first "
         "token is the end token): its ROUGE-L measures that failure, not the method.",

@@ -516,6 +516,27 @@ def test_runs_page_shows_the_validity_gate(tmp_path, monkeypatch):
     assert any(e.value.startswith("Validity gate FAILS") and "not findings" in e.value for e in at.error)
 
 
+def test_compare_flags_runs_that_are_no_basis_for_a_comparison(tmp_path, monkeypatch):
+    from tests.unit.test_analysis_validity import _record
+
+    evals = {
+        "learns": [_record("teacher", 0, 20.0, 0.4, 2.0), _record("student_init", 0, 8.0, 0.3, 5.0)],
+        "stuck": [_record("teacher", 0, 20.0, 0.4, 2.0), _record("student_init", 0, 8.0, 0.3, 5.0)],
+    }
+    root = tmp_path / "runs"
+    good = make_run(root, "learns", evals=[*evals["learns"], _record("student", 10, 14.0, 0.5, 3.0)])
+    stuck = make_run(root, "stuck", evals=[*evals["stuck"], _record("student", 10, 8.5, 0.5, 4.9)])
+    monkeypatch.setenv("ADAKD_RUNS", str(root))
+    at = open_page("views/compare.py", selected=[good, stuck])
+    no_failure(at)
+    flags = [w.value for w in at.warning if "Not a sound basis" in w.value]
+    assert len(flags) == 1 and "**stuck**: fails the validity gate on ROUGE-L" in flags[0]
+    assert "learns" not in flags[0]
+    at.multiselect(key="compare-runs").set_value([str(good)]).run()
+    no_failure(at)
+    assert not [w for w in at.warning if "Not a sound basis" in w.value]
+
+
 def test_runs_page_draws_the_competence_curve_of_a_run_evaluated_during_training(tmp_path, monkeypatch):
     from tests.unit.test_analysis_competence import _record
 

@@ -6,6 +6,7 @@ new AppTest given the first one's query string is a reload of that URL in a new 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -96,8 +97,12 @@ def test_run_ids_round_trip(env, monkeypatch):  # noqa: F811
 
 
 def test_one_run_pages_and_the_explorer_read_their_choices_from_the_url(env):  # noqa: F811
-    at = opened("views/dynamics.py", {"dynamics-metric": "ce", "dynamics-split": "paper", "dynamics-example": "9"})
+    query = {"dynamics-metric": "ce", "dynamics-split": "paper", "dynamics-example": "9", "dynamics-smoothing": "0.6"}
+    at = opened("views/dynamics.py", query)
     assert at.segmented_control(key="dynamics-metric").value == "ce"
+    assert at.slider(key="dynamics-smoothing").value == pytest.approx(0.6)
+    loss = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    assert [t["name"] for t in loss][:2] == ["ce", "ratio r"] and loss[-1]["name"] == "ce, raw"  # smoothed
     assert at.radio(key="dynamics-split").value == "paper"
     examples = at.selectbox(key="dynamics-example").options
     assert at.selectbox(key="dynamics-example").value == 0 and "example 9" not in examples  # no such example

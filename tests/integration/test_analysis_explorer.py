@@ -21,6 +21,8 @@ from adakd.data import Example
 from adakd.models import build_student, tiny_random_llama
 from adakd.tokenize import collate, encode_example
 from analysis.explorer import (
+    COLOR_LABELS,
+    COLOR_OPTIONS,
     MAX_PROMPT_TOKENS,
     MAX_RESPONSE_TOKENS,
     TOKEN_COLUMNS,
@@ -301,6 +303,22 @@ def test_token_strip_figure(result):
     assert values <= {0.0, 1.0, 2.0}
     with pytest.raises(ValueError, match="color_by"):
         explorer_tokens_figure(result, color_by="nope")
+    assert set(COLOR_LABELS) == set(COLOR_OPTIONS) and "entropy_after" not in " ".join(COLOR_LABELS.values())
+    assert len(fig.data) == 1  # every token has a difficulty: no grey layer, no legend entry
+
+
+def test_tokens_without_a_value_are_grey_with_a_legend_entry(result):
+    """Colour by τ: LATF's unselected tokens have none; they are drawn grey, with their text."""
+    unselected = int((~result.tokens["selected"]).sum())
+    assert 0 < unselected < len(result.tokens)
+    fig = explorer_tokens_figure(result, color_by="tau")
+    heat, grey, legend = fig.data
+    assert np.isfinite(np.array(heat.z, dtype=float)).sum() == len(result.tokens) - unselected
+    grey_z = np.array(grey.z, dtype=float)
+    assert (grey_z == 0).sum() == unselected and not grey.showscale
+    assert sum(bool(t) for row in grey.text for t in row) == unselected  # the token text stays readable
+    assert legend.name == "not selected by LATF (no τ)" and legend.showlegend
+    assert COLOR_LABELS["tau"] in fig.layout.title.text
 
 
 def test_topk_figure(result):

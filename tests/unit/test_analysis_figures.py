@@ -32,9 +32,10 @@ from analysis.figures import (
     token_diff_figure,
     token_diff_frame,
 )
-from analysis.figures.compare import LOSS_CURVE_COLUMNS, TOKEN_DIFF_COLUMNS, ema
+from analysis.figures.compare import LOSS_CURVE_COLUMNS, TOKEN_DIFF_COLUMNS
 from analysis.figures.dynamics import GROUP_DIFFICULTY_COLUMNS, HEATMAP_COLUMNS, paper_groups
 from analysis.figures.gradients import GRADIENT_FRAME_COLUMNS
+from analysis.figures.smoothing import ema
 from analysis.figures.temperature import HISTOGRAM_COLUMNS
 from analysis.runs import load_run
 from analysis.style import GROUP_COLORS, apply_style, token_label
@@ -180,6 +181,24 @@ def test_loss_ratio_marks_skipped_steps_and_falls_back_to_loss(tmp_path):
     fig = loss_ratio_figure(loss_ratio_frame(run), events=run.events)
     assert names(fig) == ["loss", "ratio r", "skipped step"]
     assert list(fig.data[2].x) == [3] and list(fig.data[2].y) == [7.0]  # between 8 (step 2) and 6 (step 4)
+
+
+def test_loss_ratio_smoothing_is_bias_corrected_and_keeps_the_raw_values(tmp_path):
+    """Loss 4, 2, (missing), 0 at steps 1, 2, 3, 4 with w = 0.5, by hand over the logged steps:
+    m = 2, 2, 1 → 2/0.5 = 4; 2/0.75 = 2.667; 1/0.875 = 1.143."""
+    metrics = [{"step": 1, "loss": 4.0, "ratio": 1.0}, {"step": 2, "loss": 2.0, "ratio": 1.0}]
+    metrics += [{"step": 3, "ratio": 1.0}, {"step": 4, "loss": 0.0, "ratio": 0.9}]
+    run = load_run(make_run(tmp_path, "smooth", metrics=metrics))
+    df = loss_ratio_frame(run)
+    fig = loss_ratio_figure(df, metric="loss", smoothing=0.5)
+    assert names(fig) == ["loss", "ratio r", "loss, raw"]
+    assert list(fig.data[0].x) == [1, 2, 4]
+    assert list(fig.data[0].y) == pytest.approx([4.0, 2 / 0.75, 1 / 0.875])
+    assert list(fig.data[2].y) == [4.0, 2.0, 0.0] and fig.data[2].opacity < 1
+    assert list(fig.data[1].y) == [1.0, 1.0, 1.0, 0.9]  # r is never smoothed
+    assert list(loss_ratio_figure(df, metric="loss").data[0].y) == [4.0, 2.0, 0.0]
+    with pytest.raises(ValueError, match=r"smoothing must be in \[0, 1\)"):
+        loss_ratio_figure(df, metric="loss", smoothing=1.0)
 
 
 # ---------------------------------------------------------------- Fig. 1 bottom

@@ -3,7 +3,14 @@
 import pytest
 
 from analysis.runs import load_run
-from analysis.validity import evaluation_summary, gate_passed, gate_summary, run_gate, study_gate
+from analysis.validity import (
+    baseline_problems,
+    evaluation_summary,
+    gate_passed,
+    gate_summary,
+    run_gate,
+    study_gate,
+)
 from tests.rundir_factory import make_run
 
 
@@ -119,3 +126,20 @@ def test_report_opens_with_the_gate(tmp_path):
     # runs made before the protocol are not judged, and the report says so first
     old = load_run(make_run(tmp_path, "old", config={"latf": "off", "idts": "off"}))
     assert "**Not measured.**" in gate_section(Study([old]))
+
+
+def test_baseline_problems_name_a_failed_gate_and_blank_replies(tmp_path):
+    """ROUGE-L 8.5 over the initial 8.0 with spread 0.5 is inside 2 x 0.5: the gate fails on
+    ROUGE-L only (CE 4.9 < 5.0 passes); 2 of 3 blank replies (67 %) are flagged, 1 of 3 is not."""
+    assert baseline_problems(_run(tmp_path, "learns", 14.0, 3.0)) == []
+    assert baseline_problems(_run(tmp_path, "stuck", 8.5, 4.9)) == ["fails the validity gate on ROUGE-L"]
+
+    def replies(name, texts):
+        samples = [{"instruction": "q", "reference": "r", "response": t, "rouge_l": 0.0} for t in texts]
+        record = {**_record("student", 10, 14.0, 0.5, 3.0), "samples": {"chat": samples}}
+        return load_run(make_run(tmp_path, name, evals=[record]))  # no teacher record: no gate
+
+    assert baseline_problems(replies("silent", ["", " ", "an answer"])) == [
+        "67% of the final student's stored replies are empty"
+    ]
+    assert baseline_problems(replies("talks", ["", "one", "two"])) == []
