@@ -5,6 +5,8 @@
     build_models(config, dev)  teacher (eval, frozen), student (train), tokenizer
     prepare_data(config, tok)  encoded training examples, the fixed probe / gradient batches,
                                the evaluation sets
+    probe_examples(config, tok) the probe set as Examples (tokens.parquet's `example` indexes it)
+    run_tokenizer(config)      the run's tokenizer alone (no model loaded)
     DataOrder                  the seeded example order, a pure function of (seed, epoch, position)
     build_optimizer / build_scheduler
     run_metadata               the config.json document (docs/contracts.md)
@@ -34,6 +36,8 @@ from adakd.timestamps import utc_now
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
+
+    from adakd.data import Example
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,16 @@ def preflight(config: RunConfig) -> None:
 
 
 # ---------------------------------------------------------------------- models
+def run_tokenizer(config: RunConfig):
+    """The tokenizer build_models gives the run (the teacher's), without loading any model."""
+    from adakd import models
+    from adakd.assets import default_teacher_dir
+
+    if config.teacher in (TINY, models.DEFAULT_TEACHER_NAME):
+        return models.load_tokenizer(default_teacher_dir())
+    return models.load_tokenizer(config.teacher, config.trust_remote_code)
+
+
 def build_models(config: RunConfig, device: torch.device):
     """(teacher, student, tokenizer): teacher in eval mode with frozen parameters, student in
     train mode, both float32 on `device` (bf16 only through autocast)."""
@@ -219,12 +233,42 @@ def pad_token_id(tokenizer) -> int:
     return 0
 
 
-def _encode_all(examples, tokenizer, config: RunConfig) -> list[dict]:
+def _encode_pairs(examples, tokenizer, config: RunConfig) -> list[tuple[Example, dict]]:
+    """(example, its encoding) for the examples with at least one response token."""
     from adakd.tokenize import encode_example
 
-    encoded = [encode_example(tokenizer, ex, config.max_prompt_length, config.max_length) for ex in examples]
+    pairs = [(ex, encode_example(tokenizer, ex, config.max_prompt_length, config.max_length)) for ex in examples]
     # a response truncated away entirely has no target: it would only add an empty row
-    return [e for e in encoded if any(t != -100 for t in e["labels"][1:])]
+    return [(ex, e) for ex, e in pairs if any(t != -100 for t in e["labels"][1:])]
+
+
+def _encode_all(examples, tokenizer, config: RunConfig) -> list[dict]:
+    return [e for _, e in _encode_pairs(examples, tokenizer, config)]
+
+
+def _probe_pairs(held_out: list, train: list, config: RunConfig) -> list:
+    """The probe set: probe_examples spread over the held-out split, else the first training one."""
+    return spread(held_out, config.probe_examples) or train[:1]
+
+
+def _training_examples(config: RunConfig, train: list) -> list:
+    return train if config.max_train_examples is None else spread(train, config.max_train_examples)
+
+
+def probe_examples(config: RunConfig, tokenizer) -> list[Example]:
+    """The examples of the run's probe set, in probe order, as training saw them (the prompt
+    shortened to max_prompt_length, adakd.tokenize.fit_prompt; the response whole, of which
+    training kept the first max_length − prompt tokens): tokens.parquet's `example` is an index
+    into this list. The same selection as prepare_data, so it needs the run's tokenizer
+    (examples with no response token within max_length are left out)."""
+    from adakd.tokenize import fit_prompt
+
+    train, val, _ = data_splits(config)
+    train = _training_examples(config, train)
+    held_out = _encode_pairs(val or train, tokenizer, config)
+    first_train = [] if held_out else _encode_pairs(train, tokenizer, config)[:1]
+    chosen = [example for example, _ in _probe_pairs(held_out, first_train, config)]
+    return [fit_prompt(tokenizer, example, config.max_prompt_length)[0] for example in chosen]
 
 
 def spread(items: list, k: int) -> list:
@@ -287,8 +331,7 @@ def prepare_data(config: RunConfig, tokenizer) -> TrainData:
     from adakd.tokenize import collate
 
     train, val, test = data_splits(config)
-    if config.max_train_examples is not None:
-        train = spread(train, config.max_train_examples)
+    train = _training_examples(config, train)
     encoded = _encode_all(train, tokenizer, config)
     if not encoded:
         raise ValueError(
@@ -305,7 +348,7 @@ def prepare_data(config: RunConfig, tokenizer) -> TrainData:
         )
     pad = pad_token_id(tokenizer)
     held_out = _encode_all(val or train, tokenizer, config)
-    probe = spread(held_out, config.probe_examples) or encoded[:1]
+    probe = _probe_pairs(held_out, encoded, config)
     validation = spread(held_out, VALIDATION_EXAMPLES) or encoded[:1]
     validation_batches = [
         collate(validation[i : i + VALIDATION_BATCH], pad) for i in range(0, len(validation), VALIDATION_BATCH)

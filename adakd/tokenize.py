@@ -84,6 +84,14 @@ def encode_prompt(tokenizer, example: Example, max_prompt_length: int) -> list[i
 
     Use this for generation too, so training and evaluation prompts are identical.
     """
+    return fit_prompt(tokenizer, example, max_prompt_length)[1]
+
+
+def fit_prompt(tokenizer, example: Example, max_prompt_length: int) -> tuple[Example, list[int]]:
+    """(the example with its context, then its instruction, shortened until the formatted
+    prompt fits ``max_prompt_length`` tokens; its prompt ids): the example as training saw it,
+    whose prompt encodes to exactly these ids at any larger limit. DataError when even an
+    empty instruction does not fit."""
     if max_prompt_length < 1:
         raise ValueError(f"max_prompt_length must be >= 1, got {max_prompt_length}")
     ids = _prompt_ids(tokenizer, example)
@@ -101,7 +109,7 @@ def encode_prompt(tokenizer, example: Example, max_prompt_length: int) -> list[i
             f"max_prompt_length={max_prompt_length} leaves no room for the instruction: the prompt "
             f"template alone takes {template} tokens; raise max_prompt_length"
         )
-    return ids
+    return example, ids
 
 
 def encode_example(tokenizer, example: Example, max_prompt_length: int, max_length: int) -> dict:

@@ -300,18 +300,24 @@ def clickable_cells(fig, n: int, width: int) -> None:
     rows = [i // width for i in range(n)]
     cols = [i % width for i in range(n)]
     texts = [hover[r][c] for r, c in zip(rows, cols, strict=True)] if hover is not None else None
+    click_targets(fig, cols, rows, list(range(n)), texts, size=34)
+
+
+def click_targets(fig, x, y, customdata, hovertext=None, *, size: int = 14) -> None:
+    """Invisible square markers at (x, y) that a click selects (``on_select`` reports their
+    ``customdata``); the heat maps' own hover is switched off, the markers carry ``hovertext``."""
     fig.update_traces(hoverinfo="skip", selector={"type": "heatmap"})  # every layer: the markers hover
     fig.add_trace(
         go.Scatter(
-            x=cols,
-            y=rows,
+            x=list(x),
+            y=list(y),
             mode="markers",
-            customdata=list(range(n)),
-            hovertext=texts,
-            hoverinfo="text" if texts else "skip",
+            customdata=list(customdata),
+            hovertext=hovertext,
+            hoverinfo="text" if hovertext is not None else "skip",
             showlegend=False,
             name="tokens",
-            marker={"size": 34, "symbol": "square", "opacity": 0},
+            marker={"size": size, "symbol": "square", "opacity": 0},
         )
     )
 

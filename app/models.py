@@ -38,14 +38,15 @@ class ModelPair:
     device: str
 
 
-def _config_json(values: dict) -> str:
+def config_json(values: dict) -> str:
+    """A run config as the hashable cache key of these functions (sorted JSON)."""
     return json.dumps(values, sort_keys=True)
 
 
 def _tiny_spec() -> ModelSpec:
     from adakd.presets import PRESETS
 
-    return ModelSpec("tiny", _config_json(dict(PRESETS["smoke"])))
+    return ModelSpec("tiny", config_json(dict(PRESETS["smoke"])))
 
 
 TINY_SPEC = _tiny_spec()
@@ -53,7 +54,7 @@ TINY_SPEC = _tiny_spec()
 
 def run_spec(run, step: int | None) -> ModelSpec:
     """The pair of a loaded analysis Run, the student at checkpoint `step` (None = initial)."""
-    return ModelSpec("run", _config_json(run.config), str(run.path), step)
+    return ModelSpec("run", config_json(run.config), str(run.path), step)
 
 
 def describe(spec: ModelSpec) -> str:
@@ -99,13 +100,22 @@ def load_pair(spec: ModelSpec) -> ModelPair:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def explore(spec: ModelSpec, prompt: str, reference: str | None, *, ratio: float, c: float, max_new_tokens: int):
+def explore(
+    spec: ModelSpec,
+    prompt: str,
+    reference: str | None,
+    *,
+    ratio: float,
+    c: float,
+    max_new_tokens: int,
+    context: str = "",
+):
     """analysis.explorer.explore_prompt on the spec's models (cached per input)."""
     from analysis.explorer import explore_prompt
 
     pair = load_pair(spec)
     base = float(json.loads(spec.config).get("base_temperature", 1.0))
-    reply = None if reference else list(_teacher_reply(spec, prompt, max_new_tokens))
+    reply = None if reference else list(_teacher_reply(spec, prompt, max_new_tokens, context))
     return explore_prompt(
         pair.teacher,
         pair.student,
@@ -118,16 +128,32 @@ def explore(spec: ModelSpec, prompt: str, reference: str | None, *, ratio: float
         top_k=5,
         max_new_tokens=max_new_tokens,
         reply_ids=reply,
+        context=context,
     )
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def probe_examples(config: str) -> list:
+    """The run's probe set (adakd.runsetup.probe_examples) from its config as sorted JSON:
+    only the tokenizer and the data are loaded, no model."""
+    from adakd.config import RunConfig
+    from adakd.runsetup import probe_examples as examples_of
+    from adakd.runsetup import run_tokenizer
+
+    run_config = RunConfig.from_dict(json.loads(config))
+    return examples_of(run_config, run_tokenizer(run_config))
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
-def _teacher_reply(spec: ModelSpec, prompt: str, max_new_tokens: int) -> tuple[int, ...]:
+def _teacher_reply(spec: ModelSpec, prompt: str, max_new_tokens: int, context: str) -> tuple[int, ...]:
     """The teacher's greedy reply, kept apart so that moving r or c only re-scores it."""
     from analysis.explorer import teacher_reply
 
     pair = load_pair(spec)
-    return tuple(teacher_reply(pair.teacher, pair.student, pair.tokenizer, prompt, max_new_tokens=max_new_tokens))
+    reply = teacher_reply(
+        pair.teacher, pair.student, pair.tokenizer, prompt, max_new_tokens=max_new_tokens, context=context
+    )
+    return tuple(reply)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

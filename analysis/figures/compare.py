@@ -383,7 +383,8 @@ def token_diff_frame(run_a: Run, run_b: Run, step: int | None = None) -> pd.Data
 def token_diff_figure(df: pd.DataFrame, top: int = 20, title: str | None = None) -> go.Figure:
     """Left: difficulty in A (x) against B (y) per token, one trace per status present, with
     the y = x diagonal; right: the `top` tokens with the largest |B − A| as horizontal bars
-    (trace "difficulty B − A"; sky blue = easier in B, vermilion = harder in B)."""
+    (trace "difficulty B − A"; sky blue = easier in B, vermilion = harder in B). Every point and
+    bar carries [example, token_index] as customdata (a click names the token)."""
     if df.empty:
         return empty_figure("No probe tokens to compare.", title)
     name_a, name_b = str(df["run_a"].iloc[0]), str(df["run_b"].iloc[0])
@@ -406,6 +407,7 @@ def token_diff_figure(df: pd.DataFrame, top: int = 20, title: str | None = None)
                 name=status,
                 marker={"color": STATUS_COLORS[status], "size": 7, "line": {"width": 0.5, "color": "#ffffff"}},
                 text=rows["token_label"],
+                customdata=rows[["example", "token_index"]].to_numpy(dtype=int),
                 hovertemplate="%{text}<br>A %{x:.3f} · B %{y:.3f}<extra>" + status + "</extra>",
             ),
             row=1,
@@ -424,6 +426,7 @@ def token_diff_figure(df: pd.DataFrame, top: int = 20, title: str | None = None)
             name="difficulty B − A",
             showlegend=False,
             marker={"color": np.where(largest["difference"] < 0, "#56B4E9", "#D55E00")},
+            customdata=largest[["example", "token_index"]].to_numpy(dtype=int),
             hovertemplate="%{y}: B − A = %{x:.3f}<extra></extra>",
         ),
         row=1,

@@ -71,13 +71,22 @@ def difficulty_heatmap_frame(run: Run, example: int = 0) -> pd.DataFrame:
     return rows[HEATMAP_COLUMNS].reset_index(drop=True)
 
 
-def difficulty_heatmap_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Heat map: y = token (index: text, first token at the top), x = probe step, colour = s."""
+GROUP_MARKS = {"hard": "H", "mid": "M", "easy": ""}  # the letters of mark_groups
+
+
+def difficulty_heatmap_figure(df: pd.DataFrame, title: str | None = None, mark_groups: bool = False) -> go.Figure:
+    """Heat map: y = token (index: text, first token at the top), x = probe step, colour = s.
+    mark_groups: each cell also shows its LATF group at that step as a letter (GROUP_MARKS:
+    H hard, M mid; easy, which LATF leaves out, unmarked)."""
     if df.empty:
         return empty_figure("No probe data: this run has no tokens.parquet rows.", title)
     labels = df.drop_duplicates("token_index").sort_values("token_index")["token_label"].tolist()
     z = df.pivot(index="token_label", columns="step", values="difficulty").reindex(labels)
     group = df.pivot(index="token_label", columns="step", values="group").reindex(labels)
+    marks = {}
+    if mark_groups:
+        letters = group.apply(lambda column: column.map(lambda g: GROUP_MARKS.get(g, "") if isinstance(g, str) else ""))
+        marks = {"text": letters.to_numpy(dtype=object), "texttemplate": "%{text}", "textfont": {"size": 10}}
     fig = go.Figure(
         go.Heatmap(
             z=z.to_numpy(dtype=float),
@@ -90,6 +99,7 @@ def difficulty_heatmap_figure(df: pd.DataFrame, title: str | None = None) -> go.
             colorbar={"title": {"text": "s"}},
             name="difficulty",
             hovertemplate="token %{y}<br>step %{x}<br>difficulty %{z:.3f}<br>group %{customdata}<extra></extra>",
+            **marks,
         )
     )
     fig.update_yaxes(title_text=LABELS["token"], autorange="reversed", type="category")

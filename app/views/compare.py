@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app import components as ui
-from app import state, url_state
+from app import explorer_link, state, url_state
 
 ui.header(
     "Compare",
@@ -147,11 +147,23 @@ with diff:
         with ui.guarded("the token diff"):
             df = loaders.token_diff_frame(probed[a], probed[b])
             fig = compare.token_diff_figure(df, title=f"Difficulty: {names[a]} vs {names[b]}")
-            ui.figure(
+            event = ui.figure(
                 fig,
                 df,
                 f"token-diff-{names[a]}-{names[b]}",
                 key="token-diff",
+                on_select=True,
                 caption="Same probe tokens at the last common probe step: above the "
-                "diagonal, run B finds the token harder than run A.",
+                "diagonal, run B finds the token harder than run A. Click a token to open it in the explorer.",
             )
+            points = [p for p in (event.selection.points if event is not None else []) if "customdata" in p]
+            if points:
+                example, index = (int(v) for v in points[0]["customdata"])
+                label = df.loc[(df["example"] == example) & (df["token_index"] == index), "token_label"]
+                row = st.container(horizontal=True, vertical_alignment="center")
+                row.markdown(f"Token **{label.iloc[0] if len(label) else index}** of probe example {example}:")
+                for side, path in (("A", a), ("B", b)):
+                    if row.button(
+                        f"Open with {names[path]} ({side})", icon=":material/travel_explore:", key=f"diff-open-{side}"
+                    ):
+                        explorer_link.open_in_explorer(path, probed[path].config, example, index)

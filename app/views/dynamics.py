@@ -4,7 +4,7 @@ for GKD / DistiLLM runs, a small panel of the student-generated data each step t
 import streamlit as st
 
 from app import components as ui
-from app import url_state
+from app import explorer_link, url_state
 
 ui.header(
     "Token dynamics",
@@ -84,15 +84,41 @@ url_state.keep("dynamics-example", examples[0], url_state.choice(examples), vali
 example = st.selectbox("Probe example", examples, key="dynamics-example", format_func=lambda e: f"example {e}")
 with ui.guarded("the difficulty heat map"):
     df = loaders.difficulty_heatmap_frame(run, example)
-    fig = dynamics.difficulty_heatmap_figure(df, title=f"Token difficulty, probe example {example} — {run.name}")
-    ui.figure(
+    url_state.keep("dynamics-heatmap-groups", False, url_state.BOOL)
+    show_groups = st.toggle(
+        "Mark the hard / mid / easy group of each cell",
+        key="dynamics-heatmap-groups",
+        help="A letter in each cell: H hard, M mid (both distilled), none for easy (left out by LATF).",
+    )
+    fig = dynamics.difficulty_heatmap_figure(
+        df, title=f"Token difficulty, probe example {example} — {run.name}", mark_groups=show_groups
+    )
+    hover = [
+        f"token {label}<br>step {step}<br>difficulty {s:.3f}<br>group {group}<br>click: pick it for the explorer"
+        for label, step, s, group in zip(df["token_label"], df["step"], df["difficulty"], df["group"], strict=True)
+    ]
+    ui.click_targets(fig, df["step"].astype(int), df["token_label"], df["token_index"].astype(int), hover)
+    event = ui.figure(
         fig,
         df,
         f"{run.name}-difficulty-example{example}",
         key="heatmap",
+        on_select=True,
         caption="Rows: response tokens in order; colour: Hellinger difficulty s at that "
-        "probe step (0 = the student matches the teacher).",
+        "probe step (0 = the student matches the teacher). Click a cell to pick its token below.",
     )
+    tokens = df.drop_duplicates("token_index").set_index("token_index")["token_label"]
+    points = event.selection.points if event is not None else []
+    clicked = int(points[0]["customdata"]) if points and "customdata" in points[0] else None
+    if clicked is not None and clicked != st.session_state.get("dynamics-clicked"):
+        st.session_state["dynamics-token"] = clicked  # a new click picks the token (a kept one does not)
+    st.session_state["dynamics-clicked"] = clicked
+    if st.session_state.get("dynamics-token") not in tokens.index:
+        st.session_state["dynamics-token"] = int(tokens.index[0])
+    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+    token = c1.selectbox("Token", list(tokens.index), key="dynamics-token", format_func=tokens.get)
+    if c2.button("Open in the Token explorer", icon=":material/travel_explore:", key="dynamics-open"):
+        explorer_link.open_in_explorer(str(run.path), run.config, example, int(token))
 
 st.subheader("Hard / mid / easy groups")
 url_state.keep("dynamics-split", "current", url_state.choice(["current", "paper"]))

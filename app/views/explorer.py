@@ -4,7 +4,7 @@ import streamlit as st
 
 from analysis import run_student
 from app import components as ui
-from app import jobs, models, state, url_state
+from app import explorer_link, jobs, models, state, url_state
 
 ui.header(
     "Token explorer",
@@ -14,6 +14,28 @@ ui.header(
 )
 
 RESULT = "explorer-result"
+PROMPT_DEFAULTS = {
+    "explorer-prompt": "What is the capital of France?",
+    "explorer-context": "",
+    "explorer-reference": "",
+}
+
+# A token opened from another page (app/explorer_link.py): that run, its probe example, analysed
+# now, at that token. Set before the widgets are drawn, which then show these values.
+request = explorer_link.take_request()
+if request is not None:
+    st.session_state.update(
+        {
+            "explorer-source": "run",
+            "explorer-run": request.run,
+            "explorer-prompt": request.instruction,
+            "explorer-context": request.context,
+            "explorer-reference": request.response,
+        }
+    )
+    state.set_selected([request.run] + [p for p in state.selected_paths() if p != request.run])
+for key, default in PROMPT_DEFAULTS.items():  # the text boxes get their first value here, not as value=
+    st.session_state.setdefault(key, default)
 
 
 def rebuild_panel(path: str, name: str, info: dict) -> None:
@@ -111,19 +133,24 @@ with source_col:
         ui.remote_code_notice(run.config)
     st.caption(models.describe(spec))
 
+# (label, session key, height, help) of the optional text fields below the prompt
+OPTIONAL_FIELDS = (
+    (
+        "Context (optional)",
+        "explorer-context",
+        68,
+        "Dolly's context field: text the instruction refers to, formatted into the prompt as in training.",
+    ),
+    ("Reference reply (optional)", "explorer-reference", 70, "Empty: the teacher's greedy reply is scored."),
+)
+
 with prompt_col:
     st.subheader("Prompt")
     with st.form("explorer-form", border=False):
-        prompt = st.text_area(
-            "Prompt", "What is the capital of France?", key="explorer-prompt", height=90, max_chars=MAX_TEXT_CHARS
-        )
-        reference = st.text_area(
-            "Reference reply (optional)",
-            "",
-            key="explorer-reference",
-            height=70,
-            max_chars=MAX_TEXT_CHARS,
-            help="Empty: the teacher's greedy reply is scored.",
+        prompt = st.text_area("Prompt", key="explorer-prompt", height=90, max_chars=MAX_TEXT_CHARS)
+        context, reference = (
+            st.text_area(label, key=key, height=height, max_chars=MAX_TEXT_CHARS, help=help_text)
+            for label, key, height, help_text in OPTIONAL_FIELDS
         )
         c1, c2, c3 = st.columns(3)
         url_state.keep("explorer-r", 0.5, url_state.number(0.05, 1.0))
@@ -141,18 +168,35 @@ with prompt_col:
         max_new = c3.slider("Max reply tokens", 8, 128, step=8, key="explorer-max-new")
         go = st.form_submit_button("Analyse", type="primary", icon=":material/search:")
 
-if go:
+if go or request is not None:
     with st.spinner("Loading the models and scoring the tokens …"):
         try:
             result = models.explore(
-                spec, prompt, reference.strip() or None, ratio=ratio, c=c, max_new_tokens=int(max_new)
+                spec,
+                prompt,
+                reference.strip() or None,
+                ratio=ratio,
+                c=c,
+                max_new_tokens=int(max_new),
+                context=context.strip(),
             )
         except Exception as err:  # a model that cannot load or a bad prompt: say so, keep the page
             st.error(f"Could not analyse the prompt: {err}", icon=":material/error:")
             result = None
+    before = st.session_state.get(RESULT)
     st.session_state[RESULT] = result
-    for stale in ("explorer-attribution", "explorer-token"):  # a new reply starts at its hardest token
-        st.session_state.pop(stale, None)
+    st.session_state.pop("explorer-attribution", None)
+    if request is not None and result is not None and request.token_index < len(result.tokens):
+        st.session_state["explorer-token"] = request.token_index  # the token the link pointed at
+    elif before is None or result is None or list(before.response_ids) != list(result.response_ids):
+        st.session_state.pop("explorer-token", None)  # a new reply starts at its hardest token
+    # else the same reply re-scored (r or c moved): the chosen token stays
+if request is not None:
+    st.info(
+        f"Opened from probe example {request.example}, token {request.token_index}: the prompt as training "
+        "saw it (cut to the run's max_prompt_length) and its reference reply, scored whole.",
+        icon=":material/link:",
+    )
 
 result = st.session_state.get(RESULT)
 if result is None:

@@ -592,3 +592,44 @@ def test_runs_page_saves_tags_and_filters_by_them_and_by_search(tmp_path, monkey
     assert any("Check a row" in i.value for i in at.info)
     assert not [b for b in at.button if b.label.startswith("Delete")]  # acts only on checked rows
     assert second.exists()
+
+
+def test_a_heatmap_token_opens_the_explorer_on_its_probe_example(tmp_path, monkeypatch, isolated_cache):
+    """Token dynamics → "Open in the Token explorer": the explorer is on that run, with the
+    probe example's prompt and reply as training saw them (adakd.runsetup.probe_examples),
+    analysed at once, at that token; the group marks put H / M letters in the heat map."""
+    from adakd.config import RunConfig
+    from adakd.presets import PRESETS
+    from adakd.runsetup import probe_examples, run_tokenizer
+
+    monkeypatch.setenv("ADAKD_RUNS", str(tmp_path))
+    config = dict(PRESETS["smoke"])
+    run = make_run(tmp_path, "linked", config=config, steps=4, probe_steps=[0, 4], n_examples=2, n_tokens=6)
+    at = open_page("views/dynamics.py", selected=[run], timeout=180)
+    no_failure(at)
+    at.selectbox(key="dynamics-example").set_value(1).run()
+    at.toggle(key="dynamics-heatmap-groups").set_value(True).run()
+    heat = next(c for c in charts(at) if c["data"][0]["type"] == "heatmap")["data"][0]
+    letters = {t for row in heat["text"] for t in row}
+    assert letters <= {"H", "M", ""} and "H" in letters
+    at.selectbox(key="dynamics-token").set_value(3).run()
+    at.button(key="dynamics-open").click().run()
+    no_failure(at)
+
+    full = RunConfig.from_dict({**RunConfig().to_dict(), **config, "max_steps": 4})
+    example = probe_examples(full, run_tokenizer(full))[1]
+    assert at.text_area(key="explorer-prompt").value == example.instruction
+    assert at.text_area(key="explorer-reference").value == example.response
+    assert at.radio(key="explorer-source").value == "run"
+    assert any("Opened from probe example 1, token 3" in i.value for i in at.info)
+    assert at.selectbox(key="explorer-token").value == 3
+    assert charts(at)[0]["data"][0]["type"] == "heatmap"  # analysed without pressing Analyse
+    assert int(at.session_state["explorer-result"].tokens["difficulty"].idxmax()) != 3  # not the default
+
+    # moving r re-scores the same reply: the chosen token stays (AppTest reruns the page it
+    # started on after st.switch_page, where a browser stays on the new page: switch explicitly)
+    at.switch_page("views/explorer.py").run()
+    at.slider(key="explorer-r").set_value(0.75)
+    at.button(key="FormSubmitter:explorer-form-Analyse").click().run()
+    no_failure(at)
+    assert at.selectbox(key="explorer-token").value == 3

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from adakd.presets import PRESETS
 from tests.rundir_factory import make_events, make_run
 
 pytestmark = pytest.mark.browser
@@ -80,17 +81,19 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser-runs")
+    # the smoke preset's tiny random models: a link into the explorer loads them in a moment
+    tiny = {k: PRESETS["smoke"][k] for k in ("teacher", "student", "data", "max_prompt_length", "max_length")}
     make_run(
         root,
         "adakd-demo",
-        config={"idts_c": 0.3},
+        config={**tiny, "idts_c": 0.3},
         steps=20,
         probe_steps=[0, 10, 20],
         checkpoints=[20],
         final_rouge={"chatterbot": 31.5},
         meta={"started_at": "2026-01-02T00:00:00Z"},
     )
-    plain = {"latf": "off", "idts": "off"}
+    plain = {**tiny, "latf": "off", "idts": "off"}
     events = make_events(20, plain, "finished")
     at = next(i for i, e in enumerate(events) if e["step"] > 10)
     events[at:at] = [  # stopped after step 10, resumed from its checkpoint
@@ -269,3 +272,36 @@ def test_a_stop_and_resume_is_marked_on_the_curves(page, server):
             .map(t => [t.name, Array.from(t.x)]))"""
     )
     assert len(ticks) == 1 and list(ticks[0][1]) == [10], ticks
+
+
+def test_a_token_clicked_in_the_token_diff_opens_the_explorer_there(page, server):
+    """Compare → Token diff: a click on a token's point, then "Open with …": the explorer is on
+    that run with the probe example, analysed, at that token."""
+    open_and_check(page, f"{server}/compare?compare-runs=adakd-demo&compare-runs=plain-kd", "Compare", 1)
+    page.get_by_role("tab", name="Token diff").click()
+    page.wait_for_function(
+        """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+            .some(p => (p._fullData || []).some(t => t.name === 'difficulty B − A'))"""
+    )
+    settle(page)
+    diff = page.locator(".js-plotly-plot").filter(has_text="largest changes").first
+    box = diff.locator(".scatterlayer .trace .point").first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    opener = page.get_by_role("button", name=re.compile(r"Open with plain-kd \(B\)"))
+    opener.wait_for()
+    chosen = page.locator("p", has_text="of probe example").inner_text()
+    match = re.search(r"Token ex (\d+) · (\d+): .* of probe example (\d+)", chosen)  # "ex 0 · 1: ␣cat"
+    assert match and match.group(1) == match.group(3), chosen
+    example, token = int(match.group(1)), int(match.group(2))
+    opener.click()
+    page.get_by_role("heading", name="Token explorer", level=1).wait_for()
+    page.get_by_text(f"Opened from probe example {example}, token {token}").wait_for(timeout=120_000)
+    settle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    # the top-k chart is drawn for the chosen token: its title names the linked position
+    page.wait_for_function(
+        """(token) => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]'))
+            .some(c => c.textContent.includes(`Top-k at ${token}:`))""",
+        arg=token,
+    )
+    page.screenshot(path=str(SHOTS / "explorer-from-token-diff.png"))

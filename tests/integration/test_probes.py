@@ -425,6 +425,38 @@ def test_run_tokens_parquet_equals_recomputation_from_final_checkpoint(smoke_run
 
 
 @pytest.mark.slow
+def test_probe_examples_are_the_probed_texts_and_the_explorer_scores_them_alike(smoke_runs):
+    """probe_examples gives the Examples whose tokens the run recorded (example i of
+    tokens.parquet), so the explorer, given one, scores the same reply tokens; with the student
+    as the run started, the same difficulties as the step-0 probe."""
+    from adakd.config import RunConfig
+    from adakd.rundir import RunDir
+    from adakd.runsetup import build_models, prepare_data, probe_examples
+    from adakd.tokenize import encode_example
+    from analysis.explorer import explore_prompt
+
+    run = RunDir(smoke_runs[0])
+    config = RunConfig.from_dict(run.read_config()["config"])
+    teacher, student, tokenizer = build_models(config, torch.device("cpu"))
+    examples = probe_examples(config, tokenizer)
+    batch = prepare_data(config, tokenizer).probe_batch
+    assert len(examples) == batch["input_ids"].shape[0] == config.probe_examples
+    for row, example in enumerate(examples):
+        ids = encode_example(tokenizer, example, config.max_prompt_length, config.max_length)["input_ids"]
+        assert batch["input_ids"][row, : len(ids)].tolist() == ids
+    tokens = run.read_parquet("tokens.parquet")
+    start = tokens[tokens["step"] == 0]
+    for index, example in enumerate(examples):
+        rows = start[start["example"] == index].sort_values("token_index")
+        result = explore_prompt(
+            teacher, student, tokenizer, example.instruction, example.response, context=example.context, ratio=0.5
+        )
+        assert result.response_ids[: len(rows)] == rows["token_id"].tolist()
+        scored = result.tokens["difficulty"].to_numpy()[: len(rows)]
+        np.testing.assert_allclose(scored, rows["difficulty"].to_numpy(), atol=2e-5)
+
+
+@pytest.mark.slow
 def test_probes_and_evaluation_leave_training_bit_identical(smoke_runs):
     from adakd.rundir import RunDir
 
