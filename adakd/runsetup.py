@@ -246,8 +246,9 @@ def _encode_all(examples, tokenizer, config: RunConfig) -> list[dict]:
     return [e for _, e in _encode_pairs(examples, tokenizer, config)]
 
 
-def _probe_pairs(held_out: list, train: list, config: RunConfig) -> list:
-    """The probe set: probe_examples spread over the held-out split, else the first training one."""
+def _probe_set(held_out: list, train: list, config: RunConfig) -> list:
+    """The probe set: probe_examples spread over the held-out items, else the first training one
+    (items: encodings in prepare_data, (example, encoding) pairs in probe_examples)."""
     return spread(held_out, config.probe_examples) or train[:1]
 
 
@@ -267,7 +268,7 @@ def probe_examples(config: RunConfig, tokenizer) -> list[Example]:
     train = _training_examples(config, train)
     held_out = _encode_pairs(val or train, tokenizer, config)
     first_train = [] if held_out else _encode_pairs(train, tokenizer, config)[:1]
-    chosen = [example for example, _ in _probe_pairs(held_out, first_train, config)]
+    chosen = [example for example, _ in _probe_set(held_out, first_train, config)]
     return [fit_prompt(tokenizer, example, config.max_prompt_length)[0] for example in chosen]
 
 
@@ -348,7 +349,7 @@ def prepare_data(config: RunConfig, tokenizer) -> TrainData:
         )
     pad = pad_token_id(tokenizer)
     held_out = _encode_all(val or train, tokenizer, config)
-    probe = _probe_pairs(held_out, encoded, config)
+    probe = _probe_set(held_out, encoded, config)
     validation = spread(held_out, VALIDATION_EXAMPLES) or encoded[:1]
     validation_batches = [
         collate(validation[i : i + VALIDATION_BATCH], pad) for i in range(0, len(validation), VALIDATION_BATCH)

@@ -108,8 +108,9 @@ with ui.guarded("the difficulty heat map"):
         "probe step (0 = the student matches the teacher). Click a cell to pick its token below.",
     )
     tokens = df.drop_duplicates("token_index").set_index("token_index")["token_label"]
-    points = event.selection.points if event is not None else []
-    clicked = int(points[0]["customdata"]) if points and "customdata" in points[0] else None
+    # the click targets' points carry the token index; the heat map's own carry its group name
+    indices = [p["customdata"] for p in (event.selection.points if event is not None else [])]
+    clicked = next((int(i) for i in indices if isinstance(i, int | float)), None)
     if clicked is not None and clicked != st.session_state.get("dynamics-clicked"):
         st.session_state["dynamics-token"] = clicked  # a new click picks the token (a kept one does not)
     st.session_state["dynamics-clicked"] = clicked
