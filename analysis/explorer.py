@@ -6,6 +6,9 @@
     explorer_tokens_figure(result)          # tokens as a coloured strip, hover = all details
     topk_figure(result, token_index=3)      # teacher vs student top-k bars for one token
 
+    scored = score_reply(teacher, student, tokenizer, "Name three colours.")  # the forward passes
+    apply_settings(scored, ratio=0.3, c=1.0)  # another r and c in milliseconds, no model needed
+
 The response is the given reference or, without one, the teacher's greedy reply (at most
 ``max_new_tokens``). Both models score the same token sequence in one forward pass each; every
 per-token number follows docs/method.md and the run-time probes (``adakd.probes``) exactly:
@@ -78,6 +81,26 @@ class ExplorerResult:
     base_temperature: float = 1.0
 
 
+@dataclass(frozen=True)
+class ScoredReply:
+    """The part of exploring a prompt that r, c and τ₀ do not change (:func:`score_reply`).
+
+    ``columns`` holds every per-token column of ``TOKEN_COLUMNS`` except the settings' columns
+    (selected, group, tau, tau_all, hard, entropy_student_idts); ``student_logits`` ``[N, V]``
+    float32 on the CPU stays for entropy_student_idts = H(softmax(z_S / τ_all)), which depends
+    on c. :func:`apply_settings` turns it into an :class:`ExplorerResult` in milliseconds.
+    """
+
+    columns: dict[str, np.ndarray] = field(repr=False)
+    student_logits: torch.Tensor = field(repr=False)
+    topk: pd.DataFrame
+    response: str
+    response_source: str
+    prompt_text: str
+    prompt_ids: list[int] = field(repr=False)
+    response_ids: list[int] = field(repr=False)
+
+
 def explore_prompt(
     teacher,
     student,
@@ -98,12 +121,44 @@ def explore_prompt(
     The prompt is formatted as in training (``adakd.tokenize.format_prompt`` of an
     ``Example(instruction=prompt, context=context, response=reference)``). Without a reference
     the response is the teacher's greedy reply; pass ``reply_ids`` (from :func:`teacher_reply`
-    or an earlier result's ``response_ids``) to score that reply again without regenerating it,
-    e.g. when only r or c changed. Raises ValueError for an empty prompt, bad r/c/τ/top_k, a
-    prompt past ``min(MAX_PROMPT_TOKENS, model context)``, or both a reference and reply ids.
-    The models' train/eval modes and the RNG state are left as they were.
+    or an earlier result's ``response_ids``) to score that reply again without regenerating it.
+    Equal to ``apply_settings(score_reply(...), ratio=…, c=…, base_temperature=…)``: keep the
+    :class:`ScoredReply` to re-apply other r or c without any forward pass. Raises ValueError
+    for an empty prompt, bad r/c/τ/top_k, a prompt past ``min(MAX_PROMPT_TOKENS, model
+    context)``, or both a reference and reply ids. The models' train/eval modes and the RNG
+    state are left as they were.
     """
-    _check_args(prompt, ratio, c, base_temperature, top_k, max_new_tokens)
+    _check_settings(ratio, c, base_temperature)
+    scored = score_reply(
+        teacher,
+        student,
+        tokenizer,
+        prompt,
+        reference,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        context=context,
+        reply_ids=reply_ids,
+    )
+    return apply_settings(scored, ratio=ratio, c=c, base_temperature=base_temperature)
+
+
+def score_reply(
+    teacher,
+    student,
+    tokenizer,
+    prompt: str,
+    reference: str | None = None,
+    *,
+    top_k: int = 5,
+    max_new_tokens: int = 64,
+    context: str = "",
+    reply_ids: list[int] | None = None,
+) -> ScoredReply:
+    """The forward passes and every r/c-independent column of :func:`explore_prompt`."""
+    _check_prompt(prompt, max_new_tokens)
+    if not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f"top_k must be a positive integer (got {top_k!r})")
     _check_text("the reference reply", reference or "")
     has_reference = bool(reference and reference.strip())
     if has_reference and reply_ids is not None:
@@ -123,27 +178,47 @@ def explore_prompt(
         t_logits = response_logits(teacher, ids, len(response_ids))
         s_logits = response_logits(student, ids, len(response_ids)).to(t_logits.device)
         labels = torch.tensor(response_ids, device=t_logits.device)
-        table = token_table(s_logits, t_logits, labels, ratio=ratio, c=c, base_temperature=base_temperature)
+        columns = reply_statistics(s_logits, t_logits, labels)
         topk = topk_table(s_logits, t_logits, labels, top_k)
     n = len(response_ids)
-    table.update(
+    columns.update(
         token_index=np.arange(n),
         position=np.arange(len(prompt_ids), len(ids)),
         token_id=np.asarray(response_ids, dtype=np.int64),
         token_text=decode_each(tokenizer, response_ids),
-        top1_teacher=decode_each(tokenizer, table["top1_teacher"]),
-        top1_student=decode_each(tokenizer, table["top1_student"]),
+        top1_teacher=decode_each(tokenizer, columns["top1_teacher"]),
+        top1_student=decode_each(tokenizer, columns["top1_student"]),
     )
-    tokens = pd.DataFrame({name: table[name] for name in TOKEN_COLUMNS})
     topk["token_text"] = decode_each(tokenizer, topk["token_id"])
-    return ExplorerResult(
-        tokens=tokens,
+    return ScoredReply(
+        columns=columns,
+        student_logits=s_logits.cpu(),
         topk=pd.DataFrame({name: topk[name] for name in TOPK_COLUMNS}),
         response=tokenizer.decode(response_ids, skip_special_tokens=True),
         response_source="reference" if has_reference else "teacher_greedy",
         prompt_text=format_prompt(tokenizer, example),
         prompt_ids=list(prompt_ids),
         response_ids=list(response_ids),
+    )
+
+
+def apply_settings(scored: ScoredReply, *, ratio: float, c: float, base_temperature: float = 1.0) -> ExplorerResult:
+    """The :class:`ExplorerResult` of a scored reply at LATF ratio r, IDTS strength c and base
+    temperature τ₀: groups, τ and the entropy at τ_all (:func:`settings_columns`), no forward pass."""
+    _check_settings(ratio, c, base_temperature)
+    difficulty = torch.from_numpy(scored.columns["difficulty"]).float()
+    table = {
+        **scored.columns,
+        **settings_columns(difficulty, scored.student_logits, ratio=ratio, c=c, base_temperature=base_temperature),
+    }
+    return ExplorerResult(
+        tokens=pd.DataFrame({name: table[name] for name in TOKEN_COLUMNS}),
+        topk=scored.topk.copy(),
+        response=scored.response,
+        response_source=scored.response_source,
+        prompt_text=scored.prompt_text,
+        prompt_ids=list(scored.prompt_ids),
+        response_ids=list(scored.response_ids),
         ratio=float(ratio),
         c=float(c),
         base_temperature=float(base_temperature),
@@ -186,16 +261,13 @@ def _checked_reply(reply_ids, n_prompt: int, context_length: int) -> list[int]:
     return reply
 
 
-def _check_args(prompt, ratio, c, base_temperature, top_k, max_new_tokens) -> None:
-    _check_prompt(prompt, max_new_tokens)
+def _check_settings(ratio, c, base_temperature) -> None:
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio r must be in (0, 1] (got {ratio})")
     if not c >= 0:
         raise ValueError(f"IDTS strength c must be >= 0 (got {c})")
     if not base_temperature > 0:
         raise ValueError(f"base temperature must be > 0 (got {base_temperature})")
-    if not (isinstance(top_k, int) and top_k >= 1):
-        raise ValueError(f"top_k must be a positive integer (got {top_k!r})")
 
 
 def _check_prompt(prompt, max_new_tokens) -> None:
@@ -316,54 +388,85 @@ def token_table(
     base_temperature: float,
     chunk_rows: int = 128,
 ) -> dict[str, np.ndarray]:
-    """Per-token columns from logits ``[N, V]`` and the response token ids ``[N]`` (no gradient).
+    """Per-token columns from logits ``[N, V]`` and the response token ids ``[N]`` (no gradient):
+    :func:`reply_statistics` and :func:`settings_columns` together."""
+    table = reply_statistics(student_logits, teacher_logits, labels, chunk_rows=chunk_rows)
+    difficulty = torch.from_numpy(table["difficulty"]).float()
+    settings = settings_columns(difficulty, student_logits, ratio=ratio, c=c, base_temperature=base_temperature)
+    return {**table, **settings}
 
-    With q = softmax(z_S), p = softmax(z_T), all at τ = 1 unless stated:
+
+def reply_statistics(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *, chunk_rows: int = 128
+) -> dict[str, np.ndarray]:
+    """The columns that r, c and τ₀ do not change, from logits ``[N, V]`` and labels ``[N]``.
+
+    With q = softmax(z_S), p = softmax(z_T), all at τ = 1:
       difficulty = Hellinger(p, q) (``adakd.hellinger``, as training computes it);
       fkl = KL(p‖q), rkl = KL(q‖p), jsd = symmetric JS (λ = ½), ce = −log q(label),
         entropy = H(q): the alternative indicators of ``adakd.token_difficulty``;
-      selected/group at ``ratio`` (``adakd.probes.group_labels``); tau = IDTS over the selected
-        (NaN elsewhere); tau_all = IDTS over all tokens; hard = difficulty > lower median;
-      entropy_student = H(q), entropy_student_idts = H(softmax(z_S / tau_all)), entropy_teacher
-        = H(p), in nats; div_<name> = ``adakd.divergence(name)`` with its default parameters;
+      entropy_student = H(q), entropy_teacher = H(p), in nats; div_<name> =
+        ``adakd.divergence(name)`` with its default parameters;
       p_label_* = p(label), q(label); top1_* = argmax ids (decoded by the caller).
     The vocabulary-wide statistics share one log-softmax per model and run over ``chunk_rows``
     rows at a time, so only a few ``[chunk_rows, V]`` temporaries exist at once.
     """
     with torch.no_grad():
-        difficulty = hellinger(student_logits, teacher_logits).float()
+        out = {"difficulty": hellinger(student_logits, teacher_logits).float()}
+        chunks = [
+            _row_statistics(
+                student_logits[lo : lo + chunk_rows], teacher_logits[lo : lo + chunk_rows], labels[lo : lo + chunk_rows]
+            )
+            for lo in range(0, labels.numel(), chunk_rows)
+        ]
+        for key in chunks[0] if chunks else ():
+            out[key] = torch.cat([chunk[key] for chunk in chunks])
+    return _numpy(out)
+
+
+def settings_columns(
+    difficulty: torch.Tensor,
+    student_logits: torch.Tensor,
+    *,
+    ratio: float,
+    c: float,
+    base_temperature: float,
+    chunk_rows: int = 128,
+) -> dict[str, np.ndarray]:
+    """The columns that depend on r, c and τ₀, from difficulty ``[N]`` and z_S ``[N, V]``:
+    selected/group at ``ratio`` (``adakd.probes.group_labels``); tau = IDTS over the selected
+    (NaN elsewhere); tau_all = IDTS over all tokens; hard = difficulty > lower median;
+    entropy_student_idts = H(softmax(z_S / tau_all)) in nats."""
+    with torch.no_grad():
+        difficulty = difficulty.to(student_logits.device)
         selected, groups = group_labels(difficulty, ratio)
         tau = torch.full_like(difficulty, float("nan"))
         tau[selected] = idts_temperatures(difficulty[selected], base_temperature, c).float()
         tau_all = idts_temperatures(difficulty, base_temperature, c).float()
+        entropy = []
+        for lo in range(0, difficulty.numel(), chunk_rows):
+            logq = log_probs(student_logits[lo : lo + chunk_rows], tau_all[lo : lo + chunk_rows])
+            entropy.append(-(logq.exp() * logq).sum(-1))
         out = {
-            "difficulty": difficulty,
             "selected": selected,
             "tau": tau,
             "tau_all": tau_all,
             "hard": difficulty > difficulty.median(),
+            "entropy_student_idts": torch.cat(entropy) if entropy else torch.zeros(0),
         }
-        chunks = [
-            _row_statistics(
-                student_logits[lo : lo + chunk_rows],
-                teacher_logits[lo : lo + chunk_rows],
-                labels[lo : lo + chunk_rows],
-                tau_all[lo : lo + chunk_rows],
-            )
-            for lo in range(0, difficulty.numel(), chunk_rows)
-        ]
-        for key in chunks[0] if chunks else ():
-            out[key] = torch.cat([chunk[key] for chunk in chunks])
-    arrays = {k: v.cpu().numpy() for k, v in out.items()}
-    arrays = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in arrays.items()}
+    arrays = _numpy(out)
     arrays["group"] = groups
     return arrays
 
 
-def _row_statistics(
-    s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, tau_all: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """The vocabulary-wide columns of :func:`token_table` for a chunk of rows ``[n, V]``."""
+def _numpy(columns: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """CPU numpy arrays, floats as float64 (the frames' dtype)."""
+    arrays = {k: v.cpu().numpy() for k, v in columns.items()}
+    return {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in arrays.items()}
+
+
+def _row_statistics(s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The vocabulary-wide columns of :func:`reply_statistics` for a chunk of rows ``[n, V]``."""
     logq, logp = log_probs(s), log_probs(t)  # float32, −inf floored: finite everywhere
     out = {f"div_{name}": divergence_from_log_probs(name, logq, logp) for name in DIVERGENCE_NAMES}
     # Same formulas as adakd.token_difficulty's alternatives (tests compare the two).
@@ -374,8 +477,6 @@ def _row_statistics(
     out["entropy_student"] = -(logq.exp() * logq).sum(-1)
     out["entropy"] = out["entropy_student"]
     out["entropy_teacher"] = -(logp.exp() * logp).sum(-1)
-    logq_idts = log_probs(s, tau_all)
-    out["entropy_student_idts"] = -(logq_idts.exp() * logq_idts).sum(-1)
     out["p_label_student"] = label_logq.exp()
     out["p_label_teacher"] = logp.gather(-1, labels[:, None]).squeeze(-1).exp()
     out["top1_student"], out["top1_teacher"] = s.argmax(-1), t.argmax(-1)

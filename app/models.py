@@ -4,7 +4,9 @@ A `ModelSpec` names a teacher/student pair: the models of a run (built from its 
 exactly as the trainer built them, the student optionally restored from a checkpoint) or the
 tiny random pair of the `smoke` preset. `st.cache_resource` keeps at most two pairs; when one
 is evicted or the cache is cleared, `_release` drops it and empties the CUDA cache so GPU
-memory really comes back. Explorer and attribution results are cached with `st.cache_data`.
+memory really comes back. The teacher's reply and attribution results are cached with
+`st.cache_data`; a scored reply (forward passes done, r and c not yet applied) with
+`st.cache_resource`.
 """
 
 from __future__ import annotations
@@ -99,7 +101,6 @@ def load_pair(spec: ModelSpec) -> ModelPair:
     return ModelPair(teacher, student, tokenizer, str(device))
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
 def explore(
     spec: ModelSpec,
     prompt: str,
@@ -110,21 +111,34 @@ def explore(
     max_new_tokens: int,
     context: str = "",
 ):
-    """analysis.explorer.explore_prompt on the spec's models (cached per input)."""
-    from analysis.explorer import explore_prompt
+    """analysis.explorer.explore_prompt on the spec's models: the teacher's reply and the
+    forward passes are cached (:func:`scored_reply`), so a new r or c costs milliseconds."""
+    from analysis.explorer import apply_settings
+
+    scored = scored_reply(spec, prompt, reference, max_new_tokens=max_new_tokens, context=context)
+    return apply_settings(scored, ratio=ratio, c=c, base_temperature=base_temperature(spec))
+
+
+def base_temperature(spec: ModelSpec) -> float:
+    """The run's τ₀ (1.0 where its config does not set one)."""
+    return float(json.loads(spec.config).get("base_temperature", 1.0))
+
+
+# A resource, not data: the ScoredReply holds the student's logits [N, V] (~12 MB at 64 tokens),
+# which st.cache_data would pickle and copy on every hit; apply_settings never mutates it.
+@st.cache_resource(max_entries=8, show_spinner=False)
+def scored_reply(spec: ModelSpec, prompt: str, reference: str | None, *, max_new_tokens: int, context: str = ""):
+    """analysis.explorer.score_reply on the spec's models: everything r and c do not change."""
+    from analysis.explorer import score_reply
 
     pair = load_pair(spec)
-    base = float(json.loads(spec.config).get("base_temperature", 1.0))
-    reply = None if reference else list(_teacher_reply(spec, prompt, max_new_tokens, context))
-    return explore_prompt(
+    reply = None if reference else list(teacher_reply(spec, prompt, max_new_tokens, context))
+    return score_reply(
         pair.teacher,
         pair.student,
         pair.tokenizer,
         prompt,
         reference,
-        ratio=ratio,
-        c=c,
-        base_temperature=base,
         top_k=5,
         max_new_tokens=max_new_tokens,
         reply_ids=reply,
@@ -145,14 +159,12 @@ def probe_examples(config: str) -> list:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _teacher_reply(spec: ModelSpec, prompt: str, max_new_tokens: int, context: str) -> tuple[int, ...]:
+def teacher_reply(spec: ModelSpec, prompt: str, max_new_tokens: int, context: str) -> tuple[int, ...]:
     """The teacher's greedy reply, kept apart so that moving r or c only re-scores it."""
-    from analysis.explorer import teacher_reply
+    from analysis.explorer import teacher_reply as reply_of
 
     pair = load_pair(spec)
-    reply = teacher_reply(
-        pair.teacher, pair.student, pair.tokenizer, prompt, max_new_tokens=max_new_tokens, context=context
-    )
+    reply = reply_of(pair.teacher, pair.student, pair.tokenizer, prompt, max_new_tokens=max_new_tokens, context=context)
     return tuple(reply)
 
 

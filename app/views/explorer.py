@@ -1,5 +1,7 @@
 """Token explorer: how AdaKD would treat each response token of your own prompt."""
 
+import time
+
 import streamlit as st
 
 from analysis import run_student
@@ -168,21 +170,43 @@ with prompt_col:
         max_new = c3.slider("Max reply tokens", 8, 128, step=8, key="explorer-max-new")
         go = st.form_submit_button("Analyse", type="primary", icon=":material/search:")
 
-if go or request is not None:
-    with st.spinner("Loading the models and scoring the tokens …"):
+
+def analyse(spec, prompt: str, reference: str | None, ratio: float, c: float, max_new: int, context: str):
+    """models.explore in its stages (models, teacher reply, scoring, r and c), each named with
+    its time in a status box; cached stages show as such. None (and the error) when it fails."""
+    with st.status("Analysing …", expanded=False) as status:
+        start = time.perf_counter()
+        stage_start = start
+
+        def done(what: str) -> None:
+            nonlocal stage_start
+            now = time.perf_counter()
+            st.write(f"{what}: {now - stage_start:.2f} s")
+            stage_start = now
+
         try:
-            result = models.explore(
-                spec,
-                prompt,
-                reference.strip() or None,
-                ratio=ratio,
-                c=c,
-                max_new_tokens=int(max_new),
-                context=context.strip(),
-            )
+            status.update(label="Loading the models …")
+            models.load_pair(spec)
+            done("Models loaded")
+            if reference is None:
+                status.update(label="The teacher writes its reply …")
+                models.teacher_reply(spec, prompt, max_new, context)
+                done("Teacher's greedy reply")
+            status.update(label="Scoring the tokens (one forward pass per model) …")
+            models.scored_reply(spec, prompt, reference, max_new_tokens=max_new, context=context)
+            done("Forward passes and token statistics")
+            result = models.explore(spec, prompt, reference, ratio=ratio, c=c, max_new_tokens=max_new, context=context)
+            done(f"Groups and temperatures at r = {ratio:g}, c = {c:g}")
         except Exception as err:  # a model that cannot load or a bad prompt: say so, keep the page
+            status.update(label="Could not analyse the prompt", state="error", expanded=True)
             st.error(f"Could not analyse the prompt: {err}", icon=":material/error:")
-            result = None
+            return None
+        status.update(label=f"Analysed in {time.perf_counter() - start:.2f} s", state="complete")
+    return result
+
+
+if go or request is not None:
+    result = analyse(spec, prompt, reference.strip() or None, ratio, c, int(max_new), context.strip())
     before = st.session_state.get(RESULT)
     st.session_state[RESULT] = result
     st.session_state.pop("explorer-attribution", None)
@@ -266,10 +290,19 @@ if c1.button(
     icon=":material/insights:",
     help="Which prompt tokens raise or lower each model's log-probability of this token (Captum).",
 ):
-    with st.spinner("Attributing (one forward pass per prompt token) …"):
+    n_prompt = min(len(result.prompt_ids), 256)
+    steps = (
+        f"one forward pass per prompt token, {n_prompt}"
+        if method == "feature_ablation"
+        else "forward and backward passes along the integration path"
+    )
+    with st.status(f"Attributing token {token} ({steps}, per model) …", expanded=False) as status:
+        start = time.perf_counter()
         try:
             st.session_state["explorer-attribution"] = (token, method, models.attribute(spec, result, token, method))
+            status.update(label=f"Attributed in {time.perf_counter() - start:.1f} s", state="complete")
         except Exception as err:
+            status.update(label="Could not attribute the token", state="error", expanded=True)
             st.error(f"Could not attribute the token: {err}", icon=":material/error:")
 done = st.session_state.get("explorer-attribution")
 if done and done[0] == token and done[1] == method:

@@ -9,36 +9,18 @@ Skipped, with the reason, when chromium is not installed (see tests/conftest.py)
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from adakd.presets import PRESETS
+from tests.browser_harness import REPO, browser_page, dashboard_server, settle
 from tests.rundir_factory import make_events, make_run
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-artifacts" / "screenshots"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # url path, page title, Plotly charts expected with the hand-made runs, an element that shows
 # the page is complete
 PAGES = [
@@ -51,31 +33,6 @@ PAGES = [
     ("explorer", "Token explorer", 0, "text=Press Analyse"),
     ("export", "Report bundle", 0, "text=Build the bundle"),
 ]
-ALL_CHARTS_DRAWN = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]'))
-    .every(e => e.querySelector('.main-svg'))"""
-IDLE = """() => !document.querySelector('[data-testid^="stStatusWidgetRunning"]')
-    && !document.querySelector('[data-testid^="stSkeleton"]')"""
-
-
-def settle(page, ready: str | None = None) -> None:
-    """Wait until the script run is over, every chart and table is drawn and the page stops
-    changing (the running indicator shows only after a delay, so it alone is not enough)."""
-    if ready:
-        page.locator(ready).first.wait_for()
-    page.wait_for_function(IDLE)
-    page.wait_for_function(ALL_CHARTS_DRAWN)
-    last, same, end = None, 0, time.time() + 20
-    while same < 3 and time.time() < end:
-        size = page.evaluate("() => document.body.innerHTML.length")
-        same = same + 1 if size == last else 0
-        last = size
-        time.sleep(0.3)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -116,64 +73,15 @@ def server(tmp_path_factory):
         final_rouge={"chatterbot": 29.0},
         loss_scale=1.2,
     )
-    port = free_port()
-    env = {**os.environ, "ADAKD_RUNS": str(root), "HF_HUB_OFFLINE": "1", "BROWSER_PATH": CHROMIUM}
-    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app/main.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"streamlit did not start: {Path(log.name).read_text()[-2000:]}")
-            time.sleep(0.5)
+    with dashboard_server(root, tmp_path_factory.mktemp("server") / "streamlit.log") as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
-        tab = context.new_page()
-        tab.set_default_timeout(60_000)
+    with browser_page() as tab:
         yield tab
-        browser.close()
 
 
 def open_and_check(page, url: str, title: str, n_charts: int, ready: str | None = None) -> None:

@@ -27,9 +27,11 @@ from analysis.explorer import (
     MAX_RESPONSE_TOKENS,
     TOKEN_COLUMNS,
     TOPK_COLUMNS,
+    apply_settings,
     explore_prompt,
     explorer_tokens_figure,
     load_student_checkpoint,
+    score_reply,
     teacher_reply,
     topk_figure,
 )
@@ -238,6 +240,34 @@ def test_reused_reply_scores_the_same_as_generating_it(pair, monkeypatch):
     moved = explore_prompt(pair.teacher, pair.student, pair.tokenizer, PROMPT, ratio=1.0, c=1.5, reply_ids=reply)
     np.testing.assert_allclose(moved.tokens["difficulty"], first.tokens["difficulty"], rtol=1e-6)
     assert moved.tokens["selected"].all() and not first.tokens["selected"].all()
+
+
+def test_settings_apply_to_one_scoring_without_a_forward_pass(pair, monkeypatch):
+    """What the dashboard does when r or c move: score once, apply other settings with the
+    models gone; τ and the entropy at τ_all match a float64 recomputation from the logits."""
+    scored = score_reply(pair.teacher, pair.student, pair.tokenizer, PROMPT, REFERENCE, top_k=3)
+    ids = scored.prompt_ids + scored.response_ids
+    zt = _logits(pair.teacher, ids, len(scored.prompt_ids))
+    zs = _logits(pair.student, ids, len(scored.prompt_ids))
+    for model in (pair.teacher, pair.student):  # any forward pass from here on fails the test
+        monkeypatch.setattr(type(model), "__call__", lambda *a, **k: pytest.fail("ran a forward pass"))
+    for ratio, c, base in ((0.5, 0.5, 1.0), (1.0, 1.5, 1.0), (0.3, 0.0, 2.0)):
+        df = apply_settings(scored, ratio=ratio, c=c, base_temperature=base).tokens
+        d = torch.tensor(df["difficulty"].to_numpy(), dtype=torch.float64)
+        # IDTS over all tokens (docs/method.md): τ = τ₀·exp(−c·tanh(log(d / median))), lower median
+        tau_all = base * torch.exp(-c * torch.tanh(torch.log(d / d.median())))
+        np.testing.assert_allclose(df["tau_all"], tau_all.numpy(), rtol=1e-5)
+        logq = torch.log_softmax(zs / tau_all[:, None], -1)
+        np.testing.assert_allclose(
+            df["entropy_student_idts"], -(logq.exp() * logq).sum(-1).numpy(), rtol=1e-3, atol=1e-5
+        )
+        assert int(df["selected"].sum()) == max(1, math.floor(ratio * len(df) + 1e-9))
+    np.testing.assert_allclose(
+        df["entropy_teacher"],
+        -(torch.softmax(zt, -1) * torch.log_softmax(zt, -1)).sum(-1).numpy(),
+        rtol=1e-3,
+        atol=1e-5,
+    )
 
 
 def test_reply_ids_are_checked(pair):

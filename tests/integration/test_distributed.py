@@ -117,6 +117,7 @@ def test_two_process_gloo_identical_ratios_one_run_dir(tmp_path, tokenizer):
     assert events.count("start") == 1 and events.count("finished") == 1 and events.count("checkpoint") == 2
 
 
+@pytest.mark.extended
 def test_two_process_step_pool_trains_like_one_batch(tmp_path):
     """latf_pool=step over 2 ranks x 2 micro-batches of 2 examples selects over all 8 examples
     of the step (docs/method.md §2.2): the same LATF ratios, selection counts, losses and mean τ

@@ -247,6 +247,7 @@ def test_kill_9_at_an_injected_point_then_resume(victims, fault):
     check_resumed(run_dir, INJECTED[fault], victims["straight"][0])
 
 
+@pytest.mark.extended
 def test_kill_9_at_a_random_moment_then_resume_with_the_cli(victims):
     run_dir, flushed, pid = victims["random"]
     resume_from = check_crashed_run(run_dir, flushed, pid)
@@ -581,6 +582,7 @@ def test_runs_folder_without_hard_links_still_gets_the_whole_log(tmp_path, monke
 
 # ---------------------------------------------------------------- the teacher conversion
 @pytest.mark.slow
+@pytest.mark.extended
 def test_killed_teacher_conversion_never_leaves_a_half_written_cache(tmp_path, teacher_dir):
     """kill -9 the real GGUF conversion into an empty ADAKD_CACHE, then convert again."""
     from adakd.assets import MANIFEST

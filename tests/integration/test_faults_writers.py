@@ -157,6 +157,7 @@ RESUMER = GATE + textwrap.dedent("""
 """)
 
 
+@pytest.mark.extended
 def test_two_resumes_started_together_twenty_times_never_share_the_run(run_copy, tmp_path):
     """The lock path of `resume`, raced 20 times by two real processes: one writes, the other is
     refused at once (or, when it comes later, continues after the first): the steps stay unique
@@ -252,6 +253,7 @@ STARTER = GATE + textwrap.dedent("""
 """)
 
 
+@pytest.mark.extended
 def test_three_default_names_in_the_same_second_are_unique(tmp_path):
     script = tmp_path / "starter.py"
     script.write_text(STARTER)

@@ -180,7 +180,14 @@ def test_resume_equivalence(tmp_path):
         resume(split)
 
 
-@pytest.mark.parametrize("arm", [["idts=on"], ["kd_ratio=0.5", "divergence=fkl"], ["ctkd=true", "idts=off"]])
+@pytest.mark.parametrize(
+    "arm",
+    [
+        ["idts=on"],
+        ["kd_ratio=0.5", "divergence=fkl"],
+        pytest.param(["ctkd=true", "idts=off"], marks=pytest.mark.extended),
+    ],
+)
 def test_hidden_state_loss_trains_like_the_logits_loss(tmp_path, arm):
     """loss_input=hidden (the default) and loss_input=logits: the same losses, LATF ratios,
     selections and gradient norms over 6 steps with two accumulated micro-batches (docs/method.md §10)."""

@@ -1,0 +1,107 @@
+"""The real dashboard server and headless Chromium, shared by tests/browser/ and
+benchmarks/bench_browser.py: `streamlit run app/main.py` on a free localhost port, Debian's
+/usr/bin/chromium through Playwright, and the waits that say a page is done."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ALL_CHARTS_DRAWN = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]'))
+    .every(e => e.querySelector('.main-svg'))"""
+IDLE = """() => !document.querySelector('[data-testid^="stStatusWidgetRunning"]')
+    && !document.querySelector('[data-testid^="stSkeleton"]')"""
+
+
+def settle(page, ready: str | None = None, *, quiet_s: float = 0.9, poll_s: float = 0.3) -> float:
+    """Wait until the script run is over, every chart and table is drawn and the page stops
+    changing for ``quiet_s`` (the running indicator shows only after a delay, so it alone is
+    not enough). Returns the perf_counter time of the last change seen (the page's "done")."""
+    if ready:
+        page.locator(ready).first.wait_for()
+    page.wait_for_function(IDLE)
+    page.wait_for_function(ALL_CHARTS_DRAWN)
+    last, changed, end = None, time.perf_counter(), time.time() + 20
+    while time.time() < end:
+        size = page.evaluate("() => document.body.innerHTML.length")
+        now = time.perf_counter()
+        if size != last:
+            last, changed = size, now
+        elif now - changed >= quiet_s:
+            break
+        time.sleep(poll_s)
+    return changed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def dashboard_server(runs_root: Path, log_path: Path) -> Iterator[str]:
+    """The dashboard on ``runs_root`` (``$ADAKD_RUNS``), its output in ``log_path``; yields its URL."""
+    port = free_port()
+    env = {**os.environ, "ADAKD_RUNS": str(runs_root), "HF_HUB_OFFLINE": "1", "BROWSER_PATH": CHROMIUM}
+    command = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port)]
+    command += ["--server.headless", "true", "--server.address", "127.0.0.1"]
+    with open(log_path, "wb") as log:
+        out = {"stdout": log, "stderr": subprocess.STDOUT}
+        proc = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, **out)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 60
+            while True:
+                try:
+                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                        break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"streamlit did not start: {Path(log_path).read_text()[-2000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@contextlib.contextmanager
+def browser_page(width: int = 1400, height: int = 1800) -> Iterator[object]:
+    """One headless Chromium tab (downloads accepted, 60 s default timeout)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            context = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
+            tab = context.new_page()
+            tab.set_default_timeout(60_000)
+            yield tab
+        finally:
+            browser.close()
