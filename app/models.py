@@ -20,6 +20,7 @@ import pandas as pd
 import streamlit as st
 
 log = logging.getLogger(__name__)
+ATTRIBUTION_PROMPT_TOKENS = 256  # attribution sees at most the last 256 prompt tokens (one pass each)
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,13 @@ def _attribute(spec: ModelSpec, prompt_ids: tuple, response_ids: tuple, token: i
     pair = load_pair(spec)
     return tuple(
         attribute_token(
-            model, pair.tokenizer, list(prompt_ids), list(response_ids), token, method=method, max_prompt_tokens=256
+            model,
+            pair.tokenizer,
+            list(prompt_ids),
+            list(response_ids),
+            token,
+            method=method,
+            max_prompt_tokens=ATTRIBUTION_PROMPT_TOKENS,
         )
         for model in (pair.teacher, pair.student)
     )

@@ -173,7 +173,7 @@ with prompt_col:
 
 def analyse(spec, prompt: str, reference: str | None, ratio: float, c: float, max_new: int, context: str):
     """models.explore in its stages (models, teacher reply, scoring, r and c), each named with
-    its time in a status box; cached stages show as such. None (and the error) when it fails."""
+    its time in a status box (a cached stage shows its near-zero time). None (and the error) when it fails."""
     with st.status("Analysing …", expanded=False) as status:
         start = time.perf_counter()
         stage_start = start
@@ -290,7 +290,7 @@ if c1.button(
     icon=":material/insights:",
     help="Which prompt tokens raise or lower each model's log-probability of this token (Captum).",
 ):
-    n_prompt = min(len(result.prompt_ids), 256)
+    n_prompt = min(len(result.prompt_ids), models.ATTRIBUTION_PROMPT_TOKENS)
     steps = (
         f"one forward pass per prompt token, {n_prompt}"
         if method == "feature_ablation"
