@@ -77,16 +77,22 @@ SEVERAL_RUNS = {
 }
 
 
+def chosen(per_run: list[str], several: list[str], paths: list[str]) -> dict[str, tuple[str, Callable[[], Built]]]:
+    """{name: (label, builder)} of the chosen catalogue entries, nothing built yet: the page
+    counts and names the figures without drawing them, and builds only what it shows or packs."""
+    entries = {
+        f"{Path(p).name}-{key}": (PER_RUN[key][0], partial(PER_RUN[key][1], p)) for p in paths for key in per_run
+    }
+    entries |= {key: (SEVERAL_RUNS[key][0], partial(SEVERAL_RUNS[key][1], list(paths))) for key in several}
+    return entries
+
+
 def build(
     per_run: list[str], several: list[str], paths: list[str]
 ) -> tuple[dict[str, go.Figure], dict[str, pd.DataFrame], list[str]]:
     """({name: figure}, {name: frame}, [problems]) for the chosen catalogue entries."""
     figures, frames, problems = {}, {}, []
-    jobs: list[tuple[str, str, Callable[[], Built]]] = [
-        (f"{Path(p).name}-{key}", PER_RUN[key][0], partial(PER_RUN[key][1], p)) for p in paths for key in per_run
-    ]
-    jobs += [(key, SEVERAL_RUNS[key][0], partial(SEVERAL_RUNS[key][1], list(paths))) for key in several]
-    for name, label, builder in jobs:
+    for name, (label, builder) in chosen(per_run, several, paths).items():
         try:
             figures[name], frames[name] = builder()
         except Exception as err:  # one figure that cannot be drawn must not sink the bundle

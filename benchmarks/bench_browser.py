@@ -10,7 +10,8 @@ Measured, wall-clock from the action (page load, button click) to the page's las
 - Compare with 8 sample runs chosen in the URL; target ≤ 3 s;
 - Token explorer on the first sample run's own teacher and student: the first Analyse (models
   load, teacher reply, scoring), Analyse of a new prompt with the models loaded (target ≤ 3 s),
-  and Analyse again after moving r one step (re-scoring; target ≤ 1 s).
+  and Analyse again after moving r one step (re-scoring; target ≤ 1 s); then Analyse of new
+  prompts with a reference reply (no generation: scoring and the page; target ≤ 3 s).
 First visits (cold server caches) and medians of the later ones are printed separately; the
 machine and its load come first. Exits 1 when a median misses its target.
 """
@@ -29,12 +30,25 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests/browser_harness.py and the packages, as a script from anywhere
 PAGES = ["", "train", "dynamics", "gradients", "temperature", "compare", "explorer", "export"]
 PAGE_TARGET_S, COMPARE_TARGET_S, ANALYSE_TARGET_S, RESCORE_TARGET_S = 2.0, 3.0, 3.0, 1.0
+SCRIPT_DONE = """() => document.querySelector('[data-testid="stApp"]')
+    ?.getAttribute('data-test-script-state') === 'notRunning'"""
 PROMPTS = [
     "Which planet is called the red planet?",
     "Name three primary colours.",
     "What do bees make?",
     "Give one use of a hammer.",
     "Why is the sky blue?",
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+]
+
+REFERENCES = [
+    ("Name a fruit that is yellow.", "A banana is a yellow fruit that grows in bunches on large plants."),
+    ("What is ice?", "Ice is water that has frozen solid because its temperature fell below zero degrees."),
+    ("Where do fish live?", "Fish live in water: in oceans, rivers, lakes and ponds all over the world."),
+    ("What is a library?", "A library is a place where people can borrow books and read them for free."),
+    ("What does a baker do?", "A baker makes bread, cakes and pastries, usually early in the morning."),
+    ("Why do we sleep?", "We sleep so that the body and the brain can rest, repair and store memories."),
 ]
 
 
@@ -50,17 +64,18 @@ def timed_load(page, url: str, settle) -> float:
     start = time.perf_counter()
     page.goto(url)
     page.locator('[data-testid="stHeading"], h1').first.wait_for()
+    page.wait_for_function(SCRIPT_DONE)
     done = settle(page, quiet_s=1.0, poll_s=0.05)
     if page.locator('[data-testid="stException"]').count():
         raise RuntimeError(f"{url}: {page.locator('[data-testid=stException]').first.inner_text()}")
     return done - start
 
 
-def timed_analyse(page, settle) -> float:
+def timed_analyse(page, act_and_settle) -> float:
+    """From the click on Analyse to the page's last change after the script run it started."""
+    button = page.get_by_role("button", name="Analyse")
     start = time.perf_counter()
-    page.get_by_role("button", name="Analyse").click()
-    page.get_by_text("Analysed in").wait_for(timeout=600_000)
-    done = settle(page, quiet_s=1.0, poll_s=0.05)
+    done = act_and_settle(page, button.click, quiet_s=1.0, poll_s=0.05)
     if page.locator('[data-testid="stException"]').count():
         raise RuntimeError(page.locator('[data-testid="stException"]').first.inner_text())
     return done - start
@@ -78,7 +93,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="later visits per measurement (median)")
     args = parser.parse_args()
     from analysis.runs import SAMPLE_RUNS_DIR, find_runs
-    from tests.browser_harness import browser_page, dashboard_server, settle
+    from tests.browser_harness import act_and_settle, browser_page, dashboard_server, settle
 
     runs = find_runs([SAMPLE_RUNS_DIR])
     if len(runs) < 8:
@@ -102,20 +117,29 @@ def main() -> int:
             timed_load(page, f"{url}/explorer", settle)
             prompt = page.get_by_role("textbox", name="Prompt", exact=True)
             prompt.fill(PROMPTS[0])
-            cold = timed_analyse(page, settle)
+            cold = timed_analyse(page, act_and_settle)
             print(f"{'Analyse, first (models load)':44s} {cold:7.2f}")
             loaded = []
             for text in PROMPTS[1 : 1 + args.repeats]:
                 prompt.fill(text)
-                loaded.append(timed_analyse(page, settle))
+                loaded.append(timed_analyse(page, act_and_settle))
             ok &= line("Analyse a new prompt, models loaded", loaded[0], loaded, ANALYSE_TARGET_S)
             slider = page.get_by_role("slider", name="LATF ratio r")
             moves = []
             for i in range(args.repeats + 1):
                 slider.focus()
-                slider.press("ArrowLeft" if i % 2 == 0 else "ArrowRight")  # r ± 0.05, a reply scored before
-                moves.append(timed_analyse(page, settle))
+                # r ± 0.05 inside the form (no script run until Analyse), on a reply scored before
+                slider.press("ArrowLeft" if i % 2 == 0 else "ArrowRight")
+                moves.append(timed_analyse(page, act_and_settle))
             ok &= line("Re-score after moving r", moves[0], moves[1:], RESCORE_TARGET_S)
+            # The same with a reference reply: no generation, so what is left is scoring and the page.
+            reference = page.get_by_role("textbox", name="Reference reply (optional)", exact=True)
+            scored = []
+            for text, reply in REFERENCES[: args.repeats + 1]:
+                prompt.fill(text)
+                reference.fill(reply)
+                scored.append(timed_analyse(page, act_and_settle))
+            ok &= line("Analyse a new prompt + reference reply", scored[0], scored[1:], ANALYSE_TARGET_S)
     return 0 if ok else 1
 
 

@@ -31,6 +31,16 @@ ALL_CHARTS_DRAWN = """() => Array.from(document.querySelectorAll('[data-testid="
     .every(e => e.querySelector('.main-svg'))"""
 IDLE = """() => !document.querySelector('[data-testid^="stStatusWidgetRunning"]')
     && !document.querySelector('[data-testid^="stSkeleton"]')"""
+# Counts the script runs that start after it is called (Streamlit marks its app root with the run
+# state): a click whose run is quicker than the running indicator's delay is still seen to run.
+COUNT_RUNS = """() => { const app = document.querySelector('[data-testid="stApp"]');
+    window.adakdRuns = 0;
+    if (window.adakdRunObserver) return;
+    window.adakdRunObserver = new MutationObserver(() => {
+        if (app.getAttribute('data-test-script-state') === 'running') window.adakdRuns += 1; });
+    window.adakdRunObserver.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']}); }"""
+RAN_AND_STOPPED = """() => window.adakdRuns > 0 && document.querySelector('[data-testid="stApp"]')
+    .getAttribute('data-test-script-state') === 'notRunning'"""
 
 
 def settle(page, ready: str | None = None, *, quiet_s: float = 0.9, poll_s: float = 0.3) -> float:
@@ -51,6 +61,16 @@ def settle(page, ready: str | None = None, *, quiet_s: float = 0.9, poll_s: floa
             break
         time.sleep(poll_s)
     return changed
+
+
+def act_and_settle(page, action, *, quiet_s: float = 0.9, poll_s: float = 0.3, timeout_ms: float = 600_000) -> float:
+    """Perform ``action`` (a click, a key press) and wait until the script run it starts is over
+    and the page has settled (see ``settle``). Returns the time of the page's last change, so
+    ``act_and_settle(...) - start`` is what the user waited."""
+    page.evaluate(COUNT_RUNS)
+    action()
+    page.wait_for_function(RAN_AND_STOPPED, timeout=timeout_ms)
+    return settle(page, quiet_s=quiet_s, poll_s=poll_s)
 
 
 def free_port() -> int:

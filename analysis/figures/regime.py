@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from adakd.config import RunConfig
 from analysis.runs import Run
 from analysis.style import GROUP_COLORS, LABELS, apply_style, empty_figure
 
@@ -73,6 +74,35 @@ def regime_frame(run: Run) -> pd.DataFrame:
     for name in ("buffer_size", "student_data_prob", "gen_length"):
         df[name] = _column(rows, name).to_numpy()
     return df[REGIME_COLUMNS].reset_index(drop=True)
+
+
+def student_data_note(df: pd.DataFrame, config: dict) -> str | None:
+    """Why a regime run's panel is flat, or None when some step trained on student data.
+
+    df: :func:`regime_frame`; config: the run's config. DistiLLM's φ starts at 0 and rises by
+    δ (``distillm_prob_step``) only when the validation cross-entropy comes back ε
+    (``distillm_threshold``) above its reference (the loss at step 0 or at the last rise); a
+    student that keeps improving never triggers it, so every step trains on ground truth. GKD's
+    λ_on is fixed, so all-ground-truth steps there mean λ_on is 0 or the coin never came up."""
+    if df.empty or bool(df["student_data"].any()):
+        return None
+    steps = len(df)
+    config = {**RunConfig().to_dict(), **config}  # a config written before a field existed: its default
+    regime = config["regime"]
+    if regime == "distillm":
+        phi = float(np.nanmax(df["student_data_prob"].to_numpy(dtype=float), initial=0.0))
+        return (
+            f"No step trained on student data: all {steps} logged steps used the ground-truth replies, so "
+            f"this run was plain KD on the data (with its divergence). DistiLLM's φ (max {phi:g} here) rises by "
+            f"δ = {config['distillm_prob_step']} only when the validation cross-entropy comes back "
+            f"ε = {config['distillm_threshold']} nat above its reference (the loss at step 0 or at the "
+            "last rise); a student that is still improving never does that, so φ stayed at 0. Longer runs, "
+            "or runs from a student that has stopped improving, see φ move."
+        )
+    return (
+        f"No step trained on student data: all {steps} logged steps used the ground-truth replies "
+        f"(λ_on = {config['gkd_lambda']}: each step trains on student samples with that probability)."
+    )
 
 
 def regime_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:

@@ -14,7 +14,7 @@ ui.header(
 
 run = ui.run_or_stop(key="dynamics-run")
 from analysis.figures import dynamics  # noqa: E402  (after the page shows: imports plotly)
-from analysis.figures.regime import regime_figure  # noqa: E402
+from analysis.figures.regime import regime_figure, student_data_note  # noqa: E402
 from app import loaders  # noqa: E402
 
 st.subheader("Distillation loss and LATF ratio r")
@@ -69,6 +69,8 @@ with ui.guarded("the student-data panel"):
             "the running share of steps on fresh samples / on any student data; middle: "
             "replay-buffer size; bottom: mean generated response length per sampled step.",
         )
+        if note := student_data_note(df, run.config):
+            st.info(note, icon=":material/info:")
 
 if run.tokens.empty:
     ui.empty_state(

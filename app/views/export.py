@@ -5,7 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from app import components as ui
-from app.figure_catalogue import PER_RUN, SEVERAL_RUNS, build
+from app.figure_catalogue import PER_RUN, SEVERAL_RUNS, build, chosen
 
 ui.header(
     "Report bundle",
@@ -49,24 +49,28 @@ if any(f in ("png", "svg", "pdf") for f in formats or []) and not chromium_avail
         icon=":material/warning:",
     )
 
-figures, frames, problems = build(per_run, several, paths)
-for problem in problems:
-    st.warning(problem, icon=":material/warning:")
+# Figures are built only to be packed or previewed: drawing every chosen one on each rerun of
+# the page (each choice above reruns it) cost most of its time.
+entries = chosen(per_run, several, paths)
 st.caption(
-    f"{len(figures)} figures from {len(paths)} run(s): " + ", ".join(figures) if figures else "No figures chosen."
+    f"{len(entries)} figures from {len(paths)} run(s): " + ", ".join(entries) if entries else "No figures chosen."
 )
 if (
-    figures
+    entries
     and formats
     and st.button("Build the bundle", type="primary", icon=":material/inventory_2:", key="export-build")
 ):
-    with st.spinner(f"Rendering {len(figures) * len(formats)} files …"):
+    with st.spinner(f"Rendering {len(entries) * len(formats)} files …"):
+        figures, frames, problems = build(per_run, several, paths)
+        st.session_state["export-problems"] = problems
         try:
             data = report_bundle(figures, frames, [Path(p) for p in paths], formats=tuple(formats))
         except Exception as err:
             st.error(f"Could not build the bundle: {err}", icon=":material/error:")
         else:
             st.session_state["export-bundle"] = data
+for problem in st.session_state.get("export-problems", []):  # figures left out of the last bundle
+    st.warning(f"Left out of the bundle: {problem}", icon=":material/warning:")
 bundle = st.session_state.get("export-bundle")
 if bundle:
     st.success(f"Bundle ready: {len(bundle) / 1e6:.2f} MB", icon=":material/check_circle:")
@@ -80,7 +84,15 @@ if bundle:
         on_click="ignore",
     )
 
-if figures:
-    with st.expander("Preview"):
-        name = st.selectbox("Figure", list(figures), key="export-preview")
-        st.plotly_chart(figures[name], width="stretch", key="export-preview-chart")
+if entries:
+    preview = st.expander("Preview", key="export-preview-open", on_change="rerun")
+    if preview.open:  # a closed preview builds nothing
+        with preview:
+            name = st.selectbox("Figure", list(entries), key="export-preview")
+            label, builder = entries[name]
+            try:
+                figure, _ = builder()
+            except Exception as err:
+                st.warning(f"{label} for {name}: {err}", icon=":material/warning:")
+            else:
+                st.plotly_chart(figure, width="stretch", key="export-preview-chart")

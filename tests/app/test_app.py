@@ -45,14 +45,14 @@ TITLES = {
     "views/explorer.py": "Token explorer",
     "views/export.py": "Report bundle",
 }
-# Plotly charts each page draws for one probed, evaluated run (several for Compare).
+# Plotly charts each page draws for one probed, evaluated run (Compare: its open first tab).
 CHARTS = {
     "views/runs.py": 0,
     "views/train.py": 2,
     "views/dynamics.py": 3,
     "views/gradients.py": 2,
     "views/temperature.py": 1,
-    "views/compare.py": 3,
+    "views/compare.py": 1,
     "views/explorer.py": 0,
     "views/export.py": 0,
 }
@@ -156,6 +156,28 @@ def test_compare_defaults_to_one_sweep_not_every_run(env):
     assert sorted(at.multiselect[0].value) == sorted(str(p) for p in ablation)
     at = open_page("views/compare.py", selected=[env / "adakd-c0.3", env / "plain-kd"])
     assert sorted(at.multiselect[0].value) == sorted([str(env / "adakd-c0.3"), str(env / "plain-kd")])
+
+
+def test_compare_computes_only_its_open_tab_and_keeps_it_in_the_url(env):
+    """Each tab, opened by its URL parameter, draws its own content and none of the others':
+    (chart titles, subheaders) per tab."""
+    shown = {
+        "Loss curves": (["kd over training"], []),
+        "IDTS strength c": (["ROUGE-L against IDTS strength c"], []),
+        "Tables": ([], ["Results", "By paper table", "Ablation"]),
+        "Token diff": (["Difficulty: adakd-c0.3 vs plain-kd"], []),
+    }
+    for tab, expected in shown.items():
+        at = AppTest.from_file(MAIN, default_timeout=60)
+        at.session_state["selected_runs"] = [str(env / "adakd-c0.3"), str(env / "plain-kd")]
+        at.run()
+        at.switch_page("views/compare.py")
+        at.query_params["compare-tab"] = tab
+        at.run()
+        no_failure(at)
+        drawn = ([f["layout"]["title"]["text"] for f in charts(at)], [h.value for h in at.subheader])
+        assert drawn == expected, tab
+        assert at.query_params["compare-tab"] in (tab, [tab])  # and the URL keeps it
 
 
 def test_compare_curves_in_log_scale_and_over_seeds():
@@ -299,6 +321,11 @@ def test_report_bundle_page_builds_a_zip(env):
         "runs/adakd-c0.3/config.json",
     } <= set(names)
     assert [b for b in at.get("download_button") if b.proto.label == "Download adakd-report.zip"]
+    assert not charts(at)  # the closed preview draws nothing; opened, it draws the chosen figure
+    at.session_state["export-preview-open"] = True
+    at.run()
+    no_failure(at)
+    assert [f["layout"]["title"]["text"] for f in charts(at)] == ["Loss and LATF ratio — adakd-c0.3"]
 
 
 # ---------------------------------------------------------------- a real smoke run

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from analysis import runs as R
-from analysis.figures.regime import REGIME_COLUMNS, regime_figure, regime_frame
+from analysis.figures.regime import REGIME_COLUMNS, regime_figure, regime_frame, student_data_note
 from tests.rundir_factory import make_metrics, make_run
 
 # (data_source, on_policy, buffer_size, student_data_prob, gen_length) of steps 1..5
@@ -72,3 +72,32 @@ def test_ground_truth_run_has_no_regime_panel(tmp_path):
     assert df.empty and list(df.columns) == REGIME_COLUMNS
     fig = regime_figure(df)
     assert not fig.data  # an empty figure with a message, not a chart of nothing
+
+
+def test_a_flat_student_data_panel_says_why(tmp_path):
+    """A DistiLLM run whose φ stayed 0 (every step on ground truth) gets the explanation with its
+    own δ and ε; a run with student data, or a ground-truth run, gets none; GKD names its λ_on."""
+    flat = [dict(r, data_source="ground_truth", on_policy=False, student_data_prob=0.0) for r in regime_metrics()]
+    config = {"regime": "distillm", "distillm_prob_step": 0.2, "distillm_threshold": 0.05}
+    path = make_run(tmp_path, "flat", config=config, steps=5, metrics=flat, tokens=False, gradients=False)
+    run = R.load_run(path)
+    note = student_data_note(regime_frame(run), run.config)
+    assert note and "all 5 logged steps" in note and "δ = 0.2" in note and "ε = 0.05 nat" in note
+    assert "max 0 here" in note
+
+    used = make_run(tmp_path, "used", config=config, steps=5, metrics=regime_metrics(), tokens=False, gradients=False)
+    assert student_data_note(regime_frame(R.load_run(used)), config) is None
+    plain = make_run(tmp_path, "plain", steps=4, tokens=False, gradients=False)
+    assert student_data_note(regime_frame(R.load_run(plain)), {}) is None
+
+    gkd = make_run(
+        tmp_path,
+        "gkd",
+        config={"regime": "gkd", "gkd_lambda": 0.3},
+        steps=5,
+        metrics=flat,
+        tokens=False,
+        gradients=False,
+    )
+    note = student_data_note(regime_frame(R.load_run(gkd)), R.load_run(gkd).config)
+    assert note and "λ_on = 0.3" in note and "DistiLLM" not in note
