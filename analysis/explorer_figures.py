@@ -99,6 +99,20 @@ def _visible(text: str) -> str:
     return token_label(0, text).split(": ", 1)[1]
 
 
+# The token map's cells: each is CELL_PX wide in the figure's own width (what an export renders;
+# the dashboard stretches it to the page), and a token's text is cut to CELL_CHARS (about 7 px
+# per character at the 12 px cell font) with an ellipsis so it never runs into the next cell.
+# The hover keeps the whole text.
+CELL_PX, CELL_CHARS = 86, 10
+# the figure's width outside the cells: left and right margins and the colour bar beside them
+MAP_SIDES_PX = 180
+
+
+def fit_cell(text: str, chars: int = CELL_CHARS) -> str:
+    """``text`` cut to at most ``chars`` characters, the last one an ellipsis when cut."""
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
 def _hover(row: pd.Series, topk: pd.DataFrame) -> str:
     def top(model: str) -> str:
         rows = topk[topk["model"] == model]
@@ -139,7 +153,7 @@ def explorer_tokens_figure(
     topk_by_token = dict(tuple(result.topk.groupby("token_index")))
     for i, (_, row) in enumerate(df.iterrows()):
         r, col = divmod(i, width)
-        text[r, col] = _visible(row["token_text"])
+        text[r, col] = fit_cell(_visible(row["token_text"]))
         index[r, col] = int(row["token_index"])
         hover[r, col] = _hover(row, topk_by_token.get(row["token_index"], result.topk.iloc[:0]))
         z[r, col] = GROUP_ORDER.index(row["group"]) if color_by == "group" else row[color_by]
@@ -212,7 +226,9 @@ def explorer_tokens_figure(
     title = f"Response tokens ({source}) coloured by {COLOR_LABELS[color_by]} · r = {result.ratio:g}, c = {result.c:g}"
     fig = apply_style(fig, title)
     fig.update_layout(
+        width=MAP_SIDES_PX + width * CELL_PX,
         height=120 + 46 * n_rows + (30 if blank.any() else 0),
+        margin={"l": 20, "r": 30},  # no axes to label on the left
         legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yanchor": "top"},
     )
     return fig

@@ -8,6 +8,7 @@ logits with the formulas of docs/method.md, not taken from the code under test.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -35,6 +36,7 @@ from analysis.explorer import (
     teacher_reply,
     topk_figure,
 )
+from analysis.explorer_figures import CELL_CHARS, CELL_PX
 
 PROMPT = "What is the capital of France?"
 REFERENCE = "Paris is the capital of France, on the Seine."
@@ -335,6 +337,20 @@ def test_token_strip_figure(result):
         explorer_tokens_figure(result, color_by="nope")
     assert set(COLOR_LABELS) == set(COLOR_OPTIONS) and "entropy_after" not in " ".join(COLOR_LABELS.values())
     assert len(fig.data) == 1  # every token has a difficulty: no grey layer, no legend entry
+
+
+def test_long_tokens_are_cut_to_their_cell_and_whole_in_the_hover(result):
+    """A token longer than a cell holds is cut with an ellipsis (an export would otherwise draw it
+    over its neighbours); the figure is wide enough for its cells; the hover keeps the text."""
+    tokens = result.tokens.copy()
+    tokens.loc[0, "token_text"] = " photosynthetically"
+    fig = explorer_tokens_figure(dataclasses.replace(result, tokens=tokens), tokens_per_row=10)
+    heat = fig.data[0]
+    cells = [t for row in heat.text for t in row if t]
+    assert all(len(t) <= CELL_CHARS for t in cells)
+    assert heat.text[0][0] == "␣photosyn…"
+    assert "␣photosynthetically" in heat.hovertext[0][0]
+    assert fig.layout.width >= 10 * CELL_PX
 
 
 def test_tokens_without_a_value_are_grey_with_a_legend_entry(result):
