@@ -3,6 +3,7 @@
 GROUP_COLORS follow the paper (hard blue, easy orange; mid grey). RUN_COLORS is the
 Okabe-Ito colour-blind-safe palette (its yellow swapped for a dark wine) for one line per run.
 `apply_style(fig)` gives a white template, readable font sizes and visible axes; every figure function calls it last.
+`theme_neutral(fig)` and `on_dark(fig)` are the copies the dashboard shows in its light and dark theme.
 """
 
 from __future__ import annotations
@@ -77,6 +78,51 @@ def apply_style(fig: go.Figure, title: str | None = None, *, secondary_y: bool =
     fig.update_yaxes(**{**axis, "mirror": not secondary_y})
     fig.update_annotations(font_size=FONT_SIZE)  # subplot titles
     return fig
+
+
+# The light style's line neutrals (axis lines, grid, the near-black lines of reference curves,
+# white marker outlines, the empty-figure message), each mapped to one that reads on a dark page.
+# Colours that carry meaning (groups, runs, colour scales) are not in the map.
+ON_DARK = {
+    "#000000": "#f0f0f0",
+    "#222222": "#e6e6e6",
+    "#333333": "#d9d9d9",
+    "#444444": "#bfbfbf",
+    "#666666": "#a6a6a6",
+    "#e5e5e5": "#3a3936",
+    "#ffffff": "#171614",
+}
+
+
+def _swap_neutrals(value):
+    if isinstance(value, dict):
+        return {k: _swap_neutrals(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_swap_neutrals(v) for v in value]
+    if isinstance(value, str):
+        return ON_DARK.get(value.lower().replace(" ", ""), value)
+    return value  # numbers and data arrays (numpy) are left as they are
+
+
+def theme_neutral(fig: go.Figure) -> go.Figure:
+    """A copy of a styled figure for the dashboard: its text colour and legend box are left to
+    Streamlit's chart theme, which also supplies the background, so a switch of theme from the
+    menu (no script rerun) keeps every chart readable at once. ``fig`` is not changed: exports
+    and report bundles keep the print-ready original."""
+    out = go.Figure(fig)
+    out.layout.font.color = None
+    out.layout.legend.bgcolor = None
+    return out
+
+
+def on_dark(fig: go.Figure) -> go.Figure:
+    """:func:`theme_neutral` for a dark page, with plotly's dark template and every light-style
+    line neutral swapped through ``ON_DARK`` (a near-black reference line would vanish)."""
+    spec = fig.to_plotly_json()
+    layout = {k: v for k, v in spec.get("layout", {}).items() if k != "template"}
+    out = go.Figure({"data": _swap_neutrals(spec.get("data", [])), "layout": _swap_neutrals(layout)})
+    out.update_layout(template="plotly_dark")
+    return theme_neutral(out)
 
 
 def empty_figure(message: str, title: str | None = None) -> go.Figure:

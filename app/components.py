@@ -234,6 +234,14 @@ def _csv(frame: pd.DataFrame):
     return make
 
 
+def themed(fig):
+    """``fig`` as the page shows it: restyled for a dark page when the viewer chose the dark
+    theme (Settings → Theme, or the system's setting), else ``fig`` itself."""
+    from analysis.style import on_dark, theme_neutral
+
+    return on_dark(fig) if st.context.theme.type == "dark" else theme_neutral(fig)
+
+
 def figure(
     fig,
     frame: pd.DataFrame | None,
@@ -256,7 +264,7 @@ def figure(
         fig.update_layout(legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1})
     stem = slug(name)
     event = st.plotly_chart(
-        fig,
+        themed(fig),  # the downloads below keep the light original
         width="stretch",
         key=f"chart-{key}",
         config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": stem, "scale": 2}},

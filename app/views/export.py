@@ -95,4 +95,4 @@ if entries:
             except Exception as err:
                 st.warning(f"{label} for {name}: {err}", icon=":material/warning:")
             else:
-                st.plotly_chart(figure, width="stretch", key="export-preview-chart")
+                st.plotly_chart(ui.themed(figure), width="stretch", key="export-preview-chart")

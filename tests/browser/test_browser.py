@@ -213,3 +213,60 @@ def test_a_token_clicked_in_the_token_diff_opens_the_explorer_there(page, server
         arg=token,
     )
     page.screenshot(path=str(SHOTS / "explorer-from-token-diff.png"))
+
+
+CHART_COLOURS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .map(p => [p._fullLayout.font.color, p._fullLayout.paper_bgcolor])"""
+APP_BACKGROUND = """() => getComputedStyle(document.querySelector('[data-testid="stApp"]')).backgroundColor"""
+
+
+def _channels(colour: str) -> list[int]:
+    if colour.startswith("#"):
+        return [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    return [int(c) for c in re.findall(r"\d+", colour)[:3]]
+
+
+def _light(colour: str) -> bool:
+    """Whether a CSS colour ("#e6e6e6", "rgb(23, 22, 20)") is light (mean channel above half)."""
+    return sum(_channels(colour)) / 3 > 127
+
+
+def _contrast(a: str, b: str) -> float:
+    """WCAG contrast ratio of two CSS colours (1 to 21; 3 is the minimum for large text)."""
+
+    def luminance(colour: str) -> float:
+        linear = [
+            (c / 255 / 12.92) if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in _channels(colour)
+        ]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_the_dark_theme_reaches_the_charts(page, server):
+    """The system's dark setting opens the dashboard dark, charts included (light text on a dark
+    background); switching to Light and back to Dark in the menu keeps every chart readable."""
+    try:
+        page.emulate_media(color_scheme="dark")
+        open_and_check(page, f"{server}/gradients?selected_runs=adakd-demo", "Gradients", 2)
+        assert not _light(page.evaluate(APP_BACKGROUND))
+        colours = page.evaluate(CHART_COLOURS)
+        assert colours and all(not _light(paper) and _contrast(font, paper) >= 3 for font, paper in colours), colours
+        page.screenshot(path=str(SHOTS / "gradients-dark.png"))
+        for theme, light in (("Light", True), ("Dark", False)):  # the menu's theme switcher: no rerun
+            before = page.evaluate(APP_BACKGROUND)
+            item = page.locator(f'[data-testid="stMainMenuItem-theme-{theme}"]')
+            if not item.is_visible():  # the menu stays open after a theme is picked
+                page.locator('[data-testid="stMainMenu"]').click()
+            item.click()
+            page.wait_for_function(f"() => ({APP_BACKGROUND})() !== {before!r}")
+            settle(page)
+            colours = page.evaluate(CHART_COLOURS)
+            assert all(_light(paper) == light and _contrast(font, paper) >= 3 for font, paper in colours), (
+                theme,
+                colours,
+            )
+    finally:
+        page.emulate_media(color_scheme="light")
+        page.evaluate("() => window.localStorage.clear()")  # the menu's choice is kept by the browser
