@@ -270,3 +270,45 @@ def test_the_dark_theme_reaches_the_charts(page, server):
     finally:
         page.emulate_media(color_scheme="light")
         page.evaluate("() => window.localStorage.clear()")  # the menu's choice is kept by the browser
+
+
+def test_start_on_the_train_page_watches_the_new_run(tmp_path):
+    """Start a tiny smoke run from the Train page: the live panel switches from the run it was
+    watching to the new one at once, and the training process is running. (Its logged steps
+    reaching the panel, a stop and a resume are test_app.py's real-run test.) Its own server and
+    runs folder, so the other tests' runs stay as they are."""
+    import signal
+
+    from app import jobs
+
+    root = tmp_path / "runs"
+    make_run(root, "older", steps=3)  # the run watched before Start
+    try:
+        with dashboard_server(root, tmp_path / "streamlit.log") as url, browser_page() as tab:
+            tab.goto(f"{url}/train")
+            # waits on what each step changes: the page's live panel redraws on a timer, so it
+            # never stays quiet long enough for settle()
+            watching = tab.get_by_role("combobox", name="Watching")
+            watching.wait_for()
+            assert watching.input_value() == "older"
+            tab.get_by_role("combobox", name=re.compile("Preset")).click()
+            tab.get_by_role("option", name=re.compile(r"^smoke")).click()
+            tab.get_by_role("textbox", name="Name").and_(tab.locator('[value^="smoke-"]')).wait_for()
+            name = tab.get_by_role("textbox", name="Name")
+            name.fill("from-the-browser")
+            name.press("Enter")
+            extra = tab.get_by_role("textbox", name=re.compile("More settings"))
+            extra.fill("max_steps=40\nprobe_interval=0\neval_interval=0")
+            extra.press("Control+Enter")
+            command = tab.locator('[data-testid="stCode"]')
+            command.filter(has_text="from-the-browser").filter(has_text="max_steps=40").wait_for()
+            tab.get_by_role("button", name="Start", exact=True).click()
+            tab.wait_for_function(  # at once: the panel follows the run just started
+                """() => document.querySelector('input[aria-label="Watching"]').value === 'from-the-browser'"""
+            )
+            assert [Path(job.run_dir).name for job in jobs.list_jobs(root)] == ["from-the-browser"]
+            assert tab.locator('[data-testid="stException"]').count() == 0
+            tab.screenshot(path=str(SHOTS / "train-started.png"))
+    finally:
+        for job in jobs.list_jobs(root):  # never leave a training process behind
+            jobs.stop(root, job, signal.SIGKILL)
