@@ -159,25 +159,33 @@ def test_compare_defaults_to_one_sweep_not_every_run(env):
 
 
 def test_compare_computes_only_its_open_tab_and_keeps_it_in_the_url(env):
-    """Each tab, opened by its URL parameter, draws its own content and none of the others':
-    (chart titles, subheaders) per tab."""
+    """Each tab, when open, draws its own content and none of the others' (chart titles,
+    subheaders); the open tab is written to the URL, and a link with it opens that tab."""
     shown = {
         "Loss curves": (["kd over training"], []),
         "IDTS strength c": (["ROUGE-L against IDTS strength c"], []),
         "Tables": ([], ["Results", "By paper table", "Ablation"]),
         "Token diff": (["Difficulty: adakd-c0.3 vs plain-kd"], []),
     }
+    selected = [str(env / "adakd-c0.3"), str(env / "plain-kd")]
+
+    def drawn(at):
+        return [f["layout"]["title"]["text"] for f in charts(at)], [h.value for h in at.subheader]
+
+    at = open_page("views/compare.py", selected=[Path(p) for p in selected])
     for tab, expected in shown.items():
-        at = AppTest.from_file(MAIN, default_timeout=60)
-        at.session_state["selected_runs"] = [str(env / "adakd-c0.3"), str(env / "plain-kd")]
-        at.run()
-        at.switch_page("views/compare.py")
-        at.query_params["compare-tab"] = tab
+        at.session_state["compare-tab"] = tab  # what a click on the tab does
         at.run()
         no_failure(at)
-        drawn = ([f["layout"]["title"]["text"] for f in charts(at)], [h.value for h in at.subheader])
-        assert drawn == expected, tab
-        assert at.query_params["compare-tab"] in (tab, [tab])  # and the URL keeps it
+        assert drawn(at) == expected, tab
+        assert at.query_params["compare-tab"] in (tab, [tab])
+    link = AppTest.from_file(MAIN, default_timeout=60)  # a fresh session opened by the link
+    link.session_state["selected_runs"] = selected
+    link.run()
+    link.switch_page("views/compare.py")
+    link.query_params["compare-tab"] = "Tables"
+    link.run()
+    assert drawn(link) == shown["Tables"]
 
 
 def test_compare_curves_in_log_scale_and_over_seeds():

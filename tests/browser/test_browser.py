@@ -272,11 +272,11 @@ def test_the_dark_theme_reaches_the_charts(page, server):
         page.evaluate("() => window.localStorage.clear()")  # the menu's choice is kept by the browser
 
 
-def test_start_on_the_train_page_watches_the_new_run(tmp_path):
+def test_start_on_the_train_page_watches_the_new_run(page, tmp_path):
     """Start a tiny smoke run from the Train page: the live panel switches from the run it was
     watching to the new one at once, and the training process is running. (Its logged steps
     reaching the panel, a stop and a resume are test_app.py's real-run test.) Its own server and
-    runs folder, so the other tests' runs stay as they are."""
+    runs folder, so the other tests' runs stay as they are (the module's browser tab)."""
     import signal
 
     from app import jobs
@@ -284,7 +284,8 @@ def test_start_on_the_train_page_watches_the_new_run(tmp_path):
     root = tmp_path / "runs"
     make_run(root, "older", steps=3)  # the run watched before Start
     try:
-        with dashboard_server(root, tmp_path / "streamlit.log") as url, browser_page() as tab:
+        tab = page  # one Playwright per process: a second sync_playwright() inside the first fails
+        with dashboard_server(root, tmp_path / "streamlit.log") as url:
             tab.goto(f"{url}/train")
             # waits on what each step changes: the page's live panel redraws on a timer, so it
             # never stays quiet long enough for settle()
