@@ -31,6 +31,8 @@ ALL_CHARTS_DRAWN = """() => Array.from(document.querySelectorAll('[data-testid="
     .every(e => e.querySelector('.main-svg'))"""
 IDLE = """() => !document.querySelector('[data-testid^="stStatusWidgetRunning"]')
     && !document.querySelector('[data-testid^="stSkeleton"]')"""
+SCRIPT_STOPPED = """() => ['notRunning', undefined].includes(document.querySelector('[data-testid="stApp"]')
+    ?.getAttribute('data-test-script-state') ?? undefined)"""
 # Counts the script runs that start after it is called (Streamlit marks its app root with the run
 # state): a click whose run is quicker than the running indicator's delay is still seen to run.
 COUNT_RUNS = """() => { const app = document.querySelector('[data-testid="stApp"]');
@@ -50,6 +52,7 @@ def settle(page, ready: str | None = None, *, quiet_s: float = 0.9, poll_s: floa
     if ready:
         page.locator(ready).first.wait_for()
     page.wait_for_function(IDLE)
+    page.wait_for_function(SCRIPT_STOPPED)  # Streamlit's own run state on the app root
     page.wait_for_function(ALL_CHARTS_DRAWN)
     last, changed, end = None, time.perf_counter(), time.time() + 20
     while time.time() < end:
