@@ -76,6 +76,21 @@ def act_and_settle(page, action, *, quiet_s: float = 0.9, poll_s: float = 0.3, t
     return settle(page, quiet_s=quiet_s, poll_s=poll_s)
 
 
+def wait_until_healthy(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float = 60) -> None:
+    """Return once the Streamlit server at ``url`` answers its health check; raise with the end
+    of its log if the process exits or ``timeout_s`` passes first."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"streamlit did not start: {Path(log_path).read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,16 +109,7 @@ def dashboard_server(runs_root: Path, log_path: Path) -> Iterator[str]:
         proc = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, **out)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.time() + 60
-            while True:
-                try:
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                        break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"streamlit did not start: {Path(log_path).read_text()[-2000:]}")
-                time.sleep(0.5)
+            wait_until_healthy(url, proc, log_path)
             yield url
         finally:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -21,15 +21,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import tomllib
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.browser_harness import wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("adakd", "analysis", "app")
@@ -90,15 +90,7 @@ def test_the_dashboard_server_listens_on_loopback_only(tmp_path):
         start_new_session=True,
     )
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, (tmp_path / "streamlit.log").read_text()[-2000:]
-            time.sleep(0.5)
+        wait_until_healthy(f"http://127.0.0.1:{port}", proc, tmp_path / "streamlit.log", timeout_s=90)
         addresses = _listening(port)
         assert addresses, "no listening socket found for the server"
         # 0100007F = 127.0.0.1 (little-endian hex); anything else (00000000 = 0.0.0.0, :: in tcp6) is exposed
