@@ -21,9 +21,17 @@ metrics.jsonl, events.jsonl, tokens/gradients.parquet (probes), eval.jsonl, chec
 SIGINT/SIGTERM finish the current step, checkpoint and mark the run `stopped`; an exception
 marks it `failed` and re-raises. Data-parallel: run the same command under
 `torchrun --nproc_per_node N python -m adakd train ...` (gloo on CPU, nccl on CUDA).
-Set-up (models, data, optimiser, config.json) is adakd/runsetup.py; what happens between steps
-(checkpoints, probes, evaluation, DistiLLM's validation loss) is adakd/run_tasks.py; stopping
-on a signal is adakd/signals.py.
+After each step the loop calls its callbacks in this order (adakd/callbacks.py, which TRL's
+trainer shares through adakd/integrations/trl.py):
+
+    RunRecorder     metrics.jsonl, status.json          StepHook     the caller's on_step
+    (stop check)    a signal that arrived by now stops at this step
+    TokenProbes     tokens/gradients.parquet            ValidationLoss  DistiLLM's φ (regime distillm)
+    Checkpointing   checkpoints/ (every checkpoint_interval, the last step, a stop)
+    Evaluation      eval.jsonl (after the checkpoint, so a crash in it loses no step)
+
+Set-up (models, data, optimiser, config.json) is adakd/runsetup.py; stopping on a signal is
+adakd/signals.py.
 """
 
 from __future__ import annotations
@@ -39,12 +47,21 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from adakd import checkpoint as ckpt
+from adakd.callbacks import (
+    Evaluation,
+    RunCallback,
+    RunRecorder,
+    RunView,
+    StepHook,
+    TokenProbes,
+    call_all,
+    write_running_status,
+)
 from adakd.config import RunConfig
 from adakd.device import Distributed, autocast, dtype_name, init_distributed
 from adakd.failures import describe
@@ -55,8 +72,7 @@ from adakd.loss import adakd_loss, token_scores
 from adakd.metric_gaps import run_step_problems
 from adakd.pooled_selection import gather_scores, pool_selection
 from adakd.regimes import make_regime, merge_infos
-from adakd.run_tasks import RunTasks
-from adakd.rundir import CONFIG, GRADIENTS, METRICS, TOKENS, RunDir, move_aside
+from adakd.rundir import CONFIG, GRADIENTS, TOKENS, RunDir, move_aside
 from adakd.runlock import holds_lock, new_run_lock, run_lock
 from adakd.runsetup import (
     DataOrder,
@@ -71,11 +87,11 @@ from adakd.signals import StopRequest
 from adakd.temperature import CTKDTemperature, ctkd_strength
 from adakd.timestamps import utc_now
 from adakd.tokenize import collate, next_token_targets
+from adakd.validation_loss import ValidationLoss
 
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[dict], None]
-STATUS_EVERY_S = 2.0  # status.json (an fsync'ed rewrite) at most this often while running
 
 
 def train(
@@ -154,27 +170,23 @@ def resume(run_dir: str | os.PathLike, *, on_step: StepCallback | None = None) -
         return session.start_resumed(found)
 
 
-class _Run(RunTasks):
+class _Run:
     """Everything one training process holds; `start`/`start_resumed` run it to the end."""
 
     def __init__(self, config: RunConfig, run: RunDir, dist_info: Distributed, *, on_step: StepCallback | None) -> None:
         self.config, self.run, self.dist = config, run, dist_info
         self.main = dist_info.rank == 0
         self.on_step = on_step
-        self.step = 0
+        # until set-up builds the view: the step and checkpoint a failure is recorded against
+        self.step, self.last_checkpoint = 0, None
+        self.view: RunView | None = None
         self.interrupted: dict = {}  # resume(): the state and step the run was left in
         self.position = 0
-        self.last_checkpoint: int | None = None
-        self.tokens_frame: pd.DataFrame | None = None
-        self.gradients_frame: pd.DataFrame | None = None
-        self.done_evals: set[tuple[int, str]] = set()
-        self.validated: set[int] = set()  # steps whose `validation` event is already in events.jsonl
-        # the frozen teacher's logits on the fixed probe / gradient batches: computed at the first
-        # probe of this process and reused (adakd.probes.teacher_valid_logits)
-        self.teacher_probe_logits: dict[str, torch.Tensor] | None = None
         self.stop = StopRequest()
-        self._status_written = -math.inf
         self.created = False  # whether this process may record into the run directory
+        self.recorder = RunRecorder()
+        self.probes = TokenProbes()
+        self.evaluation = Evaluation()
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
@@ -213,6 +225,31 @@ class _Run(RunTasks):
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(student_forward, device_ids=ids)
+        self.view = RunView(
+            config=c,
+            run=self.run,
+            main=self.main,
+            device=self.device,
+            dtype=self.dtype,
+            teacher=self.teacher,
+            student=self.student,
+            tokenizer=self.tokenizer,
+            data=self.data,
+            step=self.step,
+            ratio=float(self.schedule.ratio),
+            last_checkpoint=self.last_checkpoint,
+            rank=self.dist.rank,
+            world=self.dist.world,
+        )
+        self.validation = ValidationLoss(self.regime) if c.regime == "distillm" else None
+        # the order of the callbacks is the contract in this module's docstring
+        self.callbacks: list[RunCallback] = [self.recorder]
+        if self.on_step is not None:
+            self.callbacks.append(StepHook(self.on_step))
+        self.callbacks += [_StopCheck(self), self.probes]
+        if self.validation is not None:
+            self.callbacks.append(self.validation)
+        self.callbacks += [_Checkpointing(self), self.evaluation]
 
     def start(self, *, name: str, preset: str | None, command: list[str]) -> Path:
         with self.stop:
@@ -266,7 +303,8 @@ class _Run(RunTasks):
                 raise
 
     def _restore(self, found: tuple[int, Path] | None) -> None:
-        step, last = 0, None  # self.step / last_checkpoint keep the run as it was until this succeeds
+        assert self.view is not None
+        step, last = 0, None  # the view keeps the run as it was until this succeeds
         if found is not None:
             step, path = found
             state = ckpt.load_checkpoint(path, self.student, self.optimizer, self.scheduler, self.device)
@@ -283,9 +321,11 @@ class _Run(RunTasks):
                 malformed = ValueError("a saved state is missing or malformed")
                 raise ckpt.damaged(path / ckpt.STATE_FILE, malformed) from err
             last = step
-        self.step, self.last_checkpoint = step, last
+        self.view.step, self.view.last_checkpoint = step, last
+        self.view.ratio = float(self.schedule.ratio)
         if self.main:
             problems = self.run.truncate_after(step)
+            frames = {}
             for name in (TOKENS, GRADIENTS):
                 frame = self.run.read_parquet(name)
                 if frame is None and self.run.file(name).exists():  # unreadable: keep it, start a new one
@@ -294,13 +334,15 @@ class _Run(RunTasks):
                 elif frame is not None:
                     frame = frame[frame["step"] <= step].reset_index(drop=True)
                     self.run.write_parquet(name, frame)
-                setattr(self, "tokens_frame" if name == TOKENS else "gradients_frame", frame)
+                frames[name] = frame
+            self.probes.tokens_frame, self.probes.gradients_frame = frames[TOKENS], frames[GRADIENTS]
             problems += run_step_problems(self.run)
-            self.done_evals = {(int(r["step"]), r["model"]) for r in self.run.read_eval()}
-            self.validated = {int(e["step"]) for e in self.run.read_events() if e.get("kind") == "validation"}
-            self.run.set_status(
-                "running", step=step, total_steps=self.config.max_steps, last_checkpoint=self.last_checkpoint
-            )
+            self.evaluation.done = {(int(r["step"]), r["model"]) for r in self.run.read_eval()}
+            if self.validation is not None:
+                self.validation.validated = {
+                    int(e["step"]) for e in self.run.read_events() if e.get("kind") == "validation"
+                }
+            write_running_status(self.view)
             where = f"checkpoint step {step}" if found else "the start (no checkpoint was written)"
             self.run.event(
                 step, "resume", f"resumed from {where}", checkpoint=found and str(found[1]), **self.interrupted
@@ -312,61 +354,77 @@ class _Run(RunTasks):
     def _fail(self, err: BaseException) -> None:
         if not self.created:  # refused during set-up: nothing to record, the caller reports it
             return
+        step = self.view.step if self.view is not None else self.step
         message = "interrupted" if isinstance(err, KeyboardInterrupt) else describe(err)
-        log.error("run failed at step %d: %s", self.step, message)
+        log.error("run failed at step %d: %s", step, message)
         trace = "".join(traceback.format_exception(err))
         log.debug("%s", trace)
+        view = self.view
+        if view is None:  # set-up itself failed while resuming: record against the run as it was
+            if self.main:
+                try:
+                    self.run.set_status(
+                        "failed",
+                        step=step,
+                        total_steps=self.config.max_steps,
+                        error=message,
+                        last_checkpoint=self.last_checkpoint,
+                    )
+                    self.run.event(step, "failed", message, error=message, traceback=trace)
+                except OSError as write_err:
+                    log.error("could not record the failure in %s: %s", self.run.path, write_err)
+            return
+        call_all(self.callbacks, "on_failure", view, message)
         if self.main:
             try:
-                self.run.set_status(
-                    "failed",
-                    step=self.step,
-                    total_steps=self.config.max_steps,
-                    error=message,
-                    last_checkpoint=self.last_checkpoint,
-                )
-                self.run.event(self.step, "failed", message, error=message, traceback=trace)
+                self.run.event(step, "failed", message, error=message, traceback=trace)
             except OSError as write_err:  # a full or read-only disk: the dead pid will read as crashed
                 log.error("could not record the failure in %s: %s", self.run.path, write_err)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self) -> Path:
-        c = self.config
-        if self.step == 0:
-            self._probe()
-            self._evaluate_initial()
-            if c.regime == "distillm":
-                self._feed_validation_loss()  # DistiLLM's reference: the untrained student
-        while self.step < c.max_steps:
+        """The straight loop: one optimiser step, then the callbacks (module docstring)."""
+        view, c = self.view, self.config
+        assert view is not None
+        call_all(self.callbacks, "on_begin", view)
+        while view.step < c.max_steps:
             record = self._train_step()
-            if self.on_step is not None:
-                self.on_step({**record, "rank": self.dist.rank})
-            last = self.step == c.max_steps
-            if c.probe_interval and self.step % c.probe_interval == 0:
-                self._probe()
-            if c.regime == "distillm" and self.step % self._validation_interval() == 0:
-                self._feed_validation_loss()
-            # DDP: every rank stops at the step whose all-reduced flag says so; alone, a signal
-            # that arrived during on_step stops right here
-            if record["stop"] or (self.dist.world == 1 and self.stop.requested):
-                self._checkpoint()
-                if self.main:
-                    self.run.set_status(
-                        "stopped", step=self.step, total_steps=c.max_steps, last_checkpoint=self.last_checkpoint
-                    )
-                    self.run.event(self.step, "stopped", f"stopped on request after step {self.step}")
+            view.ratio = record["next_ratio"]
+            call_all(self.callbacks, "on_step_end", view, record)
+            if record["stop"]:
+                call_all(self.callbacks, "on_end", view, "stopped")
                 return self.run.path
-            if last or (c.checkpoint_interval and self.step % c.checkpoint_interval == 0):
-                self._checkpoint()
-            if not last and c.eval_interval and self.step % c.eval_interval == 0:
-                self._evaluate("student", self.student)
-        self._evaluate("student", self.student)
-        if self.main:
-            self.run.set_status(
-                "finished", step=self.step, total_steps=c.max_steps, last_checkpoint=self.last_checkpoint
-            )
-            self.run.event(self.step, "finished", f"finished {c.max_steps} steps")
+        call_all(self.callbacks, "on_end", view, "finished")
         return self.run.path
+
+    def _checkpoint(self) -> None:
+        view = self.view
+        assert view is not None
+        if not self.main:
+            return
+        state = {
+            "schedule": self.schedule.state_dict(),
+            "rng": ckpt.rng_state(),
+            "data_position": self.position,
+            "epoch": self.position // max(1, len(self.data.train)),
+            "regime": self.regime.state_dict(),
+            **({"ctkd": {"tau": self.ctkd.value}} if self.ctkd is not None else {}),
+            "world_size": self.dist.world,
+            "time": utc_now(),
+        }
+        path = ckpt.save_checkpoint(
+            self.run.checkpoints, view.step, self.student, self.optimizer, self.scheduler, state
+        )
+        view.last_checkpoint = view.step
+        removed = ckpt.prune_checkpoints(self.run.checkpoints, self.config.keep_checkpoints)
+        self.run.event(
+            view.step,
+            "checkpoint",
+            f"saved {path.name}",
+            path=str(path.relative_to(self.run.path)),
+            pruned=[p.name for p in removed],
+        )
+        write_running_status(view)
 
     def _micro_batch(self) -> dict[str, torch.Tensor]:
         """The next `batch_size` examples of this rank: global positions are dealt out in
@@ -385,9 +443,10 @@ class _Run(RunTasks):
 
     def _prepared_micro_batch(self, micro: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The next micro-batch as the data regime trains on it (ground truth or student samples)."""
+        assert self.view is not None
         batch = self._micro_batch()
         return self.regime.prepare(
-            batch, step=self.step + 1, student=self.student, tokenizer=self.tokenizer, micro=micro
+            batch, step=self.view.step + 1, student=self.student, tokenizer=self.tokenizer, micro=micro
         )
 
     def _teacher_out(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
@@ -429,14 +488,16 @@ class _Run(RunTasks):
         return prepared, mine
 
     def _train_step(self) -> dict[str, Any]:
+        """One optimiser step (module docstring); its metrics record plus "skipped" and "stop"."""
         c = self.config
+        assert self.view is not None
         started = time.perf_counter()
         ratio = float(self.schedule.ratio)
         self.student.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums = torch.zeros(9, dtype=torch.float64)
         infos: list[dict[str, Any]] = []
-        strength = ctkd_strength(self.step, c.max_steps) if self.ctkd is not None else None
+        strength = ctkd_strength(self.view.step, c.max_steps) if self.ctkd is not None else None
         ctkd_tau = self.ctkd.value if self.ctkd is not None else None
         # latf_pool = step: every micro-batch (of every rank) scored first, one selection over them
         prepared, shares = self._pool_step(ratio) if c.latf_pool == "step" and c.kd_ratio > 0 else ([], None)
@@ -503,22 +564,22 @@ class _Run(RunTasks):
                 self.ctkd.tau.grad /= self.dist.world
             dist.all_reduce(sums)  # sum over ranks (gloo/nccl); r must agree on every rank
             if abs(sums[8].item() - ratio * self.dist.world) > 1e-9 * self.dist.world:
-                raise RuntimeError(f"ranks disagree on the LATF ratio at step {self.step + 1}")
+                raise RuntimeError(f"ranks disagree on the LATF ratio at step {self.view.step + 1}")
         n_micro = c.grad_accum * self.dist.world
         loss, kd, ce = (sums[i].item() / n_micro for i in range(3))
         n_selected, n_valid, n_tokens = (int(sums[i].item()) for i in (4, 5, 6))
         lr = self.optimizer.param_groups[0]["lr"]
         max_norm = c.max_grad_norm if c.max_grad_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), max_norm).item()
-        self.step += 1
+        self.view.step += 1
         skipped = not (math.isfinite(loss) and math.isfinite(grad_norm))
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
             reason = "non-finite loss" if not math.isfinite(loss) else "non-finite gradient norm"
-            log.warning("step %d skipped: %s (loss %s, grad norm %s)", self.step, reason, loss, grad_norm)
+            log.warning("step %d skipped: %s (loss %s, grad norm %s)", self.view.step, reason, loss, grad_norm)
             if self.main:
                 self.run.event(
-                    self.step,
+                    self.view.step,
                     "skipped_step",
                     f"{reason}; no update",
                     reason=reason,
@@ -532,9 +593,11 @@ class _Run(RunTasks):
         seconds = time.perf_counter() - started
         next_ratio = float(self.schedule.ratio)
         if self.main and next_ratio != ratio and c.latf == "adaptive":  # scheduled moves are in metrics
-            self.run.event(self.step, "ratio_change", f"r {ratio:.4f} -> {next_ratio:.4f}", old=ratio, new=next_ratio)
+            self.run.event(
+                self.view.step, "ratio_change", f"r {ratio:.4f} -> {next_ratio:.4f}", old=ratio, new=next_ratio
+            )
         record = {
-            "step": self.step,
+            "step": self.view.step,
             "loss": loss,
             "kd": kd,
             "ce": ce,
@@ -554,19 +617,32 @@ class _Run(RunTasks):
         }
         if self.ctkd is not None:  # the τ this step used and its GRL strength λ
             record.update(ctkd_tau=ctkd_tau, ctkd_lambda=strength)
-        if self.main and not skipped:
-            if self.step % c.log_interval == 0 or self.step == c.max_steps:
-                self.run.append(METRICS, record)
-        if self.main and (self.step == 1 or self.step % max(c.log_interval, c.max_steps // 20) == 0):
-            log.info(
-                "step %d/%d loss %.4f r %.3f tau %.3f %.0f tok/s",
-                self.step,
-                c.max_steps,
-                loss,
-                ratio,
-                record["mean_tau"] or float("nan"),
-                record["tokens_per_s"] or 0.0,
-            )
-        if self.main and time.monotonic() - self._status_written >= STATUS_EVERY_S:
-            self._write_running_status()
         return {**record, "skipped": skipped, "stop": sums[7].item() > 0}
+
+
+class _StopCheck(RunCallback):
+    """Alone, a signal that arrived by now (during on_step, say) stops at this step. Under DDP
+    every rank stops at the step whose all-reduced flag says so (the record's "stop")."""
+
+    def __init__(self, session: _Run) -> None:
+        self.session = session
+
+    def on_step_end(self, view: RunView, record: dict[str, Any]) -> None:
+        if view.world == 1 and self.session.stop.requested:
+            record["stop"] = True
+
+
+class _Checkpointing(RunCallback):
+    """checkpoints/ every ``checkpoint_interval`` steps, at the last step and when the run stops."""
+
+    def __init__(self, session: _Run) -> None:
+        self.session = session
+
+    def on_step_end(self, view: RunView, record: dict[str, Any]) -> None:
+        c = view.config
+        if (
+            record["stop"]
+            or view.step == c.max_steps
+            or (c.checkpoint_interval and view.step % c.checkpoint_interval == 0)
+        ):
+            self.session._checkpoint()
