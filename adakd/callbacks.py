@@ -2,7 +2,7 @@
 metrics, the token and gradient probes, and the ROUGE-L evaluations (docs/contracts.md).
 
 They are callbacks, so that the project's own loop (``adakd.trainer``) and TRL's
-``DistillationTrainer`` (``adakd.integrations.trl``) write the same run directory and the
+``DistillationTrainer`` (``adakd.integrations.trl_distillation``) write the same run directory and the
 dashboard watches either. A trainer keeps one ``RunView`` up to date and calls, in order::
 
     on_begin(view)             before the first optimiser step of this process
@@ -28,7 +28,8 @@ import pandas as pd
 import torch
 
 from adakd.device import autocast
-from adakd.rundir import EVAL, GRADIENTS, METRICS, TOKENS
+from adakd.metric_gaps import run_step_problems
+from adakd.rundir import EVAL, GRADIENTS, METRICS, TOKENS, move_aside
 
 if TYPE_CHECKING:  # for the annotations only: importing transformers at module load costs seconds
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -90,6 +91,28 @@ def write_running_status(view: RunView) -> None:
     view.run.set_status(
         "running", step=view.step, total_steps=view.config.max_steps, last_checkpoint=view.last_checkpoint
     )
+
+
+def cut_records_at(view: RunView, probes: TokenProbes, evaluation: Evaluation) -> list[str]:
+    """A resumed run (rank 0) continues its files from `view.step`: later JSONL lines and probe
+    rows are dropped, the probes and evaluation learn what is already written, and an unreadable
+    parquet file is kept aside (a new one starts). Returns the problems found, for the caller to
+    report as warnings (never silent: damaged data is kept aside, not replaced)."""
+    run, step = view.run, view.step
+    problems = run.truncate_after(step)
+    frames = {}
+    for name in (TOKENS, GRADIENTS):
+        frame = run.read_parquet(name)
+        if frame is None and run.file(name).exists():  # unreadable: keep it, start a new one
+            kept = move_aside(run.file(name))
+            problems.append(f"{name} is unreadable: kept as {kept.name}; probes start a new file")
+        elif frame is not None:
+            frame = frame[frame["step"] <= step].reset_index(drop=True)
+            run.write_parquet(name, frame)
+        frames[name] = frame
+    probes.tokens_frame, probes.gradients_frame = frames[TOKENS], frames[GRADIENTS]
+    evaluation.done = {(int(r["step"]), r["model"]) for r in run.read_eval()}
+    return problems + run_step_problems(run)
 
 
 class RunRecorder(RunCallback):

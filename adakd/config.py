@@ -38,6 +38,7 @@ OPTIMIZERS = ("adamw", "adamw-fused")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = ("auto", "float32", "bfloat16")
 LOSS_INPUTS = ("hidden", "logits")
+TRAINERS = ("adakd", "trl")
 LATF_POOLS = ("micro-batch", "step")
 # Fields added after runs were recorded, at the value that reproduces those runs: a config.json
 # without the field was made that way (RunConfig.from_record).
@@ -325,6 +326,13 @@ class RunConfig:
     )
 
     # --- optimisation
+    trainer: str = setting(
+        "adakd",
+        help="The training loop: adakd (this project's) or trl (TRL's DistillationTrainer with the AdaKD loss, "
+        "adakd/integrations/trl_distillation.py: the same steps; several processes with accelerate launch). "
+        "Both write this run directory.",
+        choices=TRAINERS,
+    )
     optimizer: str = setting(
         "adamw",
         help="Optimiser: adamw, or adamw-fused (torch's one-pass kernel: the same update up to float rounding, "
@@ -619,6 +627,15 @@ def _validate(c: RunConfig) -> None:
         f"> max_prompt_length ({c.max_prompt_length}), leaving room for the response, and <= {MAX_TOKENS:,}",
     )
     # rules across fields
+    if c.trainer == "trl":  # what adakd/integrations/trl_distillation.py runs
+        for ok, need in (
+            (not c.ctkd, "ctkd = false (CTKD's learned temperature is not wired into TRL's optimiser)"),
+            (c.loss_input == "hidden", "loss_input = 'hidden' (TRL's trainer reads hidden states)"),
+            (c.kd_ratio > 0, "kd_ratio > 0 (kd_ratio = 0 is fine-tuning: TRL's SFTTrainer)"),
+            (c.regime == "ground_truth", "regime = 'ground_truth' (TRL's own on-policy mode: the Python API)"),
+        ):
+            if not ok:
+                raise ValueError(f"trainer = 'trl' needs {need}")
     if c.ctkd and c.idts != "off":
         raise ValueError(
             f"ctkd = true needs idts = 'off' (got idts = {c.idts!r}): CTKD's one learned "

@@ -22,7 +22,7 @@ SIGINT/SIGTERM finish the current step, checkpoint and mark the run `stopped`; a
 marks it `failed` and re-raises. Data-parallel: run the same command under
 `torchrun --nproc_per_node N python -m adakd train ...` (gloo on CPU, nccl on CUDA).
 After each step the loop calls its callbacks in this order (adakd/callbacks.py, which TRL's
-trainer shares through adakd/integrations/trl.py):
+trainer shares through adakd/integrations/trl_distillation.py):
 
     RunRecorder     metrics.jsonl, status.json          StepHook     the caller's on_step
     (stop check)    a signal that arrived by now stops at this step
@@ -60,6 +60,7 @@ from adakd.callbacks import (
     StepHook,
     TokenProbes,
     call_all,
+    cut_records_at,
     write_running_status,
 )
 from adakd.config import RunConfig
@@ -69,10 +70,9 @@ from adakd.hidden_loss import adakd_loss_from_hidden, token_scores_from_hidden
 from adakd.latf import make_ratio_schedule
 from adakd.lm_head import LastHidden, LMHead
 from adakd.loss import adakd_loss, token_scores
-from adakd.metric_gaps import run_step_problems
 from adakd.pooled_selection import gather_scores, pool_selection
 from adakd.regimes import make_regime, merge_infos
-from adakd.rundir import CONFIG, GRADIENTS, TOKENS, RunDir, move_aside
+from adakd.rundir import CONFIG, RunDir
 from adakd.runlock import holds_lock, new_run_lock, run_lock
 from adakd.runsetup import (
     DataOrder,
@@ -112,6 +112,10 @@ def train(
     metrics record (plus "rank"); the CLI draws its progress bar from it.
     """
     preflight(config)
+    if config.trainer == "trl":  # TRL's DistillationTrainer with this project's loss and callbacks
+        from adakd.integrations.trl_distillation import train_with_trl
+
+        return train_with_trl(config, run_dir, name=name, preset=preset, on_step=on_step)
     run = RunDir(run_dir)
     first_rank = int(os.environ.get("RANK", "0")) == 0  # only rank 0 will write the directory
     with new_run_lock(run.path) if first_rank else nullcontext():
@@ -135,7 +139,12 @@ def check_resumable(run_dir: str | os.PathLike) -> tuple[RunConfig, tuple[int, P
     status = run.read_status() or {}
     if run.effective_state() == "running" and not holds_lock(run.path):
         raise ValueError(f"{run.path} is still running (pid {status.get('pid')}): stop it first")
-    found = ckpt.latest_checkpoint(run.checkpoints)
+    if config.trainer == "trl":
+        from adakd.integrations.trl_distillation import last_trl_checkpoint
+
+        found = last_trl_checkpoint(run.path)
+    else:
+        found = ckpt.latest_checkpoint(run.checkpoints)
     if status.get("state") == "finished" and found and found[0] >= config.max_steps:
         raise ValueError(f"{run.path} already finished all {config.max_steps} steps; nothing to resume")
     preflight(config)
@@ -153,6 +162,12 @@ def resume(run_dir: str | os.PathLike, *, on_step: StepCallback | None = None) -
     first_rank = int(os.environ.get("RANK", "0")) == 0
     with run_lock(run_dir, create=False) if first_rank else nullcontext():
         config, found = check_resumable(run_dir)
+        if config.trainer == "trl":
+            from adakd.integrations.trl_distillation import resume_with_trl
+
+            if first_rank:
+                ckpt.clean_leftovers(Path(run_dir))
+            return resume_with_trl(config, run_dir, on_step=on_step)
         run = RunDir(run_dir)
         session = _Run(config, run, init_distributed(config), on_step=on_step)
         session.created = True
@@ -324,20 +339,7 @@ class _Run:
         self.view.step, self.view.last_checkpoint = step, last
         self.view.ratio = float(self.schedule.ratio)
         if self.main:
-            problems = self.run.truncate_after(step)
-            frames = {}
-            for name in (TOKENS, GRADIENTS):
-                frame = self.run.read_parquet(name)
-                if frame is None and self.run.file(name).exists():  # unreadable: keep it, start a new one
-                    kept = move_aside(self.run.file(name))
-                    problems.append(f"{name} is unreadable: kept as {kept.name}; probes start a new file")
-                elif frame is not None:
-                    frame = frame[frame["step"] <= step].reset_index(drop=True)
-                    self.run.write_parquet(name, frame)
-                frames[name] = frame
-            self.probes.tokens_frame, self.probes.gradients_frame = frames[TOKENS], frames[GRADIENTS]
-            problems += run_step_problems(self.run)
-            self.evaluation.done = {(int(r["step"]), r["model"]) for r in self.run.read_eval()}
+            problems = cut_records_at(self.view, self.probes, self.evaluation)
             if self.validation is not None:
                 self.validation.validated = {
                     int(e["step"]) for e in self.run.read_events() if e.get("kind") == "validation"
