@@ -277,6 +277,10 @@ class AdaKDDistillationTrainer(DistillationTrainer):
             name=name,
         )
 
+    @property
+    def _training(self) -> bool:
+        return self.model is not None and self.model.training
+
     # ------------------------------------------------------------------ data
     def _get_train_sampler(self, dataset=None) -> Sampler:
         if self.completions == "student":
@@ -299,15 +303,16 @@ class AdaKDDistillationTrainer(DistillationTrainer):
         micro = self._step % accum
         if self.completions == "student":
             inputs = super()._prepare_inputs(generation_batch)
-        elif not self.model.training:
+        elif not self._training:
             return self._collate(generation_batch)
         else:
             bs = self.args.per_device_train_batch_size
             if micro == 0 or self._buffered_inputs is None:
-                self._buffered_inputs = [self._collate(generation_batch[m * bs : (m + 1) * bs]) for m in range(accum)]
-            inputs = self._buffered_inputs[micro]
-        if self.model.training and micro == 0 and self.adakd.latf_pool == "step":
-            self._pool_step(self._buffered_inputs)
+                buffered: Any = [self._collate(generation_batch[m * bs : (m + 1) * bs]) for m in range(accum)]
+                self._buffered_inputs = buffered
+            inputs = self._buffered_inputs[micro]  # type: ignore[index]  # set just above
+        if self._training and micro == 0 and self.adakd.latf_pool == "step":
+            self._pool_step(self._buffered_inputs)  # type: ignore[arg-type]  # TRL's buffer, filled
         return inputs
 
     def _pool_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> None:
@@ -315,8 +320,8 @@ class AdaKDDistillationTrainer(DistillationTrainer):
         LATF's top-K and IDTS's τ over all of them (micro-batch, then rank: the data order), and
         this rank's share of each; the teacher's hidden states are kept for the gradient pass."""
         c = self.adakd
-        student = self.accelerator.unwrap_model(self.model)
-        teacher = self.accelerator.unwrap_model(self.teacher_model)
+        student: Any = self.accelerator.unwrap_model(self.model)
+        teacher: Any = self.accelerator.unwrap_model(self.teacher_model)
         parts, self._pool_teacher = [], []
         for inputs in micro_batches:
             forward, targets, mask = self._layout(inputs)
@@ -376,7 +381,7 @@ class AdaKDDistillationTrainer(DistillationTrainer):
         loss, kd, ce, tau_sum, n_selected, n_valid, n_tokens = self._forward_redirection(
             model, unwrapped, self._adakd_terms, unwrapped, inputs
         )
-        if self.model.training:
+        if self._training:
             self._sums += torch.stack([loss, kd, ce, tau_sum, n_selected, n_valid, n_tokens]).detach().double().cpu()
             loss = loss / self.current_gradient_accumulation_steps
         return (loss, None) if return_outputs else loss
@@ -403,7 +408,7 @@ class AdaKDDistillationTrainer(DistillationTrainer):
         return dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids), targets, mask
 
     @staticmethod
-    def _teacher_hidden(teacher: torch.nn.Module, forward: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _teacher_hidden(teacher: Any, forward: dict[str, torch.Tensor]) -> torch.Tensor:
         teacher.eval()
         with torch.no_grad():
             return teacher.get_decoder()(**forward).last_hidden_state
@@ -419,7 +424,7 @@ class AdaKDDistillationTrainer(DistillationTrainer):
         student_hidden = student.get_decoder()(**forward).last_hidden_state
         teacher = self.accelerator.unwrap_model(self.teacher_model)
         pooled = None
-        if self.model.training and c.latf_pool == "step":
+        if self._training and c.latf_pool == "step":
             micro = self._step % self.args.gradient_accumulation_steps
             pooled, teacher_hidden = self._pool_shares[micro], self._pool_teacher[micro]
         else:
@@ -480,13 +485,19 @@ class AdaKDDistillationTrainer(DistillationTrainer):
             raise ValueError(f"{path} is damaged ({err}): resume from an earlier checkpoint") from None
 
     # ------------------------------------------------------------------ the run directory
-    def train(self, resume_from_checkpoint: str | bool | None = None, resume_run: bool = False, **kwargs: Any):
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        *args: Any,
+        resume_run: bool = False,
+        **kwargs: Any,
+    ):
         """TRL's ``train``. With ``run_dir``: rank 0 holds the run's lock throughout (a new run's
         folder must be new; `resume_run` or a checkpoint continues the existing one), SIGINT /
         SIGTERM stop after the current step with a checkpoint (as ``adakd train``), and a
         failure is recorded in the run directory before it is raised."""
         if self.run is None:
-            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            return super().train(resume_from_checkpoint, *args, **kwargs)
         self._resuming = bool(resume_run or resume_from_checkpoint)
         main = self.accelerator.is_main_process
         if not main:
@@ -499,7 +510,7 @@ class AdaKDDistillationTrainer(DistillationTrainer):
             lock = new_run_lock(self.run.path)
         with lock, self.stop:
             try:
-                return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+                return super().train(resume_from_checkpoint, *args, **kwargs)
             except BaseException as err:
                 self._record_failure(err)
                 raise
@@ -512,7 +523,8 @@ class AdaKDDistillationTrainer(DistillationTrainer):
             # run as it was; a new run that failed here wrote nothing, so nothing is recorded
             if self._resuming and self.accelerator.is_main_process and self.run is not None:
                 status = self.run.read_status() or {}
-                step = status.get("step") if isinstance(status.get("step"), int) else 0
+                saved = status.get("step")
+                step = saved if isinstance(saved, int) else 0
                 self.run.set_status(
                     "failed",
                     step=step,
@@ -717,7 +729,8 @@ class _AdaKDSteps(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.trainer._step_started = time.perf_counter()
-        self.trainer._step_lr = self.trainer.optimizer.param_groups[0]["lr"]
+        optimizer = self.trainer.optimizer
+        self.trainer._step_lr = optimizer.param_groups[0]["lr"] if optimizer is not None else float("nan")
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.trainer._end_step(state.global_step):
