@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import importlib
 
-from .difficulty import hellinger, token_difficulty
-from .divergences import DIVERGENCES, divergence
-from .hidden_loss import adakd_loss_from_hidden, token_scores_from_hidden
-from .idts import idts_temperatures
-from .latf import CosineRatio, FixedRatio, LATFController, LinearRatio, make_ratio_schedule, select_tokens
-from .lm_head import LMHead
-from .loss import AdaKDOutput, adakd_loss, token_scores
-from .pooled_selection import PooledShare, TokenScores, pool_selection
+from .method.difficulty import hellinger, token_difficulty
+from .method.divergences import DIVERGENCES, divergence
+from .method.hidden_loss import adakd_loss_from_hidden, token_scores_from_hidden
+from .method.idts import idts_temperatures
+from .method.latf import CosineRatio, FixedRatio, LATFController, LinearRatio, make_ratio_schedule, select_tokens
+from .method.lm_head import LMHead
+from .method.loss import AdaKDOutput, adakd_loss, token_scores
+from .method.pooled_selection import PooledShare, TokenScores, pool_selection
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "train": "adakd.trainer",
-    "resume": "adakd.trainer",
+    "train": "adakd.training.trainer",
+    "resume": "adakd.training.trainer",
     "RunConfig": "adakd.config",
     "PRESETS": "adakd.presets",
 }

@@ -1,4 +1,4 @@
-"""Command line: thin glue over adakd.trainer, adakd.sweep and adakd.evaluation.
+"""Command line: thin glue over adakd.training.trainer, adakd.training.sweep and adakd.evaluation.evaluate.
 
 `adakd ...` (the installed console script) and `python -m adakd ...` are the same command.
 
@@ -14,9 +14,9 @@
 Data-parallel: `torchrun --nproc_per_node 2 -m adakd train --preset smoke --name ddp` (gloo on
 CPU, nccl on CUDA); only rank 0 writes the run directory.
 The runs root is --root, else $ADAKD_RUNS, else runs/ in the user data directory
-(adakd.rundir.runs_root). Bad input prints one line saying what to fix and
+(adakd.runs.rundir.runs_root). Bad input prints one line saying what to fix and
 exits with code 2 before anything is written (so does a run that another process is writing:
-train, resume and eval hold the run's lock, adakd/runlock.py); a run that fails later exits
+train, resume and eval hold the run's lock, adakd/runs/runlock.py); a run that fails later exits
 with 1. Every failure is one line naming the file and what to do; --debug adds the traceback.
 """
 
@@ -31,10 +31,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adakd.failures import describe
-from adakd.metric_gaps import run_step_problems
-from adakd.rundir import RunDir, check_run_name, latest_step, runs_root
-from adakd.runlock import RunBusy, new_run_lock, run_lock
+from adakd.runs.failures import describe
+from adakd.runs.metric_gaps import run_step_problems
+from adakd.runs.rundir import RunDir, check_run_name, latest_step, runs_root
+from adakd.runs.runlock import RunBusy, new_run_lock, run_lock
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -162,8 +162,8 @@ def _run_training(call, quiet: bool, run_dir: Path) -> int:
 
 def cmd_train(args) -> int:
     from adakd.presets import resolve_preset
-    from adakd.runsetup import default_run_name, preflight
-    from adakd.trainer import train
+    from adakd.training.runsetup import default_run_name, preflight
+    from adakd.training.trainer import train
 
     try:
         config = resolve_preset(args.preset, args.set)
@@ -225,7 +225,7 @@ def _claim(candidates: list[Path], held: ExitStack) -> Path:
 def cmd_resume(args) -> int:
     path = _resolve_run(args.run, runs_root(args.root))
     with _locked(path):  # before the run is read or a model loads: a second resume stops here
-        from adakd.trainer import check_resumable, resume
+        from adakd.training.trainer import check_resumable, resume
 
         try:
             config, _ = check_resumable(path)
@@ -326,8 +326,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from adakd.runsetup import default_run_name
-    from adakd.sweep import parse_grid, run_sweep
+    from adakd.training.runsetup import default_run_name
+    from adakd.training.sweep import parse_grid, run_sweep
 
     try:
         grid = parse_grid(args.grid)
@@ -351,7 +351,7 @@ def cmd_eval(args) -> int:
         if v is not None
     }
     with _locked(path):  # eval appends to eval.jsonl: one writer at a time
-        from adakd.evaluation import evaluate_run
+        from adakd.evaluation.evaluate import evaluate_run
 
         _quiet_transformers()
         try:
@@ -361,8 +361,8 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
-    from adakd.eval_protocol import summary_table
-    from adakd.rundir import RunDir
+    from adakd.evaluation.protocol import summary_table
+    from adakd.runs.rundir import RunDir
 
     # the run's own teacher / initial-student records on the same sets, when it has them, for scale
     earlier = [
@@ -375,10 +375,10 @@ def cmd_eval(args) -> int:
 
 
 def cmd_rebuild(args) -> int:
-    """Train a run's student again from its config.json into the cache (adakd/rebuild.py)."""
+    """Train a run's student again from its config.json into the cache (adakd/training/rebuild.py)."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from adakd.rebuild import rebuild_student, rebuilt_checkpoint
+    from adakd.training.rebuild import rebuild_student, rebuilt_checkpoint
 
     path = _resolve_run(args.run, runs_root(args.root))
     _quiet_transformers()

@@ -128,7 +128,7 @@ class RunConfig:
     student: str = setting(
         "subset",
         help="Student model: subset (some of the teacher's layers), pruned (the teacher with narrower MLPs, "
-        "adakd/pruning.py), random (a small random Llama with the teacher's vocabulary), tiny-random, "
+        "adakd/models/pruning.py), random (a small random Llama with the teacher's vocabulary), tiny-random, "
         "or a Hugging Face id or local folder.",
         allowed="a non-empty string",
     )
@@ -288,7 +288,7 @@ class RunConfig:
         range=Range(0, 1, note="1 = pure KD, 0 = pure SFT"),
     )
 
-    # --- data regime (student-generated data; adakd/regimes.py)
+    # --- data regime (student-generated data; adakd/training/regimes.py)
     regime: str = setting(
         "ground_truth",
         help="Responses trained on: ground_truth (the dataset's), gkd (the student's own samples with "

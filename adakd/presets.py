@@ -171,7 +171,7 @@ PRESETS: dict[str, dict] = {
 }
 
 # Paper Table 1: the five methods (loss + data regime) on the demo settings. The divergence
-# parameter names are those of adakd.divergences.DIVERGENCES.
+# parameter names are those of adakd.method.divergences.DIVERGENCES.
 TABLE1_METHODS: dict[str, dict] = {
     "fkl": {"divergence": "fkl", "divergence_params": {}, "regime": "ground_truth"},
     "rkl": {"divergence": "rkl", "divergence_params": {}, "regime": "ground_truth"},

@@ -41,7 +41,7 @@ from captum.attr import (
 )
 from plotly.subplots import make_subplots
 
-from adakd.probes import untouched
+from adakd.training.probes import untouched
 from analysis.style import apply_style, token_label
 
 METHODS = ("feature_ablation", "integrated_gradients")

@@ -23,9 +23,9 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from adakd.atomic import write_bytes_atomic
-from adakd.provenance import git_revision
-from adakd.timestamps import utc_now
+from adakd.runs.atomic import write_bytes_atomic
+from adakd.runs.provenance import git_revision
+from adakd.runs.timestamps import utc_now
 from analysis.export import (
     DEFAULT_TIMEOUT,
     PLOTLY_JS,

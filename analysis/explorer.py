@@ -11,8 +11,8 @@
 
 The response is the given reference or, without one, the teacher's greedy reply (at most
 ``max_new_tokens``). Both models score the same token sequence in one forward pass each; every
-per-token number follows docs/method.md and the run-time probes (``adakd.probes``) exactly:
-difficulty = Hellinger at τ = 1, groups = ``adakd.probes.group_labels`` at ratio r (hard = top
+per-token number follows docs/method.md and the run-time probes (``adakd.training.probes``) exactly:
+difficulty = Hellinger at τ = 1, groups = ``adakd.training.probes.group_labels`` at ratio r (hard = top
 r/2, mid = next r/2, easy = rest), ``tau`` = IDTS over the selected tokens (NaN elsewhere),
 ``tau_all`` = IDTS with the median of all response tokens, ``entropy_student_idts`` =
 H(softmax(z_S / tau_all)). The student may be at initialisation or any checkpoint of a run:
@@ -28,14 +28,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from adakd.data import Example
-from adakd.decoding import decoding_config, without_model_defaults
-from adakd.difficulty import hellinger
-from adakd.divergences import DIVERGENCES, divergence_from_log_probs, log_probs
-from adakd.evaluation import stop_token_ids
-from adakd.idts import idts_temperatures
-from adakd.probes import group_labels, untouched
-from adakd.tokenize import encode_example, encode_prompt, format_prompt
+from adakd.data.instructions import Example
+from adakd.data.tokenize import encode_example, encode_prompt, format_prompt
+from adakd.evaluation.decoding import decoding_config, without_model_defaults
+from adakd.evaluation.evaluate import stop_token_ids
+from adakd.method.difficulty import hellinger
+from adakd.method.divergences import DIVERGENCES, divergence_from_log_probs, log_probs
+from adakd.method.idts import idts_temperatures
+from adakd.training.probes import group_labels, untouched
 from analysis.explorer_figures import INDICATORS  # the alternatives of adakd.token_difficulty shown
 
 MAX_PROMPT_TOKENS = 1024  # explorer bound on the formatted prompt (also capped by the model context)
@@ -118,7 +118,7 @@ def explore_prompt(
 ) -> ExplorerResult:
     """Score every response token of ``prompt`` under teacher and student (no gradient).
 
-    The prompt is formatted as in training (``adakd.tokenize.format_prompt`` of an
+    The prompt is formatted as in training (``adakd.data.tokenize.format_prompt`` of an
     ``Example(instruction=prompt, context=context, response=reference)``). Without a reference
     the response is the teacher's greedy reply; pass ``reply_ids`` (from :func:`teacher_reply`
     or an earlier result's ``response_ids``) to score that reply again without regenerating it.
@@ -322,7 +322,7 @@ def reference_ids(tokenizer, example: Example, context_length: int) -> tuple[lis
             f"context of {context_length}; shorten the reference."
         )
     if encoded["input_ids"][: encoded["prompt_length"]] != prompt_ids:  # both come from encode_prompt
-        raise RuntimeError("adakd.tokenize.encode_example and encode_prompt disagree on the prompt ids")
+        raise RuntimeError("adakd.data.tokenize.encode_example and encode_prompt disagree on the prompt ids")
     return prompt_ids, encoded["input_ids"][encoded["prompt_length"] :]
 
 
@@ -434,7 +434,7 @@ def settings_columns(
     chunk_rows: int = 128,
 ) -> dict[str, np.ndarray]:
     """The columns that depend on r, c and τ₀, from difficulty ``[N]`` and z_S ``[N, V]``:
-    selected/group at ``ratio`` (``adakd.probes.group_labels``); tau = IDTS over the selected
+    selected/group at ``ratio`` (``adakd.training.probes.group_labels``); tau = IDTS over the selected
     (NaN elsewhere); tau_all = IDTS over all tokens; hard = difficulty > lower median;
     entropy_student_idts = H(softmax(z_S / tau_all)) in nats."""
     with torch.no_grad():

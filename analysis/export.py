@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from adakd.atomic import write_bytes_atomic
+from adakd.runs.atomic import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -404,7 +404,7 @@ def export_many(
     """Write ``<out_dir>/<name>.<fmt>`` for each figure (one browser for the batch); HTML pages
     share one ``<out_dir>/plotly.min.js`` (written with them, not listed in the result).
 
-    Files are written atomically (adakd/atomic.py), so a failed export leaves no half file.
+    Files are written atomically (adakd/runs/atomic.py), so a failed export leaves no half file.
     Returns {name: [paths]}.
     """
     names = unique_file_names(figs)

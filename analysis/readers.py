@@ -6,7 +6,7 @@ what it could read plus a list of human-readable problems ("metrics.jsonl line 7
 valid JSON, skipped"). A missing file is not a problem here; the caller decides whether
 the file was required.
 
-JSONL files are read with `adakd.rundir.read_jsonl_report` (the trainer's own tolerant
+JSONL files are read with `adakd.runs.rundir.read_jsonl_report` (the trainer's own tolerant
 reader); this module adds what that one does not report: why a JSON file or a parquet
 table could not be read.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from adakd.columns import (  # noqa: F401 (the *_COLUMNS are re-exported: analysis reads them from here)
+from adakd.runs.columns import (  # noqa: F401 (the *_COLUMNS are re-exported: analysis reads them from here)
     EVAL_COLUMNS,
     EVAL_EXTRA,
     EVENT_COLUMNS,
@@ -36,7 +36,7 @@ from adakd.columns import (  # noqa: F401 (the *_COLUMNS are re-exported: analys
     PANDAS_DTYPES,
     TOKEN_COLUMNS,
 )
-from adakd.rundir import read_jsonl_report
+from adakd.runs.rundir import read_jsonl_report
 
 log = logging.getLogger(__name__)
 

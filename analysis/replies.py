@@ -1,7 +1,7 @@
 """The replies a run's evaluations stored, and whether they are empty.
 
 eval.jsonl keeps, per evaluation and data set, the first few prompts with the reference, the
-model's reply and its ROUGE-L (adakd.evaluation). Reading them shows what a ROUGE-L number
+model's reply and its ROUGE-L (adakd.evaluation.evaluate). Reading them shows what a ROUGE-L number
 measures; a student whose replies are mostly empty (it emits the end token first) scores near
 0 whatever the method, and its ROUGE-L difference to another run says nothing about the method.
 

@@ -4,7 +4,7 @@
     student = load_student_checkpoint(run_dir, step=None)   # latest; 0 = initialisation
 
 A run that kept no checkpoint (the sample runs) can have its final student rebuilt into the
-cache (adakd/rebuild.py); that checkpoint counts as the run's own here.
+cache (adakd/training/rebuild.py); that checkpoint counts as the run's own here.
 
 Used by the token explorer and the dashboard (re-exported from :mod:`analysis.explorer`).
 """
@@ -27,8 +27,8 @@ def run_checkpoints(run_dir: str | Path) -> list[int]:
 
 def _checkpoints(run: Path) -> dict[int, Path]:
     """step -> folder: the run's complete checkpoints plus its rebuilt final student, if any."""
-    from adakd.checkpoint import list_checkpoints
-    from adakd.rebuild import rebuilt_checkpoint
+    from adakd.training.checkpoint import list_checkpoints
+    from adakd.training.rebuild import rebuilt_checkpoint
 
     found = dict(list_checkpoints(run / "checkpoints"))
     try:
@@ -50,9 +50,9 @@ def load_student_checkpoint(run_dir: str | Path, step: int | None = None, teache
     loads it from the config. Weights are read from ``model.safetensors`` only (strict).
     Returns the student in eval mode with gradients off, on the teacher's device.
     """
-    from adakd.checkpoint import load_checkpoint
     from adakd.config import RunConfig
-    from adakd.rundir import read_json
+    from adakd.runs.rundir import read_json
+    from adakd.training.checkpoint import load_checkpoint
 
     run = Path(run_dir)
     document = read_json(run / "config.json")
@@ -77,7 +77,8 @@ def load_student_checkpoint(run_dir: str | Path, step: int | None = None, teache
 
 
 def _load_run_teacher(config):
-    from adakd import models, runsetup
+    from adakd.models import loading as models
+    from adakd.training import runsetup
 
     if config.teacher == runsetup.TINY:
         return runsetup.tiny_teacher(_run_tokenizer(config)).eval().requires_grad_(False)
@@ -86,15 +87,16 @@ def _load_run_teacher(config):
 
 
 def _build_run_student(config, teacher):
-    """The student exactly as ``adakd.runsetup.build_models`` builds it for this config."""
-    from adakd import runsetup
+    """The student exactly as ``adakd.training.runsetup.build_models`` builds it for this config."""
+    from adakd.training import runsetup
 
     student = runsetup.initial_student(config, teacher, _run_tokenizer(config))
     return student.to(device=_device(teacher), dtype=torch.float32)
 
 
 def _run_tokenizer(config):
-    from adakd import models, runsetup
+    from adakd.models import loading as models
+    from adakd.training import runsetup
 
     tiny = config.teacher == runsetup.TINY
     source = models.default_teacher_dir() if tiny or config.teacher == models.DEFAULT_TEACHER_NAME else config.teacher
@@ -106,10 +108,10 @@ def _device(model) -> torch.device:
 
 
 def rebuild_info(run_dir: str | Path) -> dict:
-    """What the dashboard shows about rebuilding a run's trained student (adakd/rebuild.py):
+    """What the dashboard shows about rebuilding a run's trained student (adakd/training/rebuild.py):
     ``folder`` (where it goes), ``built`` (step, rebuild.json) or None, ``estimate_s`` (the run's
     own training seconds) and ``progress`` (step, total) of a rebuild under way, else None."""
-    from adakd.rebuild import estimated_seconds, rebuild_folder, rebuild_progress, rebuilt_checkpoint
+    from adakd.training.rebuild import estimated_seconds, rebuild_folder, rebuild_progress, rebuilt_checkpoint
 
     built = rebuilt_checkpoint(run_dir)
     return {

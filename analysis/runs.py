@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from adakd.columns import EVAL_COLUMNS, EVENT_COLUMNS, GRADIENT_COLUMNS, METRIC_COLUMNS, TOKEN_COLUMNS
-from adakd.metric_gaps import gap_problems
-from adakd.run_notes import read_notes
-from adakd.rundir import effective_state, latest_step
-from adakd.rundir import runs_root as _runs_root
+from adakd.runs.columns import EVAL_COLUMNS, EVENT_COLUMNS, GRADIENT_COLUMNS, METRIC_COLUMNS, TOKEN_COLUMNS
+from adakd.runs.metric_gaps import gap_problems
+from adakd.runs.run_notes import read_notes
+from adakd.runs.rundir import effective_state, latest_step
+from adakd.runs.rundir import runs_root as _runs_root
 from analysis.labels import method_label
 from analysis.readers import (
     checkpoint_steps,
@@ -55,7 +55,7 @@ RUN_FILES = (
     "tokens.parquet",
     "gradients.parquet",
     "eval.jsonl",
-    "notes.json",  # tags and notes (adakd.run_notes): the run table shows them
+    "notes.json",  # tags and notes (adakd.runs.run_notes): the run table shows them
     "checkpoints",
 )
 STATES = ("running", "finished", "stopped", "failed", "crashed", "unknown")
@@ -74,7 +74,7 @@ class Run:
     plus a row dataset="average" (rouge_l = rouge_l_avg, n = total n) per record.
     eval_records: the eval.jsonl objects as written. problems: what could not be read.
     checkpoints: steps of the complete checkpoints under checkpoints/. step_gaps: steps missing
-    from or repeated in metrics.jsonl (adakd.metric_gaps); such a run is never shown as plainly
+    from or repeated in metrics.jsonl (adakd.runs.metric_gaps); such a run is never shown as plainly
     finished. signature: `run_signature` of the folder when it was read (what caches of
     anything computed from the run are keyed on).
     """
@@ -272,7 +272,7 @@ def _unreadable_run(path: Path, is_sample: bool, problem: str) -> Run:
 
 def _state_from_status(status: dict) -> str:
     """status.json's state, "crashed" for a running run whose process is gone (on this host),
-    "unknown" for a missing or unrecognised state (adakd.rundir.effective_state)."""
+    "unknown" for a missing or unrecognised state (adakd.runs.rundir.effective_state)."""
     state = effective_state(status)
     return state if state in STATES else "unknown"
 
@@ -281,7 +281,7 @@ def _state_from_status(status: dict) -> str:
 
 
 def default_roots() -> list[Path]:
-    """[runs root (adakd.rundir.runs_root), the repository's sample_runs/] (runs under the second are samples)."""
+    """[runs root (adakd.runs.rundir.runs_root), the repository's sample_runs/] (runs under the second are samples)."""
     return [_runs_root(), SAMPLE_RUNS_DIR]
 
 
@@ -360,13 +360,13 @@ LIST_COLUMNS = [
 def list_runs(roots) -> pd.DataFrame:
     """One row per run found under `roots` (columns LIST_COLUMNS).
 
-    steps: the step in status.json, or the last metrics step when newer (adakd.rundir.latest_step:
+    steps: the step in status.json, or the last metrics step when newer (adakd.runs.rundir.latest_step:
     status.json lags up to 2 s behind a running run); total_steps: status, else
     config max_steps; final_loss: the last logged `loss`; rouge_l: the last student eval's
     average; problems: the run's problems joined by "; " ("" when none); step_gaps: the missing or
     repeated steps of metrics.jsonl ("" when none; part of problems too); sweep: the folder
     holding the run when it is not a root itself ("" otherwise); tags (joined by ", ") and notes:
-    the run's notes.json (adakd.run_notes; a damaged one adds a problem).
+    the run's notes.json (adakd.runs.run_notes; a damaged one adds a problem).
     """
     roots = [Path(r).expanduser().resolve() for r in roots]
     rows = []

@@ -2,7 +2,7 @@
 
 An experiment must be shown to work before methods are compared on it: on held-out prompts the
 teacher must beat the trained student, and the trained student must beat the student it started
-from, each gap larger than twice the noise (adakd.eval_protocol.gate_check), on two metrics:
+from, each gap larger than twice the noise (adakd.evaluation.protocol.gate_check), on two metrics:
 
 - ROUGE-L (higher is better) against the long references, sampled replies;
 - the student's cross-entropy on the references (lower is better; no sampling).
@@ -22,7 +22,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from adakd.eval_protocol import GateCheck, gate_check, gate_passed
+from adakd.evaluation.protocol import GateCheck, gate_check, gate_passed
 from analysis.replies import EMPTY_REPLY_LIMIT, empty_reply_share, replies_frame
 from analysis.runs import Run
 

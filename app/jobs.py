@@ -51,9 +51,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from adakd.atomic import write_text_atomic
-from adakd.rundir import pid_alive as process_alive
-from adakd.timestamps import parse_utc, utc_now
+from adakd.runs.atomic import write_text_atomic
+from adakd.runs.rundir import pid_alive as process_alive
+from adakd.runs.timestamps import parse_utc, utc_now
 
 log = logging.getLogger(__name__)
 

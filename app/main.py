@@ -1,7 +1,7 @@
 """AdaKD dashboard: `adakd dashboard`, `streamlit run app/main.py` or `make dashboard`.
 
 The entry script only sets the page up and routes: each page is a short script in app/views/.
-Runs are read from the runs root (adakd.rundir.runs_root: $ADAKD_RUNS, else runs/ in the user
+Runs are read from the runs root (adakd.runs.rundir.runs_root: $ADAKD_RUNS, else runs/ in the user
 data directory) and from the repository's sample_runs/. `app` and `adakd` are imported as the
 installed packages (`pip install -e .`, done by scripts/setup.sh).
 """

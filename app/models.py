@@ -85,10 +85,10 @@ def _release(pair: ModelPair) -> None:
 
 @st.cache_resource(max_entries=2, on_release=_release, show_spinner=False)
 def load_pair(spec: ModelSpec) -> ModelPair:
-    """Build the pair the way the trainer did (adakd.runsetup.build_models), on the best device."""
+    """Build the pair the way the trainer did (adakd.training.runsetup.build_models), on the best device."""
     from adakd.config import RunConfig
-    from adakd.device import choose_device_and_dtype
-    from adakd.runsetup import build_models
+    from adakd.training.device import choose_device_and_dtype
+    from adakd.training.runsetup import build_models
 
     values = {**json.loads(spec.config), "device": "auto", "dtype": "auto"}
     config = RunConfig.from_dict(values)
@@ -149,11 +149,11 @@ def scored_reply(spec: ModelSpec, prompt: str, reference: str | None, *, max_new
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def probe_examples(config: str) -> list:
-    """The run's probe set (adakd.runsetup.probe_examples) from its config as sorted JSON:
+    """The run's probe set (adakd.training.runsetup.probe_examples) from its config as sorted JSON:
     only the tokenizer and the data are loaded, no model."""
     from adakd.config import RunConfig
-    from adakd.runsetup import probe_examples as examples_of
-    from adakd.runsetup import run_tokenizer
+    from adakd.training.runsetup import probe_examples as examples_of
+    from adakd.training.runsetup import run_tokenizer
 
     run_config = RunConfig.from_dict(json.loads(config))
     return examples_of(run_config, run_tokenizer(run_config))

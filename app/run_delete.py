@@ -1,7 +1,7 @@
 """Deleting runs from the dashboard (no Streamlit): only real run folders under the runs root,
 never a sample run, never through a link, never while another process writes the run.
 
-Each run is deleted under its lock (adakd.runlock), so a training, resume or eval process that
+Each run is deleted under its lock (adakd.runs.runlock), so a training, resume or eval process that
 is writing it makes the delete refuse instead of pulling the folder from under it. The caller
 gets what was deleted and, per refused run, one line saying why: the page reports exactly
 that, never "Deleted" for a run that is still there.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from adakd.runlock import RunBusy, run_lock
+from adakd.runs.runlock import RunBusy, run_lock
 
 
 def refusal(path: Path, root: Path, sample_root: Path) -> str | None:

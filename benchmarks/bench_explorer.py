@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from adakd.models import build_student, load_teacher  # noqa: E402
+from adakd.models.loading import build_student, load_teacher  # noqa: E402
 from analysis import explorer  # noqa: E402
 
 # A 64-token prompt once formatted with the chat template (checked below) and a reply.
@@ -79,7 +79,7 @@ def main() -> None:
     if args.random_weights:
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from adakd.models import load_tokenizer
+        from adakd.models.loading import load_tokenizer
 
         torch.manual_seed(0)
         teacher = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(args.random_weights))
@@ -91,8 +91,8 @@ def main() -> None:
     student = build_student(teacher).eval().requires_grad_(False)
     print(f"models loaded in {time.perf_counter() - t0:.1f} s (not timed below)")
 
-    from adakd.data import Example
-    from adakd.tokenize import encode_prompt
+    from adakd.data.instructions import Example
+    from adakd.data.tokenize import encode_prompt
 
     n_prompt = len(encode_prompt(tok, Example(INSTRUCTION), 1 << 30))
     n_reply = len(tok(REFERENCE, add_special_tokens=False)["input_ids"]) + 1

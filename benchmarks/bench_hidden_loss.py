@@ -34,8 +34,8 @@ import torch
 from machine_info import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 from adakd import adakd_loss  # noqa: E402
-from adakd.hidden_loss import adakd_loss_from_hidden  # noqa: E402
-from adakd.lm_head import LMHead  # noqa: E402
+from adakd.method.hidden_loss import adakd_loss_from_hidden  # noqa: E402
+from adakd.method.lm_head import LMHead  # noqa: E402
 
 VARIANTS = ("logits_plain", "logits_adakd", "hidden_plain", "hidden_adakd", "trl")
 SETTINGS = {"plain": {"ratio": 1.0, "idts": False}, "adakd": {"ratio": 0.5, "c": 0.5, "idts": True}}

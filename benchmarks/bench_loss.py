@@ -51,8 +51,8 @@ import torch
 from machine_info import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 from adakd import adakd_loss, hellinger  # noqa: E402
-from adakd.divergences import divergence, divergence_from_log_probs  # noqa: E402
-from adakd.temperature import CTKDTemperature  # noqa: E402
+from adakd.method.divergences import divergence, divergence_from_log_probs  # noqa: E402
+from adakd.method.temperature import CTKDTemperature  # noqa: E402
 
 VARIANTS = ("plain", "adakd_r1", "adakd", "naive", "difficulty")
 # the ablation arms: adakd_loss keyword arguments on top of ratio = 0.5 (CTKD adds its τ)

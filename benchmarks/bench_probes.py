@@ -6,7 +6,7 @@
 Target (issue 5): probes every ``probe_interval`` steps cost ≤ 10 % of training time.
 
 Measured side by side in one process on the preset's real models and batches (built with the
-trainer's own set-up, adakd.runsetup): one optimiser step exactly as the trainer takes it
+trainer's own set-up, adakd.training.runsetup): one optimiser step exactly as the trainer takes it
 (teacher forward, student forward, adakd_loss with the preset's LATF/IDTS settings, backward,
 clipping, AdamW) against one probe (``probe_tokens`` on the fixed probe set +
 ``probe_gradient_groups`` on the gradient batch), both as called fresh (teacher forward inside
@@ -32,11 +32,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from adakd.loss import adakd_loss  # noqa: E402
+from adakd.data.tokenize import collate, next_token_targets  # noqa: E402
+from adakd.method.loss import adakd_loss  # noqa: E402
 from adakd.presets import resolve_preset  # noqa: E402
-from adakd.probes import probe_gradient_groups, probe_tokens, teacher_valid_logits  # noqa: E402
-from adakd.runsetup import build_models, build_optimizer, prepare_data  # noqa: E402
-from adakd.tokenize import collate, next_token_targets  # noqa: E402
+from adakd.training.probes import probe_gradient_groups, probe_tokens, teacher_valid_logits  # noqa: E402
+from adakd.training.runsetup import build_models, build_optimizer, prepare_data  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

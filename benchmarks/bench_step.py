@@ -7,7 +7,7 @@ Three variants of one full optimiser step on the same batches, measured side by 
 
     (a) ce      teacher forward (no grad) + student forward/backward with cross-entropy only
     (b) kd      the same with plain token-level KD: masked mean of D(p_T, q_S) at τ = 1
-                (adakd.divergences.divergence, no difficulty, selection or IDTS)
+                (adakd.method.divergences.divergence, no difficulty, selection or IDTS)
     (c) adakd   the same with adakd_loss (Hellinger difficulty, LATF selection at r = 0.5,
                 IDTS on) on the materialised logits (`loss_input=logits`)
     (d) kd_h    plain KD from the last hidden states (adakd_loss_from_hidden, r = 1, IDTS off)
@@ -36,14 +36,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from adakd.device import autocast, choose_device_and_dtype, dtype_name  # noqa: E402
-from adakd.divergences import divergence  # noqa: E402
-from adakd.hidden_loss import adakd_loss_from_hidden  # noqa: E402
-from adakd.lm_head import LastHidden, LMHead  # noqa: E402
-from adakd.loss import adakd_loss  # noqa: E402
+from adakd.data.tokenize import collate, next_token_targets  # noqa: E402
+from adakd.method.divergences import divergence  # noqa: E402
+from adakd.method.hidden_loss import adakd_loss_from_hidden  # noqa: E402
+from adakd.method.lm_head import LastHidden, LMHead  # noqa: E402
+from adakd.method.loss import adakd_loss  # noqa: E402
 from adakd.presets import resolve_preset  # noqa: E402
-from adakd.runsetup import DataOrder, build_models, build_optimizer, prepare_data  # noqa: E402
-from adakd.tokenize import collate, next_token_targets  # noqa: E402
+from adakd.training.device import autocast, choose_device_and_dtype, dtype_name  # noqa: E402
+from adakd.training.runsetup import DataOrder, build_models, build_optimizer, prepare_data  # noqa: E402
 
 
 def machine(device: torch.device) -> str:
@@ -65,8 +65,8 @@ def random_default_pair(config, device):
     """Teacher = the default teacher's config with random weights; student = its layer subset."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from adakd.assets import default_teacher_dir
-    from adakd.models import build_student, load_tokenizer
+    from adakd.models.assets import default_teacher_dir
+    from adakd.models.loading import build_student, load_tokenizer
 
     folder = default_teacher_dir()
     torch.manual_seed(0)

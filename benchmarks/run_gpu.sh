@@ -47,7 +47,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 "$PY" -c "import torch, sys; print('torch', torch.__version__, 'CUDA', torch.version.cuda, '|', torch.cuda.get_device_name(0)) if torch.cuda.is_available() else sys.exit('torch sees no CUDA device')" \
     || exit 1
 # the default teacher is converted once into the cache (about 20 s) before anything is timed
-run 60 "$PY" -m adakd.assets
+run 60 "$PY" -m adakd.models.assets
 
 run 100 "$PY" -m pytest -m cuda -q -p no:randomly tests/
 run 45 "$PY" benchmarks/bench_loss.py --device cuda --repeats 20

@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported:
 import pandas as pd  # noqa: E402
 
 from adakd.config import RunConfig  # noqa: E402
-from adakd.rundir import read_jsonl  # noqa: E402
+from adakd.runs.rundir import read_jsonl  # noqa: E402
 
 WALL_CLOCK = {"time", "tokens_per_s", "step_seconds", "seconds"}  # differ on every run
 # eval.jsonl fields that come from sampled replies: comparable only between records of the same
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # the trainer logs its steps; no "Loading weights" bars
     meta = json.loads((args.run / "config.json").read_text(encoding="utf-8"))
     config = RunConfig.from_record(meta["config"])
-    from adakd.trainer import train
+    from adakd.training.trainer import train
 
     with tempfile.TemporaryDirectory(prefix="adakd-check-") as scratch:
         target = args.keep or Path(scratch) / args.run.name

@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from adakd.atomic import write_text_atomic
+from adakd.runs.atomic import write_text_atomic
 from analysis.report import build_figures, build_report, collect_study
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -72,7 +72,7 @@ def _fresh_runs_root(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def teacher_dir():
-    from adakd.assets import default_teacher_dir
+    from adakd.models.assets import default_teacher_dir
 
     return default_teacher_dir()
 
@@ -88,21 +88,21 @@ def isolated_cache(tmp_path, monkeypatch, teacher_dir):
 
 @pytest.fixture(scope="session")
 def real_teacher(teacher_dir):
-    from adakd.models import load_teacher
+    from adakd.models.loading import load_teacher
 
     return load_teacher("smollm2-135m-instruct", device="cpu", dtype=torch.float32)
 
 
 @pytest.fixture(scope="session")
 def tokenizer(teacher_dir):
-    from adakd.models import load_tokenizer
+    from adakd.models.loading import load_tokenizer
 
     return load_tokenizer(teacher_dir)
 
 
 @pytest.fixture
 def tiny_pair(tokenizer):
-    from adakd.models import ModelPair, tiny_random_llama
+    from adakd.models.loading import ModelPair, tiny_random_llama
 
     ids = dict(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id

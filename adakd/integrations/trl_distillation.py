@@ -3,21 +3,21 @@
 TRL's trainer brings the ecosystem's machinery (``accelerate launch``, DeepSpeed/FSDP, PEFT, its
 checkpoints and loggers); this subclass replaces its loss and keeps the rest:
 
-* **Loss.** ``compute_loss`` is ``adakd.hidden_loss.adakd_loss_from_hidden`` on the student's and
+* **Loss.** ``compute_loss`` is ``adakd.method.hidden_loss.adakd_loss_from_hidden`` on the student's and
   the teacher's last hidden states and their heads (LATF's selection, IDTS's τ and the base
   divergence of the ``RunConfig``), the same function the project's own loop calls, so the
   ``[B, T, V]`` logits never exist. Positions come from the attention mask, so TRL's left-padded
   prompts score exactly as the project's right-padded rows.
 * **LATF across ranks.** r is constant within an optimiser step. After the step, the sums of
   every micro-batch on every rank are all-reduced and ``RatioSchedule.update(mean KD loss)``
-  runs on the same number on every rank (a disagreement raises, as in adakd.trainer).
+  runs on the same number on every rank (a disagreement raises, as in adakd.training.trainer).
 * **Checkpoints.** Each TRL checkpoint folder also holds ``adakd_state.json`` (the LATF
   schedule's state); resuming with ``train(resume_from_checkpoint=...)`` restores it.
 * **Completions.** ``completions="dataset"`` (default) trains on the dataset's replies in the
   project's data order (``DataOrder`` with the run's seed), as the project's ground-truth regime;
   ``completions="student"`` keeps TRL's on-policy generation.
 * **Run directory.** With ``run_dir``, rank 0 writes the project's run directory through the
-  callbacks of adakd/callbacks.py (status, metrics, probes, evaluation, events), holding its lock
+  callbacks of adakd/training/callbacks.py (status, metrics, probes, evaluation, events), holding its lock
   for the whole run, so ``streamlit run app/main.py`` watches a TRL run like its own.
 
 * **latf_pool.** "step" (the default) scores every micro-batch of the step on every rank before
@@ -53,7 +53,17 @@ from torch.utils.data import Sampler
 from transformers import TrainerCallback
 from trl import DistillationConfig, DistillationTrainer
 
-from adakd.callbacks import (
+from adakd.config import RunConfig
+from adakd.data.tokenize import IGNORE_INDEX, next_token_targets
+from adakd.method.hidden_loss import adakd_loss_from_hidden, token_scores_from_hidden
+from adakd.method.latf import make_ratio_schedule
+from adakd.method.lm_head import LMHead
+from adakd.method.pooled_selection import PooledShare, gather_scores, pool_selection
+from adakd.runs.failures import describe
+from adakd.runs.rundir import CHECKPOINTS, CONFIG, RunDir, write_json_atomic
+from adakd.runs.runlock import holds_lock, new_run_lock, run_lock
+from adakd.runs.timestamps import utc_now
+from adakd.training.callbacks import (
     Evaluation,
     RunCallback,
     RunRecorder,
@@ -64,16 +74,8 @@ from adakd.callbacks import (
     cut_records_at,
     write_running_status,
 )
-from adakd.config import RunConfig
-from adakd.device import choose_device_and_dtype
-from adakd.failures import describe
-from adakd.hidden_loss import adakd_loss_from_hidden, token_scores_from_hidden
-from adakd.latf import make_ratio_schedule
-from adakd.lm_head import LMHead
-from adakd.pooled_selection import PooledShare, gather_scores, pool_selection
-from adakd.rundir import CHECKPOINTS, CONFIG, RunDir, write_json_atomic
-from adakd.runlock import holds_lock, new_run_lock, run_lock
-from adakd.runsetup import (
+from adakd.training.device import choose_device_and_dtype
+from adakd.training.runsetup import (
     DataOrder,
     TrainData,
     build_models,
@@ -83,9 +85,7 @@ from adakd.runsetup import (
     prepare_data,
     run_metadata,
 )
-from adakd.signals import StopRequest
-from adakd.timestamps import utc_now
-from adakd.tokenize import IGNORE_INDEX, next_token_targets
+from adakd.training.signals import StopRequest
 
 log = logging.getLogger(__name__)
 

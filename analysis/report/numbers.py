@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from adakd.timestamps import parse_utc
+from adakd.runs.timestamps import parse_utc
 from analysis.figures import group_difficulty_frame
 from analysis.replies import last_eval_record, replies_frame
 from analysis.report.settings import WINDOW

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from adakd.divergences import resolve_params
+from adakd.method.divergences import resolve_params
 from analysis.report.heldout_section import failing_metrics, paired_interval
 from analysis.report.markdown import fmt, md_table
 from analysis.report.numbers import final_replies, final_rouge, nan_mean

@@ -41,7 +41,7 @@ for key, default in PROMPT_DEFAULTS.items():  # the text boxes get their first v
 
 
 def rebuild_panel(path: str, name: str, info: dict) -> None:
-    """Offer to train the run's student again from its config.json (adakd/rebuild.py), and follow it."""
+    """Offer to train the run's student again from its config.json (adakd/training/rebuild.py), and follow it."""
     estimate = info["estimate_s"]
     when = (
         f"about {estimate / 60:.0f} min here if this machine is the one that trained it"

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from adakd.run_notes import MAX_NOTES_LENGTH, parse_tags, read_notes, write_notes
+from adakd.runs.run_notes import MAX_NOTES_LENGTH, parse_tags, read_notes, write_notes
 from analysis.figures.competence import competence_figure
 from analysis.replies import EMPTY_REPLY_LIMIT, empty_reply_share, replies_frame
 from analysis.validity import evaluation_summary, gate_passed, gate_summary, run_gate

@@ -631,11 +631,11 @@ def test_runs_page_saves_tags_and_filters_by_them_and_by_search(tmp_path, monkey
 
 def test_a_heatmap_token_opens_the_explorer_on_its_probe_example(tmp_path, monkeypatch, isolated_cache):
     """Token dynamics → "Open in the Token explorer": the explorer is on that run, with the
-    probe example's prompt and reply as training saw them (adakd.runsetup.probe_examples),
+    probe example's prompt and reply as training saw them (adakd.training.runsetup.probe_examples),
     analysed at once, at that token; the group marks put H / M letters in the heat map."""
     from adakd.config import RunConfig
     from adakd.presets import PRESETS
-    from adakd.runsetup import probe_examples, run_tokenizer
+    from adakd.training.runsetup import probe_examples, run_tokenizer
 
     monkeypatch.setenv("ADAKD_RUNS", str(tmp_path))
     config = dict(PRESETS["smoke"])

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from adakd.data import Example
-from adakd.models import tiny_random_llama
-from adakd.tokenize import encode_prompt, format_prompt
+from adakd.data.instructions import Example
+from adakd.data.tokenize import encode_prompt, format_prompt
+from adakd.models.loading import tiny_random_llama
 from analysis.attribution import (
     METHODS,
     AttributionResult,

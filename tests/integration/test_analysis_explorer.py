@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 import torch
 
-from adakd.checkpoint import save_checkpoint
-from adakd.data import Example
-from adakd.models import build_student, tiny_random_llama
-from adakd.tokenize import collate, encode_example
+from adakd.data.instructions import Example
+from adakd.data.tokenize import collate, encode_example
+from adakd.models.loading import build_student, tiny_random_llama
+from adakd.training.checkpoint import save_checkpoint
 from analysis.explorer import (
     COLOR_LABELS,
     COLOR_OPTIONS,
@@ -45,7 +45,7 @@ REFERENCE = "Paris is the capital of France, on the Seine."
 @pytest.fixture(scope="module")
 def pair(tokenizer):
     """Like conftest's tiny_pair, but shared by the read-only tests of this module."""
-    from adakd.models import ModelPair
+    from adakd.models.loading import ModelPair
 
     ids = dict(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
@@ -169,8 +169,8 @@ def test_indicator_columns_equal_adakd_token_difficulty(result, pair):
 
 
 def test_matches_the_training_probe_on_the_same_example(result, pair):
-    """The explorer and adakd.probes.probe_tokens (the run-time probe) agree token by token."""
-    from adakd.probes import probe_tokens
+    """The explorer and adakd.training.probes.probe_tokens (the run-time probe) agree token by token."""
+    from adakd.training.probes import probe_tokens
 
     tok = pair.tokenizer
     encoded = encode_example(tok, Example(PROMPT, "", REFERENCE), 256, 512)
@@ -387,8 +387,8 @@ def _fake_run(tmp_path, seed=3):
 
 
 def test_load_student_at_init_and_at_checkpoints(tmp_path, tokenizer):
-    from adakd import runsetup
     from adakd.config import RunConfig
+    from adakd.training import runsetup
 
     teacher = tiny_random_llama(len(tokenizer), **runsetup.TINY_TEACHER).eval()
     run = _fake_run(tmp_path, seed=3)

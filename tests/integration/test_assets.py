@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adakd import assets
-from adakd.assets import (
+from adakd.models.assets import (
     GGUF_SHA256,
     MANIFEST,
     AssetError,
@@ -23,6 +22,7 @@ from adakd.assets import (
     locate_gguf,
     verify_sha256,
 )
+from adakd.models.loading import assets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,8 +64,8 @@ def test_second_call_reuses_the_cache_quickly(teacher_dir):
 def test_converted_teacher_answers_paris(real_teacher):
     import torch
 
-    from adakd.data import Example
-    from adakd.tokenize import encode_prompt
+    from adakd.data.instructions import Example
+    from adakd.data.tokenize import encode_prompt
 
     model, tokenizer = real_teacher
     ids = encode_prompt(tokenizer, Example("What is the capital of France?"), 128)
@@ -157,7 +157,7 @@ _WORKER = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from adakd.assets import MANIFEST, build_once
+    from adakd.models.assets import MANIFEST, build_once
     target, log, sleep = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
     def build(tmp):
         with open(log, "a") as fh:

@@ -30,7 +30,7 @@ def folders(tmp_path_factory, tokenizer):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 
-    from adakd.models import tiny_random_llama
+    from adakd.models.loading import tiny_random_llama
 
     base = tmp_path_factory.mktemp("inputs")
     vocab = len(tokenizer)

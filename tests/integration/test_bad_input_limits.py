@@ -2,7 +2,7 @@
 
 Beside tests/test_bad_input.py: each case exits with code 2 (CLI) or shows an error box with no
 Start button (dashboard), says what to fix in one line, prints no traceback and writes nothing.
-The limits themselves (adakd/limits.py) are checked directly too, including that a huge line
+The limits themselves (adakd/runs/limits.py) are checked directly too, including that a huge line
 is refused without ever being read whole.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from adakd import limits
 from adakd.cli import main
-from adakd.data import load_examples
+from adakd.data.instructions import load_examples
+from adakd.runs import limits
 from tests.integration.test_bad_input import SMOKE, _train_page, nothing_written, refused_train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -191,7 +191,7 @@ def test_deeply_nested_yaml_is_refused_not_a_crash(tmp_path):
     with pytest.raises(limits.LimitError, match="YAML nested more than 64 levels deep"):
         limits.check_data_file(deep)
     done = subprocess.run(
-        [sys.executable, "-c", f"from adakd.data import load_examples; load_examples({str(deep)!r})"],
+        [sys.executable, "-c", f"from adakd.data.instructions import load_examples; load_examples({str(deep)!r})"],
         env=ENV,
         capture_output=True,
         text=True,

@@ -47,7 +47,7 @@ def test_each_recorded_number_is_compared(check, tmp_path):
 def test_a_real_run_trains_again_identically(check, tmp_path, capsys):
     """The trainer end to end on the tiny smoke pair: probes, evaluation and the LATF ratio."""
     from adakd.presets import resolve_preset
-    from adakd.trainer import train
+    from adakd.training.trainer import train
 
     config = resolve_preset(
         "smoke",

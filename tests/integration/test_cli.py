@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from adakd.cli import main
-from adakd.rundir import RunDir
+from adakd.runs.rundir import RunDir
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(Path.cwd()))
 
@@ -122,7 +122,7 @@ def test_train_then_list(tmp_path, capsys):
 KILLABLE = textwrap.dedent("""
     import sys, time
     from adakd.presets import resolve_preset
-    from adakd.trainer import train
+    from adakd.training.trainer import train
 
     def on_step(record):
         if record["step"] >= 4:   # hang after step 4 so the test can kill -9 a live run
@@ -182,8 +182,8 @@ def test_kill_9_leaves_a_readable_crashed_run_that_resumes(tmp_path, capsys):
 
 
 def test_sweep_and_eval_delegate(tmp_path, monkeypatch, capsys):
-    import adakd.evaluation
-    import adakd.sweep
+    import adakd.evaluation.evaluate
+    import adakd.training.sweep
 
     calls = {}
 
@@ -205,8 +205,8 @@ def test_sweep_and_eval_delegate(tmp_path, monkeypatch, capsys):
             "rouge_l_avg": 12.5,
         }
 
-    monkeypatch.setattr(adakd.sweep, "run_sweep", fake_sweep)
-    monkeypatch.setattr(adakd.evaluation, "evaluate_run", fake_eval)
+    monkeypatch.setattr(adakd.training.sweep, "run_sweep", fake_sweep)
+    monkeypatch.setattr(adakd.evaluation.evaluate, "evaluate_run", fake_eval)
     assert (
         main(
             [

@@ -15,10 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from adakd.device import choose_device_and_dtype
 from adakd.presets import resolve_preset
-from adakd.rundir import RunDir
-from adakd.trainer import resume, train
+from adakd.runs.rundir import RunDir
+from adakd.training.device import choose_device_and_dtype
+from adakd.training.trainer import resume, train
 
 pytestmark = pytest.mark.cuda
 

@@ -1,7 +1,7 @@
 """Data-parallel training under torchrun with 2 CPU processes (gloo).
 
 The driver runs the real CLI (`python -m adakd train` arguments) under
-`python -m torch.distributed.run --standalone --nproc_per_node 2`, with `adakd.trainer.train`
+`python -m torch.distributed.run --standalone --nproc_per_node 2`, with `adakd.training.trainer.train`
 wrapped so each rank records the r it used at every step into its own side file.
 """
 
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from adakd.rundir import RunDir
+from adakd.runs.rundir import RunDir
 
 DRIVER = textwrap.dedent("""
     import json, os, sys
-    import adakd.trainer as trainer
+    import adakd.training.trainer as trainer
     from adakd.cli import main
 
     rank = int(os.environ["RANK"])
@@ -102,7 +102,7 @@ def test_two_process_gloo_identical_ratios_one_run_dir(tmp_path, tokenizer):
     # the ranks shared out the single-process order: step s used examples 8(s-1) .. 8s-1
     # (2 ranks x grad_accum 2 x batch 2), and n_valid counts the response tokens of all 8
     from adakd.config import RunConfig
-    from adakd.runsetup import DataOrder, prepare_data
+    from adakd.training.runsetup import DataOrder, prepare_data
 
     config = RunConfig.from_dict(run.read_config()["config"])
     data = prepare_data(config, tokenizer)
@@ -138,7 +138,7 @@ def test_two_process_step_pool_trains_like_one_batch(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     from adakd.presets import resolve_preset
-    from adakd.trainer import train
+    from adakd.training.trainer import train
 
     one = train(resolve_preset("smoke", [*common, "grad_accum=1", "batch_size=8"]), tmp_path / "one")
     pooled, single = RunDir(tmp_path / "ddp").read_metrics(), RunDir(one).read_metrics()

@@ -10,8 +10,9 @@ import pytest
 import torch
 from rouge_score import rouge_scorer
 
-from adakd.data import Example
-from adakd.evaluation import (
+from adakd.data.instructions import Example
+from adakd.data.tokenize import encode_prompt
+from adakd.evaluation.evaluate import (
     evaluate_model,
     evaluate_run,
     generate_for_seeds,
@@ -19,7 +20,6 @@ from adakd.evaluation import (
     rouge_l,
     stop_token_ids,
 )
-from adakd.tokenize import encode_prompt
 
 PROMPTS = [
     Example("What is the capital of France?", "", "Paris", "qa"),
@@ -71,7 +71,7 @@ def test_rouge_l_equals_rouge_score_package(prediction, reference):
 def _untied_model(tokenizer):
     """A tiny random Llama with an untied head: a tied random model just repeats its input
     token ("\n" after the assistant header), which strips to an empty, uninformative response."""
-    from adakd.models import tiny_random_llama
+    from adakd.models.loading import tiny_random_llama
 
     return tiny_random_llama(
         len(tokenizer),
@@ -210,8 +210,8 @@ def test_evaluate_model_record_with_known_responses(tiny_pair):
 @pytest.mark.slow
 def test_evaluate_run_scores_latest_checkpoint_on_given_files(tmp_path):
     from adakd.presets import resolve_preset
-    from adakd.rundir import RunDir
-    from adakd.trainer import train
+    from adakd.runs.rundir import RunDir
+    from adakd.training.trainer import train
 
     run = RunDir(
         train(
@@ -266,8 +266,8 @@ def test_teacher_and_initial_student_evaluations_are_cached_across_runs(tmp_path
     """Two runs with the same models and prompts: the second reuses the first's teacher and initial
     records (same scores, event says cached); the final student, which differs by seed, is not."""
     from adakd.presets import resolve_preset
-    from adakd.rundir import RunDir
-    from adakd.trainer import train
+    from adakd.runs.rundir import RunDir
+    from adakd.training.trainer import train
 
     settings = [
         "max_steps=2",
@@ -294,7 +294,7 @@ def test_teacher_and_initial_student_evaluations_are_cached_across_runs(tmp_path
     cached = [e for e in second.read_events() if e["kind"] == "eval"]
     assert [e.get("cached") for e in cached][:2] == [True, True] and cached[-1].get("cached") is False
     # an unreadable or foreign entry is a miss (recomputed), never trusted
-    from adakd.eval_cache import load_record
+    from adakd.evaluation.cache import load_record
 
     assert load_record(entries[0].stem) is not None
     entries[0].write_text("{not json")

@@ -32,9 +32,9 @@ import pandas as pd
 import pytest
 from safetensors import safe_open
 
-from adakd.checkpoint import list_checkpoints
 from adakd.cli import main
-from adakd.rundir import RunDir
+from adakd.runs.rundir import RunDir
+from adakd.training.checkpoint import list_checkpoints
 from analysis.runs import clear_cache, load_run
 from tests.build_once import build_once
 
@@ -53,9 +53,9 @@ DRIVER = textwrap.dedent("""
     at = int(at)
     flushed_log = os.environ["FAULT_LOG"]
 
-    import adakd.checkpoint as checkpoint
-    import adakd.rundir as rundir
-    import adakd.trainer as trainer
+    import adakd.training.checkpoint as checkpoint
+    import adakd.runs.rundir as rundir
+    import adakd.training.trainer as trainer
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
@@ -352,7 +352,7 @@ def test_enospc_while_writing_metrics_is_recorded_and_nothing_is_corrupt(tmp_pat
     """The same fault in-process (works without root): the disk fills up at step 4's metrics line."""
     import errno
 
-    import adakd.rundir as rundir
+    import adakd.runs.rundir as rundir
 
     real = rundir.append_jsonl
 
@@ -585,13 +585,13 @@ def test_runs_folder_without_hard_links_still_gets_the_whole_log(tmp_path, monke
 @pytest.mark.extended
 def test_killed_teacher_conversion_never_leaves_a_half_written_cache(tmp_path, teacher_dir):
     """kill -9 the real GGUF conversion into an empty ADAKD_CACHE, then convert again."""
-    from adakd.assets import MANIFEST
+    from adakd.models.assets import MANIFEST
 
     cache = tmp_path / "cache"
     env = dict(ENV, ADAKD_CACHE=str(cache))
     target = cache / teacher_dir.name
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adakd.assets"],
+        [sys.executable, "-m", "adakd.models.assets"],
         env=env,
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -612,7 +612,7 @@ def test_killed_teacher_conversion_never_leaves_a_half_written_cache(tmp_path, t
     assert not list(cache.glob(f"*/{MANIFEST}"))
 
     done = subprocess.run(
-        [sys.executable, "-m", "adakd.assets"], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "adakd.models.assets"], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == str(target)

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from adakd.cli import main
-from adakd.metric_gaps import run_step_problems
-from adakd.rundir import RunDir
-from adakd.runlock import LOCK_NAME
+from adakd.runs.metric_gaps import run_step_problems
+from adakd.runs.rundir import RunDir
+from adakd.runs.runlock import LOCK_NAME
 from analysis.runs import clear_cache, load_run, summary_row
 from tests.integration.test_faults import ENV, PARALLEL_ENV, STEPS, built_victims
 
@@ -74,7 +74,7 @@ def open_gate(gate: Path, procs: list[subprocess.Popen], lead: float = 0.3) -> N
 # ---------------------------------------------------------------- one writer per run
 HOLD = textwrap.dedent("""
     import sys, time
-    from adakd.runlock import run_lock
+    from adakd.runs.runlock import run_lock
     with run_lock(sys.argv[1]):
         print("held", flush=True)
         time.sleep(60)
@@ -134,7 +134,7 @@ RESUMER = GATE + textwrap.dedent("""
         return types.SimpleNamespace(max_steps=10 ** 6), None
 
     def resume(path, on_step=None):
-        from adakd.rundir import RunDir
+        from adakd.runs.rundir import RunDir
         run = RunDir(path)
         last = max([m["step"] for m in run.read_metrics()], default=0)
         for step in range(last + 1, last + 4):
@@ -143,7 +143,7 @@ RESUMER = GATE + textwrap.dedent("""
         run.set_status("stopped", step=last + 3, total_steps=10 ** 6)
         return run.path
 
-    sys.modules["adakd.trainer"] = types.SimpleNamespace(check_resumable=check_resumable, resume=resume)
+    sys.modules["adakd.training.trainer"] = types.SimpleNamespace(check_resumable=check_resumable, resume=resume)
     import adakd.cli
     adakd.cli._quiet_transformers = lambda: None
     start, gap = start_time(), float(os.environ["GAP"])
@@ -231,12 +231,12 @@ STARTER = GATE + textwrap.dedent("""
     # `python -m adakd train --preset smoke` without --name, the clock frozen at one second and
     # training replaced by a stand-in that writes config.json and holds the folder for a moment.
     import os, pathlib, sys, time, types
-    import adakd.runsetup
+    import adakd.training.runsetup
 
-    adakd.runsetup.utc_now = lambda: "2026-01-02T03:04:05Z"
+    adakd.training.runsetup.utc_now = lambda: "2026-01-02T03:04:05Z"
 
     def train(config, path, **kwargs):
-        from adakd.rundir import RunDir
+        from adakd.runs.rundir import RunDir
         run = RunDir(path)
         run.create()
         run.write_json("config.json", {"format": 1, "name": run.path.name, "pid": os.getpid()})
@@ -244,7 +244,7 @@ STARTER = GATE + textwrap.dedent("""
         time.sleep(0.5)
         return run.path
 
-    sys.modules["adakd.trainer"] = types.SimpleNamespace(train=train)
+    sys.modules["adakd.training.trainer"] = types.SimpleNamespace(train=train)
     import adakd.cli
     start = start_time()
     while time.time() < start:
@@ -287,7 +287,7 @@ def test_refused_train_leaves_no_folder_and_a_failed_one_names_the_disk(tmp_path
     line = one_line(capsys.readouterr().err)
     assert "cannot create run folder /proc/1/newrun" in line and "FileNotFoundError" not in line
 
-    import adakd.checkpoint as checkpoint
+    import adakd.training.checkpoint as checkpoint
 
     def full(*args, **kwargs):
         raise RuntimeError(

@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from adakd.models import (
+from adakd.models.loading import (
     ModelError,
     build_student,
     check_vocab,
@@ -242,7 +242,7 @@ def test_rejected_model_prints_only_our_error(tmp_path, transformers_records):
 
 
 def test_accepted_model_keeps_transformers_warnings(transformers_records):
-    from adakd.models import _warnings_only_if_accepted
+    from adakd.models.loading import _warnings_only_if_accepted
 
     with _warnings_only_if_accepted():
         logging.getLogger("transformers.modeling_utils").warning("some weights were not initialized")

@@ -15,8 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adakd.data import Example
-from adakd.probes import (
+from adakd.data.instructions import Example
+from adakd.data.tokenize import collate, encode_example
+from adakd.training.probes import (
     GRADIENT_COLUMNS,
     TOKEN_COLUMNS,
     group_labels,
@@ -24,7 +25,6 @@ from adakd.probes import (
     probe_tokens,
     teacher_valid_logits,
 )
-from adakd.tokenize import collate, encode_example
 
 EXAMPLES = [
     Example("What is the capital of France?", "", "The capital of France is Paris.", "geo"),
@@ -223,7 +223,7 @@ def test_bad_input_says_what_to_fix(tiny_pair, batch):
 # ---------------------------------------------------------------------- gradients.parquet
 def _naive_group_gradients(student, teacher, batch, ratio, name, params):
     """Fig. 1 bottom by definition: one autograd call per group and loss, on the full [N, V] leaf."""
-    from adakd.divergences import divergence
+    from adakd.method.divergences import divergence
 
     zs, ys, _, _ = _valid_logits64(student, batch)
     zt, _, _, _ = _valid_logits64(teacher, batch)
@@ -258,7 +258,7 @@ def _naive_group_gradients(student, teacher, batch, ratio, name, params):
 def small_vocab():
     """A tiny pair over a 97-token vocabulary and a hand-built batch (prompts, responses,
     right padding): the per-group autograd reference stays cheap at this size."""
-    from adakd.models import tiny_random_llama
+    from adakd.models.loading import tiny_random_llama
 
     teacher = tiny_random_llama(97, layers=1, hidden=32, seed=5).eval()
     student = tiny_random_llama(97, layers=1, hidden=16, seed=6).train()
@@ -385,7 +385,7 @@ def test_frames_write_to_parquet_and_read_back(tiny_pair, batch, tmp_path):
 def smoke_runs(tmp_path_factory):
     """Two smoke runs, same seed: one with probes (and evaluation) on, one with both off."""
     from adakd.presets import resolve_preset
-    from adakd.trainer import train
+    from adakd.training.trainer import train
 
     root = tmp_path_factory.mktemp("runs")
     common = ["max_steps=3", "checkpoint_interval=0", "eval_max_new_tokens=4"]
@@ -396,10 +396,10 @@ def smoke_runs(tmp_path_factory):
 
 @pytest.mark.slow
 def test_run_tokens_parquet_equals_recomputation_from_final_checkpoint(smoke_runs):
-    from adakd import checkpoint as ckpt
     from adakd.config import RunConfig
-    from adakd.rundir import RunDir
-    from adakd.runsetup import build_models, prepare_data
+    from adakd.runs.rundir import RunDir
+    from adakd.training import checkpoint as ckpt
+    from adakd.training.runsetup import build_models, prepare_data
 
     run = RunDir(smoke_runs[0])
     config = RunConfig.from_dict(run.read_config()["config"])
@@ -430,9 +430,9 @@ def test_probe_examples_are_the_probed_texts_and_the_explorer_scores_them_alike(
     tokens.parquet), so the explorer, given one, scores the same reply tokens; with the student
     as the run started, the same difficulties as the step-0 probe."""
     from adakd.config import RunConfig
-    from adakd.rundir import RunDir
-    from adakd.runsetup import build_models, prepare_data, probe_examples
-    from adakd.tokenize import encode_example
+    from adakd.data.tokenize import encode_example
+    from adakd.runs.rundir import RunDir
+    from adakd.training.runsetup import build_models, prepare_data, probe_examples
     from analysis.explorer import explore_prompt
 
     run = RunDir(smoke_runs[0])
@@ -458,7 +458,7 @@ def test_probe_examples_are_the_probed_texts_and_the_explorer_scores_them_alike(
 
 @pytest.mark.slow
 def test_probes_and_evaluation_leave_training_bit_identical(smoke_runs):
-    from adakd.rundir import RunDir
+    from adakd.runs.rundir import RunDir
 
     probed, plain = RunDir(smoke_runs[0]), RunDir(smoke_runs[1])
     assert [e["kind"] for e in probed.read_events()].count("probe") == 2
@@ -494,7 +494,7 @@ class _AlwaysIndexError(_NoMaskKeep):
 
 
 def test_models_without_boolean_logits_to_keep_get_full_logits_and_the_same_rows(tiny_pair, batch, monkeypatch):
-    import adakd.probes as probes
+    import adakd.training.probes as probes
 
     monkeypatch.setattr(probes, "_FULL_LOGITS_ONLY", set())
     student, teacher, tok = tiny_pair.student, tiny_pair.teacher, tiny_pair.tokenizer

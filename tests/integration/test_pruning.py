@@ -1,15 +1,15 @@
-"""The width-pruned student (adakd/pruning.py) and the held-out reference scores
-(adakd/reference_scores.py), checked against computations written out here."""
+"""The width-pruned student (adakd/models/pruning.py) and the held-out reference scores
+(adakd/evaluation/reference_scores.py), checked against computations written out here."""
 
 import torch
 import torch.nn.functional as F
 
-from adakd.data import Example
-from adakd.eval_protocol import EvalPrompt
-from adakd.models import tiny_random_llama
-from adakd.pruning import neuron_importance, width_pruned_student
-from adakd.reference_scores import reference_scores
-from adakd.tokenize import collate, encode_example, next_token_targets
+from adakd.data.instructions import Example
+from adakd.data.tokenize import collate, encode_example, next_token_targets
+from adakd.evaluation.protocol import EvalPrompt
+from adakd.evaluation.reference_scores import reference_scores
+from adakd.models.loading import tiny_random_llama
+from adakd.models.pruning import neuron_importance, width_pruned_student
 
 VOCAB = 300
 
@@ -110,7 +110,7 @@ def test_reference_scores_match_a_loop_over_references(tokenizer):
 
 
 def test_cached_importance_is_computed_once_and_an_unreadable_entry_is_set_aside(tmp_path, monkeypatch):
-    from adakd import pruning
+    from adakd.models.loading import pruning
 
     monkeypatch.setenv("ADAKD_CACHE", str(tmp_path))
     teacher, batch = _teacher(), _batch()

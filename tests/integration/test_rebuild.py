@@ -1,4 +1,4 @@
-"""Rebuilding a run's trained student from its config.json (adakd/rebuild.py): the weights equal
+"""Rebuilding a run's trained student from its config.json (adakd/training/rebuild.py): the weights equal
 the checkpoint the run itself wrote, bit for bit, on this machine."""
 
 import shutil
@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 
 from adakd.cli import main
 from adakd.presets import resolve_preset
-from adakd.rebuild import estimated_seconds, rebuild_folder, rebuild_student, rebuilt_checkpoint
-from adakd.trainer import train
+from adakd.training.rebuild import estimated_seconds, rebuild_folder, rebuild_student, rebuilt_checkpoint
+from adakd.training.trainer import train
 
 pytestmark = pytest.mark.slow
 

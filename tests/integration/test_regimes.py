@@ -1,7 +1,7 @@
-"""Tests of adakd/regimes.py: generated-batch layout by hand, sampling, buffer, DistiLLM's φ, regimes.
+"""Tests of adakd/training/regimes.py: generated-batch layout by hand, sampling, buffer, DistiLLM's φ, regimes.
 
 Run: .venv/bin/python -m pytest tests/test_regimes.py -x -q
-Tiny random Llamas (adakd.models.tiny_random_llama) with explicit end/pad ids; the real
+Tiny random Llamas (adakd.models.loading.tiny_random_llama) with explicit end/pad ids; the real
 tokenizer only where its special tokens matter.
 """
 
@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from adakd.config import RunConfig
-from adakd.models import tiny_random_llama
-from adakd.regimes import DistiLLMRegime, GKDRegime, Regime, make_regime, merge_infos
-from adakd.replay import AdaptiveStudentDataProb, ReplayBuffer
-from adakd.student_samples import (
+from adakd.data.tokenize import collate, next_token_targets
+from adakd.models.loading import tiny_random_llama
+from adakd.training.regimes import DistiLLMRegime, GKDRegime, Regime, make_regime, merge_infos
+from adakd.training.replay import AdaptiveStudentDataProb, ReplayBuffer
+from adakd.training.student_samples import (
     build_generated_batch,
     cut_at_end,
     derive_seed,
@@ -24,7 +25,6 @@ from adakd.student_samples import (
     sample_student_responses,
     seeded_generator,
 )
-from adakd.tokenize import collate, next_token_targets
 
 V, PAD, END = 24, 0, 2
 M = -100
@@ -94,9 +94,9 @@ def test_cut_at_end_keeps_the_first_end_token():
 
 def test_layout_matches_encode_example_on_the_real_tokenizer(tokenizer):
     """A ground-truth example re-built from its own prompt/response ids gives the collate batch."""
-    from adakd.data import Example
-    from adakd.student_samples import end_token_ids
-    from adakd.tokenize import encode_example
+    from adakd.data.instructions import Example
+    from adakd.data.tokenize import encode_example
+    from adakd.training.student_samples import end_token_ids
 
     enc = encode_example(tokenizer, Example("Say hi.", "", "Hi there!", "chat"), 64, 128)
     expected = collate([enc], tokenizer.pad_token_id)
@@ -319,8 +319,8 @@ def test_seeded_generator_is_independent_of_the_global_rng():
 def test_gkd_on_real_chat_prompts_through_the_trainer_call(tiny_pair):
     """Real tokenizer and chat template, a student over its 49,152 tokens, the trainer's keyword
     call: prompts kept token for token, samples end at <|im_end|> or at the bound."""
-    from adakd.data import Example
-    from adakd.tokenize import encode_example
+    from adakd.data.instructions import Example
+    from adakd.data.tokenize import encode_example
 
     tok = tiny_pair.tokenizer
     examples = [Example("Say hi.", "", "Hi there!", "chat"), Example("Name a colour.", "", "Blue.", "chat")]
@@ -378,7 +378,7 @@ def _smoke(*overrides: str):
 
 def _record_samples(monkeypatch):
     """Wrap the sampler the regimes call, recording (seed, samples) of every call."""
-    import adakd.regimes as regimes_mod
+    import adakd.training.regimes as regimes_mod
 
     calls = []
     real = regimes_mod.sample_student_responses
@@ -395,8 +395,8 @@ def _record_samples(monkeypatch):
 def test_gkd_lambda_zero_run_equals_the_ground_truth_run(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from adakd.rundir import RunDir
-    from adakd.trainer import train
+    from adakd.runs.rundir import RunDir
+    from adakd.training.trainer import train
 
     calls = _record_samples(monkeypatch)
     train(_smoke("max_steps=3"), tmp_path / "gt")
@@ -416,8 +416,8 @@ def test_a_resumed_gkd_run_reproduces_its_samples_and_losses(tmp_path, monkeypat
     import os
     import signal
 
-    from adakd.rundir import RunDir
-    from adakd.trainer import resume, train
+    from adakd.runs.rundir import RunDir
+    from adakd.training.trainer import resume, train
 
     config = _smoke("max_steps=6", "regime=gkd", "gkd_lambda=0.5", "gen_max_new_tokens=6")
     calls = _record_samples(monkeypatch)

@@ -109,8 +109,8 @@ def test_the_dashboard_server_listens_on_loopback_only(tmp_path):
 def test_trust_remote_code_is_off_by_default():
     import inspect
 
-    from adakd import models
     from adakd.config import RunConfig
+    from adakd.models import loading as models
     from adakd.presets import PRESETS
 
     assert RunConfig().trust_remote_code is False
@@ -177,8 +177,8 @@ def test_the_trap_works_when_pickle_is_trusted(tmp_path):
 
 
 def test_a_booby_trapped_checkpoint_is_refused(tmp_path):
-    from adakd.checkpoint import load_checkpoint, save_checkpoint
-    from adakd.models import tiny_random_llama
+    from adakd.models.loading import tiny_random_llama
+    from adakd.training.checkpoint import load_checkpoint, save_checkpoint
 
     model = tiny_random_llama(64, hidden=16)
     optimizer = torch.optim.AdamW(model.parameters())
@@ -199,7 +199,7 @@ def test_a_booby_trapped_checkpoint_is_refused(tmp_path):
 
 
 def test_a_model_folder_with_pickle_weights_is_refused(tmp_path):
-    from adakd.models import ModelError, load_teacher, tiny_random_llama
+    from adakd.models.loading import ModelError, load_teacher, tiny_random_llama
 
     tiny_random_llama(64, hidden=16).config.save_pretrained(tmp_path)
     marker = tmp_path / "pwned"
@@ -213,7 +213,7 @@ def test_a_model_folder_with_pickle_weights_is_refused(tmp_path):
 @settings(max_examples=200, deadline=None)
 @given(st.text(min_size=1, max_size=30))
 def test_an_accepted_run_name_is_one_folder_inside_the_root(name):
-    from adakd.rundir import check_run_name
+    from adakd.runs.rundir import check_run_name
 
     root = Path("/srv/runs")
     try:
@@ -233,7 +233,7 @@ def test_an_accepted_run_name_is_one_folder_inside_the_root(name):
 def test_traversal_and_odd_run_names_are_refused(name, tmp_path):
     from adakd.config import RunConfig
     from adakd.presets import PRESETS
-    from adakd.rundir import check_run_name
+    from adakd.runs.rundir import check_run_name
     from app.train_form import build_request
 
     with pytest.raises(ValueError):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from adakd import sweep
-from adakd.rundir import RunDir, read_json
-from adakd.sweep import expand_grid, parse_grid, run_sweep
+from adakd.runs.rundir import RunDir, read_json
+from adakd.training import sweep
+from adakd.training.sweep import expand_grid, parse_grid, run_sweep
 
 
 # ---------------------------------------------------------------------- parse_grid
@@ -142,7 +142,7 @@ def test_manifest_records_failures_and_resume_skips_finished(tmp_path, monkeypat
 def test_a_signal_right_after_a_point_finished_records_it_as_finished(tmp_path, monkeypatch):
     """SIGTERM to the process group as the point's run writes "finished": the sweep ends, and its
     manifest says finished for that point (it said "stopped", and the report counted it missing)."""
-    from adakd.rundir import RunDir
+    from adakd.runs.rundir import RunDir
 
     def finish_then_interrupt(command):
         run = RunDir(Path(command[command.index("--run-dir") + 1]))
@@ -181,7 +181,7 @@ def test_sigterm_stops_the_point_cleanly_and_ends_the_sweep(tmp_path):
     stop, records "stopped" itself, the manifest says stopped, later points stay pending."""
     script = f"""
 import sys, time
-from adakd import sweep
+from adakd.training import sweep
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_sweep import _fake_point
 sweep._command = _fake_point(

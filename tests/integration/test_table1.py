@@ -11,15 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import adakd.regimes as regimes_mod
+import adakd.training.regimes as regimes_mod
 from adakd.config import RunConfig
 from adakd.presets import PRESETS, resolve_preset
-from adakd.rundir import RunDir
-from adakd.runsetup import build_models, preflight, prepare_data
-from adakd.sweep import build_config, expand_grid, parse_grid
-from adakd.trainer import train
+from adakd.runs.rundir import RunDir
+from adakd.training.runsetup import build_models, preflight, prepare_data
+from adakd.training.sweep import build_config, expand_grid, parse_grid
+from adakd.training.trainer import train
 
-# method -> (divergence, divergence_params, regime), as in the paper / adakd.divergences defaults
+# method -> (divergence, divergence_params, regime), as in the paper / adakd.method.divergences defaults
 METHODS = {
     "fkl": ("fkl", {}, "ground_truth"),
     "rkl": ("rkl", {}, "ground_truth"),

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adakd.data import DataError, Example
-from adakd.models import load_tokenizer
-from adakd.tokenize import collate, encode_example, encode_prompt, format_prompt, next_token_targets
+from adakd.data.instructions import DataError, Example
+from adakd.data.tokenize import collate, encode_example, encode_prompt, format_prompt, next_token_targets
+from adakd.models.loading import load_tokenizer
 
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 # The SmolLM2 pieces of the ChatML prompt, written out by hand (Ġ = a leading space, Ċ = "\n").

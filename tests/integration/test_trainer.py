@@ -1,4 +1,4 @@
-"""Integration tests of adakd.trainer on tiny random models (the `smoke` preset) in temp dirs."""
+"""Integration tests of adakd.training.trainer on tiny random models (the `smoke` preset) in temp dirs."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import adakd.trainer as trainer_mod
-from adakd import checkpoint as ckpt
+import adakd.training.trainer as trainer_mod
 from adakd.presets import resolve_preset
-from adakd.rundir import RunDir
-from adakd.runsetup import DataOrder, build_models, preflight
-from adakd.trainer import resume, train
+from adakd.runs.rundir import RunDir
+from adakd.training import checkpoint as ckpt
+from adakd.training.runsetup import DataOrder, build_models, preflight
+from adakd.training.trainer import resume, train
 
 METRIC_FIELDS = {
     "step",
@@ -283,7 +283,7 @@ def test_exception_marks_run_failed(tmp_path, monkeypatch):
     assert failed and failed[0]["error"] == "RuntimeError: boom"
 
 
-# ---------------------------------------------------------------- data regimes (adakd.regimes)
+# ---------------------------------------------------------------- data regimes (adakd.training.regimes)
 def test_gkd_regime_trains_on_student_samples(tmp_path):
     run_dir = tmp_path / "gkd"
     train(smoke("regime=gkd", "gkd_lambda=1", "gen_max_new_tokens=4", "max_steps=3"), run_dir)

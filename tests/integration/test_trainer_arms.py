@@ -10,11 +10,11 @@ import signal
 
 import pytest
 
-import adakd.trainer as trainer_mod
+import adakd.training.trainer as trainer_mod
 from adakd.config import RunConfig
 from adakd.presets import resolve_preset
-from adakd.rundir import RunDir
-from adakd.trainer import resume, train
+from adakd.runs.rundir import RunDir
+from adakd.training.trainer import resume, train
 
 
 def smoke(*overrides: str):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from adakd.presets import resolve_preset
-from adakd.rundir import RunDir
+from adakd.runs.rundir import RunDir
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ COMMON = ["max_steps=6", "probe_interval=3", "checkpoint_interval=3", "grad_accu
 @pytest.fixture(scope="module")
 def twin_runs(tmp_path_factory):
     """(native run, TRL run) of the same config, trained once for the module."""
-    from adakd.trainer import train
+    from adakd.training.trainer import train
 
     root = tmp_path_factory.mktemp("trl")
     native = train(resolve_preset("smoke", COMMON), root / "native")
@@ -77,7 +77,7 @@ def test_a_trl_run_writes_a_run_directory_the_dashboard_reads(twin_runs):
 def test_a_stopped_trl_run_resumes_to_the_same_numbers(twin_runs, tmp_path):
     """SIGINT during step 4: the run checkpoints and stops; `resume` continues from that
     checkpoint (weights, optimiser, data position, LATF state) to the uninterrupted numbers."""
-    from adakd.trainer import check_resumable, resume, train
+    from adakd.training.trainer import check_resumable, resume, train
 
     def interrupt(record):
         if record["step"] == 4:
@@ -105,7 +105,7 @@ def test_a_damaged_latf_state_stops_the_resume_with_a_clear_message(twin_runs, t
     import shutil
 
     from adakd.integrations.trl_distillation import last_trl_checkpoint
-    from adakd.trainer import resume
+    from adakd.training.trainer import resume
 
     path = tmp_path / "copy"
     shutil.copytree(twin_runs[1].path, path)
@@ -132,7 +132,7 @@ def _free_port() -> int:
 DRIVER = textwrap.dedent("""
     import sys
     from adakd.presets import resolve_preset
-    from adakd.trainer import train
+    from adakd.training.trainer import train
 
     train(resolve_preset("smoke", sys.argv[2:]), sys.argv[1])
 """)
@@ -142,7 +142,7 @@ def test_two_process_accelerate_launch_trains_like_one_batch(tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo), 2 micro-batches of 2 each: the step's 8
     examples are selected over as one pool and r agrees on both ranks (a disagreement raises),
     so the run equals one native process with one batch of 8 (the same examples in order)."""
-    from adakd.trainer import train
+    from adakd.training.trainer import train
 
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)

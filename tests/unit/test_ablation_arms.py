@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from adakd import adakd_loss, token_difficulty
-from adakd.temperature import CTKDTemperature, ctkd_strength, gradient_reversal, standardize_logits
+from adakd.method.temperature import CTKDTemperature, ctkd_strength, gradient_reversal, standardize_logits
 
 TOL = 1e-6
 

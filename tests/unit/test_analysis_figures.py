@@ -130,7 +130,7 @@ def test_group_difficulty_paper_split_by_hand(tmp_path):
 
 
 def test_paper_groups_match_the_probes_rule():
-    from adakd.probes import group_labels  # the rule the trainer writes groups with
+    from adakd.training.probes import group_labels  # the rule the trainer writes groups with
 
     rng = np.random.default_rng(0)
     for n, ratio in ((1, 0.5), (2, 0.5), (7, 0.5), (16, 0.5), (33, 0.3), (10, 1.0)):
@@ -611,18 +611,18 @@ def test_every_figure_on_sample_runs():
 
 
 class _IdTokenizer:
-    """Just what adakd.probes needs to decode single tokens."""
+    """Just what adakd.training.probes needs to decode single tokens."""
 
     def decode(self, ids, **kwargs):
         return "".join(f" t{i}" for i in ids)
 
 
 def test_run_written_by_the_trainers_writers_and_probes(tmp_path):
-    """tokens/gradients from adakd.probes on tiny random models, files from adakd.rundir:
+    """tokens/gradients from adakd.training.probes on tiny random models, files from adakd.runs.rundir:
     the run loads without problems and every figure has data (guards the contract)."""
-    from adakd.models import tiny_random_llama
-    from adakd.probes import probe_gradient_groups, probe_tokens
-    from adakd.rundir import EVAL, METRICS, RunDir
+    from adakd.models.loading import tiny_random_llama
+    from adakd.runs.rundir import EVAL, METRICS, RunDir
+    from adakd.training.probes import probe_gradient_groups, probe_tokens
 
     teacher = tiny_random_llama(61, layers=1, hidden=16, seed=1).eval()
     student = tiny_random_llama(61, layers=1, hidden=16, seed=2).train()

@@ -1,4 +1,4 @@
-"""The one atomic-write helper (adakd/atomic.py) and the one timestamp format (adakd/timestamps.py).
+"""The one atomic-write helper (adakd/runs/atomic.py) and the one timestamp format (adakd/runs/timestamps.py).
 
 Files written atomically get the permissions `open()` would give them (0666 minus the umask),
 whichever writer uses the helper: run files, exported figures, report bundles, job files.
@@ -15,9 +15,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from adakd.atomic import TEMP_NAME, atomic_path, write_bytes_atomic, write_text_atomic
-from adakd.rundir import remove_temp_files, write_json_atomic, write_parquet_atomic
-from adakd.timestamps import parse_utc, utc_now
+from adakd.runs.atomic import TEMP_NAME, atomic_path, write_bytes_atomic, write_text_atomic
+from adakd.runs.rundir import remove_temp_files, write_json_atomic, write_parquet_atomic
+from adakd.runs.timestamps import parse_utc, utc_now
 
 
 @pytest.fixture

@@ -26,14 +26,14 @@ def test_contract_field_names_present():
 
 
 def test_names_match_the_loss_modules():
-    import adakd.difficulty
-    import adakd.divergences
-    import adakd.latf
+    import adakd.method.difficulty
+    import adakd.method.divergences
+    import adakd.method.latf
 
     # one definition each (adakd/names.py), not copies that could drift apart
-    assert DIVERGENCES == tuple(adakd.divergences.DIVERGENCES)
-    assert INDICATORS is adakd.difficulty.INDICATORS
-    assert LATF_KINDS is adakd.latf.LATF_KINDS
+    assert DIVERGENCES == tuple(adakd.method.divergences.DIVERGENCES)
+    assert INDICATORS is adakd.method.difficulty.INDICATORS
+    assert LATF_KINDS is adakd.method.latf.LATF_KINDS
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from adakd.data import (
+from adakd.data.instructions import (
     DataError,
     Example,
     load_alpaca_json,
@@ -130,7 +130,7 @@ def test_chatterbot_yaml_file_and_folder(tmp_path):
 def test_single_string_conversation_is_skipped_with_a_warning(tmp_path, caplog):
     f = tmp_path / "t.yml"
     f.write_text("conversations:\n- - Q1\n  - A1\n- Just one string\n", encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="adakd.data"):
+    with caplog.at_level(logging.WARNING, logger="adakd.data.instructions"):
         assert load_examples(str(f)) == [Example("Q1", "", "A1", "t")]
     assert "line 4" in caplog.text
 

@@ -1,4 +1,4 @@
-"""adakd.decoding: the one decoding protocol of evaluation, student sampling and the explorer."""
+"""adakd.evaluation.decoding: the one decoding protocol of evaluation, student sampling and the explorer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from adakd.decoding import RowSeededGumbel, decoding_config, row_seed, row_seeded_sampling, without_model_defaults
+from adakd.evaluation.decoding import (
+    RowSeededGumbel,
+    decoding_config,
+    row_seed,
+    row_seeded_sampling,
+    without_model_defaults,
+)
 
 
 def test_sampling_config_sets_every_knob():

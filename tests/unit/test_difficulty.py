@@ -1,4 +1,4 @@
-"""Unit tests of adakd.difficulty: Hellinger and the ablation indicators against plain-Python
+"""Unit tests of adakd.method.difficulty: Hellinger and the ablation indicators against plain-Python
 values, properties on random inputs, chunking, masked vocabularies and the no-gradient rule."""
 
 import math
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adakd import hellinger, token_difficulty
-from adakd.difficulty import score_tokens
+from adakd.method.difficulty import score_tokens
 
 Z_S = [1.0, 0.0, -1.0]
 Z_T = [0.5, 1.5, -0.5]
@@ -126,7 +126,7 @@ def test_bad_input_messages():
 
 def test_fused_expression_equals_the_eager_scores():
     # hellinger_rows is what torch.compile fuses on CUDA; run eagerly here it must agree
-    from adakd.difficulty import hellinger_rows
+    from adakd.method.difficulty import hellinger_rows
 
     gen = torch.Generator().manual_seed(4)
     s, t = 3 * torch.randn(6, 40, generator=gen), 3 * torch.randn(6, 40, generator=gen)
@@ -162,7 +162,7 @@ def test_failed_compiled_scorer_falls_back_to_eager_once(monkeypatch, caplog):
     import logging
     from types import SimpleNamespace
 
-    from adakd import difficulty
+    from adakd.method import difficulty
 
     calls = []
 
@@ -176,7 +176,7 @@ def test_failed_compiled_scorer_falls_back_to_eager_once(monkeypatch, caplog):
     gen = torch.Generator().manual_seed(6)
     s, t = torch.randn(4, 30, generator=gen), torch.randn(4, 30, generator=gen)
     labels = torch.randint(0, 30, (4,), generator=gen)
-    with caplog.at_level(logging.WARNING, logger="adakd.difficulty"):
+    with caplog.at_level(logging.WARNING, logger="adakd.method.difficulty"):
         for rows in (slice(0, 2), slice(2, 4)):
             h, nll = run(s[rows], t[rows], labels[rows])
             ref_h, ref_nll = difficulty.hellinger_rows(s[rows], t[rows], labels[rows])

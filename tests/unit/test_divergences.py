@@ -1,4 +1,4 @@
-"""Unit tests of adakd.divergences: every divergence against values computed with plain Python
+"""Unit tests of adakd.method.divergences: every divergence against values computed with plain Python
 math (never with the code under test), limits, the GKD generalised JSD, masked vocabularies,
 extreme logits and dtypes."""
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from adakd import DIVERGENCES, divergence
-from adakd.divergences import akl_head_weight
+from adakd.method.divergences import akl_head_weight
 
 Z_S = [1.0, 0.0, -1.0]
 Z_T = [0.5, 1.5, -0.5]

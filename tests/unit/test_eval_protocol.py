@@ -1,12 +1,12 @@
-"""The evaluation protocol (adakd/eval_protocol.py): filters, grouping, seeds, degenerate replies and
+"""The evaluation protocol (adakd/evaluation/protocol.py): filters, grouping, seeds, degenerate replies and
 the validity gate, each against values worked out by hand."""
 
 import math
 
 import pytest
 
-from adakd.data import Example, long_reference_split, split_examples
-from adakd.eval_protocol import (
+from adakd.data.instructions import Example, long_reference_split, split_examples
+from adakd.evaluation.protocol import (
     EvalPrompt,
     evaluation_prompts,
     gate_check,
@@ -149,7 +149,7 @@ def test_a_dataset_without_long_replies_is_refused_before_anything_loads(tmp_pat
     import json
 
     from adakd.presets import resolve_preset
-    from adakd.runsetup import preflight
+    from adakd.training.runsetup import preflight
 
     data = tmp_path / "short.jsonl"
     data.write_text(

@@ -1,16 +1,16 @@
-"""adakd.hidden_loss.adakd_loss_from_hidden against adakd_loss on the materialised logits
+"""adakd.method.hidden_loss.adakd_loss_from_hidden against adakd_loss on the materialised logits
 (itself tested against float64 references in test_loss.py / test_ablation_arms.py): loss,
 per-token outputs and every gradient, for every divergence, r < 1 and r = 1, masks, chunks
 smaller than the batch, SFT mixing, CTKD, logit standardisation, soft-capped and scaled heads,
-bf16; and adakd.lm_head's heads against the models' own logits."""
+bf16; and adakd.method.lm_head's heads against the models' own logits."""
 
 import pytest
 import torch
 
 from adakd import DIVERGENCES, adakd_loss
-from adakd.hidden_loss import adakd_loss_from_hidden
-from adakd.lm_head import LastHidden, LMHead
-from adakd.temperature import CTKDTemperature
+from adakd.method.hidden_loss import adakd_loss_from_hidden
+from adakd.method.lm_head import LastHidden, LMHead
+from adakd.method.temperature import CTKDTemperature
 
 B, T, H_S, H_T, V = 3, 9, 16, 24, 61
 

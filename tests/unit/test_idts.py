@@ -1,4 +1,4 @@
-"""Unit tests of adakd.idts: the IDTS formula against plain-Python values, the median rule,
+"""Unit tests of adakd.method.idts: the IDTS formula against plain-Python values, the median rule,
 the zero-median guard, bounds and monotonicity on random inputs."""
 
 import math

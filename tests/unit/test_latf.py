@@ -1,4 +1,4 @@
-"""Unit tests of adakd.latf: token selection and the ratio controller / schedules on scripted
+"""Unit tests of adakd.method.latf: token selection and the ratio controller / schedules on scripted
 loss sequences, with every expected number worked out by hand in the test."""
 
 import json

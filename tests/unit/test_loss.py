@@ -1,4 +1,4 @@
-"""Tests of adakd.loss.adakd_loss: a fully hand-computed batch, equivalence with plain KD,
+"""Tests of adakd.method.loss.adakd_loss: a fully hand-computed batch, equivalence with plain KD,
 τ² scaling, the no-gradient-through-s-and-τ rule, SFT mixing and the edge cases of the issue
 (all-masked, single token, identical models, −inf, ±1e4, bf16, float64)."""
 

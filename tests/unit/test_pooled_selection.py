@@ -1,4 +1,4 @@
-"""adakd.pooled_selection: LATF's selection pooled over several micro-batches.
+"""adakd.method.pooled_selection: LATF's selection pooled over several micro-batches.
 
 The defining property (docs/method.md §2.2): scoring each part, selecting over the pool and
 averaging the parts' losses gives the loss and gradient of *one* batch made of all parts —
@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from adakd import adakd_loss
-from adakd.hidden_loss import adakd_loss_from_hidden, token_scores_from_hidden
-from adakd.lm_head import LMHead
-from adakd.loss import token_scores
-from adakd.pooled_selection import TokenScores, pool_selection
-from adakd.temperature import CTKDTemperature
+from adakd.method.hidden_loss import adakd_loss_from_hidden, token_scores_from_hidden
+from adakd.method.lm_head import LMHead
+from adakd.method.loss import token_scores
+from adakd.method.pooled_selection import TokenScores, pool_selection
+from adakd.method.temperature import CTKDTemperature
 
 T, H_S, H_T, V = 7, 12, 16, 53
 ROWS = (2, 3, 1)  # the parts' batch sizes (micro-batches of different sizes and token counts)

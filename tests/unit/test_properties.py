@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from adakd import DIVERGENCES, adakd_loss, divergence
-from adakd.rundir import RunDir, read_jsonl_report
+from adakd.runs.rundir import RunDir, read_jsonl_report
 from analysis.runs import clear_cache, load_run
 
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -50,7 +50,7 @@ def test_a_tie_goes_to_the_earliest_runs_recipe(tmp_path):
 
 def test_no_named_grid_arm_changes_the_recipe():
     """An arm that set a recipe field (lr, max_steps, ...) would be split out of its own study."""
-    from adakd.sweep import NAMED_GRIDS
+    from adakd.training.sweep import NAMED_GRIDS
     from analysis.report.study import RECIPE_FIELDS
 
     touching = {(grid, arm, key) for grid, arms in NAMED_GRIDS.items() for arm, o in arms.items() for key in o}

@@ -1,4 +1,4 @@
-"""adakd/run_notes.py: a run's tags and notes, read tolerant, written atomically, damaged files
+"""adakd/runs/run_notes.py: a run's tags and notes, read tolerant, written atomically, damaged files
 kept aside; and app/run_filter.py: the Runs page's search and filters, on hand-made tables."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from adakd.run_notes import NOTES_FILE, parse_tags, read_notes, write_notes
+from adakd.runs.run_notes import NOTES_FILE, parse_tags, read_notes, write_notes
 from app.run_filter import NO_SWEEP, RunFilter, apply_filter, filter_options
 from tests.rundir_factory import make_run
 

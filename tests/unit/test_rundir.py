@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from adakd import checkpoint as ckpt
-from adakd.rundir import (
+from adakd.runs.rundir import (
     RunDir,
     append_jsonl,
     check_run_name,
@@ -24,6 +23,7 @@ from adakd.rundir import (
     read_jsonl_report,
     write_json_atomic,
 )
+from adakd.training import checkpoint as ckpt
 
 
 def test_json_atomic_roundtrip_and_no_temp_left(tmp_path):

@@ -1,4 +1,4 @@
-"""The runs root (adakd.rundir.runs_root, docs/contracts.md): --root, else $ADAKD_RUNS, else runs/
+"""The runs root (adakd.runs.rundir.runs_root, docs/contracts.md): --root, else $ADAKD_RUNS, else runs/
 in the user data directory, whatever the working directory; the CLI, analysis and the app use it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from adakd.cli import main
-from adakd.rundir import runs_root
+from adakd.runs.rundir import runs_root
 from analysis.runs import SAMPLE_RUNS_DIR, default_roots
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="the XDG user data directory is Linux's")
