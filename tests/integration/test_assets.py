@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from adakd.models import assets
 from adakd.models.assets import (
     GGUF_SHA256,
     MANIFEST,
@@ -22,7 +23,6 @@ from adakd.models.assets import (
     locate_gguf,
     verify_sha256,
 )
-from adakd.models.loading import assets
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -110,7 +110,7 @@ def test_reference_scores_match_a_loop_over_references(tokenizer):
 
 
 def test_cached_importance_is_computed_once_and_an_unreadable_entry_is_set_aside(tmp_path, monkeypatch):
-    from adakd.models.loading import pruning
+    from adakd.models import pruning
 
     monkeypatch.setenv("ADAKD_CACHE", str(tmp_path))
     teacher, batch = _teacher(), _batch()
