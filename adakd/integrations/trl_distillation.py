@@ -256,9 +256,11 @@ class AdaKDDistillationTrainer(DistillationTrainer):
 
         check_supported(config, completions)
         preflight(config)
-        device, _, _ = choose_device_and_dtype(config)
+        device, dtype, _ = choose_device_and_dtype(config)
         torch.manual_seed(config.seed)  # as the project's loop, before the models are built
         teacher, student, tokenizer = build_models(config, device)
+        if device.type == "cuda" and dtype != torch.float32:
+            teacher.to(dtype)  # the frozen teacher once in the autocast dtype, as adakd.training.trainer
         data = prepare_data(config, tokenizer)
         optimizer = build_optimizer(config, student)
         scheduler = build_scheduler(config, optimizer)
@@ -381,8 +383,13 @@ class AdaKDDistillationTrainer(DistillationTrainer):
         loss, kd, ce, tau_sum, n_selected, n_valid, n_tokens = self._forward_redirection(
             model, unwrapped, self._adakd_terms, unwrapped, inputs
         )
-        if self._training:
-            self._sums += torch.stack([loss, kd, ce, tau_sum, n_selected, n_valid, n_tokens]).detach().double().cpu()
+        if self._training:  # kept on the model device: no host sync per micro-batch (MPS has no float64)
+            terms = torch.stack(
+                [t.detach().to(torch.float64) for t in (loss, kd, ce, tau_sum, n_selected, n_valid, n_tokens)]
+            )
+            if self._sums.device != loss.device and loss.device.type != "mps":
+                self._sums = self._sums.to(loss.device)
+            self._sums += terms.to(self._sums.device)
             loss = loss / self.current_gradient_accumulation_steps
         return (loss, None) if return_outputs else loss
 
@@ -448,9 +455,9 @@ class AdaKDDistillationTrainer(DistillationTrainer):
             standardize=c.logit_standardize,
             pooled=pooled,
         )
-        tau = out.temperature[out.selected]
+        tau_sum = torch.where(out.selected, out.temperature, 0.0).sum()  # no boolean indexing: no sync
         selected, valid = out.selected.sum().double(), mask.sum().double()
-        return out.loss, out.kd, out.ce, tau.sum(), selected, valid, forward["attention_mask"].sum().double()
+        return out.loss, out.kd, out.ce, tau_sum, selected, valid, forward["attention_mask"].sum().double()
 
     def _get_grad_norm(self, model, grad_norm=None):
         value = super()._get_grad_norm(model, grad_norm=grad_norm)
@@ -613,11 +620,13 @@ class AdaKDDistillationTrainer(DistillationTrainer):
         c = self.adakd
         ratio = float(self.ratio_schedule.ratio)
         world = self.accelerator.num_processes
-        flags = torch.tensor([ratio, float(self.stop.requested)], dtype=torch.float64)
+        flags = torch.tensor([ratio, float(self.stop.requested)], dtype=torch.float64, device=self._sums.device)
         sums = torch.cat([self._sums, flags])  # summed over ranks: r must agree, any rank may stop
         self._sums.zero_()
         if world > 1:
-            sums = self.accelerator.reduce(sums.to(self.accelerator.device), reduction="sum").cpu()
+            sums = self.accelerator.reduce(sums.to(self.accelerator.device), reduction="sum")
+        sums = sums.cpu()  # the step's one host sync for its bookkeeping
+        if world > 1:
             if abs(sums[7].item() - ratio * world) > 1e-9 * world:
                 raise RuntimeError(f"ranks disagree on the LATF ratio at step {step}")
         n_micro = self.args.gradient_accumulation_steps * world

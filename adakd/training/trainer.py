@@ -209,6 +209,10 @@ class _Run:
         torch.manual_seed(c.seed)
         self.device, self.dtype = self.dist.device, self.dist.dtype
         self.teacher, self.student, self.tokenizer = build_models(c, self.device)
+        if self.device.type == "cuda" and self.dtype != torch.float32:
+            # the frozen teacher once in the autocast dtype: autocast would otherwise re-cast its fp32
+            # weights at every forward and keep both copies (the student trains in fp32 + autocast)
+            self.teacher.to(self.dtype)
         self.data = prepare_data(c, self.tokenizer)
         self.pad_id = self.data.pad_id
         self.order = DataOrder(len(self.data.train), c.seed)
@@ -497,7 +501,9 @@ class _Run:
         ratio = float(self.schedule.ratio)
         self.student.train()
         self.optimizer.zero_grad(set_to_none=True)
-        sums = torch.zeros(9, dtype=torch.float64)
+        # the step's sums stay on the model device until the step ends: one host sync per step for
+        # them (the loss itself syncs once per micro-batch for its row count); MPS has no float64
+        sums = torch.zeros(9, dtype=torch.float64, device=self.device if self.device.type != "mps" else "cpu")
         infos: list[dict[str, Any]] = []
         strength = ctkd_strength(self.view.step, c.max_steps) if self.ctkd is not None else None
         ctkd_tau = self.ctkd.value if self.ctkd is not None else None
@@ -542,21 +548,9 @@ class _Run:
                     out = adakd_loss(student_out[:, :-1], teacher_rows, mask, **settings)
                 # backward even for a non-finite loss: in DDP every rank must join the all-reduce
                 (out.loss / c.grad_accum).backward()
-            tau = out.temperature[out.selected]
-            sums += torch.tensor(
-                [
-                    out.loss.item(),
-                    out.kd.item(),
-                    out.ce.item(),
-                    tau.sum().item(),
-                    float(out.selected.sum()),
-                    float(mask.sum()),
-                    float(batch["attention_mask"].sum()),
-                    0.0,
-                    0.0,
-                ],
-                dtype=torch.float64,
-            )
+            tau_sum = torch.where(out.selected, out.temperature, 0.0).sum()  # no boolean indexing: no sync
+            terms = [out.loss, out.kd, out.ce, tau_sum, out.selected.sum(), mask.sum(), batch["attention_mask"].sum()]
+            sums[:7] += torch.stack([t.detach().to(sums.device, torch.float64) for t in terms])
         regime_info = merge_infos(infos)  # one metrics line per step: "mixed" when micro-batches differ
         sums[7] = float(self.stop.requested)
         sums[8] = ratio
@@ -564,7 +558,9 @@ class _Run:
             if self.ctkd is not None and self.ctkd.tau.grad is not None:  # τ is outside DDP: average it here
                 dist.all_reduce(self.ctkd.tau.grad)
                 self.ctkd.tau.grad /= self.dist.world
-            dist.all_reduce(sums)  # sum over ranks (gloo/nccl); r must agree on every rank
+            dist.all_reduce(sums)  # sum over ranks (gloo/nccl, on the model device); r must agree on every rank
+        sums = sums.cpu()  # the step's one host sync for its bookkeeping
+        if self.dist.world > 1:
             if abs(sums[8].item() - ratio * self.dist.world) > 1e-9 * self.dist.world:
                 raise RuntimeError(f"ranks disagree on the LATF ratio at step {self.view.step + 1}")
         n_micro = c.grad_accum * self.dist.world

@@ -95,3 +95,27 @@ def test_cuda_steps_with_bf16_autocast_and_resume(tmp_path):
     # bf16 GPU kernels need not be bit-reproducible; the r trajectory and losses must agree closely
     assert [m["loss"] for m in b] == pytest.approx([m["loss"] for m in a], rel=2e-2)
     assert [m["ratio"] for m in b][:4] == [m["ratio"] for m in a][:4]
+
+
+def test_the_frozen_teacher_is_held_once_in_bf16(tmp_path):
+    """autocast would re-cast a float32 teacher at every forward and keep both copies: the
+    trainer converts the frozen teacher once, and keeps the student's float32 master weights."""
+    if not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    from adakd.training.device import init_distributed
+    from adakd.training.trainer import _Run
+
+    config = _config(tmp_path)
+    session = _Run(config, RunDir(tmp_path / "unused"), init_distributed(config), on_step=None)
+    session._setup()
+    assert {p.dtype for p in session.teacher.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in session.student.parameters()} == {torch.float32}
+
+
+def test_a_trl_run_on_cuda_starts_at_the_native_runs_loss(tmp_path):
+    config = _config(tmp_path)
+    train(config, tmp_path / "native")
+    train(_config(tmp_path, "trainer=trl"), tmp_path / "trl")
+    native, trl = RunDir(tmp_path / "native").read_metrics(), RunDir(tmp_path / "trl").read_metrics()
+    assert [m["step"] for m in trl] == list(range(1, 7))
+    assert trl[0]["loss"] == pytest.approx(native[0]["loss"], rel=2e-2)  # bf16 kernels: close, not equal
