@@ -127,6 +127,10 @@ def distillation_args(config: RunConfig, output_dir: str | os.PathLike, **overri
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         disable_dropout=False,  # as the project's loop: the student trains in train mode
+        # TRL's default is True (recompute activations in the backward: less memory, slower steps:
+        # 1.14x the native step with it, 1.04x without, quick preset, benchmarks/bench_trl.py);
+        # off, as the project's loop. Override it for models that do not fit otherwise.
+        gradient_checkpointing=False,
         max_completion_length=config.gen_max_new_tokens,  # on-policy completions only
         temperature=config.gen_temperature,  # TRL's sampling temperature (on-policy); AdaKD's τ is its own
         dataloader_num_workers=0,
@@ -691,10 +695,20 @@ def train_with_trl(
         trainer = AdaKDDistillationTrainer.from_config(
             config, Path(run_dir) / CHECKPOINTS, run_dir=run_dir, preset=preset, name=name
         )
-        if on_step is not None:
-            trainer.run_callbacks.append(StepHook(on_step))
+        _report_as_the_cli(trainer, on_step)
         trainer.train()
     return Path(run_dir)
+
+
+def _report_as_the_cli(trainer: AdaKDDistillationTrainer, on_step: Callable[[dict], None] | None) -> None:
+    """`adakd train` / `resume` report through `on_step` (the CLI's progress bar) and the run
+    directory: TRL's own progress bar and printed log dictionaries would repeat them."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    if on_step is not None:
+        trainer.run_callbacks.append(StepHook(on_step))
 
 
 def last_trl_checkpoint(run_dir: str | os.PathLike) -> tuple[int, Path] | None:
@@ -720,8 +734,7 @@ def resume_with_trl(
     trainer = AdaKDDistillationTrainer.from_config(
         config, Path(run_dir) / CHECKPOINTS, run_dir=run_dir, preset=meta.get("preset"), name=meta.get("name")
     )
-    if on_step is not None:
-        trainer.run_callbacks.append(StepHook(on_step))
+    _report_as_the_cli(trainer, on_step)
     found = last_trl_checkpoint(run_dir)
     trainer.train(resume_from_checkpoint=str(found[1]) if found else None, resume_run=True)
     return Path(run_dir)
