@@ -27,10 +27,11 @@ def run_checkpoints(run_dir: str | Path) -> list[int]:
 
 def _checkpoints(run: Path) -> dict[int, Path]:
     """step -> folder: the run's complete checkpoints plus its rebuilt final student, if any."""
-    from adakd.training.checkpoint import list_checkpoints
+    from adakd.training.checkpoint import list_checkpoints, list_trl_checkpoints
     from adakd.training.rebuild import rebuilt_checkpoint
 
-    found = dict(list_checkpoints(run / "checkpoints"))
+    # a trainer = "trl" run keeps TRL's checkpoint-<step> folders (docs/contracts.md)
+    found = dict(list_checkpoints(run / "checkpoints")) | dict(list_trl_checkpoints(run / "checkpoints"))
     try:
         rebuilt = rebuilt_checkpoint(run)
     except ValueError:  # no readable config.json: nothing can have been rebuilt

@@ -44,11 +44,12 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
 from trl import DistillationConfig, DistillationTrainer
@@ -74,6 +75,7 @@ from adakd.training.callbacks import (
     cut_records_at,
     write_running_status,
 )
+from adakd.training.checkpoint import TRL_STATE_FILE, list_trl_checkpoints
 from adakd.training.device import choose_device_and_dtype
 from adakd.training.runsetup import (
     DataOrder,
@@ -90,7 +92,6 @@ from adakd.training.signals import StopRequest
 log = logging.getLogger(__name__)
 
 COMPLETIONS = ("dataset", "student")
-STATE_FILE = "adakd_state.json"  # in every TRL checkpoint folder: the LATF schedule's state
 
 
 def check_supported(config: RunConfig, completions: str) -> None:
@@ -131,6 +132,7 @@ def distillation_args(config: RunConfig, output_dir: str | os.PathLike, **overri
         # 1.14x the native step with it, 1.04x without, quick preset, benchmarks/bench_trl.py);
         # off, as the project's loop. Override it for models that do not fit otherwise.
         gradient_checkpointing=False,
+        ddp_find_unused_parameters=False,  # every student parameter gets a gradient (DDP's own default)
         max_completion_length=config.gen_max_new_tokens,  # on-policy completions only
         temperature=config.gen_temperature,  # TRL's sampling temperature (on-policy); AdaKD's τ is its own
         dataloader_num_workers=0,
@@ -153,6 +155,20 @@ def trl_rows(examples: list[dict], tokenizer) -> list[dict]:
             }
         )
     return rows
+
+
+class RowDataset(TorchDataset):
+    """The rows as a map-style dataset: TRL's trainer indexes it through the sampler below, so a
+    plain list serves (no Arrow table to build)."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.rows[index]
 
 
 class ProjectOrder(Sampler[int]):
@@ -256,8 +272,6 @@ class AdaKDDistillationTrainer(DistillationTrainer):
         """Models, data, optimiser and LR schedule as ``adakd train`` builds them for `config`
         (so a run of this trainer and a native run of `config` start from the same weights and
         see the same examples), with TRL's checkpoints in `output_dir`."""
-        from datasets import Dataset
-
         check_supported(config, completions)
         preflight(config)
         device, dtype, _ = choose_device_and_dtype(config)
@@ -272,7 +286,7 @@ class AdaKDDistillationTrainer(DistillationTrainer):
             model=student,
             teacher_model=teacher,
             args=distillation_args(config, output_dir, **arg_overrides),
-            train_dataset=Dataset.from_list(trl_rows(data.train, tokenizer)),
+            train_dataset=RowDataset(trl_rows(data.train, tokenizer)),
             processing_class=tokenizer,
             optimizers=(optimizer, scheduler),
             adakd=config,
@@ -474,7 +488,7 @@ class AdaKDDistillationTrainer(DistillationTrainer):
         if self.args.should_save:
             folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
             state = {"schedule": self.ratio_schedule.state_dict(), "step": self.state.global_step}
-            write_json_atomic(folder / STATE_FILE, state)
+            write_json_atomic(folder / TRL_STATE_FILE, state)
             view = self.view
             if view is not None and view.main:
                 view.last_checkpoint = self.state.global_step
@@ -484,7 +498,7 @@ class AdaKDDistillationTrainer(DistillationTrainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = Path(resume_from_checkpoint) / STATE_FILE
+        path = Path(resume_from_checkpoint) / TRL_STATE_FILE
         try:
             state = json.loads(path.read_text())
             self.ratio_schedule.load_state_dict(state["schedule"])
@@ -691,13 +705,30 @@ def train_with_trl(
     ``AdaKDDistillationTrainer`` with TRL's checkpoints in its ``checkpoints/`` folder. Under
     ``accelerate launch`` (or torchrun) every process calls this; rank 0 writes."""
     first_rank = int(os.environ.get("RANK", "0")) == 0  # only rank 0 will write the directory
-    with new_run_lock(run_dir) if first_rank else nullcontext():  # before any model loads
+    with _own_process_group(), new_run_lock(run_dir) if first_rank else nullcontext():  # before any model loads
         trainer = AdaKDDistillationTrainer.from_config(
             config, Path(run_dir) / CHECKPOINTS, run_dir=run_dir, preset=preset, name=name
         )
         _report_as_the_cli(trainer, on_step)
         trainer.train()
     return Path(run_dir)
+
+
+@contextmanager
+def _own_process_group():
+    """Under ``accelerate launch`` the trainer's Accelerator creates the process group: destroy it
+    when the run ends, all ranks together, or a rank can abort at exit while gloo's threads still
+    run ("terminate called without an active exception", seen in about 1 run in 7 of
+    tests/integration/test_trl.py's 2-process test). One the caller made is left to the caller."""
+    import torch.distributed as dist
+
+    made_here = not (dist.is_available() and dist.is_initialized())
+    try:
+        yield
+    finally:
+        if made_here and dist.is_available() and dist.is_initialized():
+            dist.barrier()  # no rank tears its connections down while another still uses them
+            dist.destroy_process_group()
 
 
 def _report_as_the_cli(trainer: AdaKDDistillationTrainer, on_step: Callable[[dict], None] | None) -> None:
@@ -713,15 +744,10 @@ def _report_as_the_cli(trainer: AdaKDDistillationTrainer, on_step: Callable[[dic
 
 def last_trl_checkpoint(run_dir: str | os.PathLike) -> tuple[int, Path] | None:
     """(step, folder) of the newest complete TRL checkpoint in the run's ``checkpoints/``, or
-    None. Complete: ``adakd_state.json`` is there, which is written after TRL's own files, so a
-    writer killed half-way through a checkpoint leaves one that is passed over."""
-    found = []
-    folder = Path(run_dir) / CHECKPOINTS
-    for child in folder.iterdir() if folder.is_dir() else []:
-        prefix, _, number = child.name.partition("-")
-        if prefix == "checkpoint" and number.isdigit() and (child / STATE_FILE).is_file():
-            found.append((int(number), child))
-    return max(found) if found else None
+    None (``adakd.training.checkpoint.list_trl_checkpoints``: ``adakd_state.json`` is written
+    after TRL's own files, so a half-written checkpoint is passed over)."""
+    found = list_trl_checkpoints(Path(run_dir) / CHECKPOINTS)
+    return found[-1] if found else None
 
 
 def resume_with_trl(
@@ -731,12 +757,13 @@ def resume_with_trl(
     newest checkpoint (weights, optimiser, schedule, RNG, data position; the LATF state from
     ``adakd_state.json``), or from step 0 when none was written; the run's files are cut there."""
     meta = RunDir(run_dir).read_config() or {}
-    trainer = AdaKDDistillationTrainer.from_config(
-        config, Path(run_dir) / CHECKPOINTS, run_dir=run_dir, preset=meta.get("preset"), name=meta.get("name")
-    )
-    _report_as_the_cli(trainer, on_step)
-    found = last_trl_checkpoint(run_dir)
-    trainer.train(resume_from_checkpoint=str(found[1]) if found else None, resume_run=True)
+    with _own_process_group():  # before the trainer's Accelerator makes it
+        trainer = AdaKDDistillationTrainer.from_config(
+            config, Path(run_dir) / CHECKPOINTS, run_dir=run_dir, preset=meta.get("preset"), name=meta.get("name")
+        )
+        _report_as_the_cli(trainer, on_step)
+        found = last_trl_checkpoint(run_dir)
+        trainer.train(resume_from_checkpoint=str(found[1]) if found else None, resume_run=True)
     return Path(run_dir)
 
 

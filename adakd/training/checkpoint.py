@@ -161,6 +161,22 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+TRL_STATE_FILE = "adakd_state.json"  # written last into a TRL checkpoint (adakd/integrations/trl_distillation.py)
+
+
+def list_trl_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """Complete TRL checkpoints (step, path) of a ``trainer = "trl"`` run, oldest first: the
+    ``checkpoint-<step>`` folders that hold ``adakd_state.json`` (a writer killed half-way through
+    a checkpoint leaves one without it). Their ``model.safetensors`` loads like ours."""
+    folder = Path(folder)
+    found = []
+    for child in folder.iterdir() if folder.is_dir() else []:
+        prefix, _, number = child.name.partition("-")
+        if prefix == "checkpoint" and number.isdigit() and (child / TRL_STATE_FILE).is_file():
+            found.append((int(number), child))
+    return sorted(found)
+
+
 def _complete(folder: Path) -> bool:
     """Whether a checkpoint folder has the files written first and last (weights, state)."""
     return (folder / STATE_FILE).exists() and (folder / MODEL_FILE).exists()
