@@ -723,12 +723,10 @@ def _own_process_group():
     import torch.distributed as dist
 
     made_here = not (dist.is_available() and dist.is_initialized())
-    try:
-        yield
-    finally:
-        if made_here and dist.is_available() and dist.is_initialized():
-            dist.barrier()  # no rank tears its connections down while another still uses them
-            dist.destroy_process_group()
+    yield  # a failure propagates as it is: a barrier here could wait for a rank that is gone
+    if made_here and dist.is_available() and dist.is_initialized():
+        dist.barrier()  # no rank tears its connections down while another still uses them
+        dist.destroy_process_group()
 
 
 def _report_as_the_cli(trainer: AdaKDDistillationTrainer, on_step: Callable[[dict], None] | None) -> None:
