@@ -57,13 +57,11 @@ from trl import DistillationConfig, DistillationTrainer
 from adakd.config import RunConfig
 from adakd.data.tokenize import IGNORE_INDEX, next_token_targets
 from adakd.method.hidden_loss import adakd_loss_from_hidden, token_scores_from_hidden
-from adakd.method.latf import make_ratio_schedule
 from adakd.method.lm_head import LMHead
 from adakd.method.pooled_selection import PooledShare, gather_scores, pool_selection
 from adakd.runs.failures import describe
 from adakd.runs.rundir import CHECKPOINTS, CONFIG, RunDir, write_json_atomic
 from adakd.runs.runlock import holds_lock, new_run_lock, run_lock
-from adakd.runs.timestamps import utc_now
 from adakd.training.callbacks import (
     Evaluation,
     RunCallback,
@@ -73,6 +71,7 @@ from adakd.training.callbacks import (
     TokenProbes,
     call_all,
     cut_records_at,
+    step_record,
     write_running_status,
 )
 from adakd.training.checkpoint import TRL_STATE_FILE, list_trl_checkpoints
@@ -85,6 +84,7 @@ from adakd.training.runsetup import (
     build_scheduler,
     preflight,
     prepare_data,
+    ratio_schedule,
     run_metadata,
 )
 from adakd.training.signals import StopRequest
@@ -228,17 +228,7 @@ class AdaKDDistillationTrainer(DistillationTrainer):
         super().__init__(*args, **kwargs)
         c = self.adakd = adakd
         self.completions = completions
-        self.ratio_schedule = make_ratio_schedule(
-            c.latf,
-            c.max_steps,
-            start=c.ratio_start,
-            end=c.ratio_end,
-            beta=c.latf_beta,
-            eps=c.latf_eps,
-            delta=c.latf_delta,
-            warmup=c.latf_warmup,
-            min_ratio=c.latf_min_ratio,
-        )
+        self.ratio_schedule = ratio_schedule(c)
         self._sums = torch.zeros(7, dtype=torch.float64)  # loss, kd, ce, Σ τ_selected, selected, valid, tokens
         self._step_started = 0.0
         self._step_lr = 0.0
@@ -648,8 +638,7 @@ class AdaKDDistillationTrainer(DistillationTrainer):
             if abs(sums[7].item() - ratio * world) > 1e-9 * world:
                 raise RuntimeError(f"ranks disagree on the LATF ratio at step {step}")
         n_micro = self.args.gradient_accumulation_steps * world
-        loss, kd, ce = (sums[i].item() / n_micro for i in range(3))
-        n_selected, n_valid, n_tokens = (int(sums[i].item()) for i in (4, 5, 6))
+        loss, kd = sums[0].item() / n_micro, sums[1].item() / n_micro
         finite = math.isfinite(loss) and (self._grad_norm is None or math.isfinite(self._grad_norm))
         if finite:
             self.ratio_schedule.update(kd)
@@ -664,26 +653,17 @@ class AdaKDDistillationTrainer(DistillationTrainer):
             view.run.event(step, "warning", f"non-finite loss or gradient norm at step {step} (TRL applied the update)")
         if view.main and next_ratio != ratio and c.latf == "adaptive":
             view.run.event(step, "ratio_change", f"r {ratio:.4f} -> {next_ratio:.4f}", old=ratio, new=next_ratio)
-        record = {
-            "step": step,
-            "loss": loss,
-            "kd": kd,
-            "ce": ce,
-            "ratio": ratio,
-            "next_ratio": next_ratio,
-            "ema": getattr(self.ratio_schedule, "ema", None),
-            "ref": getattr(self.ratio_schedule, "ref", None),
-            "mean_tau": sums[3].item() / n_selected if n_selected else None,
-            "n_valid": n_valid,
-            "n_selected": n_selected,
-            "lr": self._step_lr,
-            "grad_norm": self._grad_norm,
-            "tokens_per_s": n_tokens / seconds if seconds > 0 else None,
-            "step_seconds": seconds,
-            "time": utc_now(),
-            "skipped": not finite,
-            "stop": stop,
-        }
+        record = step_record(
+            step,
+            sums,
+            n_micro,
+            ratio=ratio,
+            schedule=self.ratio_schedule,
+            lr=self._step_lr,
+            grad_norm=self._grad_norm,
+            seconds=seconds,
+        )
+        record.update(skipped=not finite, stop=stop)
         call_all(self.run_callbacks, "on_step_end", view, record)
         return stop
 

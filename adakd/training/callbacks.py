@@ -29,6 +29,7 @@ import torch
 
 from adakd.runs.metric_gaps import run_step_problems
 from adakd.runs.rundir import EVAL, GRADIENTS, METRICS, TOKENS, move_aside
+from adakd.runs.timestamps import utc_now
 from adakd.training.device import autocast
 
 if TYPE_CHECKING:  # for the annotations only: importing transformers at module load costs seconds
@@ -66,6 +67,43 @@ class RunView:
     last_checkpoint: int | None = None
     rank: int = 0
     world: int = 1
+
+
+def step_record(
+    step: int,
+    sums: torch.Tensor,
+    n_micro: int,
+    *,
+    ratio: float,
+    schedule: Any,
+    lr: float,
+    grad_norm: float | None,
+    seconds: float,
+) -> dict[str, Any]:
+    """The metrics line of one optimiser step (docs/contracts.md) from its host-side sums over the
+    ``n_micro`` micro-batches of all ranks, in the order both trainers keep them: loss, kd, ce,
+    Σ τ over the selected tokens, n_selected, n_valid, n_tokens. loss, kd and ce become means over
+    the micro-batches, mean_tau a mean over the selected tokens; r is the one the step used."""
+    loss, kd, ce = (sums[i].item() / n_micro for i in range(3))
+    n_selected, n_valid, n_tokens = (int(sums[i].item()) for i in (4, 5, 6))
+    return {
+        "step": step,
+        "loss": loss,
+        "kd": kd,
+        "ce": ce,
+        "ratio": ratio,
+        "next_ratio": float(schedule.ratio),
+        "ema": getattr(schedule, "ema", None),
+        "ref": getattr(schedule, "ref", None),
+        "mean_tau": sums[3].item() / n_selected if n_selected else None,
+        "n_valid": n_valid,
+        "n_selected": n_selected,
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "tokens_per_s": n_tokens / seconds if seconds > 0 else None,
+        "step_seconds": seconds,
+        "time": utc_now(),
+    }
 
 
 class RunCallback:

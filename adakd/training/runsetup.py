@@ -410,6 +410,23 @@ def build_optimizer(
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, foreach=not fused, fused=fused)
 
 
+def ratio_schedule(config: RunConfig):
+    """LATF's ratio schedule as the config sets it (``adakd.method.latf.make_ratio_schedule``)."""
+    from adakd.method.latf import make_ratio_schedule
+
+    return make_ratio_schedule(
+        config.latf,
+        config.max_steps,
+        start=config.ratio_start,
+        end=config.ratio_end,
+        beta=config.latf_beta,
+        eps=config.latf_eps,
+        delta=config.latf_delta,
+        warmup=config.latf_warmup,
+        min_ratio=config.latf_min_ratio,
+    )
+
+
 def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
     """transformers' LR schedules: linear warm-up over warmup_ratio·max_steps, then
     cosine / linear decay to 0, or constant."""

@@ -54,7 +54,6 @@ from torch.nn.parallel import DistributedDataParallel
 from adakd.config import RunConfig
 from adakd.data.tokenize import collate, next_token_targets
 from adakd.method.hidden_loss import adakd_loss_from_hidden, token_scores_from_hidden
-from adakd.method.latf import make_ratio_schedule
 from adakd.method.lm_head import LastHidden, LMHead
 from adakd.method.loss import adakd_loss, token_scores
 from adakd.method.pooled_selection import gather_scores, pool_selection
@@ -73,6 +72,7 @@ from adakd.training.callbacks import (
     TokenProbes,
     call_all,
     cut_records_at,
+    step_record,
     write_running_status,
 )
 from adakd.training.device import Distributed, autocast, dtype_name, init_distributed
@@ -84,6 +84,7 @@ from adakd.training.runsetup import (
     build_scheduler,
     preflight,
     prepare_data,
+    ratio_schedule,
     run_metadata,
 )
 from adakd.training.signals import StopRequest
@@ -220,17 +221,7 @@ class _Run:
         self.ctkd = CTKDTemperature(c.base_temperature).to(self.device) if c.ctkd else None
         self.optimizer = build_optimizer(c, self.student, extra=self.ctkd)
         self.scheduler = build_scheduler(c, self.optimizer)
-        self.schedule = make_ratio_schedule(
-            c.latf,
-            c.max_steps,
-            start=c.ratio_start,
-            end=c.ratio_end,
-            beta=c.latf_beta,
-            eps=c.latf_eps,
-            delta=c.latf_delta,
-            warmup=c.latf_warmup,
-            min_ratio=c.latf_min_ratio,
-        )
+        self.schedule = ratio_schedule(c)
         # ground truth passes batches through; gkd / distillm swap in student samples
         self.regime = make_regime(c, self.pad_id, tokenizer=self.tokenizer, rank=self.dist.rank, device=self.device)
         # What the loss reads (loss_input): the last hidden states and the heads, or the logits.
@@ -564,8 +555,7 @@ class _Run:
             if abs(sums[8].item() - ratio * self.dist.world) > 1e-9 * self.dist.world:
                 raise RuntimeError(f"ranks disagree on the LATF ratio at step {self.view.step + 1}")
         n_micro = c.grad_accum * self.dist.world
-        loss, kd, ce = (sums[i].item() / n_micro for i in range(3))
-        n_selected, n_valid, n_tokens = (int(sums[i].item()) for i in (4, 5, 6))
+        loss, kd = sums[0].item() / n_micro, sums[1].item() / n_micro
         lr = self.optimizer.param_groups[0]["lr"]
         max_norm = c.max_grad_norm if c.max_grad_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), max_norm).item()
@@ -594,25 +584,17 @@ class _Run:
             self.run.event(
                 self.view.step, "ratio_change", f"r {ratio:.4f} -> {next_ratio:.4f}", old=ratio, new=next_ratio
             )
-        record = {
-            "step": self.view.step,
-            "loss": loss,
-            "kd": kd,
-            "ce": ce,
-            "ratio": ratio,
-            "next_ratio": next_ratio,
-            "ema": getattr(self.schedule, "ema", None),
-            "ref": getattr(self.schedule, "ref", None),
-            "mean_tau": sums[3].item() / n_selected if n_selected else None,
-            "n_valid": n_valid,
-            "n_selected": n_selected,
-            "lr": lr,
-            "grad_norm": grad_norm,
-            "tokens_per_s": n_tokens / seconds if seconds > 0 else None,
-            "step_seconds": seconds,
-            "time": utc_now(),
-            **regime_info,
-        }
+        record = step_record(
+            self.view.step,
+            sums,
+            n_micro,
+            ratio=ratio,
+            schedule=self.schedule,
+            lr=lr,
+            grad_norm=grad_norm,
+            seconds=seconds,
+        )
+        record.update(regime_info)
         if self.ctkd is not None:  # the τ this step used and its GRL strength λ
             record.update(ctkd_tau=ctkd_tau, ctkd_lambda=strength)
         return {**record, "skipped": skipped, "stop": sums[7].item() > 0}
