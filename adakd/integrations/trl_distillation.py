@@ -1,4 +1,4 @@
-"""AdaKD inside TRL's ``DistillationTrainer`` (trl >= 1.16): ``AdaKDDistillationTrainer``.
+"""AdaKD inside TRL's ``DistillationTrainer`` (trl 1.16, pinned): ``AdaKDDistillationTrainer``.
 
 TRL's trainer brings the ecosystem's machinery (``accelerate launch``, DeepSpeed/FSDP, PEFT, its
 checkpoints and loggers); this subclass replaces its loss and keeps the rest:
@@ -18,16 +18,16 @@ checkpoints and loggers); this subclass replaces its loss and keeps the rest:
   ``completions="student"`` keeps TRL's on-policy generation.
 * **Run directory.** With ``run_dir``, rank 0 writes the project's run directory through the
   callbacks of adakd/training/callbacks.py (status, metrics, probes, evaluation, events), holding its lock
-  for the whole run, so ``streamlit run app/main.py`` watches a TRL run like its own.
-
-* **latf_pool.** "step" (the default) scores every micro-batch of the step on every rank before
-  the first gradient pass and selects over all of them (``pooled_selection``), as the project's
-  loop; "micro" selects within each micro-batch.
+  for the whole run, so ``streamlit run app/main.py`` watches a TRL run like its own; the token
+  explorer reads the trained student from TRL's checkpoint folders.
+* **latf_pool.** "micro-batch" (the default) selects within each micro-batch; "step" scores every
+  micro-batch of the step on every rank before the first gradient pass and selects over all of
+  them (``pooled_selection``), as the project's loop does.
 
 Not supported here (refused with a clear error): CTKD, data regimes other than ground truth with
 dataset completions, ``loss_input="logits"`` and ``kd_ratio=0``.
 
-Usage (see README, "TRL")::
+Usage (see README, "Inside TRL's DistillationTrainer")::
 
     trainer = AdaKDDistillationTrainer.from_config(config, output_dir="out/trl", run_dir="runs/trl-demo")
     trainer.train()
