@@ -10,7 +10,8 @@ dashboard watches either. A trainer keeps one ``RunView`` up to date and calls, 
     on_step_end(view, record)  after each optimiser step; record = the step's metrics line
                                (plus "skipped": no update was made, "stop": the run stops here)
     on_end(view, state)        the loop ended: state "finished" or "stopped"
-    on_failure(view, message)  the loop raised; message says why in one line
+
+A run that raises is recorded by its trainer with ``record_failure`` (status and event).
 
 Only rank 0 writes (``view.main``); every rank calls the callbacks, so a callback that needs a
 collective (DistiLLM's validation loss) can run one.
@@ -118,14 +119,34 @@ class RunCallback:
     def on_end(self, view: RunView, state: str) -> None:
         pass
 
-    def on_failure(self, view: RunView, message: str) -> None:
-        pass
-
 
 def call_all(callbacks: list[RunCallback], hook: str, view: RunView, *args: Any) -> None:
     """Call `hook` on each callback in list order (the order is the contract: see adakd.training.trainer)."""
     for callback in callbacks:
         getattr(callback, hook)(view, *args)
+
+
+def failure_message(err: BaseException) -> str:
+    """A failure in one line ("interrupted" for Ctrl-C)."""
+    from adakd.runs.failures import describe
+
+    return "interrupted" if isinstance(err, KeyboardInterrupt) else describe(err)
+
+
+def record_failure(
+    run: RunDir, err: BaseException, *, step: int, total_steps: int, last_checkpoint: int | None
+) -> None:
+    """status.json "failed" and a ``failed`` event with the traceback (rank 0 calls it). A full or
+    read-only disk is logged, not raised: the dead pid then reads as crashed."""
+    import traceback
+
+    message = failure_message(err)
+    try:
+        run.set_status("failed", step=step, total_steps=total_steps, error=message, last_checkpoint=last_checkpoint)
+        trace = "".join(traceback.format_exception(err))
+        run.event(step, "failed", message, error=message, traceback=trace)
+    except OSError as write_err:
+        log.error("could not record the failure in %s: %s", run.path, write_err)
 
 
 def write_running_status(view: RunView) -> None:
@@ -196,20 +217,6 @@ class RunRecorder(RunCallback):
             view.run.event(view.step, "stopped", f"stopped on request after step {view.step}")
         else:
             view.run.event(view.step, "finished", f"finished {c.max_steps} steps")
-
-    def on_failure(self, view: RunView, message: str) -> None:
-        if not view.main:
-            return
-        try:
-            view.run.set_status(
-                "failed",
-                step=view.step,
-                total_steps=view.config.max_steps,
-                error=message,
-                last_checkpoint=view.last_checkpoint,
-            )
-        except OSError as write_err:  # a full or read-only disk: the dead pid will read as crashed
-            log.error("could not record the failure in %s: %s", view.run.path, write_err)
 
 
 class StepHook(RunCallback):

@@ -427,6 +427,34 @@ def ratio_schedule(config: RunConfig):
     )
 
 
+def loss_settings(config: RunConfig, ratio: float) -> dict[str, Any]:
+    """The keyword arguments of ``adakd_loss`` / ``adakd_loss_from_hidden`` that the config sets,
+    at LATF ratio `ratio` (the caller adds labels, CTKD's τ and a pooled share)."""
+    return dict(
+        ratio=ratio,
+        divergence=config.divergence,
+        c=config.idts_c,
+        base_temperature=config.base_temperature,
+        idts=config.idts != "off",
+        indicator=config.indicator,
+        divergence_params=config.divergence_params or None,
+        inverse=config.idts == "inverse",
+        kd_ratio=config.kd_ratio,
+        topk=config.indicator_topk,
+        standardize=config.logit_standardize,
+    )
+
+
+def pooled_shares(config: RunConfig, pool: list, ratio: float) -> list:
+    """latf_pool = step: LATF's selection and IDTS's τ over the pooled scores, as the config sets
+    them (``adakd.method.pooled_selection.pool_selection``)."""
+    from adakd.method.pooled_selection import pool_selection
+
+    return pool_selection(
+        pool, ratio, config.idts != "off", config.base_temperature, config.idts_c, config.idts == "inverse"
+    )
+
+
 def build_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
     """transformers' LR schedules: linear warm-up over warmup_ratio·max_steps, then
     cosine / linear decay to 0, or constant."""

@@ -41,7 +41,6 @@ import math
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -56,9 +55,8 @@ from adakd.data.tokenize import collate, next_token_targets
 from adakd.method.hidden_loss import adakd_loss_from_hidden, token_scores_from_hidden
 from adakd.method.lm_head import LastHidden, LMHead
 from adakd.method.loss import adakd_loss, token_scores
-from adakd.method.pooled_selection import gather_scores, pool_selection
+from adakd.method.pooled_selection import gather_scores
 from adakd.method.temperature import CTKDTemperature, ctkd_strength
-from adakd.runs.failures import describe
 from adakd.runs.rundir import CONFIG, RunDir
 from adakd.runs.runlock import holds_lock, new_run_lock, run_lock
 from adakd.runs.timestamps import utc_now
@@ -72,6 +70,8 @@ from adakd.training.callbacks import (
     TokenProbes,
     call_all,
     cut_records_at,
+    failure_message,
+    record_failure,
     step_record,
     write_running_status,
 )
@@ -82,6 +82,8 @@ from adakd.training.runsetup import (
     build_models,
     build_optimizer,
     build_scheduler,
+    loss_settings,
+    pooled_shares,
     preflight,
     prepare_data,
     ratio_schedule,
@@ -351,32 +353,12 @@ class _Run:
     def _fail(self, err: BaseException) -> None:
         if not self.created:  # refused during set-up: nothing to record, the caller reports it
             return
-        step = self.view.step if self.view is not None else self.step
-        message = "interrupted" if isinstance(err, KeyboardInterrupt) else describe(err)
-        log.error("run failed at step %d: %s", step, message)
-        trace = "".join(traceback.format_exception(err))
-        log.debug("%s", trace)
+        # before the view exists (set-up failed while resuming): the run as it was
         view = self.view
-        if view is None:  # set-up itself failed while resuming: record against the run as it was
-            if self.main:
-                try:
-                    self.run.set_status(
-                        "failed",
-                        step=step,
-                        total_steps=self.config.max_steps,
-                        error=message,
-                        last_checkpoint=self.last_checkpoint,
-                    )
-                    self.run.event(step, "failed", message, error=message, traceback=trace)
-                except OSError as write_err:
-                    log.error("could not record the failure in %s: %s", self.run.path, write_err)
-            return
-        call_all(self.callbacks, "on_failure", view, message)
+        step, last = (view.step, view.last_checkpoint) if view is not None else (self.step, self.last_checkpoint)
+        log.error("run failed at step %d: %s", step, failure_message(err))
         if self.main:
-            try:
-                self.run.event(step, "failed", message, error=message, traceback=trace)
-            except OSError as write_err:  # a full or read-only disk: the dead pid will read as crashed
-                log.error("could not record the failure in %s: %s", self.run.path, write_err)
+            record_failure(self.run, err, step=step, total_steps=self.config.max_steps, last_checkpoint=last)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self) -> Path:
@@ -480,7 +462,7 @@ class _Run:
             prepared.append((batch, info, teacher_out))
             parts.append(part)
         pool = gather_scores(parts, self.dist.rank, self.dist.world)
-        shares = pool_selection(pool, ratio, c.idts != "off", c.base_temperature, c.idts_c, c.idts == "inverse")
+        shares = pooled_shares(c, pool, ratio)
         mine = shares[self.dist.rank :: self.dist.world]  # gather_scores' order: micro-batch, then rank
         return prepared, mine
 
@@ -515,18 +497,8 @@ class _Run:
                     student_out = self._forward(self.model, batch)
                 targets, mask = next_token_targets(batch["labels"])
                 settings: dict[str, Any] = dict(
-                    ratio=ratio,
-                    divergence=c.divergence,
-                    c=c.idts_c,
-                    base_temperature=c.base_temperature,
-                    idts=c.idts != "off",
-                    indicator=c.indicator,
-                    divergence_params=c.divergence_params or None,
-                    inverse=c.idts == "inverse",
+                    loss_settings(c, ratio),
                     labels=targets,
-                    kd_ratio=c.kd_ratio,
-                    topk=c.indicator_topk,
-                    standardize=c.logit_standardize,
                     learned_temperature=self.ctkd(strength) if self.ctkd is not None else None,
                     pooled=shares[micro] if shares is not None else None,
                 )
