@@ -403,6 +403,25 @@ def cmd_rebuild(args) -> int:
     return 0
 
 
+def cmd_teacher(args) -> int:
+    """Fine-tune the teacher a config asks for (teacher_sft_steps) into the cache; print its folder."""
+    from adakd.presets import resolve_preset
+    from adakd.training.teacher_sft import distillation_teacher
+
+    try:
+        config = resolve_preset(args.preset, args.set)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if not config.teacher_sft_steps:
+        raise UsageError(
+            "teacher_sft_steps is 0 in this config, so there is no teacher to fine-tune: "
+            "add e.g. --set teacher_sft_steps=300"
+        )
+    _quiet_transformers()
+    print(distillation_teacher(config))
+    return 0
+
+
 def cmd_dashboard(args) -> int:
     """Serve the dashboard (adakd/dashboard.py); --print-command only shows how."""
     from adakd.dashboard import serve, shell_line, streamlit_command
@@ -463,6 +482,23 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--name", help="run name under the runs root (default <preset>-<time>)")
     common(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "teacher",
+        help="fine-tune the teacher a config asks for (teacher_sft_steps) into the cache, before a run "
+        "needs it (e.g. ahead of a data-parallel run); prints its folder",
+    )
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help="named config (default: RunConfig defaults)")
+    p.add_argument(
+        "--set",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config fields, as for train; the fields of the fine-tuning's recipe decide the teacher",
+    )
+    common(p)
+    p.set_defaults(func=cmd_teacher)
 
     p = sub.add_parser("resume", help="continue a stopped or crashed run from its last checkpoint")
     p.add_argument("run", help="run folder, or run name under the runs root")

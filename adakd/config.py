@@ -125,6 +125,20 @@ class RunConfig:
         help="Teacher model: smollm2-135m-instruct (embedded), tiny-random, a Hugging Face id or a local folder.",
         allowed="a non-empty string",
     )
+    teacher_sft_steps: int = setting(
+        0,
+        help="Fine-tune the teacher first: steps of cross-entropy on the training replies, as the paper's "
+        "teacher is fine-tuned on its task (seed 0, cached per recipe and shared by every arm and seed; "
+        "the student is still built from the teacher as loaded; adakd/training/teacher_sft.py). "
+        "0 = distil from the teacher as loaded.",
+        unit="steps",
+        range=Range(0, MAX_COUNT),
+    )
+    teacher_sft_lr: float = setting(
+        5e-5,
+        help="Peak learning rate of the teacher's fine-tuning (AdamW, cosine, 5 % warm-up).",
+        range=Range(0, 1, low_open=True),
+    )
     student: str = setting(
         "subset",
         help="Student model: subset (some of the teacher's layers), pruned (the teacher with narrower MLPs, "
@@ -627,6 +641,11 @@ def _validate(c: RunConfig) -> None:
         f"> max_prompt_length ({c.max_prompt_length}), leaving room for the response, and <= {MAX_TOKENS:,}",
     )
     # rules across fields
+    if c.teacher_sft_steps and c.teacher == names.TINY_RANDOM:
+        raise ValueError(
+            "teacher_sft_steps > 0 needs a teacher from a folder or a Hugging Face id (the built-in "
+            "tiny-random teacher is made in code, not loaded): set teacher_sft_steps = 0 or name a teacher folder"
+        )
     if c.trainer == "trl":  # what adakd/integrations/trl_distillation.py runs
         for ok, need in (
             (not c.ctkd, "ctkd = false (CTKD's learned temperature is not wired into TRL's optimiser)"),

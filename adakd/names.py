@@ -21,3 +21,6 @@ DIVERGENCES: dict[str, dict[str, float]] = {
     "ab": {"alpha": 0.2, "beta": 0.7},
     "akl": {"mu": 0.5},
 }
+
+# The built-in tiny random Llama, as a teacher or a student name (adakd/training/runsetup.py).
+TINY_RANDOM = "tiny-random"

@@ -70,7 +70,9 @@ def load_student_checkpoint(run_dir: str | Path, step: int | None = None, teache
         raise ValueError(f"{run} has no checkpoint for step {step}; available: {available} (0 = initialisation)")
     if teacher is None:
         teacher = _load_run_teacher(config)
-    student = _build_run_student(config, teacher)
+    # the student is built from the teacher as loaded, which a run with a fine-tuned teacher does not distil from
+    base = _load_base_teacher(config) if config.teacher_sft_steps else teacher
+    student = _build_run_student(config, base).to(_device(teacher))
     if step in found:
         load_checkpoint(found[step], student, device=_device(teacher))
     logger.info("student of %s at step %d (%s)", run.name, step, "checkpoint" if step in found else "initialisation")
@@ -78,11 +80,16 @@ def load_student_checkpoint(run_dir: str | Path, step: int | None = None, teache
 
 
 def _load_run_teacher(config):
-    from adakd.models import loading as models
+    """The teacher the run distilled from (its fine-tuned copy when ``teacher_sft_steps`` > 0)."""
     from adakd.training import runsetup
 
-    if config.teacher == runsetup.TINY:
-        return runsetup.tiny_teacher(_run_tokenizer(config)).eval().requires_grad_(False)
+    return runsetup.load_distillation_teacher(config)
+
+
+def _load_base_teacher(config):
+    """The teacher as loaded, which the run's student is built from."""
+    from adakd.models import loading as models
+
     teacher, _ = models.load_teacher(config.teacher, trust_remote_code=config.trust_remote_code)
     return teacher
 

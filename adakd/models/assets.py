@@ -136,31 +136,33 @@ def verify_sha256(path: Path, expected: str) -> str:
 # --------------------------------------------------------------------------- build once, atomically
 
 
-def build_once(target: Path, build: Callable[[Path], None], *, timeout: float = LOCK_TIMEOUT_S) -> Path:
+def build_once(
+    target: Path, build: Callable[[Path], None], *, timeout: float = LOCK_TIMEOUT_S, manifest: str = MANIFEST
+) -> Path:
     """Make ``target`` (a folder) exist exactly once, even with concurrent or killed builders.
 
-    ``build(tmp)`` fills an empty temp folder and must write ``MANIFEST`` last; the folder is then
-    renamed to ``target``. A folder is complete iff it holds ``MANIFEST``. Under the lock
+    ``build(tmp)`` fills an empty temp folder and must write ``manifest`` last; the folder is then
+    renamed to ``target``. A folder is complete iff it holds ``manifest``. Under the lock
     ``<target>.lock``: re-check (another process may have finished while we waited), remove
     leftovers of killed builds (``<target>.tmp-*``, an incomplete ``target``), build, rename.
     The OS releases the lock of a killed process, so a stale lock file never blocks.
     """
-    if _is_complete(target):
+    if _is_complete(target, manifest):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(target) + ".lock", timeout=timeout)
     try:
         with lock:
-            if _is_complete(target):
+            if _is_complete(target, manifest):
                 logger.info("%s was built by another process while we waited", target)
                 return target
-            _remove_leftovers(target)
+            _remove_leftovers(target, manifest)
             tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
             try:
                 build(tmp)
                 os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the cache is readable like any other
-                if not (tmp / MANIFEST).is_file():
-                    raise AssetError(f"internal: build of {target.name} wrote no {MANIFEST}")
+                if not (tmp / manifest).is_file():
+                    raise AssetError(f"internal: build of {target.name} wrote no {manifest}")
                 os.rename(tmp, target)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -173,16 +175,16 @@ def build_once(target: Path, build: Callable[[Path], None], *, timeout: float = 
     return target
 
 
-def _is_complete(folder: Path) -> bool:
-    return (folder / MANIFEST).is_file()
+def _is_complete(folder: Path, manifest: str = MANIFEST) -> bool:
+    return (folder / manifest).is_file()
 
 
-def _remove_leftovers(target: Path) -> None:
+def _remove_leftovers(target: Path, manifest: str = MANIFEST) -> None:
     for stale in target.parent.glob(target.name + ".tmp-*"):
         logger.warning("removing %s, left behind by an interrupted conversion", stale)
         shutil.rmtree(stale, ignore_errors=True)
     if target.exists():
-        logger.warning("removing incomplete %s (no %s)", target, MANIFEST)
+        logger.warning("removing incomplete %s (no %s)", target, manifest)
         shutil.rmtree(target)
 
 

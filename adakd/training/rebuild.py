@@ -90,12 +90,25 @@ def rebuild_progress(run_dir: str | Path) -> tuple[int, int] | None:
 
 def estimated_seconds(run_dir: str | Path) -> float | None:
     """The run's own training time (sum of step_seconds in metrics.jsonl): a rebuild on the same
-    machine takes about as long, minus probes and evaluation."""
-    from adakd.runs.rundir import read_jsonl
+    machine takes about as long, minus probes and evaluation; plus the teacher's fine-tuning time
+    (config.json's ``teacher_sft``) when that teacher is not in the cache yet."""
+    from adakd.runs.rundir import read_json, read_jsonl
 
     logged = [r.get("step_seconds") for r in read_jsonl(Path(run_dir) / "metrics.jsonl")]
     seconds = [s for s in logged if isinstance(s, (int, float)) and math.isfinite(s)]
-    return sum(seconds) if seconds else None
+    if not seconds:
+        return None
+    document = read_json(Path(run_dir) / "config.json")
+    sft = document.get("teacher_sft") if isinstance(document, dict) else None
+    if isinstance(sft, dict) and isinstance(sft.get("seconds"), (int, float)) and not _teacher_cached(sft):
+        seconds.append(float(sft["seconds"]))
+    return sum(seconds)
+
+
+def _teacher_cached(sft: dict) -> bool:
+    from adakd.training.teacher_sft import RECIPE_FILE, teachers_dir
+
+    return (teachers_dir() / str(sft.get("folder")) / RECIPE_FILE).is_file()
 
 
 def _losses(records: list[dict]) -> dict[int, float]:

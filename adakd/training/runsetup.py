@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from adakd import names
 from adakd.config import RunConfig
 from adakd.runs.limits import check_data_file
 from adakd.runs.provenance import git_revision
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TINY = "tiny-random"
+TINY = names.TINY_RANDOM
 PRUNED = "pruned"  # the teacher with narrower MLPs (adakd/models/pruning.py)
 TINY_TEACHER: dict[str, Any] = {
     "layers": 2,
@@ -136,6 +137,9 @@ def build_models(config: RunConfig, device: torch.device):
             seed=config.seed,
         )
         teacher, student, tokenizer = pair.teacher, pair.student, pair.tokenizer
+    if config.teacher_sft_steps:
+        # the student came from the teacher as loaded; the run distils from its fine-tuned copy
+        teacher = load_distillation_teacher(config)
     teacher = teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -143,6 +147,19 @@ def build_models(config: RunConfig, device: torch.device):
     for p in student.parameters():
         p.requires_grad_(True)
     return teacher, student, tokenizer
+
+
+def load_distillation_teacher(config: RunConfig) -> PreTrainedModel:
+    """The frozen teacher a run distils from, on the CPU in float32: ``config.teacher``, or with
+    ``teacher_sft_steps`` its fine-tuned copy (adakd/training/teacher_sft.py; built on first use).
+    The tiny-random teacher is made in code, not loaded."""
+    from adakd.models import loading as models
+    from adakd.training.teacher_sft import distillation_teacher
+
+    if config.teacher == TINY:
+        return tiny_teacher(run_tokenizer(config)).eval().requires_grad_(False)
+    teacher, _ = models.load_teacher(distillation_teacher(config), "cpu", torch.float32, config.trust_remote_code)
+    return teacher
 
 
 def _special_token_ids(tokenizer) -> dict[str, Any]:
@@ -492,6 +509,8 @@ def run_metadata(
     student,
 ) -> dict[str, Any]:
     """The config.json document (format 1)."""
+    from adakd.training.teacher_sft import built_record
+
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {
         "format": FORMAT,
@@ -508,6 +527,7 @@ def run_metadata(
         "command": list(command),
         "started_at": utc_now(),
         "num_parameters": {"teacher": count_parameters(teacher), "student": count_parameters(student)},
+        "teacher_sft": built_record(config),
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }
 

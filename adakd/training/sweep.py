@@ -243,6 +243,14 @@ def run_sweep(preset: str | None, grid, base_overrides, root, name: str) -> Path
             entry["error"] = error
         write_json_atomic(folder / MANIFEST, manifest)
 
+    for entry in manifest["runs"]:  # before anything runs: a skipped or resumed point must be this sweep's
+        differences = recorded_differences(folder / entry["name"], build_config(preset, {**base, **entry["overrides"]}))
+        if differences:
+            raise ValueError(
+                f"{folder / entry['name']} was made with another config than this sweep gives now "
+                f"({'; '.join(differences)}), e.g. because the preset changed since: sweep into another "
+                "--root or --name"
+            )
     write_json_atomic(folder / MANIFEST, manifest)
     for entry in manifest["runs"]:
         run = RunDir(folder / entry["name"])
@@ -288,6 +296,26 @@ def run_sweep(preset: str | None, grid, base_overrides, root, name: str) -> Path
             save(entry, "failed", status.get("error") or f"exit code {returncode}")
             log.error("sweep %s: %s failed; continuing with the next point", name, entry["name"])
     return folder
+
+
+# Fields whose value does not change what a run measures, so a point recorded with another value
+# is still the same point: loss_input gives the same loss and gradient up to float rounding
+# (docs/method.md §10; runs made before the field existed record "logits").
+RESULT_NEUTRAL_FIELDS = frozenset({"loss_input"})
+
+
+def recorded_differences(run_dir: Path, expected: RunConfig) -> list[str]:
+    """``"lr 0.001 (now 0.0001)"`` for each field where the run recorded in ``run_dir`` differs from
+    ``expected`` (RESULT_NEUTRAL_FIELDS aside); empty when they agree or nothing is recorded yet."""
+    document = read_json(Path(run_dir) / "config.json")
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        return []  # a point that never got as far as its config.json is trained afresh
+    recorded = RunConfig.from_record(document["config"]).to_dict()
+    return [
+        f"{key} {recorded.get(key)!r} (now {value!r})"
+        for key, value in expected.to_dict().items()
+        if key not in RESULT_NEUTRAL_FIELDS and recorded.get(key) != value
+    ]
 
 
 def _run_point(command: list[str]) -> int:

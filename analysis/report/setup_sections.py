@@ -29,6 +29,24 @@ def decoding_text(run: Run) -> str:
     )
 
 
+def teacher_sft_text(config: dict, meta: dict) -> str:
+    """How the teacher was fine-tuned before distillation (``teacher_sft_steps``), ending the Teacher line."""
+    steps = config.get("teacher_sft_steps") or 0
+    if not steps:
+        return "."
+    record = meta.get("teacher_sft") or {}
+    losses = (
+        f" (training loss {record['first_loss']:.3f} at its first step, {record['last_loss']:.3f} at its last)"
+        if isinstance(record.get("first_loss"), float) and isinstance(record.get("last_loss"), float)
+        else ""
+    )
+    return (
+        f", **fine-tuned first** on the training replies for {steps} steps at lr {config.get('teacher_sft_lr')}"
+        f"{losses}, as the paper's teacher is fine-tuned on its task; the student is built from the teacher "
+        "before that fine-tuning (adakd/training/teacher_sft.py)."
+    )
+
+
 def setup_section(study: Study) -> str:
     runs = study.runs
     ref = study.full or (study.ablation[0] if study.ablation else runs[0])
@@ -42,7 +60,8 @@ def setup_section(study: Study) -> str:
         "## Setup",
         "",
         f"- **Teacher**: `{c.get('teacher')}` ({params.get('teacher', 0) / 1e6:.1f} M parameters)"
-        + (", the offline default (SmolLM2-135M-Instruct)." if c.get("teacher") == "smollm2-135m-instruct" else "."),
+        + (", the offline default (SmolLM2-135M-Instruct)" if c.get("teacher") == "smollm2-135m-instruct" else "")
+        + teacher_sft_text(c, meta),
         (
             f"- **Student**: `subset` = teacher layers {layers} ({len(layers)} of the teacher's layers, "
             f"{params.get('student', 0) / 1e6:.1f} M parameters), initialised from the teacher's weights."

@@ -36,6 +36,8 @@ def collect_runs(root: str | os.PathLike) -> list[Run]:
 # method's own settings (divergence, LATF, IDTS, indicator, regime, ...) and the seed vary by arm.
 RECIPE_FIELDS = (
     "teacher",
+    "teacher_sft_steps",
+    "teacher_sft_lr",
     "student",
     "student_layers",
     "random_layers",

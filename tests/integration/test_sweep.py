@@ -139,6 +139,28 @@ def test_manifest_records_failures_and_resume_skips_finished(tmp_path, monkeypat
     assert {r["state"] for r in read_json(folder / "sweep.json")["runs"]} == {"finished"}
 
 
+def test_a_point_recorded_with_another_config_stops_the_sweep_before_anything_runs(tmp_path, monkeypatch):
+    """A finished point is skipped only when its config.json is the config the sweep gives now: after
+    a preset changes, re-running a study must not mix runs of two recipes under one folder."""
+    from adakd.training.sweep import build_config
+
+    monkeypatch.setattr(
+        sweep,
+        "_command",
+        _fake_point("open(run.parent / 'calls.txt', 'a').write(run.name + '\\n')\nstatus('finished')\n"),
+    )
+    folder = run_sweep("smoke", ["seed=0,1"], ["max_steps=2"], tmp_path, "s")
+    for seed in (0, 1):
+        config = build_config("smoke", {"max_steps": "2", "seed": str(seed)}).to_dict()
+        if seed == 1:
+            config["lr"] = 0.5  # as if the preset's lr had changed since the point ran
+        config["loss_input"] = "logits"  # the same loss up to rounding: never a difference
+        (folder / f"seed={seed}" / "config.json").write_text(json.dumps({"config": config}))
+    with pytest.raises(ValueError, match=r"seed=1 was made with another config .*lr 0\.5 \(now 0\.003\)"):
+        run_sweep("smoke", ["seed=0,1"], ["max_steps=2"], tmp_path, "s")
+    assert (folder / "calls.txt").read_text().split() == ["seed=0", "seed=1"]  # nothing ran again
+
+
 def test_a_signal_right_after_a_point_finished_records_it_as_finished(tmp_path, monkeypatch):
     """SIGTERM to the process group as the point's run writes "finished": the sweep ends, and its
     manifest says finished for that point (it said "stopped", and the report counted it missing)."""

@@ -56,3 +56,21 @@ def test_no_named_grid_arm_changes_the_recipe():
     touching = {(grid, arm, key) for grid, arms in NAMED_GRIDS.items() for arm, o in arms.items() for key in o}
     assert {t for t in touching if t[2] in RECIPE_FIELDS} == set()
     assert touching  # the grids were read
+
+
+def test_a_fine_tuned_teacher_is_another_recipe_and_the_setup_says_how_it_was_tuned(tmp_path):
+    from analysis.report.setup_sections import teacher_sft_text
+
+    paths = [
+        make_run(tmp_path, "plain", config={"seed": 0}),
+        make_run(tmp_path, "tuned", config={"seed": 0, "teacher_sft_steps": 300, "teacher_sft_lr": 5e-5}),
+    ]
+    clear_cache()
+    plain, tuned = (load_run(p) for p in paths)
+    assert split_by_recipe([plain, tuned]) == ([plain], [tuned])
+    assert recipe_differences(tuned, plain) == "teacher_sft_steps 300 (study: 0)"
+    record = {"teacher_sft": {"first_loss": 2.164, "last_loss": 1.931}}
+    text = teacher_sft_text({"teacher_sft_steps": 300, "teacher_sft_lr": 5e-5}, record)
+    assert "fine-tuned first** on the training replies for 300 steps at lr 5e-05" in text
+    assert "2.164 at its first step, 1.931 at its last" in text
+    assert teacher_sft_text({"teacher_sft_steps": 0}, record) == "."
