@@ -18,8 +18,12 @@ from adakd.runs.rundir import check_run_name
 from adakd.training.sweep import build_config, expand_grid, parse_grid
 
 PRESET_HELP = {
-    "demo": "The offline demo: SmolLM2-135M-Instruct teacher → 6-layer student on chatterbot "
-    "conversations; about 5 minutes on a laptop CPU, with probes and a final ROUGE-L.",
+    "demo": "The offline demo and study regime: SmolLM2-135M-Instruct, fine-tuned on chatterbot's "
+    "training replies first, → a student with half its MLP neurons; about 8 minutes per run on 2 CPU "
+    "cores, with probes and the held-out evaluation. The first run on a machine fine-tunes the teacher "
+    "first (about 10 minutes; its log shows the progress), which every later run reuses.",
+    "quick": "A quick look at the machinery (about 3 minutes): a 6-layer student that does not learn "
+    "enough to compare methods.",
     "smoke": "Seconds: two tiny random models, a few steps. For checking that everything works.",
     "gpt2-dolly": "GPU: GPT-2 XL → GPT-2 on databricks-dolly-15k (needs the models in the HF cache "
     "and the Dolly JSONL file).",

@@ -151,7 +151,8 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
 
-    config = resolve_preset(args.preset, args.set)
+    # the teacher's weights do not change the step time: skip fine-tuning it first (--set may say otherwise)
+    config = resolve_preset(args.preset, ["teacher_sft_steps=0", *args.set])
     device, dtype, reason = choose_device_and_dtype(config)
     if args.random_teacher:
         teacher, student, tokenizer = random_default_pair(config, device)

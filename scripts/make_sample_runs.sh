@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Regenerate sample_runs/: the small-scale study behind docs/results.md and the dashboard's
-# content on a fresh machine. Every point is an ordinary `python -m adakd` run of the `demo`
-# preset (the study regime of docs/study_regime.md: SmolLM2-135M-Instruct teacher, the teacher
-# with half its MLP neurons pruned as the student, chatterbot data, 200 steps, evaluation under
-# the protocol of docs/method.md §7), so the same seeds give the same numbers on the same
-# machine. Checkpoints (student weights) are deleted after each sweep: sample_runs/ holds run
+# Regenerate the sample study under sample_runs/teacher-sft/: the small-scale study behind
+# docs/results-teacher-sft.md and the dashboard's content on a fresh machine. Every point is an
+# ordinary `python -m adakd` run of the `demo` preset (the study regime of docs/study_regime.md:
+# SmolLM2-135M-Instruct fine-tuned on chatterbot's training replies first (§8; once, cached), the
+# teacher as loaded with half its MLP neurons pruned as the student, chatterbot data, 200 steps,
+# evaluation under the protocol of docs/method.md §7), so the same seeds give the same numbers on
+# the same machine. The studies directly under sample_runs/ (docs/results.md) are the earlier
+# regime, whose teacher was not fine-tuned; a sweep refuses to resume them with today's demo. Checkpoints (student weights) are deleted after each sweep: sample_runs/ holds run
 # data only; `adakd rebuild RUN` retrains a run's student from its config.json.
 #
 #   bash scripts/make_sample_runs.sh            # all studies, in priority order
@@ -12,21 +14,22 @@
 #
 # Cost on an idle 2-core CPU: about 8 minutes per run (6.3 min of training, 1.3 min to evaluate
 # the final student on 100 prompts x 3 generation seeds; docs/study_regime.md §7); the first run
-# also evaluates the teacher and the initial student (~3.5 min more, cached for every later run).
+# also fine-tunes the teacher (~10 min) and evaluates it and the initial student (~3.5 min more),
+# all cached for every later run.
 # The ablation (6 runs) takes about 50 minutes, the competence curve (one 1,000-step run) about 40;
 # all studies (46 runs) about 6.5 hours: run them on a GPU
 # (docs/gpu_study.md). Check a run against a fresh training of its config:
-#   .venv/bin/python scripts/check_sample_run.py "sample_runs/ablation/seed=0,ablation=full"
+#   .venv/bin/python scripts/check_sample_run.py "sample_runs/teacher-sft/ablation/seed=0,ablation=full"
 #
 # The same studies on another preset (docs/gpu_study.md), e.g. GPT-2 XL -> GPT-2 on Dolly:
 #   PRESET=gpt2-dolly ROOT=runs-gpt2 HF_HUB_OFFLINE=0 \
 #     SET="data=data/databricks-dolly-15k.jsonl" bash scripts/make_sample_runs.sh ablation
-# PRESET (default demo), ROOT (default sample_runs), SET (KEY=VALUE overrides for every run),
+# PRESET (default demo), ROOT (default sample_runs/teacher-sft), SET (KEY=VALUE overrides for every run),
 # PY (default .venv/bin/python), HF_HUB_OFFLINE (default 1: no downloads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-ROOT=${ROOT:-sample_runs}
+ROOT=${ROOT:-sample_runs/teacher-sft}
 PRESET=${PRESET:-demo}
 SET=${SET:-}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}

@@ -18,6 +18,10 @@ points, and it is exactly the process the CLI and the dashboard start.
 Resuming: running the same sweep again skips points whose run finished, resumes points that
 stopped or crashed with a checkpoint, and restarts points that left no checkpoint. Ctrl-C or
 SIGTERM stops the current point cleanly (checkpoint, state "stopped") and ends the sweep.
+"The same sweep" means the same points with the same configs (an override that spells out what
+the preset now holds changes nothing); a finished or resumable point whose recorded config.json
+differs from the config the sweep gives now (say, the preset changed since) stops the sweep before
+anything runs, so one folder never mixes two recipes.
 """
 
 from __future__ import annotations
@@ -231,8 +235,8 @@ def run_sweep(preset: str | None, grid, base_overrides, root, name: str) -> Path
     }
     previous = read_json(folder / MANIFEST)
     if previous is not None:
-        if (previous.get("preset"), previous.get("grid"), previous.get("base_overrides")) != (preset, grid, base):
-            raise ValueError(f"{folder} holds a different sweep (preset/grid/overrides differ); choose another name")
+        if _point_configs(previous) != _point_configs(manifest):
+            raise ValueError(f"{folder} holds a different sweep (its points' configs differ); choose another name")
         manifest = previous
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -296,6 +300,20 @@ def run_sweep(preset: str | None, grid, base_overrides, root, name: str) -> Path
             save(entry, "failed", status.get("error") or f"exit code {returncode}")
             log.error("sweep %s: %s failed; continuing with the next point", name, entry["name"])
     return folder
+
+
+def _point_configs(manifest: dict) -> dict[str, dict]:
+    """name -> the config each point of a sweep manifest stands for. Two manifests with the same
+    points are the same sweep even when one spells out in overrides what the other's preset holds."""
+    try:
+        return {
+            entry["name"]: build_config(
+                manifest.get("preset"), {**manifest.get("base_overrides", {}), **entry["overrides"]}
+            ).to_dict()
+            for entry in manifest.get("runs", [])
+        }
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"sweep manifest is damaged or from another version ({err}); choose another name") from None
 
 
 # Fields whose value does not change what a run measures, so a point recorded with another value

@@ -72,9 +72,23 @@ RECIPE_FIELDS = (
 _RECIPE_DEFAULTS = {key: value for key, value in RunConfig().to_dict().items() if key in RECIPE_FIELDS}
 
 
+def recipe_values(config: dict) -> dict:
+    """A config's RECIPE_FIELDS (fields it lacks at their defaults)."""
+    return {key: config.get(key, _RECIPE_DEFAULTS[key]) for key in RECIPE_FIELDS}
+
+
 def recipe(run: Run) -> str:
     """The run's RECIPE_FIELDS as one comparable string (fields its config lacks at their defaults)."""
-    return json.dumps({key: run.config.get(key, _RECIPE_DEFAULTS[key]) for key in RECIPE_FIELDS}, sort_keys=True)
+    return json.dumps(recipe_values(run.config), sort_keys=True)
+
+
+def differences_from_preset(run: Run, preset: str = "demo") -> str:
+    """ "teacher_sft_steps 0 (demo: 300)": where the run's recipe differs from a preset's today."""
+    from adakd.presets import PRESETS
+
+    ours, theirs = recipe_values(run.config), recipe_values(RunConfig.from_dict(dict(PRESETS[preset])).to_dict())
+    differing = [key for key in RECIPE_FIELDS if ours[key] != theirs[key]]
+    return ", ".join(f"{key} {ours[key]} ({preset}: {theirs[key]})" for key in differing)
 
 
 def recipe_differences(run: Run, reference: Run) -> str:

@@ -196,6 +196,11 @@ def test_resume_uses_checkpoint_and_stop_ends_the_sweep(tmp_path, monkeypatch):
     assert (folder / "calls.txt").read_text().split() == ["seed=0", "train", "seed=0", "resume", "seed=1", "train"]
     with pytest.raises(ValueError, match="different sweep"):
         run_sweep(None, ["seed=0,1,2"], [], tmp_path, "s")
+    with pytest.raises(ValueError, match="different sweep"):
+        run_sweep(None, ["seed=0,1"], ["lr=0.5"], tmp_path, "s")
+    # spelling out a default is the same sweep: it resumes (nothing left to run)
+    run_sweep(None, ["seed=0,1"], ["lr=0.0001"], tmp_path, "s")
+    assert len((folder / "calls.txt").read_text().split()) == 6
 
 
 def test_sigterm_stops_the_point_cleanly_and_ends_the_sweep(tmp_path):

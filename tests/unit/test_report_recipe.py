@@ -74,3 +74,19 @@ def test_a_fine_tuned_teacher_is_another_recipe_and_the_setup_says_how_it_was_tu
     assert "fine-tuned first** on the training replies for 300 steps at lr 5e-05" in text
     assert "2.164 at its first step, 1.931 at its last" in text
     assert teacher_sft_text({"teacher_sft_steps": 0}, record) == "."
+
+
+def test_a_study_says_where_it_differs_from_todays_demo(tmp_path):
+    from adakd.config import RunConfig
+    from adakd.presets import PRESETS
+    from analysis.report.study import differences_from_preset
+
+    demo = RunConfig.from_dict(dict(PRESETS["demo"])).to_dict()
+    paths = [
+        make_run(tmp_path, "now", config=demo),
+        make_run(tmp_path, "then", config={**demo, "teacher_sft_steps": 0}),
+    ]
+    clear_cache()
+    now, then = (load_run(p) for p in paths)
+    assert differences_from_preset(now) == ""
+    assert differences_from_preset(then) == f"teacher_sft_steps 0 (demo: {demo['teacher_sft_steps']})"
