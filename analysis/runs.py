@@ -294,9 +294,14 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and ((path / "config.json").is_file() or (path / "status.json").is_file())
 
 
+# How far below a root runs are looked for: <root>/<run>, <root>/<sweep>/<run> and
+# <root>/<study>/<sweep>/<run> (e.g. sample_runs/teacher-sft/ablation/seed=0,ablation=base).
+SEARCH_DEPTH = 3
+
+
 def find_runs(roots) -> list[Path]:
-    """Run directories under `roots`: a root that is a run itself, its child runs, and the
-    runs one level further down (sweep folders). Sorted per root, no duplicates."""
+    """Run directories under `roots`: a root that is a run itself, else the runs up to SEARCH_DEPTH
+    levels below it (never inside a run). Sorted per folder, no duplicates."""
     found: list[Path] = []
     seen: set[Path] = set()
 
@@ -306,20 +311,21 @@ def find_runs(roots) -> list[Path]:
             seen.add(resolved)
             found.append(resolved)
 
+    def walk(folder: Path, depth: int) -> None:
+        for child in sorted(_visible_dirs(folder)):
+            if is_run_dir(child):
+                add(child)
+            elif depth < SEARCH_DEPTH:
+                walk(child, depth + 1)
+
     for root in roots:
         root = Path(root).expanduser()
         if not root.is_dir():
             continue
         if is_run_dir(root):
             add(root)
-            continue
-        for child in sorted(_visible_dirs(root)):
-            if is_run_dir(child):
-                add(child)
-            else:
-                for grandchild in sorted(_visible_dirs(child)):
-                    if is_run_dir(grandchild):
-                        add(grandchild)
+        else:
+            walk(root, 1)
     return found
 
 
@@ -357,6 +363,17 @@ LIST_COLUMNS = [
 ]
 
 
+def _sweep_name(path: Path, roots: list[Path]) -> str:
+    """The folder holding a run, relative to its root ("ablation", "teacher-sft/ablation"); "" for a
+    run directly under a root. Nested sweeps keep their parents, so two studies' "ablation" stay apart."""
+    if path.parent in roots:
+        return ""
+    for root in roots:
+        if path.is_relative_to(root):
+            return path.parent.relative_to(root).as_posix()
+    return path.parent.name
+
+
 def list_runs(roots) -> pd.DataFrame:
     """One row per run found under `roots` (columns LIST_COLUMNS).
 
@@ -365,14 +382,14 @@ def list_runs(roots) -> pd.DataFrame:
     config max_steps; final_loss: the last logged `loss`; rouge_l: the last student eval's
     average; problems: the run's problems joined by "; " ("" when none); step_gaps: the missing or
     repeated steps of metrics.jsonl ("" when none; part of problems too); sweep: the folder
-    holding the run when it is not a root itself ("" otherwise); tags (joined by ", ") and notes:
+    holding the run, relative to its root, when it is not a root itself ("" otherwise); tags (joined by ", ") and notes:
     the run's notes.json (adakd.runs.run_notes; a damaged one adds a problem).
     """
     roots = [Path(r).expanduser().resolve() for r in roots]
     rows = []
     for path in find_runs(roots):
         run = load_run(path)
-        rows.append(summary_row(run, sweep="" if path.parent in roots else path.parent.name))
+        rows.append(summary_row(run, sweep=_sweep_name(path, roots)))
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in LIST_COLUMNS})
     return pd.DataFrame(rows, columns=LIST_COLUMNS)

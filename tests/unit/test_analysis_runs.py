@@ -322,17 +322,18 @@ def test_find_runs_sees_runs_sweeps_and_a_run_given_as_root(tmp_path):
     (root / "notes" / "readme.txt").write_text("not a run")
     make_run(root / ".hidden", "x")
     make_run(root, "half.tmp")
-    (root / "deep" / "deeper").mkdir(parents=True)
-    make_run(root / "deep" / "deeper", "too-deep")
+    grouped = make_sweep(root / "study", "ablation", {"seed=0": {"seed": 0}})  # <root>/<study>/<sweep>/<run>
+    (root / "deep" / "deeper" / "deepest").mkdir(parents=True)
+    make_run(root / "deep" / "deeper" / "deepest", "too-deep")
     single = make_run(tmp_path / "elsewhere", "single")
 
     found = find_runs([root, single, tmp_path / "missing", root])
-    assert found == [p.resolve() for p in (a, b, s1, s2, single)]
+    assert found == [p.resolve() for p in (a, b, s1, s2, grouped / "seed=0", single)]
 
     table = list_runs([root])
     assert list(table.columns) == LIST_COLUMNS
-    assert table["sweep"].tolist() == ["", "", "c-sweep", "c-sweep"]
-    assert table["c"].tolist()[2:] == [0.1, 0.3]
+    assert table["sweep"].tolist() == ["", "", "c-sweep", "c-sweep", "study/ablation"]
+    assert table["c"].tolist()[2:4] == [0.1, 0.3]
     assert json.loads((sweep / "sweep.json").read_text())["grid"] == {"idts_c": [0.1, 0.3]}
 
 
