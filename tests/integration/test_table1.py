@@ -30,6 +30,7 @@ METHODS = {
 TINY = [
     "teacher=tiny-random",
     "student=tiny-random",
+    "teacher_sft_steps=0",  # the tiny teacher is made in code: nothing to fine-tune
     "max_train_examples=64",
     "max_prompt_length=32",
     "max_length=64",

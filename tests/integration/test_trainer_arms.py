@@ -62,6 +62,7 @@ def test_sft_skips_the_teacher(tmp_path, monkeypatch):
         [
             "teacher=tiny-random",
             "student=tiny-random",
+            "teacher_sft_steps=0",
             "max_train_examples=64",
             "max_prompt_length=32",
             "max_length=64",
