@@ -459,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
         p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
 
+    def config_options(p, set_help: str) -> None:  # the config a command builds: --preset, then --set
+        p.add_argument(
+            "--preset", choices=list(PRESETS), default=None, help="named config (default: RunConfig defaults)"
+        )
+        p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=set_help)
+
     p = sub.add_parser(
         "train",
         help="start a run",
@@ -466,14 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
         "`torchrun --nproc_per_node N -m adakd train ...` (gloo on CPU, nccl on CUDA); "
         "rank 0 writes the run directory.",
     )
-    p.add_argument("--preset", choices=list(PRESETS), default=None, help="named config (default: RunConfig defaults)")
-    p.add_argument(
-        "--set",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config fields, e.g. --set lr=1e-4 idts_c=0.3 student_layers=0,6,12 max_train_examples=none "
+    config_options(
+        p,
+        "override config fields, e.g. --set lr=1e-4 idts_c=0.3 student_layers=0,6,12 max_train_examples=none "
         "(lists comma separated or JSON, dicts JSON, bools true/false); `python -m adakd settings` lists every field "
         "with its default and allowed values",
     )
@@ -488,15 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune the teacher a config asks for (teacher_sft_steps) into the cache, before a run "
         "needs it (e.g. ahead of a data-parallel run); prints its folder",
     )
-    p.add_argument("--preset", choices=list(PRESETS), default=None, help="named config (default: RunConfig defaults)")
-    p.add_argument(
-        "--set",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config fields, as for train; the fields of the fine-tuning's recipe decide the teacher",
-    )
+    config_options(p, "override config fields, as for train; the fields of the fine-tuning's recipe decide the teacher")
     common(p)
     p.set_defaults(func=cmd_teacher)
 
