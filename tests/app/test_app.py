@@ -45,11 +45,12 @@ TITLES = {
     "views/explorer.py": "Token explorer",
     "views/export.py": "Report bundle",
 }
-# Plotly charts each page draws for one probed, evaluated run (Compare: its open first tab).
+# Plotly charts each page draws for one probed, evaluated run (Compare, Token dynamics: their
+# open first tab).
 CHARTS = {
     "views/runs.py": 0,
     "views/train.py": 2,
-    "views/dynamics.py": 3,
+    "views/dynamics.py": 1,
     "views/gradients.py": 2,
     "views/temperature.py": 1,
     "views/compare.py": 1,
@@ -138,13 +139,40 @@ def test_every_page_renders_a_probed_run(env, page):
         assert downloads.count(fmt) >= CHARTS[page], (page, fmt, downloads)
 
 
-def test_dynamics_page_shows_the_selected_run(env):
+def test_dynamics_page_shows_the_selected_run_one_tab_at_a_time(env):
+    """Each tab draws its own chart of the selected run and none of the others'; the open tab
+    is written to the URL."""
     at = open_page("views/dynamics.py", selected=[env / "plain-kd"])
-    names = [f["layout"]["title"]["text"] for f in charts(at)]
-    assert all(n.endswith("plain-kd") for n in names), names
+    titles = {
+        "Loss and r": "Loss and LATF ratio — plain-kd",
+        "Difficulty heat map": "Token difficulty, probe example 0 — plain-kd",
+        "Token groups": "Difficulty by token group — plain-kd",
+    }
+    for tab, title in titles.items():
+        at.session_state["dynamics-tab"] = tab  # what a click on the tab does
+        at.run()
+        no_failure(at)
+        assert [f["layout"]["title"]["text"] for f in charts(at)] == [title], tab
+        assert at.query_params["dynamics-tab"] in (tab, [tab])
     # the heat map holds the 8 probe tokens of example 0 at the 3 probe steps
+    at.session_state["dynamics-tab"] = "Difficulty heat map"
+    at.run()
     heat = next(f for f in charts(at) if f["data"][0]["type"] == "heatmap")
     assert len(heat["data"][0]["y"]) == 8 and heat["data"][0]["x"] == [0, 10, 20]
+
+
+def test_dynamics_tabs_of_a_run_without_probes_say_so(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    run = make_run(root, "unprobed", steps=5, tokens=False, gradients=False)
+    monkeypatch.setenv("ADAKD_RUNS", str(root))
+    at = open_page("views/dynamics.py", selected=[run])
+    no_failure(at)
+    assert len(charts(at)) == 1  # the loss curve needs no probes
+    for tab in ("Difficulty heat map", "Token groups"):
+        at.session_state["dynamics-tab"] = tab
+        at.run()
+        no_failure(at)
+        assert not charts(at) and any("has no probe data" in i.value for i in at.info), tab
 
 
 def test_compare_defaults_to_one_sweep_not_every_run(env):
@@ -642,6 +670,8 @@ def test_a_heatmap_token_opens_the_explorer_on_its_probe_example(tmp_path, monke
     run = make_run(tmp_path, "linked", config=config, steps=4, probe_steps=[0, 4], n_examples=2, n_tokens=6)
     at = open_page("views/dynamics.py", selected=[run], timeout=180)
     no_failure(at)
+    at.session_state["dynamics-tab"] = "Difficulty heat map"
+    at.run()
     at.selectbox(key="dynamics-example").set_value(1).run()
     at.toggle(key="dynamics-heatmap-groups").set_value(True).run()
     heat = next(c for c in charts(at) if c["data"][0]["type"] == "heatmap")["data"][0]

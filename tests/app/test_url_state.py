@@ -103,9 +103,17 @@ def test_one_run_pages_and_the_explorer_read_their_choices_from_the_url(env):  #
     assert at.slider(key="dynamics-smoothing").value == pytest.approx(0.6)
     loss = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
     assert [t["name"] for t in loss][:2] == ["ce", "ratio r"] and loss[-1]["name"] == "ce, raw"  # smoothed
+    at.session_state["dynamics-tab"] = "Token groups"
+    at.run()
     assert at.radio(key="dynamics-split").value == "paper"
+    at.session_state["dynamics-tab"] = "Difficulty heat map"
+    at.run()
     examples = at.selectbox(key="dynamics-example").options
     assert at.selectbox(key="dynamics-example").value == 0 and "example 9" not in examples  # no such example
+    # a link with a tab and a token opens that tab at that token
+    at = opened("views/dynamics.py", {"dynamics-tab": "Difficulty heat map", "dynamics-token": "3"})
+    assert at.selectbox(key="dynamics-token").value == 3
+    assert [json.loads(c.proto.spec)["data"][0]["type"] for c in at.get("plotly_chart")] == ["heatmap"]
     at = opened("views/explorer.py", {"explorer-r": "0.25", "explorer-c": "1.5", "explorer-source": "tiny"})
     assert at.slider(key="explorer-r").value == pytest.approx(0.25)
     assert at.slider(key="explorer-c").value == pytest.approx(1.5)

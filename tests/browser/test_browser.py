@@ -26,7 +26,7 @@ SHOTS = REPO / "test-artifacts" / "screenshots"
 PAGES = [
     ("", "Runs", 0, '[data-testid="stDataFrame"] canvas'),
     ("train", "Train", 2, "text=Start"),
-    ("dynamics", "Token dynamics", 3, None),
+    ("dynamics", "Token dynamics", 1, None),  # the open tab's chart only
     ("gradients", "Gradients", 2, None),
     ("temperature", "Temperature & entropy", 1, None),
     ("compare", "Compare", 1, None),
@@ -128,8 +128,24 @@ def test_token_explorer_on_a_custom_prompt(page, server):
     settle(page)
 
 
+def test_token_dynamics_draws_a_tab_when_it_is_opened(page, server):
+    """A click on the heat map's tab draws the heat map (a script run, not a hidden chart) and
+    puts the tab in the URL; a reload stays on it."""
+    open_and_check(page, f"{server}/dynamics", "Token dynamics", 1)
+    page.get_by_role("tab", name="Difficulty heat map").click()
+    heatmap = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(
+        p => (p._fullData || []).some(t => t.type === 'heatmap'))"""
+    page.wait_for_function(heatmap)
+    settle(page)
+    assert "dynamics-tab=Difficulty" in page.url
+    page.reload()
+    page.get_by_role("heading", name="Token dynamics", level=1).wait_for()
+    page.wait_for_function(heatmap)
+    page.screenshot(path=str(SHOTS / "dynamics-heatmap-tab.png"))
+
+
 def test_download_one_png(page, server):
-    open_and_check(page, f"{server}/dynamics", "Token dynamics", 3)
+    open_and_check(page, f"{server}/dynamics", "Token dynamics", 1)
     button = page.locator('[data-testid="stDownloadButton"] button', has_text="PNG").first
     with page.expect_download(timeout=120_000) as download:
         button.click()
@@ -169,7 +185,7 @@ def test_compare_choices_survive_navigation_and_reload(page, server):
 def test_a_stop_and_resume_is_marked_on_the_curves(page, server):
     """plain-kd was stopped after step 10 and resumed: its loss / r curve on Token dynamics shows
     a dotted line captioned "resumed", and its line on Compare a tick at step 10."""
-    open_and_check(page, f"{server}/dynamics?selected_runs=plain-kd", "Token dynamics", 3)
+    open_and_check(page, f"{server}/dynamics?selected_runs=plain-kd", "Token dynamics", 1)
     marks = page.locator('[data-testid="stPlotlyChart"] .annotation-text', has_text="resumed")
     assert marks.count() == 1
     page.screenshot(path=str(SHOTS / "dynamics-stop-resume.png"))
