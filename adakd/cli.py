@@ -408,10 +408,15 @@ def cmd_teacher(args) -> int:
     from adakd.presets import resolve_preset
     from adakd.training.teacher_sft import distillation_teacher
 
-    try:
-        config = resolve_preset(args.preset, args.set)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    if args.run is not None:  # the teacher a run's config.json names (e.g. a sample run's, on a fresh machine)
+        if args.preset or args.set:
+            raise UsageError("--run takes the config from the run's config.json: leave out --preset and --set")
+        config = _run_config(_resolve_run(args.run, runs_root(args.root)))
+    else:
+        try:
+            config = resolve_preset(args.preset, args.set)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     if not config.teacher_sft_steps:
         raise UsageError(
             "teacher_sft_steps is 0 in this config, so there is no teacher to fine-tune: "
@@ -420,6 +425,20 @@ def cmd_teacher(args) -> int:
     _quiet_transformers()
     print(distillation_teacher(config))
     return 0
+
+
+def _run_config(path: Path):
+    """The RunConfig in a run folder's config.json; a UsageError that says what is wrong with it."""
+    from adakd.config import RunConfig
+    from adakd.runs.rundir import read_json
+
+    document = read_json(path / "config.json")
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise UsageError(f"{path}: config.json is missing or unreadable, so its config is unknown")
+    try:
+        return RunConfig.from_record(document["config"])
+    except ValueError as err:
+        raise UsageError(f"{path}/config.json: {err}") from None
 
 
 def cmd_dashboard(args) -> int:
@@ -490,6 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
         "needs it (e.g. ahead of a data-parallel run); prints its folder",
     )
     config_options(p, "override config fields, as for train; the fields of the fine-tuning's recipe decide the teacher")
+    p.add_argument(
+        "--run",
+        help="instead of --preset / --set: the config of this run folder (or run name), e.g. a sample run's "
+        "teacher on a machine that has not built it yet",
+    )
     common(p)
     p.set_defaults(func=cmd_teacher)
 

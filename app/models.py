@@ -60,6 +60,22 @@ def run_spec(run, step: int | None) -> ModelSpec:
     return ModelSpec("run", config_json(run.config), str(run.path), step)
 
 
+def teacher_to_build(spec: ModelSpec) -> str | None:
+    """The cache folder of the fine-tuned teacher a run's pair needs when this machine has not
+    built it yet (adakd/training/teacher_sft.py: loading the pair fine-tunes it first, minutes)."""
+    if spec.kind != "run":
+        return None
+    from adakd.config import RunConfig
+    from adakd.training.teacher_sft import teacher_to_build as folder_to_build
+
+    try:
+        config = RunConfig.from_dict(json.loads(spec.config))
+    except ValueError:  # load_pair says what is wrong with the config
+        return None
+    folder = folder_to_build(config)
+    return None if folder is None else str(folder)
+
+
 def describe(spec: ModelSpec) -> str:
     config = json.loads(spec.config)
     student = config.get("student", "subset")

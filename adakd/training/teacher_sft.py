@@ -96,6 +96,15 @@ def sft_teacher_folder(config: RunConfig) -> Path:
     return teachers_dir() / f"sft-{recipe_key(sft_recipe(config))}"
 
 
+def teacher_to_build(config: RunConfig) -> Path | None:
+    """The folder of the fine-tuned teacher ``config`` distils from when it is not built yet
+    (the first use fine-tunes it: minutes); None when it is built or the config fine-tunes none."""
+    if not config.teacher_sft_steps:
+        return None
+    folder = sft_teacher_folder(config)
+    return None if (folder / RECIPE_FILE).is_file() else folder
+
+
 def sft_config(config: RunConfig) -> RunConfig:
     """The run that fine-tunes the teacher: cross-entropy on the references (``kd_ratio`` 0) of
     the teacher as loaded, as its own student; probes, evaluation and intermediate checkpoints off."""

@@ -83,6 +83,19 @@ def rebuild_panel(path: str, name: str, info: dict) -> None:
     follow()
 
 
+def teacher_notice(path: str, config: dict, meta: dict) -> None:
+    """Say that the first Analyse fine-tunes the run's teacher (it is not in this machine's cache), and how long."""
+    seconds = (meta.get("teacher_sft") or {}).get("seconds")
+    when = f"about {seconds / 60:.0f} min on the machine that ran it" if isinstance(seconds, int | float) else "minutes"
+    st.warning(
+        f"This run distils from its teacher fine-tuned for {config.get('teacher_sft_steps')} steps first "
+        f"(`teacher_sft_steps`), which this machine has not built yet: the first Analyse fine-tunes it "
+        f"({when}; cached for every later use). To build it ahead, in a terminal: "
+        f'`python -m adakd teacher --run "{path}"`; rebuilding the trained student builds it too.',
+        icon=":material/hourglass_top:",
+    )
+
+
 # Typed text is bounded before it reaches the tokenizer; the token bounds (analysis.explorer:
 # 1024 prompt / 512 reply tokens, and the model context) then give the precise message.
 MAX_TEXT_CHARS = 20_000
@@ -133,6 +146,8 @@ with source_col:
             rebuild_panel(path, run.name, rebuild)
         spec = models.run_spec(run, step)
         ui.remote_code_notice(run.config)
+        if models.teacher_to_build(spec) is not None:
+            teacher_notice(str(run.path), run.config, run.meta)
     st.caption(models.describe(spec))
 
 # (label, session key, height, help) of the optional text fields below the prompt
@@ -185,7 +200,8 @@ def analyse(spec, prompt: str, reference: str | None, ratio: float, c: float, ma
             stage_start = now
 
         try:
-            status.update(label="Loading the models …")
+            fine_tune = models.teacher_to_build(spec) is not None
+            status.update(label="Fine-tuning the run's teacher first (once) …" if fine_tune else "Loading the models …")
             models.load_pair(spec)
             done("Models loaded")
             if reference is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -179,3 +180,44 @@ def test_data_parallel_run_does_not_fine_tune_inside_the_launch(teacher_folder, 
     with pytest.raises(ValueError, match="build it in one process first with `python -m adakd teacher`"):
         distillation_teacher(config)
     assert not sft_teacher_folder(config).exists()
+
+
+def test_cli_teacher_builds_the_teacher_of_a_run_folder(teacher_folder, isolated_cache, tmp_path, capsys):
+    """`adakd teacher --run RUN`: the teacher a run's config.json needs (e.g. a sample run's on a
+    fresh machine); --run with --preset is refused in one line."""
+    from adakd.cli import main
+    from adakd.training.teacher_sft import sft_teacher_folder, teacher_to_build
+
+    config = _config(teacher_folder, teacher_sft_steps=2)
+    run = tmp_path / "runs" / "a-run"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"config": config.to_dict()}))
+    assert teacher_to_build(config) == sft_teacher_folder(config)
+    assert main(["teacher", "--run", str(run), "--preset", "smoke"]) == 2
+    assert "leave out --preset and --set" in capsys.readouterr().err
+    assert main(["teacher", "--run", str(run), "--quiet"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(sft_teacher_folder(config))
+    assert teacher_to_build(config) is None
+    assert teacher_to_build(_config(teacher_folder, teacher_sft_steps=0)) is None  # nothing to fine-tune
+
+
+def test_explorer_says_the_first_analyse_fine_tunes_the_run_teacher(
+    teacher_folder, isolated_cache, tmp_path, monkeypatch
+):
+    """A run whose fine-tuned teacher this machine has not built: the explorer says so, with the
+    command that builds it ahead, before anything is loaded."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.rundir_factory import make_run
+
+    root = tmp_path / "runs"
+    config = {**_config(teacher_folder).to_dict(), "teacher_sft_steps": 2}
+    run = make_run(root, "sft-run", config=config, steps=2, meta={"teacher_sft": {"folder": "x", "seconds": 600.0}})
+    monkeypatch.setenv("ADAKD_RUNS", str(root))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app" / "main.py"), default_timeout=60)
+    at.session_state["selected_runs"] = [str(run)]
+    at.run()
+    at.switch_page("views/explorer.py").run()
+    assert not at.exception
+    notice = [w.value for w in at.warning if "has not built yet" in w.value]
+    assert len(notice) == 1 and "about 10 min" in notice[0] and f'--run "{run}"' in notice[0], notice
