@@ -666,25 +666,42 @@ def train_with_trl(
     ``accelerate launch`` (or torchrun) every process calls this; rank 0 writes."""
     first_rank = int(os.environ.get("RANK", "0")) == 0  # only rank 0 will write the directory
     with _own_process_group(), new_run_lock(run_dir) if first_rank else nullcontext():  # before any model loads
-        trainer = AdaKDDistillationTrainer.from_config(
-            config, Path(run_dir) / CHECKPOINTS, run_dir=run_dir, preset=preset, name=name
+        _train(
+            lambda: AdaKDDistillationTrainer.from_config(
+                config, Path(run_dir) / CHECKPOINTS, run_dir=run_dir, preset=preset, name=name
+            ),
+            on_step,
         )
-        _report_as_the_cli(trainer, on_step)
-        trainer.train()
     return Path(run_dir)
+
+
+def _train(build: Callable[[], AdaKDDistillationTrainer], on_step: Callable[[dict], None] | None, **train_args) -> None:
+    """Build the trainer and train; it is unreachable once this returns, so that
+    :func:`_own_process_group` can free it (and the process group its DDP wrapper holds)."""
+    trainer = build()
+    _report_as_the_cli(trainer, on_step)
+    trainer.train(**train_args)
 
 
 @contextmanager
 def _own_process_group():
     """Under ``accelerate launch`` the trainer's Accelerator creates the process group: destroy it
     when the run ends, all ranks together, as ``adakd train`` does for its own. One the caller
-    made is left to the caller. (This does not stop the rare abort at interpreter exit that
-    tests/integration/test_trl.py's 2-process test names: that one survived it.)"""
+    made is left to the caller.
+
+    The finished trainer is collected first. Its reference cycles (callbacks that point back at
+    it) keep the DDP wrapper, and through it the gloo process group and its threads, alive past
+    ``destroy_process_group`` until the interpreter's own teardown, whose order is arbitrary: a
+    rank then aborted now and then at exit ("terminate called without an active exception", no
+    Python frame) although the run had finished."""
+    import gc
+
     import torch.distributed as dist
 
     made_here = not (dist.is_available() and dist.is_initialized())
     yield  # a failure propagates as it is: a barrier here could wait for a rank that is gone
     if made_here and dist.is_available() and dist.is_initialized():
+        gc.collect()  # the trainer of the block (see _train) and the process-group references it held
         dist.barrier()  # no rank tears its connections down while another still uses them
         dist.destroy_process_group()
 
@@ -716,12 +733,15 @@ def resume_with_trl(
     ``adakd_state.json``), or from step 0 when none was written; the run's files are cut there."""
     meta = RunDir(run_dir).read_config() or {}
     with _own_process_group():  # before the trainer's Accelerator makes it
-        trainer = AdaKDDistillationTrainer.from_config(
-            config, Path(run_dir) / CHECKPOINTS, run_dir=run_dir, preset=meta.get("preset"), name=meta.get("name")
-        )
-        _report_as_the_cli(trainer, on_step)
         found = last_trl_checkpoint(run_dir)
-        trainer.train(resume_from_checkpoint=str(found[1]) if found else None, resume_run=True)
+        _train(
+            lambda: AdaKDDistillationTrainer.from_config(
+                config, Path(run_dir) / CHECKPOINTS, run_dir=run_dir, preset=meta.get("preset"), name=meta.get("name")
+            ),
+            on_step,
+            resume_from_checkpoint=str(found[1]) if found else None,
+            resume_run=True,
+        )
     return Path(run_dir)
 
 
