@@ -494,3 +494,22 @@ def test_table1_says_when_distillms_phi_rose(tmp_path):
     assert "DistiLLM/srkl + AdaKD: φ rose to 0.20 at step 3" in text
     assert "φ stayed 0" not in text
     R.clear_cache()
+
+
+def test_the_c_reading_compares_the_seeds_every_c_has():
+    """c = 0.5 comes from the ablation's three seeds, the other c from seed 0 only: the sentence
+    that names the lowest and highest held-out CE compares seed 0 with seed 0, not a 3-seed mean
+    with single seeds."""
+    from types import SimpleNamespace
+
+    from analysis.report import table_sections
+
+    def run(c, seed, ce):
+        return SimpleNamespace(config={"idts_c": c, "seed": seed, "latf": "adaptive", "idts": "on"}, ce=ce)
+
+    runs = [run(0.5, 0, 3.70), run(0.5, 1, 4.00), run(0.5, 2, 4.00), run(0.1, 0, 3.75), run(0.9, 0, 3.80)]
+    low, high, means = table_sections._lowest_and_highest_by_c(runs, lambda r: r.ce)
+    assert (low, high) == (0.5, 0.9) and means[0.5] == 3.70  # the 3-seed mean (3.90) would be the highest
+    assert "training seed 0, which every c has" in table_sections._seeds_compared(runs)
+    no_common = [run(0.5, 1, 4.0), run(0.1, 0, 3.75)]
+    assert table_sections._common_seeds(no_common) == no_common  # nothing to pair: every run counts
