@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests/browser_harness.py and the packages, as a script from anywhere
@@ -81,6 +83,12 @@ def timed_analyse(page, act_and_settle) -> float:
     return done - start
 
 
+def reply_tokens(page) -> int | None:
+    """The length of the reply the explorer scored, from its "Reply scored (…, N tokens)" line."""
+    found = re.search(r"Reply scored \([^,]+, (\d+) tokens\)", page.locator('[data-testid="stMain"]').inner_text())
+    return int(found.group(1)) if found else None
+
+
 def line(what: str, first: float, later: list[float], target: float) -> bool:
     median = statistics.median(later) if later else first
     ok = median <= target
@@ -115,15 +123,21 @@ def main() -> int:
             ok &= line("Compare, 8 runs", first, later, COMPARE_TARGET_S)
 
             timed_load(page, f"{url}/explorer", settle)
+            # the explorer is on the session's default run (the newest finished one); its teacher's
+            # reply length decides the generation time, so both are printed
+            print(f"explorer: {unquote(parse_qs(urlparse(page.url).query).get('selected_runs', ['?'])[0])}")
             prompt = page.get_by_role("textbox", name="Prompt", exact=True)
             prompt.fill(PROMPTS[0])
             cold = timed_analyse(page, act_and_settle)
             print(f"{'Analyse, first (models load)':44s} {cold:7.2f}")
             loaded = []
+            lengths = []
             for text in PROMPTS[1 : 1 + args.repeats]:
                 prompt.fill(text)
                 loaded.append(timed_analyse(page, act_and_settle))
+                lengths.append(reply_tokens(page))
             ok &= line("Analyse a new prompt, models loaded", loaded[0], loaded, ANALYSE_TARGET_S)
+            print(f"{'  (teacher replies, tokens)':44s} {', '.join(map(str, lengths))}")
             slider = page.get_by_role("slider", name="LATF ratio r")
             moves = []
             for i in range(args.repeats + 1):
