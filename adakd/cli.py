@@ -430,13 +430,13 @@ def cmd_teacher(args) -> int:
 def _run_config(path: Path):
     """The RunConfig in a run folder's config.json; a UsageError that says what is wrong with it."""
     from adakd.config import RunConfig
-    from adakd.runs.rundir import read_json
+    from adakd.runs.rundir import recorded_config
 
-    document = read_json(path / "config.json")
-    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+    fields = recorded_config(path)
+    if fields is None:
         raise UsageError(f"{path}: config.json is missing or unreadable, so its config is unknown")
     try:
-        return RunConfig.from_record(document["config"])
+        return RunConfig.from_record(fields)
     except ValueError as err:
         raise UsageError(f"{path}/config.json: {err}") from None
 

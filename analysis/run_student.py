@@ -52,14 +52,14 @@ def load_student_checkpoint(run_dir: str | Path, step: int | None = None, teache
     Returns the student in eval mode with gradients off, on the teacher's device.
     """
     from adakd.config import RunConfig
-    from adakd.runs.rundir import read_json
+    from adakd.runs.rundir import recorded_config
     from adakd.training.checkpoint import load_checkpoint
 
     run = Path(run_dir)
-    document = read_json(run / "config.json")
-    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+    fields = recorded_config(run)
+    if fields is None:
         raise ValueError(f"{run}: config.json is missing or unreadable, so the student cannot be rebuilt")
-    config = RunConfig.from_record(document["config"])
+    config = RunConfig.from_record(fields)
     found = _checkpoints(run)
     if step is None:
         if not found:

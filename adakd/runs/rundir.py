@@ -151,6 +151,16 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
+def recorded_config(run_dir: Path) -> dict | None:
+    """The config fields a run folder's config.json records (its "config" object, as the
+    trainer wrote it); None when the file is missing, unreadable or has no such object, which
+    is what a run killed before its first write leaves."""
+    document = read_json(Path(run_dir) / CONFIG)
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        return None
+    return document["config"]
+
+
 @dataclass
 class JsonlRead:
     """Records of a JSONL file plus the problems found (1-based line numbers)."""

@@ -49,12 +49,12 @@ def rebuild_key(config: dict) -> str:
 
 
 def _run_config(run_dir: Path) -> dict:
-    from adakd.runs.rundir import read_json
+    from adakd.runs.rundir import recorded_config
 
-    document = read_json(Path(run_dir) / "config.json")
-    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+    fields = recorded_config(run_dir)
+    if fields is None:
         raise ValueError(f"{run_dir}: config.json is missing or unreadable, so the student cannot be rebuilt")
-    return document["config"]
+    return fields
 
 
 def rebuild_folder(run_dir: str | Path) -> Path:

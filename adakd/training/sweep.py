@@ -41,7 +41,7 @@ from pathlib import Path
 
 from adakd.config import RunConfig, apply_overrides, parse_overrides
 from adakd.presets import TABLES
-from adakd.runs.rundir import RunDir, check_run_name, read_json, write_json_atomic
+from adakd.runs.rundir import RunDir, check_run_name, read_json, recorded_config, write_json_atomic
 from adakd.runs.runlock import run_lock
 from adakd.runs.timestamps import utc_now
 
@@ -325,10 +325,10 @@ RESULT_NEUTRAL_FIELDS = frozenset({"loss_input"})
 def recorded_differences(run_dir: Path, expected: RunConfig) -> list[str]:
     """``"lr 0.001 (now 0.0001)"`` for each field where the run recorded in ``run_dir`` differs from
     ``expected`` (RESULT_NEUTRAL_FIELDS aside); empty when they agree or nothing is recorded yet."""
-    document = read_json(Path(run_dir) / "config.json")
-    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+    fields = recorded_config(Path(run_dir))
+    if fields is None:
         return []  # a point that never got as far as its config.json is trained afresh
-    recorded = RunConfig.from_record(document["config"]).to_dict()
+    recorded = RunConfig.from_record(fields).to_dict()
     return [
         f"{key} {recorded.get(key)!r} (now {value!r})"
         for key, value in expected.to_dict().items()

@@ -21,6 +21,7 @@ from adakd.runs.rundir import (
     read_json,
     read_jsonl,
     read_jsonl_report,
+    recorded_config,
     write_json_atomic,
 )
 from adakd.training import checkpoint as ckpt
@@ -39,6 +40,16 @@ def test_read_json_missing_or_damaged_gives_default(tmp_path):
     assert read_json(tmp_path / "missing.json", default={}) == {}
     (tmp_path / "bad.json").write_text('{"x": ')
     assert read_json(tmp_path / "bad.json") is None
+
+
+def test_recorded_config_reads_the_config_object_or_says_none(tmp_path):
+    assert recorded_config(tmp_path) is None  # killed before the trainer wrote config.json
+    (tmp_path / "config.json").write_text('{"config": {"lr": 0.001}, "format": 1}')
+    assert recorded_config(tmp_path) == {"lr": 0.001}
+    (tmp_path / "config.json").write_text('{"config": [1, 2]}')  # not an object
+    assert recorded_config(tmp_path) is None
+    (tmp_path / "config.json").write_text('{"config": {"lr"')  # truncated
+    assert recorded_config(tmp_path) is None
 
 
 def test_jsonl_tolerates_truncated_last_line_and_reports_garbage(tmp_path):
