@@ -10,6 +10,7 @@ Variants (reverse KL, τ = 1, every position valid — the worst case for AdaKD)
   logits_adakd   the same logits, adakd_loss(ratio=0.5, c=0.5): full AdaKD
   hidden_plain   adakd_loss_from_hidden(ratio=1, idts=False)
   hidden_adakd   adakd_loss_from_hidden(ratio=0.5, c=0.5)
+  hidden_adakd-nocache   the same with cache_rows=0: both heads run again for every selected row
   trl            TRL's ChunkedDivergenceFunction (trl.DistillationTrainer's loss, beta = 1: reverse KL),
                  when trl is installed (``pip install trl==1.16.0 datasets``; not a project dependency)
 
@@ -37,8 +38,12 @@ from adakd import adakd_loss  # noqa: E402
 from adakd.method.hidden_loss import adakd_loss_from_hidden  # noqa: E402
 from adakd.method.lm_head import LMHead  # noqa: E402
 
-VARIANTS = ("logits_plain", "logits_adakd", "hidden_plain", "hidden_adakd", "trl")
-SETTINGS = {"plain": {"ratio": 1.0, "idts": False}, "adakd": {"ratio": 0.5, "c": 0.5, "idts": True}}
+VARIANTS = ("logits_plain", "logits_adakd", "hidden_plain", "hidden_adakd", "hidden_adakd-nocache", "trl")
+SETTINGS = {
+    "plain": {"ratio": 1.0, "idts": False},
+    "adakd": {"ratio": 0.5, "c": 0.5, "idts": True},
+    "adakd-nocache": {"ratio": 0.5, "c": 0.5, "idts": True, "cache_rows": 0},  # hidden path only
+}
 
 
 def trl_available() -> bool:
@@ -154,12 +159,12 @@ def main(argv=None) -> None:
         f"one [N, V] float32 = {logits_bytes / 2**30:.2f} GiB"
     )
     ratio = "x logits_plain"
-    print(f"{'variant':14} {'loss':>10} {'median s':>9} {ratio:>15} {'peak GiB':>9} {ratio:>15}")
+    print(f"{'variant':21} {'loss':>10} {'median s':>9} {ratio:>15} {'peak GiB':>9} {ratio:>15}")
     base_t, base_m = statistics.median(times["logits_plain"]), memory["logits_plain"]
     for v in variants:
         med = statistics.median(times[v])
         print(
-            f"{v:14} {losses[v]:10.6f} {med:9.3f} {med / base_t:15.2f} "
+            f"{v:21} {losses[v]:10.6f} {med:9.3f} {med / base_t:15.2f} "
             f"{memory[v] / 2**30:9.2f} {memory[v] / base_m:15.2f}"
         )
     if "trl" in memory:

@@ -21,7 +21,13 @@ fused linear + cross-entropy kernels. Only the selected tokens pay for a gradien
 
 Cost in matrix products of N·H·V: scoring 2 (both heads), distillation 4·r (both heads again,
 ∂h, ∂W), so 4 at r = 0.5, the same as materialised plain KD (two heads, ∂h, ∂W), with half the
-softmax and divergence work and no ``[N, V]`` buffers; benchmarks/bench_hidden_loss.py measures it.
+softmax and divergence work and no ``[N, V]`` buffers. On a CPU the scoring pass also keeps u_S
+and z_T of the hardest rows seen so far (a streaming top-k over at most ``cache_rows`` rows,
+default four chunks), and step 3 takes them from there instead of running the heads again: the
+selected rows that fit then cost 2 products instead of 4 (3 in all at r = 0.5), for at most
+``cache_rows`` more rows of logits per model. The cache changes no value: a selected row not in
+it is recomputed. It is off on accelerators by default, where keeping it needs a host sync per
+chunk (the trainer's step allows one per micro-batch). benchmarks/bench_hidden_loss.py measures it.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ def adakd_loss_from_hidden(
     learned_temperature: Tensor | None = None,
     standardize: bool = False,
     pooled: PooledShare | None = None,
+    cache_rows: int | None = None,
 ) -> AdaKDOutput:
     """AdaKD loss of one batch from the models' last hidden states (see the module docstring).
 
@@ -82,6 +89,9 @@ def adakd_loss_from_hidden(
         pooled: this batch's share of a step-pooled selection (``adakd_loss``'s argument): the
             scoring pass is skipped (at kd_ratio < 1 it runs for the cross-entropy's gradient only)
             and the gradient pass covers the share's selected rows.
+        cache_rows: how many of the hardest rows' logits the scoring pass keeps for the
+            distillation pass (see the module docstring); None = four chunks on a CPU, 0
+            elsewhere; 0 = none. Changes the time and memory, never the result.
         The other arguments are those of ``adakd_loss``, with the same meaning and defaults.
 
     Equal to ``adakd_loss(head_S(h_S), head_T(h_T), mask, ...)`` in value, per-token outputs and
@@ -108,6 +118,8 @@ def adakd_loss_from_hidden(
     rows = chunk_size or default_chunk_rows(vocab)
     if rows < 1:
         raise ValueError(f"chunk_size must be >= 1 (got {chunk_size})")
+    if cache_rows is not None and cache_rows < 0:
+        raise ValueError(f"cache_rows must be >= 0 (got {cache_rows})")
 
     # The valid rows, gathered once (a view when every position counts), as in adakd_loss.
     mask = mask.bool()
@@ -167,10 +179,14 @@ def adakd_loss_from_hidden(
             scored = _pass(h_s, h_t, task, rows, ce_weight, kd_weight, score=True, plan=plan)
             difficulty, kd_sum = scored.difficulty, scored.kd_sum
         else:
-            scored = _pass(h_s, h_t, task, rows, ce_weight, kd_weight, score=True, plan=None)
+            if cache_rows is None:  # CPU: the bookkeeping's host syncs cost nothing there
+                cache_rows = 4 * rows if h_s.device.type == "cpu" else 0
+            cache = _RowCache(min(cache_rows, n_selected))
+            scored = _pass(h_s, h_t, task, rows, ce_weight, kd_weight, score=True, plan=None, cache=cache)
             difficulty = scored.difficulty
             plan = select_and_temper(difficulty, ratio, idts, base_temperature, c, inverse, tau_input)
-            kd_sum = _pass(h_s, h_t, task, rows, ce_weight, kd_weight, score=False, plan=plan).kd_sum
+            kd_sum = _pass(h_s, h_t, task, rows, ce_weight, kd_weight, score=False, plan=plan, cache=cache).kd_sum
+            del cache
     kd = kd_sum / kd_denominator
 
     ce = scored.nll_sum / n_valid if targets is not None and n_valid else kd.new_tensor(math.nan)
@@ -308,6 +324,74 @@ class _Sums:
     kd_sum: Tensor  # Σ τ²·D over the selected rows distilled (0 without a plan)
 
 
+class _RowCache:
+    """u_S and z_T ``[C, V]`` of the C hardest rows the scoring pass has seen so far: a streaming
+    top-k by difficulty (ties go either way: a selected row missing here is recomputed)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.filled = 0
+        # allocated by the first offer: row ids [C] (−1 = empty), difficulty [C], u_S and z_T [C, V]
+        self.rows: Tensor | None = None
+        self.difficulty: Tensor | None = None
+        self.u: Tensor | None = None
+        self.zt: Tensor | None = None
+
+    def offer(self, start: int, d: Tensor, u: Tensor, zt: Tensor) -> None:
+        """Rows ``start … start + R − 1`` of the pass with difficulty ``d [R]``, u_S and z_T ``[R, V]``."""
+        if self.capacity == 0:
+            return
+        if self.u is None:
+            self.rows = torch.full((self.capacity,), -1, dtype=torch.long, device=d.device)
+            self.difficulty = d.new_empty(self.capacity)
+            self.u = u.new_empty(self.capacity, u.shape[1])
+            self.zt = zt.new_empty(self.capacity, zt.shape[1])
+        assert self.rows is not None and self.difficulty is not None and self.zt is not None
+        take = min(self.capacity - self.filled, d.numel())  # free slots first
+        if take:
+            slots = slice(self.filled, self.filled + take)
+            self.u[slots], self.zt[slots], self.difficulty[slots] = u[:take], zt[:take], d[:take]
+            self.rows[slots] = torch.arange(start, start + take, device=d.device)
+            self.filled += take
+        if take == d.numel():
+            return
+        rest = d[take:]
+        top = torch.cat((self.difficulty, rest)).topk(self.capacity).indices
+        entering = top[top >= self.capacity] - self.capacity  # positions in ``rest``
+        if entering.numel() == 0:
+            return
+        keep = torch.zeros(self.capacity, dtype=torch.bool, device=d.device)
+        keep[top[top < self.capacity]] = True
+        freed = (~keep).nonzero().squeeze(1)  # as many as enter
+        self.u[freed], self.zt[freed] = u[take:][entering], zt[take:][entering]
+        self.difficulty[freed] = rest[entering]
+        self.rows[freed] = start + take + entering
+
+    def take(self, slots: Tensor, index: slice | Tensor, h_s: Tensor, h_t: Tensor | None, task: _Task):
+        """u_S and z_T ``[R, V]`` of one chunk of planned rows (``index`` into the pass's rows,
+        ``slots`` their cache slots): cached rows copied, the others computed by the heads."""
+        assert self.u is not None and self.zt is not None and h_t is not None and task.t_head is not None
+        hit = slots >= 0
+        if bool(hit.all()):
+            return self.u[slots], self.zt[slots]
+        rows = index if isinstance(index, Tensor) else torch.arange(index.start, index.stop, device=slots.device)
+        u = self.u.new_empty(slots.numel(), self.u.shape[1])
+        zt = self.zt.new_empty(slots.numel(), self.zt.shape[1])
+        found, missing = hit.nonzero().squeeze(1), (~hit).nonzero().squeeze(1)
+        u[found], zt[found] = self.u[slots[found]], self.zt[slots[found]]
+        u[missing] = task.s_head.pre_activation(h_s[rows[missing]])
+        zt[missing] = task.t_head.activate(task.t_head.pre_activation(h_t[rows[missing]]))
+        return u, zt
+
+    def slots(self, rows: Tensor, n: int) -> Tensor:
+        """The cache slot of each of ``rows`` (ids among the pass's ``n`` rows), −1 where absent."""
+        slot_of_row = torch.full((n,), -1, dtype=torch.long, device=rows.device)
+        if self.filled:
+            assert self.rows is not None
+            slot_of_row[self.rows[: self.filled]] = torch.arange(self.filled, device=rows.device)
+        return slot_of_row[rows]
+
+
 def _pass(
     h_s: Tensor,
     h_t: Tensor | None,
@@ -318,6 +402,7 @@ def _pass(
     *,
     score: bool,
     plan: TokenPlan | None,
+    cache: _RowCache | None = None,
 ) -> _Sums:
     """One pass over row chunks of the valid rows.
 
@@ -325,6 +410,8 @@ def _pass(
     Σ −log q(label)`` when ``ce_weight > 0``. plan: Σ τ²·D over the plan's selected rows (every
     row when ``plan.idx`` is None) and the gradient of ``kd_weight · Σ τ²·D``. A pass with both
     covers every row: the heads' products run once per row for scoring and distilling.
+    cache: filled by a scoring pass; a distillation pass takes the cached rows' u_S and z_T from
+    it and runs the heads on the others, chunk by chunk as without it.
     """
     n = h_s.shape[0]
     device = h_s.device
@@ -342,15 +429,22 @@ def _pass(
     per_token_tau = plan is not None and isinstance(plan.tau_arg, Tensor) and plan.tau_arg.dim() == 1
     learned = plan is not None and isinstance(plan.tau_arg, Tensor) and plan.tau_arg.dim() == 0
     weight = task.s_head.weight.detach()
+    # the cache slot of each planned row (−1: not cached), when a scoring pass left a cache
+    slot = None
+    if distil and cache is not None and cache.filled:
+        slot = cache.slots(selected if selected is not None else torch.arange(count, device=device), n)
     for i in range(0, count, rows):
         j = min(i + rows, count)
         index: slice | Tensor = selected[i:j] if selected is not None else slice(i, j)
         h_rows = h_s[index]
         labels = task.targets[index] if task.targets is not None else None
-        u = task.s_head.pre_activation(h_rows)
-        zt = None
-        if h_t is not None and task.t_head is not None:
-            zt = task.t_head.activate(task.t_head.pre_activation(h_t[index]))
+        if slot is not None and cache is not None:  # the same chunks as without the cache: the same sums
+            u, zt = cache.take(slot[i:j], index, h_s, h_t, task)
+        else:
+            u = task.s_head.pre_activation(h_rows)
+            zt = None
+            if h_t is not None and task.t_head is not None:
+                zt = task.t_head.activate(task.t_head.pre_activation(h_t[index]))
         ce_grad = score and grads is not None and ce_weight > 0 and labels is not None
         kd_grad = distil and grads is not None and kd_weight > 0
         objective = []
@@ -381,6 +475,8 @@ def _pass(
                 want_nll = labels is not None and not ce_grad
                 d, nll_rows = score_tokens(z.detach(), zt, task.indicator, labels, with_nll=want_nll, topk=task.topk)
                 sums.difficulty[index] = d
+                if cache is not None and isinstance(index, slice):
+                    cache.offer(index.start, d, u.detach(), zt)
                 if nll_rows is not None:
                     sums.nll_sum += nll_rows.sum()
             elif labels is not None and not ce_grad:  # SFT without gradient

@@ -31,7 +31,7 @@ def inputs(dtype=torch.float32, seed=0, bias=True, scale=1.0, softcap=None, all_
     return h_s, h_t, LMHead(w_s, b_s, scale, softcap), LMHead(w_t, b_t, scale, softcap), mask, labels
 
 
-def both(settings, *, dtype=torch.float32, chunk=4, ctkd=False, sft=False, **head):
+def both(settings, *, dtype=torch.float32, chunk=4, ctkd=False, sft=False, cache_rows=None, **head):
     """(reference output, its gradients, hidden-state output, its gradients)."""
     h_s, h_t, s_head, t_head, mask, labels = inputs(dtype, **head)
     params = [h_s, s_head.weight] + ([s_head.bias] if s_head.bias is not None else [])
@@ -45,7 +45,14 @@ def both(settings, *, dtype=torch.float32, chunk=4, ctkd=False, sft=False, **hea
             kwargs["learned_temperature"] = temperature(0.6)
         if hidden:
             out = adakd_loss_from_hidden(
-                h_s, None if sft else h_t, mask, s_head, None if sft else t_head, chunk_size=chunk, **kwargs
+                h_s,
+                None if sft else h_t,
+                mask,
+                s_head,
+                None if sft else t_head,
+                chunk_size=chunk,
+                cache_rows=cache_rows,
+                **kwargs,
             )
         else:
             out = adakd_loss(s_head(h_s), None if sft else t_head(h_t), mask, **kwargs)
@@ -108,6 +115,31 @@ def test_heads_with_scale_soft_cap_and_no_bias(head):
 @pytest.mark.parametrize("chunk", [1, 7, 1000])
 def test_chunk_size_does_not_change_the_result(chunk):
     assert_equal(*both({"ratio": 0.5, "divergence": "jsd"}, chunk=chunk), tol=1e-6)
+
+
+@pytest.mark.parametrize("cache_rows", [0, 3, 1000])  # none; evictions and misses; every selected row
+@pytest.mark.parametrize("settings", [{"ratio": 0.5}, {"ratio": 1.0}, {"ratio": 0.4, "kd_ratio": 0.5}])
+def test_the_row_cache_changes_no_value(cache_rows, settings):
+    assert_equal(*both(settings, cache_rows=cache_rows), tol=1e-6)
+
+
+def test_cached_rows_skip_the_teachers_head_in_the_distillation_pass(monkeypatch):
+    h_s, h_t, s_head, t_head, mask, labels = inputs()
+    rows_through = []
+    original = LMHead.pre_activation
+
+    def counted(self, h):
+        if self is t_head:
+            rows_through.append(h.shape[0])
+        return original(self, h)
+
+    monkeypatch.setattr(LMHead, "pre_activation", counted)
+    n_valid = int(mask.sum())
+    for cache_rows, expected in [(0, n_valid + n_valid // 2), (1000, n_valid), (2, n_valid + n_valid // 2 - 2)]:
+        rows_through.clear()
+        out = adakd_loss_from_hidden(h_s, h_t, mask, s_head, t_head, ratio=0.5, chunk_size=4, cache_rows=cache_rows)
+        assert out.n_selected == n_valid // 2
+        assert sum(rows_through) == expected, cache_rows
 
 
 def test_bf16_matches_the_materialised_bf16_loss():
