@@ -64,6 +64,12 @@ def heldout_section(study: Study) -> str:
             [str(component(run)), str(run.seed), rouge]
             + [_value(final_average(run, "student", column), fmt) for column, _, _, fmt in METRICS[1:]]
         )
+    sft = sorted((r for r in study.sft if not math.isnan(final_average(r, "student", "ce"))), key=lambda r: r.seed or 0)
+    for run in sft:  # the baseline without a teacher term (Tables 1-2): what KD must beat
+        rows.append(
+            ["SFT (no teacher term)", str(run.seed), _value(final_average(run, "student", "rouge_l"), ".2f")]
+            + [_value(final_average(run, "student", column), fmt) for column, _, _, fmt in METRICS[1:]]
+        )
     reference = runs[0]
     for model, label in (("teacher", "teacher"), ("student_init", "student (init)")):
         rows.append(
@@ -72,7 +78,40 @@ def heldout_section(study: Study) -> str:
         )
     lines.append(md_table(["arm", "seed", "ROUGE-L (± generation sd)"] + [m[1] for m in METRICS[1:]], rows))
     lines += ["", _paired_text(runs)]
+    sft_text = _sft_text(runs, sft)
+    if sft_text:
+        lines += ["", sft_text]
     return "\n".join(lines)
+
+
+def _sft_text(runs: list[Run], sft: list[Run]) -> str:
+    """Plain KD (base, mean over its seeds) against the SFT baseline on held-out CE and KL: a
+    distillation study whose plain KD does not beat SFT there shows no benefit of the teacher's
+    distribution yet, whatever AdaKD's arms do against base."""
+    base = [r for r in runs if component(r) == "base"]
+    if not base or not sft:
+        return ""
+    parts, kd_better = [], []
+    for column, label in (("ce", "held-out CE"), ("kl_teacher", "KL(teacher ‖ student)")):
+        kd = [final_average(r, "student", column) for r in base]
+        alone = [final_average(r, "student", column) for r in sft]
+        kd, alone = [x for x in kd if not math.isnan(x)], [x for x in alone if not math.isnan(x)]
+        if not kd or not alone:
+            continue
+        spread = 2 * statistics.stdev(kd) if len(kd) > 1 else 0.0
+        kd_mean, sft_mean = statistics.fmean(kd), statistics.fmean(alone)
+        kd_better.append(kd_mean < sft_mean - spread)
+        parts.append(f"{label} {kd_mean:.3f} (plain KD, {len(kd)} seeds) vs {sft_mean:.3f} (SFT, {len(alone)})")
+    if not parts:
+        return ""
+    verdict = (
+        "plain KD is lower than SFT by more than twice its seed spread on both."
+        if all(kd_better)
+        else "**plain KD does not beat the SFT baseline** here (it is not lower by more than twice its "
+        "seed spread on both), so this study does not yet show that the teacher's "
+        "distribution helps beyond its reference replies; read the arms' differences to base with that in mind."
+    )
+    return "Against the SFT baseline: " + "; ".join(parts) + ": " + verdict
 
 
 # the gate's metric labels (analysis.validity.METRICS) for the columns it judges

@@ -94,3 +94,25 @@ def test_a_metric_on_which_base_fails_the_gate_gives_no_finding(tmp_path):
     verdicts = verdict_section(Study(runs), threshold=2.0)
     assert "not a finding: the study fails the validity gate on ROUGE-L" in verdicts
     assert "full (AdaKD) +0.200 ± 0.000 over 3 seeds (worse)" in verdicts
+
+
+SFT = {"kd_ratio": 0.0, "latf": "off", "idts": "off"}
+
+
+def test_the_sft_baseline_gets_a_row_and_plain_kd_is_read_against_it(tmp_path):
+    base = [
+        _run(tmp_path, "b0", BASE, 0, 12.0, 3.00, 1.00),
+        _run(tmp_path, "b1", BASE, 1, 13.0, 3.10, 1.10),
+    ]
+    # base CE mean 3.05, sd 0.0707 (2 sd 0.141); KL mean 1.05, the same spread
+    worse_sft = _run(tmp_path, "s0", SFT, 0, 11.0, 3.40, 1.40)
+    text = heldout_section(Study([*base, worse_sft]))
+    assert "| SFT (no teacher term) | 0 | 11.00 | 3.400 | 1.400 | 5.0% |" in text
+    assert "held-out CE 3.050 (plain KD, 2 seeds) vs 3.400 (SFT, 1)" in text
+    assert "KL(teacher ‖ student) 1.050 (plain KD, 2 seeds) vs 1.400 (SFT, 1)" in text
+    assert "plain KD is lower than SFT by more than twice its seed spread on both." in text
+    # 3.15 is within 3.05 + 0.141 on CE: KD is not shown to beat SFT, whatever KL says
+    close_sft = _run(tmp_path, "s1", SFT, 0, 11.0, 3.15, 1.40)
+    text = heldout_section(Study([*base, close_sft]))
+    assert "**plain KD does not beat the SFT baseline**" in text
+    assert "Against the SFT baseline" not in heldout_section(Study(base))
