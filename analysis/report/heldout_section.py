@@ -109,7 +109,8 @@ def _sft_text(runs: list[Run], sft: list[Run]) -> str:
         if all(kd_better)
         else "**plain KD does not beat the SFT baseline** here (it is not lower by more than twice its "
         "seed spread on both), so with this base divergence the study does not show that the "
-        "teacher's distribution helps beyond its reference replies; read the arms' differences to base with that in mind."
+        "teacher's distribution helps beyond its reference replies; read the arms' differences "
+        "to base with that in mind."
     )
     return "Against the SFT baseline: " + "; ".join(parts) + ": " + verdict
 

@@ -32,6 +32,7 @@ def table1_section(study: Study, threshold: float) -> str:
     }
     rouge = {key: nan_mean([final_rouge(r) for r in part]) for key, part in arms.items()}
     ce = {key: _heldout_ce(part) for key, part in arms.items()}
+    kl = {key: _heldout(part, "kl_teacher") for key, part in arms.items()}
     rows, deltas = [], {}
     for div in divs:
         plain, ada = (div, "base"), (div, "full (AdaKD)")
@@ -46,6 +47,8 @@ def table1_section(study: Study, threshold: float) -> str:
                 fmt(nan_mean(ce[plain]), 3),
                 fmt(nan_mean(ce[ada]), 3),
                 fmt(nan_mean(ce[ada]) - nan_mean(ce[plain]), 3, signed=True),
+                fmt(nan_mean(kl[plain]), 3),
+                fmt(nan_mean(kl[ada]), 3),
                 f"{len(arms[plain])} / {len(arms[ada])}",
                 fmt(paper[0]),
                 fmt(paper[1]),
@@ -54,8 +57,9 @@ def table1_section(study: Study, threshold: float) -> str:
         )
     if study.sft:  # the SFT baseline has no AdaKD variant
         sft_ce = fmt(nan_mean(_heldout_ce(study.sft)), 3)
+        sft_kl = fmt(nan_mean(_heldout(study.sft, "kl_teacher")), 3)
         rows.append(
-            ["SFT", fmt(nan_mean([final_rouge(r) for r in study.sft])), "–", "–", sft_ce, "–", "–"]
+            ["SFT", fmt(nan_mean([final_rouge(r) for r in study.sft])), "–", "–", sft_ce, "–", "–", sft_kl, "–"]
             + [f"{len(study.sft)} / –", "–", "–", "–"]
         )
     out.append(
@@ -68,6 +72,8 @@ def table1_section(study: Study, threshold: float) -> str:
                 "held-out CE plain",
                 "held-out CE + AdaKD",
                 "Δ CE",
+                "held-out KL plain",
+                "held-out KL + AdaKD",
                 "seeds (plain / AdaKD)",
                 "plain (paper)",
                 "+ AdaKD (paper)",
@@ -78,9 +84,9 @@ def table1_section(study: Study, threshold: float) -> str:
     )
     out += [
         "",
-        "ROUGE-L and held-out CE (nats, lower is better) of the final student, each averaged over "
-        "its seeds. The paper's columns are ROUGE-L; its per-method numbers other than reverse KL "
-        "are not restated here (docs/method.md gives only that row).",
+        "ROUGE-L, held-out CE and held-out KL(teacher ‖ student) (nats, lower is better) of the "
+        "final student, each averaged over its seeds. The paper's columns are ROUGE-L; its "
+        "per-method numbers other than reverse KL are not restated here (docs/method.md gives only that row).",
     ]
     if deltas:
         unranked = "rouge_l" in failing_metrics([r for r in study.ablation if component(r) == "base"])
@@ -104,6 +110,7 @@ def table1_section(study: Study, threshold: float) -> str:
             + ".",
         ]
     out += ce_delta_reading(divs, arms)
+    out += sft_reading(divs, arms, study.sft)
     out += degenerate_replies_reading(runs, base_of)
     out += data_regime_reading(runs, base_of)
     missing = [d for d in ("fkl", "jsd", "srkl", "ab") if d not in divs]
@@ -117,7 +124,58 @@ def table1_section(study: Study, threshold: float) -> str:
 
 def _heldout_ce(runs: list[Run]) -> list[float]:
     """The final students' held-out CE, one per run that has it."""
-    return [v for r in runs if not math.isnan(v := final_average(r, "student", "ce"))]
+    return _heldout(runs, "ce")
+
+
+def _heldout(runs: list[Run], column: str) -> list[float]:
+    """The final students' held-out ``column`` (eval.jsonl), one per run that has it."""
+    return [v for r in runs if not math.isnan(v := final_average(r, "student", column))]
+
+
+def sft_reading(divs: list[str], arms: dict[tuple[str, str], list[Run]], sft: list[Run]) -> list[str]:
+    """Each method's plain arm against the SFT baseline on held-out CE and KL: the question of
+    Table 1's first row, whether distilling from the teacher beats training on the references.
+    Differences of means are read against 2·s·√(1/n + 1/n_SFT), s the largest std over seeds of
+    that metric among the arms with two or more seeds; [] without SFT or any such spread."""
+    if not sft:
+        return []
+    lines = []
+    for column, label in (("ce", "held-out CE"), ("kl_teacher", "held-out KL")):
+        values = {key: _heldout(part, column) for key, part in arms.items()}
+        spreads = [float(np.std(v, ddof=1)) for v in values.values() if len(v) >= 2]
+        alone = _heldout(sft, column)
+        if not spreads or not alone:
+            continue
+        s = max(spreads)
+        groups: dict[str, list[str]] = {"lower": [], "within": [], "higher": []}
+        for div in divs:
+            plain = values[(div, "base")]
+            if not plain:
+                continue
+            d = float(np.mean(plain)) - float(np.mean(alone))
+            limit = 2 * s * math.sqrt(1 / len(plain) + 1 / len(alone))
+            side = "lower" if d < -limit else "higher" if d > limit else "within"
+            groups[side].append(f"{div} {fmt(d, 3, signed=True)} (noise {fmt(limit, 3)})")
+        parts = [
+            f"{text} {', '.join(groups[side])}"
+            for side, text in (
+                ("lower", "plain KD below SFT beyond noise:"),
+                ("within", "within noise of SFT:"),
+                ("higher", "plain KD above SFT beyond noise (SFT better):"),
+            )
+            if groups[side]
+        ]
+        lines.append(
+            f"{label} against SFT ({fmt(float(np.mean(alone)), 3)}, {len(alone)} seed(s); s = {fmt(s, 3)}): "
+            + "; ".join(parts)
+        )
+    if not lines:
+        return []
+    return [
+        "",
+        "Reading, against the SFT baseline (plain KD − SFT, lower is better for KD): "
+        + " ".join(f"{x}." for x in lines),
+    ]
 
 
 def ce_delta_reading(divs: list[str], arms: dict[tuple[str, str], list[Run]]) -> list[str]:

@@ -132,8 +132,8 @@ def test_report_tables_have_the_runs_numbers(script, root, tmp_path):
     assert "full (AdaKD) +4.00 (above)" in text
 
     # Table 1 shape: reverse KL plain 10 -> AdaKD 14 next to the paper's 31.70 -> 32.97
-    assert "| rkl | 10.00 | 14.00 | +4.00 | – | – | – | 1 / 1 | 31.70 | 32.97 | +1.27 |" in text
-    assert "| fkl | 8.00 | 9.50 | +1.50 | – | – | – | 1 / 1 | – | – | – |" in text
+    assert "| rkl | 10.00 | 14.00 | +4.00 | – | – | – | – | – | 1 / 1 | 31.70 | 32.97 | +1.27 |" in text
+    assert "| fkl | 8.00 | 9.50 | +1.50 | – | – | – | – | – | 1 / 1 | – | – | – |" in text
     assert "Not yet run: jsd, srkl, ab" in text
     # the forward-KL runs stay out of the reverse-KL ablation
     assert "| base | rkl | 10.00 | 1 | +0.00 |" in text and "fkl + AdaKD | 9.50" not in text
@@ -331,7 +331,7 @@ def test_table1_reads_noise_and_the_data_each_regime_used(tmp_path):
         )
     text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
     # srkl and DistiLLM/srkl: 5.0 -> 8.0 = +3.00, beyond the 2.0-point floor; GKD has no AdaKD arm
-    assert "| srkl | 5.00 | 8.00 | +3.00 | – | – | – | 1 / 1 |" in text
+    assert "| srkl | 5.00 | 8.00 | +3.00 | – | – | – | – | – | 1 / 1 |" in text
     assert "beyond it: srkl (+3.00), DistiLLM/srkl (+3.00)" in text
     assert "GKD/jsd 3 of 6 logged steps trained on student-generated replies" in text
     assert "DistiLLM/srkl 0 of 6, DistiLLM/srkl + AdaKD 0 of 6" in text
@@ -377,7 +377,7 @@ def test_tables_3_and_5_one_row_per_arm(tmp_path):
     assert "Not yet run: fixed τ = 0.8, fixed τ = 1.2, fixed τ = e^-0.5, inverse IDTS (c = 0.5)" in text
     assert "Not yet run: forward KL, reverse KL, Jensen–Shannon, cross-entropy" in text
     assert "| SFT | SFT | 5.00 | 1 |" in text  # Table 2's SFT row
-    assert "| SFT | 5.00 | – | – | – | – | – | 1 / – |" in text  # Table 1's
+    assert "| SFT | 5.00 | – | – | – | – | – | – | – | 1 / – |" in text  # Table 1's
     R.clear_cache()
 
 
@@ -431,7 +431,10 @@ def test_table1_reads_heldout_ce_paired_by_seed_and_against_noise(tmp_path):
     """Table 1 with held-out CE. rkl: plain 3.8 / 3.9 / 4.0 and AdaKD 4.0 / 4.3 / 4.1 over seeds
     0-2 -> paired d = 0.2, 0.4, 0.1: mean 0.2333, sd 0.15275, 95 % half-width
     4.303·0.15275/√3 = 0.379 -> within. s = 0.15275 (both rkl arms). fkl 3.0 -> 3.5 (one seed):
-    noise 2·s·√2 = 0.432, Δ +0.5 -> higher beyond noise. jsd 3.0 -> 2.9: Δ −0.1 within. Signs: 2 of 3 above plain."""
+    noise 2·s·√2 = 0.432, Δ +0.5 -> higher beyond noise. jsd 3.0 -> 2.9: Δ −0.1 within. Signs: 2 of 3 above plain.
+    Against an SFT run with CE 3.5 and KL 1.2 (no KD run has KL, so KL has no spread and is not
+    read): rkl plain 3.9 − 3.5 = +0.4 against 2·s·√(1/3 + 1) = 0.353 -> above SFT; fkl and jsd
+    3.0 − 3.5 = −0.5 against 0.432 -> below."""
     R.clear_cache()
     root = tmp_path / "sample_runs"
     arms = {
@@ -462,9 +465,25 @@ def test_table1_reads_heldout_ce_paired_by_seed_and_against_noise(tmp_path):
                 tokens=False,
                 gradients=False,
             )
+    sft_record = dict(record, ce={"chatterbot": 3.5}, ce_avg=3.5, kl_teacher={"chatterbot": 1.2}, kl_teacher_avg=1.2)
+    make_run(
+        root / "sft",
+        "table1=sft",
+        config={**BASE, "kd_ratio": 0.0, "seed": 0},
+        steps=STEPS,
+        evals=[sft_record],
+        tokens=False,
+        gradients=False,
+    )
     text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
-    assert "| rkl | 10.00 | 10.00 | +0.00 | 3.900 | 4.133 | +0.233 | 3 / 3 |" in text
-    assert "| fkl | 10.00 | 10.00 | +0.00 | 3.000 | 3.500 | +0.500 | 1 / 1 |" in text
+    assert "| rkl | 10.00 | 10.00 | +0.00 | 3.900 | 4.133 | +0.233 | – | – | 3 / 3 |" in text
+    assert "| fkl | 10.00 | 10.00 | +0.00 | 3.000 | 3.500 | +0.500 | – | – | 1 / 1 |" in text
+    assert "| SFT | 10.00 | – | – | 3.500 | – | – | 1.200 | – | 1 / – |" in text
+    sft_line = next(line for line in text.splitlines() if line.startswith("Reading, against the SFT baseline"))
+    assert "held-out CE against SFT (3.500, 1 seed(s); s = 0.153)" in sft_line
+    assert "plain KD below SFT beyond noise: fkl -0.500 (noise 0.432), jsd -0.500 (noise 0.432)" in sft_line
+    assert "plain KD above SFT beyond noise (SFT better): rkl +0.400 (noise 0.353)" in sft_line
+    assert "held-out KL against SFT" not in sft_line
     line = next(line for line in text.splitlines() if line.startswith("Reading, held-out CE"))
     assert "s = 0.153" in line
     within = line.split("within noise for ")[1].split(";")[0]
