@@ -147,24 +147,20 @@ def sft_reading(divs: list[str], arms: dict[tuple[str, str], list[Run]], sft: li
         if not spreads or not alone:
             continue
         s = max(spreads)
-        groups: dict[str, list[str]] = {"lower": [], "within": [], "higher": []}
+        readings = []
         for div in divs:
             plain = values[(div, "base")]
             if not plain:
                 continue
             d = float(np.mean(plain)) - float(np.mean(alone))
             limit = 2 * s * math.sqrt(1 / len(plain) + 1 / len(alone))
-            side = "lower" if d < -limit else "higher" if d > limit else "within"
-            groups[side].append(f"{div} {fmt(d, 3, signed=True)} (noise {fmt(limit, 3)})")
-        parts = [
-            f"{text} {', '.join(groups[side])}"
-            for side, text in (
-                ("lower", "plain KD below SFT beyond noise:"),
-                ("within", "within noise of SFT:"),
-                ("higher", "plain KD above SFT beyond noise (SFT better):"),
-            )
-            if groups[side]
-        ]
+            readings.append((d, limit, f"{div} {fmt(d, 3, signed=True)} (noise {fmt(limit, 3)})"))
+        parts = _grouped_by_side(
+            readings,
+            lower="plain KD below SFT beyond noise:",
+            within="within noise of SFT:",
+            higher="plain KD above SFT beyond noise (SFT better):",
+        )
         lines.append(
             f"{label} against SFT ({fmt(float(np.mean(alone)), 3)}, {len(alone)} seed(s); s = {fmt(s, 3)}): "
             + "; ".join(parts)
@@ -190,7 +186,7 @@ def ce_delta_reading(divs: list[str], arms: dict[tuple[str, str], list[Run]]) ->
         return []
     s_key = max(spreads, key=lambda k: spreads[k])
     s = spreads[s_key]
-    groups: dict[str, list[str]] = {"lower": [], "within": [], "higher": []}
+    readings = []
     for div in divs:
         plain, ada = arms[(div, "base")], arms[(div, "full (AdaKD)")]
         by_seed = {r.seed: final_average(r, "student", "ce") for r in plain}
@@ -205,17 +201,13 @@ def ce_delta_reading(divs: list[str], arms: dict[tuple[str, str], list[Run]]) ->
             noise = f"noise {fmt(limit, 3)}"
         else:
             continue
-        side = "lower" if d < -limit else "higher" if d > limit else "within"
-        groups[side].append(f"{div} {fmt(d, 3, signed=True)} ({noise})")
-    parts = [
-        f"{label} {', '.join(groups[side])}"
-        for side, label in (
-            ("lower", "AdaKD lowers it beyond noise for"),
-            ("within", "within noise for"),
-            ("higher", "AdaKD raises it beyond noise for"),
-        )
-        if groups[side]
-    ]
+        readings.append((d, limit, f"{div} {fmt(d, 3, signed=True)} ({noise})"))
+    parts = _grouped_by_side(
+        readings,
+        lower="AdaKD lowers it beyond noise for",
+        within="within noise for",
+        higher="AdaKD raises it beyond noise for",
+    )
     signs = [
         float(np.mean(ce[(d, "full (AdaKD)")])) - float(np.mean(ce[(d, "base")]))
         for d in divs
@@ -235,6 +227,16 @@ def ce_delta_reading(divs: list[str], arms: dict[tuple[str, str], list[Run]]) ->
         + ". A row with one seed per arm reads a single training seed: a difference beyond noise "
         "there is a lead to re-run with more seeds, not a finding.",
     ]
+
+
+def _grouped_by_side(readings: list[tuple[float, float, str]], *, lower: str, within: str, higher: str) -> list[str]:
+    """Sort (difference d, noise limit, text) readings into d < −limit, |d| ≤ limit and
+    d > limit, and name each non-empty group after its heading, in that order."""
+    groups: dict[str, list[str]] = {"lower": [], "within": [], "higher": []}
+    for d, limit, text in readings:
+        groups["lower" if d < -limit else "higher" if d > limit else "within"].append(text)
+    headings = {"lower": lower, "within": within, "higher": higher}
+    return [f"{headings[side]} {', '.join(texts)}" for side, texts in groups.items() if texts]
 
 
 def data_regime_reading(runs: list[Run], base_of) -> list[str]:
