@@ -91,7 +91,7 @@ def _sft_text(runs: list[Run], sft: list[Run]) -> str:
     base = [r for r in runs if component(r) == "base"]
     if not base or not sft:
         return ""
-    parts, kd_better = [], []
+    parts, kd_better, sft_better = [], [], []
     for column, label in (("ce", "held-out CE"), ("kl_teacher", "KL(teacher ‖ student)")):
         kd = [final_average(r, "student", column) for r in base]
         alone = [final_average(r, "student", column) for r in sft]
@@ -101,17 +101,24 @@ def _sft_text(runs: list[Run], sft: list[Run]) -> str:
         spread = 2 * statistics.stdev(kd) if len(kd) > 1 else 0.0
         kd_mean, sft_mean = statistics.fmean(kd), statistics.fmean(alone)
         kd_better.append(kd_mean < sft_mean - spread)
+        if sft_mean < kd_mean - spread:
+            sft_better.append(label)
         parts.append(f"{label} {kd_mean:.3f} (plain KD, {len(kd)} seeds) vs {sft_mean:.3f} (SFT, {len(alone)})")
     if not parts:
         return ""
-    verdict = (
-        "plain KD is lower than SFT by more than twice its seed spread on both."
-        if all(kd_better)
-        else "**plain KD does not beat the SFT baseline** here (it is not lower by more than twice its "
-        "seed spread on both), so with this base divergence the study does not show that the "
-        "teacher's distribution helps beyond its reference replies; read the arms' differences "
-        "to base with that in mind."
-    )
+    if all(kd_better):
+        verdict = "plain KD is lower than SFT by more than twice its seed spread on both."
+    else:
+        why = (
+            f"SFT is lower by more than twice plain KD's seed spread on {' and '.join(sft_better)}"
+            if sft_better
+            else "it is not lower by more than twice its seed spread on both"
+        )
+        verdict = (
+            f"**plain KD does not beat the SFT baseline** here ({why}), so with this base divergence "
+            "the study does not show that the teacher's distribution helps beyond its reference "
+            "replies; read the arms' differences to base with that in mind."
+        )
     return "Against the SFT baseline: " + "; ".join(parts) + ": " + verdict
 
 

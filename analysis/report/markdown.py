@@ -5,6 +5,11 @@ from __future__ import annotations
 import math
 
 
+def seeds_text(n: int) -> str:
+    """ "1 seed", "3 seeds"."""
+    return f"{n} seed{'' if n == 1 else 's'}"
+
+
 def fmt(value, digits: int = 2, signed: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"

@@ -153,3 +153,13 @@ def wall_minutes(run: Run) -> float:
     except (KeyError, ValueError):
         return math.nan
     return (end - start).total_seconds() / 60.0
+
+
+def grouped_by_side(readings: list[tuple[float, float, str]], *, lower: str, within: str, higher: str) -> list[str]:
+    """Sort (difference d, noise limit, text) readings into d < −limit, |d| ≤ limit and
+    d > limit, and name each non-empty group after its heading, in that order."""
+    groups: dict[str, list[str]] = {"lower": [], "within": [], "higher": []}
+    for d, limit, text in readings:
+        groups["lower" if d < -limit else "higher" if d > limit else "within"].append(text)
+    headings = {"lower": lower, "within": within, "higher": higher}
+    return [f"{headings[side]} {', '.join(texts)}" for side, texts in groups.items() if texts]

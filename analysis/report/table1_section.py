@@ -9,8 +9,8 @@ import numpy as np
 
 from adakd.method.divergences import resolve_params
 from analysis.report.heldout_section import failing_metrics, paired_interval
-from analysis.report.markdown import fmt, md_table
-from analysis.report.numbers import final_replies, final_rouge, nan_mean
+from analysis.report.markdown import fmt, md_table, seeds_text
+from analysis.report.numbers import final_replies, final_rouge, grouped_by_side, nan_mean
 from analysis.report.settings import PAPER_TABLE1_RKL, REGENERATE
 from analysis.report.study import Study, _cfg, component
 from analysis.runs import Run, method_label
@@ -140,7 +140,7 @@ def sft_reading(divs: list[str], arms: dict[tuple[str, str], list[Run]], sft: li
     if not sft:
         return []
     lines = []
-    for column, label in (("ce", "held-out CE"), ("kl_teacher", "held-out KL")):
+    for column, label in (("ce", "Held-out CE"), ("kl_teacher", "Held-out KL")):
         values = {key: _heldout(part, column) for key, part in arms.items()}
         spreads = [float(np.std(v, ddof=1)) for v in values.values() if len(v) >= 2]
         alone = _heldout(sft, column)
@@ -155,14 +155,14 @@ def sft_reading(divs: list[str], arms: dict[tuple[str, str], list[Run]], sft: li
             d = float(np.mean(plain)) - float(np.mean(alone))
             limit = 2 * s * math.sqrt(1 / len(plain) + 1 / len(alone))
             readings.append((d, limit, f"{div} {fmt(d, 3, signed=True)} (noise {fmt(limit, 3)})"))
-        parts = _grouped_by_side(
+        parts = grouped_by_side(
             readings,
             lower="plain KD below SFT beyond noise:",
             within="within noise of SFT:",
             higher="plain KD above SFT beyond noise (SFT better):",
         )
         lines.append(
-            f"{label} against SFT ({fmt(float(np.mean(alone)), 3)}, {len(alone)} seed(s); s = {fmt(s, 3)}): "
+            f"{label} against SFT ({fmt(float(np.mean(alone)), 3)}, {seeds_text(len(alone))}; s = {fmt(s, 3)}): "
             + "; ".join(parts)
         )
     if not lines:
@@ -202,7 +202,7 @@ def ce_delta_reading(divs: list[str], arms: dict[tuple[str, str], list[Run]]) ->
         else:
             continue
         readings.append((d, limit, f"{div} {fmt(d, 3, signed=True)} ({noise})"))
-    parts = _grouped_by_side(
+    parts = grouped_by_side(
         readings,
         lower="AdaKD lowers it beyond noise for",
         within="within noise for",
@@ -227,16 +227,6 @@ def ce_delta_reading(divs: list[str], arms: dict[tuple[str, str], list[Run]]) ->
         + ". A row with one seed per arm reads a single training seed: a difference beyond noise "
         "there is a lead to re-run with more seeds, not a finding.",
     ]
-
-
-def _grouped_by_side(readings: list[tuple[float, float, str]], *, lower: str, within: str, higher: str) -> list[str]:
-    """Sort (difference d, noise limit, text) readings into d < −limit, |d| ≤ limit and
-    d > limit, and name each non-empty group after its heading, in that order."""
-    groups: dict[str, list[str]] = {"lower": [], "within": [], "higher": []}
-    for d, limit, text in readings:
-        groups["lower" if d < -limit else "higher" if d > limit else "within"].append(text)
-    headings = {"lower": lower, "within": within, "higher": higher}
-    return [f"{headings[side]} {', '.join(texts)}" for side, texts in groups.items() if texts]
 
 
 def data_regime_reading(runs: list[Run], base_of) -> list[str]:

@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.figures import c_sweep_frame
-from analysis.report.markdown import compare, fmt, md_table
+from analysis.report.markdown import compare, fmt, md_table, seeds_text
 from analysis.report.numbers import (
     final_rouge,
     group_medians,
+    grouped_by_side,
     nan_mean,
     paired_ce_difference,
     paired_ce_se,
@@ -193,7 +194,13 @@ def loss_section(study: Study) -> str:
                 f"{fmt(pb['ce_student_first'], 2)}), against the teacher's "
                 f"{fmt(pb['ce_teacher_last'], 2)} nats"
             )
-        out += ["", f"Reading: {reading}."]
+        n_probe = pb.get("n_tokens")
+        scope = f"training seed {base.seed}" + (f", {n_probe} probe tokens" if n_probe else "")
+        out += [
+            "",
+            f"Reading ({scope}; one seed, so a lead rather than a finding: the held-out CE of the "
+            f'"Held-out evaluation of the ablation arms" is the measure across seeds): {reading}.',
+        ]
     out += seed_consistency_reading(study)
     # difficulty per group, paper split
     rows = []
@@ -316,29 +323,37 @@ def heldout_reading(runs: list[Run], key, reference: str) -> list[str]:
     s_arm = max(spreads, key=lambda k: spreads[k])
     s = spreads[s_arm]
     ref = float(np.mean(ce[reference]))
-    lower: list[str] = []
-    within: list[str] = []
-    higher: list[str] = []
+    readings = []
     for k, values in ce.items():
         if k == reference:
             continue
         d = float(np.mean(values)) - ref
         limit = 2 * s * math.sqrt(1 / len(values) + 1 / len(ce[reference]))
-        text = f"{k} {fmt(d, 3, signed=True)} (noise {fmt(limit, 3)})"
-        (lower if d < -limit else higher if d > limit else within).append(text)
-    parts = [
-        f"{label}: {', '.join(items)}"
-        for label, items in (("Lower beyond noise", lower), ("Within noise", within), ("Higher beyond noise", higher))
-        if items
-    ]
+        readings.append((d, limit, f"{k} {fmt(d, 3, signed=True)} (noise {fmt(limit, 3)})"))
+    parts = grouped_by_side(
+        readings, lower="Lower beyond noise:", within="Within noise:", higher="Higher beyond noise:"
+    )
+    single = sorted(k for k, values in ce.items() if len(values) == 1)
+    others = sorted(k for k in ce if k != reference)
+    who = (
+        f"Every arm but {reference} has"
+        if len(single) > 1 and single == others
+        else f"{', '.join(single)} {'has' if len(single) == 1 else 'have'}"
+    )
+    caveat = (
+        f" {who} a single training seed: treat a difference beyond noise there as a lead to re-run "
+        "with more seeds, not as a finding."
+        if single
+        else ""
+    )
     return [
         "",
-        f"Held-out CE (nats, lower is better) against {reference} ({fmt(ref, 3)}, {len(ce[reference])} "
-        f"seeds). Noise: 2·s·√(1/n + 1/n_ref) with s = {fmt(s, 3)}, the std over the "
+        f"Held-out CE (nats, lower is better) against {reference} ({fmt(ref, 3)}, {seeds_text(len(ce[reference]))}). "
+        f"Noise: 2·s·√(1/n + 1/n_ref) with s = {fmt(s, 3)}, the std over the "
         f"{len(ce[s_arm])} seeds of {s_arm} (the largest of the arms with several seeds). "
         + ". ".join(parts)
-        + ". A single seed per arm reads this against one training seed: treat a difference beyond "
-        "noise as a lead to re-run with more seeds, not as a finding.",
+        + "."
+        + caveat,
     ]
 
 
@@ -346,11 +361,20 @@ def table4_section(study: Study, threshold: float) -> str:
     runs = study.schedules
     out = ["## Table 4 shape: LATF against fixed and scheduled ratios (IDTS on, c = 0.5)", ""]
 
-    def key(r):
+    def key(r):  # a fixed or scheduled r is the same for every seed; the adaptive one is not
+        if _cfg(r, "latf") == "adaptive":
+            return "adaptive"
         s = ratio_summary(r)
         return f"{_cfg(r, 'latf')} (r {fmt(s['first'])} → {fmt(s['last'])})"
 
     rows = _rows_with_loss(runs, key)
+    adaptive = [ratio_summary(r) for r in runs if key(r) == "adaptive"]
+    if adaptive:  # one row over the seeds, with the range of the final r they reached
+        firsts_r = sorted({fmt(a["first"]) for a in adaptive})
+        lasts = [a["last"] for a in adaptive]
+        span = fmt(min(lasts)) if fmt(min(lasts)) == fmt(max(lasts)) else f"{fmt(min(lasts))}–{fmt(max(lasts))}"
+        label = f"adaptive (r {'/'.join(firsts_r)} → {span})"
+        rows = [[label, *row[1:]] if row[0] == "adaptive" else row for row in rows]
     latf = {r.seed: r for r in runs if _cfg(r, "latf") == "adaptive"}
     firsts: dict = {}
     for run in runs:  # the first run of each row, in the rows' order
@@ -447,7 +471,7 @@ def _arm_section(runs: list[Run], table: str, title: str, column: str, names: di
             out += ["", "Rows with 1 seed are single-seed runs: read them against the noise level above."]
     missing = [name for arm, name in names.items() if not any(table_arm(r.config, table) == arm for r in runs)]
     if missing:
-        out += ["", f"Not yet run: {', '.join(missing)} (`python -m adakd sweep --preset demo --grid {table}`)."]
+        out += ["", f"Not yet run: {', '.join(missing)} (`{REGENERATE} {table}`)."]
     return "\n".join(out)
 
 
@@ -560,13 +584,14 @@ def c_section(study: Study, threshold: float) -> str:
             rows,
         )
     )
-    if len(frame) >= 2:
-        spread = float(frame["rouge_l_mean"].max() - frame["rouge_l_mean"].min())
-        best = float(frame["c"].iloc[frame["rouge_l_mean"].argmax()])
+    found = _lowest_and_highest_by_c(runs, lambda run: final_average(run, "student", "rouge_l"))
+    if found is not None:
+        low, best, means = found
+        spread = means[best] - means[low]
         out += [
             "",
-            f"Reading: the highest ROUGE-L is at c = {fmt(best, 1)}; the range over c is "
-            f"{fmt(spread)} points, which is "
+            f"Reading: compared on {_seeds_compared(runs)}, the highest ROUGE-L is at c = {fmt(best, 1)}; "
+            f"the range over c is {fmt(spread)} points, which is "
             + ("within" if spread < threshold else "above")
             + f" the {fmt(threshold, 1)}-point noise level (the paper's default is c = 0.5)."
             + heldout_ce_by_c(runs)

@@ -114,5 +114,10 @@ def test_the_sft_baseline_gets_a_row_and_plain_kd_is_read_against_it(tmp_path):
     # 3.15 is within 3.05 + 0.141 on CE: KD is not shown to beat SFT, whatever KL says
     close_sft = _run(tmp_path, "s1", SFT, 0, 11.0, 3.15, 1.40)
     text = heldout_section(Study([*base, close_sft]))
-    assert "**plain KD does not beat the SFT baseline**" in text
+    assert "**plain KD does not beat the SFT baseline** here (it is not lower by more than" in text
+    assert "SFT is lower" not in text
+    # SFT 2.80 is below 3.05 − 0.141 on CE (and level on KL 1.05): SFT better, named as such
+    better_sft = _run(tmp_path, "s2", SFT, 0, 11.0, 2.80, 1.05)
+    text = heldout_section(Study([*base, better_sft]))
+    assert "(SFT is lower by more than twice plain KD's seed spread on held-out CE)" in text
     assert "Against the SFT baseline" not in heldout_section(Study(base))

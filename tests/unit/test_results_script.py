@@ -9,6 +9,7 @@ from the script. No PNG export here (that needs a browser; analysis/export.py ha
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -424,6 +425,17 @@ def test_heldout_ce_reading_against_the_methods_arm(tmp_path):
     assert "Lower beyond noise: fixed τ = 1 -0.350 (noise 0.183)" in line
     assert "Within noise: CTKD -0.050 (noise 0.231)" in line
     assert "Higher beyond noise" not in line
+    # the single-seed caveat names the one arm with one seed, and goes when no arm has one
+    assert line.endswith(
+        " CTKD has a single training seed: treat a difference beyond noise there as a lead to re-run "
+        "with more seeds, not as a finding."
+    )
+    shutil.rmtree(root / "t5" / "ctkd,seed=0")
+    R.clear_cache()
+    text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
+    line = next(line for line in text.splitlines() if line.startswith("Held-out CE") and "IDTS (c = 0.5)" in line)
+    assert "Lower beyond noise: fixed τ = 1 -0.350 (noise 0.183)." in line
+    assert "single training seed" not in line
     R.clear_cache()
 
 
@@ -480,7 +492,7 @@ def test_table1_reads_heldout_ce_paired_by_seed_and_against_noise(tmp_path):
     assert "| fkl | 10.00 | 10.00 | +0.00 | 3.000 | 3.500 | +0.500 | – | – | 1 / 1 |" in text
     assert "| SFT | 10.00 | – | – | 3.500 | – | – | 1.200 | – | 1 / – |" in text
     sft_line = next(line for line in text.splitlines() if line.startswith("Reading, against the SFT baseline"))
-    assert "held-out CE against SFT (3.500, 1 seed(s); s = 0.153)" in sft_line
+    assert "Held-out CE against SFT (3.500, 1 seed; s = 0.153)" in sft_line
     assert "plain KD below SFT beyond noise: fkl -0.500 (noise 0.432), jsd -0.500 (noise 0.432)" in sft_line
     assert "plain KD above SFT beyond noise (SFT better): rkl +0.400 (noise 0.353)" in sft_line
     assert "held-out KL against SFT" not in sft_line
@@ -532,3 +544,32 @@ def test_the_c_reading_compares_the_seeds_every_c_has():
     assert "training seed 0, which every c has" in table_sections._seeds_compared(runs)
     no_common = [run(0.5, 1, 4.0), run(0.1, 0, 3.75)]
     assert table_sections._common_seeds(no_common) == no_common  # nothing to pair: every run counts
+
+
+def test_table4_gives_the_adaptive_schedule_one_row_over_its_seeds(tmp_path):
+    """Adaptive LATF ends at a different r on each seed (0.60 on seed 0, 0.70 on seed 1): one
+    row with 2 seeds and the range of final r, not one single-seed row per final r; the fixed
+    schedule keeps its own row."""
+    from tests.rundir_factory import make_metrics
+
+    R.clear_cache()
+    root = tmp_path / "sample_runs"
+    for seed, last_r in ((0, 0.6), (1, 0.7)):
+        config = {**FULL, "seed": seed}
+        rows = make_metrics(STEPS, config)
+        rows[0]["ratio"], rows[-1]["next_ratio"] = 1.0, last_r  # the r the run ended on
+        make_run(root / "ablation", f"full,seed={seed}", config=config, steps=STEPS, metrics=rows, tokens=False)
+    make_run(
+        root / "schedule-fixed",
+        "latf=fixed",
+        config={"latf": "fixed", "idts": "on", "ratio_start": 0.75, "seed": 0},
+        steps=STEPS,
+        tokens=False,
+    )
+    text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
+    table4 = text.split("## Table 4 shape")[1].split("\n## ")[0]
+    rows = [line for line in table4.splitlines() if line.startswith("| adaptive")]
+    assert len(rows) == 1 and rows[0].startswith("| adaptive (r 1.00 → 0.60–0.70) | rkl + AdaKD |")
+    assert rows[0].split(" | ")[3] == "2"  # seeds
+    assert any(line.startswith("| fixed (r 0.75 → 0.75) |") for line in table4.splitlines())
+    R.clear_cache()
