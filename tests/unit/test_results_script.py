@@ -573,3 +573,20 @@ def test_table4_gives_the_adaptive_schedule_one_row_over_its_seeds(tmp_path):
     assert rows[0].split(" | ")[3] == "2"  # seeds
     assert any(line.startswith("| fixed (r 0.75 → 0.75) |") for line in table4.splitlines())
     R.clear_cache()
+
+
+def test_the_methods_plain_arms_are_ordered_on_both_metrics():
+    """ROUGE-L a 10, b 12, c 14 against held-out CE a 3.0, b 3.5, c 4.0: ROUGE-L puts c first,
+    CE puts a first, so the ranks of ROUGE-L (1, 2, 3) and of −CE (3, 2, 1) are reversed:
+    Spearman's ρ = −1. Range 4 points, beyond a 3.5-point noise level; with the gate failing on
+    ROUGE-L it is not a finding. Below three methods (or with a NaN) there is no reading."""
+    from analysis.report.table1_section import method_order_reading
+
+    rouge, ce = {"a": 10.0, "b": 12.0, "c": 14.0}, {"a": 3.0, "b": 3.5, "c": 4.0}
+    line = method_order_reading(rouge, ce, 3.5, unranked=False)[1]
+    assert "ROUGE-L, best first: c 14.00, b 12.00, a 10.00 (a range of 4.00 points, beyond the 3.5-point" in line
+    assert "held-out CE, best first: a 3.000, b 3.500, c 4.000." in line
+    assert "over the 3 methods is -1.00 (" in line
+    assert "not a finding (the gate fails on ROUGE-L)" in method_order_reading(rouge, ce, 3.5, unranked=True)[1]
+    assert "within the 5.0-point" in method_order_reading(rouge, ce, 5.0, unranked=False)[1]
+    assert method_order_reading({**rouge, "c": math.nan}, ce, 3.5, unranked=False) == []
