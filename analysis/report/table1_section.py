@@ -297,7 +297,10 @@ def data_regime_reading(runs: list[Run], base_of) -> list[str]:
             for run in part:
                 rise = _phi_rise(run)
                 if rise is not None:
-                    text += f". {run.label}: φ rose to {fmt(rise[1])} at step {rise[0]}"
+                    trace = _validation_text(run)
+                    text += f". {run.label}: φ rose to {fmt(rise[1])} at step {rise[0]}" + (
+                        f" ({trace})" if trace else ""
+                    )
             if idle:
                 twins = [
                     t
@@ -311,7 +314,11 @@ def data_regime_reading(runs: list[Run], base_of) -> list[str]:
                 text += (
                     f". {' and '.join(r.label for r in idle)}: φ stayed 0 (DistiLLM raises it only "
                     "when the validation CE comes back above its reference, and a student that is "
-                    f"still learning keeps improving), so {'this run is' if len(idle) == 1 else 'these runs are'} "
+                    "still learning keeps improving"
+                    + "".join(
+                        f"; {r.label}: {t}" if len(idle) > 1 else f": {t}" for r in idle if (t := _validation_text(r))
+                    )
+                    + f"), so {'this run is' if len(idle) == 1 else 'these runs are'} "
                     f"plain {_cfg(idle[0], 'divergence')} on the data"
                 )
                 if len(twins) == len(idle):
@@ -327,6 +334,27 @@ def data_regime_reading(runs: list[Run], base_of) -> list[str]:
 def _same(a: float, b: float) -> bool:
     """Equal, or both missing (a run evaluated before the held-out protocol has no CE)."""
     return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _validation_text(run: Run) -> str:
+    """'validation CE 4.623 at step 0, then 4.500 / 4.124 / … at steps 50 / 100 / …, against
+    the rise threshold 4.723 (first value + ε)' from the run's validation events: the numbers
+    DistiLLM's φ rule reads (docs/method.md §6), so a reader sees why φ moved or did not. The
+    reference is the first value until φ rises (it moves only with a rise). '' without events."""
+    events = run.events
+    if events.empty or "loss" not in events:
+        return ""
+    trace = events[events["kind"] == "validation"][["step", "loss"]].dropna()
+    if len(trace) < 2:
+        return ""
+    steps, losses = trace["step"].astype(int).tolist(), trace["loss"].astype(float).tolist()
+    eps = float(_cfg(run, "distillm_threshold", 0.1))
+    return (
+        f"validation CE {fmt(losses[0], 3)} at step {steps[0]}, then "
+        + " / ".join(fmt(v, 3) for v in losses[1:])
+        + f" at steps {' / '.join(map(str, steps[1:]))}, against the first rise threshold "
+        f"{fmt(losses[0] + eps, 3)} = step-{steps[0]} value + ε {fmt(eps, 2)}"
+    )
 
 
 def _phi_rise(run: Run) -> tuple[int, float] | None:

@@ -509,8 +509,9 @@ def test_table1_reads_heldout_ce_paired_by_seed_and_against_noise(tmp_path):
 
 def test_table1_says_when_distillms_phi_rose(tmp_path):
     """φ (student_data_prob) 0 for steps 1-2, 0.1 at 3-4, 0.2 at 5-6: 'rose to 0.20 at step 3';
-    the run trained on student replies at steps 4 and 6, so it is not called plain srkl."""
-    from tests.rundir_factory import make_metrics
+    the run trained on student replies at steps 4 and 6, so it is not called plain srkl. Its
+    validation events are quoted beside the threshold the rule compares them with."""
+    from tests.rundir_factory import make_events, make_metrics
 
     R.clear_cache()
     root = tmp_path / "sample_runs"
@@ -519,10 +520,27 @@ def test_table1_says_when_distillms_phi_rose(tmp_path):
     for row in rows:
         row["student_data_prob"] = {1: 0.0, 2: 0.0, 3: 0.1, 4: 0.1, 5: 0.2, 6: 0.2}[row["step"]]
         row["data_source"] = "student" if row["step"] in (4, 6) else "ground_truth"
-    make_run(root / "table1", "distillm-adakd", config=config, steps=6, metrics=rows, tokens=False, gradients=False)
+    events = make_events(6, config, "finished") + [
+        {"step": step, "kind": "validation", "message": "validation", "loss": loss}
+        for step, loss in ((0, 4.0), (2, 4.15), (4, 4.3))
+    ]
+    make_run(
+        root / "table1",
+        "distillm-adakd",
+        config=config,
+        steps=6,
+        metrics=rows,
+        events=events,
+        tokens=False,
+        gradients=False,
+    )
     text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
     assert "DistiLLM/srkl + AdaKD 2 of 6 logged steps trained on student-generated replies" in text
-    assert "DistiLLM/srkl + AdaKD: φ rose to 0.20 at step 3" in text
+    # the validation CE the rule read: 4.0 at step 0, threshold 4.0 + ε 0.1 = 4.100
+    assert (
+        "DistiLLM/srkl + AdaKD: φ rose to 0.20 at step 3 (validation CE 4.000 at step 0, then "
+        "4.150 / 4.300 at steps 2 / 4, against the first rise threshold 4.100 = step-0 value + ε 0.10)"
+    ) in text
     assert "φ stayed 0" not in text
     R.clear_cache()
 
