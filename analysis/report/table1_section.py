@@ -352,8 +352,8 @@ def _validation_text(run: Run) -> str:
     return (
         f"validation CE {fmt(losses[0], 3)} at step {steps[0]}, then "
         + " / ".join(fmt(v, 3) for v in losses[1:])
-        + f" at steps {' / '.join(map(str, steps[1:]))}, against the first rise threshold "
-        f"{fmt(losses[0] + eps, 3)} = step-{steps[0]} value + ε {fmt(eps, 2)}"
+        + f" at step{'s' if len(steps) > 2 else ''} {' / '.join(map(str, steps[1:]))}, against the first "
+        f"rise threshold {fmt(losses[0] + eps, 3)} = step-{steps[0]} value + ε {fmt(eps, 2)}"
     )
 
 

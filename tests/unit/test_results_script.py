@@ -608,3 +608,26 @@ def test_the_methods_plain_arms_are_ordered_on_both_metrics():
     assert "not a finding (the gate fails on ROUGE-L)" in method_order_reading(rouge, ce, 3.5, unranked=True)[1]
     assert "within the 5.0-point" in method_order_reading(rouge, ce, 5.0, unranked=False)[1]
     assert method_order_reading({**rouge, "c": math.nan}, ce, 3.5, unranked=False) == []
+
+
+def test_a_distillm_run_whose_phi_stayed_0_shows_its_validation_trace(tmp_path):
+    """φ 0 at every step, validation CE 4.0 → 3.9 (never above 4.0 + ε 0.1): the report says φ
+    stayed 0 and quotes the trace and the threshold it never reached."""
+    from tests.rundir_factory import make_events, make_metrics
+
+    R.clear_cache()
+    root = tmp_path / "sample_runs"
+    config = {**BASE, "divergence": "srkl", "regime": "distillm"}
+    rows = [dict(r, student_data_prob=0.0, data_source="ground_truth") for r in make_metrics(6, config)]
+    events = make_events(6, config, "finished") + [
+        {"step": step, "kind": "validation", "message": "validation", "loss": loss}
+        for step, loss in ((0, 4.0), (3, 3.9))
+    ]
+    make_run(root / "table1", "distillm", config=config, steps=6, metrics=rows, events=events, tokens=False)
+    text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
+    assert (
+        "DistiLLM/srkl: φ stayed 0 (DistiLLM raises it only when the validation CE comes back above its "
+        "reference, and a student that is still learning keeps improving: validation CE 4.000 at step 0, "
+        "then 3.900 at step 3, against the first rise threshold 4.100 = step-0 value + ε 0.10)"
+    ) in text
+    R.clear_cache()
