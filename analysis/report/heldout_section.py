@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from analysis.report.markdown import md_table
+from analysis.report.markdown import md_table, seeds_text
 from analysis.report.study import Study, component
 from analysis.runs import Run
 from analysis.validity import final_average, study_gate
@@ -91,28 +91,36 @@ def _sft_text(runs: list[Run], sft: list[Run]) -> str:
     base = [r for r in runs if component(r) == "base"]
     if not base or not sft:
         return ""
-    parts, kd_better, sft_better = [], [], []
+    parts, kd_better, sft_better, compared, seeds = [], [], [], [], 0
     for column, label in (("ce", "held-out CE"), ("kl_teacher", "KL(teacher ‖ student)")):
         kd = [final_average(r, "student", column) for r in base]
         alone = [final_average(r, "student", column) for r in sft]
         kd, alone = [x for x in kd if not math.isnan(x)], [x for x in alone if not math.isnan(x)]
         if not kd or not alone:
             continue
+        seeds = max(seeds, len(kd))
         spread = 2 * statistics.stdev(kd) if len(kd) > 1 else 0.0
         kd_mean, sft_mean = statistics.fmean(kd), statistics.fmean(alone)
+        compared.append(label)
         kd_better.append(kd_mean < sft_mean - spread)
         if sft_mean < kd_mean - spread:
             sft_better.append(label)
-        parts.append(f"{label} {kd_mean:.3f} (plain KD, {len(kd)} seeds) vs {sft_mean:.3f} (SFT, {len(alone)})")
+        parts.append(f"{label} {kd_mean:.3f} (plain KD, {seeds_text(len(kd))}) vs {sft_mean:.3f} (SFT, {len(alone)})")
     if not parts:
         return ""
-    if all(kd_better):
-        verdict = "plain KD is lower than SFT by more than twice its seed spread on both."
+    on = " and ".join(compared)
+    if seeds < 2:
+        verdict = (
+            "plain KD has a single seed, so there is no seed spread to read the difference against: "
+            "**not a finding** either way."
+        )
+    elif all(kd_better):
+        verdict = f"plain KD is lower than SFT by more than twice its seed spread on {on}."
     else:
         why = (
             f"SFT is lower by more than twice plain KD's seed spread on {' and '.join(sft_better)}"
             if sft_better
-            else "it is not lower by more than twice its seed spread on both"
+            else f"it is not lower by more than twice its seed spread on {on}"
         )
         verdict = (
             f"**plain KD does not beat the SFT baseline** here ({why}), so with this base divergence "

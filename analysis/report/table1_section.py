@@ -113,7 +113,11 @@ def table1_section(study: Study, threshold: float) -> str:
     out += ce_delta_reading(divs, arms)
     if deltas:
         out += method_order_reading(
-            {d: rouge[(d, "base")] for d in divs}, {d: nan_mean(ce[(d, "base")]) for d in divs}, threshold, unranked
+            {d: rouge[(d, "base")] for d in divs},
+            {d: nan_mean(ce[(d, "base")]) for d in divs},
+            threshold,
+            unranked,
+            seeds={d: len(arms[(d, "base")]) for d in divs},
         )
     out += sft_reading(divs, arms, study.sft)
     out += degenerate_replies_reading(runs, base_of)
@@ -137,11 +141,14 @@ def _heldout(runs: list[Run], column: str) -> list[float]:
     return [v for r in runs if not math.isnan(v := final_average(r, "student", column))]
 
 
-def method_order_reading(rouge: dict[str, float], ce: dict[str, float], threshold: float, unranked: bool) -> list[str]:
+def method_order_reading(
+    rouge: dict[str, float], ce: dict[str, float], threshold: float, unranked: bool, seeds: dict[str, int] | None = None
+) -> list[str]:
     """The plain arms of the methods against each other: the ROUGE-L range (against the noise
     level ``threshold``), the held-out CE order, and whether the two metrics order the methods
-    alike: Spearman's ρ between ROUGE-L and −CE (1 = the same order, −1 = reversed). [] below
-    three methods with both numbers."""
+    alike: Spearman's ρ between ROUGE-L and −CE (1 = the same order, −1 = reversed; undefined
+    when one metric ties across every method). ``seeds``: plain-arm seeds per method, for the
+    caveat. [] below three methods with both numbers."""
     both = [d for d in rouge if not math.isnan(rouge[d]) and not math.isnan(ce[d])]
     if len(both) < 3:
         return []
@@ -149,8 +156,21 @@ def method_order_reading(rouge: dict[str, float], ce: dict[str, float], threshol
     c = pd.Series({d: ce[d] for d in both})
     rho = float(r.rank().corr((-c).rank()))
     spread = float(r.max() - r.min())
-    by_rouge = ", ".join(f"{d} {fmt(r[d])}" for d in r.sort_values(ascending=False).index)
-    by_ce = ", ".join(f"{d} {fmt(c[d], 3)}" for d in c.sort_values().index)
+    by_rouge = ", ".join(f"{d} {fmt(r[d])}" for d in r.sort_values(ascending=False, kind="stable").index)
+    by_ce = ", ".join(f"{d} {fmt(c[d], 3)}" for d in c.sort_values(kind="stable").index)
+    single = sum(1 for d in both if (seeds or {}).get(d, 1) < 2)
+    seed_note = (
+        "every method with a single seed"
+        if single == len(both)
+        else f"{single} of the {len(both)} methods with a single seed"
+        if single
+        else "every method with several seeds"
+    )
+    rho_text = (
+        "undefined (one of the metrics is equal for every method)"
+        if math.isnan(rho)
+        else f"{fmt(rho)} (1: the same order, −1: reversed; over {len(both)} methods, {seed_note}, a lead at most)"
+    )
     rouge_status = (
         "not a finding (the gate fails on ROUGE-L)"
         if unranked
@@ -160,8 +180,7 @@ def method_order_reading(rouge: dict[str, float], ce: dict[str, float], threshol
         "",
         f"Reading, the methods' plain arms against each other: ROUGE-L, best first: {by_rouge} "
         f"(a range of {fmt(spread)} points, {rouge_status}); held-out CE, best first: {by_ce}. "
-        f"Spearman's ρ between ROUGE-L and −CE over the {len(both)} methods is {fmt(rho)} (1: the same "
-        "order, −1: reversed; over this few methods, with a single seed for most, a lead at most). "
+        f"Spearman's ρ between ROUGE-L and −CE over the {len(both)} methods is {rho_text}. "
         "Held-out CE is measured on the reference replies, which rewards covering their mass; "
         "ROUGE-L scores the student's own replies.",
     ]
@@ -298,7 +317,7 @@ def data_regime_reading(runs: list[Run], base_of) -> list[str]:
                 rise = _phi_rise(run)
                 if rise is not None:
                     trace = _validation_text(run)
-                    text += f". {run.label}: φ rose to {fmt(rise[1])} at step {rise[0]}" + (
+                    text += f". {run.label}: φ rose to {fmt(rise[1])}, first logged at step {rise[0]}" + (
                         f" ({trace})" if trace else ""
                     )
             if idle:
@@ -313,7 +332,7 @@ def data_regime_reading(runs: list[Run], base_of) -> list[str]:
                 ]
                 text += (
                     f". {' and '.join(r.label for r in idle)}: φ stayed 0 (DistiLLM raises it only "
-                    "when the validation CE comes back above its reference, and a student that is "
+                    "when the validation CE comes back at least ε above its reference, and a student that is "
                     "still learning keeps improving"
                     + "".join(
                         f"; {r.label}: {t}" if len(idle) > 1 else f": {t}" for r in idle if (t := _validation_text(r))
@@ -345,6 +364,7 @@ def _validation_text(run: Run) -> str:
     if events.empty or "loss" not in events:
         return ""
     trace = events[events["kind"] == "validation"][["step", "loss"]].dropna()
+    trace = trace[np.isfinite(trace["loss"].astype(float))]  # the φ rule skips non-finite values too
     if len(trace) < 2:
         return ""
     steps, losses = trace["step"].astype(int).tolist(), trace["loss"].astype(float).tolist()
@@ -353,7 +373,7 @@ def _validation_text(run: Run) -> str:
         f"validation CE {fmt(losses[0], 3)} at step {steps[0]}, then "
         + " / ".join(fmt(v, 3) for v in losses[1:])
         + f" at step{'s' if len(steps) > 2 else ''} {' / '.join(map(str, steps[1:]))}, against the first "
-        f"rise threshold {fmt(losses[0] + eps, 3)} = step-{steps[0]} value + ε {fmt(eps, 2)}"
+        f"rise threshold {fmt(losses[0] + eps, 3)} = step-{steps[0]} value + ε {eps:g}"
     )
 
 

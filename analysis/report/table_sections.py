@@ -158,7 +158,8 @@ def loss_section(study: Study) -> str:
         "steps share a model, and the seed spread is not in it)."
         + (f" The teacher's probe CE is {fmt(nan_mean(teacher_ce), 2)} nats." if np.isfinite(teacher_ce).any() else ""),
     ]
-    base, full = study.arm("base"), study.full
+    base = study.arm("base")
+    full = study.arm("full (AdaKD)", seed=base.seed) if base is not None else None
 
     def span(key: str, digits: int) -> str:
         values = [v for r in runs if math.isfinite(v := probe_summary(r).get(key, math.nan))]
@@ -195,11 +196,13 @@ def loss_section(study: Study) -> str:
                 f"{fmt(pb['ce_teacher_last'], 2)} nats"
             )
         n_probe = pb.get("n_tokens")
-        scope = f"training seed {base.seed}" + (f", {n_probe} probe tokens" if n_probe else "")
+        scope = (f"training seed {base.seed}" if base.seed is not None else "one training seed") + (
+            f", {n_probe} probe tokens" if n_probe else ""
+        )
         out += [
             "",
             f"Reading ({scope}; one seed, so a lead rather than a finding: the held-out CE of the "
-            f'"Held-out evaluation of the ablation arms" is the measure across seeds): {reading}.',
+            f'section "Held-out evaluation of the ablation arms" is the measure across seeds): {reading}.',
         ]
     out += seed_consistency_reading(study)
     # difficulty per group, paper split
@@ -346,6 +349,11 @@ def heldout_reading(runs: list[Run], key, reference: str) -> list[str]:
         if single
         else ""
     )
+    if len(ce[reference]) == 1:  # every difference is against that one run
+        caveat = (
+            f" {reference}, the reference of every difference, has a single training seed: treat any "
+            "difference beyond noise as a lead to re-run with more seeds, not as a finding."
+        )
     return [
         "",
         f"Held-out CE (nats, lower is better) against {reference} ({fmt(ref, 3)}, {seeds_text(len(ce[reference]))}). "
@@ -371,7 +379,7 @@ def table4_section(study: Study, threshold: float) -> str:
     adaptive = [ratio_summary(r) for r in runs if key(r) == "adaptive"]
     if adaptive:  # one row over the seeds, with the range of the final r they reached
         firsts_r = sorted({fmt(a["first"]) for a in adaptive})
-        lasts = [a["last"] for a in adaptive]
+        lasts = [a["last"] for a in adaptive if not math.isnan(a["last"])] or [math.nan]
         span = fmt(min(lasts)) if fmt(min(lasts)) == fmt(max(lasts)) else f"{fmt(min(lasts))}–{fmt(max(lasts))}"
         label = f"adaptive (r {'/'.join(firsts_r)} → {span})"
         rows = [[label, *row[1:]] if row[0] == "adaptive" else row for row in rows]
@@ -522,8 +530,19 @@ def _common_seeds(runs: list[Run]) -> list[Run]:
 
 
 def _seeds_compared(runs: list[Run]) -> str:
-    seeds = sorted({r.config.get("seed") for r in _common_seeds(runs)}, key=str)
-    return f"training seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, which every c has"
+    chosen = _common_seeds(runs)
+    seeds = sorted({r.config.get("seed") for r in chosen}, key=str)
+    named = f"training seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    if len(chosen) == len(runs) and len({float(_c(r)) for r in runs}) > 1 and not _seed_shared_by_every_c(runs):
+        return f"{named} (no seed is shared by every c: means over different seeds)"
+    return f"{named}, which every c has"
+
+
+def _seed_shared_by_every_c(runs: list[Run]) -> bool:
+    seeds_by_c: dict[float, set] = {}
+    for run in runs:
+        seeds_by_c.setdefault(float(_c(run)), set()).add(run.config.get("seed"))
+    return bool(set.intersection(*seeds_by_c.values())) if seeds_by_c else False
 
 
 def ce_by_c(runs: list[Run]) -> str:

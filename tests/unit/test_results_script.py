@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -495,7 +496,10 @@ def test_table1_reads_heldout_ce_paired_by_seed_and_against_noise(tmp_path):
     assert "Held-out CE against SFT (3.500, 1 seed; s = 0.153)" in sft_line
     assert "plain KD below SFT beyond noise: fkl -0.500 (noise 0.432), jsd -0.500 (noise 0.432)" in sft_line
     assert "plain KD above SFT beyond noise (SFT better): rkl +0.400 (noise 0.353)" in sft_line
-    assert "held-out KL against SFT" not in sft_line
+    assert "Held-out KL against SFT" not in sft_line  # only SFT has KL here: no KL reading
+    # every ROUGE-L is 10.00: the methods' order on it is a tie, and ρ says so instead of "–"
+    order = next(line for line in text.splitlines() if line.startswith("Reading, the methods' plain arms"))
+    assert "is undefined (one of the metrics is equal for every method)" in order
     line = next(line for line in text.splitlines() if line.startswith("Reading, held-out CE"))
     assert "s = 0.153" in line
     within = line.split("within noise for ")[1].split(";")[0]
@@ -538,8 +542,8 @@ def test_table1_says_when_distillms_phi_rose(tmp_path):
     assert "DistiLLM/srkl + AdaKD 2 of 6 logged steps trained on student-generated replies" in text
     # the validation CE the rule read: 4.0 at step 0, threshold 4.0 + ε 0.1 = 4.100
     assert (
-        "DistiLLM/srkl + AdaKD: φ rose to 0.20 at step 3 (validation CE 4.000 at step 0, then "
-        "4.150 / 4.300 at steps 2 / 4, against the first rise threshold 4.100 = step-0 value + ε 0.10)"
+        "DistiLLM/srkl + AdaKD: φ rose to 0.20, first logged at step 3 (validation CE 4.000 at step 0, then "
+        "4.150 / 4.300 at steps 2 / 4, against the first rise threshold 4.100 = step-0 value + ε 0.1)"
     ) in text
     assert "φ stayed 0" not in text
     R.clear_cache()
@@ -562,6 +566,9 @@ def test_the_c_reading_compares_the_seeds_every_c_has():
     assert "training seed 0, which every c has" in table_sections._seeds_compared(runs)
     no_common = [run(0.5, 1, 4.0), run(0.1, 0, 3.75)]
     assert table_sections._common_seeds(no_common) == no_common  # nothing to pair: every run counts
+    assert table_sections._seeds_compared(no_common) == (
+        "training seeds 0, 1 (no seed is shared by every c: means over different seeds)"
+    )
 
 
 def test_table4_gives_the_adaptive_schedule_one_row_over_its_seeds(tmp_path):
@@ -604,7 +611,12 @@ def test_the_methods_plain_arms_are_ordered_on_both_metrics():
     line = method_order_reading(rouge, ce, 3.5, unranked=False)[1]
     assert "ROUGE-L, best first: c 14.00, b 12.00, a 10.00 (a range of 4.00 points, beyond the 3.5-point" in line
     assert "held-out CE, best first: a 3.000, b 3.500, c 4.000." in line
-    assert "over the 3 methods is -1.00 (" in line
+    assert (
+        "over the 3 methods is -1.00 (1: the same order, −1: reversed; over 3 methods, every method with a single"
+        in line
+    )
+    several = method_order_reading(rouge, ce, 3.5, unranked=False, seeds={"a": 3, "b": 1, "c": 3})[1]
+    assert "over 3 methods, 1 of the 3 methods with a single seed, a lead at most" in several
     assert "not a finding (the gate fails on ROUGE-L)" in method_order_reading(rouge, ce, 3.5, unranked=True)[1]
     assert "within the 5.0-point" in method_order_reading(rouge, ce, 5.0, unranked=False)[1]
     assert method_order_reading({**rouge, "c": math.nan}, ce, 3.5, unranked=False) == []
@@ -626,8 +638,59 @@ def test_a_distillm_run_whose_phi_stayed_0_shows_its_validation_trace(tmp_path):
     make_run(root / "table1", "distillm", config=config, steps=6, metrics=rows, events=events, tokens=False)
     text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
     assert (
-        "DistiLLM/srkl: φ stayed 0 (DistiLLM raises it only when the validation CE comes back above its "
-        "reference, and a student that is still learning keeps improving: validation CE 4.000 at step 0, "
-        "then 3.900 at step 3, against the first rise threshold 4.100 = step-0 value + ε 0.10)"
+        "DistiLLM/srkl: φ stayed 0 (DistiLLM raises it only when the validation CE comes back at least ε "
+        "above its reference, and a student that is still learning keeps improving: validation CE 4.000 at step 0, "
+        "then 3.900 at step 3, against the first rise threshold 4.100 = step-0 value + ε 0.1)"
     ) in text
+    R.clear_cache()
+
+
+def _table5_root(tmp_path, arms: dict) -> Path:
+    """A Table 5 study: arm name -> (config, held-out CE per seed)."""
+    root = tmp_path / "sample_runs"
+    for name, (config, ces) in arms.items():
+        for seed, ce in enumerate(ces):
+            record = {
+                "step": STEPS,
+                "model": "student",
+                "rouge_l": {"chatterbot": 10.0},
+                "rouge_l_avg": 10.0,
+                "ce": {"chatterbot": ce},
+                "ce_avg": ce,
+                "n": {"chatterbot": 100},
+            }
+            make_run(
+                root / "t5",
+                f"{name},seed={seed}",
+                config={**config, "seed": seed},
+                steps=STEPS,
+                evals=[record],
+                tokens=False,
+                gradients=False,
+            )
+    return root
+
+
+@pytest.mark.parametrize(
+    ("ces", "caveat"),
+    [
+        # IDTS 3 seeds (s = 0.1), the two others one seed each: "every arm but" the reference
+        (
+            {"idts": [3.9, 4.0, 4.1], "fixed": [3.6], "ctkd": [3.95]},
+            " Every arm but IDTS (c = 0.5) has a single training seed",
+        ),
+        # the reference itself has one seed (s from fixed τ = 1's two): every difference is one run's
+        (
+            {"idts": [4.0], "fixed": [3.6, 3.8], "ctkd": [3.95, 4.05]},
+            " IDTS (c = 0.5), the reference of every difference, has a single training seed",
+        ),
+    ],
+)
+def test_the_single_seed_caveat_names_whom_it_concerns(tmp_path, ces, caveat):
+    R.clear_cache()
+    configs = {"idts": FULL, "fixed": LATF, "ctkd": {**LATF, "ctkd": True}}
+    root = _table5_root(tmp_path, {name: (configs[name], values) for name, values in ces.items()})
+    text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
+    line = next(line for line in text.splitlines() if line.startswith("Held-out CE") and "IDTS (c = 0.5)" in line)
+    assert caveat in line
     R.clear_cache()
