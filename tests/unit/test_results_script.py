@@ -694,3 +694,38 @@ def test_the_single_seed_caveat_names_whom_it_concerns(tmp_path, ces, caveat):
     line = next(line for line in text.splitlines() if line.startswith("Held-out CE") and "IDTS (c = 0.5)" in line)
     assert caveat in line
     R.clear_cache()
+
+
+def test_a_method_scoring_exactly_as_another_counts_once_in_the_readings(tmp_path):
+    """DistiLLM/srkl whose φ never moved scores exactly as srkl (3.0 plain, 3.2 with AdaKD, both
+    ROUGE-L 10): its row stays in the table, the readings across methods leave it out. fkl has
+    the same plain CE but another AdaKD CE, so it is not a twin."""
+    R.clear_cache()
+    root = tmp_path / "sample_runs"
+    runs = {
+        ("srkl", "base", "ground_truth"): 3.0,
+        ("srkl", "full", "ground_truth"): 3.2,
+        ("srkl", "base", "distillm"): 3.0,
+        ("srkl", "full", "distillm"): 3.2,
+        ("fkl", "base", "ground_truth"): 3.0,
+        ("fkl", "full", "ground_truth"): 3.1,
+    }
+    for (div, arm, regime), ce in runs.items():
+        record = {
+            "step": STEPS,
+            "model": "student",
+            "rouge_l": {"chatterbot": 10.0},
+            "rouge_l_avg": 10.0,
+            "ce": {"chatterbot": ce},
+            "ce_avg": ce,
+            "n": {"chatterbot": 100},
+        }
+        config = {**(BASE if arm == "base" else FULL), "divergence": div, "regime": regime, "seed": 0}
+        make_run(
+            root / "divergences", f"{div},{arm},{regime}", config=config, steps=STEPS, evals=[record], tokens=False
+        )
+    text = report.build_report(report.Study(report.collect_runs(root)), root, exported=set())
+    assert "| DistiLLM/srkl | 10.00 | 10.00 | +0.00 | 3.000 | 3.200 | +0.200 |" in text
+    assert "The readings below leave out DistiLLM/srkl, whose runs score exactly as srkl's" in text
+    assert "fkl, whose runs" not in text
+    R.clear_cache()
