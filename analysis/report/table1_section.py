@@ -375,7 +375,7 @@ def _same(a: float, b: float) -> bool:
 def _validation_text(run: Run) -> str:
     """'validation CE 4.623 at step 0, then 4.500 / 4.124 / … at steps 50 / 100 / …, against
     the rise threshold 4.723 (first value + ε)' from the run's validation events: the numbers
-    DistiLLM's φ rule reads (docs/method.md §6), so a reader sees why φ moved or did not. The
+    DistiLLM's φ rule reads (docs/method.md §8), so a reader sees why φ moved or did not. The
     reference is the first value until φ rises (it moves only with a rise). '' without events."""
     events = run.events
     if events.empty or "loss" not in events:
