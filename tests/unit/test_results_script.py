@@ -29,6 +29,23 @@ FULL = {"latf": "adaptive", "idts": "on"}
 REFS = {"teacher": {"chatterbot": 20.0}, "student_init": {"chatterbot": 1.0}}
 
 
+def _final_eval(ce: float, kl: float | None = None) -> dict:
+    """The final student's eval.jsonl record on one set (chatterbot, 100 prompts, ROUGE-L 10):
+    held-out CE ``ce`` and, when given, KL(teacher ‖ student) ``kl``."""
+    record = {
+        "step": STEPS,
+        "model": "student",
+        "rouge_l": {"chatterbot": 10.0},
+        "rouge_l_avg": 10.0,
+        "ce": {"chatterbot": ce},
+        "ce_avg": ce,
+        "n": {"chatterbot": 100},
+    }
+    if kl is not None:
+        record |= {"kl_teacher": {"chatterbot": kl}, "kl_teacher_avg": kl}
+    return record
+
+
 @pytest.fixture(scope="module")
 def script():
     return load_script("make_results.py")
@@ -397,17 +414,7 @@ def test_heldout_ce_reading_against_the_methods_arm(tmp_path):
     }
     for name, (config, ces) in arms.items():
         for seed, ce in enumerate(ces):
-            record = {
-                "step": STEPS,
-                "model": "student",
-                "rouge_l": {"chatterbot": 10.0},
-                "rouge_l_avg": 10.0,
-                "ce": {"chatterbot": ce},
-                "ce_avg": ce,
-                "kl_teacher": {"chatterbot": ce / 2},
-                "kl_teacher_avg": ce / 2,
-                "n": {"chatterbot": 100},
-            }
+            record = _final_eval(ce, kl=ce / 2)
             make_run(
                 root / "t5",
                 f"{name},seed={seed}",
@@ -460,15 +467,7 @@ def test_table1_reads_heldout_ce_paired_by_seed_and_against_noise(tmp_path):
     }
     for (div, arm), ces in arms.items():
         for seed, ce in enumerate(ces):
-            record = {
-                "step": STEPS,
-                "model": "student",
-                "rouge_l": {"chatterbot": 10.0},
-                "rouge_l_avg": 10.0,
-                "ce": {"chatterbot": ce},
-                "ce_avg": ce,
-                "n": {"chatterbot": 100},
-            }
+            record = _final_eval(ce)
             make_run(
                 root / "divergences",
                 f"divergence={div},ablation={arm},seed={seed}",
@@ -650,15 +649,7 @@ def _table5_root(tmp_path, arms: dict) -> Path:
     root = tmp_path / "sample_runs"
     for name, (config, ces) in arms.items():
         for seed, ce in enumerate(ces):
-            record = {
-                "step": STEPS,
-                "model": "student",
-                "rouge_l": {"chatterbot": 10.0},
-                "rouge_l_avg": 10.0,
-                "ce": {"chatterbot": ce},
-                "ce_avg": ce,
-                "n": {"chatterbot": 100},
-            }
+            record = _final_eval(ce)
             make_run(
                 root / "t5",
                 f"{name},seed={seed}",
@@ -711,15 +702,7 @@ def test_a_method_scoring_exactly_as_another_counts_once_in_the_readings(tmp_pat
         ("fkl", "full", "ground_truth"): 3.1,
     }
     for (div, arm, regime), ce in runs.items():
-        record = {
-            "step": STEPS,
-            "model": "student",
-            "rouge_l": {"chatterbot": 10.0},
-            "rouge_l_avg": 10.0,
-            "ce": {"chatterbot": ce},
-            "ce_avg": ce,
-            "n": {"chatterbot": 100},
-        }
+        record = _final_eval(ce)
         config = {**(BASE if arm == "base" else FULL), "divergence": div, "regime": regime, "seed": 0}
         make_run(
             root / "divergences", f"{div},{arm},{regime}", config=config, steps=STEPS, evals=[record], tokens=False
